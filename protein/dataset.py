@@ -1,0 +1,471 @@
+"""A flat, pickle-free dataset of backbone chains with provenance and a cluster split.
+
+Dimension letters: M chains, N = sum of chain lengths, 4 backbone atoms (N, CA, C, O), 3 (Å).
+
+The chains are stored concatenated (``coords`` Shape (N, 4, 3)) with ``offsets`` Shape (M + 1,)
+so chain i is ``coords[offsets[i]:offsets[i + 1]]``. Saved as a compressed ``.npz`` holding
+only numeric and fixed-width unicode arrays, loaded with ``allow_pickle=False``.
+
+Example
+-------
+>>> from diffsci.protein.dataset import bundled_dataset_path, load_dataset
+>>> ds = load_dataset(bundled_dataset_path())
+>>> ds.chain(0).coords.shape[1:]
+(4, 3)
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import os
+import pathlib
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from diffsci.core.errors import DiffsciError
+from diffsci.protein.structure import (
+    STRUCTURE_SUFFIXES,
+    BackboneChain,
+    ReportRow,
+    read_report,
+)
+
+__all__ = [
+    "PROVENANCE_KEYS",
+    "BackboneDataset",
+    "Source",
+    "build_dataset",
+    "bundled_dataset_path",
+    "cluster_split",
+    "find_structure_files",
+    "load_dataset",
+    "save_dataset",
+    "sequence_identity",
+]
+
+PROVENANCE_KEYS: tuple[str, ...] = ("package", "version", "file", "chain", "pdb_id", "piece")
+_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class BackboneDataset:
+    """Backbone chains, concatenated.
+
+    Attributes
+    ----------
+    coords : np.ndarray
+        Shape (N, 4, 3) float32, atoms N, CA, C, O in Å.
+    offsets : np.ndarray
+        Shape (M + 1,) int64; chain i spans ``offsets[i]:offsets[i + 1]``.
+    sequences : tuple of str
+        M one-letter sequences.
+    chain_ids : tuple of str
+        M author chain ids.
+    res_ids : np.ndarray
+        Shape (N,) int64 author residue numbers.
+    ins_codes : np.ndarray
+        Shape (N,) str insertion codes.
+    provenance : tuple of dict
+        M dicts with keys :data:`PROVENANCE_KEYS` (package, version, file, chain, pdb_id, piece).
+    split : tuple of str
+        M labels, ``"train"`` or ``"heldout"``.
+    cluster_ids : np.ndarray
+        Shape (M,) int64 sequence-cluster ids (single linkage at the split's identity).
+    """
+
+    coords: np.ndarray
+    offsets: np.ndarray
+    sequences: tuple[str, ...]
+    chain_ids: tuple[str, ...]
+    res_ids: np.ndarray
+    ins_codes: np.ndarray
+    provenance: tuple[Mapping[str, str], ...]
+    split: tuple[str, ...]
+    cluster_ids: np.ndarray
+    meta: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        m = len(self.sequences)
+        n = self.coords.shape[0]
+        if self.coords.shape != (n, 4, 3):
+            raise DiffsciError(f"dataset coords must have shape (N, 4, 3), got {self.coords.shape}")
+        if self.offsets.shape != (m + 1,) or (m >= 0 and (self.offsets[0] != 0 or self.offsets[-1] != n)):
+            raise DiffsciError("dataset offsets do not match the chains")
+        if np.any(np.diff(self.offsets) < 1):
+            raise DiffsciError("dataset has an empty chain")
+        lens = np.diff(self.offsets)
+        if any(len(s) != int(k) for s, k in zip(self.sequences, lens)):
+            raise DiffsciError("dataset sequences do not match the chain lengths")
+        for name in ("chain_ids", "provenance", "split"):
+            if len(getattr(self, name)) != m:
+                raise DiffsciError(f"dataset {name} has {len(getattr(self, name))} entries for {m} chains")
+        if self.cluster_ids.shape != (m,):
+            raise DiffsciError("dataset cluster_ids do not match the chains")
+        if self.res_ids.shape != (n,) or self.ins_codes.shape != (n,):
+            raise DiffsciError("dataset res_ids/ins_codes do not match the residues")
+        bad = set(self.split) - {"train", "heldout"}
+        if bad:
+            raise DiffsciError(f"dataset split labels must be 'train' or 'heldout', got {sorted(bad)}")
+
+    def __len__(self) -> int:
+        return len(self.sequences)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Shape (M,) chain lengths."""
+        return np.diff(self.offsets)
+
+    def chain(self, i: int) -> BackboneChain:
+        """Chain ``i`` as a :class:`BackboneChain` (its ``source`` is the provenance string)."""
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"chain index {i} out of range for {len(self)} chains")
+        i = i % len(self)
+        a, b = int(self.offsets[i]), int(self.offsets[i + 1])
+        p = self.provenance[i]
+        source = " ".join(f"{k}={p[k]}" for k in PROVENANCE_KEYS if p.get(k))
+        return BackboneChain(
+            coords=self.coords[a:b],
+            sequence=self.sequences[i],
+            chain_id=self.chain_ids[i],
+            res_ids=self.res_ids[a:b],
+            ins_codes=self.ins_codes[a:b],
+            source=source,
+        )
+
+    def indices(self, split: str) -> np.ndarray:
+        """Indices of the chains in ``split`` (``"train"`` or ``"heldout"``)."""
+        if split not in ("train", "heldout"):
+            raise DiffsciError(f"split must be 'train' or 'heldout', got {split!r}")
+        return np.array([i for i, s in enumerate(self.split) if s == split], dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class Source:
+    """One structure file to read, with the chains wanted and its provenance."""
+
+    path: pathlib.Path
+    chains: tuple[str, ...] | None = None
+    provenance: Mapping[str, str] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- split
+
+
+def sequence_identity(a: str, b: str) -> float:
+    """Identical aligned positions / length of the shorter sequence.
+
+    Optimal semi-global alignment (end gaps free) with BLOSUM62 and affine gaps (-10, -1),
+    biotite ``align_optimal``.
+    """
+    from biotite.sequence import ProteinSequence
+    from biotite.sequence.align import SubstitutionMatrix, align_optimal, get_sequence_identity
+
+    if not a or not b:
+        return 0.0
+    matrix = SubstitutionMatrix.std_protein_matrix()
+    aln = align_optimal(
+        ProteinSequence(a), ProteinSequence(b), matrix, gap_penalty=(-10, -1), terminal_penalty=False, max_number=1
+    )[0]
+    return float(get_sequence_identity(aln, mode="shortest"))
+
+
+def _find(parent: list[int], i: int) -> int:
+    while parent[i] != i:
+        parent[i] = parent[parent[i]]
+        i = parent[i]
+    return i
+
+
+def cluster_split(
+    sequences: Sequence[str],
+    *,
+    identity: float = 0.30,
+    heldout_fraction: float = 0.1,
+    seed: int = 0,
+    groups: Sequence[object] | None = None,
+    progress: bool = False,
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Single-linkage sequence clusters and a held-out split of whole clusters.
+
+    Two chains are linked when :func:`sequence_identity` >= ``identity`` (or when they share a
+    ``groups`` label, e.g. pieces of one chain). Cluster ids number the clusters in order of
+    their first member. Clusters are visited in a seeded random order and moved to held-out
+    while that keeps the held-out count <= round(heldout_fraction * M), so no held-out chain
+    reaches ``identity`` with a train chain. Deterministic for a given input and seed.
+
+    Returns
+    -------
+    cluster_ids : np.ndarray
+        Shape (M,) int64.
+    split : tuple of str
+        ``"train"`` / ``"heldout"`` per chain.
+    """
+    if not 0.0 <= heldout_fraction < 1.0:
+        raise DiffsciError(f"heldout_fraction must be in [0, 1), got {heldout_fraction}")
+    m = len(sequences)
+    parent = list(range(m))
+
+    def union(i: int, j: int) -> None:
+        ri, rj = _find(parent, i), _find(parent, j)
+        if ri != rj:
+            parent[max(ri, rj)] = min(ri, rj)
+
+    if groups is not None:
+        if len(groups) != m:
+            raise DiffsciError(f"groups has {len(groups)} entries for {m} sequences")
+        first: dict[object, int] = {}
+        for i, g in enumerate(groups):
+            if g in first:
+                union(first[g], i)
+            else:
+                first[g] = i
+    pairs = [(i, j) for i in range(m) for j in range(i + 1, m)]
+    from tqdm.auto import tqdm
+
+    for i, j in tqdm(pairs, desc="pairwise identity", disable=not progress, mininterval=1.0):
+        if _find(parent, i) == _find(parent, j):
+            continue  # already linked: single linkage needs no more evidence
+        if sequence_identity(sequences[i], sequences[j]) >= identity:
+            union(i, j)
+    roots = [_find(parent, i) for i in range(m)]
+    ids: dict[int, int] = {}
+    cluster_ids = np.array([ids.setdefault(r, len(ids)) for r in roots], dtype=np.int64)
+    n_clusters = len(ids)
+    sizes = np.bincount(cluster_ids, minlength=n_clusters)
+    target = int(round(heldout_fraction * m))
+    order = np.random.default_rng(seed).permutation(n_clusters)
+    held: set[int] = set()
+    count = 0
+    for c in order:
+        if count >= target:
+            break
+        if count + sizes[c] <= target:
+            held.add(int(c))
+            count += int(sizes[c])
+    split = tuple("heldout" if int(c) in held else "train" for c in cluster_ids)
+    return cluster_ids, split
+
+
+# ----------------------------------------------------------------------------- building
+
+
+def find_structure_files(paths: Iterable[str | os.PathLike]) -> list[pathlib.Path]:
+    """Structure files under the given files or folders (recursive), sorted per folder.
+
+    Raises :class:`DiffsciError` for a path that does not exist.
+    """
+    suffixes = STRUCTURE_SUFFIXES + tuple(s + ".gz" for s in STRUCTURE_SUFFIXES)
+    out: list[pathlib.Path] = []
+    for p in paths:
+        p = pathlib.Path(p)
+        if p.is_dir():
+            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.name.lower().endswith(suffixes)))
+        elif p.exists():
+            out.append(p)
+        else:
+            raise DiffsciError(f"{p}: no such file or folder")
+    return out
+
+
+def build_dataset(
+    sources: Iterable[str | os.PathLike | Source],
+    *,
+    min_length: int = 40,
+    max_length: int = 512,
+    on_break: str = "split",
+    chains: Sequence[str] | None = None,
+    identity: float = 0.30,
+    heldout_fraction: float = 0.1,
+    seed: int = 0,
+    progress: bool = False,
+    report: list[ReportRow] | None = None,
+) -> tuple[BackboneDataset, list[ReportRow]]:
+    """Read structure files into a :class:`BackboneDataset` with a cluster split.
+
+    Parameters
+    ----------
+    sources
+        Files, folders (searched recursively for structure files) or :class:`Source` items
+        (one file with its chains and provenance).
+    min_length, max_length
+        Chains or pieces outside this range are dropped (and reported).
+    on_break
+        ``"split"`` or ``"skip"`` broken chains (see :func:`read_structure_chains`).
+    chains
+        Chain ids to read from plain paths (all when None; files lacking them are reported).
+    report
+        A list to append the report rows to as files are read (so a caller still has them
+        when no chain is usable and :class:`DiffsciError` is raised).
+
+    Returns
+    -------
+    (dataset, report)
+        Files that cannot be read appear in the report with status ``"error"`` and are skipped.
+        Raises :class:`DiffsciError` when no chain is usable.
+    """
+    if on_break not in ("split", "skip"):
+        raise DiffsciError(f"on_break must be 'split' or 'skip' when building a dataset, got {on_break!r}")
+    if min_length < 1 or max_length < min_length:
+        raise DiffsciError(f"need 1 <= min_length <= max_length, got {min_length}, {max_length}")
+    items: list[Source] = []
+    plain: list[str | os.PathLike] = []
+    for s in sources:
+        if isinstance(s, Source):
+            items.append(s)
+        else:
+            plain.append(s)
+    for f in find_structure_files(plain):
+        items.append(Source(f, tuple(chains) if chains is not None else None, {"file": str(f)}))
+    if not items:
+        raise DiffsciError("no structure files found (expected .pdb .ent .cif .bcif, optionally .gz)")
+    from tqdm.auto import tqdm
+
+    kept: list[tuple[BackboneChain, dict[str, str]]] = []
+    if report is None:
+        report = []
+    for src in tqdm(items, desc="reading structures", disable=not progress):
+        try:
+            got, rows = read_report(
+                src.path, src.chains, on_break=on_break, min_length=min_length, max_length=max_length
+            )
+        except DiffsciError as exc:
+            report.append(ReportRow(str(src.path), "", "error", 0, str(exc)))
+            continue
+        report.extend(rows)
+        kept_rows = [r for r in rows if r.status == "kept"]
+        for chain, row in zip(got, kept_rows):
+            prov = {k: "" for k in PROVENANCE_KEYS}
+            prov.update({k: str(v) for k, v in src.provenance.items()})
+            prov.setdefault("file", str(src.path))
+            if not prov["file"]:
+                prov["file"] = str(src.path)
+            prov["chain"] = chain.chain_id
+            prov["piece"] = row.piece
+            kept.append((chain, prov))
+    if not kept:
+        raise DiffsciError(
+            f"no usable chains found in {len(items)} file(s) "
+            f"(need a complete backbone, length {min_length}-{max_length})"
+        )
+    groups = [(p.get("package", ""), p.get("file", ""), p["chain"]) for _, p in kept]
+    cluster_ids, split = cluster_split(
+        [c.sequence for c, _ in kept],
+        identity=identity,
+        heldout_fraction=heldout_fraction,
+        seed=seed,
+        groups=groups,
+        progress=progress,
+    )
+    ds = _assemble(kept, cluster_ids, split, meta={"identity": str(identity), "seed": str(seed)})
+    return ds, report
+
+
+def _assemble(kept, cluster_ids, split, meta) -> BackboneDataset:
+    lengths = np.array([len(c) for c, _ in kept], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    return BackboneDataset(
+        coords=np.concatenate([c.coords for c, _ in kept]).astype(np.float32),
+        offsets=offsets,
+        sequences=tuple(c.sequence for c, _ in kept),
+        chain_ids=tuple(c.chain_id for c, _ in kept),
+        res_ids=np.concatenate([c.res_ids for c, _ in kept]).astype(np.int64),
+        ins_codes=np.concatenate([c.ins_codes for c, _ in kept]).astype("<U1"),
+        provenance=tuple(dict(p) for _, p in kept),
+        split=tuple(split),
+        cluster_ids=np.asarray(cluster_ids, dtype=np.int64),
+        meta=dict(meta),
+    )
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def _str_array(values: Sequence[str]) -> np.ndarray:
+    width = max([1] + [len(v) for v in values])
+    return np.array(list(values), dtype=f"<U{width}")
+
+
+def save_dataset(ds: BackboneDataset, path: str | os.PathLike) -> None:
+    """Write ``ds`` as a compressed, pickle-free ``.npz``, atomically (temp + ``os.replace``)."""
+    path = pathlib.Path(path)
+    folder = path.parent if str(path.parent) else pathlib.Path(".")
+    if not folder.is_dir():
+        raise DiffsciError(f"{path}: output folder {folder} does not exist")
+    arrays = {
+        "format_version": np.array(_FORMAT_VERSION, dtype=np.int64),
+        "coords": ds.coords.astype(np.float32),
+        "offsets": ds.offsets.astype(np.int64),
+        "sequences": _str_array(ds.sequences),
+        "chain_ids": _str_array(ds.chain_ids),
+        "res_ids": ds.res_ids.astype(np.int32),
+        "ins_codes": ds.ins_codes.astype("<U1"),
+        "split": _str_array(ds.split),
+        "cluster_ids": ds.cluster_ids.astype(np.int64),
+        "meta_keys": _str_array(list(ds.meta.keys())),
+        "meta_values": _str_array([str(v) for v in ds.meta.values()]),
+    }
+    for key in PROVENANCE_KEYS:
+        arrays[f"prov_{key}"] = _str_array([str(p.get(key, "")) for p in ds.provenance])
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.npz", dir=folder)
+    os.close(fd)
+    try:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def load_dataset(path: str | os.PathLike) -> BackboneDataset:
+    """Read a dataset written by :func:`save_dataset` (``allow_pickle=False``)."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise DiffsciError(f"{path}: dataset file does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+    except Exception as exc:
+        raise DiffsciError(f"{path}: not a readable .npz dataset ({exc})") from exc
+    required = ("coords", "offsets", "sequences", "chain_ids", "res_ids", "ins_codes", "split", "cluster_ids")
+    missing = [k for k in required if k not in data]
+    if missing:
+        raise DiffsciError(f"{path}: not a diffsci backbone dataset (missing {', '.join(missing)})")
+    m = len(data["sequences"])
+    prov = tuple(
+        {k: str(data[f"prov_{k}"][i]) if f"prov_{k}" in data else "" for k in PROVENANCE_KEYS} for i in range(m)
+    )
+    meta = dict(zip(map(str, data.get("meta_keys", [])), map(str, data.get("meta_values", []))))
+    for key in ("coords", "offsets", "res_ids", "ins_codes", "cluster_ids"):
+        data[key] = np.array(data[key])
+        data[key].flags.writeable = False  # chains are views into these: guard them
+    try:
+        return BackboneDataset(
+            coords=data["coords"].astype(np.float32, copy=False),
+            offsets=data["offsets"].astype(np.int64, copy=False),
+            sequences=tuple(str(s) for s in data["sequences"]),
+            chain_ids=tuple(str(s) for s in data["chain_ids"]),
+            res_ids=data["res_ids"].astype(np.int64, copy=False),
+            ins_codes=data["ins_codes"].astype("<U1", copy=False),
+            provenance=prov,
+            split=tuple(str(s) for s in data["split"]),
+            cluster_ids=data["cluster_ids"].astype(np.int64, copy=False),
+            meta=meta,
+        )
+    except DiffsciError as exc:
+        raise DiffsciError(f"{path}: {exc}") from exc
+
+
+def bundled_dataset_path() -> pathlib.Path:
+    """Path of the real-chain dataset shipped with diffsci (``protein/data/chains.npz``)."""
+    ref = importlib.resources.files("diffsci.protein").joinpath("data", "chains.npz")
+    path = pathlib.Path(str(ref))
+    if not path.is_file():
+        raise DiffsciError(f"{path}: bundled dataset missing (rebuild with 'python -m diffsci.protein.bundle')")
+    return path

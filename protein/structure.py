@@ -1,0 +1,409 @@
+"""Reading protein backbones (N, CA, C, O) from PDB, mmCIF and BinaryCIF files.
+
+Dimension letters: L residues, 4 backbone atoms (N, CA, C, O), 3 Cartesian coordinates (Å).
+
+The reader keeps the first model, the first alternate location of each atom and the 20
+standard amino acids plus selenomethionine (MSE, read as MET / ``M``). Every other residue
+(waters, ligands, nucleotides, other modified residues) is ignored. A residue missing any of
+N, CA, C, O is dropped and reported. A chain is *broken* between two kept consecutive residues
+when their CA-CA distance exceeds :data:`CA_CA_BREAK` (4.2 Å) or when a residue between them
+was dropped (missing backbone atoms or a non-standard residue); broken chains are split,
+skipped or rejected, never glued silently.
+
+Example
+-------
+>>> from diffsci.protein.structure import read_structure_chains  # doctest: +SKIP
+>>> chains = read_structure_chains("1abc.cif.gz", chains=["A"])  # doctest: +SKIP
+>>> chains[0].coords.shape  # doctest: +SKIP
+(120, 4, 3)
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import pathlib
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from diffsci.core.errors import DiffsciError
+
+__all__ = [
+    "BACKBONE_ATOMS",
+    "CA_CA_BREAK",
+    "THREE_TO_ONE",
+    "STRUCTURE_SUFFIXES",
+    "BackboneChain",
+    "ReportRow",
+    "read_structure_chains",
+    "read_report",
+    "structure_format",
+]
+
+BACKBONE_ATOMS: tuple[str, ...] = ("N", "CA", "C", "O")
+CA_CA_BREAK: float = 4.2
+"""Consecutive CA atoms farther apart than this (Å) mark a chain break (trans peptide: 3.8 Å)."""
+
+THREE_TO_ONE: dict[str, str] = {
+    "ALA": "A", "ARG": "R", "ASN": "N", "ASP": "D", "CYS": "C", "GLN": "Q", "GLU": "E",
+    "GLY": "G", "HIS": "H", "ILE": "I", "LEU": "L", "LYS": "K", "MET": "M", "PHE": "F",
+    "PRO": "P", "SER": "S", "THR": "T", "TRP": "W", "TYR": "Y", "VAL": "V",
+    "MSE": "M",  # selenomethionine, read as methionine
+}  # fmt: skip
+
+STRUCTURE_SUFFIXES: tuple[str, ...] = (".pdb", ".ent", ".cif", ".mmcif", ".bcif")
+"""File endings the reader understands, each also with ``.gz``."""
+
+_ON_BREAK = ("split", "skip", "error")
+
+
+@dataclass(frozen=True)
+class BackboneChain:
+    """One contiguous (or, with ``on_break='split'``, one piece of a) protein chain.
+
+    Attributes
+    ----------
+    coords : np.ndarray
+        Shape (L, 4, 3) float32, atoms N, CA, C, O in Å.
+    sequence : str
+        One-letter codes, length L (MSE read as ``M``).
+    chain_id : str
+        Author chain identifier (may be ``""`` for old PDB files with a blank chain).
+    res_ids : np.ndarray
+        Shape (L,) int, author residue numbers.
+    ins_codes : np.ndarray
+        Shape (L,) str, insertion codes (``""`` when none).
+    source : str
+        File path or provenance string (notes the piece when a chain was split).
+    """
+
+    coords: np.ndarray
+    sequence: str
+    chain_id: str
+    res_ids: np.ndarray
+    ins_codes: np.ndarray
+    source: str
+
+    def __post_init__(self) -> None:
+        n = self.coords.shape[0]
+        if self.coords.shape != (n, 4, 3):
+            raise DiffsciError(f"{self.source}: backbone coords must have shape (L, 4, 3), got {self.coords.shape}")
+        if len(self.sequence) != n or len(self.res_ids) != n or len(self.ins_codes) != n:
+            raise DiffsciError(f"{self.source}: sequence/res_ids/ins_codes lengths differ from coords ({n})")
+
+    def __len__(self) -> int:
+        return int(self.coords.shape[0])
+
+
+@dataclass(frozen=True)
+class ReportRow:
+    """What happened to one chain (or piece, or whole file) while reading.
+
+    ``status`` is ``"kept"``, ``"dropped"`` (the chain or piece was left out, see ``reason``),
+    ``"warning"`` (kept, but something was removed, e.g. a residue missing backbone atoms), or
+    ``"error"`` (the whole file could not be used).
+    """
+
+    file: str
+    chain_id: str
+    status: str
+    length: int = 0
+    reason: str = ""
+    piece: str = field(default="")
+
+    def __str__(self) -> str:
+        chain = f" chain {self.chain_id!r}" if self.chain_id is not None else ""
+        piece = f" {self.piece}" if self.piece else ""
+        length = f" ({self.length} residues)" if self.length else ""
+        reason = f": {self.reason}" if self.reason else ""
+        return f"{self.status:8s} {self.file}{chain}{piece}{length}{reason}"
+
+
+def structure_format(path: str | os.PathLike) -> tuple[str, bool]:
+    """Format of a structure file from its name: (``"pdb"|"cif"|"bcif"``, gzipped)."""
+    name = os.fspath(path).lower()
+    gz = name.endswith(".gz")
+    if gz:
+        name = name[:-3]
+    if name.endswith((".pdb", ".ent")):
+        return "pdb", gz
+    if name.endswith((".cif", ".mmcif")):
+        return "cif", gz
+    if name.endswith(".bcif"):
+        return "bcif", gz
+    raise DiffsciError(
+        f"{path}: unknown structure file type (expected one of {', '.join(STRUCTURE_SUFFIXES)}, optionally .gz)"
+    )
+
+
+def _read_bytes(path: pathlib.Path, gz: bool) -> bytes:
+    if not path.exists():
+        raise DiffsciError(f"{path}: file does not exist")
+    if not path.is_file():
+        raise DiffsciError(f"{path}: not a regular file")
+    try:
+        if gz:
+            with gzip.open(path, "rb") as fh:
+                data = fh.read()
+        else:
+            data = path.read_bytes()
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise DiffsciError(f"{path}: cannot read file ({exc})") from exc
+    if not data.strip():
+        raise DiffsciError(f"{path}: file is empty")
+    return data
+
+
+def _load_atoms(path: pathlib.Path):
+    """Parse a structure file into a biotite AtomArray of its first model."""
+    import biotite.structure as struc
+
+    fmt, gz = structure_format(path)
+    data = _read_bytes(path, gz)
+    try:
+        with warnings.catch_warnings():
+            # biotite warns about guessed elements and missing author fields: harmless here
+            warnings.simplefilter("ignore", UserWarning)
+            atoms = _parse(fmt, data, path)
+    except DiffsciError:
+        raise
+    except Exception as exc:  # biotite raises many kinds for malformed input
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DiffsciError(f"{path}: malformed {fmt.upper()} file ({msg})") from exc
+    if isinstance(atoms, struc.AtomArrayStack):  # defensive: model=1 returns an AtomArray
+        atoms = atoms[0]
+    if atoms.array_length() == 0:
+        raise DiffsciError(f"{path}: no atoms in the first model")
+    return atoms
+
+
+def _parse(fmt: str, data: bytes, path: pathlib.Path):
+    """biotite AtomArray of the first model, first altloc (may raise biotite's errors)."""
+    from biotite.structure.io import pdb, pdbx
+
+    if fmt == "pdb":
+        text = data.decode("utf-8", errors="replace")
+        if not any(line.startswith(("ATOM", "HETATM")) for line in text.splitlines()):
+            raise DiffsciError(f"{path}: no ATOM/HETATM records (not a PDB file, or no coordinates)")
+        return pdb.PDBFile.read(io.StringIO(text)).get_structure(model=1, altloc="first")
+    if fmt == "cif":
+        cif = pdbx.CIFFile.read(io.StringIO(data.decode("utf-8", errors="replace")))
+        return pdbx.get_structure(cif, model=1, altloc="first", use_author_fields=True)
+    bcif = pdbx.BinaryCIFFile.read(io.BytesIO(data))
+    return pdbx.get_structure(bcif, model=1, altloc="first", use_author_fields=True)
+
+
+def _residue_label(res_id: int, ins: str, res_name: str) -> str:
+    return f"{res_name} {res_id}{ins}"
+
+
+def _chain_residues(atoms, path: pathlib.Path):
+    """Group standard-residue backbones by chain.
+
+    Returns a dict chain_id -> list of residue records in file order; each record is
+    (res_id, ins_code, res_name, coords (4, 3) or None, missing atom names).
+    Also returns the set of chain ids that have any atom at all.
+    """
+    import biotite.structure as struc
+
+    starts = struc.get_residue_starts(atoms, add_exclusive_stop=True)
+    chains: dict[str, list] = {}
+    all_chains: list[str] = []
+    for a, b in zip(starts[:-1], starts[1:]):
+        cid = str(atoms.chain_id[a]).strip()
+        if cid not in all_chains:
+            all_chains.append(cid)
+        res_name = str(atoms.res_name[a]).strip().upper()
+        if res_name not in THREE_TO_ONE:
+            # Non-standard residue: a gap if it sits inside a polymer (hetero flag off or a
+            # HETATM residue with a backbone, i.e. a modified amino acid); ignored otherwise.
+            names = set(str(n).strip() for n in atoms.atom_name[a:b])
+            if {"N", "CA", "C"} <= names:
+                chains.setdefault(cid, []).append(
+                    (int(atoms.res_id[a]), str(atoms.ins_code[a]).strip(), res_name, None, ("non-standard residue",))
+                )
+            continue
+        names = [str(n).strip() for n in atoms.atom_name[a:b]]
+        xyz = np.full((4, 3), np.nan, dtype=np.float32)
+        missing = []
+        for k, atom in enumerate(BACKBONE_ATOMS):
+            if atom in names:
+                xyz[k] = atoms.coord[a + names.index(atom)]
+            else:
+                missing.append(atom)
+        chains.setdefault(cid, []).append(
+            (int(atoms.res_id[a]), str(atoms.ins_code[a]).strip(), res_name, None if missing else xyz, tuple(missing))
+        )
+    return chains, all_chains
+
+
+def _segment(records, max_ca: float):
+    """Split residue records into contiguous pieces of complete residues.
+
+    Returns (pieces, notes): pieces is a list of lists of records; notes lists why the
+    chain was broken (per break) and which residues were dropped.
+    """
+    pieces: list[list] = []
+    current: list = []
+    breaks: list[str] = []
+    dropped: list[str] = []
+    pending_gap = ""
+    for rec in records:
+        res_id, ins, name, xyz, missing = rec
+        if xyz is None:
+            what = missing[0] if missing == ("non-standard residue",) else "missing " + "/".join(missing)
+            dropped.append(f"{_residue_label(res_id, ins, name)} ({what})")
+            if current:
+                pending_gap = f"residue {_residue_label(res_id, ins, name)} dropped ({what})"
+            continue
+        if current:
+            prev = current[-1]
+            d = float(np.linalg.norm(xyz[1] - prev[3][1]))
+            reason = ""
+            if pending_gap:
+                reason = pending_gap
+            elif d > max_ca:
+                reason = (
+                    f"CA-CA {d:.2f} A > {max_ca} A between {_residue_label(prev[0], prev[1], prev[2])}"
+                    f" and {_residue_label(res_id, ins, name)}"
+                )
+            if reason:
+                breaks.append(reason)
+                pieces.append(current)
+                current = []
+        pending_gap = ""
+        current.append(rec)
+    if current:
+        pieces.append(current)
+    return pieces, breaks, dropped
+
+
+def _to_chain(records, chain_id: str, source: str) -> BackboneChain:
+    coords = np.stack([r[3] for r in records]).astype(np.float32)
+    return BackboneChain(
+        coords=coords,
+        sequence="".join(THREE_TO_ONE[r[2]] for r in records),
+        chain_id=chain_id,
+        res_ids=np.array([r[0] for r in records], dtype=np.int64),
+        ins_codes=np.array([r[1] for r in records], dtype="<U1"),
+        source=source,
+    )
+
+
+def read_report(
+    path: str | os.PathLike,
+    chains: Sequence[str] | None = None,
+    *,
+    on_break: str = "split",
+    min_length: int = 1,
+    max_length: int | None = None,
+    max_ca_distance: float = CA_CA_BREAK,
+) -> tuple[list[BackboneChain], list[ReportRow]]:
+    """Read backbone chains and say, per chain, what was kept or dropped and why.
+
+    Same arguments as :func:`read_structure_chains` (plus ``max_length``: longer chains or
+    pieces are dropped). Returns ``(chains, report)``. Raises :class:`DiffsciError` naming the
+    file when it is missing, empty or malformed, when it holds no amino-acid chain with a
+    complete backbone, when a requested chain is absent or has no backbone, and (with
+    ``on_break='error'``) when a chain is broken.
+    """
+    if on_break not in _ON_BREAK:
+        raise DiffsciError(f"on_break must be one of {_ON_BREAK}, got {on_break!r}")
+    if min_length < 1:
+        raise DiffsciError(f"min_length must be >= 1, got {min_length}")
+    path = pathlib.Path(path)
+    atoms = _load_atoms(path)
+    by_chain, all_chains = _chain_residues(atoms, path)
+    wanted = list(dict.fromkeys(c.strip() for c in chains)) if chains is not None else None
+    if wanted is not None:
+        absent = [c for c in wanted if c not in all_chains]
+        if absent:
+            raise DiffsciError(
+                f"{path}: chain(s) {', '.join(repr(c) for c in absent)} not found "
+                f"(chains present: {', '.join(repr(c) for c in all_chains) or 'none'})"
+            )
+        no_bb = [c for c in wanted if not any(r[3] is not None for r in by_chain.get(c, []))]
+        if no_bb:
+            raise DiffsciError(
+                f"{path}: chain(s) {', '.join(repr(c) for c in no_bb)} have no amino-acid residue with a complete N/CA/C/O backbone"
+            )
+    else:
+        if not any(r[3] is not None for recs in by_chain.values() for r in recs):
+            raise DiffsciError(f"{path}: no amino-acid chain with a complete N/CA/C/O backbone")
+    order = wanted if wanted is not None else all_chains
+    out: list[BackboneChain] = []
+    report: list[ReportRow] = []
+    fname = str(path)
+    for cid in order:
+        records = by_chain.get(cid, [])
+        if not any(r[3] is not None for r in records):
+            report.append(ReportRow(fname, cid, "dropped", 0, "no amino-acid residue with a complete backbone"))
+            continue
+        pieces, breaks, dropped = _segment(records, max_ca_distance)
+        for d in dropped:
+            report.append(ReportRow(fname, cid, "warning", 0, f"residue {d} left out"))
+        if breaks:
+            if on_break == "error":
+                raise DiffsciError(f"{path}: chain {cid!r} is broken ({breaks[0]}; {len(breaks)} break(s) in all)")
+            if on_break == "skip":
+                total = sum(len(p) for p in pieces)
+                report.append(
+                    ReportRow(fname, cid, "dropped", total, f"chain break ({len(breaks)}): {'; '.join(breaks)}")
+                )
+                continue
+        n_pieces = len(pieces)
+        for k, piece in enumerate(pieces):
+            first, last = piece[0], piece[-1]
+            span = f"residues {first[0]}{first[1]}-{last[0]}{last[1]}"
+            label = f"piece {k + 1}/{n_pieces} {span}" if n_pieces > 1 else ""
+            if len(piece) < min_length:
+                report.append(ReportRow(fname, cid, "dropped", len(piece), f"shorter than min_length {min_length}", label))
+                continue
+            if max_length is not None and len(piece) > max_length:
+                report.append(ReportRow(fname, cid, "dropped", len(piece), f"longer than max_length {max_length}", label))
+                continue
+            source = f"{fname} chain {cid}" + (f" {label}" if label else "")
+            out.append(_to_chain(piece, cid, source))
+            why = f"split at chain break: {breaks[k] if k < len(breaks) else breaks[-1]}" if n_pieces > 1 else ""
+            report.append(ReportRow(fname, cid, "kept", len(piece), why, label))
+    return out, report
+
+
+def read_structure_chains(
+    path: str | os.PathLike,
+    chains: Sequence[str] | None = None,
+    *,
+    on_break: str = "split",
+    min_length: int = 1,
+    max_length: int | None = None,
+    max_ca_distance: float = CA_CA_BREAK,
+) -> list[BackboneChain]:
+    """Read the protein backbone chains of a structure file.
+
+    Parameters
+    ----------
+    path
+        PDB (``.pdb``, ``.ent``), mmCIF (``.cif``, ``.mmcif``) or BinaryCIF (``.bcif``) file,
+        each optionally gzipped (``.gz``). The first model and the first altloc are used.
+    chains
+        Author chain ids to read (all chains with an amino-acid backbone when None).
+    on_break
+        What to do with a broken chain (CA-CA > ``max_ca_distance`` or a dropped residue):
+        ``"split"`` returns its pieces as separate chains (their ``source`` names the piece),
+        ``"skip"`` leaves the chain out, ``"error"`` raises :class:`DiffsciError`.
+    min_length
+        Chains (or pieces) shorter than this are left out.
+
+    Returns
+    -------
+    list of BackboneChain
+        In file order. Use :func:`read_report` to learn what was dropped and why.
+    """
+    out, _ = read_report(
+        path, chains, on_break=on_break, min_length=min_length, max_length=max_length, max_ca_distance=max_ca_distance
+    )
+    return out

@@ -1,0 +1,280 @@
+"""Reading and writing backbones: formats, breaks, odd residues, bad input, the prepare CLI."""
+
+from __future__ import annotations
+
+import gzip
+import pathlib
+
+import biotite.structure as struc
+import numpy as np
+import pytest
+from biotite.structure.io import pdb, pdbx
+
+from diffsci.core.cli import main
+from diffsci.core.errors import DiffsciError
+from diffsci.protein.dataset import bundled_dataset_path, load_dataset
+from diffsci.protein.pdb_io import write_backbone_pdb
+from diffsci.protein.structure import BackboneChain, read_report, read_structure_chains
+
+ONE_TO_THREE = {
+    "A": "ALA", "R": "ARG", "N": "ASN", "D": "ASP", "C": "CYS", "Q": "GLN", "E": "GLU", "G": "GLY",
+    "H": "HIS", "I": "ILE", "L": "LEU", "K": "LYS", "M": "MET", "F": "PHE", "P": "PRO", "S": "SER",
+    "T": "THR", "W": "TRP", "Y": "TYR", "V": "VAL",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def chain() -> BackboneChain:
+    ds = load_dataset(bundled_dataset_path())
+    i = int(np.argmin(np.abs(ds.lengths - 60)))  # a short real chain
+    return ds.chain(i)
+
+
+def to_atoms(ch: BackboneChain, chain_id: str = "A") -> struc.AtomArray:
+    """A biotite AtomArray with the backbone of ``ch`` (independent of diffsci's writer)."""
+    n = len(ch)
+    atoms = struc.AtomArray(4 * n)
+    atoms.coord = ch.coords.reshape(-1, 3).copy()
+    atoms.chain_id[:] = chain_id
+    atoms.res_id = np.repeat(np.arange(1, n + 1), 4)
+    atoms.res_name = np.repeat([ONE_TO_THREE[a] for a in ch.sequence], 4)
+    atoms.atom_name = np.tile(["N", "CA", "C", "O"], n)
+    atoms.element = np.tile(["N", "C", "C", "O"], n)
+    atoms.hetero[:] = False
+    return atoms
+
+
+def write_pdb_atoms(atoms: struc.AtomArray, path: pathlib.Path) -> pathlib.Path:
+    f = pdb.PDBFile()
+    f.set_structure(atoms)
+    f.write(str(path))
+    return path
+
+
+def test_write_read_round_trip(chain, tmp_path):
+    path = tmp_path / "out.pdb"
+    write_backbone_pdb(path, chain.coords, sequence=chain.sequence, remarks={"seed": 7, "sampler": "heun"})
+    text = path.read_text()
+    assert "REMARK 250 seed: 7" in text and "REMARK 250 sampler: heun" in text
+    back = read_structure_chains(path)
+    assert len(back) == 1
+    assert back[0].sequence == chain.sequence
+    assert np.abs(back[0].coords - chain.coords).max() < 1e-3
+    assert [p.name for p in tmp_path.iterdir()] == ["out.pdb"]  # no temp file left behind
+
+
+def test_write_default_gly_and_multichain(chain, tmp_path):
+    coords = np.stack([chain.coords, chain.coords + 30.0])
+    path = tmp_path / "two.pdb"
+    write_backbone_pdb(path, coords, chain_ids=["A", "C"])
+    back = read_structure_chains(path)
+    assert [c.chain_id for c in back] == ["A", "C"]
+    assert set(back[0].sequence) == {"G"}
+    assert np.abs(back[1].coords - (chain.coords + 30.0)).max() < 1e-3
+
+
+def test_write_bad_coords_keeps_existing_file(chain, tmp_path):
+    path = tmp_path / "keep.pdb"
+    write_backbone_pdb(path, chain.coords)
+    before = path.read_bytes()
+    bad = chain.coords.copy()
+    bad[3, 1, 0] = np.nan
+    with pytest.raises(DiffsciError, match="NaN"):
+        write_backbone_pdb(path, bad)
+    with pytest.raises(DiffsciError, match="length 0"):
+        write_backbone_pdb(path, np.zeros((0, 4, 3)))
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.pdb"]
+
+
+def test_formats_agree(chain, tmp_path):
+    atoms = to_atoms(chain)
+    files = [write_pdb_atoms(atoms, tmp_path / "s.pdb")]
+    cif = pdbx.CIFFile()
+    pdbx.set_structure(cif, atoms)
+    cif.write(str(tmp_path / "s.cif"))
+    files.append(tmp_path / "s.cif")
+    bcif = pdbx.BinaryCIFFile()
+    pdbx.set_structure(bcif, atoms)
+    bcif.write(str(tmp_path / "s.bcif"))
+    files.append(tmp_path / "s.bcif")
+    for f in list(files):
+        gz = f.with_name(f.name + ".gz")
+        gz.write_bytes(gzip.compress(f.read_bytes()))
+        files.append(gz)
+    read = [read_structure_chains(f) for f in files]
+    for r, f in zip(read, files):
+        assert len(r) == 1, f
+        assert r[0].sequence == chain.sequence, f
+        np.testing.assert_array_equal(r[0].res_ids, np.arange(1, len(chain) + 1))
+        # PDB rounds to 1e-3 Å; the CIF variants keep more digits
+        assert np.abs(r[0].coords - chain.coords).max() < 1e-3, f
+    for r in read[1:]:
+        assert np.abs(r[0].coords - read[0][0].coords).max() < 1e-3
+
+
+def test_chain_break_modes(chain, tmp_path):
+    atoms = to_atoms(chain)
+    removed = atoms[atoms.res_id != 20]
+    path = write_pdb_atoms(removed, tmp_path / "gap.pdb")
+    pieces = read_structure_chains(path, on_break="split")
+    assert [len(p) for p in pieces] == [19, len(chain) - 20]
+    assert all(p.chain_id == "A" for p in pieces)
+    assert "piece 1/2" in pieces[0].source and "piece 2/2" in pieces[1].source
+    np.testing.assert_array_equal(pieces[1].res_ids[:1], [21])
+    assert read_structure_chains(path, on_break="skip") == []
+    _, report = read_report(path, on_break="skip")
+    assert any(r.status == "dropped" and "break" in r.reason for r in report)
+    with pytest.raises(DiffsciError, match="gap.pdb"):
+        read_structure_chains(path, on_break="error")
+    # min_length drops the short piece only
+    assert [len(p) for p in read_structure_chains(path, min_length=25)] == [len(chain) - 20]
+
+
+def test_break_by_distance_without_missing_residue(chain, tmp_path):
+    atoms = to_atoms(chain)
+    atoms.coord[atoms.res_id > 20] += np.array([5.0, 0.0, 0.0], dtype=np.float32)
+    path = write_pdb_atoms(atoms, tmp_path / "moved.pdb")
+    _, report = read_report(path)
+    assert [r.length for r in report if r.status == "kept"] == [20, len(chain) - 20]
+    assert any("CA-CA" in r.reason for r in report)
+
+
+def test_missing_backbone_atom_reported(chain, tmp_path):
+    atoms = to_atoms(chain)
+    atoms = atoms[~((atoms.res_id == 10) & (atoms.atom_name == "O"))]
+    path = write_pdb_atoms(atoms, tmp_path / "noO.pdb")
+    chains, report = read_report(path)
+    notes = [r.reason for r in report if r.status == "warning"]
+    assert len(notes) == 1 and "10" in notes[0] and "missing O" in notes[0]
+    assert [len(c) for c in chains] == [9, len(chain) - 10]
+
+
+def test_mse_kept_as_met(chain, tmp_path):
+    atoms = to_atoms(chain)
+    sel = atoms.res_id == 5
+    atoms.res_name[sel] = "MSE"
+    atoms.hetero[sel] = True
+    path = write_pdb_atoms(atoms, tmp_path / "mse.pdb")
+    assert "HETATM" in path.read_text()
+    (c,) = read_structure_chains(path)
+    assert len(c) == len(chain)
+    assert c.sequence[4] == "M" and c.sequence[:4] + c.sequence[5:] == chain.sequence[:4] + chain.sequence[5:]
+
+
+def test_non_standard_residue_breaks_chain(chain, tmp_path):
+    atoms = to_atoms(chain)
+    atoms.res_name[atoms.res_id == 25] = "SEP"
+    path = write_pdb_atoms(atoms, tmp_path / "sep.pdb")
+    assert [len(c) for c in read_structure_chains(path)] == [24, len(chain) - 25]
+
+
+def test_altloc_first_kept(chain, tmp_path):
+    path = tmp_path / "plain.pdb"
+    write_backbone_pdb(path, chain.coords[:12], sequence=chain.sequence[:12])
+    lines = []
+    for line in path.read_text().splitlines():
+        if line.startswith("ATOM") and line[12:16] == " CA " and int(line[22:26]) == 5:
+            a = line[:16] + "A" + line[17:54] + "  0.60" + line[60:]
+            x = float(line[30:38]) + 2.0
+            b = line[:16] + "B" + line[17:30] + f"{x:8.3f}" + line[38:54] + "  0.40" + line[60:]
+            lines += [a, b]
+        else:
+            lines.append(line)
+    alt = tmp_path / "alt.pdb"
+    alt.write_text("\n".join(lines) + "\n")
+    (c,) = read_structure_chains(alt)
+    assert len(c) == 12
+    assert np.abs(c.coords - chain.coords[:12]).max() < 1e-3  # altloc A, not the shifted B
+
+
+def test_insertion_codes_distinct(chain, tmp_path):
+    atoms = to_atoms(chain)
+    ids = atoms.res_id.copy()
+    ins = np.full(atoms.array_length(), "", dtype="<U1")
+    # residues 11, 12, 13 become 10A, 10B, 10C; the numbers after continue from 11
+    for r, code in ((11, "A"), (12, "B"), (13, "C")):
+        ins[ids == r] = code
+        atoms.res_id[ids == r] = 10
+    atoms.res_id[ids > 13] -= 3
+    atoms.ins_code = ins
+    path = write_pdb_atoms(atoms, tmp_path / "ins.pdb")
+    (c,) = read_structure_chains(path)
+    assert len(c) == len(chain)
+    np.testing.assert_array_equal(c.res_ids[9:14], [10, 10, 10, 10, 11])
+    assert list(c.ins_codes[9:14]) == ["", "A", "B", "C", ""]
+
+
+def test_chain_selection(chain, tmp_path):
+    coords = np.stack([chain.coords, chain.coords + 40.0])
+    path = tmp_path / "ab.pdb"
+    write_backbone_pdb(path, coords, chain_ids=["A", "B"])
+    (b,) = read_structure_chains(path, chains=["B"])
+    assert b.chain_id == "B"
+    with pytest.raises(DiffsciError, match="'Z' not found"):
+        read_structure_chains(path, chains=["Z"])
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("empty.pdb", b""),
+        ("garbage.pdb", b"hello, this is not a structure\n\x00\x01"),
+        ("garbage.cif", b"this is not mmCIF at all\n"),
+        ("garbage.bcif", b"\x93\xa5hello\x00\x01\x02"),
+        ("garbage.pdb.gz", b"not gzip data"),
+        ("ligand.pdb", b"HETATM    1  O   HOH A   1       1.000   2.000   3.000  1.00  0.00           O\n"),
+    ],
+)
+def test_bad_files_name_the_file(tmp_path, name, content):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(DiffsciError, match=name.replace(".", r"\.")):
+        read_structure_chains(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(DiffsciError, match="nope.cif.*does not exist"):
+        read_structure_chains(tmp_path / "nope.cif")
+
+
+def test_prepare_cli_reports_bad_file_and_continues(chain, tmp_path, capsys):
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    write_backbone_pdb(src / "good.pdb", chain.coords, sequence=chain.sequence)
+    atoms = to_atoms(chain, "B")
+    cif = pdbx.CIFFile()
+    pdbx.set_structure(cif, atoms[atoms.res_id != 30])  # a break: split in two pieces
+    cif.write(str(src / "sub" / "gap.cif"))
+    (src / "sub" / "bad.pdb").write_text("garbage\n")
+    (src / "notes.txt").write_text("ignored: not a structure file\n")
+    out = tmp_path / "ds.npz"
+    code = main(["protein", "prepare", str(src), "--out", str(out), "--min-length", "25"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "bad.pdb" in captured.out and "error" in captured.out
+    assert "Traceback" not in captured.out + captured.err
+    ds = load_dataset(out)
+    assert sorted(ds.lengths.tolist()) == sorted([len(chain), 29, len(chain) - 30])
+    assert {p["chain"] for p in ds.provenance} == {"A", "B"}
+
+
+def test_prepare_cli_nothing_usable(tmp_path, capsys):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.pdb").write_text("")
+    (src / "b.cif").write_text("nonsense\n")
+    out = tmp_path / "ds.npz"
+    code = main(["protein", "prepare", str(src), "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 2
+    err_lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert len(err_lines) == 1 and err_lines[0].startswith("error:") and "no usable chains" in err_lines[0]
+    assert "Traceback" not in captured.out + captured.err
+    assert not out.exists()
+
+
+def test_prepare_cli_missing_source(tmp_path, capsys):
+    code = main(["protein", "prepare", str(tmp_path / "absent"), "--out", str(tmp_path / "x.npz")])
+    captured = capsys.readouterr()
+    assert code == 2 and "absent" in captured.err and "Traceback" not in captured.err
