@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 
-COMMANDS: tuple[str, ...] = ()
+COMMANDS: tuple[str, ...] = ("prepare",)
 
 
 def register(subparsers) -> None:
