@@ -1,0 +1,600 @@
+"""ERA5-style synthetic weather: a forced, damped shallow-water model on the sphere.
+
+The simulator is a spectral shallow-water model (state: geopotential ``phi``, relative
+vorticity ``zeta`` and divergence ``delta`` as spherical-harmonic coefficients) built on
+the transforms of ``torch_harmonics`` (solver grid: Legendre-Gauss ``nlat x nlon``,
+triangular truncation ``T = (nlon - 1) // 3``; 32x64 -> T21, 64x128 -> T42). Tendencies::
+
+    d zeta / dt  = -div((zeta + f) u) + F - (zeta - zeta_jet) / tau_drag
+    d delta / dt =  curl((zeta + f) u) - lap(phi + |u|^2 / 2) - r_div * delta
+    d phi / dt   = -div(phi u)
+
+with implicit del^8 hyperdiffusion on all fields, RK4 time stepping (``dt = 900 s * 32 /
+nlat``) and a stochastic vorticity forcing ``F`` that is AR(1) in time (correlation time
+``forcing_tau_hours``) and band-limited in space (degrees ``forcing_lmin..forcing_lmax``).
+``zeta_jet`` is the vorticity of two mid-latitude westerly jets, so eddies are carried
+eastward as in the real mid-latitudes. The mean depth (5500 m) makes ``z`` look like a
+500 hPa geopotential (about 5.4e4 m**2 s**-2).
+
+Slow, balanced flow (no gravity-wave noise): every run starts from a *balanced* state, i.e.
+zero divergence, a random large-scale vorticity field plus the jets, and the geopotential
+from the nonlinear balance equation ``lap(phi) = curl((zeta + f) u) - lap(|u|^2 / 2)``; the
+spin-up applies strong divergence damping (``spinup_div_damping_hours``) before the normal
+weak damping, and the forcing is slow compared with the inertial period.
+
+Output conventions (what :func:`generate` returns):
+
+* dims ``time`` (hourly ``datetime64[ns]``, from ``start``), ``latitude`` (WB2 cell centres
+  ``-90 + (i + 1/2) 180 / nlat``, ascending, no poles: -87.1875..87.1875 for 32 rows),
+  ``longitude`` (``j 360 / nlon``, 0..354.375 for 64 columns), and ``member`` when
+  ``members`` is given. Fields are evaluated *exactly* from the spectral state on that grid
+  (a spectral synthesis on an equiangular grid of twice the resolution, then subsampled), so
+  no interpolation error is added.
+* variables ``z`` (m**2 s**-2), ``u``, ``v`` (m s**-1), ``vo`` (s**-1), float32, CF attributes.
+* Several trajectories are laid end to end on ONE contiguous hourly time axis; the integer
+  coordinate ``trajectory(time)`` says which run each hour belongs to. A forecast window
+  must not cross a change of ``trajectory`` (see ``diffsci.weather.data.window_starts``).
+* ``sim_state(time, sim_field, sim_coeff, sim_reim)`` (float64, only when ``store_state``):
+  the complete simulator state at each hour (phi, zeta, delta and the forcing F, packed
+  lower-triangular spectral coefficients). :func:`perfect_model_ensemble` restarts the
+  model from it exactly; the generator configuration is stored as the JSON attribute
+  ``generator_config``.
+
+Randomness: every stream is a ``numpy`` generator seeded by ``SeedSequence((seed, a, b, c))``:
+trajectory ``k``'s initial state and spin-up use ``(seed, k, 0, 0)``, its recorded run
+``(seed, k, 1, 0)``, ensemble member ``m`` of :func:`generate` ``(seed, k, 2, m)`` and member
+``m`` of :func:`perfect_model_ensemble` ``(seed, 3, init_index, m)``. Member ``m`` is
+therefore the same whatever the number of members (each member is integrated on its own).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+import pandas as pd
+import torch
+import xarray as xr
+from tqdm.auto import tqdm
+
+from diffsci.core.errors import DiffsciError
+
+__all__ = [
+    "GeneratorConfig",
+    "Simulator",
+    "SimState",
+    "generate",
+    "perfect_model_ensemble",
+    "hourly_change_ratio",
+    "VARIABLE_ATTRS",
+]
+
+RADIUS = 6.37122e6
+OMEGA = 7.292e-5
+GRAVITY = 9.80616
+
+VARIABLE_ATTRS: dict[str, dict[str, str]] = {
+    "z": {"units": "m**2 s**-2", "long_name": "Geopotential", "standard_name": "geopotential"},
+    "u": {"units": "m s**-1", "long_name": "U component of wind", "standard_name": "eastward_wind"},
+    "v": {"units": "m s**-1", "long_name": "V component of wind", "standard_name": "northward_wind"},
+    "vo": {
+        "units": "s**-1",
+        "long_name": "Vorticity (relative)",
+        "standard_name": "atmosphere_relative_vorticity",
+    },
+}
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """Parameters of the synthetic-weather simulator (saved in every generated file).
+
+    Attributes
+    ----------
+    nlat, nlon : int
+        Output (and solver) grid; ``nlon == 2 * nlat``.
+    mean_depth : float
+        Mean fluid depth in m (phi mean = g * mean_depth).
+    jet_speed : float
+        Peak speed (m/s) of the two westerly jets at +-45 deg the vorticity relaxes to.
+    drag_days : float
+        Relaxation time of the vorticity towards the jets (linear drag), days.
+    forcing_rms : float
+        RMS of the stochastic vorticity forcing (s**-2) on the grid.
+    forcing_lmin, forcing_lmax : int
+        Spherical-harmonic degrees forced.
+    forcing_tau_hours : float
+        Correlation time of the AR(1) forcing.
+    eddy_speed : float
+        RMS speed (m/s) of the random eddies of the initial state.
+    div_damping_hours, spinup_div_damping_hours : float
+        E-folding time of the divergence damping after / during the first half of spin-up.
+    hyperdiff_hours : float
+        E-folding time of del^8 hyperdiffusion at the truncation degree.
+    steps_per_hour : int
+        RK4 steps per hour; 0 means ``ceil(4 * nlat / 32)`` (dt ~ 1 / nlat).
+    """
+
+    nlat: int = 32
+    nlon: int = 64
+    mean_depth: float = 5500.0
+    jet_speed: float = 10.0
+    drag_days: float = 5.0
+    forcing_rms: float = 3.0e-10
+    forcing_lmin: int = 6
+    forcing_lmax: int = 18
+    forcing_tau_hours: float = 12.0
+    eddy_speed: float = 12.0
+    div_damping_hours: float = 24.0
+    spinup_div_damping_hours: float = 1.0
+    hyperdiff_hours: float = 3.0
+    steps_per_hour: int = 0
+
+    def __post_init__(self) -> None:
+        if self.nlat < 8 or self.nlat % 2:
+            raise DiffsciError(f"grid: nlat must be even and >= 8, got {self.nlat}")
+        if self.nlon != 2 * self.nlat:
+            raise DiffsciError(f"grid: nlon must be 2 * nlat, got {self.nlat}x{self.nlon}")
+        if self.steps_per_hour < 0:
+            raise DiffsciError("steps_per_hour must be >= 0")
+
+    @property
+    def truncation(self) -> int:
+        """Triangular truncation T (alias-free for quadratic terms)."""
+        return (self.nlon - 1) // 3
+
+    @property
+    def n_steps_per_hour(self) -> int:
+        return self.steps_per_hour or math.ceil(4 * self.nlat / 32)
+
+
+@dataclass
+class SimState:
+    """Full simulator state of a batch of runs.
+
+    Attributes
+    ----------
+    spec : torch.Tensor
+        Shape (B, 3, L, L), complex128: phi, zeta, delta spectral coefficients.
+    forcing : torch.Tensor
+        Shape (B, L, L), complex128: current AR(1) vorticity forcing.
+    """
+
+    spec: torch.Tensor
+    forcing: torch.Tensor
+
+
+@contextmanager
+def _one_thread():
+    """Run tiny spectral transforms on one thread (much faster than 2 contended threads)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+def _rng(seed: int, *keys: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([int(seed), *[int(k) for k in keys]]))
+
+
+class Simulator:
+    """Spectral transforms, operators and time stepping for one grid (see module doc)."""
+
+    def __init__(self, config: GeneratorConfig) -> None:
+        import torch_harmonics as th
+
+        self.config = c = config
+        L = c.truncation + 1
+        self.L = L
+        kw = dict(lmax=L, mmax=L, csphase=False)
+        self.sht = th.RealSHT(c.nlat, c.nlon, grid="legendre-gauss", **kw).double()
+        self.isht = th.InverseRealSHT(c.nlat, c.nlon, grid="legendre-gauss", **kw).double()
+        self.vsht = th.RealVectorSHT(c.nlat, c.nlon, grid="legendre-gauss", **kw).double()
+        self.ivsht = th.InverseRealVectorSHT(c.nlat, c.nlon, grid="legendre-gauss", **kw).double()
+        # output synthesis: equiangular grid with poles, twice the resolution
+        self.isht_out = th.InverseRealSHT(2 * c.nlat + 1, 2 * c.nlon, grid="equiangular", **kw).double()
+        self.ivsht_out = th.InverseRealVectorSHT(
+            2 * c.nlat + 1, 2 * c.nlon, grid="equiangular", **kw
+        ).double()
+        cost, _ = th.quadrature.legendre_gauss_weights(c.nlat, -1, 1)
+        lats = -torch.arcsin(torch.as_tensor(cost, dtype=torch.float64))  # north -> south
+        self.lats = lats
+        ell = torch.arange(L, dtype=torch.float64).reshape(L, 1).expand(L, L)
+        self.lap = -ell * (ell + 1) / RADIUS**2
+        invlap = -(RADIUS**2) / (ell * (ell + 1))
+        invlap[0] = 0.0
+        self.invlap = invlap
+        self.tril = torch.tril(torch.ones(L, L, dtype=torch.bool))
+        self.coriolis = (2 * OMEGA * torch.sin(lats)).reshape(-1, 1)
+        self.dt = 3600.0 / c.n_steps_per_hour
+        lmaxf = float(c.truncation * (c.truncation + 1))
+        self.hyperdiff = torch.exp(-self.dt / (c.hyperdiff_hours * 3600.0) * (ell * (ell + 1) / lmaxf) ** 4)
+        band = (ell >= c.forcing_lmin) & (ell <= c.forcing_lmax) & self.tril
+        if not bool(band.any()):
+            raise DiffsciError(
+                f"forcing degrees {c.forcing_lmin}..{c.forcing_lmax} are above the truncation T{c.truncation}"
+            )
+        self.forcing_band = band
+        self.ar = math.exp(-self.dt / (c.forcing_tau_hours * 3600.0))
+        # jets: u = U sin^2(2 lat), v = 0; zeta_jet from the vector transform
+        u_jet = c.jet_speed * torch.sin(2 * lats) ** 2
+        uv = torch.stack([u_jet.reshape(-1, 1).expand(c.nlat, c.nlon), torch.zeros(c.nlat, c.nlon, dtype=torch.float64)])
+        self.zeta_jet = self.vrtdiv(uv)[0]
+        self.phi_mean_coeff = math.sqrt(4 * math.pi) * GRAVITY * c.mean_depth
+        # unit-RMS grid noise in the forcing band: scale coefficients so E[grid^2] = 1
+        self.band_scale = math.sqrt(4 * math.pi / float(band.sum()))
+
+    # ---- spectral helpers --------------------------------------------------------------
+    def vrtdiv(self, uv: torch.Tensor) -> torch.Tensor:
+        """Vorticity and divergence coefficients of a vector field. Shape (..., 2, nlat, nlon) -> (..., 2, L, L)."""
+        return self.lap * RADIUS * self.vsht(uv)
+
+    def uv(self, vrtdiv: torch.Tensor, out: bool = False) -> torch.Tensor:
+        """Wind from vorticity/divergence coefficients. Shape (..., 2, L, L) -> (..., 2, H, W)."""
+        t = self.ivsht_out if out else self.ivsht
+        return t(self.invlap * vrtdiv / RADIUS)
+
+    def _band_noise(self, rng: np.random.Generator) -> torch.Tensor:
+        """Complex white noise in the forcing band with unit grid RMS. Shape (L, L)."""
+        L = self.L
+        z = rng.standard_normal((L, L)) + 1j * rng.standard_normal((L, L))
+        z[:, 0] = math.sqrt(2.0) * z[:, 0].real  # m = 0 coefficients are real
+        noise = torch.as_tensor(z, dtype=torch.complex128) * self.band_scale / math.sqrt(2.0)
+        return torch.where(self.forcing_band, noise, torch.zeros_like(noise))
+
+    # ---- initial state -----------------------------------------------------------------
+    def balanced_state(self, rng: np.random.Generator) -> SimState:
+        """A random balanced state: non-divergent jets + eddies, phi from nonlinear balance."""
+        c = self.config
+        zeta_eddy = self._band_noise(rng)
+        u = self.uv(torch.stack([zeta_eddy, torch.zeros_like(zeta_eddy)]))
+        rms = float(torch.sqrt((u**2).sum(0).mean()))
+        zeta = self.zeta_jet + zeta_eddy * (c.eddy_speed / max(rms, 1e-30))
+        vd = torch.stack([zeta, torch.zeros_like(zeta)])
+        phi = self.balance(vd)
+        spec = torch.stack([phi, zeta, torch.zeros_like(zeta)])[None]
+        forcing = (c.forcing_rms * self._band_noise(rng))[None]
+        return SimState(spec, forcing)
+
+    def balance(self, vrtdiv: torch.Tensor) -> torch.Tensor:
+        """Geopotential from the nonlinear balance equation. Shape (2, L, L) -> (L, L)."""
+        uv = self.uv(vrtdiv)
+        zeta = self.isht(vrtdiv[0])
+        t = self.vrtdiv(uv * (zeta + self.coriolis))
+        ke = self.sht(0.5 * (uv**2).sum(0))
+        phi = self.invlap * t[0] - ke
+        phi[0, 0] = self.phi_mean_coeff
+        return phi * self.tril
+
+    # ---- dynamics ----------------------------------------------------------------------
+    def tendency(self, spec: torch.Tensor, forcing: torch.Tensor, div_rate: float) -> torch.Tensor:
+        """Time derivative of the state. Shape (B, 3, L, L) -> (B, 3, L, L)."""
+        grid = self.isht(spec)  # (B, 3, H, W)
+        uv = self.uv(spec[:, 1:])  # (B, 2, H, W)
+        phi, zeta = grid[:, 0], grid[:, 1]
+        # both flux divergences/curls in one vector transform: ((zeta + f) u, phi u)
+        fluxes = torch.stack([uv * (zeta + self.coriolis)[:, None], uv * phi[:, None]], dim=1)
+        t_all = self.vrtdiv(fluxes)  # (B, 2, 2, L, L)
+        t = t_all[:, 0]
+        ke = 0.5 * (uv**2).sum(1)
+        out = torch.empty_like(spec)
+        drag = 1.0 / (self.config.drag_days * 86400.0)
+        out[:, 1] = -t[:, 1] + forcing - drag * (spec[:, 1] - self.zeta_jet)
+        out[:, 2] = t[:, 0] - self.lap * self.sht(phi + ke) - div_rate * spec[:, 2]
+        out[:, 0] = -t_all[:, 1, 1]
+        return out
+
+    def step(self, state: SimState, rngs: list[np.random.Generator], div_rate: float) -> SimState:
+        """One RK4 step, hyperdiffusion and an AR(1) forcing update (one generator per row)."""
+        dt, s, f = self.dt, state.spec, state.forcing
+        k1 = self.tendency(s, f, div_rate)
+        k2 = self.tendency(s + 0.5 * dt * k1, f, div_rate)
+        k3 = self.tendency(s + 0.5 * dt * k2, f, div_rate)
+        k4 = self.tendency(s + dt * k3, f, div_rate)
+        s = (s + dt / 6.0 * (k1 + 2 * k2 + 2 * k3 + k4)) * self.hyperdiff * self.tril
+        noise = torch.stack([self._band_noise(r) for r in rngs])
+        f = self.ar * f + math.sqrt(1 - self.ar**2) * self.config.forcing_rms * noise
+        return SimState(s, f)
+
+    def run_hours(self, state: SimState, rngs: list[np.random.Generator], hours: int, div_rate: float) -> SimState:
+        for _ in range(hours * self.config.n_steps_per_hour):
+            state = self.step(state, rngs, div_rate)
+        return state
+
+    def spinup(self, state: SimState, rng: np.random.Generator, hours: int) -> SimState:
+        c = self.config
+        strong = hours // 2
+        state = self.run_hours(state, [rng], strong, 1.0 / (c.spinup_div_damping_hours * 3600.0))
+        return self.run_hours(state, [rng], hours - strong, 1.0 / (c.div_damping_hours * 3600.0))
+
+    @property
+    def div_rate(self) -> float:
+        return 1.0 / (self.config.div_damping_hours * 3600.0)
+
+    # ---- output ------------------------------------------------------------------------
+    def to_grid(self, spec: torch.Tensor) -> dict[str, np.ndarray]:
+        """Fields on the output grid (latitude ascending). Shape (B, 3, L, L) -> dict of (B, H, W)."""
+        phi = self.isht_out(spec[:, 0])[:, 1:-1:2, ::2]
+        zeta = self.isht_out(spec[:, 1])[:, 1:-1:2, ::2]
+        uv = self.uv(spec[:, 1:], out=True)[:, :, 1:-1:2, ::2]
+        flip = lambda a: np.ascontiguousarray(a.numpy()[..., ::-1, :]).astype(np.float32)  # noqa: E731
+        return {"z": flip(phi), "u": flip(uv[:, 0]), "v": flip(uv[:, 1]), "vo": flip(zeta)}
+
+    def pack(self, state: SimState) -> np.ndarray:
+        """Packed full state. Returns shape (B, 4, K, 2) float64, K = L (L + 1) / 2."""
+        idx = torch.tril_indices(self.L, self.L)
+        full = torch.cat([state.spec, state.forcing[:, None]], dim=1)[:, :, idx[0], idx[1]]
+        return torch.view_as_real(full).numpy().copy()
+
+    def unpack(self, packed: np.ndarray) -> SimState:
+        """Inverse of :meth:`pack`. Shape (B, 4, K, 2) -> SimState."""
+        idx = torch.tril_indices(self.L, self.L)
+        vals = torch.view_as_complex(torch.as_tensor(np.ascontiguousarray(packed), dtype=torch.float64))
+        full = torch.zeros(vals.shape[0], 4, self.L, self.L, dtype=torch.complex128)
+        full[:, :, idx[0], idx[1]] = vals
+        return SimState(full[:, :3].clone(), full[:, 3].clone())
+
+
+def output_grid(nlat: int, nlon: int) -> tuple[np.ndarray, np.ndarray]:
+    """WB2-style cell-centre latitudes (ascending) and longitudes from 0."""
+    lat = -90.0 + (np.arange(nlat) + 0.5) * 180.0 / nlat
+    lon = np.arange(nlon) * 360.0 / nlon
+    return lat, lon
+
+
+def _parse_grid(grid) -> tuple[int, int]:
+    if isinstance(grid, str):
+        try:
+            a, b = grid.lower().split("x")
+            grid = (int(a), int(b))
+        except ValueError:
+            raise DiffsciError(f"grid: expected NLATxNLON such as 32x64, got {grid!r}") from None
+    nlat, nlon = (int(g) for g in grid)
+    return nlat, nlon
+
+
+def _dataset(
+    fields: dict[str, np.ndarray],
+    times: pd.DatetimeIndex,
+    lat: np.ndarray,
+    lon: np.ndarray,
+    dims: tuple[str, ...],
+    extra_coords: dict,
+    attrs: dict,
+    packed: np.ndarray | None,
+) -> xr.Dataset:
+    data_vars = {
+        k: xr.Variable(dims + ("latitude", "longitude"), v, attrs=VARIABLE_ATTRS[k]) for k, v in fields.items()
+    }
+    if packed is not None:
+        data_vars["sim_state"] = xr.Variable(
+            dims + ("sim_field", "sim_coeff", "sim_reim"),
+            packed,
+            attrs={
+                "long_name": "full simulator state (packed lower-triangular spectral coefficients)",
+                "description": "sim_field: phi, zeta, delta, forcing; sim_reim: real, imag; "
+                "coefficients l >= m ordered as torch.tril_indices(L, L)",
+            },
+        )
+    coords = {
+        "time": ("time", times),
+        "latitude": ("latitude", lat, {"units": "degrees_north", "standard_name": "latitude", "long_name": "latitude"}),
+        "longitude": ("longitude", lon, {"units": "degrees_east", "standard_name": "longitude", "long_name": "longitude"}),
+        **extra_coords,
+    }
+    return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+
+
+def _attrs(config: GeneratorConfig, **params) -> dict:
+    return {
+        "title": "Synthetic ERA5-style weather from a forced shallow-water model on the sphere",
+        "source": "diffsci.weather.generator (synthetic, not observations)",
+        "synthetic": 1,
+        "generator": "diffsci.weather.generator.generate",
+        "generator_config": json.dumps(asdict(config)),
+        "Conventions": "CF-1.8",
+        **{k: (json.dumps(v) if isinstance(v, (dict, list, tuple, type(None))) else v) for k, v in params.items()},
+    }
+
+
+def generate(
+    grid: tuple[int, int] | str = (32, 64),
+    hours: int = 240,
+    trajectories: int = 1,
+    seed: int = 0,
+    spinup_hours: int = 480,
+    members: int | None = None,
+    *,
+    config: GeneratorConfig | None = None,
+    start: str = "2000-01-01T00:00",
+    store_state: bool = True,
+    progress: bool = True,
+) -> xr.Dataset:
+    """Generate hourly synthetic weather in ERA5 conventions (see the module docstring).
+
+    Parameters
+    ----------
+    grid : (nlat, nlon) or "NLATxNLON"
+        Output grid; nlon must be 2 * nlat (32x64 and 64x128 are the tested ones).
+    hours : int
+        Hourly states per trajectory (the first is the state at the end of spin-up).
+    trajectories : int
+        Independent runs, laid end to end on the time axis (coordinate ``trajectory``).
+    seed : int
+        Seed of every random stream.
+    spinup_hours : int
+        Hours integrated (and discarded) from the balanced initial state.
+    members : int or None
+        If given, a perfect-model ensemble: ``members`` runs per trajectory from the same
+        spun-up state with independent forcing; adds a leading ``member`` dimension.
+    config : GeneratorConfig, optional
+        Simulator parameters (its nlat/nlon are replaced by ``grid``).
+
+    Returns
+    -------
+    xr.Dataset
+        ``z, u, v, vo`` with dims ([member,] time, latitude, longitude) and ``sim_state``.
+    """
+    nlat, nlon = _parse_grid(grid)
+    if hours <= 0:
+        raise DiffsciError(f"hours must be > 0, got {hours}")
+    if trajectories < 1:
+        raise DiffsciError(f"trajectories must be >= 1, got {trajectories}")
+    if members is not None and members < 1:
+        raise DiffsciError(f"members must be >= 1, got {members}")
+    if spinup_hours < 0:
+        raise DiffsciError(f"spinup_hours must be >= 0, got {spinup_hours}")
+    config = replace(config or GeneratorConfig(), nlat=nlat, nlon=nlon)
+    sim = Simulator(config)
+    runs = [None] if members is None else list(range(members))
+    total = trajectories * (spinup_hours + hours * len(runs))
+    bar = tqdm(total=total, desc="make-data", unit="h", disable=not progress)
+    fields = {k: [] for k in VARIABLE_ATTRS}  # each: list over trajectories of (R, hours, H, W)
+    packed_all = []
+    with torch.no_grad(), _one_thread():
+        for k in range(trajectories):
+            rng = _rng(seed, k, 0, 0)
+            state = sim.balanced_state(rng)
+            strong = spinup_hours // 2
+            state = sim.run_hours(state, [rng], strong, 1.0 / (config.spinup_div_damping_hours * 3600.0))
+            state = sim.run_hours(state, [rng], spinup_hours - strong, sim.div_rate)
+            bar.update(spinup_hours)
+            per_run_fields, per_run_packed = [], []
+            for m in runs:
+                r = _rng(seed, k, 1, 0) if m is None else _rng(seed, k, 2, m)
+                s = SimState(state.spec.clone(), state.forcing.clone())
+                out, pk = [], []
+                for h in range(hours):
+                    if h > 0:
+                        s = sim.run_hours(s, [r], 1, sim.div_rate)
+                        bar.update(1)
+                    out.append(sim.to_grid(s.spec))
+                    if store_state:
+                        pk.append(sim.pack(s))
+                bar.update(1)
+                per_run_fields.append({v: np.concatenate([o[v] for o in out]) for v in VARIABLE_ATTRS})
+                if store_state:
+                    per_run_packed.append(np.concatenate(pk))
+            for v in VARIABLE_ATTRS:
+                fields[v].append(np.stack([p[v] for p in per_run_fields]))
+            if store_state:
+                packed_all.append(np.stack(per_run_packed))
+    bar.close()
+    cat = {v: np.concatenate(fields[v], axis=1) for v in VARIABLE_ATTRS}  # (R, T, H, W)
+    packed = np.concatenate(packed_all, axis=1) if store_state else None
+    if members is None:
+        cat = {v: a[0] for v, a in cat.items()}
+        packed = packed[0] if packed is not None else None
+        dims: tuple[str, ...] = ("time",)
+        extra = {}
+    else:
+        dims = ("member", "time")
+        extra = {"member": ("member", np.arange(members))}
+    times = pd.date_range(pd.Timestamp(start), periods=trajectories * hours, freq="h")
+    extra["trajectory"] = ("time", np.repeat(np.arange(trajectories), hours))
+    lat, lon = output_grid(nlat, nlon)
+    attrs = _attrs(
+        config, seed=seed, hours=hours, trajectories=trajectories, spinup_hours=spinup_hours,
+        members=members if members is not None else -1,
+    )
+    return _dataset(cat, times, lat, lon, dims, extra, attrs, packed)
+
+
+def perfect_model_ensemble(
+    ds: xr.Dataset | str,
+    init_time,
+    lead_hours: int,
+    members: int,
+    seed: int = 0,
+    *,
+    progress: bool = False,
+) -> xr.Dataset:
+    """Restart the simulator from the TRUE state of a generated file and run an ensemble.
+
+    The full state (spectral fields and the forcing) is read from ``sim_state`` at
+    ``init_time``; member ``m`` is integrated with forcing noise from
+    ``SeedSequence((seed, 3, init_index, m))``, so it does not depend on ``members``.
+
+    Parameters
+    ----------
+    ds : xr.Dataset or path
+        A dataset written by :func:`generate` (``store_state=True``), raw (not renamed).
+    init_time : datetime-like or int
+        Initial time (or its integer index on the time axis).
+    lead_hours : int
+        Forecast length; valid times are init + 1 h .. init + lead_hours h.
+    members : int
+        Ensemble size.
+
+    Returns
+    -------
+    xr.Dataset
+        ``z, u, v, vo`` with dims (member, time, latitude, longitude), coordinates
+        ``init_time`` (scalar) and ``lead_time(time)`` (timedelta).
+    """
+    if isinstance(ds, str):
+        ds = xr.open_dataset(ds, engine="netcdf4")
+    if "sim_state" not in ds or "generator_config" not in ds.attrs:
+        raise DiffsciError(
+            "perfect_model_ensemble: the dataset has no 'sim_state' / 'generator_config'; "
+            "it must be written by diffsci weather make-data (with the simulator state)"
+        )
+    if "member" in ds["sim_state"].dims:
+        raise DiffsciError("perfect_model_ensemble: the dataset is an ensemble; pass a single-run dataset")
+    if lead_hours < 1 or members < 1:
+        raise DiffsciError(f"lead_hours and members must be >= 1, got {lead_hours}, {members}")
+    times = pd.DatetimeIndex(ds["time"].values)
+    if isinstance(init_time, (int, np.integer)):
+        index = int(init_time)
+        if not 0 <= index < len(times):
+            raise DiffsciError(f"init_time index {index} outside 0..{len(times) - 1}")
+    else:
+        hit = np.nonzero(times == pd.Timestamp(init_time))[0]
+        if len(hit) == 0:
+            raise DiffsciError(f"init_time {init_time} is not a time of the dataset")
+        index = int(hit[0])
+    config = GeneratorConfig(**json.loads(ds.attrs["generator_config"]))
+    sim = Simulator(config)
+    state0 = sim.unpack(np.asarray(ds["sim_state"].isel(time=index).values)[None])
+    out = {v: np.empty((members, lead_hours, config.nlat, config.nlon), np.float32) for v in VARIABLE_ATTRS}
+    with torch.no_grad(), _one_thread():
+        for m in tqdm(range(members), desc="perfect-model ensemble", disable=not progress):
+            r = _rng(seed, 3, index, m)
+            s = SimState(state0.spec.clone(), state0.forcing.clone())
+            for h in range(lead_hours):
+                s = sim.run_hours(s, [r], 1, sim.div_rate)
+                g = sim.to_grid(s.spec)
+                for v in VARIABLE_ATTRS:
+                    out[v][m, h] = g[v][0]
+    t0 = times[index]
+    valid = pd.DatetimeIndex([t0 + pd.Timedelta(hours=h + 1) for h in range(lead_hours)])
+    lat, lon = output_grid(config.nlat, config.nlon)
+    extra = {
+        "member": ("member", np.arange(members)),
+        "init_time": ((), np.datetime64(t0, "ns")),
+        "lead_time": ("time", (valid - t0).to_numpy()),
+    }
+    attrs = _attrs(config, seed=seed, init_index=index, lead_hours=lead_hours, members=members)
+    attrs["generator"] = "diffsci.weather.generator.perfect_model_ensemble"
+    return _dataset(out, valid, lat, lon, ("member", "time"), extra, attrs, None)
+
+
+def hourly_change_ratio(ds: xr.Dataset, variable: str = "z", lags: tuple[int, ...] = (1, 3, 6, 24)) -> dict[int, float]:
+    """RMS change over ``lag`` hours divided by the mean spatial std, within trajectories.
+
+    Returns a dict lag -> ratio (a measure of how hard persistence is at that lead).
+    """
+    x = np.asarray(ds[variable].values, dtype=np.float64)
+    traj = np.asarray(ds["trajectory"].values) if "trajectory" in ds.coords else np.zeros(x.shape[0], int)
+    spatial_std = float(np.sqrt(x.var(axis=(-2, -1)).mean()))
+    result = {}
+    for lag in lags:
+        ok = traj[lag:] == traj[:-lag]
+        d = (x[lag:] - x[:-lag])[ok]
+        result[lag] = float(np.sqrt((d**2).mean()) / spatial_std) if d.size else float("nan")
+    return result
