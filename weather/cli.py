@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 
-COMMANDS: tuple[str, ...] = ()
+COMMANDS: tuple[str, ...] = ("make_data",)
 
 
 def register(subparsers) -> None:
