@@ -1,0 +1,178 @@
+"""Tests of diffsci.weather.data: one convention whatever the file layout, clear errors, stats."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from diffsci.core.cli import main
+from diffsci.core.errors import DiffsciError
+from diffsci.weather.data import (
+    LONG_TO_SHORT,
+    NormStats,
+    check_grid,
+    compute_norm_stats,
+    open_weather,
+    stack_channels,
+    static_features,
+    window_starts,
+)
+
+VARS = ["z", "u", "v", "vo"]
+SHORT_TO_LONG = {v: k for k, v in LONG_TO_SHORT.items()}
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    """A tiny file written by the real CLI: 16x32 grid, 2 trajectories of 12 hours."""
+    d = tmp_path_factory.mktemp("wx")
+    out = d / "made.nc"
+    code = main([
+        "weather", "make-data", "--out", str(out), "--grid", "16x32", "--hours", "12",
+        "--trajectories", "2", "--spinup-hours", "6", "--seed", "3", "--quiet",
+    ])
+    assert code == 0 and out.exists()
+    return out
+
+
+def _raw(path) -> xr.Dataset:
+    with xr.open_dataset(path, engine="netcdf4") as ds:
+        return ds.drop_vars("sim_state").load()
+
+
+def test_layouts_load_to_identical_tensors(made, tmp_path):
+    ref, names = stack_channels(open_weather(made), VARS)
+    assert names == VARS and ref.shape == (24, 4, 16, 32) and ref.dtype == np.float32
+    raw = _raw(made)
+
+    # WB2 long names, 'valid_time', descending latitude, longitude in -180..180 (rolled)
+    wb = raw.rename({v: SHORT_TO_LONG[v] for v in VARS}).rename({"time": "valid_time"})
+    wb = wb.isel(latitude=slice(None, None, -1))
+    lon = wb["longitude"].values
+    wb = wb.assign_coords(longitude=np.where(lon >= 180, lon - 360, lon)).sortby("longitude")
+    assert float(wb["longitude"][0]) < 0 and float(wb["latitude"][0]) > 0
+    wb_path = tmp_path / "wb2.nc"
+    wb.to_netcdf(wb_path, engine="netcdf4")
+    got_nc, _ = stack_channels(open_weather(wb_path, variables=[SHORT_TO_LONG[v] for v in VARS]), VARS)
+    np.testing.assert_array_equal(got_nc, ref)
+
+    zarr_path = tmp_path / "copy.zarr"
+    wb.to_zarr(zarr_path)
+    got_zarr, _ = stack_channels(open_weather(zarr_path), VARS)
+    np.testing.assert_array_equal(got_zarr, ref)
+
+    ds = open_weather(wb_path)
+    assert np.all(np.diff(ds["latitude"].values) > 0)
+    assert ds["longitude"].values.min() >= 0 and ds["longitude"].values.max() < 360
+    assert list(ds["z"].dims) == ["time", "latitude", "longitude"]
+    assert ds["z"].chunks is not None  # lazy (dask)
+
+
+def test_levels_and_channel_order():
+    t = pd.date_range("2000-01-01", periods=3, freq="6h")
+    lev = np.array([850, 500])  # ERA5 downloads are often descending
+    rng = np.random.default_rng(0)
+    ds = xr.Dataset(
+        {
+            "temperature": (("time", "level", "latitude", "longitude"), rng.normal(size=(3, 2, 4, 8))),
+            "2m_temperature": (("time", "latitude", "longitude"), rng.normal(size=(3, 4, 8))),
+        },
+        coords={"time": t, "level": lev, "latitude": np.linspace(-67.5, 67.5, 4), "longitude": np.arange(8) * 45.0},
+    ).rename({"level": "pressure_level"})
+    x, names = stack_channels(open_weather(ds), ["t", "2m_temperature"])
+    assert names == ["t@500", "t@850", "t2m"]
+    np.testing.assert_allclose(x[:, 0], ds["temperature"].values[:, 1].astype(np.float32))
+    np.testing.assert_allclose(x[:, 1], ds["temperature"].values[:, 0].astype(np.float32))
+    np.testing.assert_allclose(x[:, 2], ds["2m_temperature"].values.astype(np.float32))
+
+
+def test_nan_error_names_variable_and_count(made, tmp_path):
+    raw = _raw(made)
+    raw["u"][2, 3, 4] = np.nan
+    raw["u"][5, 1, 1] = np.nan
+    p = tmp_path / "nan.nc"
+    raw.to_netcdf(p, engine="netcdf4")
+    with pytest.raises(DiffsciError, match=r"nan\.nc.*u: 2 NaN"):
+        open_weather(p)
+
+
+def test_missing_variable_error(made):
+    with pytest.raises(DiffsciError, match=r"made\.nc: missing variables \['t2m'\]"):
+        open_weather(made, variables=["z", "t2m"])
+
+
+def test_irregular_time_error_names_the_times(made):
+    raw = _raw(made)
+    gap = raw.isel(time=[i for i in range(raw.sizes["time"]) if i != 7])
+    with pytest.raises(DiffsciError, match=r"irregular time steps.*2000-01-01 06:00:00 -> 2000-01-01 08:00:00"):
+        open_weather(gap)
+
+
+def test_duplicate_and_unsorted_coordinates(made):
+    raw = _raw(made)
+    dup = raw.isel(latitude=[0, 0, 1, 2])
+    with pytest.raises(DiffsciError, match="duplicate latitude"):
+        open_weather(dup)
+    shuffled = raw.isel(longitude=[1, 0, 2, 3])
+    with pytest.raises(DiffsciError, match="longitude is not monotonic"):
+        open_weather(shuffled)
+    with pytest.raises(DiffsciError, match="duplicate time"):
+        open_weather(raw.isel(time=[0, 1, 1, 2]))
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(DiffsciError, match="no such file"):
+        open_weather(tmp_path / "absent.nc")
+    junk = tmp_path / "junk.nc"
+    junk.write_text("not a netcdf file")
+    with pytest.raises(DiffsciError, match=r"junk\.nc: cannot open"):
+        open_weather(junk)
+
+
+def test_norm_stats_equal_numpy(made):
+    ds = open_weather(made)
+    stats = compute_norm_stats(ds, VARS, block=5)  # several blocks: tests the streaming
+    x = np.stack([_raw(made)[v].values.astype(np.float64) for v in VARS], axis=1)  # (T, C, H, W)
+    np.testing.assert_allclose(stats.mean, x.mean(axis=(0, 2, 3)), rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(stats.std, x.std(axis=(0, 2, 3)), rtol=1e-5)
+    traj = _raw(made)["trajectory"].values
+    d = np.concatenate([np.diff(x[traj == k], axis=0) for k in np.unique(traj)])  # within runs only
+    np.testing.assert_allclose(stats.residual_std, d.std(axis=(0, 2, 3)), rtol=1e-5)
+    # crossing the trajectory boundary would give a different (larger) value
+    assert not np.allclose(stats.residual_std, np.diff(x, axis=0).std(axis=(0, 2, 3)), rtol=1e-3)
+    again = NormStats.from_dict(stats.to_dict())
+    assert again == stats
+    part = compute_norm_stats(ds, VARS, time_slice=slice("2000-01-01T00", "2000-01-01T05"))
+    np.testing.assert_allclose(part.mean, x[:6].mean(axis=(0, 2, 3)), rtol=1e-6, atol=1e-12)
+
+
+def test_check_grid(made):
+    ds = open_weather(made)
+    check_grid(ds, ds["latitude"].values, ds["longitude"].values)
+    with pytest.raises(DiffsciError, match="latitude grid .*does not match the checkpoint"):
+        check_grid(ds, np.linspace(-87.1875, 87.1875, 32), ds["longitude"].values)
+    with pytest.raises(DiffsciError, match="longitude grid"):
+        check_grid(ds, ds["latitude"].values, ds["longitude"].values + 1.0)
+
+
+def test_static_features():
+    lat, lon = np.array([-45.0, 0.0, 30.0]), np.array([0.0, 90.0, 180.0, 270.0])
+    f = static_features(lat, lon)
+    assert f.shape == (4, 3, 4) and f.dtype == np.float32
+    np.testing.assert_allclose(f[0, :, 0], np.sin(np.deg2rad(lat)), atol=1e-7)
+    np.testing.assert_allclose(f[3, 0], np.cos(np.deg2rad(lon)), atol=1e-7)
+    mask = np.ones((3, 4))
+    assert static_features(lat, lon, mask).shape == (5, 3, 4)
+    with pytest.raises(DiffsciError, match="land_sea_mask"):
+        static_features(lat, lon, np.ones((4, 3)))
+
+
+def test_window_starts_never_cross_trajectories(made):
+    ds = open_weather(made)
+    starts = window_starts(ds, history=2, lead=1)
+    traj = ds["trajectory"].values
+    assert len(starts) == 2 * (12 - 2)
+    for i in starts:
+        assert traj[i] == traj[i + 2]
