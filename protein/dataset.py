@@ -157,8 +157,12 @@ class Source:
 def sequence_identity(a: str, b: str) -> float:
     """Identical aligned positions / length of the shorter sequence.
 
-    Optimal semi-global alignment (end gaps free) with BLOSUM62 and affine gaps (-10, -1),
-    biotite ``align_optimal``.
+    Optimal local (Smith-Waterman) alignment with BLOSUM62 and affine gaps (-10, -1), biotite
+    ``align_optimal``; identical positions inside the aligned region are divided by the full
+    length of the shorter sequence. (A semi-global alignment was tried first: it lets a short
+    sequence scatter across a long one with free end gaps, and about 1% of unrelated pairs of
+    the bundled chains then reached 30%, chaining most chains into one single-linkage cluster.
+    With the local alignment the 99th percentile of random pairs is ~21%.)
     """
     from biotite.sequence import ProteinSequence
     from biotite.sequence.align import SubstitutionMatrix, align_optimal, get_sequence_identity
@@ -167,7 +171,7 @@ def sequence_identity(a: str, b: str) -> float:
         return 0.0
     matrix = SubstitutionMatrix.std_protein_matrix()
     aln = align_optimal(
-        ProteinSequence(a), ProteinSequence(b), matrix, gap_penalty=(-10, -1), terminal_penalty=False, max_number=1
+        ProteinSequence(a), ProteinSequence(b), matrix, gap_penalty=(-10, -1), local=True, max_number=1
     )[0]
     return float(get_sequence_identity(aln, mode="shortest"))
 

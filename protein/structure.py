@@ -36,6 +36,7 @@ __all__ = [
     "BACKBONE_ATOMS",
     "CA_CA_BREAK",
     "THREE_TO_ONE",
+    "RESIDUE_ALIASES",
     "STRUCTURE_SUFFIXES",
     "BackboneChain",
     "ReportRow",
@@ -55,10 +56,19 @@ THREE_TO_ONE: dict[str, str] = {
     "MSE": "M",  # selenomethionine, read as methionine
 }  # fmt: skip
 
+RESIDUE_ALIASES: dict[str, str] = {
+    "HID": "HIS", "HIE": "HIS", "HIP": "HIS", "HSD": "HIS", "HSE": "HIS", "HSP": "HIS",
+    "CYX": "CYS", "CYM": "CYS", "ASH": "ASP", "GLH": "GLU", "LYN": "LYS",
+}  # fmt: skip
+"""Protonation/disulfide names of standard amino acids written by Amber and CHARMM tools
+(HID, HSD, CYX, ...): the same residues, read under their standard names."""
+
 STRUCTURE_SUFFIXES: tuple[str, ...] = (".pdb", ".ent", ".cif", ".mmcif", ".bcif")
 """File endings the reader understands, each also with ``.gz``."""
 
 _ON_BREAK = ("split", "skip", "error")
+# A C-terminal carboxylate names its oxygens OT1/OT2 (CHARMM), O1/O2 or O/OXT: either one is "O".
+_ATOM_ALIASES: dict[str, tuple[str, ...]] = {"O": ("O", "OT1", "O1", "OXT", "OT2", "O2")}
 
 
 @dataclass(frozen=True)
@@ -181,6 +191,24 @@ def _load_atoms(path: pathlib.Path):
     return atoms
 
 
+def _pad_pdb_records(text: str) -> str:
+    """Fill blank occupancy / B-factor columns of ATOM/HETATM records (e.g. OPM dummy atoms).
+
+    biotite cannot parse a coordinate record whose occupancy or temperature factor is blank;
+    those columns are not used here, so they get the defaults 1.00 and 0.00.
+    """
+    out = []
+    for line in text.splitlines():
+        if line.startswith(("ATOM", "HETATM")):
+            line = line.ljust(80)
+            if not line[54:60].strip():
+                line = line[:54] + "  1.00" + line[60:]
+            if not line[60:66].strip():
+                line = line[:60] + "  0.00" + line[66:]
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
 def _parse(fmt: str, data: bytes, path: pathlib.Path):
     """biotite AtomArray of the first model, first altloc (may raise biotite's errors)."""
     from biotite.structure.io import pdb, pdbx
@@ -189,7 +217,7 @@ def _parse(fmt: str, data: bytes, path: pathlib.Path):
         text = data.decode("utf-8", errors="replace")
         if not any(line.startswith(("ATOM", "HETATM")) for line in text.splitlines()):
             raise DiffsciError(f"{path}: no ATOM/HETATM records (not a PDB file, or no coordinates)")
-        return pdb.PDBFile.read(io.StringIO(text)).get_structure(model=1, altloc="first")
+        return pdb.PDBFile.read(io.StringIO(_pad_pdb_records(text))).get_structure(model=1, altloc="first")
     if fmt == "cif":
         cif = pdbx.CIFFile.read(io.StringIO(data.decode("utf-8", errors="replace")))
         return pdbx.get_structure(cif, model=1, altloc="first", use_author_fields=True)
@@ -218,6 +246,7 @@ def _chain_residues(atoms, path: pathlib.Path):
         if cid not in all_chains:
             all_chains.append(cid)
         res_name = str(atoms.res_name[a]).strip().upper()
+        res_name = RESIDUE_ALIASES.get(res_name, res_name)
         if res_name not in THREE_TO_ONE:
             # Non-standard residue: a gap if it sits inside a polymer (hetero flag off or a
             # HETATM residue with a backbone, i.e. a modified amino acid); ignored otherwise.
@@ -231,8 +260,9 @@ def _chain_residues(atoms, path: pathlib.Path):
         xyz = np.full((4, 3), np.nan, dtype=np.float32)
         missing = []
         for k, atom in enumerate(BACKBONE_ATOMS):
-            if atom in names:
-                xyz[k] = atoms.coord[a + names.index(atom)]
+            found = next((alt for alt in _ATOM_ALIASES.get(atom, (atom,)) if alt in names), None)
+            if found is not None:
+                xyz[k] = atoms.coord[a + names.index(found)]
             else:
                 missing.append(atom)
         chains.setdefault(cid, []).append(
@@ -244,21 +274,27 @@ def _chain_residues(atoms, path: pathlib.Path):
 def _segment(records, max_ca: float):
     """Split residue records into contiguous pieces of complete residues.
 
-    Returns (pieces, notes): pieces is a list of lists of records; notes lists why the
-    chain was broken (per break) and which residues were dropped.
+    Returns (pieces, breaks, dropped): the pieces (lists of records), why the chain was
+    broken (one reason per break) and the dropped residues worth reporting.
     """
     pieces: list[list] = []
     current: list = []
     breaks: list[str] = []
     dropped: list[str] = []
     pending_gap = ""
+    pending_nonstandard = ""
     for rec in records:
         res_id, ins, name, xyz, missing = rec
         if xyz is None:
-            what = missing[0] if missing == ("non-standard residue",) else "missing " + "/".join(missing)
-            dropped.append(f"{_residue_label(res_id, ins, name)} ({what})")
-            if current:
-                pending_gap = f"residue {_residue_label(res_id, ins, name)} dropped ({what})"
+            nonstandard = missing == ("non-standard residue",)
+            what = missing[0] if nonstandard else "missing " + "/".join(missing)
+            label = f"{_residue_label(res_id, ins, name)} ({what})"
+            if not nonstandard:
+                dropped.append(label)  # a standard residue without its full backbone: always said
+            if current and not pending_gap:
+                pending_gap = f"residue {label} dropped"
+                if nonstandard:
+                    pending_nonstandard = label
             continue
         if current:
             prev = current[-1]
@@ -266,6 +302,8 @@ def _segment(records, max_ca: float):
             reason = ""
             if pending_gap:
                 reason = pending_gap
+                if pending_nonstandard:  # a modified residue inside the chain: say so
+                    dropped.append(pending_nonstandard)
             elif d > max_ca:
                 reason = (
                     f"CA-CA {d:.2f} A > {max_ca} A between {_residue_label(prev[0], prev[1], prev[2])}"
@@ -276,6 +314,7 @@ def _segment(records, max_ca: float):
                 pieces.append(current)
                 current = []
         pending_gap = ""
+        pending_nonstandard = ""
         current.append(rec)
     if current:
         pieces.append(current)
@@ -368,7 +407,8 @@ def read_report(
                 continue
             source = f"{fname} chain {cid}" + (f" {label}" if label else "")
             out.append(_to_chain(piece, cid, source))
-            why = f"split at chain break: {breaks[k] if k < len(breaks) else breaks[-1]}" if n_pieces > 1 else ""
+            around = ([f"after {breaks[k - 1]}"] if k > 0 else []) + ([f"before {breaks[k]}"] if k < len(breaks) else [])
+            why = f"piece of a broken chain: {'; '.join(around)}" if n_pieces > 1 else ""
             report.append(ReportRow(fname, cid, "kept", len(piece), why, label))
     return out, report
 

@@ -150,6 +150,21 @@ def test_missing_backbone_atom_reported(chain, tmp_path):
     assert [len(c) for c in chains] == [9, len(chain) - 10]
 
 
+def test_terminal_oxygen_names_and_trailing_ligand(chain, tmp_path):
+    atoms = to_atoms(chain)
+    last = atoms.res_id == len(chain)
+    atoms.atom_name[last & (atoms.atom_name == "O")] = "OT1"  # CHARMM C-terminus
+    lig = to_atoms(chain)[:4]  # a HETATM ligand with N/CA/C atoms after the chain
+    lig.res_name[:] = "SAH"
+    lig.res_id[:] = len(chain) + 1
+    lig.hetero[:] = True
+    lig.coord += 30.0
+    path = write_pdb_atoms(atoms + lig, tmp_path / "ot1.pdb")
+    (c,), report = read_report(path)
+    assert len(c) == len(chain) and np.abs(c.coords - chain.coords).max() < 1e-3
+    assert [r.status for r in report] == ["kept"]
+
+
 def test_mse_kept_as_met(chain, tmp_path):
     atoms = to_atoms(chain)
     sel = atoms.res_id == 5
