@@ -387,6 +387,13 @@ def _assemble(kept, cluster_ids, split, meta) -> BackboneDataset:
 # ----------------------------------------------------------------------------- files
 
 
+def _umask() -> int:
+    """The process umask (read by setting and restoring it)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _str_array(values: Sequence[str]) -> np.ndarray:
     width = max([1] + [len(v) for v in values])
     return np.array(list(values), dtype=f"<U{width}")
@@ -418,6 +425,7 @@ def save_dataset(ds: BackboneDataset, path: str | os.PathLike) -> None:
     try:
         with open(tmp, "wb") as fh:
             np.savez_compressed(fh, **arrays)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         try:

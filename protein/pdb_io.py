@@ -25,6 +25,13 @@ _ONE_TO_THREE = {
 _DEFAULT_CHAIN_IDS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 
 
+def _umask() -> int:
+    """The process umask (read by setting and restoring it)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _as_numpy(x) -> np.ndarray:
     if hasattr(x, "detach"):  # torch tensor, without importing torch
         x = x.detach().cpu().numpy()
@@ -152,6 +159,7 @@ def write_backbone_pdb(
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         try:
