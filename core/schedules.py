@@ -1,0 +1,262 @@
+"""Noise schedules: the noise level as a function of time ``t`` in [0, 1].
+
+Convention: ``t = 0`` is clean data, ``t = 1`` is the prior. A Euclidean state at time ``t`` is
+``x_t = alpha(t) * x0 + sigma(t) * eps`` (a Gaussian path), so every schedule gives
+``alpha(t)``, ``sigma(t)`` and the inverse of the noise-to-signal ratio ``r = sigma / alpha``
+(needed by samplers that pick intermediate times, e.g. DPM-Solver++ 2S and EDM churn).
+
+Schedules are small frozen dataclasses with pure methods (no hidden counters); sampling time
+grids and training noise levels come from the same parameterised family (k-diffusion's
+``get_sigmas_karras``, GenCast's ``samplers_utils``):
+
+- :class:`VPLinear`, :class:`VPCosine`: variance preserving (DDPM, Ho et al. 2020; Nichol &
+  Dhariwal 2021), ``alpha^2 + sigma^2 = 1``.
+- :class:`EDM`: variance exploding with Karras et al. (2022) sigmas,
+  ``sigma(t) = (sigma_min^(1/rho) + t (sigma_max^(1/rho) - sigma_min^(1/rho)))^rho``; a uniform
+  ``t`` grid is the Karras grid and ``t ~ U(0, 1)`` is the "rho" training distribution GenCast
+  trains with. ``sigma(0) = 0`` exactly (clean data), continuous for ``t > 0``.
+- :class:`FlowMatching`: the linear interpolant ``x_t = (1 - t) x0 + t eps`` (rectified flow).
+- :class:`LogLinear`: a log-linear sigma for IGSO3 rotation noise (FrameDiff),
+  ``sigma(t) = sigma_min^(1-t) sigma_max^t`` for ``t > 0`` and 0 at ``t = 0``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from diffsci.core.errors import DiffsciError
+
+__all__ = [
+    "Schedule",
+    "VPLinear",
+    "VPCosine",
+    "EDM",
+    "FlowMatching",
+    "LogLinear",
+    "karras_sigmas",
+    "time_grid",
+    "lognormal_sigmas",
+    "derivative",
+    "SCHEDULES",
+    "get_schedule",
+]
+
+
+def _as_tensor(t) -> torch.Tensor:
+    return t if isinstance(t, torch.Tensor) else torch.as_tensor(t, dtype=torch.float64)
+
+
+def derivative(fn, t: torch.Tensor) -> torch.Tensor:
+    """d fn / dt elementwise, by autograd in float64 (schedules are smooth for t > 0)."""
+    t = _as_tensor(t)
+    with torch.enable_grad():
+        tt = t.detach().to(torch.float64).requires_grad_(True)
+        out = fn(tt)
+        if not out.requires_grad:  # a constant (e.g. alpha = 1)
+            return torch.zeros_like(t)
+        (g,) = torch.autograd.grad(out.sum(), tt)
+    return g.to(t.dtype)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Schedule:
+    """Base class: subclasses define ``alpha``, ``sigma`` and ``t_from_ratio``."""
+
+    #: largest time used by the default sampling grid (< 1 where alpha(1) = 0)
+    t_max: float = 1.0
+
+    def alpha(self, t: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def sigma(self, t: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def ratio(self, t: torch.Tensor) -> torch.Tensor:
+        """Noise-to-signal ratio ``r = sigma / alpha`` (inf where alpha = 0)."""
+        return self.sigma(t) / self.alpha(t)
+
+    def t_from_ratio(self, r: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def time_grid(self, steps: int, t_max: float | None = None, t_min: float = 0.0) -> torch.Tensor:
+        """Decreasing sampling times ``t_max -> t_min``, ``steps + 1`` points, float64."""
+        return time_grid(steps, self.t_max if t_max is None else t_max, t_min)
+
+    def sample_t(self, n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+        """Training times ``t ~ U(0, t_max]`` (the same family the sampler uses)."""
+        u = torch.rand(n, generator=generator, dtype=torch.float64, device=device)
+        return (1.0 - u) * self.t_max
+
+
+def time_grid(steps: int, t_max: float = 1.0, t_min: float = 0.0) -> torch.Tensor:
+    """``steps + 1`` uniformly spaced decreasing times from ``t_max`` to ``t_min`` (float64)."""
+    if not isinstance(steps, int) or steps < 1:
+        raise DiffsciError(f"steps must be a positive integer, got {steps!r}")
+    if not 0.0 <= t_min < t_max <= 1.0:
+        raise DiffsciError(f"time grid needs 0 <= t_min < t_max <= 1, got t_min={t_min}, t_max={t_max}")
+    return torch.linspace(t_max, t_min, steps + 1, dtype=torch.float64)
+
+
+@dataclass(frozen=True, kw_only=True)
+class VPLinear(Schedule):
+    """Continuous DDPM linear-beta schedule: ``log abar(t) = -(b0 t + (b1 - b0) t^2 / 2)``."""
+
+    beta_min: float = 0.1
+    beta_max: float = 20.0
+
+    def _log_abar(self, t):
+        t = _as_tensor(t)
+        return -(self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t**2)
+
+    def alpha(self, t):
+        return torch.exp(0.5 * self._log_abar(t))
+
+    def sigma(self, t):
+        return torch.sqrt(-torch.expm1(self._log_abar(t)))
+
+    def t_from_ratio(self, r):
+        # log(1 + r^2) = b0 t + (b1 - b0) t^2 / 2
+        r = _as_tensor(r)
+        log1p = torch.log1p(r**2)
+        a = 0.5 * (self.beta_max - self.beta_min)
+        b = self.beta_min
+        return (-b + torch.sqrt(b * b + 4 * a * log1p)) / (2 * a)
+
+
+@dataclass(frozen=True, kw_only=True)
+class VPCosine(Schedule):
+    """Cosine schedule (Nichol & Dhariwal 2021): ``abar(t) = cos^2(pi/2 (t+s)/(1+s)) / cos^2(pi/2 s/(1+s))``.
+
+    alpha(1) = 0, so the default sampling grid starts at ``t_max = 0.999``.
+    """
+
+    s: float = 0.008
+    t_max: float = 0.999
+
+    def _phase(self, t):
+        return 0.5 * math.pi * (_as_tensor(t) + self.s) / (1 + self.s)
+
+    def alpha(self, t):
+        c0 = math.cos(0.5 * math.pi * self.s / (1 + self.s))
+        return torch.clamp(torch.cos(self._phase(t)) / c0, min=0.0, max=1.0)
+
+    def sigma(self, t):
+        a = self.alpha(t)
+        return torch.sqrt(torch.clamp(1 - a * a, min=0.0))
+
+    def t_from_ratio(self, r):
+        r = _as_tensor(r)
+        alpha = 1 / torch.sqrt(1 + r**2)
+        c0 = math.cos(0.5 * math.pi * self.s / (1 + self.s))
+        phase = torch.acos(torch.clamp(alpha * c0, -1.0, 1.0))
+        return phase * (1 + self.s) / (0.5 * math.pi) - self.s
+
+
+@dataclass(frozen=True, kw_only=True)
+class EDM(Schedule):
+    """Variance-exploding schedule with Karras sigmas (alpha = 1).
+
+    ``sigma(t) = (sigma_min^(1/rho) + t (sigma_max^(1/rho) - sigma_min^(1/rho)))^rho`` for t > 0,
+    ``sigma(0) = 0``. ``sigma_data`` is the data scale used by EDM preconditioning.
+    """
+
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+    rho: float = 7.0
+    sigma_data: float = 1.0
+
+    def __post_init__(self):
+        if not 0 < self.sigma_min < self.sigma_max:
+            raise DiffsciError(f"EDM schedule needs 0 < sigma_min < sigma_max, got {self.sigma_min}, {self.sigma_max}")
+
+    def alpha(self, t):
+        return torch.ones_like(_as_tensor(t))
+
+    def sigma(self, t):
+        t = _as_tensor(t)
+        lo, hi = self.sigma_min ** (1 / self.rho), self.sigma_max ** (1 / self.rho)
+        s = (lo + t * (hi - lo)) ** self.rho
+        return torch.where(t > 0, s, torch.zeros_like(s))
+
+    def t_from_ratio(self, r):
+        r = _as_tensor(r)
+        lo, hi = self.sigma_min ** (1 / self.rho), self.sigma_max ** (1 / self.rho)
+        t = (r ** (1 / self.rho) - lo) / (hi - lo)
+        return torch.where(r > 0, t.clamp(min=0.0), torch.zeros_like(t))
+
+
+@dataclass(frozen=True, kw_only=True)
+class FlowMatching(Schedule):
+    """Linear interpolant ``x_t = (1 - t) x0 + t eps``; alpha(1) = 0, so sampling starts at 0.999."""
+
+    t_max: float = 0.999
+
+    def alpha(self, t):
+        return 1 - _as_tensor(t)
+
+    def sigma(self, t):
+        return _as_tensor(t).clone()
+
+    def t_from_ratio(self, r):
+        r = _as_tensor(r)
+        return r / (1 + r)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LogLinear(Schedule):
+    """IGSO3 rotation-noise scale ``sigma(t) = sigma_min^(1-t) sigma_max^t`` (t > 0), 0 at t = 0.
+
+    alpha is 1 (rotations are not shrunk); FrameDiff uses sigma in [0.1, 1.5].
+    """
+
+    sigma_min: float = 0.1
+    sigma_max: float = 1.5
+
+    def alpha(self, t):
+        return torch.ones_like(_as_tensor(t))
+
+    def sigma(self, t):
+        t = _as_tensor(t)
+        s = self.sigma_min ** (1 - t) * self.sigma_max**t
+        return torch.where(t > 0, s, torch.zeros_like(s))
+
+    def t_from_ratio(self, r):
+        r = _as_tensor(r)
+        t = torch.log(r / self.sigma_min) / math.log(self.sigma_max / self.sigma_min)
+        return torch.where(r > 0, t.clamp(min=0.0), torch.zeros_like(t))
+
+
+def karras_sigmas(steps: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0) -> torch.Tensor:
+    """Karras et al. (2022) sigmas: ``steps`` values from sigma_max down to sigma_min, then 0."""
+    if steps < 2:
+        raise DiffsciError(f"karras_sigmas needs steps >= 2, got {steps}")
+    t = torch.linspace(1.0, 0.0, steps, dtype=torch.float64)
+    lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+    return torch.cat([(lo + t * (hi - lo)) ** rho, torch.zeros(1, dtype=torch.float64)])
+
+
+def lognormal_sigmas(n: int, p_mean: float = -1.2, p_std: float = 1.2, generator=None, device=None) -> torch.Tensor:
+    """EDM's log-normal training noise levels ``ln sigma ~ N(p_mean, p_std^2)``."""
+    z = torch.randn(n, generator=generator, dtype=torch.float64, device=device)
+    return torch.exp(p_mean + p_std * z)
+
+
+SCHEDULES: dict[str, type[Schedule]] = {
+    "vp_linear": VPLinear,
+    "vp_cosine": VPCosine,
+    "edm": EDM,
+    "flow": FlowMatching,
+    "loglinear": LogLinear,
+}
+
+
+def get_schedule(name: str, **kwargs) -> Schedule:
+    """Build a schedule by registry name (``vp_linear``, ``vp_cosine``, ``edm``, ``flow``, ``loglinear``)."""
+    try:
+        cls = SCHEDULES[name]
+    except KeyError:
+        raise DiffsciError(f"unknown schedule {name!r}; choose one of {sorted(SCHEDULES)}") from None
+    return cls(**kwargs)
