@@ -339,6 +339,8 @@ def compute_norm_stats(
     Standard deviations are population (ddof = 0) values, accumulated in float64 around
     a per-channel shift (the first block's mean) for accuracy.
     """
+    if "member" in ds.dims:
+        raise DiffsciError("compute_norm_stats: select one member first (ds.isel(member=m))")
     if time_slice is not None:
         ds = ds.sel(time=time_slice)
     nt = ds.sizes["time"]

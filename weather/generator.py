@@ -22,6 +22,12 @@ from the nonlinear balance equation ``lap(phi) = curl((zeta + f) u) - lap(|u|^2 
 spin-up applies strong divergence damping (``spinup_div_damping_hours``) before the normal
 weak damping, and the forcing is slow compared with the inertial period.
 
+Measured with the defaults at 32x64 (2000 h after 480 h spin-up, seed 0): RMS change of
+``z`` over 1 / 3 / 6 / 12 / 24 / 48 h = 4.4 / 11 / 20 / 38 / 68 / 105 % of its spatial std
+(``hourly_change_ratio``); winds ~17 m/s RMS, <70 m/s; finite-difference divergence ~5 % of
+vorticity. Speed: ~40-60 ms per simulated hour at 32x64 on 2 CPU cores (2000 h: 2 min 20 s
+including spin-up, on a loaded machine). Transforms run on one thread (much faster here).
+
 Output conventions (what :func:`generate` returns):
 
 * dims ``time`` (hourly ``datetime64[ns]``, from ``start``), ``latitude`` (WB2 cell centres
@@ -121,9 +127,9 @@ class GeneratorConfig:
     nlat: int = 32
     nlon: int = 64
     mean_depth: float = 5500.0
-    jet_speed: float = 10.0
+    jet_speed: float = 5.0
     drag_days: float = 5.0
-    forcing_rms: float = 3.0e-10
+    forcing_rms: float = 3.5e-10
     forcing_lmin: int = 6
     forcing_lmax: int = 18
     forcing_tau_hours: float = 12.0
