@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 
-COMMANDS: tuple[str, ...] = ("prepare",)
+COMMANDS: tuple[str, ...] = ("prepare", "evaluate")
 
 
 def register(subparsers) -> None:

