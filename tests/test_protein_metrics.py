@@ -1,0 +1,327 @@
+"""Tests of diffsci.protein.metrics and ``diffsci protein evaluate`` (without designability).
+
+References: direct tmtools and biotite calls, mkdssp-derived assignments shipped with
+mdanalysistests (tests/data/dssp, see make_reference.py there), analytic geometry built
+here with the NeRF construction from Engh & Huber bond lengths and angles.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+from diffsci.core.cli import main
+from diffsci.core.errors import DiffsciError
+from diffsci.protein import metrics as M
+from diffsci.protein.pdb_io import write_backbone_pdb
+from diffsci.protein.structure import read_structure_chains
+
+tmtools = pytest.importorskip("tmtools", reason="tmtools (dev extra) is not installed")
+pytest.importorskip("pydssp", reason="pydssp (dev extra) is not installed")
+
+DSSP_DIR = pathlib.Path(__file__).parent / "data" / "dssp"
+DSSP_CHAINS = sorted(p.name[: -len(".pdb.gz")] for p in DSSP_DIR.glob("*.pdb.gz"))
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+
+def _place(a: np.ndarray, b: np.ndarray, c: np.ndarray, bond: float, angle: float, torsion: float) -> np.ndarray:
+    """NeRF: the atom d with |cd| = bond, angle(b, c, d) = angle, dihedral(a, b, c, d) = torsion (degrees)."""
+    ang, tor = np.radians(angle), np.radians(torsion)
+    bc = (c - b) / np.linalg.norm(c - b)
+    n = np.cross(b - a, bc)
+    n /= np.linalg.norm(n)
+    m = np.cross(n, bc)
+    d2 = np.array([-bond * np.cos(ang), bond * np.sin(ang) * np.cos(tor), bond * np.sin(ang) * np.sin(tor)])
+    return c + d2[0] * bc + d2[1] * m + d2[2] * n
+
+
+def ideal_backbone(length: int, phi: float, psi: float, omega: float = 180.0) -> np.ndarray:
+    """Backbone with Engh & Huber geometry and constant phi/psi/omega; Shape (L, 4, 3)."""
+    n = np.array([0.0, 0.0, 0.0])
+    ca = np.array([1.458, 0.0, 0.0])
+    ang = np.radians(180.0 - 111.2)
+    c = ca + 1.525 * np.array([np.cos(ang), np.sin(ang), 0.0])
+    atoms = [[n, ca, c]]
+    for _ in range(length - 1):
+        n0, ca0, c0 = atoms[-1]
+        n1 = _place(n0, ca0, c0, 1.329, 116.2, psi)
+        ca1 = _place(ca0, c0, n1, 1.458, 121.7, omega)
+        c1 = _place(c0, n1, ca1, 1.525, 111.2, phi)
+        atoms.append([n1, ca1, c1])
+    out = np.zeros((length, 4, 3))
+    for i, (n0, ca0, c0) in enumerate(atoms):
+        nxt = atoms[i + 1][0] if i + 1 < length else _place(n0, ca0, c0, 1.329, 116.2, psi)
+        o = _place(nxt, ca0, c0, 1.231, 120.1, 180.0)
+        out[i] = [n0, ca0, c0, o]
+    return out
+
+
+@pytest.fixture(scope="module")
+def real_chains():
+    return {name: read_structure_chains(DSSP_DIR / f"{name}.pdb.gz")[0] for name in DSSP_CHAINS}
+
+
+# ----------------------------------------------------------------------------- geometry
+
+
+def test_ideal_backbone_geometry_and_ramachandran():
+    helix = ideal_backbone(20, -57.0, -47.0)
+    dev = M.backbone_geometry_deviation(helix)
+    assert all(v < 1e-6 for v in dev.values()), dev
+    phi, psi = M.backbone_dihedrals(helix)
+    np.testing.assert_allclose(phi, -57.0, atol=1e-6)
+    np.testing.assert_allclose(psi, -47.0, atol=1e-6)
+    assert M.ramachandran_fractions(helix)["rama_alpha"] == 1.0
+    assert M.ramachandran_fractions(ideal_backbone(12, -120.0, 130.0))["rama_beta"] == 1.0
+    assert M.ramachandran_fractions(ideal_backbone(12, 60.0, 45.0))["rama_left"] == 1.0
+    assert M.ramachandran_fractions(ideal_backbone(12, 60.0, 180.0))["rama_other"] == 1.0
+    # stretching every N-CA bond by 0.1 A shows up in that term only
+    stretched = helix.copy()
+    u = stretched[:, 1] - stretched[:, 0]
+    stretched[:, 0] -= 0.1 * u / np.linalg.norm(u, axis=-1, keepdims=True)
+    dev = M.backbone_geometry_deviation(stretched)
+    assert dev["bond_N_CA_mad"] == pytest.approx(0.1, abs=1e-6)
+    assert dev["bond_CA_C_mad"] < 1e-6 and dev["bond_C_N_mad"] > 0
+
+
+def test_radius_of_gyration_by_hand():
+    square = np.array([[1.0, 1, 0], [-1, 1, 0], [-1, -1, 0], [1, -1, 0]]) + 5.0
+    assert M.radius_of_gyration(square) == pytest.approx(np.sqrt(2.0))
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(37, 3)) * 4
+    centre = sum(x) / len(x)
+    by_hand = (sum(float(np.dot(p - centre, p - centre)) for p in x) / len(x)) ** 0.5
+    assert M.radius_of_gyration(x) == pytest.approx(by_hand, rel=1e-12)
+
+
+def test_ca_ca_and_clashes():
+    line = np.zeros((10, 3))
+    line[:, 0] = 3.8 * np.arange(10)
+    mean, ok = M.ca_ca_stats(line)
+    assert mean == pytest.approx(3.8) and ok == 1.0
+    bent = line.copy()
+    bent[5:, 0] += 0.5  # one gap of 4.3 A: outside 3.8 +- 0.3
+    assert M.ca_ca_stats(bent)[1] == pytest.approx(8 / 9)
+    assert M.ca_clashes(line) == (0, 0.0)
+    folded = line.copy()
+    folded[9] = folded[0] + np.array([0.0, 2.5, 0.0])  # residue 9 sits 2.5 A from residue 0
+    count, frac = M.ca_clashes(folded)
+    assert count == 1 and frac == pytest.approx(1 / (9 * 8 / 2))
+
+
+# ----------------------------------------------------------------------------- secondary structure
+
+
+@pytest.mark.filterwarnings("ignore:.*elements were guessed")
+def test_psea_fractions_match_biotite_on_the_file(real_chains):
+    """P-SEA on our CA-only array == biotite's annotate_sse on the full file, counted by hand."""
+    import biotite.structure as struc
+    import biotite.structure.io.pdb as pdb
+
+    for name in DSSP_CHAINS[:3]:
+        with gzip.open(DSSP_DIR / f"{name}.pdb.gz", "rt") as fh:
+            atoms = pdb.PDBFile.read(io.StringIO(fh.read())).get_structure(model=1)
+        atoms = atoms[struc.filter_amino_acids(atoms)]
+        sse = struc.annotate_sse(atoms)
+        n = len(sse)
+        assert n == len(real_chains[name].sequence)
+        got = M.psea_fractions(real_chains[name].coords)
+        assert got["helix"] == pytest.approx(sum(1 for s in sse if s == "a") / n, abs=1e-12)
+        assert got["strand"] == pytest.approx(sum(1 for s in sse if s == "b") / n, abs=1e-12)
+        assert got["coil"] == pytest.approx(sum(1 for s in sse if s not in ("a", "b")) / n, abs=1e-12)
+        assert 0 < got["helix"] + got["strand"] < 1
+
+
+def test_dssp_agrees_with_mkdssp_reference(real_chains, capsys):
+    agree = total = 0
+    per_chain = {}
+    for name in DSSP_CHAINS:
+        ref = (DSSP_DIR / f"{name}.pdb.dssp").read_text().split()[0]
+        labels = M.dssp_labels(real_chains[name].coords)
+        assert len(labels) == len(ref), name
+        hits = sum(a == b for a, b in zip(labels, ref))
+        per_chain[name] = hits / len(ref)
+        agree += hits
+        total += len(ref)
+        fr = M.dssp_fractions(real_chains[name].coords)
+        assert fr["dssp_helix"] == pytest.approx(list(labels).count("H") / len(labels))
+        assert fr["dssp_strand"] == pytest.approx(list(labels).count("E") / len(labels))
+    overall = agree / total
+    with capsys.disabled():
+        print(f"\npydssp vs reference DSSP: {overall:.4f} of {total} residues; per chain {per_chain}")
+    assert len(DSSP_CHAINS) >= 5
+    assert overall >= 0.90
+    assert min(per_chain.values()) >= 0.90
+
+
+def test_dssp_ideal_helix_and_short_chain():
+    helix = ideal_backbone(20, -57.0, -47.0)
+    assert M.dssp_fractions(helix)["dssp_helix"] > 0.7
+    assert M.psea_fractions(helix)["helix"] > 0.7
+    assert M.dssp_fractions(helix[:5]) == {"dssp_helix": 0.0, "dssp_strand": 0.0, "dssp_coil": 1.0}
+
+
+# ----------------------------------------------------------------------------- TM-score, clusters, novelty
+
+
+def test_pairwise_tm_equals_direct_tmtools(real_chains):
+    cas = [real_chains[n].coords[:, 1].astype(np.float64) for n in DSSP_CHAINS[:3]]
+    cas.append(ideal_backbone(30, -57.0, -47.0)[:, 1])
+    tm = M.pairwise_tm(cas)
+    assert tm.shape == (4, 4)
+    np.testing.assert_array_equal(np.diag(tm), 1.0)
+    for i in range(4):
+        for j in range(4):
+            if i != j:
+                direct = tmtools.tm_align(cas[i], cas[j], "G" * len(cas[i]), "G" * len(cas[j])).tm_norm_chain1
+                assert abs(tm[i, j] - direct) < 1e-6
+    seqs = [real_chains[n].sequence for n in DSSP_CHAINS[:2]]
+    direct = tmtools.tm_align(cas[0], cas[1], seqs[0], seqs[1]).tm_norm_chain1
+    assert abs(M.tm_score(cas[0], cas[1], seqs[0], seqs[1]) - direct) < 1e-6
+
+
+def test_cluster_identical_and_unrelated(real_chains):
+    helix = ideal_backbone(40, -57.0, -47.0)[:, 1]
+    strand_chain = real_chains["1ahsA"].coords[:, 1]  # mostly beta (P-SEA/DSSP strands)
+    rng = np.random.default_rng(1)
+    rot, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    cas = [helix, helix @ rot.T + 7.0, strand_chain, strand_chain.copy()]
+    tm = M.pairwise_tm(cas)
+    for t in (0.5, 0.6):
+        labels = M.cluster_by_tm(tm, t)
+        assert labels[0] == labels[1] and labels[2] == labels[3] and labels[0] != labels[2]
+    # identical structures only: one cluster
+    assert set(M.cluster_by_tm(M.pairwise_tm([helix, helix, helix]), 0.5)) == {0}
+
+
+def test_single_linkage_chains():
+    # A-B and B-C above threshold, A-C below: single linkage puts all three together
+    tm = np.array([[1.0, 0.62, 0.30], [0.62, 1.0, 0.58], [0.30, 0.58, 1.0]])
+    assert M.cluster_by_tm(tm, 0.5).tolist() == [0, 0, 0]
+    assert M.cluster_by_tm(tm, 0.6).tolist() == [0, 0, 1]
+    assert M.cluster_by_tm(tm, 0.7).tolist() == [0, 1, 2]
+    # asymmetric normalisations: the link rule decides
+    asym = np.array([[1.0, 0.7], [0.4, 1.0]])
+    assert M.cluster_by_tm(asym, 0.5, link="max").tolist() == [0, 0]
+    assert M.cluster_by_tm(asym, 0.5, link="min").tolist() == [0, 1]
+    assert M.cluster_by_tm(asym, 0.5, link="mean").tolist() == [0, 0]
+    with pytest.raises(DiffsciError):
+        M.cluster_by_tm(np.ones((2, 3)), 0.5)
+
+
+def test_novelty_is_max_over_direct_calls(real_chains):
+    refs = [real_chains[n].coords[:, 1] for n in DSSP_CHAINS[:3]]
+    samples = [ideal_backbone(30, -57.0, -47.0)[:, 1], refs[1][:60]]
+    got = M.novelty(samples, refs)
+    for i, s in enumerate(samples):
+        direct = max(tmtools.tm_align(s, r, "G" * len(s), "G" * len(r)).tm_norm_chain1 for r in refs)
+        assert abs(got[i] - direct) < 1e-6
+    assert got[1] > 0.95  # a piece of a reference chain is not novel
+    assert M.novelty([refs[0]], refs)[0] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_evaluate_structures_summary(real_chains):
+    items = [(n, real_chains[n].coords) for n in DSSP_CHAINS[:2]]
+    items.append(("helix", ideal_backbone(25, -57.0, -47.0)))
+    refs = [real_chains[n].coords for n in DSSP_CHAINS[2:4]]
+    res = M.evaluate_structures(items, reference=refs, progress=False)
+    rows, s = res["per_sample"], res["summary"]
+    assert [r["file"] for r in rows] == [DSSP_CHAINS[0], DSSP_CHAINS[1], "helix"]
+    tm = np.array(res["pairwise_tm"])
+    assert s["mean_pairwise_tm"] == pytest.approx(tm[~np.eye(3, dtype=bool)].mean())
+    assert s["clusters_tm0.5"] == int(M.cluster_by_tm(tm, 0.5).max()) + 1
+    assert s["cluster_fraction_tm0.6"] == pytest.approx(s["clusters_tm0.6"] / 3)
+    for key in M.NUMERIC_FIELDS:
+        assert s[f"mean_{key}"] == pytest.approx(np.mean([r[key] for r in rows])), key
+    assert s["mean_novelty"] == pytest.approx(np.mean([r["max_tm_reference"] for r in rows]))
+    for r in rows:
+        assert r["helix"] + r["strand"] + r["coil"] == pytest.approx(1.0)
+        assert sum(r[f"rama_{k}"] for k in M.RAMA_REGIONS) == pytest.approx(1.0)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def test_zero_length_and_bad_shapes():
+    with pytest.raises(DiffsciError, match="zero-length"):
+        M.sample_metrics(np.zeros((0, 4, 3)))
+    with pytest.raises(DiffsciError, match="zero-length"):
+        M.evaluate_structures([("empty", np.zeros((0, 4, 3)))], progress=False)
+    with pytest.raises(DiffsciError, match=r"\(L, 4, 3\)"):
+        M.sample_metrics(np.zeros((5, 3)))
+    with pytest.raises(DiffsciError, match="NaN"):
+        M.sample_metrics(np.full((5, 4, 3), np.nan))
+    with pytest.raises(DiffsciError):
+        M.evaluate_structures([], progress=False)
+    one = M.sample_metrics(ideal_backbone(1, -60, -45))  # tiny chains give NaN, not errors
+    assert one["length"] == 1 and np.isnan(one["ca_ca_mean"]) and np.isnan(one["rama_alpha"])
+
+
+def _run(argv, capsys):
+    code = main(argv)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_cli_empty_folder(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / "m.json"
+    code, _, err = _run(["protein", "evaluate", str(tmp_path / "empty"), "--out", str(out)], capsys)
+    assert code == 2 and err.startswith("error:") and "empty folder" in err and "Traceback" not in err
+    assert not out.exists()
+    code, _, err = _run(["protein", "evaluate", str(tmp_path / "nope"), "--out", str(out)], capsys)
+    assert code == 2 and "not a folder" in err
+
+
+def test_cli_bad_files_warn_and_go_on(tmp_path, capsys, real_chains):
+    d = tmp_path / "samples"
+    d.mkdir()
+    write_backbone_pdb(d / "a.pdb", real_chains["2cviA"].coords[:40])
+    write_backbone_pdb(d / "b.pdb", ideal_backbone(30, -57.0, -47.0).astype(np.float32))
+    (d / "notes.txt").write_text("not a structure\n")
+    (d / "garbage.pdb").write_text("this is not a PDB file\n")
+    (d / "water.pdb").write_text(
+        "HETATM    1  O   HOH A   1       1.000   2.000   3.000  1.00  0.00           O\nEND\n"
+    )  # a structure with a zero-length protein chain
+    out = tmp_path / "res" / "m.json"
+    out.parent.mkdir()
+    code, stdout, err = _run(
+        ["protein", "evaluate", str(d), "--out", str(out), "--reference", str(DSSP_DIR), "--quiet"], capsys
+    )
+    assert code == 0, err
+    assert "Traceback" not in err
+    for bad in ("notes.txt", "garbage.pdb", "water.pdb"):
+        assert any(line.startswith("warning:") and bad in line for line in err.splitlines()), (bad, err)
+    report = json.loads(out.read_text())
+    assert [r["file"] for r in report["per_sample"]] == ["a.pdb", "b.pdb"]
+    assert len(report["warnings"]) == 3
+    for key in ("file", "length", "ca_ca_mean", "ca_ca_ok", "clashes", "clash_fraction", "radius_of_gyration",
+                "helix", "strand", "coil", "dssp_helix", "dssp_strand", "dssp_coil", "max_tm_reference",
+                "bond_N_CA_mad", "angle_C_N_CA_mad", "rama_alpha", "rama_beta", "rama_left", "rama_other"):  # fmt: skip
+        assert key in report["per_sample"][0], key
+    assert report["per_sample"][0]["max_tm_reference"] > 0.95  # a piece of 2cviA, which is in the reference
+    assert np.array(report["pairwise_tm"]).shape == (2, 2)
+    assert report["summary"]["n_samples"] == 2 and report["summary"]["n_reference"] == len(DSSP_CHAINS)
+    assert "designability" not in report
+    csv_lines = out.with_suffix(".csv").read_text().splitlines()
+    assert len(csv_lines) == 3 and csv_lines[0].startswith("file,length,")
+    assert sorted(p.name for p in out.parent.iterdir()) == ["m.csv", "m.json"]  # no temp files left
+    assert "2 samples" in stdout
+
+
+def test_cli_only_bad_files_is_an_error(tmp_path, capsys):
+    d = tmp_path / "bad"
+    d.mkdir()
+    (d / "x.pdb").write_text("")
+    (d / "y.txt").write_text("hello")
+    out = tmp_path / "m.json"
+    code, _, err = _run(["protein", "evaluate", str(d), "--out", str(out), "--quiet"], capsys)
+    assert code == 2 and "no readable protein chain" in err and "Traceback" not in err
+    assert not out.exists()
