@@ -356,7 +356,7 @@ class SO3Flow(Space):
 
 
 # =============================================================================== Product
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Product(Space):
     """A product of spaces; the state is a tuple with one entry per component.
 
@@ -367,11 +367,17 @@ class Product(Space):
 
     spaces: tuple[Space, ...] = ()
     weights: tuple[float, ...] | None = None
-    schedule: Schedule | None = None  # unused: each component has its own
+    schedule: Schedule | None = None  # the first component's (sets the time axis for churn)
 
-    def __post_init__(self):
-        if not self.spaces:
-            raise DiffsciError("Product needs at least one component space")
+    def __init__(self, spaces: Sequence[Space], weights: Sequence[float] | None = None):
+        spaces = tuple(spaces)
+        if not spaces or not all(isinstance(sp, Space) for sp in spaces):
+            raise DiffsciError("Product needs a non-empty sequence of component spaces")
+        if weights is not None and len(weights) != len(spaces):
+            raise DiffsciError(f"Product: {len(weights)} loss weights for {len(spaces)} spaces")
+        object.__setattr__(self, "spaces", spaces)
+        object.__setattr__(self, "weights", None if weights is None else tuple(weights))
+        object.__setattr__(self, "schedule", spaces[0].schedule)
 
     def _check(self, x):
         if not isinstance(x, (tuple, list)) or len(x) != len(self.spaces):
@@ -383,7 +389,7 @@ class Product(Space):
         return tuple(getattr(sp, name)(*(st[i] for st in states), **kw) for i, sp in enumerate(self.spaces))
 
     def with_mask(self, mask):
-        return dataclasses.replace(self, spaces=tuple(sp.with_mask(mask) for sp in self.spaces))
+        return Product(tuple(sp.with_mask(mask) for sp in self.spaces), self.weights)
 
     def prior(self, like, generator=None, t=None):
         self._check(like)

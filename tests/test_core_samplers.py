@@ -1,0 +1,127 @@
+"""Every sampler against the exact answer of a 2-D Gaussian mixture (closed-form denoiser)."""
+
+import numpy as np
+import pytest
+import torch
+
+from diffsci.core import DiffsciError
+from diffsci.core.samplers import SAMPLERS, classifier_free_guidance, ddim_invert, fix_known, get_sampler
+from diffsci.core.schedules import EDM, FlowMatching, VPLinear
+from diffsci.core.spaces import Euclidean
+from diffsci.core.toy import ring_mixture
+
+GM = ring_mixture(center=(3.0, 2.0))
+N = 20_000
+# steps per sampler: first-order and stochastic samplers need more
+STEPS = {"ddpm": 400, "euler_maruyama": 400, "ddim": 200, "euler": 200, "geodesic_euler": 200,
+         "heun": 40, "dpmpp_2s": 40, "dpmpp_2m": 40}
+
+
+def _run(name, schedule, steps, n=N, seed=1):
+    space = Euclidean(schedule)
+    den = lambda x, t, c: GM.denoise(x, t, schedule)  # noqa: E731
+    x = space.prior(torch.zeros(n, 2, dtype=torch.float64), torch.Generator().manual_seed(seed))
+    return get_sampler(name)(den, x, schedule.time_grid(steps), space=space, generator=torch.Generator().manual_seed(seed + 1))
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_sampler_matches_mixture_moments(name):
+    x = _run(name, EDM(sigma_max=80.0), STEPS[name])
+    m_err = (x.mean(0) - GM.mean).norm() / GM.mean.norm()
+    c_err = (torch.cov(x.T) - GM.covariance).norm() / GM.covariance.norm()
+    assert m_err < 0.03 and c_err < 0.03, (float(m_err), float(c_err))
+
+
+@pytest.mark.parametrize("name,schedule", [("ddpm", VPLinear()), ("dpmpp_2m", VPLinear()), ("heun", FlowMatching())])
+def test_other_schedules(name, schedule):
+    x = _run(name, schedule, 400 if name == "ddpm" else 60)
+    assert (x.mean(0) - GM.mean).norm() / GM.mean.norm() < 0.03
+    assert (torch.cov(x.T) - GM.covariance).norm() / GM.covariance.norm() < 0.03
+
+
+def _order(name, ref, x0, space, den, schedule, ns):
+    errs = [(get_sampler(name)(den, x0, schedule.time_grid(n), space=space) - ref).norm(dim=1).mean().item() for n in ns]
+    return -np.polyfit(np.log(ns), np.log(errs), 1)[0]
+
+
+def test_convergence_orders():
+    schedule = EDM(sigma_max=80.0)
+    space = Euclidean(schedule)
+    den = lambda x, t, c: GM.denoise(x, t, schedule)  # noqa: E731
+    x0 = space.prior(torch.zeros(1000, 2, dtype=torch.float64), torch.Generator().manual_seed(3))
+    ref = get_sampler("heun")(den, x0, schedule.time_grid(1000), space=space)
+    ns = [16, 32, 64, 128]
+    orders = {name: _order(name, ref, x0, space, den, schedule, ns) for name in ("euler", "heun", "dpmpp_2s", "dpmpp_2m")}
+    assert 0.8 < orders["euler"] < 1.3, orders
+    for name in ("heun", "dpmpp_2s", "dpmpp_2m"):
+        assert orders[name] >= 1.7, orders
+
+
+def test_ddim_inversion_round_trip():
+    schedule = VPLinear()
+    space = Euclidean(schedule)
+    den = lambda x, t, c: GM.denoise(x, t, schedule)  # noqa: E731
+    data = GM.sample(500, torch.Generator().manual_seed(4))
+    times = torch.linspace(0, 0.9, 301, dtype=torch.float64)
+    z = ddim_invert(den, data, times, space=space)
+    back = get_sampler("ddim")(den, z, times.flip(0), space=space)
+    assert (back - data).norm(dim=1).median() < 0.02
+
+
+def test_member_independent_of_batch():
+    schedule = EDM(sigma_max=80.0)
+    space = Euclidean(schedule)
+    den = lambda x, t, c: GM.denoise(x, t, schedule)  # noqa: E731
+    from diffsci.core.utils import member_generators
+
+    def run(m):
+        gens = member_generators(7, range(m))
+        x = space.prior(torch.zeros(m, 2, dtype=torch.float64), gens)
+        return get_sampler("euler_maruyama")(den, x, schedule.time_grid(20), space=space, generator=gens)
+
+    assert torch.equal(run(3)[2], run(6)[2])
+
+
+def test_fixed_parts_come_back_exactly():
+    schedule = EDM(sigma_max=80.0)
+    space = Euclidean(schedule)
+    den = lambda x, t, c: GM.denoise(x.reshape(-1, 2), t.repeat_interleave(x.shape[1]), schedule).reshape(x.shape)  # noqa: E731
+    known = torch.randn(8, 5, 2, dtype=torch.float64)
+    mask = torch.zeros(8, 5, dtype=torch.bool)
+    mask[:, 1:3] = True
+    for mode in ("clean", "noised"):
+        for name in ("heun", "ddpm", "dpmpp_2m"):
+            x = space.prior(known, torch.Generator().manual_seed(5))
+            out = get_sampler(name)(den, x, schedule.time_grid(10), space=space,
+                                    constraint=fix_known(space, known, mask, mode=mode, generator=torch.Generator().manual_seed(6)),
+                                    generator=torch.Generator().manual_seed(7))
+            assert torch.equal(out[mask], known[mask])
+            assert not torch.equal(out[~mask], known[~mask])
+
+
+def test_classifier_free_guidance_extrapolates():
+    space = Euclidean(EDM())
+    den = lambda x, t, c: x * 0 + (1.0 if c is None else 3.0)  # noqa: E731
+    g = classifier_free_guidance(den, space, 2.0)
+    out = g(torch.zeros(4, 2), torch.ones(4), "c")
+    assert torch.allclose(out, torch.full((4, 2), 5.0))
+
+
+def test_bad_inputs_raise_clear_errors():
+    space = Euclidean(EDM())
+    den = lambda x, t, c: x  # noqa: E731
+    x = torch.zeros(2, 2)
+    with pytest.raises(DiffsciError, match="unknown sampler"):
+        get_sampler("nope")
+    with pytest.raises(DiffsciError, match="positive integer"):
+        EDM().time_grid(-3)
+    with pytest.raises(DiffsciError, match="decreasing"):
+        get_sampler("heun")(den, x, torch.linspace(0, 1, 5), space=space)
+    with pytest.raises(DiffsciError, match="eta"):
+        get_sampler("ddim")(den, x, EDM().time_grid(4), space=space, eta=2.0)
+    with pytest.raises(DiffsciError, match="space"):
+        get_sampler("euler")(den, x, EDM().time_grid(4), space="R2")
+    from diffsci.core.spaces import SO3Diffusion
+
+    with pytest.raises(DiffsciError, match="Euclidean"):
+        get_sampler("dpmpp_2s")(den, torch.eye(3).expand(2, 3, 3), EDM().time_grid(4), space=SO3Diffusion())

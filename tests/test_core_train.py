@@ -1,0 +1,137 @@
+"""The training loop: resume after SIGKILL, atomic checkpoints, DDP, bad checkpoints."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from diffsci.core.errors import CheckpointError, DiffsciError
+from diffsci.core.toy import ToyTask
+from diffsci.core.train import TrainConfig, load_checkpoint, save_checkpoint, train
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def _toy(out, steps, *extra):
+    return [sys.executable, "-m", "diffsci.core.toy", "--out", str(out), "--steps", str(steps),
+            "--batch-size", "64", "--ckpt-every", "20", "--no-progress", "--device", "cpu", *extra]
+
+
+def _params(path):
+    return load_checkpoint(path, expected_kind="toy2d")
+
+
+def test_sigkill_and_resume_is_bitwise_identical(tmp_path):
+    steps = 200
+    ref = tmp_path / "ref"
+    subprocess.run(_toy(ref, steps), check=True, env=ENV, capture_output=True)
+    run = tmp_path / "run"
+    proc = subprocess.Popen(_toy(run, steps), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait for a checkpoint past step 60, then kill mid-run
+        lat = run / "latest.pt"
+        if lat.exists() and any(int(p.stem.split("_")[1]) >= 60 for p in run.glob("ckpt_*.pt")):
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = _params(run / "latest.pt")["step"]
+    assert 0 < killed_at < steps, killed_at
+    subprocess.run(_toy(run, steps, "--resume"), check=True, env=ENV, capture_output=True)
+    a, b = _params(ref / "latest.pt"), _params(run / "latest.pt")
+    assert a["step"] == b["step"] == steps
+    for key in ("model", "ema"):
+        for name, tensor in a[key].items():
+            assert torch.equal(tensor, b[key][name]), f"{key}.{name} differs after resume"
+    # the metrics log has exactly one line per logged step
+    steps_logged = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps_logged == sorted(set(steps_logged))
+
+
+def test_kill_during_save_keeps_latest_valid(tmp_path, monkeypatch):
+    task = ToyTask()
+    cfg = TrainConfig(steps=20, batch_size=32, ckpt_every=10, device="cpu")
+    train(task.build_model(), task, cfg, tmp_path, progress=False)
+    before = load_checkpoint(tmp_path / "latest.pt")
+    assert before["step"] == 20
+
+    real_save = torch.save
+
+    def dying_save(obj, fh, *a, **k):  # write half a file, then "die"
+        real_save(obj, fh, *a, **k)
+        fh.truncate(100)
+        raise KeyboardInterrupt("killed while saving")
+
+    monkeypatch.setattr(torch, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        train(task.build_model(), task, TrainConfig(steps=30, batch_size=32, ckpt_every=10, device="cpu"),
+              tmp_path, resume=True, progress=False)
+    monkeypatch.setattr(torch, "save", real_save)
+    after = load_checkpoint(tmp_path / "latest.pt")
+    assert after["step"] == 20
+    assert not list(tmp_path.glob(".*tmp*")), "temporary files left behind"
+
+
+def test_bad_checkpoints_are_refused(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(junk)
+    other = save_checkpoint(tmp_path / "other.pt", {"format": "diffsci-checkpoint-v1", "kind": "weather-graph"})
+    with pytest.raises(CheckpointError, match="expected 'toy2d'"):
+        load_checkpoint(other, expected_kind="toy2d")
+    foreign = save_checkpoint(tmp_path / "foreign.pt", {"state_dict": {}})
+    with pytest.raises(CheckpointError, match="not a diffsci checkpoint"):
+        load_checkpoint(foreign)
+
+
+def test_config_validation():
+    with pytest.raises(DiffsciError, match="steps"):
+        TrainConfig(steps=-1)
+    with pytest.raises(DiffsciError, match="lr"):
+        TrainConfig(lr=0)
+    with pytest.raises(DiffsciError, match="unknown training option"):
+        TrainConfig.from_dict({"stepz": 3})
+
+
+def test_torchrun_ddp_matches_single_process(tmp_path):
+    torchrun = Path(sys.executable).with_name("torchrun")
+    steps = 30
+    script = tmp_path / "ddp_toy.py"
+    script.write_text(
+        "import sys, torch\n"
+        "from diffsci.core.toy import ToyTask\n"
+        "from diffsci.core.train import TrainConfig, train\n"
+        "import torch.distributed as dist\n"
+        "task = ToyTask()\n"
+        f"cfg = TrainConfig(steps={steps}, batch_size=64, ckpt_every=100, ema_decay=0.9, device='cpu', log_every=1)\n"
+        "train(task.build_model(), task, cfg, sys.argv[1], progress=False)\n"
+        "if dist.is_initialized():\n"
+        "    m = torch.cat([p.detach().flatten() for p in task.build_model().parameters()])\n"
+        "    import os\n"
+        "    from diffsci.core.train import load_checkpoint\n"
+        "    dist.barrier()\n"
+        "    ck = load_checkpoint(sys.argv[1] + '/latest.pt')\n"
+        "    mine = torch.cat([v.flatten() for v in ck['model'].values()])\n"
+        "    gathered = [torch.zeros_like(mine) for _ in range(dist.get_world_size())]\n"
+        "    dist.all_gather(gathered, mine)\n"
+        "    assert all(torch.equal(g, gathered[0]) for g in gathered)\n"
+        "    dist.destroy_process_group()\n"
+    )
+    ddp, single = tmp_path / "ddp", tmp_path / "single"
+    r = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", str(script), str(ddp)],
+                       env=ENV, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    subprocess.run([sys.executable, str(script), str(single)], env=ENV, check=True, capture_output=True, timeout=300)
+    l_ddp = [json.loads(x)["loss"] for x in (ddp / "metrics.jsonl").read_text().splitlines()]
+    l_one = [json.loads(x)["loss"] for x in (single / "metrics.jsonl").read_text().splitlines()]
+    assert len(l_ddp) == len(l_one) == steps
+    assert max(abs(a - b) for a, b in zip(l_ddp, l_one)) < 1e-5
