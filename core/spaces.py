@@ -209,6 +209,11 @@ class EuclideanCoM(Euclidean):
 
     mask: torch.Tensor | None = None
 
+    def _coef(self, t, x):
+        if x.ndim != 3:
+            raise DiffsciError(f"EuclideanCoM expects states of shape (B, N, D), got {tuple(x.shape)}")
+        return super()._coef(t, x)
+
     def _noise_like(self, x, generator):
         if x.ndim != 3:
             raise DiffsciError(f"EuclideanCoM expects states of shape (B, N, D), got {tuple(x.shape)}")
@@ -223,6 +228,13 @@ class EuclideanCoM(Euclidean):
 
 
 # =============================================================================== SO(3)
+def _check_rot(x: torch.Tensor, name: str) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor) or x.ndim < 3 or tuple(x.shape[-2:]) != (3, 3):
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise DiffsciError(f"{name} expects rotation matrices of shape (B, ..., 3, 3), got {shape}")
+    return x
+
+
 def _rot_loss(r_hat: torch.Tensor, r: torch.Tensor, mask) -> torch.Tensor:
     err = ((r_hat - r) ** 2).sum((-1, -2))  # squared Frobenius = 4 (1 - cos w) ... per point
     err = err.flatten(1)
@@ -247,6 +259,7 @@ class SO3Diffusion(Space):
         return self.schedule.sigma(_bt(t, x))  # (B,) float64
 
     def prior(self, like, generator=None, t=None):
+        _check_rot(like, "SO3Diffusion")
         return so3.random_rotations(like.shape[:-2], generator, like.dtype, like.device)
 
     def _igso3(self, sigma, x, generator):
@@ -254,15 +267,18 @@ class SO3Diffusion(Space):
         return so3.exp_map(v).to(x.dtype)
 
     def noise(self, x0, t, generator=None):
+        _check_rot(x0, "SO3Diffusion")
         return x0 @ self._igso3(self._sig(t, x0), x0, generator)
 
     def score(self, x, x0_hat, t):
         """IGSO3(sigma(t)) score at ``x`` around ``x0_hat``, body frame, shape (B, ..., 3)."""
+        _check_rot(x, "SO3Diffusion")
         v = so3.log_map(x0_hat.transpose(-1, -2) @ x)
         sig = append_dims(self._sig(t, x), v.ndim - 1)
         return so3.igso3_score(v, sig)
 
     def step(self, x, x0_hat, t, s, eta=0.0, generator=None):
+        _check_rot(x, "SO3Diffusion")
         sg_t = append_dims(self._sig(t, x), x.ndim - 2)
         sg_s = append_dims(self._sig(s, x), x.ndim - 2)
         v = so3.log_map(x0_hat.transpose(-1, -2) @ x)
@@ -315,9 +331,11 @@ class SO3Flow(Space):
     mask: torch.Tensor | None = None
 
     def prior(self, like, generator=None, t=None):
+        _check_rot(like, "SO3Flow")
         return so3.random_rotations(like.shape[:-2], generator, like.dtype, like.device)
 
     def noise(self, x0, t, generator=None):
+        _check_rot(x0, "SO3Flow")
         r1 = so3.random_rotations(x0.shape[:-2], generator, x0.dtype, x0.device)
         u = append_dims(_bt(t, x0), x0.ndim - 2).to(x0.dtype)
         return so3.geodesic(x0, r1, u)
@@ -332,6 +350,7 @@ class SO3Flow(Space):
 
     def ode_derivative(self, x, x0_hat, t):
         """dR/dt in the body frame: ``log(x0_hat^T R) / t`` (the geodesic flow towards x0_hat)."""
+        _check_rot(x, "SO3Flow")
         tt = append_dims(_bt(t, x), x.ndim - 2)[..., None].to(x.dtype)
         return so3.log_map(x0_hat.transpose(-1, -2) @ x) / tt.clamp_min(1e-12)
 

@@ -121,7 +121,11 @@ def test_bad_inputs_raise_clear_errors():
         get_sampler("ddim")(den, x, EDM().time_grid(4), space=space, eta=2.0)
     with pytest.raises(DiffsciError, match="space"):
         get_sampler("euler")(den, x, EDM().time_grid(4), space="R2")
-    from diffsci.core.spaces import SO3Diffusion
+    from diffsci.core.spaces import EuclideanCoM, SO3Diffusion
 
+    with pytest.raises(DiffsciError, match=r"\(B, N, D\)"):
+        get_sampler("heun")(den, x, EDM().time_grid(4), space=EuclideanCoM(EDM()), generator=torch.Generator())
+    with pytest.raises(DiffsciError, match="rotation matrices"):
+        get_sampler("heun")(den, torch.zeros(2, 5, 3), EDM().time_grid(4), space=SO3Diffusion())
     with pytest.raises(DiffsciError, match="Euclidean"):
         get_sampler("dpmpp_2s")(den, torch.eye(3).expand(2, 3, 3), EDM().time_grid(4), space=SO3Diffusion())
