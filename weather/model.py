@@ -1,0 +1,164 @@
+"""The graph network: grid -> icosahedral mesh -> grid, with noise-conditioned layer norms.
+
+Dimension legend: B batch, G grid points (H*W, row-major latitude-major), M mesh nodes,
+E edges, F input features per grid point, D latent width, C output channels.
+
+Architecture (GenCast / GraphCast style, sized for a CPU):
+
+- embed grid inputs, mesh node features and the three edge sets with MLPs;
+- encoder: one interaction-network step on grid->mesh edges (messages from grid nodes and
+  edge features, summed at mesh nodes); grid nodes get a residual MLP update;
+- processor: ``layers`` interaction-network steps on the mesh (edge update, then node update
+  from the summed edge messages), residual;
+- decoder: one interaction-network step on mesh->grid edges, then a linear read-out.
+
+Every MLP ends in a layer norm whose scale and shift are predicted from the noise level
+embedding (Fourier features of ``c_noise = log(sigma) / 4``), GenCast's conditional layer norm.
+A network without noise conditioning (the deterministic baseline) passes ``c_noise = None``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from diffsci.core.errors import DiffsciError
+from diffsci.weather.graph import GridMeshGraph
+
+__all__ = ["GraphNetConfig", "GraphNet", "CondLayerNorm", "fourier_features"]
+
+
+@dataclass(frozen=True)
+class GraphNetConfig:
+    """Sizes of the graph network (frozen; saved in checkpoints)."""
+
+    in_features: int
+    out_channels: int
+    latent: int = 48
+    layers: int = 4
+    noise_features: int = 16
+    conditional: bool = True
+
+    def __post_init__(self):
+        for name in ("in_features", "out_channels", "latent", "layers", "noise_features"):
+            if getattr(self, name) < 1:
+                raise DiffsciError(f"GraphNetConfig.{name} must be >= 1")
+
+
+def fourier_features(x: torch.Tensor, n: int) -> torch.Tensor:
+    """Sin/cos features of ``x`` (B,) at ``n // 2`` log-spaced frequencies. Shape (B, n)."""
+    freqs = torch.exp(torch.linspace(0.0, math.log(64.0), n // 2, device=x.device, dtype=torch.float32))
+    ang = x.float()[:, None] * freqs[None] * math.pi
+    return torch.cat([torch.sin(ang), torch.cos(ang)], -1)
+
+
+class CondLayerNorm(nn.Module):
+    """LayerNorm without affine parameters followed by ``(1 + scale(e)) * y + shift(e)``."""
+
+    def __init__(self, dim: int, cond_dim: int | None):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, elementwise_affine=cond_dim is None)
+        self.film = nn.Linear(cond_dim, 2 * dim) if cond_dim else None
+        if self.film is not None:
+            nn.init.zeros_(self.film.weight)
+            nn.init.zeros_(self.film.bias)
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor | None) -> torch.Tensor:
+        y = self.norm(x)
+        if self.film is None or emb is None:
+            return y
+        scale, shift = self.film(emb).chunk(2, dim=-1)  # (B, D) each
+        shape = (emb.shape[0],) + (1,) * (x.ndim - 2) + (x.shape[-1],)
+        return y * (1 + scale.reshape(shape)) + shift.reshape(shape)
+
+
+class MLP(nn.Module):
+    """Linear -> SiLU -> Linear -> conditional LayerNorm."""
+
+    def __init__(self, d_in: int, d_out: int, cond_dim: int | None):
+        super().__init__()
+        self.l1 = nn.Linear(d_in, d_out)
+        self.l2 = nn.Linear(d_out, d_out)
+        self.norm = CondLayerNorm(d_out, cond_dim)
+
+    def forward(self, x, emb):
+        return self.norm(self.l2(torch.nn.functional.silu(self.l1(x))), emb)
+
+
+def _gather(h: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    return h.index_select(1, idx)
+
+
+def _scatter_sum(msg: torch.Tensor, idx: torch.Tensor, n: int) -> torch.Tensor:
+    out = msg.new_zeros(msg.shape[0], n, msg.shape[-1])
+    return out.index_add_(1, idx, msg)
+
+
+class GraphNet(nn.Module):
+    """``forward(x (B, G, F), graph, c_noise (B,) or None) -> (B, G, C)``."""
+
+    def __init__(self, cfg: GraphNetConfig, graph: GridMeshGraph):
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.latent
+        cd = d if cfg.conditional else None
+        self.noise_mlp = (
+            nn.Sequential(nn.Linear(cfg.noise_features, d), nn.SiLU(), nn.Linear(d, d)) if cfg.conditional else None
+        )
+        self.grid_embed = MLP(cfg.in_features + graph.grid_node_attr.shape[1], d, cd)
+        self.mesh_embed = MLP(graph.mesh_node_attr.shape[1], d, cd)
+        self.g2m_embed = MLP(graph.g2m_edge_attr.shape[1], d, cd)
+        self.mesh_edge_embed = MLP(graph.mesh_edge_attr.shape[1], d, cd)
+        self.m2g_embed = MLP(graph.m2g_edge_attr.shape[1], d, cd)
+        self.enc_msg = MLP(3 * d, d, cd)
+        self.enc_mesh = MLP(2 * d, d, cd)
+        self.enc_grid = MLP(d, d, cd)
+        self.proc_edge = nn.ModuleList(MLP(3 * d, d, cd) for _ in range(cfg.layers))
+        self.proc_node = nn.ModuleList(MLP(2 * d, d, cd) for _ in range(cfg.layers))
+        self.dec_msg = MLP(3 * d, d, cd)
+        self.dec_grid = MLP(2 * d, d, cd)
+        self.out = nn.Linear(d, cfg.out_channels)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+        self.set_graph(graph)
+
+    def set_graph(self, graph: GridMeshGraph) -> None:
+        """Attach the (non-trainable) graph tensors as buffers (not saved in the state dict)."""
+        for name, value in graph.tensors().items():
+            self.register_buffer(f"g_{name}", value, persistent=False)
+        self.n_grid, self.n_mesh = graph.num_grid, graph.num_mesh
+
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor | None = None) -> torch.Tensor:
+        b = x.shape[0]
+        emb = None
+        if self.noise_mlp is not None:
+            if c_noise is None:
+                raise DiffsciError("this graph network is noise-conditioned: pass c_noise")
+            emb = self.noise_mlp(fourier_features(c_noise.reshape(b), self.cfg.noise_features))
+
+        def expand(a):
+            return a.to(x.dtype).unsqueeze(0).expand(b, *a.shape)
+
+        hg = self.grid_embed(torch.cat([x, expand(self.g_grid_node_attr)], -1), emb)
+        hm = self.mesh_embed(expand(self.g_mesh_node_attr), emb)
+        # encoder: grid -> mesh
+        src, dst = self.g_g2m_edge_index
+        e = self.g2m_embed(expand(self.g_g2m_edge_attr), emb)
+        msg = self.enc_msg(torch.cat([e, _gather(hg, src), _gather(hm, dst)], -1), emb)
+        hm = hm + self.enc_mesh(torch.cat([hm, _scatter_sum(msg, dst, self.n_mesh)], -1), emb)
+        hg = hg + self.enc_grid(hg, emb)
+        # processor on the mesh
+        src, dst = self.g_mesh_edge_index
+        e = self.mesh_edge_embed(expand(self.g_mesh_edge_attr), emb)
+        for edge_mlp, node_mlp in zip(self.proc_edge, self.proc_node):
+            e = e + edge_mlp(torch.cat([e, _gather(hm, src), _gather(hm, dst)], -1), emb)
+            hm = hm + node_mlp(torch.cat([hm, _scatter_sum(e, dst, self.n_mesh)], -1), emb)
+        # decoder: mesh -> grid
+        src, dst = self.g_m2g_edge_index
+        e = self.m2g_embed(expand(self.g_m2g_edge_attr), emb)
+        msg = self.dec_msg(torch.cat([e, _gather(hm, src), _gather(hg, dst)], -1), emb)
+        hg = hg + self.dec_grid(torch.cat([hg, _scatter_sum(msg, dst, self.n_grid)], -1), emb)
+        return self.out(hg)
