@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 
-COMMANDS: tuple[str, ...] = ("prepare", "evaluate", "train_cmd")
+COMMANDS: tuple[str, ...] = ("prepare", "evaluate", "train_cmd", "sample_cmd")
 
 
 def register(subparsers) -> None:
