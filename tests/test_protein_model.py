@@ -1,0 +1,112 @@
+"""The protein frame denoiser: equivariance, formulations, training, checkpoints."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from equivariance import assert_frames_equivariant
+
+from diffsci.core import so3
+from diffsci.core.cli import main
+from diffsci.core.errors import DiffsciError
+from diffsci.protein.dataset import bundled_dataset_path, load_dataset
+from diffsci.protein.diffusion import BackboneTask, ProteinCond, ProteinModelConfig, build_model
+from diffsci.protein.model import FrameNetConfig, gram_schmidt
+
+TINY = FrameNetConfig(scalars=8, vectors=4, tensors=2, layers=2, k_neighbors=6)
+
+
+def _inputs(b=2, n=24, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    trans = torch.randn(b, n, 3, generator=g, dtype=torch.float64) * 1.5
+    rots = so3.random_rotations((b, n), g, torch.float64)
+    mask = torch.ones(b, n, dtype=torch.bool)
+    if b > 1:
+        mask[1, -5:] = False
+    cond = ProteinCond(mask, torch.arange(n).expand(b, n), torch.zeros(b, n, dtype=torch.long))
+    return trans, rots, cond
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("formulation", ["flow", "score"])
+def test_denoiser_is_se3_equivariant(dtype, formulation):
+    model = build_model(ProteinModelConfig(formulation=formulation, net=TINY)).to(dtype)
+    # perturb the output layer away from its zero-ish init so the check is not trivial
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    trans, rots, cond = _inputs()
+    t = torch.tensor([0.3, 0.8], dtype=dtype)
+
+    def fn(x, r):
+        return model((x, r), t, cond)
+
+    t0, r0 = fn(trans.to(dtype), rots.to(dtype))
+    assert (t0 - trans.to(dtype)).abs().max() > 1e-4  # the network does something
+    assert_frames_equivariant(fn, trans, rots, dtype=dtype)
+    # predicted rotations are rotations
+    eye = torch.eye(3, dtype=dtype)
+    assert (r0.transpose(-1, -2) @ r0 - eye).abs().max() < (1e-10 if dtype == torch.float64 else 1e-5)
+
+
+def test_padding_does_not_change_valid_residues():
+    model = build_model(ProteinModelConfig(net=TINY)).double()
+    trans, rots, cond = _inputs(b=1, n=20)
+    cond = ProteinCond(torch.ones(1, 20, dtype=torch.bool), cond.res_idx[:1], cond.chain[:1])
+    t = torch.tensor([0.5], dtype=torch.float64)
+    a, _ = model((trans, rots), t, cond)
+    pad_t = torch.cat([trans, torch.randn(1, 6, 3, dtype=torch.float64) * 50], 1)
+    pad_r = torch.cat([rots, so3.random_rotations((1, 6), dtype=torch.float64)], 1)
+    mask = torch.zeros(1, 26, dtype=torch.bool)
+    mask[:, :20] = True
+    b, _ = model((pad_t, pad_r), t, ProteinCond(mask, torch.arange(26)[None], torch.zeros(1, 26, dtype=torch.long)))
+    assert torch.allclose(a, b[:, :20], atol=1e-10)
+
+
+def test_gram_schmidt_gives_rotations():
+    a, b = torch.randn(100, 3, dtype=torch.float64), torch.randn(100, 3, dtype=torch.float64)
+    r = gram_schmidt(a, b)
+    assert torch.allclose(r.transpose(-1, -2) @ r, torch.eye(3, dtype=torch.float64).expand(100, 3, 3), atol=1e-12)
+    assert torch.allclose(torch.linalg.det(r), torch.ones(100, dtype=torch.float64))
+
+
+def test_task_batches_are_centred_and_deterministic():
+    ds = load_dataset(bundled_dataset_path())
+    task = BackboneTask(ProteinModelConfig(net=TINY, max_length=40), ds)
+    a = task.sample_batch(torch.Generator().manual_seed(1), 3)
+    b = task.sample_batch(torch.Generator().manual_seed(1), 3)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    com = (a["trans"] * a["mask"][..., None]).sum(1) / a["mask"].sum(1, keepdim=True)
+    assert com.abs().max() < 1e-5
+    # CA-CA of real chains in nm
+    d = (a["trans"][:, 1:] - a["trans"][:, :-1]).norm(dim=-1)[a["mask"][:, 1:] & a["mask"][:, :-1]]
+    assert 0.36 < float(d.median()) < 0.40
+    loss = task.loss(build_model(task.cfg), a)
+    assert torch.isfinite(loss) and loss > 0
+
+
+def test_train_cli_writes_checkpoint_and_resumes(tmp_path, capsys):
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"model": {"net": {"scalars": 8, "vectors": 4, "tensors": 0, "layers": 1, "k_neighbors": 6},
+                                         "max_length": 32},
+                               "train": {"batch_size": 2, "ckpt_every": 2, "log_every": 1}}))
+    run = tmp_path / "run"
+    args = ["protein", "train", "--data", str(bundled_dataset_path()), "--out", str(run), "--config", str(cfg),
+            "--device", "cpu"]
+    assert main(args + ["--steps", "2"]) == 0
+    assert main(args + ["--steps", "4", "--resume"]) == 0
+    from diffsci.core.train import load_checkpoint
+
+    ck = load_checkpoint(run / "latest.pt", expected_kind="protein-frames")
+    assert ck["step"] == 4
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in lines] == [1, 2, 3, 4]
+
+
+def test_bad_config_is_refused():
+    with pytest.raises(DiffsciError, match="formulation"):
+        ProteinModelConfig(formulation="diffuse-harder")
+    with pytest.raises(DiffsciError):
+        FrameNetConfig(layers=0)
+    assert main(["protein", "train", "--data", "/nonexistent.npz", "--out", "/tmp/x", "--steps", "1"]) == 2
