@@ -1,0 +1,113 @@
+"""The weather graph network and residual diffusion task."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+from diffsci.core.cli import main
+from diffsci.core.train import load_checkpoint
+from diffsci.weather.diffusion import (
+    ResidualTask, WeatherCond, WeatherModelConfig, area_weights, build_model, hour_features,
+)
+from diffsci.weather.generator import generate
+from diffsci.weather.model import CondLayerNorm
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    ds = generate(grid=(16, 32), hours=30, trajectories=2, seed=5, spinup_hours=12, progress=False)
+    path = tmp_path_factory.mktemp("wdata") / "tiny.nc"
+    ds.to_netcdf(path, engine="netcdf4")
+    return path
+
+
+TINY_CFG = {"model": {"latent": 16, "layers": 1, "refinements": 1}, "train": {"batch_size": 2, "ckpt_every": 2, "log_every": 1}}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_data, tmp_path_factory):
+    d = tmp_path_factory.mktemp("wrun")
+    (d / "cfg.json").write_text(json.dumps(TINY_CFG))
+    assert main(["weather", "train", "--data", str(tiny_data), "--out", str(d / "run"), "--config", str(d / "cfg.json"),
+                 "--steps", "2", "--device", "cpu"]) == 0
+    return d
+
+
+def test_area_weights_formula():
+    lat = np.linspace(-87.1875, 87.1875, 32)
+    w = area_weights(lat).numpy()
+    assert abs(w.mean() - 1) < 1e-6
+    assert np.allclose(w, w[::-1]) and w[16] > w[0]
+    b = np.deg2rad(np.concatenate([[-90], (lat[1:] + lat[:-1]) / 2, [90]]))
+    ref = np.diff(np.sin(b))
+    assert np.allclose(w, ref / ref.mean(), atol=1e-6)
+
+
+def test_hour_features():
+    f = hour_features(np.array(["2000-01-01T06:00", "2000-01-01T18:00"], dtype="datetime64[m]"))
+    assert torch.allclose(f, torch.tensor([[1.0, 0.0], [-1.0, 0.0]]), atol=1e-6)
+
+
+def test_conditional_layer_norm_uses_noise():
+    ln = CondLayerNorm(8, 4)
+    torch.nn.init.normal_(ln.film.weight)
+    x = torch.randn(2, 5, 8)
+    a = ln(x, torch.zeros(2, 4))
+    b = ln(x, torch.ones(2, 4))
+    assert torch.allclose(a.mean(-1), torch.zeros(2, 5), atol=1e-5) and not torch.allclose(a, b)
+
+
+def test_task_targets_are_normalised_residuals(tiny_data, tiny_run):
+    ck = load_checkpoint(tiny_run / "run" / "latest.pt", expected_kind="weather-graph-diffusion")
+    cfg = WeatherModelConfig.from_dict(ck["model_config"])
+    from diffsci.weather.data import NormStats, open_weather, stack_channels, window_starts
+
+    stats = NormStats.from_dict(ck["extra"]["norm_stats"])
+    ds = open_weather(tiny_data)
+    fields, _ = stack_channels(ds, cfg.variables)
+    task = ResidualTask(cfg, stats, fields, window_starts(ds), ds.time.values)
+    batch = task.sample_batch(torch.Generator().manual_seed(0), 64)
+    # residual targets have ~unit std per channel (the std of one-step residuals normalises them)
+    std = batch["target"].std(dim=(0, 2, 3))
+    assert ((std > 0.6) & (std < 1.6)).all(), std
+    # windows never cross trajectories: prev[1] (normalised) + target*rstd/std continues prev
+    assert torch.isfinite(task.loss(build_model(cfg), batch))
+
+
+def test_model_output_shape_and_batch_independence(tiny_run):
+    ck = load_checkpoint(tiny_run / "run" / "latest.pt")
+    cfg = WeatherModelConfig.from_dict(ck["model_config"])
+    model = build_model(cfg)
+    model.load_state_dict(ck["model"])
+    b, c = 3, len(cfg.channels)
+    h, w = cfg.grid_shape
+    cond = WeatherCond(torch.randn(b, 2 * c, h, w), torch.randn(b, 2))
+    x, t = torch.randn(b, c, h, w), torch.rand(b)
+    with torch.no_grad():
+        out = model(x, t, cond)
+        assert out.shape == (b, c, h, w) and torch.isfinite(out).all()
+        # each example is processed independently of the others in the batch
+        out1 = model(x[1:2], t[1:2], WeatherCond(cond.prev[1:2], cond.hour[1:2]))
+    assert torch.allclose(out1, out[1:2], atol=1e-5)
+
+
+def test_deterministic_baseline_trains(tiny_data, tmp_path):
+    (tmp_path / "cfg.json").write_text(json.dumps(TINY_CFG))
+    assert main(["weather", "train", "--data", str(tiny_data), "--out", str(tmp_path / "det"), "--config",
+                 str(tmp_path / "cfg.json"), "--steps", "2", "--deterministic", "--device", "cpu"]) == 0
+    ck = load_checkpoint(tmp_path / "det" / "latest.pt", expected_kind="weather-graph-deterministic")
+    assert ck["model_config"]["deterministic"] is True
+
+
+def test_train_bad_input(tmp_path, capsys, tiny_data):
+    assert main(["weather", "train", "--data", str(tmp_path / "missing.nc"), "--out", str(tmp_path / "r")]) == 2
+    ds = xr.open_dataset(tiny_data).load()
+    ds["z"][3, 2, 2] = np.nan
+    bad = tmp_path / "nan.nc"
+    ds.to_netcdf(bad, engine="netcdf4")
+    assert main(["weather", "train", "--data", str(bad), "--out", str(tmp_path / "r"), "--steps", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "NaN" in err and "Traceback" not in err
