@@ -51,6 +51,7 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "latest_checkpoint",
+    "export_checkpoint",
     "EMA",
     "CHECKPOINT_FORMAT",
 ]
@@ -214,6 +215,18 @@ def load_checkpoint(path: str | os.PathLike, *, expected_kind: str | None = None
             f"{path}: checkpoint is for model kind {payload.get('kind')!r}, expected {expected_kind!r}"
         )
     return payload
+
+
+def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, *, expected_kind: str | None = None) -> Path:
+    """Write a slim copy of a training checkpoint for shipping: format, kind, configs, extra
+    state, step, last loss and the EMA weights (no optimizer or RNG state). ``load_checkpoint``
+    accepts it; model loaders use ``ema``."""
+    ck = load_checkpoint(src, expected_kind=expected_kind)
+    slim = {k: ck[k] for k in ("format", "kind", "model_config", "train_config", "extra", "step", "last_loss", "saved_at")
+            if k in ck}
+    slim["ema"] = {k: v.float() if v.is_floating_point() else v for k, v in ck["ema"].items()}
+    slim["exported_from"] = str(src)
+    return save_checkpoint(dst, slim)
 
 
 def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:

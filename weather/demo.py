@@ -53,7 +53,7 @@ def demo(out: Path) -> Path:
     out = Path(out) / "weather"
     out.mkdir(parents=True, exist_ok=True)
     data = out / "demo_data.nc"
-    ds = generate(grid=(32, 64), hours=40, trajectories=1, seed=2024, spinup_hours=240, progress=True)
+    ds = generate(grid=(32, 64), hours=40, trajectories=1, seed=2024, spinup_hours=120, progress=True)
     ds.to_netcdf(data, engine="netcdf4")
     fc_model = load_forecaster()
     init = ds.time.values[8]
