@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 
-COMMANDS: tuple[str, ...] = ("make_data", "train_cmd", "forecast")
+COMMANDS: tuple[str, ...] = ("make_data", "train_cmd", "forecast", "metrics")
 
 
 def register(subparsers) -> None:

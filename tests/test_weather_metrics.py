@@ -1,0 +1,147 @@
+"""WeatherBench 2 metrics against independent computations."""
+
+import json
+
+import numpy as np
+import pytest
+import xarray as xr
+from scipy import integrate, stats
+
+from diffsci.core.cli import main
+from diffsci.core.errors import DiffsciError
+from diffsci.weather import metrics as M
+
+
+def _brute_crps(x, y, fair=True):
+    m = len(x)
+    skill = np.mean(np.abs(x - y))
+    pair = np.abs(x[:, None] - x[None, :]).sum()
+    return skill - pair / (2 * m * (m - 1) if fair else 2 * m * m)
+
+
+def test_fair_crps_equals_double_sum_and_scoringrules():
+    import scoringrules as sr
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 11))
+    y = rng.normal(size=200)
+    ours = M.crps_ensemble(x, y)
+    brute = np.array([_brute_crps(x[i], y[i]) for i in range(200)])
+    assert np.abs(ours - brute).max() < 1e-10
+    assert np.abs(ours - np.asarray(sr.crps_ensemble(y, x, estimator="fair"))).max() < 1e-10
+
+
+def test_standard_crps_equals_cdf_integral():
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=7), 0.3
+    ours = M.crps_ensemble(x[None], np.array([y]), fair=False)[0]
+    f = lambda z: (np.mean(x <= z) - float(z >= y)) ** 2  # noqa: E731
+    pts = np.sort(np.append(x, y))
+    val = sum(integrate.quad(f, a, b)[0] for a, b in zip(pts[:-1], pts[1:]))
+    assert abs(ours - val) < 1e-8
+    assert abs(ours - _brute_crps(x, y, fair=False)) < 1e-12
+
+
+def test_missing_members_use_valid_count():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(50, 10))
+    y = rng.normal(size=50)
+    x_nan = x.copy()
+    x_nan[::3, 7:] = np.nan  # 3 members missing at every third point
+    ours = M.crps_ensemble(x_nan, y)
+    ref = np.array([_brute_crps(row[~np.isnan(row)], yy) for row, yy in zip(x_nan, y)])
+    assert np.abs(ours - ref).max() < 1e-10
+    assert not np.allclose(ours[::3], M.crps_ensemble(x, y)[::3])
+
+
+@pytest.mark.parametrize("nlat,poles", [(32, False), (721, True)])
+def test_latitude_weights(nlat, poles):
+    lat = np.linspace(-90, 90, nlat) if poles else np.linspace(-90 + 90 / nlat, 90 - 90 / nlat, nlat)
+    w = M.latitude_weights(lat).values
+    assert abs(w.mean() - 1) < 1e-12
+    b = np.deg2rad(np.concatenate([[-90], (lat[1:] + lat[:-1]) / 2, [90]]))
+    ref = np.diff(np.sin(b))
+    assert np.allclose(w, ref / ref.mean())
+    assert np.allclose(M.latitude_weights(lat[::-1]).values, w[::-1])
+
+
+def _ens(rng, n_time=40, m=10, shape=(8, 16), calibrated=True):
+    lat = np.linspace(-80, 80, shape[0])
+    lon = np.linspace(0, 350, shape[1])
+    centre = rng.normal(size=(n_time, 1) + shape)
+    truth = centre[:, 0] + rng.normal(size=(n_time,) + shape)
+    members = centre + rng.normal(size=(n_time, m) + shape) * (1.0 if calibrated else 0.3)
+    coords = {"time": np.arange(n_time), "latitude": lat, "longitude": lon}
+    f = xr.DataArray(members, dims=("time", "realization", "latitude", "longitude"), coords=coords)
+    t = xr.DataArray(truth, dims=("time", "latitude", "longitude"), coords=coords)
+    return f, t
+
+
+def test_spread_skill_of_calibrated_ensemble_is_one():
+    f, t = _ens(np.random.default_rng(3), n_time=200)
+    assert abs(float(M.spread_skill_ratio(f, t)) - 1) < 0.03
+    f2, t2 = _ens(np.random.default_rng(4), n_time=50, calibrated=False)
+    assert float(M.spread_skill_ratio(f2, t2)) < 0.6
+
+
+def test_rank_histograms():
+    f, t = _ens(np.random.default_rng(5), n_time=30)
+    h = M.rank_histogram(f, t)
+    assert len(h) == 11 and stats.chisquare(h).pvalue > 0.01
+    persistence = f * 0 + f.isel(realization=0) + 0.5  # all members equal and biased
+    h2 = M.rank_histogram(persistence, t)
+    assert stats.chisquare(h2).pvalue < 1e-6
+
+
+def test_brier_and_energy_scores():
+    f, t = _ens(np.random.default_rng(6), n_time=20)
+    bs = float(M.brier_score(f, t, 0.0))
+    bsd = float(M.brier_score(f, t, 0.0, debiased=True))
+    assert 0 < bsd < bs < 0.5
+    es = float(M.energy_score({"a": f, "b": 2 * f}, {"a": t, "b": 2 * t}, {"a": 1.0, "b": 2.0}))
+    # for one variable the energy score is the CRPS
+    es1 = float(M.energy_score({"a": f}, {"a": t}, {"a": 1.0}))
+    assert abs(es1 - float(M.crps(f, t))) < 1e-10 and es > es1
+
+
+def _files(tmp_path, shift_hours=0, drop=None):
+    rng = np.random.default_rng(7)
+    f, t = _ens(rng, n_time=6, m=5)
+    times = np.datetime64("2000-01-01T00:00") + np.arange(30) * np.timedelta64(1, "h")
+    truth = xr.Dataset({"z": (("time", "latitude", "longitude"), rng.normal(size=(30, 8, 16)))},
+                       coords={"time": times, "latitude": f.latitude.values, "longitude": f.longitude.values})
+    fc_vals = rng.normal(size=(2, 3, 5, 8, 16))
+    fc = xr.Dataset({"z": (("time", "prediction_timedelta", "realization", "latitude", "longitude"), fc_vals)},
+                    coords={"time": times[[2, 5]] + np.timedelta64(shift_hours, "h"),
+                            "prediction_timedelta": (np.arange(1, 4) * np.timedelta64(1, "h")).astype("timedelta64[ns]"),
+                            "realization": np.arange(5), "latitude": f.latitude.values, "longitude": f.longitude.values})
+    if drop:
+        fc = fc.rename({"z": "u"})
+    fc.to_netcdf(tmp_path / "fc.nc", engine="netcdf4")
+    truth.to_netcdf(tmp_path / "truth.nc", engine="netcdf4")
+    return fc, truth
+
+
+def test_evaluate_cli_matches_library(tmp_path):
+    fc, truth = _files(tmp_path)
+    assert main(["weather", "evaluate", str(tmp_path / "fc.nc"), "--truth", str(tmp_path / "truth.nc"),
+                 "--out", str(tmp_path / "m.json")]) == 0
+    res = json.loads((tmp_path / "m.json").read_text())
+    assert res["lead_hours"] == [1, 2, 3]
+    f, t = M.align(fc, truth, np.timedelta64(2, "h"))
+    assert abs(res["variables"]["z"]["crps"][1] - float(M.crps(f.z, t.z))) < 1e-6  # truth read as float32
+    assert sum(res["rank_histogram"]["z"]["2"]) == 2 * 8 * 16
+
+
+def test_evaluate_bad_input(tmp_path, capsys):
+    _files(tmp_path, shift_hours=1000)
+    assert main(["weather", "evaluate", str(tmp_path / "fc.nc"), "--truth", str(tmp_path / "truth.nc"), "--out", str(tmp_path / "m.json")]) == 2
+    assert "do not overlap" in capsys.readouterr().err
+    _files(tmp_path, drop=True)
+    assert main(["weather", "evaluate", str(tmp_path / "fc.nc"), "--truth", str(tmp_path / "truth.nc"), "--out", str(tmp_path / "m.json")]) == 2
+    assert "share no variable" in capsys.readouterr().err
+    fc, truth = _files(tmp_path)
+    truth.isel(longitude=slice(0, 8)).to_netcdf(tmp_path / "t2.nc", engine="netcdf4")
+    assert main(["weather", "evaluate", str(tmp_path / "fc.nc"), "--truth", str(tmp_path / "t2.nc"), "--out", str(tmp_path / "m.json")]) == 2
+    assert "grids differ" in capsys.readouterr().err
+    assert not (tmp_path / "m.json").exists()
