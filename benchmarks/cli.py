@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 
-COMMANDS: tuple[str, ...] = ()
+COMMANDS: tuple[str, ...] = ("weather_bench",)
 
 
 def register(subparsers) -> None:

@@ -237,7 +237,11 @@ def evaluate_forecast(forecast: xr.Dataset, truth: xr.Dataset, *, variables=None
                 r["spread"].append(0.0)
                 r["ssr"].append(0.0)
             if climatology is not None:
-                clim = climatology[v].sel(hour=t.time.dt.hour).drop_vars("hour", errors="ignore") if "hour" in climatology[v].dims else climatology[v]
+                clim = climatology[v]
+                if "hour" in clim.dims:  # climatology by hour of day of the VALID time
+                    hours = xr.DataArray(((t.time.values + lead).astype("datetime64[h]").astype(np.int64) % 24),
+                                         dims="time", coords={"time": t.time.values})
+                    clim = clim.sel(hour=hours).drop_vars("hour", errors="ignore")
                 r["acc"].append(float(acc(fv, tv, clim)))
     if not any_overlap:
         raise DiffsciError("forecast valid times (init + lead) do not overlap the truth's times")
