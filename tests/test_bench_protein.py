@@ -1,0 +1,41 @@
+"""The protein benchmark's baselines and bracket logic."""
+
+import numpy as np
+import torch
+
+from diffsci.benchmarks.protein_bench import _bracket, random_walk_backbone
+from diffsci.protein.metrics import sample_metrics
+
+
+def test_random_walk_is_self_avoiding_with_3p8_steps():
+    bb = random_walk_backbone(120, torch.Generator().manual_seed(0))
+    ca = bb[:, 1]
+    steps = np.linalg.norm(np.diff(ca, axis=0), axis=1)
+    assert np.allclose(steps, 3.8, atol=1e-4)
+    d = np.linalg.norm(ca[:, None] - ca[None], axis=-1)
+    iu = np.triu_indices(len(ca), k=2)
+    assert d[iu].min() >= 3.8 - 1e-4
+    m = sample_metrics(bb)
+    assert m["ca_ca_ok"] == 1.0 and m["clashes"] == 0
+    # a walk is not a protein: (almost) no secondary structure
+    assert m["helix"] + m["strand"] < 0.1
+
+
+def test_random_walk_is_seeded():
+    a = random_walk_backbone(50, torch.Generator().manual_seed(3))
+    b = random_walk_backbone(50, torch.Generator().manual_seed(3))
+    c = random_walk_backbone(50, torch.Generator().manual_seed(4))
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def _sys(vals):
+    return {"per_sample": [dict(vals)]}
+
+
+def test_bracket_logic():
+    systems = {"real (held-out)": _sys({"ca_ca_ok": 1.0, "clash_fraction": 0.0, "helix": 0.4, "strand": 0.2}),
+               "random walk": _sys({"ca_ca_ok": 1.0, "clash_fraction": 0.0, "helix": 0.0, "strand": 0.0}),
+               "diffsci, 100 steps": _sys({"ca_ca_ok": 0.9, "clash_fraction": 0.0, "helix": 0.2, "strand": 0.3})}
+    b = _bracket(systems)["diffsci, 100 steps"]
+    assert b["helix"]["bracketed"] and not b["strand"]["bracketed"] and not b["ca_ca_ok"]["bracketed"]
+    assert b["clash_fraction"]["bracketed"]
