@@ -27,7 +27,6 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from diffsci.core.errors import DiffsciError
 from diffsci.weather import metrics as M
 
 __all__ = ["run_benchmark", "persistence", "climatology", "prob_climatology", "perfect_model", "add_parser"]

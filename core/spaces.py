@@ -25,7 +25,6 @@ A state is a tensor, or a tuple of tensors for a :class:`Product` space.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Sequence
 

@@ -19,6 +19,7 @@ __all__ = [
     "rand",
     "tree_map",
     "resolve_device",
+    "load_config_file",
 ]
 
 
@@ -100,6 +101,26 @@ def tree_map(fn: Callable[[torch.Tensor], Any], tree: Any) -> Any:
     if isinstance(tree, list):
         return [tree_map(fn, v) for v in tree]
     return tree
+
+
+def load_config_file(path) -> dict:
+    """Read a JSON or TOML configuration file (``None`` -> ``{}``); errors name the file."""
+    if not path:
+        return {}
+    import json
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.exists():
+        raise DiffsciError(f"--config {path}: file not found")
+    try:
+        if p.suffix == ".toml":
+            import tomllib
+
+            return tomllib.loads(p.read_text())
+        return json.loads(p.read_text())
+    except Exception as exc:
+        raise DiffsciError(f"--config {path}: cannot parse ({exc})") from None
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

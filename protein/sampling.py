@@ -281,7 +281,7 @@ def sample_backbones(lm: LoadedModel, lengths, num: int, *, seed: int = 0, steps
 
 def _layout(segs, motif: Motif, gen):
     """Draw scaffold lengths and place the motif: returns ((trans, rots), mask) known state."""
-    pieces, motif_pos, motif_atoms = [], [], []
+    motif_pos, motif_atoms = [], []
     pos = 0
     for s in segs:
         if s.chain:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from diffsci.core.errors import DiffsciError
 from diffsci.core.train import TrainConfig, train
+from diffsci.core.utils import load_config_file
 
 __all__ = ["add_parser", "run_training"]
 
@@ -31,30 +32,11 @@ def run_training(data, out, *, steps=None, device="auto", resume=False, config=N
 
 
 def _run_cli(args) -> int:
-    config = _load_config(args.config)
+    config = load_config_file(args.config)
     res = run_training(args.data, args.out, steps=args.steps, device=args.device, resume=args.resume,
                        config=config, max_minutes=args.max_minutes, seed=args.seed)
     print(f"trained to step {res.step}, last loss {res.last_loss:.4f}; checkpoint {res.checkpoint}")
     return 0
-
-
-def _load_config(path):
-    import json
-    from pathlib import Path
-
-    if not path:
-        return {}
-    p = Path(path)
-    if not p.exists():
-        raise DiffsciError(f"--config {path}: file not found")
-    try:
-        if p.suffix == ".toml":
-            import tomllib
-
-            return tomllib.loads(p.read_text())
-        return json.loads(p.read_text())
-    except Exception as exc:
-        raise DiffsciError(f"--config {path}: cannot parse ({exc})") from None
 
 
 def add_parser(subparsers) -> None:

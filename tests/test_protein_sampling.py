@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from diffsci.core.cli import main
 from diffsci.protein.dataset import bundled_dataset_path, load_dataset

@@ -8,7 +8,6 @@ import xarray as xr
 from scipy import integrate, stats
 
 from diffsci.core.cli import main
-from diffsci.core.errors import DiffsciError
 from diffsci.weather import metrics as M
 
 

@@ -251,8 +251,6 @@ def evaluate_forecast(forecast: xr.Dataset, truth: xr.Dataset, *, variables=None
 
 
 def _run(args) -> int:
-    from diffsci.weather.data import open_weather
-
     for p in (args.forecast, args.truth):
         if not Path(p).exists():
             raise DiffsciError(f"{p}: file not found")

@@ -2,32 +2,11 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
-import numpy as np
-
 from diffsci.core.errors import DiffsciError
 from diffsci.core.train import TrainConfig, train
+from diffsci.core.utils import load_config_file
 
-__all__ = ["add_parser", "run_training", "load_config_file"]
-
-
-def load_config_file(path: str | None) -> dict:
-    """A JSON or TOML file with optional tables ``model`` and ``train``."""
-    if not path:
-        return {}
-    p = Path(path)
-    if not p.exists():
-        raise DiffsciError(f"--config {path}: file not found")
-    try:
-        if p.suffix == ".toml":
-            import tomllib
-
-            return tomllib.loads(p.read_text())
-        return json.loads(p.read_text())
-    except Exception as exc:
-        raise DiffsciError(f"--config {path}: cannot parse ({exc})") from None
+__all__ = ["add_parser", "run_training"]
 
 
 def run_training(data, out, *, variables=None, steps=2000, device="auto", resume=False, config=None,
