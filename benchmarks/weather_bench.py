@@ -163,7 +163,7 @@ def _plots(out: Path, results: dict, forecasts: dict, truth: xr.Dataset, variabl
 
 def run_benchmark(out, *, quick: bool = False, members: int | None = None, inits: int | None = None,
                   lead_hours: int = 24, checkpoint=None, det_checkpoint=None, data=None, train_data=None,
-                  seed: int = 0, steps: int = 10, sampler: str = "dpmpp_2s") -> dict:
+                  seed: int = 0, steps: int = 10, sampler: str = "dpmpp_2s", churn: float = 0.0) -> dict:
     """Run every system, score them, write report.md, results.json and PNGs into ``out``."""
     from diffsci.weather.data import open_weather
     from diffsci.weather.forecast import forecast, load_forecaster
@@ -215,13 +215,14 @@ def run_benchmark(out, *, quick: bool = False, members: int | None = None, inits
         log("no deterministic checkpoint: that row is skipped")
     timed("perfect_model", lambda: perfect_model(raw, truth, init_times, lead_hours, variables, members, seed))
     timed("diffsci", lambda: forecast(fc_model, truth, init_times=[str(t) for t in init_times], lead_hours=lead_hours,
-                                      members=members, seed=seed, steps=steps, sampler=sampler, progress=True))
+                                      members=members, seed=seed, steps=steps, sampler=sampler, churn=churn,
+                                      progress=True))
     results = {name: M.evaluate_forecast(fc, truth, variables=variables, climatology=clim)
                for name, fc in forecasts.items()}
     summary = _summary(results, variables)
     payload = {"systems": results, "summary": summary, "timings_s": timings, "members": members,
                "init_times": [str(t)[:16] for t in init_times], "lead_hours": lead_hours,
-               "checkpoint": fc_model.source, "sampler": sampler, "noise_levels": steps, "deterministic_checkpoint": str(det) if det else None,
+               "checkpoint": fc_model.source, "sampler": sampler, "noise_levels": steps, "churn": churn, "deterministic_checkpoint": str(det) if det else None,
                "command": " ".join(["diffsci", "bench", "weather", "--out", str(out)] + (["--quick"] if quick else [])),
                "wall_s": round(time.time() - t_start, 1)}
     tmp = out / ".results.json.tmp"
@@ -288,7 +289,7 @@ def _report(out: Path, payload: dict, pngs, variables) -> None:
 def _run(args) -> int:
     run_benchmark(args.out, quick=args.quick, members=args.members, inits=args.inits, checkpoint=args.checkpoint,
                   det_checkpoint=args.deterministic_checkpoint, data=args.data, train_data=args.train_data,
-                  steps=args.steps, sampler=args.sampler)
+                  steps=args.steps, sampler=args.sampler, churn=args.churn)
     return 0
 
 
@@ -305,4 +306,5 @@ def add_parser(subparsers) -> None:
     p.add_argument("--train-data", help="training-period data for the climatologies (default: generated)")
     p.add_argument("--steps", type=int, default=10, help="noise levels per forecast step (default 10)")
     p.add_argument("--sampler", default="dpmpp_2s")
+    p.add_argument("--churn", type=float, default=0.0, help="EDM churn (heun/euler samplers)")
     p.set_defaults(func=_run)

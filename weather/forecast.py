@@ -95,7 +95,7 @@ def _init_indices(ds: xr.Dataset, init_times) -> list[int]:
 
 @torch.no_grad()
 def forecast(fc: Forecaster, init, *, init_times=None, lead_hours: int = 24, members: int = 8, seed: int = 0,
-             steps: int = 10, sampler: str = "dpmpp_2s", progress: bool = True) -> xr.Dataset:
+             steps: int = 10, sampler: str = "dpmpp_2s", churn: float = 0.0, progress: bool = True) -> xr.Dataset:
     """Ensemble rollouts from each init time of ``init`` (path or Dataset, ERA5/WB2 style).
 
     Returns the WB2-layout forecast dataset (not yet written). Physical units as the input.
@@ -107,6 +107,11 @@ def forecast(fc: Forecaster, init, *, init_times=None, lead_hours: int = 24, mem
     if steps < 1:
         raise DiffsciError(f"--steps must be >= 1, got {steps}")
     sample_fn = get_sampler(sampler)
+    opts = {}
+    if churn:
+        if sampler not in ("heun", "euler"):
+            raise DiffsciError(f"--churn needs the heun or euler sampler, not {sampler!r}")
+        opts["churn"] = float(churn)
     ds = open_weather(init, variables=list(fc.cfg.variables))
     check_grid(ds, fc.cfg.latitude, fc.cfg.longitude)
     idx = _init_indices(ds, init_times)
@@ -143,7 +148,7 @@ def forecast(fc: Forecaster, init, *, init_times=None, lead_hours: int = 24, mem
                 else:
                     x_init = space.prior(x_cur, gens)
                     r = sample_fn(lambda x, t, cnd: fc.model(x, t, cnd), x_init, times_grid, space=space,
-                                  cond=cond, generator=gens)
+                                  cond=cond, generator=gens, **opts)
                 x_next = x_cur + r * rstd
                 x_prev, x_cur = x_cur, x_next
                 keep = [j for j, m in enumerate(ids) if m < members]
@@ -152,10 +157,10 @@ def forecast(fc: Forecaster, init, *, init_times=None, lead_hours: int = 24, mem
                     bar.update(1)
     if bar is not None:
         bar.close()
-    return _to_dataset(out, ds, fc, init_stamps, lead_hours, members, seed, steps, sampler)
+    return _to_dataset(out, ds, fc, init_stamps, lead_hours, members, seed, steps, sampler, churn)
 
 
-def _to_dataset(out, ds, fc, init_stamps, lead_hours, members, seed, steps, sampler) -> xr.Dataset:
+def _to_dataset(out, ds, fc, init_stamps, lead_hours, members, seed, steps, sampler, churn=0.0) -> xr.Dataset:
     coords = {
         "time": init_stamps.values,
         "prediction_timedelta": (np.arange(1, lead_hours + 1) * np.timedelta64(1, "h")).astype("timedelta64[ns]"),
@@ -183,7 +188,7 @@ def _to_dataset(out, ds, fc, init_stamps, lead_hours, members, seed, steps, samp
     fds.attrs.update(
         title="diffsci ensemble forecast",
         source=f"diffsci weather forecast ({'deterministic graph model' if fc.deterministic else 'graph diffusion model'})",
-        checkpoint=fc.source, seed=seed, sampler=sampler, noise_levels=steps,
+        checkpoint=fc.source, seed=seed, sampler=sampler, noise_levels=steps, churn=churn,
         Conventions="CF-1.8", history=f"created {time.strftime('%Y-%m-%dT%H:%M:%S')}",
     )
     return fds
@@ -207,7 +212,7 @@ def _run(args) -> int:
     fc = load_forecaster(args.checkpoint)
     t0 = time.time()
     fds = forecast(fc, args.init, init_times=args.init_time, lead_hours=args.lead_hours, members=args.members,
-                   seed=args.seed, steps=args.steps, sampler=args.sampler, progress=not args.quiet)
+                   seed=args.seed, steps=args.steps, sampler=args.sampler, churn=args.churn, progress=not args.quiet)
     write_forecast(fds, args.out)
     print(f"wrote {args.out}: {fds.sizes['time']} init time(s) x {args.lead_hours} h x {args.members} members "
           f"in {time.time() - t0:.1f} s")
@@ -226,5 +231,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=10, help="noise levels per forecast step (default 10)")
     p.add_argument("--sampler", default="dpmpp_2s", help="sampler name (default dpmpp_2s)")
+    p.add_argument("--churn", type=float, default=0.0,
+                   help="EDM stochastic churn for the heun/euler samplers (0: deterministic ODE steps)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_run)
