@@ -17,7 +17,6 @@ refolding, 8 ProteinMPNN sequences, lengths 50-500) differ, and this run does no
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diffsci.core.utils import make_generator
+from diffsci.core.utils import atomic_output, make_generator
 
 __all__ = ["random_walk_backbone", "run_benchmark", "add_parser", "SYSTEM_ORDER"]
 
@@ -168,9 +167,8 @@ def run_benchmark(out, *, quick: bool = False, num: int | None = None, checkpoin
                "command": " ".join(["diffsci", "bench", "protein", "--out", str(out)] + (["--quick"] if quick else [])),
                "wall_s": round(time.time() - t_start, 1)}
     payload["bracket"] = _bracket(payload["systems"])
-    tmp = out / ".results.json.tmp"
-    tmp.write_text(json.dumps(payload, indent=1))
-    os.replace(tmp, out / "results.json")
+    with atomic_output(out / "results.json") as tmp:
+        tmp.write_text(json.dumps(payload, indent=1))
     _report(out, payload, pngs)
     log(f"done in {payload['wall_s']} s: {out / 'report.md'}")
     return payload

@@ -18,7 +18,6 @@ Every system's CRPS is also reported as a ratio to the perfect-model ensemble's.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from diffsci.core.utils import atomic_output
 from diffsci.weather import metrics as M
 
 __all__ = ["run_benchmark", "persistence", "climatology", "prob_climatology", "perfect_model", "add_parser"]
@@ -225,9 +225,8 @@ def run_benchmark(out, *, quick: bool = False, members: int | None = None, inits
                "checkpoint": fc_model.source, "sampler": sampler, "noise_levels": steps, "churn": churn, "deterministic_checkpoint": str(det) if det else None,
                "command": " ".join(["diffsci", "bench", "weather", "--out", str(out)] + (["--quick"] if quick else [])),
                "wall_s": round(time.time() - t_start, 1)}
-    tmp = out / ".results.json.tmp"
-    tmp.write_text(json.dumps(payload, indent=1))
-    os.replace(tmp, out / "results.json")
+    with atomic_output(out / "results.json") as tmp:
+        tmp.write_text(json.dumps(payload, indent=1))
     pngs = _plots(out, results, forecasts, truth, variables)
     _report(out, payload, pngs, variables)
     log(f"done in {payload['wall_s']} s: {out / 'report.md'}")

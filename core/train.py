@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from diffsci.core.errors import CheckpointError, DiffsciError
-from diffsci.core.utils import make_generator, resolve_device, tree_map
+from diffsci.core.utils import atomic_output, make_generator, resolve_device, tree_map
 
 __all__ = [
     "TrainConfig",
@@ -165,17 +165,11 @@ def _set_rng_state(state: dict) -> None:
 def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
     """Write ``payload`` to ``path`` atomically (temp file in the same folder, fsync, rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_output(path) as tmp:
         with open(tmp, "wb") as fh:
             torch.save(payload, fh)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

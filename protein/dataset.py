@@ -19,13 +19,13 @@ from __future__ import annotations
 import importlib.resources
 import os
 import pathlib
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from diffsci.core.errors import DiffsciError
+from diffsci.core.utils import atomic_output
 from diffsci.protein.structure import (
     STRUCTURE_SUFFIXES,
     BackboneChain,
@@ -387,13 +387,6 @@ def _assemble(kept, cluster_ids, split, meta) -> BackboneDataset:
 # ----------------------------------------------------------------------------- files
 
 
-def _umask() -> int:
-    """The process umask (read by setting and restoring it)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _str_array(values: Sequence[str]) -> np.ndarray:
     width = max([1] + [len(v) for v in values])
     return np.array(list(values), dtype=f"<U{width}")
@@ -420,19 +413,9 @@ def save_dataset(ds: BackboneDataset, path: str | os.PathLike) -> None:
     }
     for key in PROVENANCE_KEYS:
         arrays[f"prov_{key}"] = _str_array([str(p.get(key, "")) for p in ds.provenance])
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.npz", dir=folder)
-    os.close(fd)
-    try:
+    with atomic_output(path) as tmp:
         with open(tmp, "wb") as fh:
             np.savez_compressed(fh, **arrays)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def load_dataset(path: str | os.PathLike) -> BackboneDataset:

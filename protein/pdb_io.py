@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import os
 import pathlib
-import tempfile
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from diffsci.core.errors import DiffsciError
+from diffsci.core.utils import atomic_output
 
 __all__ = ["write_backbone_pdb", "format_backbone_pdb"]
 
@@ -23,13 +23,6 @@ _ONE_TO_THREE = {
     "P": "PRO", "S": "SER", "T": "THR", "W": "TRP", "Y": "TYR", "V": "VAL", "X": "UNK",
 }  # fmt: skip
 _DEFAULT_CHAIN_IDS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
-
-
-def _umask() -> int:
-    """The process umask (read by setting and restoring it)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _as_numpy(x) -> np.ndarray:
@@ -155,15 +148,5 @@ def write_backbone_pdb(
     folder = path.parent if str(path.parent) else pathlib.Path(".")
     if not folder.is_dir():
         raise DiffsciError(f"{path}: output folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_output(path) as tmp:
+        tmp.write_text(text)

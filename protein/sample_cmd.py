@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from diffsci.core.errors import DiffsciError
+from diffsci.core.utils import atomic_output
 
 __all__ = ["add_parser", "write_designs"]
 
@@ -35,9 +36,8 @@ def write_designs(designs, out_dir, *, checkpoint: str) -> Path:
     writer = csv.DictWriter(buf, fieldnames=["file", "length", "seed", "index", "seconds"])
     writer.writeheader()
     writer.writerows(rows)
-    tmp = out / f".samples.csv.tmp{os.getpid()}"
-    tmp.write_text(buf.getvalue())
-    os.replace(tmp, out / "samples.csv")
+    with atomic_output(out / "samples.csv") as tmp:
+        tmp.write_text(buf.getvalue())
     return out / "samples.csv"
 
 

@@ -27,7 +27,7 @@ from diffsci.core.errors import DiffsciError
 from diffsci.core.samplers import get_sampler
 from diffsci.core.spaces import Euclidean
 from diffsci.core.train import load_checkpoint
-from diffsci.core.utils import make_generator
+from diffsci.core.utils import atomic_output, make_generator
 from diffsci.weather.data import NormStats, check_grid, open_weather, stack_channels
 from diffsci.weather.diffusion import KIND, KIND_DETERMINISTIC, WeatherCond, WeatherModelConfig, build_model, hour_features
 
@@ -196,16 +196,9 @@ def _to_dataset(out, ds, fc, init_stamps, lead_hours, members, seed, steps, samp
 
 def write_forecast(fds: xr.Dataset, path: str | os.PathLike) -> Path:
     """Write netCDF (engine netcdf4) atomically: a temp file in the same folder, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_output(path) as tmp:
         fds.to_netcdf(tmp, engine="netcdf4")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return Path(path)
 
 
 def _run(args) -> int:

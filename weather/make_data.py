@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from diffsci.core.errors import DiffsciError
+from diffsci.core.utils import atomic_output
 
 __all__ = ["add_parser", "run", "write_netcdf"]
 
@@ -21,13 +22,8 @@ def write_netcdf(ds, out: str | os.PathLike) -> Path:
     final = Path(out)
     if not final.parent.exists():
         raise DiffsciError(f"--out {final}: folder {final.parent} does not exist")
-    tmp = final.with_name(f".{final.name}.tmp{os.getpid()}")
-    try:
+    with atomic_output(final) as tmp:
         ds.to_netcdf(tmp, engine="netcdf4")
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return final
 
 

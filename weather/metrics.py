@@ -29,13 +29,13 @@ Dimension names: ``realization`` (members), ``time`` (init), ``prediction_timede
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
 from diffsci.core.errors import DiffsciError
+from diffsci.core.utils import atomic_output
 
 __all__ = [
     "latitude_weights", "spatial_mean", "crps_ensemble", "crps", "ensemble_mean_rmse", "spread",
@@ -261,10 +261,8 @@ def _run(args) -> int:
     clim = xr.open_dataset(args.climatology) if args.climatology else None
     res = evaluate_forecast(fc, args.truth, climatology=clim)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(res, indent=1))
-    os.replace(tmp, out)
+    with atomic_output(out) as tmp:
+        tmp.write_text(json.dumps(res, indent=1))
     first = next(iter(res["variables"]))
     print(f"wrote {out}: {len(res['lead_hours'])} leads; {first} CRPS at +{res['lead_hours'][-1]} h "
           f"{res['variables'][first]['crps'][-1]:.4g}")
