@@ -1,1 +1,6 @@
-"""diffsci.benchmarks"""
+"""diffsci.benchmarks: the demo, benchmarks against baselines, speed measurements.
+
+``diffsci bench protein|weather|speed``; ``python -m diffsci.benchmarks.demo``.
+"""
+
+__all__: list[str] = []

@@ -1,1 +1,29 @@
-"""diffsci.protein"""
+"""diffsci.protein: SE(3)-equivariant diffusion over protein backbones.
+
+Public API (imported lazily, so ``diffsci --help`` stays fast)::
+
+    from diffsci.protein import read_structure_chains, load_dataset, bundled_dataset_path
+    from diffsci.protein import load_model, sample_backbones, write_backbone_pdb
+    from diffsci.protein import evaluate_structures, sample_metrics
+"""
+
+from importlib import import_module
+
+_EXPORTS = {
+    "BackboneChain": "structure", "read_structure_chains": "structure",
+    "frames_from_backbone": "frames", "backbone_from_frames": "frames",
+    "write_backbone_pdb": "pdb_io",
+    "BackboneDataset": "dataset", "build_dataset": "dataset", "load_dataset": "dataset", "save_dataset": "dataset",
+    "bundled_dataset_path": "dataset",
+    "FrameDenoiserNet": "model", "FrameNetConfig": "model",
+    "ProteinModelConfig": "diffusion", "BackboneTask": "diffusion", "build_model": "diffusion", "build_space": "diffusion",
+    "load_model": "sampling", "sample_backbones": "sampling", "parse_contig": "sampling", "load_motif": "sampling",
+    "evaluate_structures": "metrics", "evaluate_folder": "metrics", "sample_metrics": "metrics", "pairwise_tm": "metrics",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(import_module(f"diffsci.protein.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'diffsci.protein' has no attribute {name!r}")

@@ -69,3 +69,12 @@ def test_core_imports_no_domain():
             for dom in ("protein", "weather", "benchmarks"):
                 assert not mod.startswith(f"diffsci.{dom}"), f"{f.name} imports {mod}"
                 assert not mod.lstrip(".").startswith(dom), f"{f.name} imports {mod}"
+
+
+@pytest.mark.parametrize("pkg", ["diffsci.protein", "diffsci.weather"])
+def test_public_api_resolves(pkg):
+    import importlib
+
+    mod = importlib.import_module(pkg)
+    for name in mod.__all__:
+        assert getattr(mod, name) is not None, f"{pkg}.{name}"

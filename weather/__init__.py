@@ -1,1 +1,29 @@
-"""diffsci.weather"""
+"""diffsci.weather: graph-based probabilistic forecasting on ERA5-style grids.
+
+Public API (imported lazily, so ``diffsci --help`` stays fast)::
+
+    from diffsci.weather import open_weather, generate, build_graph
+    from diffsci.weather import load_forecaster, forecast, write_forecast
+    from diffsci.weather import evaluate_forecast, crps_ensemble
+"""
+
+from importlib import import_module
+
+_EXPORTS = {
+    "open_weather": "data", "stack_channels": "data", "NormStats": "data", "compute_norm_stats": "data",
+    "static_features": "data", "check_grid": "data",
+    "generate": "generator", "perfect_model_ensemble": "generator", "GeneratorConfig": "generator",
+    "build_graph": "graph", "cached_graph": "graph", "icosahedral_mesh": "graph", "GridMeshGraph": "graph",
+    "GraphNet": "model", "GraphNetConfig": "model",
+    "WeatherModelConfig": "diffusion", "ResidualTask": "diffusion", "build_model": "diffusion",
+    "load_forecaster": "forecast", "forecast": "forecast", "write_forecast": "forecast",
+    "evaluate_forecast": "metrics", "crps_ensemble": "metrics", "latitude_weights": "metrics",
+    "spread_skill_ratio": "metrics", "rank_histogram": "metrics",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(import_module(f"diffsci.weather.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'diffsci.weather' has no attribute {name!r}")
