@@ -3,7 +3,8 @@
 Public API (imported lazily, so ``diffsci --help`` stays fast)::
 
     from diffsci.weather import open_weather, generate, build_graph
-    from diffsci.weather import load_forecaster, forecast, write_forecast
+    from diffsci.weather import load_forecaster, write_forecast
+    from diffsci.weather.forecast import forecast
     from diffsci.weather import evaluate_forecast, crps_ensemble
 """
 
@@ -16,7 +17,7 @@ _EXPORTS = {
     "build_graph": "graph", "cached_graph": "graph", "icosahedral_mesh": "graph", "GridMeshGraph": "graph",
     "GraphNet": "model", "GraphNetConfig": "model",
     "WeatherModelConfig": "diffusion", "ResidualTask": "diffusion", "build_model": "diffusion",
-    "load_forecaster": "forecast", "forecast": "forecast", "write_forecast": "forecast",
+    "load_forecaster": "forecast", "write_forecast": "forecast",
     "evaluate_forecast": "metrics", "crps_ensemble": "metrics", "latitude_weights": "metrics",
     "spread_skill_ratio": "metrics", "rank_histogram": "metrics",
 }
