@@ -52,7 +52,7 @@ def weather_speed(members: int = 16, lead_hours: int = 24) -> dict:
     forecast(fc, ds, lead_hours=lead_hours, members=members, progress=False)
     dt = time.perf_counter() - t0
     return {"grid": list(fc.cfg.grid_shape), "members": members, "lead_hours": lead_hours, "seconds": round(dt, 1),
-            "sampler": "dpmpp_2s", "noise_levels": 10, "threads": torch.get_num_threads(), "peak_rss_mb": round(_rss_mb(), 1)}
+            "sampler": "heun (churn 2.5)", "noise_levels": 5, "threads": torch.get_num_threads(), "peak_rss_mb": round(_rss_mb(), 1)}
 
 
 def _run(args) -> int:

@@ -163,7 +163,7 @@ def _plots(out: Path, results: dict, forecasts: dict, truth: xr.Dataset, variabl
 
 def run_benchmark(out, *, quick: bool = False, members: int | None = None, inits: int | None = None,
                   lead_hours: int = 24, checkpoint=None, det_checkpoint=None, data=None, train_data=None,
-                  seed: int = 0, steps: int = 10, sampler: str = "dpmpp_2s", churn: float = 0.0) -> dict:
+                  seed: int = 0, steps: int = 5, sampler: str = "heun", churn: float = 2.5) -> dict:
     """Run every system, score them, write report.md, results.json and PNGs into ``out``."""
     from diffsci.weather.data import open_weather
     from diffsci.weather.forecast import forecast, load_forecaster
@@ -303,7 +303,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--deterministic-checkpoint", help="MSE baseline checkpoint (default: benchmarks/data/deterministic_weather.pt)")
     p.add_argument("--data", help="held-out data written by make-data (default: generated, seed 12345)")
     p.add_argument("--train-data", help="training-period data for the climatologies (default: generated)")
-    p.add_argument("--steps", type=int, default=10, help="noise levels per forecast step (default 10)")
-    p.add_argument("--sampler", default="dpmpp_2s")
-    p.add_argument("--churn", type=float, default=0.0, help="EDM churn (heun/euler samplers)")
+    p.add_argument("--steps", type=int, default=5, help="noise levels per forecast step (default 5)")
+    p.add_argument("--sampler", default="heun")
+    p.add_argument("--churn", type=float, default=2.5, help="EDM churn (heun/euler samplers; default 2.5)")
     p.set_defaults(func=_run)
