@@ -110,7 +110,9 @@ def _plots(out: Path, results: dict) -> list[Path]:
     fig, ax = plt.subplots(figsize=(5, 3.2))
     for n in names:
         d = np.concatenate([np.linalg.norm(np.diff(c[:, 1], axis=0), axis=1) for c in results[n]["_coords"]])
-        ax.hist(d, bins=np.linspace(2, 6, 60), histtype="step", density=True, label=n)
+        d = d[(d >= 2) & (d <= 6)]
+        if len(d):  # systems with no CA-CA distance in the window (untrained) are left out
+            ax.hist(d, bins=np.linspace(2, 6, 60), histtype="step", density=True, label=n)
     ax.axvspan(3.5, 4.1, color="0.9")
     ax.set_xlabel("consecutive CA-CA distance (Å)")
     ax.legend(fontsize=6)
