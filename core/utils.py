@@ -62,30 +62,28 @@ def member_generators(seed: int, indices, device: torch.device | str = "cpu") ->
     return [make_generator(seed, "member", int(i), device=device) for i in indices]
 
 
+def _draw(fn, shape, generator, dtype, device) -> torch.Tensor:
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != shape[0]:
+            raise ValueError(f"got {len(generator)} generators for a batch of {shape[0]}")
+        draws = [fn(tuple(shape[1:]), generator=g, dtype=dtype, device=g.device) for g in generator]
+        return torch.stack(draws).to(device) if draws else torch.empty(tuple(shape), dtype=dtype, device=device)
+    gdev = generator.device if generator is not None else device
+    return fn(tuple(shape), generator=generator, dtype=dtype, device=gdev).to(device)
+
+
 def randn(shape, generator=None, dtype=torch.float32, device=None) -> torch.Tensor:
     """Standard normal draws of ``shape``.
 
     ``generator`` may be one ``torch.Generator`` or a list of them, one per leading index (one
     per sample / ensemble member), so example ``i`` gets the same numbers whatever the batch.
     """
-    if isinstance(generator, (list, tuple)):
-        if len(generator) != shape[0]:
-            raise ValueError(f"got {len(generator)} generators for a batch of {shape[0]}")
-        draws = [torch.randn(tuple(shape[1:]), generator=g, dtype=dtype, device=g.device) for g in generator]
-        return torch.stack(draws).to(device) if draws else torch.empty(tuple(shape), dtype=dtype, device=device)
-    gdev = generator.device if generator is not None else device
-    return torch.randn(tuple(shape), generator=generator, dtype=dtype, device=gdev).to(device)
+    return _draw(torch.randn, shape, generator, dtype, device)
 
 
 def rand(shape, generator=None, dtype=torch.float32, device=None) -> torch.Tensor:
     """Uniform [0, 1) draws; ``generator`` as in :func:`randn`."""
-    if isinstance(generator, (list, tuple)):
-        if len(generator) != shape[0]:
-            raise ValueError(f"got {len(generator)} generators for a batch of {shape[0]}")
-        draws = [torch.rand(tuple(shape[1:]), generator=g, dtype=dtype, device=g.device) for g in generator]
-        return torch.stack(draws).to(device) if draws else torch.empty(tuple(shape), dtype=dtype, device=device)
-    gdev = generator.device if generator is not None else device
-    return torch.rand(tuple(shape), generator=generator, dtype=dtype, device=gdev).to(device)
+    return _draw(torch.rand, shape, generator, dtype, device)
 
 
 def tree_map(fn: Callable[[torch.Tensor], Any], tree: Any) -> Any:
