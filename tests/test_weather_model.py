@@ -111,3 +111,63 @@ def test_train_bad_input(tmp_path, capsys, tiny_data):
     assert main(["weather", "train", "--data", str(bad), "--out", str(tmp_path / "r"), "--steps", "1"]) == 2
     err = capsys.readouterr().err
     assert "NaN" in err and "Traceback" not in err
+
+
+def _reference_graphnet(net, x, c_noise):
+    """Textbook interaction network with the same weights: concatenate, then MLP (independent of
+    the split-weight, project-before-gather forward of GraphNet)."""
+    import torch.nn.functional as F
+
+    from diffsci.weather.model import fourier_features
+
+    b = x.shape[0]
+    emb = net.noise_mlp(fourier_features(c_noise, net.cfg.noise_features)) if net.noise_mlp is not None else None
+
+    def mlp(m, inp):
+        h = m.l2(F.silu(m.l1(inp)))
+        if m.norm.film is None or emb is None:
+            return m.norm.norm(h)  # plain LayerNorm with its own affine parameters
+        y = F.layer_norm(h, (h.shape[-1],))
+        scale, shift = m.norm.film(emb).chunk(2, -1)
+        return y * (1 + scale[:, None]) + shift[:, None]
+
+    def ex(a):
+        return a.unsqueeze(0).expand(b, *a.shape)
+
+    hg = mlp(net.grid_embed, torch.cat([x, ex(net.g_grid_node_attr)], -1))
+    hm = mlp(net.mesh_embed, ex(net.g_mesh_node_attr))
+    src, dst = net.g_g2m_edge_index
+    e = mlp(net.g2m_embed, ex(net.g_g2m_edge_attr))
+    msg = mlp(net.enc_msg, torch.cat([e, hg[:, src], hm[:, dst]], -1))
+    agg = torch.zeros(b, net.n_mesh, msg.shape[-1]).index_add_(1, dst, msg)
+    hm = hm + mlp(net.enc_mesh, torch.cat([hm, agg], -1))
+    hg = hg + mlp(net.enc_grid, hg)
+    src, dst = net.g_mesh_edge_index
+    e = mlp(net.mesh_edge_embed, ex(net.g_mesh_edge_attr))
+    for em, nm in zip(net.proc_edge, net.proc_node):
+        e = e + mlp(em, torch.cat([e, hm[:, src], hm[:, dst]], -1))
+        hm = hm + mlp(nm, torch.cat([hm, torch.zeros_like(hm).index_add_(1, dst, e)], -1))
+    src, dst = net.g_m2g_edge_index
+    e = mlp(net.m2g_embed, ex(net.g_m2g_edge_attr))
+    msg = mlp(net.dec_msg, torch.cat([e, hm[:, src], hg[:, dst]], -1))
+    hg = hg + mlp(net.dec_grid, torch.cat([hg, torch.zeros_like(hg).index_add_(1, dst, msg)], -1))
+    return net.out(hg)
+
+
+@pytest.mark.parametrize("conditional", [True, False])
+def test_graphnet_matches_textbook_interaction_network(conditional):
+    from diffsci.weather.graph import build_graph
+    from diffsci.weather.model import GraphNet, GraphNetConfig
+
+    lat, lon = np.linspace(-84.375, 84.375, 16), np.arange(32) * 11.25
+    graph = build_graph(lat, lon, refinements=1)
+    torch.manual_seed(0)
+    net = GraphNet(GraphNetConfig(in_features=5, out_channels=3, latent=16, layers=2, conditional=conditional), graph)
+    for prm in net.parameters():  # zero-initialised read-out and FiLM would hide errors
+        torch.nn.init.normal_(prm, std=0.3)
+    x, c = torch.randn(3, 16 * 32, 5), torch.randn(3)
+    with torch.no_grad():
+        out = net(x, c if conditional else None)
+        ref = _reference_graphnet(net, x, c)
+    assert out.shape == (3, 16 * 32, 3)
+    assert torch.allclose(out, ref, atol=1e-4, rtol=1e-4), (out - ref).abs().max()

@@ -93,7 +93,7 @@ def _init_indices(ds: xr.Dataset, init_times) -> list[int]:
     return idx
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def forecast(fc: Forecaster, init, *, init_times=None, lead_hours: int = 24, members: int = 8, seed: int = 0,
              steps: int = 5, sampler: str = "heun", churn: float = 2.5, progress: bool = True) -> xr.Dataset:
     """Ensemble rollouts from each init time of ``init`` (path or Dataset, ERA5/WB2 style).
