@@ -1,68 +1,189 @@
-"""Weather baselines: layouts and values on tiny generated data; perfect-model calibration."""
+"""Weather baselines and ``diffsci bench weather``: layouts and values on tiny generated data,
+perfect-model calibration (flat rank histogram) vs persistence (not flat), the CLI end to end."""
+
+import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import xarray as xr
 from scipy import stats
 
+from diffsci.benchmarks import baselines_weather as BL
 from diffsci.benchmarks import weather_bench as B
+from diffsci.core.cli import main
 from diffsci.weather import metrics as M
 from diffsci.weather.data import open_weather
 from diffsci.weather.generator import generate
 
 VARS = ["z", "u", "v", "vo"]
+DIMS = ("time", "prediction_timedelta", "realization", "latitude", "longitude")
+
+
+def _hour(t) -> int:
+    return int(pd.Timestamp(t).hour)
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     d = tmp_path_factory.mktemp("wb")
-    raw = generate(grid=(16, 32), hours=60, trajectories=1, seed=3, spinup_hours=24, progress=False)
-    raw.to_netcdf(d / "truth.nc", engine="netcdf4")
-    train = generate(grid=(16, 32), hours=72, trajectories=1, seed=4, spinup_hours=24, progress=False)
+    generate(grid=(16, 32), hours=60, trajectories=1, seed=3, spinup_hours=24, progress=False).to_netcdf(
+        d / "truth.nc", engine="netcdf4")
+    train = generate(grid=(16, 32), hours=40, trajectories=2, seed=4, spinup_hours=24, progress=False)
     raw = xr.open_dataset(d / "truth.nc", engine="netcdf4")
     return raw, open_weather(d / "truth.nc").load(), open_weather(train).load()
 
 
+def _layout_ok(f, truth, n_init, lead, members):
+    for v in VARS:
+        assert f[v].dims == DIMS
+    assert f.sizes == {"time": n_init, "prediction_timedelta": lead, "realization": members,
+                       "latitude": truth.sizes["latitude"], "longitude": truth.sizes["longitude"]}
+    assert (f.prediction_timedelta.values == np.arange(1, lead + 1) * np.timedelta64(1, "h")).all()
+    assert np.array_equal(f.latitude.values, truth.latitude.values)
+    assert np.isfinite(f.z.values).all()
+
+
 def test_persistence_repeats_the_init_state(data):
-    raw, truth, _ = data
+    _, truth, _ = data
     inits = truth.time.values[[3, 10]]
     f = B.persistence(truth, inits, 4, VARS)
-    assert f.z.dims == ("time", "prediction_timedelta", "realization", "latitude", "longitude")
-    for k in range(4):
-        assert np.array_equal(f.z.isel(time=1, prediction_timedelta=k, realization=0).values, truth.z.sel(time=inits[1]).values)
+    _layout_ok(f, truth, 2, 4, 1)
+    for i in range(2):
+        for k in range(4):
+            for v in VARS:
+                assert np.array_equal(f[v].isel(time=i, prediction_timedelta=k, realization=0).values,
+                                      truth[v].sel(time=inits[i]).values)
 
 
-def test_climatology_is_the_mean_by_hour(data):
+def test_climatology_is_the_mean_by_valid_hour(data):
     _, truth, train = data
-    inits = truth.time.values[[5]]
-    f = B.climatology(train, truth, inits, 3, VARS)
-    valid_hour = (truth.time.values[5] + np.timedelta64(2, "h")).astype("datetime64[h]").astype(int) % 24
-    sel = train.z.where(train.time.dt.hour == valid_hour, drop=True).mean("time")
-    assert np.allclose(f.z.isel(time=0, prediction_timedelta=1, realization=0).values, sel.values, atol=1e-3)
+    inits = truth.time.values[[5, 22]]
+    clim = BL.hourly_climatology(train, VARS)
+    f = BL.climatology(clim, truth, inits, 3, VARS)
+    _layout_ok(f, truth, 2, 3, 1)
+    for i in range(2):
+        for k in range(3):
+            valid_hour = _hour(inits[i] + np.timedelta64(k + 1, "h"))
+            # independent: a plain loop over the training states of that hour
+            sel = [train.u.values[j] for j in range(train.sizes["time"]) if _hour(train.time.values[j]) == valid_hour]
+            assert np.allclose(f.u.isel(time=i, prediction_timedelta=k, realization=0).values, np.mean(sel, 0),
+                               rtol=1e-5, atol=1e-5)
 
 
-def test_prob_climatology_members_come_from_the_same_hour(data):
+def test_climatology_needs_every_hour(data):
+    from diffsci.core.errors import DiffsciError
+
+    _, _, train = data
+    with pytest.raises(DiffsciError, match="no state at hours"):
+        BL.hourly_climatology(train.isel(time=slice(0, 10)), VARS)
+
+
+def test_prob_climatology_members_are_training_stretches_at_the_same_hour(data):
     _, truth, train = data
-    f = B.prob_climatology(train, truth, truth.time.values[[5]], 2, VARS, members=6)
-    member = f.z.isel(time=0, prediction_timedelta=0, realization=2).values
-    hits = [t for t in range(train.sizes["time"]) if np.array_equal(train.z.isel(time=t).values, member)]
-    assert hits and all(train.time.values[h].astype("datetime64[h]").astype(int) % 24 ==
-                        (truth.time.values[5] + np.timedelta64(1, "h")).astype("datetime64[h]").astype(int) % 24 for h in hits)
+    inits = truth.time.values[[5, 13]]
+    f = BL.prob_climatology(train, truth, inits, 4, VARS, members=6, seed=2)
+    _layout_ok(f, truth, 2, 4, 6)
+    z = train.z.values
+    traj = train.trajectory.values
+    for i in range(2):
+        for m in range(6):
+            first = f.z.isel(time=i, prediction_timedelta=0, realization=m).values
+            hits = [j for j in range(len(z)) if np.array_equal(z[j], first)]
+            assert len(hits) == 1
+            j = hits[0]
+            assert _hour(train.time.values[j]) == _hour(inits[i] + np.timedelta64(1, "h"))
+            # the following leads continue the same training trajectory
+            for k in range(1, 4):
+                assert traj[j + k] == traj[j]
+                assert np.array_equal(f.z.isel(time=i, prediction_timedelta=k, realization=m).values, z[j + k])
+    # reproducible from the seed
+    assert f.identical(BL.prob_climatology(train, truth, inits, 4, VARS, members=6, seed=2))
+
+
+def test_perfect_model_layout_and_start(data):
+    raw, truth, _ = data
+    inits = truth.time.values[[4, 9]]
+    f = BL.perfect_model(raw, inits, 3, VARS, members=2, seed=1)
+    _layout_ok(f, truth, 2, 3, 2)
+    # the first hour is close to the truth (the same state, one hour of different forcing), members differ
+    t1 = truth.z.sel(time=inits + np.timedelta64(1, "h")).values  # (I, H, W)
+    err1 = float(np.abs(f.z.isel(prediction_timedelta=0).transpose("realization", ...).values - t1).mean())
+    pers = float(np.abs(truth.z.sel(time=inits).values - t1).mean())
+    assert err1 < 0.5 * pers
+    assert not np.array_equal(f.z.isel(realization=0).values, f.z.isel(realization=1).values)
 
 
 def test_perfect_model_rank_histogram_is_flat_and_persistence_is_not(data):
     """The generator's own ensemble, restarted from the true state, against the truth (WB2 metrics issue)."""
     raw, truth, _ = data
     inits = truth.time.values[[4, 14, 24]]
-    f = B.perfect_model(raw, truth, inits, 12, VARS, members=8, seed=1)
+    f = BL.perfect_model(raw, inits, 12, VARS, members=8, seed=1)
     fc = f.sel(prediction_timedelta=np.timedelta64(12, "h"))
     t = truth.sel(time=fc.time.values + np.timedelta64(12, "h")).assign_coords(time=fc.time.values)
-    h = M.rank_histogram(fc.z, t.z)
     # neighbouring grid points are correlated: test on a thinned sample of points
-    thin_f, thin_t = fc.z.isel(latitude=slice(None, None, 4), longitude=slice(None, None, 4)), t.z.isel(latitude=slice(None, None, 4), longitude=slice(None, None, 4))
-    h = M.rank_histogram(thin_f, thin_t)
+    thin = {"latitude": slice(None, None, 4), "longitude": slice(None, None, 4)}
+    h = M.rank_histogram(fc.z.isel(thin), t.z.isel(thin))
+    assert h.sum() == 3 * 4 * 8
     assert stats.chisquare(h).pvalue > 0.01, h
     p = B.persistence(truth, inits, 12, VARS).sel(prediction_timedelta=np.timedelta64(12, "h"))
     pe = xr.concat([p.z.isel(realization=0)] * 8, dim="realization")
-    hp = M.rank_histogram(pe.isel(latitude=slice(None, None, 4), longitude=slice(None, None, 4)), thin_t)
+    hp = M.rank_histogram(pe.isel(thin), t.z.isel(thin))
     assert stats.chisquare(hp).pvalue < 0.01, hp
+
+
+def test_summary_ratios_and_beats():
+    def res(crps):
+        return {"lead_hours": [1, 3, 6], "variables": {"z": {"crps": crps}}}
+
+    results = {"perfect_model": res([1.0, 2.0, 4.0]), "diffsci": res([2.0, 3.0, 5.0]),
+               "persistence": res([1.5, 3.5, 6.0]), "climatology": res([9.0, 2.5, 9.0])}
+    s = B.summarize(results, ["z"])["z"]
+    assert s["crps_ratio_to_perfect"]["diffsci"] == {"1": 2.0, "3": 1.5, "6": 1.25}
+    assert s["diffsci_beats"]["persistence"] == {"all_leads_ge_3h": True, "leads_not_beaten": []}  # lead 1 ignored
+    assert s["diffsci_beats"]["climatology"] == {"all_leads_ge_3h": False, "leads_not_beaten": [3]}
+    assert "deterministic" not in s["diffsci_beats"]
+
+
+@pytest.fixture(scope="module")
+def bench_files(tmp_path_factory):
+    """Held-out and climatology files on the shipped checkpoint's grid (32x64), kept short."""
+    d = tmp_path_factory.mktemp("wbcli")
+    generate(grid=(32, 64), hours=12, trajectories=1, seed=12345, spinup_hours=24, progress=False).to_netcdf(
+        d / "heldout.nc", engine="netcdf4")
+    generate(grid=(32, 64), hours=30, trajectories=1, seed=0, spinup_hours=24, store_state=False,
+             progress=False).to_netcdf(d / "train.nc", engine="netcdf4")
+    return d
+
+
+def test_cli_end_to_end(bench_files, capsys):
+    out = bench_files / "out"
+    rc = main(["bench", "weather", "--out", str(out), "--data", str(bench_files / "heldout.nc"),
+               "--train-data", str(bench_files / "train.nc"), "--inits", "1", "--members", "4",
+               "--lead-hours", "6", "--steps", "2"])
+    assert rc == 0
+    payload = json.loads((out / "results.json").read_text())
+    systems = payload["systems"]
+    assert set(systems) == {"persistence", "climatology", "prob_climatology", "deterministic", "perfect_model", "diffsci"}
+    for name, r in systems.items():
+        assert r["lead_hours"] == [1, 2, 3, 4, 5, 6]
+        assert all(np.isfinite(r["variables"]["z"]["crps"]))
+    # the perfect model's ratio to itself is 1; the init state is in the held-out file, so persistence at
+    # +1 h has CRPS = MAE of the one-hour change, recomputed here independently
+    assert payload["summary"]["z"]["crps_ratio_to_perfect"]["perfect_model"]["6"] == pytest.approx(1.0)
+    truth = open_weather(bench_files / "heldout.nc").load()
+    t0 = np.datetime64(payload["init_times"][0])
+    diff = np.abs(truth.z.sel(time=t0 + np.timedelta64(1, "h")) - truth.z.sel(time=t0))
+    assert systems["persistence"]["variables"]["z"]["crps"][0] == pytest.approx(float(M.spatial_mean(diff)), rel=1e-4)
+    report = (out / "report.md").read_text()
+    assert "CRPS / perfect +6 h" in report and "diffsci CRPS below persistence" in report
+    for png in ("crps_vs_lead.png", "rmse_vs_lead.png", "ssr_vs_lead.png", "rank_histograms.png", "maps_diffsci.png"):
+        assert (out / png).stat().st_size > 1000
+    assert not list(out.glob("*.tmp*"))
+
+
+def test_cli_bad_arguments(bench_files, tmp_path, capsys):
+    assert main(["bench", "weather", "--out", str(tmp_path / "o"), "--members", "1"]) == 2
+    assert "--members" in capsys.readouterr().err
+    assert main(["bench", "weather", "--out", str(tmp_path / "o"), "--data", str(tmp_path / "nope.nc")]) == 2
+    assert "nope.nc" in capsys.readouterr().err
