@@ -36,7 +36,7 @@ from diffsci.core.errors import DiffsciError
 from diffsci.core.utils import atomic_output
 from diffsci.weather import metrics as M
 
-__all__ = ["run_benchmark", "select_init_times", "summarize", "add_parser", "HELDOUT_SEED", "DEFAULT_DET_CHECKPOINT"]
+__all__ = ["run_benchmark", "select_init_times", "summarize", "render_report", "add_parser", "HELDOUT_SEED", "DEFAULT_DET_CHECKPOINT"]
 
 DEFAULT_DET_CHECKPOINT = Path(__file__).with_name("data") / "deterministic_weather.pt"
 HELDOUT_SEED = 12345

@@ -187,3 +187,20 @@ def test_cli_bad_arguments(bench_files, tmp_path, capsys):
     assert "--members" in capsys.readouterr().err
     assert main(["bench", "weather", "--out", str(tmp_path / "o"), "--data", str(tmp_path / "nope.nc")]) == 2
     assert "nope.nc" in capsys.readouterr().err
+
+
+def test_train_deterministic_then_roll_out(data, tmp_path):
+    """The MSE baseline's training task runs through the core loop and rolls out with the same code."""
+    from diffsci.core.errors import DiffsciError
+    from diffsci.core.train import load_checkpoint
+    from diffsci.weather.forecast import default_checkpoint_path
+
+    _, truth, train = data
+    path = BL.train_deterministic(train, tmp_path / "run", max_minutes=None, steps=3, export_to=tmp_path / "det.pt",
+                                  progress=False)
+    ck = load_checkpoint(path)
+    assert ck["kind"] == "weather-graph-deterministic" and ck["step"] == 3 and "optimizer" not in ck
+    f = BL.deterministic_forecast(path, truth, truth.time.values[[2, 7]], 2)
+    _layout_ok(f, truth, 2, 2, 1)
+    with pytest.raises(DiffsciError, match="not a deterministic"):
+        BL.deterministic_forecast(default_checkpoint_path(), truth, truth.time.values[[2]], 1)
