@@ -7,7 +7,7 @@ Also reports the time of one denoiser evaluation of a member chunk, and the peak
 
 Example::
 
-    python -m diffsci.benchmarks.weather_speed --members 16 --lead-hours 24 --threads 2
+    python -m diffsci.benchmarks.weather_speed --members 16 --lead-hours 24 --threads 1
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, help="noise levels (default: the forecast default)")
     p.add_argument("--sampler", help="default: the forecast default")
     p.add_argument("--churn", type=float)
-    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1, as 'diffsci weather forecast')")
     p.add_argument("--out", help="also write the result as JSON here")
     args = p.parse_args(argv)
     res = weather_forecast_speed(checkpoint=args.checkpoint, members=args.members, lead_hours=args.lead_hours,

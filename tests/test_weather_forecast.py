@@ -67,6 +67,7 @@ def test_wb2_layout_and_init_times(setup, tmp_path):
     (["--members", "2", "--lead-hours", "2", "--init-time", "FIRST"], "previous hourly state"),
     (["--members", "2", "--lead-hours", "2", "--init-time", "yesterday"], "ISO 8601"),
     (["--members", "2", "--lead-hours", "2", "--sampler", "nope"], "unknown sampler"),
+    (["--members", "2", "--lead-hours", "2", "--threads", "0"], "--threads"),
 ])
 def test_bad_arguments(setup, tmp_path, capsys, extra, needle):
     d, data, _ = setup
