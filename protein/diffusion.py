@@ -16,7 +16,8 @@ Formulations (``ProteinModelConfig.formulation``):
 
 Losses (both formulations predict clean frames): translation MSE and rotation Frobenius
 error, each scaled by ``1 / max(t, 0.1)^2`` as FrameFlow's vector-field losses are, plus an
-auxiliary backbone-atom (N, CA, C, O) MSE for ``t < 0.25`` (FrameDiff's auxiliary loss).
+auxiliary backbone-atom (N, CA, C, O) MSE and a local pairwise-distance loss (atom pairs
+closer than 6 Å) for ``t < 0.25`` (FrameDiff's auxiliary losses).
 """
 
 from __future__ import annotations
@@ -51,8 +52,15 @@ class ProteinModelConfig:
     max_length: int = 64
     aux_loss_t: float = 0.25
     aux_weight: float = 0.25
+    dist_weight: float = 0.25  # local pairwise-distance loss (FrameDiff's L_2D), same t window as aux
+    dist_cutoff_nm: float = 0.6
     rot_weight: float = 0.5
     inference_rate: float = 10.0  # FrameFlow's exponential rotation schedule at sampling
+    # training-set filters, as FrameDiff's data config (max loop percent, radius-of-gyration
+    # outliers): chains with more P-SEA coil than max_coil, or Rg above max_rg_ratio * 2.2 L^0.38,
+    # are not trained on (None: keep all)
+    max_coil: float | None = 0.6
+    max_rg_ratio: float | None = 1.3
 
     def __post_init__(self):
         if self.formulation not in ("flow", "score"):
@@ -66,7 +74,10 @@ class ProteinModelConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "ProteinModelConfig":
         d = dict(d)
-        d["net"] = FrameNetConfig(**d.get("net", {}))
+        net = dict(d.get("net", {}))
+        if net and "frame_edges" not in net:  # checkpoints written before frame-local edge features
+            net["frame_edges"] = False
+        d["net"] = FrameNetConfig(**net)
         return cls(**d)
 
 
@@ -118,10 +129,18 @@ class BackboneTask:
         if len(idx) == 0:
             raise DiffsciError(f"dataset has no chains in split {split!r}")
         self.chains = []
+        self.skipped = {"coil": 0, "rg": 0}
         for i in idx:
             ch = dataset.chain(int(i))
+            why = _filtered_out(np.asarray(ch.coords)[:, 1], cfg)
+            if why:
+                self.skipped[why] += 1
+                continue
             c = torch.tensor(np.asarray(ch.coords), dtype=torch.float32)  # (L, 4, 3) Å
             self.chains.append(c)
+        if not self.chains:
+            raise DiffsciError(f"all {len(idx)} chains were filtered out (max_coil={cfg.max_coil}, "
+                               f"max_rg_ratio={cfg.max_rg_ratio}); loosen them in the 'model' config")
         self.space = build_space(cfg)
 
     def model_config(self) -> dict:
@@ -170,7 +189,40 @@ class BackboneTask:
             bb = backbone_from_frames(rots0, trans0 * NM) / NM  # (B, N, 4, 3)
             al = (((bb - batch["atoms"]) ** 2).sum(-1).mean(-1) * m).sum(1) / denom
             loss = loss + self.cfg.aux_weight * (t < self.cfg.aux_loss_t).to(al.dtype) * al * 100.0
+        if self.cfg.dist_weight > 0:
+            bb = backbone_from_frames(rots0, trans0 * NM) / NM
+            dl = local_distance_loss(bb, batch["atoms"], mask, self.cfg.dist_cutoff_nm)
+            loss = loss + self.cfg.dist_weight * (t < self.cfg.aux_loss_t).to(dl.dtype) * dl * 100.0
         return loss.mean()
+
+
+def local_distance_loss(pred: torch.Tensor, true: torch.Tensor, mask: torch.Tensor, cutoff: float) -> torch.Tensor:
+    """Squared error of backbone-atom pair distances, over pairs closer than ``cutoff`` in the
+    true structure (FrameDiff's pairwise-distance loss). pred/true (B, N, 4, 3), mask (B, N). Shape (B,)."""
+    b, n = mask.shape
+    p = pred.reshape(b, n * 4, 3)
+    q = true.reshape(b, n * 4, 3)
+    am = mask[:, :, None].expand(b, n, 4).reshape(b, n * 4)
+    dp = torch.cdist(p, p)
+    dq = torch.cdist(q, q)
+    pair = am[:, :, None] & am[:, None, :] & (dq < cutoff)
+    pair = pair & ~torch.eye(n * 4, dtype=torch.bool, device=mask.device)[None]
+    pm = pair.to(pred.dtype)
+    return (((dp - dq) ** 2) * pm).sum((1, 2)) / pm.sum((1, 2)).clamp_min(1)
+
+
+def _filtered_out(ca: np.ndarray, cfg: ProteinModelConfig) -> str | None:
+    """Why a chain (CA (L, 3) Å) is not trained on under ``cfg``'s filters, or None."""
+    if cfg.max_rg_ratio is not None:
+        rg = float(np.sqrt(((ca - ca.mean(0)) ** 2).sum(1).mean()))
+        if rg > cfg.max_rg_ratio * 2.2 * len(ca) ** 0.38:
+            return "rg"
+    if cfg.max_coil is not None:
+        from diffsci.protein.metrics import psea_fractions
+
+        if psea_fractions(ca)["coil"] > cfg.max_coil:
+            return "coil"
+    return None
 
 
 def frames_to_backbone_angstrom(trans_nm: torch.Tensor, rots: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,9 @@ Equivariance by construction:
 
 - node inputs are scalars (sinusoidal time and residue-index embeddings) and vectors (the
   three axes of each residue frame, as ``1o``); edge inputs are spherical harmonics (l <= 2)
-  of the relative CA vector and scalar radial/sequence-offset embeddings;
+  of the relative CA vector and scalar radial/sequence-offset embeddings, plus (by default)
+  invariant frame-local scalars: the sender's CA in the receiver's frame and the relative
+  rotation, as IPA-style models use; these are what makes local backbone geometry easy to learn;
 - messages are e3nn tensor products with weights from the edge scalars, gated
   nonlinearities keep the irreps;
 - outputs are one ``1o`` translation update and two ``1o`` vectors added to the first two
@@ -49,6 +51,7 @@ class FrameNetConfig:
     seq_window: int = 2
     radial: int = 16
     max_radius_nm: float = 2.0
+    frame_edges: bool = True  # invariant frame-local edge features (relative position and rotation)
 
     def __post_init__(self):
         for name in ("scalars", "vectors", "layers", "k_neighbors", "radial"):
@@ -124,7 +127,7 @@ class FrameDenoiserNet(nn.Module):
         self.n_time, self.n_idx = 16, 16
         irreps_in = o3.Irreps(f"{self.n_time + self.n_idx}x0e + 3x1o")
         self.irreps_sh = o3.Irreps.spherical_harmonics(2)
-        edge_scalars = cfg.radial + 16 + self.n_time
+        edge_scalars = cfg.radial + 16 + self.n_time + (12 if cfg.frame_edges else 0)
         hidden = cfg.hidden_irreps
         layers, irr = [], irreps_in
         for _ in range(cfg.layers):
@@ -155,6 +158,20 @@ class FrameDenoiserNet(nn.Module):
         off = bi * n
         return src + off, dst + off
 
+    @staticmethod
+    def frame_edge_features(trans, rots, src, dst) -> torch.Tensor:
+        """Invariant edge scalars (E, 12): the sender's CA in the receiver's frame,
+        ``R_dst^T (x_src - x_dst)`` (nm, squashed by ``tanh`` beyond ~1 nm), and the relative rotation
+        ``R_dst^T R_src`` (9 entries). Both are unchanged by a global rotation and translation,
+        so they may feed the tensor-product weights without breaking equivariance."""
+        b, n, _ = trans.shape
+        r = rots.reshape(b * n, 3, 3)
+        xf = trans.reshape(b * n, 3)
+        r_dst = r[dst]
+        local = torch.einsum("eji,ej->ei", r_dst, xf[src] - xf[dst])
+        rel_rot = torch.einsum("eji,ejk->eik", r_dst, r[src]).reshape(-1, 9)
+        return torch.cat([torch.tanh(local), rel_rot], -1)
+
     def forward(self, trans, rots, t, mask, res_idx, chain):
         b, n, _ = trans.shape
         dtype = trans.dtype
@@ -170,7 +187,7 @@ class FrameDenoiserNet(nn.Module):
         edge_s = torch.cat(
             [_radial_basis(dist, self.cfg.radial, self.cfg.max_radius_nm).to(dtype),
              sinusoidal(seq_off, 14, 100.0).to(dtype) * same[:, None], same[:, None], (1 - same)[:, None],
-             t_emb[bidx[dst]]], -1)
+             t_emb[bidx[dst]]] + ([self.frame_edge_features(trans, rots, src, dst)] if self.cfg.frame_edges else []), -1)
         node_s = torch.cat([t_emb[bidx], sinusoidal(res_idx.reshape(-1), self.n_idx, 1000.0).to(dtype)], -1)
         axes = rots.reshape(b * n, 3, 3).transpose(-1, -2).reshape(b * n, 9)  # rows = frame axes (3x1o)
         h = torch.cat([node_s, axes], -1)

@@ -22,6 +22,11 @@ def run_training(data, out, *, steps=None, device="auto", resume=False, config=N
         raise DiffsciError(f"--data {data}: file not found") from None
     cfg = ProteinModelConfig.from_dict(config.get("model", {}))
     task = BackboneTask(cfg, ds, split="train" if "train" in set(map(str, ds.split)) else None)
+    if progress:
+        import sys
+
+        print(f"training on {len(task.chains)} chains; filtered out {task.skipped['coil']} (P-SEA coil > "
+              f"{cfg.max_coil}) and {task.skipped['rg']} (Rg > {cfg.max_rg_ratio} x 2.2 L^0.38)", file=sys.stderr)
     opts = {"steps": 10000, "batch_size": 6, "lr": 1e-3, "ema_decay": 0.999, "ckpt_every": 100,
             "log_every": 10, "warmup_steps": 200, "grad_clip": 1.0, "device": device, "seed": seed,
             "max_minutes": max_minutes}
