@@ -17,6 +17,10 @@ Per-sample metrics (:func:`sample_metrics`)
     divided by the number of non-adjacent pairs ``(L - 1)(L - 2) / 2``.
 ``radius_of_gyration``
     CA radius of gyration, ``sqrt(mean_i |x_i - mean(x)|^2)`` (Å).
+``ca_contacts``
+    Mean number, per residue, of CA atoms within 8 Å that are at least 3 residues away in
+    sequence (a compactness / tertiary-packing figure: folded chains have several, an
+    extended chain or a random walk almost none).
 ``helix``, ``strand``, ``coil``
     Fractions of residues that biotite's P-SEA (:func:`biotite.structure.annotate_sse`, CA
     only) labels ``'a'``, ``'b'`` and anything else.
@@ -213,6 +217,21 @@ def ca_clashes(ca: np.ndarray, threshold: float = CLASH_DISTANCE) -> tuple[int, 
     d = np.linalg.norm(x[i] - x[j], axis=-1)
     count = int(np.sum(d < threshold))
     return count, count / i.size
+
+
+def ca_contacts(ca: np.ndarray, cutoff: float = 8.0, min_separation: int = 3) -> float:
+    """Mean number per residue of CA atoms within ``cutoff`` Å and ``>= min_separation`` apart in sequence.
+
+    Parameters
+    ----------
+    ca : np.ndarray
+        Shape (L, 3) CA coordinates in Å.
+    """
+    ca = _ca(ca)
+    n = ca.shape[0]
+    d = np.linalg.norm(ca[:, None] - ca[None], axis=-1)
+    sep = np.abs(np.arange(n)[:, None] - np.arange(n)[None])
+    return float(((d < cutoff) & (sep >= min_separation)).sum() / n)
 
 
 def radius_of_gyration(ca: np.ndarray) -> float:
@@ -430,6 +449,7 @@ def sample_metrics(coords: np.ndarray) -> dict[str, float]:
         "clashes": count,
         "clash_fraction": frac,
         "radius_of_gyration": radius_of_gyration(ca),
+        "ca_contacts": ca_contacts(ca),
     }
     out.update(psea_fractions(ca))
     out.update(dssp_fractions(x))

@@ -33,9 +33,17 @@ def _sys(vals):
 
 
 def test_bracket_logic():
-    systems = {"real (held-out)": _sys({"ca_ca_ok": 1.0, "clash_fraction": 0.0, "helix": 0.4, "strand": 0.2}),
-               "random walk": _sys({"ca_ca_ok": 1.0, "clash_fraction": 0.0, "helix": 0.0, "strand": 0.0}),
-               "diffsci, 100 steps": _sys({"ca_ca_ok": 0.9, "clash_fraction": 0.0, "helix": 0.2, "strand": 0.3})}
+    systems = {"real (held-out)": _sys({"ca_ca_ok": 1.0, "clash_fraction": 0.0, "helix": 0.4, "strand": 0.2,
+                                        "ca_contacts": 5.0}),
+               "random walk": _sys({"ca_ca_ok": 1.0, "clash_fraction": 0.0, "helix": 0.0, "strand": 0.0,
+                                    "ca_contacts": 0.5}),
+               "diffsci, 100 steps": _sys({"ca_ca_ok": 0.85, "clash_fraction": 0.0, "helix": 0.2, "strand": 0.3,
+                                           "ca_contacts": 6.0}),
+               "diffsci, 20 steps": _sys({"ca_ca_ok": 0.95, "clash_fraction": 0.02, "helix": 0.0, "strand": 0.1,
+                                          "ca_contacts": 2.0})}
     b = _bracket(systems)["diffsci, 100 steps"]
-    assert b["helix"]["bracketed"] and not b["strand"]["bracketed"] and not b["ca_ca_ok"]["bracketed"]
-    assert b["clash_fraction"]["bracketed"]
+    assert b["helix"]["bracketed"] and not b["strand"]["bracketed"] and not b["ca_contacts"]["bracketed"]
+    assert not b["ca_ca_ok"]["within"] and b["clash_fraction"]["within"]
+    b20 = _bracket(systems)["diffsci, 20 steps"]
+    assert b20["helix"]["bracketed"] and b20["strand"]["bracketed"] and b20["ca_contacts"]["bracketed"]
+    assert b20["ca_ca_ok"]["within"] and not b20["clash_fraction"]["within"]

@@ -91,6 +91,21 @@ def test_ideal_backbone_geometry_and_ramachandran():
     assert dev["bond_CA_C_mad"] < 1e-6 and dev["bond_C_N_mad"] > 0
 
 
+def test_ca_contacts_by_hand():
+    # a straight chain at 3.8 Å: residues 3 apart are 11.4 Å away, so no contacts
+    line = np.arange(20)[:, None] * np.array([[3.8, 0.0, 0.0]])
+    assert M.ca_contacts(line) == 0.0
+    # a hairpin: two parallel strands 5 Å apart, residue i facing residue 19 - i
+    hair = np.concatenate([line[:10], line[:10][::-1] + [0.0, 5.0, 0.0]])
+    rng = np.random.default_rng(1)
+    for x in (hair, rng.normal(size=(30, 3)) * 6):
+        n = len(x)
+        count = sum(1 for i in range(n) for j in range(n)
+                    if abs(i - j) >= 3 and float(np.sqrt(((x[i] - x[j]) ** 2).sum())) < 8.0)
+        assert M.ca_contacts(x) == pytest.approx(count / n)
+    assert M.ca_contacts(hair) > 1.0
+
+
 def test_radius_of_gyration_by_hand():
     square = np.array([[1.0, 1, 0], [-1, 1, 0], [-1, -1, 0], [1, -1, 0]]) + 5.0
     assert M.radius_of_gyration(square) == pytest.approx(np.sqrt(2.0))
