@@ -81,9 +81,9 @@ class Schedule:
     def t_from_ratio(self, r: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def time_grid(self, steps: int, t_max: float | None = None, t_min: float = 0.0) -> torch.Tensor:
-        """Decreasing sampling times ``t_max -> t_min``, ``steps + 1`` points, float64."""
-        return time_grid(steps, self.t_max if t_max is None else t_max, t_min)
+    def time_grid(self, steps: int, t_max: float | None = None, t_min: float = 0.0, power: float = 1.0) -> torch.Tensor:
+        """Decreasing sampling times ``t_max -> t_min``, ``steps + 1`` points, float64 (see :func:`time_grid`)."""
+        return time_grid(steps, self.t_max if t_max is None else t_max, t_min, power)
 
     def sample_t(self, n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
         """Training times ``t ~ U(0, t_max]`` (the same family the sampler uses)."""
@@ -91,13 +91,20 @@ class Schedule:
         return (1.0 - u) * self.t_max
 
 
-def time_grid(steps: int, t_max: float = 1.0, t_min: float = 0.0) -> torch.Tensor:
-    """``steps + 1`` uniformly spaced decreasing times from ``t_max`` to ``t_min`` (float64)."""
+def time_grid(steps: int, t_max: float = 1.0, t_min: float = 0.0, power: float = 1.0) -> torch.Tensor:
+    """``steps + 1`` decreasing times from ``t_max`` to ``t_min`` (float64):
+    ``t_i = t_min + (t_max - t_min) u_i^power`` with ``u`` uniform from 1 to 0. ``power = 1`` is
+    uniform; ``power > 1`` puts more steps near the clean end (as Karras' rho does for sigma)."""
     if not isinstance(steps, int) or steps < 1:
         raise DiffsciError(f"steps must be a positive integer, got {steps!r}")
     if not 0.0 <= t_min < t_max <= 1.0:
         raise DiffsciError(f"time grid needs 0 <= t_min < t_max <= 1, got t_min={t_min}, t_max={t_max}")
-    return torch.linspace(t_max, t_min, steps + 1, dtype=torch.float64)
+    if not (isinstance(power, (int, float)) and 0 < power <= 10 and math.isfinite(power)):
+        raise DiffsciError(f"time grid power must lie in (0, 10], got {power!r}")
+    if power == 1:
+        return torch.linspace(t_max, t_min, steps + 1, dtype=torch.float64)
+    u = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
+    return t_min + (t_max - t_min) * u**power
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -259,6 +259,7 @@ def train(
     *,
     resume: bool = False,
     progress: bool = True,
+    init_from: str | os.PathLike | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``task`` for ``cfg.steps`` optimizer steps, writing checkpoints to ``out_dir``.
 
@@ -266,6 +267,11 @@ def train(
     step, RNG states); the stored configuration must match. Handles ``torchrun`` (reads
     ``WORLD_SIZE``/``RANK``/``LOCAL_RANK``; gloo on CPU, nccl on CUDA). SIGTERM triggers a
     checkpoint and a clean stop.
+
+    ``init_from`` (a checkpoint file or run folder, e.g. a shipped slim checkpoint) warm-starts a
+    new run: model and EMA start from its EMA weights (its ``model`` weights if it has no EMA),
+    with a fresh optimizer and step 0; its model configuration must match. ``resume`` wins when
+    the run folder already has a checkpoint.
     """
     out_dir = Path(out_dir)
     world, rank, local = _dist_info()
@@ -303,6 +309,15 @@ def train(
             _set_rng_state(ck["rng"])
             if rank == 0:
                 print(f"[train] resumed from {ck_path} at step {step}", file=sys.stderr)
+    if init_from is not None and step == 0 and not (resume and latest_checkpoint(out_dir) is not None):
+        ck = load_checkpoint(init_from, expected_kind=task.kind, map_location=device)
+        if ck["model_config"] != model_config:
+            raise CheckpointError(f"{init_from}: model configuration differs from this run's; cannot warm-start from it")
+        weights = ck["ema"] if "ema" in ck else ck["model"]
+        model.load_state_dict(weights)
+        ema.load_state_dict(weights)
+        if rank == 0:
+            print(f"[train] warm start from {init_from} (its step {ck.get('step')})", file=sys.stderr)
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
         _trim_metrics(out_dir / "metrics.jsonl", step)

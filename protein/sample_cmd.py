@@ -25,7 +25,7 @@ def write_designs(designs, out_dir, *, checkpoint: str) -> Path:
         n_chains = d.coords.shape[0]
         remarks = {"generator": "diffsci protein sample", "seed": d.seed, "sample_index": d.index,
                    "length": d.length, "chains": n_chains, "checkpoint": checkpoint, "sampler": d.sampler,
-                   "steps": d.steps}
+                   "steps": d.steps, "time_power": d.time_power}
         if d.motif_index is not None:
             remarks["motif_positions"] = ",".join(str(int(i) + 1) for i in d.motif_index)
         coords = d.coords[0] if n_chains == 1 else d.coords
@@ -55,8 +55,13 @@ def _run(args) -> int:
             raise DiffsciError(f"--length {length}: must be a positive integer (40..512)")
     motif = load_motif(args.motif) if args.motif else None
     lm = load_model(args.checkpoint)
+    if args.time_power is None:
+        from diffsci.protein.sampling import TIME_POWER
+
+        args.time_power = TIME_POWER
     designs = sample_backbones(lm, lengths, args.num, seed=args.seed, steps=args.steps, sampler=args.sampler,
-                               motif=motif, contig=args.contig, symmetry=args.symmetry, progress=not args.quiet)
+                               motif=motif, contig=args.contig, symmetry=args.symmetry, progress=not args.quiet,
+                               time_power=args.time_power)
     csv_path = write_designs(designs, args.out, checkpoint=lm.source)
     print(f"wrote {len(designs)} backbone(s) and {csv_path}")
     return 0
@@ -70,6 +75,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--num", type=int, default=1, help="backbones per length (default 1)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--steps", type=int, default=100, help="sampling steps (default 100)")
+    p.add_argument("--time-power", type=float, default=None,
+                   help="sampling time grid 0.999 u^P, u uniform from 1 to 0 (default: diffsci.protein.sampling.TIME_POWER; "
+                        "1 = uniform steps)")
     p.add_argument("--sampler", help="sampler name (default: euler for flow models, euler_maruyama for score models)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--motif", help="PDB/mmCIF file with the motif residues")

@@ -10,8 +10,9 @@ __all__ = ["add_parser", "run_training"]
 
 
 def run_training(data, out, *, steps=None, device="auto", resume=False, config=None, max_minutes=None,
-                 progress=True, seed=0):
-    """Load the dataset, build the model from ``config['model']`` and train with the core loop."""
+                 progress=True, seed=0, init=None):
+    """Load the dataset, build the model from ``config['model']`` and train with the core loop
+    (``init``: a checkpoint to warm-start from, e.g. the shipped one)."""
     from diffsci.protein.dataset import load_dataset
     from diffsci.protein.diffusion import BackboneTask, ProteinModelConfig, build_model
 
@@ -33,13 +34,18 @@ def run_training(data, out, *, steps=None, device="auto", resume=False, config=N
     opts.update(config.get("train", {}))
     if steps is not None:
         opts["steps"] = steps
-    return train(build_model(cfg), task, TrainConfig.from_dict(opts), out, resume=resume, progress=progress)
+    if init is not None and init == "default":
+        from diffsci.protein.sampling import default_checkpoint_path
+
+        init = default_checkpoint_path()
+    return train(build_model(cfg), task, TrainConfig.from_dict(opts), out, resume=resume, progress=progress,
+                 init_from=init)
 
 
 def _run_cli(args) -> int:
     config = load_config_file(args.config)
     res = run_training(args.data, args.out, steps=args.steps, device=args.device, resume=args.resume,
-                       config=config, max_minutes=args.max_minutes, seed=args.seed)
+                       config=config, max_minutes=args.max_minutes, seed=args.seed, init=args.init)
     print(f"trained to step {res.step}, last loss {res.last_loss:.4f}; checkpoint {res.checkpoint}")
     return 0
 
@@ -54,6 +60,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--steps", type=int)
     p.add_argument("--device", default="auto")
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--init", metavar="CKPT",
+                   help="warm-start from this checkpoint's (EMA) weights with a fresh optimizer ('default': the "
+                        "shipped checkpoint; add --config protein/data/default_train.json so the model matches)")
     p.add_argument("--max-minutes", type=float, help="stop with a checkpoint after this wall time")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_run_cli)

@@ -21,7 +21,7 @@ def assert_frames_equivariant(fn, trans, rots, *, dtype=torch.float64, seed=0, t
         q = so3.random_rotations((1,), g, dtype)[0]
         s = torch.randn(3, generator=g, dtype=torch.float64).to(dtype)
         t1, r1 = fn(trans @ q.T + s, q @ rots)
-        err = max(float((t1 - (t0 @ q.T + s)).abs().max()), float((r1 - q @ r0).abs().max()))
+        err = max(float((t1 - (t0 @ q.T + s)).abs().max().detach()), float((r1 - q @ r0).abs().max().detach()))
         worst = max(worst, err)
         assert err < TOLERANCE[dtype], f"equivariance error {err:.2e} >= {TOLERANCE[dtype]:.0e} in {dtype}"
     return worst

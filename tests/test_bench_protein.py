@@ -43,7 +43,23 @@ def test_bracket_logic():
                                           "ca_contacts": 2.0})}
     b = _bracket(systems)["diffsci, 100 steps"]
     assert b["helix"]["bracketed"] and not b["strand"]["bracketed"] and not b["ca_contacts"]["bracketed"]
+    assert np.isclose(b["secondary_structure"]["model"], 0.5) and np.isclose(b["secondary_structure"]["real"], 0.6)
+    assert b["secondary_structure"]["bracketed"]
     assert not b["ca_ca_ok"]["within"] and b["clash_fraction"]["within"]
     b20 = _bracket(systems)["diffsci, 20 steps"]
     assert b20["helix"]["bracketed"] and b20["strand"]["bracketed"] and b20["ca_contacts"]["bracketed"]
     assert b20["ca_ca_ok"]["within"] and not b20["clash_fraction"]["within"]
+    assert b20["secondary_structure"]["bracketed"]
+    systems["diffsci, 20 steps"]["per_sample"][0].update(helix=0.5, strand=0.2)  # 0.7 > real 0.6
+    assert not _bracket(systems)["diffsci, 20 steps"]["secondary_structure"]["bracketed"]
+
+
+def test_published_rows_name_every_anchor_with_a_source():
+    from diffsci.benchmarks.protein_bench import PUBLISHED
+
+    names = " ".join(r[0] for r in PUBLISHED)
+    for model in ("FrameDiff", "FrameFlow", "RFdiffusion", "Genie2", "Proteina"):
+        assert model in names
+    for _, des, div, nov, src in PUBLISHED:
+        assert 0 < des <= 1 and "arXiv" in src
+        assert all(v is None or 0 < v < 1 for v in (div, nov))

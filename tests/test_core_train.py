@@ -78,6 +78,30 @@ def test_kill_during_save_keeps_latest_valid(tmp_path, monkeypatch):
     assert not list(tmp_path.glob(".*tmp*")), "temporary files left behind"
 
 
+def test_warm_start_from_exported_checkpoint(tmp_path):
+    """init_from loads the (EMA) weights of a slim exported checkpoint into model and EMA, starts
+    at step 0 with a fresh optimizer, and refuses a checkpoint of another configuration."""
+    from diffsci.core.train import export_checkpoint
+
+    task = ToyTask()
+    cfg = TrainConfig(steps=20, batch_size=32, ckpt_every=10, device="cpu")
+    train(task.build_model(), task, cfg, tmp_path / "a", progress=False)
+    slim = export_checkpoint(tmp_path / "a" / "latest.pt", tmp_path / "slim.pt")
+    ema = load_checkpoint(slim)["ema"]
+    model = task.build_model()
+    train(model, task, TrainConfig(steps=1, batch_size=32, lr=1e-12, device="cpu"), tmp_path / "b",
+          progress=False, init_from=slim)
+    b = load_checkpoint(tmp_path / "b" / "latest.pt")
+    assert b["step"] == 1 and len(b["optimizer"]["state"]) > 0
+    for name, v in ema.items():  # one step at lr 1e-12 leaves the warm-started weights in place
+        torch.testing.assert_close(b["model"][name], v, rtol=0, atol=1e-6)
+    fresh = task.build_model().state_dict()
+    assert any(not torch.allclose(fresh[k], ema[k]) for k in ema), "warm start had no effect to detect"
+    other = save_checkpoint(tmp_path / "other.pt", {**load_checkpoint(slim), "model_config": {"hidden": -1}})
+    with pytest.raises(CheckpointError, match="differs"):
+        train(task.build_model(), task, cfg, tmp_path / "c", progress=False, init_from=other)
+
+
 def test_bad_checkpoints_are_refused(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(tmp_path / "missing.pt")

@@ -101,6 +101,13 @@ def test_train_cli_writes_checkpoint_and_resumes(tmp_path, capsys):
     assert ck["step"] == 4
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["step"] for x in lines] == [1, 2, 3, 4]
+    # --init warm-starts a new run from those weights; a mismatched model config is one clear error
+    assert main(["protein", "train", "--data", str(bundled_dataset_path()), "--out", str(tmp_path / "ft"), "--config",
+                 str(cfg), "--device", "cpu", "--steps", "1", "--init", str(run / "latest.pt")]) == 0
+    assert "warm start from" in capsys.readouterr().err
+    assert main(["protein", "train", "--data", str(bundled_dataset_path()), "--out", str(tmp_path / "ft2"),
+                 "--device", "cpu", "--steps", "1", "--init", str(run / "latest.pt")]) == 2
+    assert "model configuration differs" in capsys.readouterr().err
 
 
 def test_bad_config_is_refused():

@@ -66,6 +66,17 @@ def test_same_seed_same_files(tiny_checkpoint, tmp_path):
     assert (out3 / "len45_001.pdb").read_text() == (outs[0] / "len45_001.pdb").read_text()
 
 
+def test_time_grid_power_is_used_and_recorded(tiny_checkpoint, tmp_path):
+    lm = load_model(tiny_checkpoint)
+    (a,) = sample_backbones(lm, [40], 1, steps=4, progress=False, time_power=1.0)
+    (b,) = sample_backbones(lm, [40], 1, steps=4, progress=False, time_power=2.0)
+    assert not np.allclose(a.coords, b.coords)  # another grid, another trajectory from the same prior
+    out = tmp_path / "o"
+    assert main(["protein", "sample", "--checkpoint", str(tiny_checkpoint), "--length", "40", "--steps", "3",
+                 "--out", str(out), "--quiet", "--time-power", "1.5"]) == 0
+    assert "time_power: 1.5" in (out / "len40_000.pdb").read_text()
+
+
 def test_motif_is_held_fixed(tiny_checkpoint, motif_file):
     lm = load_model(tiny_checkpoint)
     from diffsci.protein.sampling import load_motif
@@ -104,6 +115,7 @@ def test_contig_parsing():
     (["--contig", "10/A5-90/10", "--motif", "MOTIF"], "not in the motif file"),
     (["--contig", "10/A5-9/10", "--motif", "/no/such.pdb"], "not found"),
     (["--contig", "10/Q/10", "--motif", "MOTIF"], "cannot parse"),
+    (["--length", "50", "--time-power", "0"], "--time-power"),
 ])
 def test_bad_input_one_line_exit_2(tiny_checkpoint, motif_file, tmp_path, capsys, args, needle):
     args = [str(motif_file) if a == "MOTIF" else a for a in args]

@@ -2,9 +2,11 @@ import json, sys, time, numpy as np, torch
 torch.set_num_threads(1)
 from diffsci.protein.sampling import load_model, sample_backbones
 from diffsci.protein.metrics import psea_fractions
-lm = load_model()
+# usage: python protein/data/accept_check.py [CHECKPOINT [NUM_PER_LENGTH]]  (default: shipped checkpoint, 8)
+lm = load_model(sys.argv[1] if len(sys.argv) > 1 else None)
+num = int(sys.argv[2]) if len(sys.argv) > 2 else 8
 t0 = time.time()
-ds = sample_backbones(lm, [60, 80, 100, 128], 8, seed=0, steps=100, progress=False)
+ds = sample_backbones(lm, [60, 80, 100, 128], num, seed=0, steps=100, progress=False)
 ca_ok, close, ss, rg_ok = [], [], [], []
 for d in ds:
     ca = d.coords[0][:, 1]
