@@ -270,8 +270,9 @@ def train(
 
     ``init_from`` (a checkpoint file or run folder, e.g. a shipped slim checkpoint) warm-starts a
     new run: model and EMA start from its EMA weights (its ``model`` weights if it has no EMA),
-    with a fresh optimizer and step 0; its model configuration must match. ``resume`` wins when
-    the run folder already has a checkpoint.
+    with a fresh optimizer and step 0; its weights must fit the model (configuration differences
+    that leave the weights' shapes alone, such as loss weights, are printed and allowed). ``resume``
+    wins when the run folder already has a checkpoint.
     """
     out_dir = Path(out_dir)
     world, rank, local = _dist_info()
@@ -311,13 +312,21 @@ def train(
                 print(f"[train] resumed from {ck_path} at step {step}", file=sys.stderr)
     if init_from is not None and step == 0 and not (resume and latest_checkpoint(out_dir) is not None):
         ck = load_checkpoint(init_from, expected_kind=task.kind, map_location=device)
-        if ck["model_config"] != model_config:
-            raise CheckpointError(f"{init_from}: model configuration differs from this run's; cannot warm-start from it")
         weights = ck["ema"] if "ema" in ck else ck["model"]
-        model.load_state_dict(weights)
-        ema.load_state_dict(weights)
+        try:
+            model.load_state_dict(weights)
+            ema.load_state_dict(weights)
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()[1:2] or [str(e)]
+            raise CheckpointError(f"{init_from}: its weights do not fit this model (the model configuration "
+                                  f"differs: {first[0].strip()}); cannot warm-start from it") from None
         if rank == 0:
             print(f"[train] warm start from {init_from} (its step {ck.get('step')})", file=sys.stderr)
+            old = ck.get("model_config") or {}
+            changed = sorted(k for k in set(old) | set(model_config) if old.get(k) != model_config.get(k))
+            if changed:
+                print(f"[train] warm start: model configuration differs from the checkpoint's in {', '.join(changed)} "
+                      "(the weights fit; training continues with this run's settings)", file=sys.stderr)
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
         _trim_metrics(out_dir / "metrics.jsonl", step)

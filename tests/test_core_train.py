@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from diffsci.core.errors import CheckpointError, DiffsciError
-from diffsci.core.toy import ToyTask
+from diffsci.core.toy import ToyConfig, ToyTask
 from diffsci.core.train import TrainConfig, load_checkpoint, save_checkpoint, train
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -78,9 +78,10 @@ def test_kill_during_save_keeps_latest_valid(tmp_path, monkeypatch):
     assert not list(tmp_path.glob(".*tmp*")), "temporary files left behind"
 
 
-def test_warm_start_from_exported_checkpoint(tmp_path):
+def test_warm_start_from_exported_checkpoint(tmp_path, capsys):
     """init_from loads the (EMA) weights of a slim exported checkpoint into model and EMA, starts
-    at step 0 with a fresh optimizer, and refuses a checkpoint of another configuration."""
+    at step 0 with a fresh optimizer, reports configuration changes that leave the weights' shapes
+    alone, and refuses weights that do not fit."""
     from diffsci.core.train import export_checkpoint
 
     task = ToyTask()
@@ -97,9 +98,16 @@ def test_warm_start_from_exported_checkpoint(tmp_path):
         torch.testing.assert_close(b["model"][name], v, rtol=0, atol=1e-6)
     fresh = task.build_model().state_dict()
     assert any(not torch.allclose(fresh[k], ema[k]) for k in ema), "warm start had no effect to detect"
-    other = save_checkpoint(tmp_path / "other.pt", {**load_checkpoint(slim), "model_config": {"hidden": -1}})
-    with pytest.raises(CheckpointError, match="differs"):
-        train(task.build_model(), task, cfg, tmp_path / "c", progress=False, init_from=other)
+    # a configuration change that leaves the weights' shapes alone is allowed and reported
+    other = save_checkpoint(tmp_path / "other.pt", {**load_checkpoint(slim), "model_config": {**task.model_config(),
+                                                                                          "sigma_data": 9.0}})
+    train(task.build_model(), task, TrainConfig(steps=1, batch_size=8, device="cpu"), tmp_path / "c", progress=False,
+          init_from=other)
+    assert "differs from the checkpoint's in sigma_data" in capsys.readouterr().err
+    # weights that do not fit (another width) are one clear error
+    small = ToyTask(ToyConfig(hidden=16))
+    with pytest.raises(CheckpointError, match="do not fit"):
+        train(small.build_model(), small, cfg, tmp_path / "d", progress=False, init_from=slim)
 
 
 def test_bad_checkpoints_are_refused(tmp_path):
@@ -132,7 +140,7 @@ def test_torchrun_ddp_matches_single_process(tmp_path):
     script = tmp_path / "ddp_toy.py"
     script.write_text(
         "import sys, torch\n"
-        "from diffsci.core.toy import ToyTask\n"
+        "from diffsci.core.toy import ToyConfig, ToyTask\n"
         "from diffsci.core.train import TrainConfig, train\n"
         "import torch.distributed as dist\n"
         "task = ToyTask()\n"
