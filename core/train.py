@@ -294,6 +294,7 @@ def train(
     ema = EMA(model, cfg.ema_decay)
     step = 0
     model_config = task.model_config()
+    resumed_loss, resumed_path = None, None
     if resume:
         ck_path = latest_checkpoint(out_dir)
         if ck_path is None:
@@ -307,6 +308,7 @@ def train(
             ema.load_state_dict(ck["ema"])
             opt.load_state_dict(ck["optimizer"])
             step = int(ck["step"])
+            resumed_loss, resumed_path = ck.get("last_loss"), Path(ck_path)
             _set_rng_state(ck["rng"])
             if rank == 0:
                 print(f"[train] resumed from {ck_path} at step {step}", file=sys.stderr)
@@ -345,8 +347,8 @@ def train(
 
     old_handler = signal.signal(signal.SIGTERM, _on_term) if _is_main_thread() else None
     t_start = time.time()
-    last_loss = None
-    ckpt_path = None
+    last_loss = resumed_loss  # a resumed run that is already done reports its checkpoint's loss
+    ckpt_path = resumed_path
 
     def _save():
         nonlocal ckpt_path

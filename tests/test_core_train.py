@@ -78,6 +78,17 @@ def test_kill_during_save_keeps_latest_valid(tmp_path, monkeypatch):
     assert not list(tmp_path.glob(".*tmp*")), "temporary files left behind"
 
 
+def test_resuming_a_finished_run_reports_its_checkpoint(tmp_path):
+    """`--resume` on a run that already reached its steps trains nothing and reports the
+    checkpoint's step, loss and path (`make demo` run twice relies on it)."""
+    task = ToyTask()
+    cfg = TrainConfig(steps=10, batch_size=16, ckpt_every=5, device="cpu")
+    first = train(task.build_model(), task, cfg, tmp_path, progress=False)
+    again = train(task.build_model(), task, cfg, tmp_path, progress=False, resume=True)
+    assert again.step == first.step == 10 and again.last_loss == first.last_loss is not None
+    assert again.checkpoint is not None and load_checkpoint(again.checkpoint)["step"] == 10
+
+
 def test_warm_start_from_exported_checkpoint(tmp_path, capsys):
     """init_from loads the (EMA) weights of a slim exported checkpoint into model and EMA, starts
     at step 0 with a fresh optimizer, reports configuration changes that leave the weights' shapes
