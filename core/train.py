@@ -312,7 +312,7 @@ def train(
             _set_rng_state(ck["rng"])
             if rank == 0:
                 print(f"[train] resumed from {ck_path} at step {step}", file=sys.stderr)
-    if init_from is not None and step == 0 and not (resume and latest_checkpoint(out_dir) is not None):
+    if init_from is not None and resumed_path is None:  # a run being resumed keeps its own weights
         ck = load_checkpoint(init_from, expected_kind=task.kind, map_location=device)
         weights = ck["ema"] if "ema" in ck else ck["model"]
         try:

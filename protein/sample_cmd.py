@@ -44,7 +44,7 @@ def write_designs(designs, out_dir, *, checkpoint: str) -> Path:
 def _run(args) -> int:
     import torch
 
-    from diffsci.protein.sampling import load_model, load_motif, sample_backbones
+    from diffsci.protein.sampling import TIME_POWER, load_model, load_motif, sample_backbones
 
     torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
     if args.motif and not args.contig:
@@ -55,13 +55,9 @@ def _run(args) -> int:
             raise DiffsciError(f"--length {length}: must be a positive integer (40..512)")
     motif = load_motif(args.motif) if args.motif else None
     lm = load_model(args.checkpoint)
-    if args.time_power is None:
-        from diffsci.protein.sampling import TIME_POWER
-
-        args.time_power = TIME_POWER
     designs = sample_backbones(lm, lengths, args.num, seed=args.seed, steps=args.steps, sampler=args.sampler,
                                motif=motif, contig=args.contig, symmetry=args.symmetry, progress=not args.quiet,
-                               time_power=args.time_power)
+                               time_power=TIME_POWER if args.time_power is None else args.time_power)
     csv_path = write_designs(designs, args.out, checkpoint=lm.source)
     print(f"wrote {len(designs)} backbone(s) and {csv_path}")
     return 0

@@ -34,7 +34,7 @@ def run_training(data, out, *, steps=None, device="auto", resume=False, config=N
     opts.update(config.get("train", {}))
     if steps is not None:
         opts["steps"] = steps
-    if init is not None and init == "default":
+    if init == "default":
         from diffsci.protein.sampling import default_checkpoint_path
 
         init = default_checkpoint_path()
