@@ -18,9 +18,12 @@ Per-sample metrics (:func:`sample_metrics`)
 ``radius_of_gyration``
     CA radius of gyration, ``sqrt(mean_i |x_i - mean(x)|^2)`` (Å).
 ``ca_contacts``
-    Mean number, per residue, of CA atoms within 8 Å that are at least 3 residues away in
-    sequence (a compactness / tertiary-packing figure: folded chains have several, an
-    extended chain or a random walk almost none).
+    Mean number, per residue, of CA atoms within 8 Å that are at least 6 residues away in
+    sequence (tertiary packing: folded chains have several, an extended chain or a random
+    walk fewer). Separation 6 is where CASP starts counting contacts (there between CB atoms);
+    closer pairs are fixed by secondary structure alone (in an alpha helix CA(i)-CA(i+3) and
+    CA(i+4) are 5.0 and 6.2 Å apart, CA(i+5) 8.6 Å), so a smaller separation would count helix
+    content rather than packing.
 ``helix``, ``strand``, ``coil``
     Fractions of residues that biotite's P-SEA (:func:`biotite.structure.annotate_sse`, CA
     only) labels ``'a'``, ``'b'`` and anything else.
@@ -81,6 +84,7 @@ __all__ = [
     "RAMA_REGIONS",
     "NUMERIC_FIELDS",
     "ca_ca_stats",
+    "subset_evaluation",
     "ca_clashes",
     "radius_of_gyration",
     "psea_labels",
@@ -219,7 +223,7 @@ def ca_clashes(ca: np.ndarray, threshold: float = CLASH_DISTANCE) -> tuple[int, 
     return count, count / i.size
 
 
-def ca_contacts(ca: np.ndarray, cutoff: float = 8.0, min_separation: int = 3) -> float:
+def ca_contacts(ca: np.ndarray, cutoff: float = 8.0, min_separation: int = 6) -> float:
     """Mean number per residue of CA atoms within ``cutoff`` Å and ``>= min_separation`` apart in sequence.
 
     Parameters
@@ -789,6 +793,22 @@ def evaluate_structures(
             row["max_tm_reference"] = None
         n_ref = 0
     tm = pairwise_tm(ca_list, progress=progress)
+    return _assemble_evaluation(rows, tm, n_ref, thresholds, link)
+
+
+def subset_evaluation(result: dict[str, Any], indices: Sequence[int], *, thresholds: Sequence[float] = (0.5, 0.6),
+                      link: str = "mean") -> dict[str, Any]:
+    """The :func:`evaluate_structures` result of a subset of its structures, without recomputing
+    any TM-score: the chosen per-sample rows, the sub-matrix of ``pairwise_tm``, a new summary."""
+    idx = [int(i) for i in indices]
+    if not idx:
+        raise DiffsciError("subset_evaluation: empty subset")
+    tm = np.asarray(result["pairwise_tm"], dtype=float)[np.ix_(idx, idx)]
+    rows = [dict(result["per_sample"][i]) for i in idx]
+    return _assemble_evaluation(rows, tm, result["summary"]["n_reference"], thresholds, link)
+
+
+def _assemble_evaluation(rows, tm, n_ref, thresholds, link) -> dict[str, Any]:
     n = len(rows)
     off = tm[~np.eye(n, dtype=bool)]
     off = off[np.isfinite(off)]

@@ -26,6 +26,8 @@ def write_designs(designs, out_dir, *, checkpoint: str) -> Path:
         remarks = {"generator": "diffsci protein sample", "seed": d.seed, "sample_index": d.index,
                    "length": d.length, "chains": n_chains, "checkpoint": checkpoint, "sampler": d.sampler,
                    "steps": d.steps, "time_power": d.time_power}
+        if d.rotation_rate is not None:
+            remarks["rotation_rate"] = d.rotation_rate
         if d.motif_index is not None:
             remarks["motif_positions"] = ",".join(str(int(i) + 1) for i in d.motif_index)
         coords = d.coords[0] if n_chains == 1 else d.coords
@@ -57,7 +59,8 @@ def _run(args) -> int:
     lm = load_model(args.checkpoint)
     designs = sample_backbones(lm, lengths, args.num, seed=args.seed, steps=args.steps, sampler=args.sampler,
                                motif=motif, contig=args.contig, symmetry=args.symmetry, progress=not args.quiet,
-                               time_power=TIME_POWER if args.time_power is None else args.time_power)
+                               time_power=TIME_POWER if args.time_power is None else args.time_power,
+                               rotation_rate=args.rotation_rate)
     csv_path = write_designs(designs, args.out, checkpoint=lm.source)
     print(f"wrote {len(designs)} backbone(s) and {csv_path}")
     return 0
@@ -74,6 +77,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--time-power", type=float, default=None,
                    help="sampling time grid 0.999 u^P, u uniform from 1 to 0 (default: diffsci.protein.sampling.TIME_POWER; "
                         "1 = uniform steps)")
+    p.add_argument("--rotation-rate", type=float, default=None,
+                   help="flow checkpoints: FrameFlow's exponential rotation rate at sampling (default: the checkpoint's "
+                        "inference_rate; 1 = plain geodesic steps; higher settles rotations earlier and gives more helix)")
     p.add_argument("--sampler", help="sampler name (default: euler for flow models, euler_maruyama for score models)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--motif", help="PDB/mmCIF file with the motif residues")

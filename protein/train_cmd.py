@@ -28,6 +28,9 @@ def run_training(data, out, *, steps=None, device="auto", resume=False, config=N
 
         print(f"training on {len(task.chains)} chains; filtered out {task.skipped['coil']} (P-SEA coil > "
               f"{cfg.max_coil}) and {task.skipped['rg']} (Rg > {cfg.max_rg_ratio} x 2.2 L^0.38)", file=sys.stderr)
+        if task.weights is not None:
+            print(f"strand_power {cfg.strand_power}: the most-drawn chain has p = {float(task.weights.max()):.3f} "
+                  f"(uniform would be {1 / len(task.chains):.3f})", file=sys.stderr)
     opts = {"steps": 10000, "batch_size": 6, "lr": 1e-3, "ema_decay": 0.999, "ckpt_every": 100,
             "log_every": 10, "warmup_steps": 200, "grad_clip": 1.0, "device": device, "seed": seed,
             "max_minutes": max_minutes}

@@ -63,3 +63,43 @@ def test_published_rows_name_every_anchor_with_a_source():
     for _, des, div, nov, src in PUBLISHED:
         assert 0 < des <= 1 and "arXiv" in src
         assert all(v is None or 0 < v < 1 for v in (div, nov))
+
+
+def test_run_benchmark_end_to_end_with_a_tiny_checkpoint(tmp_path):
+    """The whole benchmark on a two-step tiny checkpoint: every row, the bracket, report and plots."""
+    import json
+
+    from diffsci.benchmarks.protein_bench import SYSTEM_ORDER, run_benchmark
+    from diffsci.core.cli import main
+    from diffsci.protein.dataset import bundled_dataset_path
+    from diffsci.protein.diffusion import ProteinModelConfig
+
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"model": {"net": {"scalars": 8, "vectors": 4, "layers": 1, "k_neighbors": 6},
+                                         "max_length": 32}, "train": {"batch_size": 2}}))
+    assert main(["protein", "train", "--data", str(bundled_dataset_path()), "--out", str(tmp_path / "run"),
+                 "--config", str(cfg), "--steps", "2", "--device", "cpu"]) == 0
+    out = tmp_path / "bench"
+    payload = run_benchmark(out, quick=True, num=1, checkpoint=tmp_path / "run" / "latest.pt", n_reference=4)
+    systems = payload["systems"]
+    assert list(systems) == SYSTEM_ORDER
+    assert len(systems["real (held-out)"]["per_sample"]) == 25
+    assert [len(systems[n]["per_sample"]) for n in SYSTEM_ORDER[2:]] == [4] * 4  # lengths 60, 80, 100, 128
+    # the filtered real row is exactly the held-out chains that pass the default training filters
+    kept = systems["real (held-out, training filters)"]["per_sample"]
+    assert 0 < len(kept) < 25
+    rg_limit = ProteinModelConfig().max_rg_ratio
+    assert all(r["radius_of_gyration"] <= rg_limit * 2.2 * r["length"] ** 0.38 + 1e-6 for r in kept)
+    assert all(r["coil"] <= ProteinModelConfig().max_coil + 1e-9 for r in kept)
+    assert systems["real (held-out, training filters)"]["summary"]["n_samples"] == len(kept)
+    assert all(r["max_tm_reference"] is not None for r in kept)
+    assert systems["real (held-out)"]["summary"]["n_reference"] == 4
+    row = payload["bracket"]["diffsci, 100 steps"]
+    assert {"ca_contacts", "helix", "strand", "secondary_structure", "rg_ratio", "ca_ca_ok"} <= set(row)
+    assert row["rg_ratio"]["asked"] is False
+    report = (out / "report.md").read_text()
+    for name in SYSTEM_ORDER:
+        assert f"| {name} |" in report
+    for png in ("sse_composition", "rg_vs_length", "pairwise_tm", "ca_ca_hist"):
+        assert (out / f"{png}.png").stat().st_size > 1000
+    assert json.loads((out / "results.json").read_text())["num_per_length"] == 1

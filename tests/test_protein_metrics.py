@@ -94,14 +94,20 @@ def test_ideal_backbone_geometry_and_ramachandran():
 def test_ca_contacts_by_hand():
     # a straight chain at 3.8 Å: residues 3 apart are 11.4 Å away, so no contacts
     line = np.arange(20)[:, None] * np.array([[3.8, 0.0, 0.0]])
-    assert M.ca_contacts(line) == 0.0
+    assert M.ca_contacts(line) == 0.0 and M.ca_contacts(line, min_separation=3) == 0.0
+    # an ideal alpha helix (radius 2.3 Å, rise 1.5 Å, 100 degrees per residue): CA(i)-CA(i+3/i+4)
+    # are 5.0 / 6.2 Å, CA(i+5) 8.6 Å, so local pairs count only below the default separation 6
+    k = np.arange(30)
+    helix = np.stack([2.3 * np.cos(np.radians(100 * k)), 2.3 * np.sin(np.radians(100 * k)), 1.5 * k], 1)
+    assert M.ca_contacts(helix) == 0.0
+    assert M.ca_contacts(helix, min_separation=3) == pytest.approx(2 * (27 + 26) / 30)
     # a hairpin: two parallel strands 5 Å apart, residue i facing residue 19 - i
     hair = np.concatenate([line[:10], line[:10][::-1] + [0.0, 5.0, 0.0]])
     rng = np.random.default_rng(1)
     for x in (hair, rng.normal(size=(30, 3)) * 6):
         n = len(x)
         count = sum(1 for i in range(n) for j in range(n)
-                    if abs(i - j) >= 3 and float(np.sqrt(((x[i] - x[j]) ** 2).sum())) < 8.0)
+                    if abs(i - j) >= 6 and float(np.sqrt(((x[i] - x[j]) ** 2).sum())) < 8.0)
         assert M.ca_contacts(x) == pytest.approx(count / n)
     assert M.ca_contacts(hair) > 1.0
 
@@ -259,6 +265,22 @@ def test_evaluate_structures_summary(real_chains):
     for r in rows:
         assert r["helix"] + r["strand"] + r["coil"] == pytest.approx(1.0)
         assert sum(r[f"rama_{k}"] for k in M.RAMA_REGIONS) == pytest.approx(1.0)
+
+
+def test_subset_evaluation_equals_evaluating_the_subset(real_chains):
+    items = [(n, real_chains[n].coords) for n in DSSP_CHAINS[:2]]
+    items.append(("helix", ideal_backbone(25, -57.0, -47.0)))
+    refs = [real_chains[n].coords for n in DSSP_CHAINS[2:4]]
+    full = M.evaluate_structures(items, reference=refs, progress=False)
+    sub = M.subset_evaluation(full, [2, 0])
+    direct = M.evaluate_structures([items[2], items[0]], reference=refs, progress=False)
+    assert [r["file"] for r in sub["per_sample"]] == ["helix", DSSP_CHAINS[0]]
+    np.testing.assert_allclose(sub["pairwise_tm"], direct["pairwise_tm"], atol=1e-12)
+    assert sub["cluster_labels"] == direct["cluster_labels"]
+    for key, v in direct["summary"].items():
+        assert sub["summary"][key] == (pytest.approx(v, nan_ok=True) if isinstance(v, float) else v), key
+    with pytest.raises(DiffsciError, match="empty"):
+        M.subset_evaluation(full, [])
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from equivariance import assert_frames_equivariant
@@ -83,6 +84,28 @@ def test_task_batches_are_centred_and_deterministic():
     assert 0.36 < float(d.median()) < 0.40
     loss = task.loss(build_model(task.cfg), a)
     assert torch.isfinite(loss) and loss > 0
+
+
+def test_strand_power_draws_chains_by_strand_content():
+    from diffsci.protein.metrics import psea_fractions
+
+    ds = load_dataset(bundled_dataset_path())
+    uniform = BackboneTask(ProteinModelConfig(net=TINY, max_length=40), ds)
+    task = BackboneTask(ProteinModelConfig(net=TINY, max_length=40, strand_power=2.0), ds)
+    assert uniform.weights is None and len(task.chains) == len(uniform.chains)
+    strand = np.array([psea_fractions(c[:, 1].numpy())["strand"] for c in task.chains])
+    want = (strand + 0.05) ** 2
+    np.testing.assert_allclose(task.weights.numpy(), want / want.sum(), rtol=1e-6)
+    # the draws follow the weights: mean strand content of drawn chains is the weighted mean
+    gen = torch.Generator().manual_seed(0)
+    picks = torch.multinomial(task.weights, 20000, replacement=True, generator=gen).numpy()
+    assert strand[picks].mean() == pytest.approx(float((want * strand).sum() / want.sum()), abs=0.005)
+    assert strand[picks].mean() > strand.mean() + 0.05
+    a = task.sample_batch(torch.Generator().manual_seed(1), 3)
+    b = task.sample_batch(torch.Generator().manual_seed(1), 3)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(DiffsciError, match="strand_power"):
+        ProteinModelConfig(strand_power=-1.0)
 
 
 def test_train_cli_writes_checkpoint_and_resumes(tmp_path, capsys):

@@ -77,6 +77,21 @@ def test_time_grid_power_is_used_and_recorded(tiny_checkpoint, tmp_path):
     assert "time_power: 1.5" in (out / "len40_000.pdb").read_text()
 
 
+def test_rotation_rate_overrides_the_checkpoint_and_is_recorded(tiny_checkpoint, tmp_path):
+    lm = load_model(tiny_checkpoint)
+    kw = dict(steps=4, progress=False)
+    (base,) = sample_backbones(lm, [40], 1, **kw)
+    (same,) = sample_backbones(lm, [40], 1, rotation_rate=lm.cfg.inference_rate, **kw)
+    (plain,) = sample_backbones(lm, [40], 1, rotation_rate=1.0, **kw)
+    np.testing.assert_array_equal(base.coords, same.coords)  # the checkpoint's rate is the default
+    assert not np.allclose(base.coords, plain.coords)
+    assert base.rotation_rate == lm.cfg.inference_rate and plain.rotation_rate == 1.0
+    out = tmp_path / "o"
+    assert main(["protein", "sample", "--checkpoint", str(tiny_checkpoint), "--length", "40", "--steps", "3",
+                 "--out", str(out), "--quiet", "--rotation-rate", "4"]) == 0
+    assert "rotation_rate: 4.0" in (out / "len40_000.pdb").read_text()
+
+
 def test_motif_is_held_fixed(tiny_checkpoint, motif_file):
     lm = load_model(tiny_checkpoint)
     from diffsci.protein.sampling import load_motif
@@ -116,6 +131,7 @@ def test_contig_parsing():
     (["--contig", "10/A5-9/10", "--motif", "/no/such.pdb"], "not found"),
     (["--contig", "10/Q/10", "--motif", "MOTIF"], "cannot parse"),
     (["--length", "50", "--time-power", "0"], "--time-power"),
+    (["--length", "50", "--rotation-rate", "-1"], "--rotation-rate"),
 ])
 def test_bad_input_one_line_exit_2(tiny_checkpoint, motif_file, tmp_path, capsys, args, needle):
     args = [str(motif_file) if a == "MOTIF" else a for a in args]
