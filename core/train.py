@@ -211,13 +211,25 @@ def load_checkpoint(path: str | os.PathLike, *, expected_kind: str | None = None
     return payload
 
 
-def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, *, expected_kind: str | None = None) -> Path:
+def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, *, expected_kind: str | None = None,
+                      model_config: dict | None = None) -> Path:
     """Write a slim copy of a training checkpoint for shipping: format, kind, configs, extra
     state, step, last loss and the EMA weights (no optimizer or RNG state). ``load_checkpoint``
-    accepts it; model loaders use ``ema``."""
+    accepts it; model loaders use ``ema``.
+
+    ``model_config``: top-level model-configuration keys to change in the copy (sampling
+    settings such as a default rate; the keys must exist), recorded as ``export_overrides``."""
     ck = load_checkpoint(src, expected_kind=expected_kind)
     slim = {k: ck[k] for k in ("format", "kind", "model_config", "train_config", "extra", "step", "last_loss", "saved_at")
             if k in ck}
+    if model_config:
+        current = dict(slim.get("model_config") or {})
+        unknown = sorted(set(model_config) - set(current))
+        if unknown:
+            raise DiffsciError(f"export_checkpoint: {src} has no model configuration key(s) {', '.join(unknown)}")
+        current.update(model_config)
+        slim["model_config"] = current
+        slim["export_overrides"] = dict(model_config)
     slim["ema"] = {k: v.float() if v.is_floating_point() else v for k, v in ck["ema"].items()}
     slim["exported_from"] = str(src)
     return save_checkpoint(dst, slim)

@@ -121,6 +121,23 @@ def test_warm_start_from_exported_checkpoint(tmp_path, capsys):
         train(small.build_model(), small, cfg, tmp_path / "d", progress=False, init_from=slim)
 
 
+def test_export_overrides_model_config_keys(tmp_path):
+    from diffsci.core.errors import DiffsciError
+    from diffsci.core.train import export_checkpoint
+
+    task = ToyTask()
+    train(task.build_model(), task, TrainConfig(steps=2, batch_size=8, device="cpu"), tmp_path / "a", progress=False)
+    src = load_checkpoint(tmp_path / "a" / "latest.pt")
+    out = load_checkpoint(export_checkpoint(tmp_path / "a" / "latest.pt", tmp_path / "x.pt",
+                                            model_config={"sigma_data": 2.5}))
+    assert out["model_config"] == {**src["model_config"], "sigma_data": 2.5}
+    assert out["export_overrides"] == {"sigma_data": 2.5} and "optimizer" not in out
+    for k, v in src["ema"].items():
+        torch.testing.assert_close(out["ema"][k], v.float())
+    with pytest.raises(DiffsciError, match="no model configuration key"):
+        export_checkpoint(tmp_path / "a" / "latest.pt", tmp_path / "y.pt", model_config={"not_a_key": 1})
+
+
 def test_bad_checkpoints_are_refused(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(tmp_path / "missing.pt")
