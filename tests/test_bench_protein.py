@@ -50,7 +50,12 @@ def test_bracket_logic():
     assert b20["helix"]["bracketed"] and b20["strand"]["bracketed"] and b20["ca_contacts"]["bracketed"]
     assert b20["ca_ca_ok"]["within"] and not b20["clash_fraction"]["within"]
     assert b20["secondary_structure"]["bracketed"]
-    systems["diffsci, 20 steps"]["per_sample"][0].update(helix=0.5, strand=0.2)  # 0.7 > real 0.6
+    assert np.isnan(b["helix"]["model_se"])  # one sample: no standard error
+    systems["real (held-out)"]["per_sample"].append({"ca_ca_ok": 1.0, "clash_fraction": 0.0, "helix": 0.2,
+                                                      "strand": 0.2, "ca_contacts": 5.0})
+    b = _bracket(systems)["diffsci, 100 steps"]
+    assert np.isclose(b["helix"]["real"], 0.3) and np.isclose(b["helix"]["real_se"], np.std([0.4, 0.2], ddof=1) / np.sqrt(2))
+    systems["diffsci, 20 steps"]["per_sample"][0].update(helix=0.5, strand=0.2)  # 0.7 > real 0.5
     assert not _bracket(systems)["diffsci, 20 steps"]["secondary_structure"]["bracketed"]
 
 
