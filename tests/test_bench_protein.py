@@ -55,6 +55,26 @@ def test_bracket_logic():
                                                       "strand": 0.2, "ca_contacts": 5.0})
     b = _bracket(systems)["diffsci, 100 steps"]
     assert np.isclose(b["helix"]["real"], 0.3) and np.isclose(b["helix"]["real_se"], np.std([0.4, 0.2], ddof=1) / np.sqrt(2))
+    # past the real end: z in combined standard errors decides "within sampling error"
+    real_rows = [{"ca_ca_ok": 1.0, "clash_fraction": 0.0, "helix": h, "strand": 0.1, "ca_contacts": 5.0}
+                 for h in (0.2, 0.3, 0.4, 0.5)]
+    model_rows = [{"ca_ca_ok": 1.0, "clash_fraction": 0.0, "helix": h, "strand": 0.05, "ca_contacts": 3.0}
+                  for h in (0.35, 0.4, 0.45, 0.5)]
+    sys2 = {"real (held-out)": {"per_sample": real_rows}, "random walk": systems["random walk"],
+            "diffsci, 100 steps": {"per_sample": model_rows}}
+    h = _bracket(sys2)["diffsci, 100 steps"]["helix"]
+    se = np.sqrt(np.var([0.2, 0.3, 0.4, 0.5], ddof=1) / 4 + np.var([0.35, 0.4, 0.45, 0.5], ddof=1) / 4)
+    assert not h["bracketed"] and np.isclose(h["z_beyond_real"], (0.425 - 0.35) / se) and h["within_error"]
+    for r in model_rows:
+        r["helix"] += 0.3
+    h = _bracket(sys2)["diffsci, 100 steps"]["helix"]
+    assert h["z_beyond_real"] > 2 and not h["within_error"]
+    c = _bracket(sys2)["diffsci, 100 steps"]["ca_contacts"]  # inside: z is 0
+    assert c["bracketed"] and c["z_beyond_real"] == 0.0 and c["within_error"]
+    for r in model_rows:  # past the random walk (fewer contacts than it): no tolerance
+        r["ca_contacts"] = 0.1
+    c = _bracket(sys2)["diffsci, 100 steps"]["ca_contacts"]
+    assert not c["within_error"] and c["z_beyond_real"] == 0.0
     systems["diffsci, 20 steps"]["per_sample"][0].update(helix=0.5, strand=0.2)  # 0.7 > real 0.5
     assert not _bracket(systems)["diffsci, 20 steps"]["secondary_structure"]["bracketed"]
 
