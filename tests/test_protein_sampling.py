@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from diffsci.core.cli import main
 from diffsci.protein.dataset import bundled_dataset_path, load_dataset
@@ -158,3 +159,17 @@ def test_wrong_checkpoint_kind(tmp_path, capsys):
     ck = save_checkpoint(tmp_path / "w.pt", {"format": "diffsci-checkpoint-v1", "kind": "weather-graph-diffusion"})
     assert main(["protein", "sample", "--checkpoint", str(ck), "--length", "50", "--out", str(tmp_path / "o")]) == 2
     assert "expected 'protein-frames'" in capsys.readouterr().err
+
+
+def test_shipped_protein_checkpoints_load_with_their_sampling_rates():
+    """Both shipped checkpoints build the same architecture; the strand-weighted one carries
+    its own rotation rate (set at export) and its training recipe."""
+    from pathlib import Path
+
+    default = load_model()
+    strand = load_model(Path(default.source).with_name("strand_checkpoint.pt"))
+    assert default.cfg.inference_rate == 10.0 and default.cfg.strand_power == 0.0
+    assert strand.cfg.inference_rate == 20.0 and strand.cfg.strand_power == 1.0
+    assert strand.cfg.net == default.cfg.net
+    a, b = default.model.state_dict(), strand.model.state_dict()
+    assert a.keys() == b.keys() and any(not torch.equal(a[k], b[k]) for k in a)
