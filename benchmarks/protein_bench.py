@@ -258,9 +258,8 @@ def _bracket(systems) -> dict:
             continue
         row = {}
         for field in BRACKET_FIELDS:
-            lo, hi = sorted([_mean(real, field), _mean(walk, field)])
-            v = _mean(systems[name], field)
-            r, w = _mean(real, field), _mean(walk, field)
+            v, r, w = _mean(systems[name], field), _mean(real, field), _mean(walk, field)
+            lo, hi = sorted([r, w])
             se_m, se_r = _se(systems[name], field), _se(real, field)
             beyond_real = (v - r) * np.sign(r - w) > 0  # past the real end, away from the walk
             z = abs(v - r) / np.sqrt(se_m**2 + se_r**2) if beyond_real else 0.0
