@@ -257,7 +257,7 @@ def _bracket(systems) -> dict:
         if name not in systems:
             continue
         row = {}
-        for field in BRACKET_FIELDS:
+        for field in BRACKET_FIELDS + INFO_FIELDS:
             v, r, w = _mean(systems[name], field), _mean(real, field), _mean(walk, field)
             lo, hi = sorted([r, w])
             se_m, se_r = _se(systems[name], field), _se(real, field)
@@ -265,12 +265,8 @@ def _bracket(systems) -> dict:
             z = abs(v - r) / np.sqrt(se_m**2 + se_r**2) if beyond_real else 0.0
             row[field] = {"model": v, "real": r, "random_walk": w, "model_se": se_m, "real_se": se_r,
                           "bracketed": bool(lo <= v <= hi), "z_beyond_real": float(z),
-                          "within_error": bool(lo <= v <= hi or (beyond_real and z <= Z_TOLERANCE))}
-        for field in INFO_FIELDS:
-            lo, hi = sorted([_mean(real, field), _mean(walk, field)])
-            v = _mean(systems[name], field)
-            row[field] = {"model": v, "real": _mean(real, field), "random_walk": _mean(walk, field),
-                          "bracketed": bool(lo <= v <= hi), "asked": False}
+                          "within_error": bool(lo <= v <= hi or (beyond_real and z <= Z_TOLERANCE)),
+                          "asked": field in BRACKET_FIELDS}
         for field in IDEAL_FIELDS:
             v, r = _mean(systems[name], field), _mean(real, field)
             ok = v >= r - 0.1 if field == "ca_ca_ok" else v <= 0.01

@@ -84,7 +84,6 @@ __all__ = [
     "RAMA_REGIONS",
     "NUMERIC_FIELDS",
     "ca_ca_stats",
-    "subset_evaluation",
     "ca_clashes",
     "radius_of_gyration",
     "psea_labels",
@@ -102,6 +101,7 @@ __all__ = [
     "reference_ca_list",
     "read_folder",
     "evaluate_structures",
+    "subset_evaluation",
     "evaluate_folder",
     "to_jsonable",
 ]
