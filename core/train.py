@@ -262,6 +262,21 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
+def _load_warm_start(model: nn.Module, weights: dict) -> list[str]:
+    """Load ``weights`` into ``model``; keys the model has but ``weights`` lacks are allowed only
+    where a submodule lists their name in ``warm_start_optional`` (parameters that start as
+    no-ops, such as a zero-initialised self-conditioning branch). Returns those keys."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(weights))
+    optional = tuple(p for m in model.modules() for p in getattr(m, "warm_start_optional", ()))
+    bad = [k for k in missing if not any(p in k for p in optional)]
+    unexpected = sorted(set(weights) - set(own))
+    if bad or unexpected:
+        raise RuntimeError("state dict mismatch:\n" + (f"missing keys {bad[:3]}" if bad else f"unexpected keys {unexpected[:3]}"))
+    model.load_state_dict(weights, strict=False)
+    return missing
+
+
 # ------------------------------------------------------------------------------ the loop
 def train(
     model: nn.Module,
@@ -328,8 +343,11 @@ def train(
         ck = load_checkpoint(init_from, expected_kind=task.kind, map_location=device)
         weights = ck["ema"] if "ema" in ck else ck["model"]
         try:
-            model.load_state_dict(weights)
-            ema.load_state_dict(weights)
+            optional = _load_warm_start(model, weights)
+            ema.load_state_dict(weights)  # the EMA's copies of the optional keys keep the model's initial values
+            if optional and rank == 0:
+                print(f"[train] warm start: {len(optional)} new parameter tensor(s) not in {init_from} keep their "
+                      "initial values (the model marks them optional: they start as no-ops)", file=sys.stderr)
         except RuntimeError as e:
             first = str(e).strip().splitlines()[1:2] or [str(e)]
             raise CheckpointError(f"{init_from}: its weights do not fit this model (the model configuration "

@@ -36,7 +36,7 @@ from diffsci.core.utils import make_generator
 from diffsci.protein.frames import backbone_from_frames, frames_from_backbone
 from diffsci.protein.model import FrameDenoiserNet, FrameNetConfig
 
-__all__ = ["ProteinModelConfig", "ProteinCond", "FrameDenoiser", "build_space", "build_model", "BackboneTask",
+__all__ = ["ProteinModelConfig", "ProteinCond", "FrameDenoiser", "SelfConditioned", "build_space", "build_model", "BackboneTask",
            "KIND", "NM"]
 
 KIND = "protein-frames"
@@ -98,11 +98,14 @@ def build_space(cfg: ProteinModelConfig, mask: torch.Tensor | None = None, *, sa
 
 @dataclass(frozen=True)
 class ProteinCond:
-    """Per-residue conditioning. Shapes (B, N): mask (bool), res_idx, chain."""
+    """Per-residue conditioning. Shapes (B, N): mask (bool), res_idx, chain; ``self_cond``
+    (B, N, 3) nm: the previous clean-translation prediction, for a self-conditioned net (None:
+    none yet)."""
 
     mask: torch.Tensor
     res_idx: torch.Tensor
     chain: torch.Tensor
+    self_cond: torch.Tensor | None = None
 
 
 class FrameDenoiser(nn.Module):
@@ -115,7 +118,23 @@ class FrameDenoiser(nn.Module):
 
     def forward(self, x, t, cond: ProteinCond):
         trans, rots = x
-        return self.net(trans, rots, t.to(trans.dtype), cond.mask, cond.res_idx, cond.chain)
+        return self.net(trans, rots, t.to(trans.dtype), cond.mask, cond.res_idx, cond.chain, cond.self_cond)
+
+
+class SelfConditioned(nn.Module):
+    """Sampling wrapper for a self-conditioned net: each call passes the previous call's clean
+    translation prediction as ``cond.self_cond`` (the first call has none). One instance per
+    sampling run."""
+
+    def __init__(self, model: FrameDenoiser):
+        super().__init__()
+        self.model = model
+        self.previous = None
+
+    def forward(self, x, t, cond: ProteinCond):
+        out = self.model(x, t, dataclasses.replace(cond, self_cond=self.previous))
+        self.previous = out[0].detach()
+        return out
 
 
 def build_model(cfg: ProteinModelConfig) -> FrameDenoiser:
@@ -188,13 +207,19 @@ class BackboneTask:
         space = self.space.with_mask(mask)
         xt = space.noise((trans, rots), t, generator)
         res_idx = torch.arange(n).expand(batch_size, n).clone()
-        return {"trans": trans, "rots": rots, "atoms": atoms, "mask": mask, "t": t,
-                "xt_trans": xt[0], "xt_rots": xt[1], "res_idx": res_idx}
+        batch = {"trans": trans, "rots": rots, "atoms": atoms, "mask": mask, "t": t,
+                 "xt_trans": xt[0], "xt_rots": xt[1], "res_idx": res_idx}
+        if self.cfg.net.self_condition:  # half of the batches train with a self-conditioning input
+            batch["self_cond"] = torch.rand((), generator=generator) < 0.5
+        return batch
 
     def loss(self, model, batch):
         mask = batch["mask"]
         cond = ProteinCond(mask, batch["res_idx"], torch.zeros_like(batch["res_idx"]))
         t = batch["t"]
+        if "self_cond" in batch and bool(batch["self_cond"]):
+            with torch.no_grad():  # the first pass's prediction is an input, not trained through
+                cond = dataclasses.replace(cond, self_cond=model((batch["xt_trans"], batch["xt_rots"]), t, cond)[0].detach())
         trans0, rots0 = model((batch["xt_trans"], batch["xt_rots"]), t, cond)
         m = mask.to(trans0.dtype)
         denom = m.sum(1).clamp_min(1)

@@ -52,6 +52,10 @@ class FrameNetConfig:
     radial: int = 16
     max_radius_nm: float = 2.0
     frame_edges: bool = True  # invariant frame-local edge features (relative position and rotation)
+    # self-conditioning (FrameFlow, after Chen et al. 2022): the CA-CA distances of the previous
+    # clean prediction enter every layer's tensor-product weights through their own small MLP whose
+    # last layer starts at zero, so a net without it warm-starts one with it unchanged
+    self_condition: bool = False
 
     def __post_init__(self):
         for name in ("scalars", "vectors", "layers", "k_neighbors", "radial"):
@@ -94,7 +98,8 @@ class _ConvLayer(nn.Module):
     """One equivariant message-passing layer: TP(node[src], SH(edge)) weighted by an MLP of edge
     scalars, mean-aggregated at the receiver, gated, residual."""
 
-    def __init__(self, irreps_in: o3.Irreps, irreps_hidden: o3.Irreps, irreps_sh: o3.Irreps, edge_scalars: int):
+    def __init__(self, irreps_in: o3.Irreps, irreps_hidden: o3.Irreps, irreps_sh: o3.Irreps, edge_scalars: int,
+                 sc_scalars: int = 0):
         super().__init__()
         scalars = o3.Irreps([(m, ir) for m, ir in irreps_hidden if ir.l == 0])
         gated = o3.Irreps([(m, ir) for m, ir in irreps_hidden if ir.l > 0])
@@ -102,12 +107,20 @@ class _ConvLayer(nn.Module):
         self.gate = Gate(scalars, [torch.nn.functional.silu], gates, [torch.sigmoid], gated)
         self.tp = o3.FullyConnectedTensorProduct(irreps_in, irreps_sh, self.gate.irreps_in, shared_weights=False)
         self.fc = nn.Sequential(nn.Linear(edge_scalars, 64), nn.SiLU(), nn.Linear(64, self.tp.weight_numel))
+        self.sc_fc = None
+        if sc_scalars:
+            self.sc_fc = nn.Sequential(nn.Linear(sc_scalars, 32), nn.SiLU(), nn.Linear(32, self.tp.weight_numel))
+            nn.init.zeros_(self.sc_fc[2].weight)
+            nn.init.zeros_(self.sc_fc[2].bias)
         self.self_int = o3.Linear(irreps_in, self.gate.irreps_in)
         self.irreps_out = self.gate.irreps_out
         self.residual = irreps_in == self.irreps_out
 
-    def forward(self, h, src, dst, sh, edge_s, n_nodes):
-        msg = self.tp(h[src], sh, self.fc(edge_s))
+    def forward(self, h, src, dst, sh, edge_s, n_nodes, sc_s=None):
+        w = self.fc(edge_s)
+        if self.sc_fc is not None:
+            w = w + self.sc_fc(sc_s)
+        msg = self.tp(h[src], sh, w)
         agg = torch.zeros(n_nodes, msg.shape[-1], dtype=msg.dtype, device=msg.device).index_add_(0, dst, msg)
         deg = torch.zeros(n_nodes, dtype=msg.dtype, device=msg.device).index_add_(0, dst, torch.ones_like(dst, dtype=msg.dtype))
         out = self.gate(self.self_int(h) + agg / deg.clamp_min(1)[:, None])
@@ -115,11 +128,15 @@ class _ConvLayer(nn.Module):
 
 
 class FrameDenoiserNet(nn.Module):
-    """``forward(trans, rots, t, mask, res_idx, chain) -> (trans0_hat, rots0_hat)``.
+    """``forward(trans, rots, t, mask, res_idx, chain, sc_trans=None) -> (trans0_hat, rots0_hat)``.
 
     Shapes: trans (B, N, 3) nm, rots (B, N, 3, 3), t (B,), mask (B, N) bool, res_idx (B, N),
-    chain (B, N) int.
+    chain (B, N) int; ``sc_trans`` (B, N, 3) nm, the previous clean-translation prediction
+    (self-conditioning; None: zero features, as in the first sampling step).
     """
+
+    # parameters a warm start may lack: they start at zero, so the loaded net is unchanged
+    warm_start_optional = ("sc_fc.",)
 
     def __init__(self, cfg: FrameNetConfig = FrameNetConfig()):
         super().__init__()
@@ -131,7 +148,7 @@ class FrameDenoiserNet(nn.Module):
         hidden = cfg.hidden_irreps
         layers, irr = [], irreps_in
         for _ in range(cfg.layers):
-            layer = _ConvLayer(irr, hidden, self.irreps_sh, edge_scalars)
+            layer = _ConvLayer(irr, hidden, self.irreps_sh, edge_scalars, cfg.radial if cfg.self_condition else 0)
             layers.append(layer)
             irr = layer.irreps_out
         self.layers = nn.ModuleList(layers)
@@ -172,7 +189,7 @@ class FrameDenoiserNet(nn.Module):
         rel_rot = torch.einsum("eji,ejk->eik", r_dst, r[src]).reshape(-1, 9)
         return torch.cat([torch.tanh(local), rel_rot], -1)
 
-    def forward(self, trans, rots, t, mask, res_idx, chain):
+    def forward(self, trans, rots, t, mask, res_idx, chain, sc_trans=None):
         b, n, _ = trans.shape
         dtype = trans.dtype
         src, dst = self.build_edges(trans, mask, res_idx, chain)
@@ -191,8 +208,15 @@ class FrameDenoiserNet(nn.Module):
         node_s = torch.cat([t_emb[bidx], sinusoidal(res_idx.reshape(-1), self.n_idx, 1000.0).to(dtype)], -1)
         axes = rots.reshape(b * n, 3, 3).transpose(-1, -2).reshape(b * n, 9)  # rows = frame axes (3x1o)
         h = torch.cat([node_s, axes], -1)
+        sc_s = None
+        if self.cfg.self_condition:
+            if sc_trans is None:
+                sc_s = torch.zeros(src.shape[0], self.cfg.radial, dtype=dtype, device=trans.device)
+            else:
+                sf = sc_trans.reshape(b * n, 3).to(dtype)
+                sc_s = _radial_basis((sf[src] - sf[dst]).norm(dim=-1), self.cfg.radial, self.cfg.max_radius_nm).to(dtype)
         for layer in self.layers:
-            h = layer(h, src, dst, sh, edge_s, b * n)
+            h = layer(h, src, dst, sh, edge_s, b * n, sc_s)
         out = self.readout(h).reshape(b, n, 3, 3)  # three 1o vectors
         dx, da, db = out.unbind(-2)
         trans0 = trans + dx

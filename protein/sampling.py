@@ -32,7 +32,7 @@ from diffsci.core.errors import DiffsciError
 from diffsci.core.samplers import fix_known, get_sampler
 from diffsci.core.train import load_checkpoint
 from diffsci.core.utils import make_generator
-from diffsci.protein.diffusion import KIND, NM, ProteinCond, ProteinModelConfig, build_model, build_space
+from diffsci.protein.diffusion import KIND, NM, ProteinCond, ProteinModelConfig, SelfConditioned, build_model, build_space
 from diffsci.protein.frames import backbone_from_frames, frames_from_backbone
 
 __all__ = [
@@ -228,7 +228,8 @@ def sample_one(lm: LoadedModel, n_res: int, generator, *, steps: int, sampler: s
     if known is not None:
         constraint = fix_known(space, known[0], known[1], mode="clean")
     cond = ProteinCond(mask, res_idx, chain)
-    return get_sampler(sampler)(lm.model, x, times, space=space, cond=cond, generator=generator, constraint=constraint)
+    denoise = SelfConditioned(lm.model) if cfg.net.self_condition else lm.model
+    return get_sampler(sampler)(denoise, x, times, space=space, cond=cond, generator=generator, constraint=constraint)
 
 
 def _to_atoms(trans, rots, n_chains: int) -> np.ndarray:

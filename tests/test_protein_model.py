@@ -1,5 +1,6 @@
 """The protein frame denoiser: equivariance, formulations, training, checkpoints."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -139,3 +140,78 @@ def test_bad_config_is_refused():
     with pytest.raises(DiffsciError):
         FrameNetConfig(layers=0)
     assert main(["protein", "train", "--data", "/nonexistent.npz", "--out", "/tmp/x", "--steps", "1"]) == 2
+
+
+SC = FrameNetConfig(scalars=8, vectors=4, tensors=2, layers=2, k_neighbors=6, self_condition=True)
+
+
+def test_self_conditioned_net_is_equivariant_and_uses_its_input():
+    """With a self-conditioning input that moves with the frames, the net stays SE(3)-equivariant;
+    the input changes the output once the zero-initialised branch has weights."""
+    model = build_model(ProteinModelConfig(net=SC)).double()
+    trans, rots, cond = _inputs()
+    t = torch.tensor([0.3, 0.8], dtype=torch.float64)
+    # at initialisation the branch is a no-op: any self-conditioning input gives the same output
+    a = model((trans, rots), t, cond)[0]
+    b = model((trans, rots), t, dataclasses.replace(cond, self_cond=torch.randn_like(trans)))[0]
+    assert torch.equal(a, b)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+
+    def fn(x, r):  # an affine combination of positions: moves rigidly with them
+        return model((x, r), t, dataclasses.replace(cond, self_cond=0.5 * x + 0.5 * x.roll(1, dims=1)))
+
+    assert_frames_equivariant(fn, trans, rots)
+    a = model((trans, rots), t, cond)[0]
+    b = fn(trans, rots)[0]
+    assert (a - b).abs().max() > 1e-4
+
+
+def test_self_conditioning_in_training_and_sampling():
+    """Half the training batches carry a flag; on those the loss feeds the first pass's prediction
+    back (gradients reach the branch); at sampling each call gets the previous call's prediction."""
+    from diffsci.protein.diffusion import SelfConditioned
+
+    ds = load_dataset(bundled_dataset_path())
+    task = BackboneTask(ProteinModelConfig(net=SC, max_length=40), ds)
+    flags = [bool(task.sample_batch(torch.Generator().manual_seed(s), 2)["self_cond"]) for s in range(40)]
+    assert 8 < sum(flags) < 32
+    batch = task.sample_batch(torch.Generator().manual_seed(flags.index(True)), 2)
+    model = build_model(task.cfg)
+    task.loss(model, batch).backward()
+    grads = [p.grad for n, p in model.named_parameters() if "sc_fc.2" in n]
+    assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)
+
+    seen = []
+
+    class Spy(torch.nn.Module):
+        def forward(self, x, t, cond):
+            seen.append(cond.self_cond)
+            return x[0] + 1.0, x[1]
+
+    wrapped = SelfConditioned(Spy())
+    trans, rots, cond = _inputs(b=1, n=10)
+    out1 = wrapped((trans, rots), torch.tensor([0.9]), cond)
+    wrapped((trans * 2, rots), torch.tensor([0.5]), cond)
+    assert seen[0] is None and torch.equal(seen[1], out1[0])
+
+
+def test_warm_start_accepts_only_optional_new_parameters(tmp_path):
+    """A plain checkpoint warm-starts a self-conditioned model (the new branch is optional and
+    starts as a no-op), while other missing weights are refused."""
+    from diffsci.core.train import _load_warm_start
+
+    plain = build_model(ProteinModelConfig(net=dataclasses.replace(SC, self_condition=False)))
+    sc = build_model(ProteinModelConfig(net=SC))
+    missing = _load_warm_start(sc, plain.state_dict())
+    assert missing and all("sc_fc" in k for k in missing)
+    trans, rots, cond = _inputs()
+    t = torch.tensor([0.3, 0.8])
+    assert torch.allclose(sc((trans.float(), rots.float()), t, cond)[0], plain((trans.float(), rots.float()), t, cond)[0])
+    weights = {k: v for k, v in plain.state_dict().items() if "readout" not in k}
+    with pytest.raises(RuntimeError, match="missing keys"):
+        _load_warm_start(build_model(ProteinModelConfig(net=SC)), weights)
+    with pytest.raises(RuntimeError, match="unexpected keys"):
+        _load_warm_start(plain, sc.state_dict())
+
