@@ -34,7 +34,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -52,6 +52,7 @@ __all__ = [
     "load_checkpoint",
     "latest_checkpoint",
     "export_checkpoint",
+    "average_checkpoints",
     "EMA",
     "CHECKPOINT_FORMAT",
 ]
@@ -220,6 +221,42 @@ def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, *, expecte
     ``model_config``: top-level model-configuration keys to change in the copy (sampling
     settings such as a default rate; the keys must exist), recorded as ``export_overrides``."""
     ck = load_checkpoint(src, expected_kind=expected_kind)
+    slim = _slim(ck, src, model_config)
+    slim["ema"] = {k: v.float() if v.is_floating_point() else v for k, v in ck["ema"].items()}
+    slim["exported_from"] = str(src)
+    return save_checkpoint(dst, slim)
+
+
+def average_checkpoints(srcs: Sequence[str | os.PathLike], dst: str | os.PathLike, *,
+                        weights: Sequence[float] | None = None, model_config: dict | None = None) -> Path:
+    """Write a slim checkpoint whose EMA weights are the weighted mean of several checkpoints'
+    (a "model soup", Wortsman et al. 2022: fine-tunes of one parent average well). They must be
+    of one kind with the same weight names and shapes; configs, step and loss are the first's,
+    the sources and weights are recorded as ``averaged_from``. ``model_config`` as in
+    :func:`export_checkpoint`."""
+    if len(srcs) < 2:
+        raise DiffsciError("average_checkpoints needs at least two checkpoints")
+    weights = [1.0 / len(srcs)] * len(srcs) if weights is None else [float(w) for w in weights]
+    if len(weights) != len(srcs) or min(weights) < 0 or not math.isclose(sum(weights), 1.0, rel_tol=1e-6):
+        raise DiffsciError(f"average_checkpoints: need one non-negative weight per checkpoint, summing to 1; got {weights}")
+    cks = [load_checkpoint(s) for s in srcs]
+    first = cks[0]
+    for src, ck in zip(srcs[1:], cks[1:]):
+        if ck.get("kind") != first.get("kind"):
+            raise CheckpointError(f"{src}: kind {ck.get('kind')!r}, but {srcs[0]} is {first.get('kind')!r}")
+        a, b = first["ema"], ck["ema"]
+        if a.keys() != b.keys() or any(a[k].shape != b[k].shape for k in a):
+            raise CheckpointError(f"{src}: its weights do not match {srcs[0]}'s (another model configuration)")
+    slim = _slim(first, srcs[0], model_config)
+    slim["ema"] = {k: (sum(w * ck["ema"][k].float() for w, ck in zip(weights, cks)) if v.is_floating_point() else v)
+                   for k, v in first["ema"].items()}
+    slim["averaged_from"] = [{"checkpoint": str(s), "step": ck.get("step"), "weight": w}
+                             for s, ck, w in zip(srcs, cks, weights)]
+    slim["exported_from"] = "average of " + ", ".join(str(s) for s in srcs)
+    return save_checkpoint(dst, slim)
+
+
+def _slim(ck: dict, src, model_config: dict | None) -> dict:
     slim = {k: ck[k] for k in ("format", "kind", "model_config", "train_config", "extra", "step", "last_loss", "saved_at")
             if k in ck}
     if model_config:
@@ -230,9 +267,7 @@ def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, *, expecte
         current.update(model_config)
         slim["model_config"] = current
         slim["export_overrides"] = dict(model_config)
-    slim["ema"] = {k: v.float() if v.is_floating_point() else v for k, v in ck["ema"].items()}
-    slim["exported_from"] = str(src)
-    return save_checkpoint(dst, slim)
+    return slim
 
 
 def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:

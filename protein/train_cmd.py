@@ -65,7 +65,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--resume", action="store_true")
     p.add_argument("--init", metavar="CKPT",
                    help="warm-start from this checkpoint's (EMA) weights with a fresh optimizer ('default': the "
-                        "shipped checkpoint; add --config protein/data/default_train.json so its weights fit)")
+                        "shipped checkpoint, a self-conditioned net: add --config protein/data/selfcond_train.json so "
+                        "its weights fit)")
     p.add_argument("--max-minutes", type=float, help="stop with a checkpoint after this wall time")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_run_cli)

@@ -1,5 +1,6 @@
 """The training loop: resume after SIGKILL, atomic checkpoints, DDP, bad checkpoints."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -197,3 +198,28 @@ def test_torchrun_ddp_matches_single_process(tmp_path):
     l_one = [json.loads(x)["loss"] for x in (single / "metrics.jsonl").read_text().splitlines()]
     assert len(l_ddp) == len(l_one) == steps
     assert max(abs(a - b) for a, b in zip(l_ddp, l_one)) < 1e-5
+
+
+def test_average_checkpoints_is_the_weighted_mean(tmp_path):
+    """A model soup's weights are the weighted mean of its sources', the sources are recorded,
+    and checkpoints of another kind or shape, or bad weights, are refused."""
+    from diffsci.core.train import average_checkpoints
+
+    task = ToyTask()
+    cfg = TrainConfig(steps=2, batch_size=8, device="cpu")
+    train(task.build_model(), task, cfg, tmp_path / "a", progress=False)
+    train(task.build_model(), task, dataclasses.replace(cfg, steps=5, lr=1e-2), tmp_path / "b", progress=False)
+    a, b = (load_checkpoint(tmp_path / r / "latest.pt") for r in "ab")
+    assert any(not torch.equal(a["ema"][k], b["ema"][k]) for k in a["ema"])
+    out = load_checkpoint(average_checkpoints([tmp_path / "a" / "latest.pt", tmp_path / "b" / "latest.pt"], tmp_path / "s.pt",
+                                              weights=[0.25, 0.75], model_config={"sigma_data": 2.0}))
+    for k, v in a["ema"].items():
+        torch.testing.assert_close(out["ema"][k], 0.25 * v.float() + 0.75 * b["ema"][k].float())
+    assert [s["weight"] for s in out["averaged_from"]] == [0.25, 0.75] and out["model_config"]["sigma_data"] == 2.0
+    assert "optimizer" not in out
+    with pytest.raises(DiffsciError, match="summing to 1"):
+        average_checkpoints([tmp_path / "a" / "latest.pt", tmp_path / "b" / "latest.pt"], tmp_path / "x.pt", weights=[0.5, 0.6])
+    wide = ToyTask(ToyConfig(hidden=48))
+    train(wide.build_model(), wide, cfg, tmp_path / "c", progress=False)
+    with pytest.raises(CheckpointError, match="do not match"):
+        average_checkpoints([tmp_path / "a" / "latest.pt", tmp_path / "c" / "latest.pt"], tmp_path / "y.pt")

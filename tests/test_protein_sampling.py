@@ -161,15 +161,14 @@ def test_wrong_checkpoint_kind(tmp_path, capsys):
     assert "expected 'protein-frames'" in capsys.readouterr().err
 
 
-def test_shipped_protein_checkpoints_load_with_their_sampling_rates():
-    """Both shipped checkpoints build the same architecture; the strand-weighted one carries
-    its own rotation rate (set at export) and its training recipe."""
-    from pathlib import Path
+def test_shipped_protein_checkpoint_is_the_recorded_self_conditioned_soup():
+    """The shipped checkpoint is a self-conditioned net at rotation rate 10, the equal-weight
+    average of two fine-tunes (recorded in the file), and loads with its EMA weights."""
+    from diffsci.core.train import load_checkpoint
 
     default = load_model()
-    strand = load_model(Path(default.source).with_name("strand_checkpoint.pt"))
-    assert default.cfg.inference_rate == 10.0 and default.cfg.strand_power == 0.0
-    assert strand.cfg.inference_rate == 20.0 and strand.cfg.strand_power == 1.0
-    assert strand.cfg.net == default.cfg.net
-    a, b = default.model.state_dict(), strand.model.state_dict()
-    assert a.keys() == b.keys() and any(not torch.equal(a[k], b[k]) for k in a)
+    assert default.cfg.inference_rate == 10.0 and default.cfg.net.self_condition
+    ck = load_checkpoint(default.source)
+    assert [s["weight"] for s in ck["averaged_from"]] == [0.5, 0.5]
+    sd = default.model.state_dict()
+    assert any("sc_fc" in k and v.abs().sum() > 0 for k, v in sd.items())  # the branch was trained
