@@ -16,11 +16,24 @@ def run_training(data, out, *, steps=None, device="auto", resume=False, config=N
     from diffsci.protein.dataset import load_dataset
     from diffsci.protein.diffusion import BackboneTask, ProteinModelConfig, build_model
 
-    config = config or {}
+    config = dict(config or {})
     try:
         ds = load_dataset(data)
     except FileNotFoundError:
         raise DiffsciError(f"--data {data}: file not found") from None
+    if init == "default":
+        from diffsci.protein.sampling import default_checkpoint_path
+
+        init = default_checkpoint_path()
+    if init is not None and "model" not in config:  # a warm start without a 'model' table keeps the checkpoint's model
+        from diffsci.core.train import load_checkpoint
+        from diffsci.protein.diffusion import KIND
+
+        config["model"] = dict(load_checkpoint(init, expected_kind=KIND).get("model_config") or {})
+        if progress:
+            import sys
+
+            print(f"model configuration from {init} (no 'model' table in --config)", file=sys.stderr)
     cfg = ProteinModelConfig.from_dict(config.get("model", {}))
     task = BackboneTask(cfg, ds, split="train" if "train" in set(map(str, ds.split)) else None)
     if progress:
@@ -37,10 +50,6 @@ def run_training(data, out, *, steps=None, device="auto", resume=False, config=N
     opts.update(config.get("train", {}))
     if steps is not None:
         opts["steps"] = steps
-    if init == "default":
-        from diffsci.protein.sampling import default_checkpoint_path
-
-        init = default_checkpoint_path()
     return train(build_model(cfg), task, TrainConfig.from_dict(opts), out, resume=resume, progress=progress,
                  init_from=init)
 
@@ -65,8 +74,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--resume", action="store_true")
     p.add_argument("--init", metavar="CKPT",
                    help="warm-start from this checkpoint's (EMA) weights with a fresh optimizer ('default': the "
-                        "shipped checkpoint, a self-conditioned net: add --config protein/data/selfcond_train.json so "
-                        "its weights fit)")
+                        "shipped checkpoint); without a 'model' table in --config the checkpoint's own model "
+                        "configuration is used")
     p.add_argument("--max-minutes", type=float, help="stop with a checkpoint after this wall time")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_run_cli)

@@ -129,8 +129,15 @@ def test_train_cli_writes_checkpoint_and_resumes(tmp_path, capsys):
     assert main(["protein", "train", "--data", str(bundled_dataset_path()), "--out", str(tmp_path / "ft"), "--config",
                  str(cfg), "--device", "cpu", "--steps", "1", "--init", str(run / "latest.pt")]) == 0
     assert "warm start from" in capsys.readouterr().err
+    # without --config the checkpoint's own model configuration is used; another one is refused
     assert main(["protein", "train", "--data", str(bundled_dataset_path()), "--out", str(tmp_path / "ft2"),
-                 "--device", "cpu", "--steps", "1", "--init", str(run / "latest.pt")]) == 2
+                 "--device", "cpu", "--steps", "1", "--init", str(run / "latest.pt")]) == 0
+    assert "model configuration from" in capsys.readouterr().err
+    assert load_checkpoint(tmp_path / "ft2" / "latest.pt")["model_config"]["net"]["scalars"] == 8
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"model": {"net": {"scalars": 4, "vectors": 2, "layers": 1}}}))
+    assert main(["protein", "train", "--data", str(bundled_dataset_path()), "--out", str(tmp_path / "ft3"),
+                 "--config", str(other), "--device", "cpu", "--steps", "1", "--init", str(run / "latest.pt")]) == 2
     assert "do not fit this model" in capsys.readouterr().err
 
 
