@@ -117,9 +117,12 @@ class _ConvLayer(nn.Module):
         self.residual = irreps_in == self.irreps_out
 
     def forward(self, h, src, dst, sh, edge_s, n_nodes, sc_s=None):
-        w = self.fc(edge_s)
-        if self.sc_fc is not None:
-            w = w + self.sc_fc(sc_s)
+        if self.sc_fc is None:
+            w = self.fc(edge_s)
+        else:  # fc(edge_s) + sc_fc(sc_s) as one matmul over the joined hidden features (no second (E, W) array)
+            hidden = torch.cat([self.fc[1](self.fc[0](edge_s)), self.sc_fc[1](self.sc_fc[0](sc_s))], -1)
+            w = nn.functional.linear(hidden, torch.cat([self.fc[2].weight, self.sc_fc[2].weight], 1),
+                                     self.fc[2].bias + self.sc_fc[2].bias)
         msg = self.tp(h[src], sh, w)
         agg = torch.zeros(n_nodes, msg.shape[-1], dtype=msg.dtype, device=msg.device).index_add_(0, dst, msg)
         deg = torch.zeros(n_nodes, dtype=msg.dtype, device=msg.device).index_add_(0, dst, torch.ones_like(dst, dtype=msg.dtype))
