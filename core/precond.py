@@ -94,12 +94,11 @@ def from_v(net, schedule: Schedule):
 def from_velocity(net, schedule: Schedule):
     """Denoiser from a velocity predictor ``u = alpha' x0 + sigma' eps`` (flow matching):
     solving with ``x = alpha x0 + sigma eps`` gives ``x0 = (sigma' x - sigma u) / (sigma' alpha - sigma alpha')``."""
-    from diffsci.core.schedules import derivative
 
     def denoise(x, t, cond=None):
         tt = torch.as_tensor(t, dtype=torch.float64)
         a, s = schedule.alpha(tt), schedule.sigma(tt)
-        da, ds = derivative(schedule.alpha, tt), derivative(schedule.sigma, tt)
+        da, ds = schedule.alpha_dot(tt), schedule.sigma_dot(tt)  # closed forms (safe under inference_mode)
         u = net(x, t, cond)
         num_x = append_dims(ds.to(x.dtype), x.ndim)
         num_u = append_dims(s.to(x.dtype), x.ndim)

@@ -3,7 +3,12 @@
 Convention: ``t = 0`` is clean data, ``t = 1`` is the prior. A Euclidean state at time ``t`` is
 ``x_t = alpha(t) * x0 + sigma(t) * eps`` (a Gaussian path), so every schedule gives
 ``alpha(t)``, ``sigma(t)`` and the inverse of the noise-to-signal ratio ``r = sigma / alpha``
-(needed by samplers that pick intermediate times, e.g. DPM-Solver++ 2S and EDM churn).
+(needed by samplers that pick intermediate times, e.g. DPM-Solver++ 2S and EDM churn), and the
+closed-form time derivatives ``alpha_dot(t)``, ``sigma_dot(t)`` (the SDE drift and diffusion
+``f = alpha'/alpha``, ``g^2 = 2 sigma sigma' - 2 f sigma^2`` of :meth:`Schedule.sde_coefficients`,
+and velocity-predictor adapters). They are plain formulas, not autograd, so they are the same
+under ``torch.inference_mode()``, ``torch.no_grad()`` and with gradients on (autograd inside a
+sampler returned zeros under inference mode: issue 14, bug 8).
 
 Schedules are small frozen dataclasses with pure methods (no hidden counters); sampling time
 grids and training noise levels come from the same parameterised family (k-diffusion's
@@ -39,7 +44,6 @@ __all__ = [
     "karras_sigmas",
     "time_grid",
     "lognormal_sigmas",
-    "derivative",
     "SCHEDULES",
     "get_schedule",
 ]
@@ -47,18 +51,6 @@ __all__ = [
 
 def _as_tensor(t) -> torch.Tensor:
     return t if isinstance(t, torch.Tensor) else torch.as_tensor(t, dtype=torch.float64)
-
-
-def derivative(fn, t: torch.Tensor) -> torch.Tensor:
-    """d fn / dt elementwise, by autograd in float64 (schedules are smooth for t > 0)."""
-    t = _as_tensor(t)
-    with torch.enable_grad():
-        tt = t.detach().to(torch.float64).requires_grad_(True)
-        out = fn(tt)
-        if not out.requires_grad:  # a constant (e.g. alpha = 1)
-            return torch.zeros_like(t)
-        (g,) = torch.autograd.grad(out.sum(), tt)
-    return g.to(t.dtype)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,6 +65,23 @@ class Schedule:
 
     def sigma(self, t: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def alpha_dot(self, t: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        """``d alpha / dt`` in closed form."""
+        raise NotImplementedError
+
+    def sigma_dot(self, t: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        """``d sigma / dt`` in closed form (for t > 0; the right derivative at t = 0)."""
+        raise NotImplementedError
+
+    def sde_coefficients(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Drift and squared diffusion ``(f, g^2)`` of the forward SDE ``dx = f x dt + g dW``
+        whose marginals are ``alpha(t) x0 + sigma(t) eps`` (Song et al. 2021; Karras et al. 2022,
+        eq. 4-6): ``f = alpha' / alpha``, ``g^2 = d sigma^2/dt - 2 f sigma^2``."""
+        t = _as_tensor(t)
+        a, s = self.alpha(t), self.sigma(t)
+        f = self.alpha_dot(t) / a
+        return f, 2 * s * self.sigma_dot(t) - 2 * f * s * s
 
     def ratio(self, t: torch.Tensor) -> torch.Tensor:
         """Noise-to-signal ratio ``r = sigma / alpha`` (inf where alpha = 0)."""
@@ -124,6 +133,22 @@ class VPLinear(Schedule):
     def sigma(self, t):
         return torch.sqrt(-torch.expm1(self._log_abar(t)))
 
+    def _beta(self, t):
+        return self.beta_min + (self.beta_max - self.beta_min) * _as_tensor(t)
+
+    def alpha_dot(self, t):
+        # alpha = exp(L / 2), L' = -beta(t)
+        return -0.5 * self._beta(t) * self.alpha(t)
+
+    def sigma_dot(self, t):
+        # sigma^2 = 1 - exp(L): 2 sigma sigma' = beta exp(L)
+        return 0.5 * self._beta(t) * torch.exp(self._log_abar(t)) / self.sigma(t)
+
+    def sde_coefficients(self, t):
+        # f = -beta / 2, g^2 = beta (finite at t = 0, where sigma' is not)
+        b = self._beta(t)
+        return -0.5 * b, b.clone()
+
     def t_from_ratio(self, r):
         # log(1 + r^2) = b0 t + (b1 - b0) t^2 / 2
         r = _as_tensor(r)
@@ -153,6 +178,16 @@ class VPCosine(Schedule):
     def sigma(self, t):
         a = self.alpha(t)
         return torch.sqrt(torch.clamp(1 - a * a, min=0.0))
+
+    def alpha_dot(self, t):
+        c0 = math.cos(0.5 * math.pi * self.s / (1 + self.s))
+        ph = self._phase(t)
+        d = -torch.sin(ph) * (0.5 * math.pi / (1 + self.s)) / c0
+        return torch.where(torch.cos(ph) / c0 < 0, torch.zeros_like(d), d)  # alpha is clamped at 0 past t = 1
+
+    def sigma_dot(self, t):
+        # sigma^2 = 1 - alpha^2: sigma' = -alpha alpha' / sigma
+        return -self.alpha(t) * self.alpha_dot(t) / self.sigma(t)
 
     def t_from_ratio(self, r):
         r = _as_tensor(r)
@@ -188,6 +223,14 @@ class EDM(Schedule):
         s = (lo + t * (hi - lo)) ** self.rho
         return torch.where(t > 0, s, torch.zeros_like(s))
 
+    def alpha_dot(self, t):
+        return torch.zeros_like(_as_tensor(t))
+
+    def sigma_dot(self, t):
+        t = _as_tensor(t)
+        lo, hi = self.sigma_min ** (1 / self.rho), self.sigma_max ** (1 / self.rho)
+        return self.rho * (hi - lo) * (lo + t * (hi - lo)) ** (self.rho - 1)
+
     def t_from_ratio(self, r):
         r = _as_tensor(r)
         lo, hi = self.sigma_min ** (1 / self.rho), self.sigma_max ** (1 / self.rho)
@@ -206,6 +249,12 @@ class FlowMatching(Schedule):
 
     def sigma(self, t):
         return _as_tensor(t).clone()
+
+    def alpha_dot(self, t):
+        return -torch.ones_like(_as_tensor(t))
+
+    def sigma_dot(self, t):
+        return torch.ones_like(_as_tensor(t))
 
     def t_from_ratio(self, r):
         r = _as_tensor(r)
@@ -229,6 +278,13 @@ class LogLinear(Schedule):
         t = _as_tensor(t)
         s = self.sigma_min ** (1 - t) * self.sigma_max**t
         return torch.where(t > 0, s, torch.zeros_like(s))
+
+    def alpha_dot(self, t):
+        return torch.zeros_like(_as_tensor(t))
+
+    def sigma_dot(self, t):
+        t = _as_tensor(t)
+        return math.log(self.sigma_max / self.sigma_min) * self.sigma_min ** (1 - t) * self.sigma_max**t
 
     def t_from_ratio(self, r):
         r = _as_tensor(r)

@@ -32,7 +32,7 @@ import torch
 
 from diffsci.core import so3
 from diffsci.core.errors import DiffsciError
-from diffsci.core.schedules import EDM, FlowMatching, LogLinear, Schedule, derivative
+from diffsci.core.schedules import EDM, FlowMatching, LogLinear, Schedule
 from diffsci.core.utils import append_dims, randn
 
 __all__ = [
@@ -138,11 +138,7 @@ class Euclidean(Space):
         return a_s * x0_hat + sg_s * eps
 
     def _f_g2(self, t, x):
-        t = _bt(t, x)
-        sched = self.schedule
-        f = derivative(lambda u: torch.log(sched.alpha(u)), t)
-        ds2 = derivative(lambda u: sched.sigma(u) ** 2, t)
-        g2 = ds2 - 2 * f * sched.sigma(t) ** 2
+        f, g2 = self.schedule.sde_coefficients(_bt(t, x).to(torch.float64))  # closed form (no autograd)
         return append_dims(f.to(x.dtype), x.ndim), append_dims(g2.clamp_min(0).to(x.dtype), x.ndim)
 
     def sde_step(self, x, x0_hat, t, s, generator=None):
@@ -290,7 +286,8 @@ class SO3Diffusion(Space):
 
     def sde_step(self, x, x0_hat, t, s, generator=None):
         tt = _bt(t, x)
-        g2 = derivative(lambda u: self.schedule.sigma(u) ** 2, tt)
+        sched = self.schedule
+        g2 = 2 * sched.sigma(tt.to(torch.float64)) * sched.sigma_dot(tt.to(torch.float64))  # d sigma^2 / dt, closed form
         dt = tt - _bt(s, x)
         g2 = append_dims(g2, x.ndim - 2)[..., None].to(x.dtype)
         dt = append_dims(dt, x.ndim - 2)[..., None].to(x.dtype)
