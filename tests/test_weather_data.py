@@ -76,13 +76,13 @@ def test_levels_and_channel_order():
     rng = np.random.default_rng(0)
     ds = xr.Dataset(
         {
-            "temperature": (("time", "level", "latitude", "longitude"), rng.normal(size=(3, 2, 4, 8))),
-            "2m_temperature": (("time", "latitude", "longitude"), rng.normal(size=(3, 4, 8))),
+            "temperature": (("time", "level", "latitude", "longitude"), 250 + rng.normal(size=(3, 2, 4, 8))),
+            "2m_temperature": (("time", "latitude", "longitude"), 280 + rng.normal(size=(3, 4, 8))),
         },
         coords={"time": t, "level": lev, "latitude": np.linspace(-67.5, 67.5, 4), "longitude": np.arange(8) * 45.0},
     ).rename({"level": "pressure_level"})
     x, names = stack_channels(open_weather(ds), ["t", "2m_temperature"])
-    assert names == ["t@500", "t@850", "t2m"]
+    assert names == ["t500", "t850", "t2m"]
     np.testing.assert_allclose(x[:, 0], ds["temperature"].values[:, 1].astype(np.float32))
     np.testing.assert_allclose(x[:, 1], ds["temperature"].values[:, 0].astype(np.float32))
     np.testing.assert_allclose(x[:, 2], ds["2m_temperature"].values.astype(np.float32))
