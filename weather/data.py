@@ -159,7 +159,7 @@ PHYSICAL_RANGES: dict[str, tuple[float, float]] = {
 
 
 def _short(name: str) -> str:
-    return LONG_TO_SHORT.get(name, name)
+    return LONG_TO_SHORT.get(name, NCEP_TO_SHORT.get(name, name))
 
 
 def _norm_unit(u) -> str:
@@ -464,7 +464,7 @@ def open_weather(
         if not keep:
             raise DiffsciError(f"{name}: no variable with time, latitude and longitude dims")
     else:
-        keep = [NCEP_TO_SHORT.get(v, _short(v)) for v in variables]
+        keep = [_short(v) for v in variables]
         missing = [v for v, k in zip(variables, keep) if k not in ds.data_vars]
         if missing:
             avail = sorted(str(v) for v in ds.data_vars if v not in _NON_WEATHER)

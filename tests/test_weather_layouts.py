@@ -1,0 +1,171 @@
+"""One reader for the layouts that exist: cfgrib/ECMWF, the new CDS netCDF, WeatherBench 2 zarr,
+NCEP/NCAR (fixtures in tests/weather_fixtures.py, written as those tools write them)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+import weather_fixtures as wf
+from diffsci.core.cli import main
+from diffsci.core.errors import DiffsciError
+from diffsci.weather.data import normalize_layout, open_weather, stack_channels, time_step
+
+
+def _expected(times, levels, nlat=5, nlon=8, members=1, seed=0):
+    """Values in the internal convention (latitude ascending, levels ascending), from wf.fields."""
+    lat, lon = wf.grid(nlat, nlon, descending=False)
+    return wf.fields(times, sorted(levels), lat, lon, members=members, seed=seed)
+
+
+def test_cfgrib_ensemble_opens(tmp_path):
+    """Seen: ValueError 'the new name time conflicts' for cfgrib's time + valid_time."""
+    times = pd.date_range("2021-03-01T06", periods=4, freq="6h")
+    p = wf.write(wf.cfgrib_era5(members=3, times=times), tmp_path / "ens.nc")
+    ds = open_weather(p)
+    assert ds["z"].dims == ("realization", "time", "level", "latitude", "longitude")
+    assert list(ds["level"].values) == [500.0, 850.0] and ds["level"].attrs["units"] == "hPa"
+    assert np.all(np.diff(ds["latitude"].values) > 0)
+    np.testing.assert_array_equal(ds["time"].values, times.values)
+    want = _expected(times, [850, 500], members=3)
+    np.testing.assert_array_equal(ds["z"].values, want["z"])
+    np.testing.assert_array_equal(ds["t"].values, want["t"])
+    x, names = stack_channels(ds.isel(realization=1), ["z", "t"])
+    assert names == ["z500", "z850", "t500", "t850"]
+    np.testing.assert_array_equal(x[:, 3], want["t"][1, :, 1])
+
+
+def test_time_is_the_valid_time(tmp_path):
+    """cfgrib analysis with a nonzero scalar step: time = valid_time, not the reference time."""
+    ds = wf.cfgrib_era5()
+    ds = ds.assign_coords(step=np.timedelta64(3, "h"), valid_time=("time", ds.time.values + np.timedelta64(3, "h")))
+    got = open_weather(wf.write(ds, tmp_path / "s3.nc"))
+    np.testing.assert_array_equal(got.time.values, ds.valid_time.values)
+    # one forecast run (time of length 1, step a dim) is a sequence of states at its valid times
+    run = wf.cfgrib_era5(times=["2020-01-01"], steps_hours=[0, 6, 12])
+    got = open_weather(wf.write(run, tmp_path / "run.nc"))
+    assert list(got.time.values) == list(pd.to_datetime(["2020-01-01T00", "2020-01-01T06", "2020-01-01T12"]).values)
+    assert time_step(got) == pd.Timedelta(hours=6)
+
+
+def test_cfgrib_forecast_layout(tmp_path):
+    fc = wf.cfgrib_era5(members=2, steps_hours=[6, 12])
+    p = wf.write(fc, tmp_path / "fc.nc")
+    got = open_weather(p, forecast=True)
+    assert got["z"].dims == ("realization", "time", "prediction_timedelta", "level", "latitude", "longitude")
+    assert list(got.prediction_timedelta.values.astype("timedelta64[h]").astype(int)) == [6, 12]
+    np.testing.assert_array_equal(got.time.values, fc.time.values)
+    with pytest.raises(DiffsciError, match=r"fc\.nc: forecast layout \(time x step = 4 x 2\)"):
+        open_weather(p)
+    # an analysis given where a forecast is expected gets a lead of its scalar step
+    ana = open_weather(wf.write(wf.cfgrib_era5(), tmp_path / "ana.nc"), forecast=True)
+    assert ana.sizes["prediction_timedelta"] == 1
+    # duplicate init times refused
+    dup = xr.concat([fc.isel(time=[0]), fc.isel(time=[0, 1])], "time")
+    with pytest.raises(DiffsciError, match="duplicate init times"):
+        open_weather(dup, forecast=True)
+
+
+def test_scalar_level_and_surface_coords(tmp_path):
+    one = open_weather(wf.write(wf.cfgrib_era5(level=500), tmp_path / "z500.nc"))
+    assert one["z"].dims == ("time", "level", "latitude", "longitude") and list(one.level.values) == [500.0]
+    assert stack_channels(one, ["z", "t"])[1] == ["z500", "t500"]
+    sfc = open_weather(wf.write(wf.cfgrib_surface(), tmp_path / "t2m.nc"))
+    assert sfc["t2m"].dims == ("time", "latitude", "longitude") and "heightAboveGround" not in sfc.coords
+    lat, lon = wf.grid(5, 8, descending=False)
+    want = wf.fields(sfc.time.values, [1000], lat, lon)["t2m"][0]
+    np.testing.assert_array_equal(sfc["t2m"].values, want)
+
+
+def test_all_layouts_give_the_same_tensors(tmp_path):
+    """cfgrib, new CDS (also ensemble with -180..180 longitudes), WB2 zarr and NCEP (packed, heights
+    in m, level named 'level' or 'pressure') load to the same channels."""
+    levels = (850, 500)
+    ref, names = stack_channels(open_weather(wf.write(wf.cfgrib_era5(levels=levels), tmp_path / "cf.nc")), ["z", "t"])
+    assert names == ["z500", "z850", "t500", "t850"]
+    cds = open_weather(wf.write(wf.cds_netcdf(levels=levels), tmp_path / "cds.nc"))
+    np.testing.assert_array_equal(stack_channels(cds, ["z", "t"])[0], ref)
+    cdse = open_weather(wf.write(wf.cds_netcdf(levels=levels, members=2, lon180=True), tmp_path / "cdse.nc"))
+    np.testing.assert_array_equal(stack_channels(cdse.isel(realization=0), ["z", "t"])[0], ref)
+    assert cdse.longitude.values.min() == 0.0
+    wb = open_weather(wf.write(wf.wb2_dataset(levels=(500, 850)), tmp_path / "wb.zarr"))
+    np.testing.assert_array_equal(stack_channels(wb, ["geopotential", "temperature"])[0], ref)
+    for level_name in ("level", "pressure", "lev"):
+        with pytest.warns(UserWarning, match="geopotential height in m multiplied by g"):
+            nc = open_weather(wf.write(wf.ncep_reanalysis(levels=(850, 500), level_name=level_name),
+                                       tmp_path / f"ncep_{level_name}.nc"))
+        got, got_names = stack_channels(nc, ["hgt", "air"])
+        assert got_names == names
+        # NCEP stores whole metres (precision 0) and 0.01 K: compare at that precision
+        np.testing.assert_allclose(got[:, :2], ref[:, :2], atol=0.5 * wf.G + 0.05)
+        np.testing.assert_allclose(got[:, 2:], ref[:, 2:], atol=0.006)
+
+
+def test_levels_in_pa(tmp_path):
+    ds = wf.cds_netcdf().rename(pressure_level="plev")
+    ds = ds.assign_coords(plev=("plev", ds.plev.values * 100.0, {"units": "Pa", "standard_name": "air_pressure"}))
+    got = open_weather(ds)
+    assert list(got.level.values) == [500.0, 850.0]
+    bare = wf.cds_netcdf().assign_coords(pressure_level=("pressure_level", [85000.0, 50000.0]))
+    with pytest.raises(DiffsciError, match="pressure levels up to 85000 without units"):
+        normalize_layout(bare, path="bare.nc")
+
+
+def test_units_converted_or_refused(tmp_path):
+    base = wf.cfgrib_era5()
+    zm = base.copy()
+    zm["z"] = zm["z"] / wf.G
+    zm["z"].attrs = {**base["z"].attrs, "units": "m"}
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        got = open_weather(zm)
+    assert any("multiplied by g" in str(x.message) for x in w)
+    np.testing.assert_allclose(got["z"].values, open_weather(base)["z"].values, rtol=1e-6)
+    assert got["z"].attrs["units"] == "m**2 s**-2"
+    tc = base.copy()
+    tc["t"] = tc["t"] - 273.15
+    tc["t"].attrs = {**base["t"].attrs, "units": "degC"}
+    with pytest.warns(UserWarning, match="degC converted to K"):
+        np.testing.assert_allclose(open_weather(tc)["t"].values, open_weather(base)["t"].values, atol=1e-4)
+    odd = base.copy()
+    odd["z"].attrs["units"] = "dam"
+    with pytest.raises(DiffsciError, match=r"variable 'z' in 'dam': expected 'm\*\*2 s\*\*-2'"):
+        open_weather(odd)
+
+
+def test_values_that_lie_about_their_units(tmp_path):
+    """Seen: geopotential height in metres given as z passes without a word."""
+    base = wf.cfgrib_era5()
+    zm = base.copy()
+    zm["z"] = zm["z"] / wf.G  # metres, but still labelled m**2 s**-2
+    with pytest.raises(DiffsciError, match=r"z at 500 hPa averages .* far from the standard atmosphere"):
+        open_weather(wf.write(zm, tmp_path / "zm.nc"))
+    tc = base.copy()
+    tc["t"] = tc["t"] - 273.15  # Celsius labelled K
+    with pytest.raises(DiffsciError, match=r"t ranges .* outside the physically possible 100\.\.400 K"):
+        open_weather(tc)
+    # geopotential below sea level at 1000 hPa is possible
+    deep = wf.cfgrib_era5(levels=(1000, 500))
+    deep["z"][:, 0, 0, 0] = -3000.0
+    assert float(open_weather(deep)["z"].min()) == -3000.0
+
+
+@pytest.mark.parametrize("mutate,needle", [
+    (lambda d: d.rename(latitude="y"), "no latitude dimension: expected one of ['latitude', 'lat']"),
+    (lambda d: d.rename(time="date").drop_vars("valid_time"), "no time dimension: expected 'time'"),
+    (lambda d: d.rename(isobaricInhPa="hybrid"), "variable 'z' has dims ['hybrid'] besides the expected"),
+    (lambda d: d.expand_dims(member=[0]), "several ensemble dims ['number', 'member']"),
+])
+def test_unknown_layouts_one_line(tmp_path, capsys, mutate, needle):
+    ds = mutate(wf.cfgrib_era5(members=2))
+    p = wf.write(ds, tmp_path / "odd.nc")
+    with pytest.raises(DiffsciError) as err:
+        open_weather(p)
+    assert needle in str(err.value) and "odd.nc" in str(err.value)
+    code = main(["weather", "train", "--data", str(p), "--out", str(tmp_path / "run"), "--steps", "1"])
+    msg = capsys.readouterr().err
+    assert code == 2 and needle in msg and "Traceback" not in msg and msg.count("\n") == 1
