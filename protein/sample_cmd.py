@@ -1,41 +1,133 @@
-"""``diffsci protein sample``: design backbones and write them as PDB files plus samples.csv."""
+"""``diffsci protein sample``: design backbones and write them as PDB files, one JSON record
+per design and samples.csv.
+
+Output folder (``--out``): ``NAME.pdb`` per design (``len60_000``, ``motif_000``, ``contig_000``),
+``NAME.json`` beside it (the design's provenance: contig as given and as drawn, input -> output
+residue mapping, motif file, seed, steps, sampler, symmetry, checkpoint, lengths), ``samples.csv``
+(one row per design, the same fields), and with ``--trajectory`` ``trajectories/NAME.pdb`` (a
+multi-model PDB of the model's x0 prediction at every step; in a subfolder so that
+``diffsci protein evaluate OUT`` does not score it as a design). Motif residues keep their
+residue names from the motif file and have B-factor 1.00; designed residues are GLY with 0.00.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import os
+import re
+import sys
 from pathlib import Path
 
 from diffsci.core.errors import DiffsciError
 from diffsci.core.utils import atomic_output
 
-__all__ = ["add_parser", "write_designs"]
+__all__ = ["add_parser", "write_designs", "design_record", "existing_outputs", "remove_outputs", "CSV_FIELDS"]
+
+CSV_FIELDS = ["file", "length", "seed", "index", "seconds", "total_length", "chains", "contig", "drawn_contig",
+              "motif_file", "mapping", "symmetry", "sampler", "steps", "time_power", "rotation_rate", "checkpoint",
+              "record", "trajectory"]
+B_FACTOR_NOTE = "B-factor 1.00 = motif residue (held from the motif file, its residue name kept); 0.00 = designed (GLY)"
+TRAJECTORY_DIR = "trajectories"
+# the files this tool writes (and --overwrite may remove)
+_OWN = re.compile(r"^(len\d+|motif|contig)_\d{3,}\.(pdb|json)$")
+
+
+def design_record(d, *, checkpoint: str, trajectory: str | None = None) -> dict:
+    """The JSON-able provenance of one design (also the columns of samples.csv)."""
+    ids = d.chain_ids()
+    lengths = [n for _ in range(d.coords.shape[0]) for n in d.chain_lengths]
+    return {
+        "file": f"{d.name}.pdb", "name": d.name, "length": d.length, "total_length": d.total_length,
+        "chains": dict(zip(ids, lengths)), "seed": d.seed, "index": d.index, "steps": d.steps, "sampler": d.sampler,
+        "time_power": d.time_power, "rotation_rate": d.rotation_rate, "symmetry": d.symmetry,
+        "contig": d.contig, "drawn_contig": d.drawn_contig,
+        "total_length_limits": list(d.total_length_limits) if d.total_length_limits else None,
+        "motif_file": d.motif_file, "mapping": d.residue_mapping(),
+        "motif_positions": [d.output_labels()[int(i)] for i in d.motif_index] if d.motif_index is not None else [],
+        "b_factor": B_FACTOR_NOTE, "checkpoint": checkpoint, "seconds": round(float(d.seconds), 3),
+        "trajectory": trajectory, "generator": "diffsci protein sample",
+    }
+
+
+def existing_outputs(out) -> list[Path]:
+    """Designs already in ``out``: any ``*.pdb`` or ``samples.csv`` (case-insensitive)."""
+    out = Path(out)
+    if not out.is_dir():
+        return []
+    return sorted(p for p in out.iterdir() if p.is_file() and (p.suffix.lower() == ".pdb" or p.name == "samples.csv"))
+
+
+def remove_outputs(out) -> list[Path]:
+    """Remove the files this tool wrote in ``out`` (designs, records, samples.csv, trajectories);
+    returns the ``*.pdb`` files left (not written by this tool)."""
+    out = Path(out)
+    if not out.is_dir():
+        return []
+    for folder in (out, out / TRAJECTORY_DIR):
+        if folder.is_dir():
+            for p in folder.iterdir():
+                if p.is_file() and (_OWN.match(p.name) or (folder == out and p.name == "samples.csv")):
+                    p.unlink()
+    traj = out / TRAJECTORY_DIR
+    if traj.is_dir() and not any(traj.iterdir()):
+        traj.rmdir()
+    return [p for p in existing_outputs(out) if p.name != "samples.csv"]
+
+
+def _remarks(rec: dict) -> dict:
+    keys = ["generator", "seed", "index", "length", "total_length", "chains", "checkpoint", "sampler", "steps",
+            "time_power", "rotation_rate", "symmetry", "contig", "drawn_contig", "motif_file", "motif_positions",
+            "mapping", "b_factor"]
+    out = {}
+    for k in keys:
+        v = rec.get(k)
+        if v is None or v == {} or v == []:
+            continue
+        if k == "index":
+            k = "sample_index"
+        if isinstance(v, dict):
+            v = ",".join(f"{a}>{b}" if k == "mapping" else f"{a}:{b}" for a, b in v.items())
+        elif isinstance(v, list):
+            v = ",".join(map(str, v))
+        out[k] = v
+    out["record"] = rec["file"][:-4] + ".json"
+    return out
 
 
 def write_designs(designs, out_dir, *, checkpoint: str) -> Path:
-    """Write one PDB per design (atomically) and then ``samples.csv`` (file, length, seed, seconds)."""
-    from diffsci.protein.pdb_io import write_backbone_pdb
+    """Write per design ``NAME.pdb`` and ``NAME.json`` (and its trajectory when it has one),
+    each atomically, then ``samples.csv``. Returns the path of samples.csv."""
+    from diffsci.protein.pdb_io import write_backbone_models, write_backbone_pdb
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for d in designs:
-        path = out / f"{d.name}.pdb"
-        n_chains = d.coords.shape[0]
-        remarks = {"generator": "diffsci protein sample", "seed": d.seed, "sample_index": d.index,
-                   "length": d.length, "chains": n_chains, "checkpoint": checkpoint, "sampler": d.sampler,
-                   "steps": d.steps, "time_power": d.time_power}
-        if d.rotation_rate is not None:
-            remarks["rotation_rate"] = d.rotation_rate
-        if d.motif_index is not None:
-            remarks["motif_positions"] = ",".join(str(int(i) + 1) for i in d.motif_index)
-        coords = d.coords[0] if n_chains == 1 else d.coords
-        write_backbone_pdb(path, coords, remarks=remarks, chain_ids=None if n_chains == 1 else list("ABCDEFGHIJKLMNOPQRSTUVWXYZ"[:n_chains]))
-        rows.append({"file": path.name, "length": d.length, "seed": d.seed, "index": d.index,
-                     "seconds": f"{d.seconds:.3f}"})
+        traj = None
+        if d.trajectory:
+            (out / TRAJECTORY_DIR).mkdir(exist_ok=True)
+            traj = f"{TRAJECTORY_DIR}/{d.name}.pdb"
+        rec = design_record(d, checkpoint=checkpoint, trajectory=traj)
+        names, bfs, ids = d.chain_residue_names(), d.b_factors(), d.chain_ids()
+        write_backbone_pdb(out / rec["file"], d.chains(), chain_ids=ids, residue_names=names, b_factors=bfs,
+                           remarks=_remarks(rec))
+        if traj:
+            remarks = {"trajectory": f"x0 prediction of the model at each sampling step (MODEL k = step k, "
+                                     f"before constraints) for {rec['file']}",
+                       "times": ",".join(f"{t:.4f}" for t in d.trajectory_times)}
+            write_backbone_models(out / traj, [d.chains(c) for c in d.trajectory], chain_ids=ids,
+                                  residue_names=names, b_factors=bfs, remarks=remarks)
+        with atomic_output(out / f"{d.name}.json") as tmp:
+            tmp.write_text(json.dumps(rec, indent=1) + "\n")
+        row = {k: rec.get(k) for k in CSV_FIELDS}
+        row.update(seconds=f"{d.seconds:.3f}", record=f"{d.name}.json",
+                   chains=" ".join(f"{a}:{n}" for a, n in rec["chains"].items()),
+                   mapping=" ".join(f"{a}>{b}" for a, b in rec["mapping"].items()))
+        rows.append({k: "" if v is None else v for k, v in row.items()})
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["file", "length", "seed", "index", "seconds"])
+    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS)
     writer.writeheader()
     writer.writerows(rows)
     with atomic_output(out / "samples.csv") as tmp:
@@ -46,33 +138,69 @@ def write_designs(designs, out_dir, *, checkpoint: str) -> Path:
 def _run(args) -> int:
     import torch
 
-    from diffsci.protein.sampling import TIME_POWER, load_model, load_motif, sample_backbones
+    from diffsci.protein.sampling import (
+        TIME_POWER,
+        contig_length_limits,
+        load_model,
+        load_motif,
+        parse_contig,
+        parse_length_range,
+        resolve_contig,
+        sample_backbones,
+    )
 
     torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
+    # everything a user gave is checked before the model is loaded or anything is written
     if args.motif and not args.contig:
         raise DiffsciError("--motif needs --contig (e.g. --contig 10-20/A5-20/30-40)")
+    if args.length and args.contig:
+        raise DiffsciError("--length cannot be combined with --contig: the contig sets the length "
+                           "(use a scaffold range, or --total-length 80-120 for the total)")
+    if args.total_length and not args.contig:
+        raise DiffsciError("--total-length applies to --contig designs (use --length for plain designs)")
+    if args.symmetry and args.contig:
+        raise DiffsciError("--symmetry cannot be combined with --contig/--motif: placing a motif in every "
+                           "subunit is not supported; design the symmetric assembly without a motif")
     lengths = args.length or []
     for length in lengths:
         if length < 1:
             raise DiffsciError(f"--length {length}: must be a positive integer (40..512)")
     motif = load_motif(args.motif) if args.motif else None
+    if args.contig:
+        total = parse_length_range(args.total_length)
+        contig_length_limits(resolve_contig(parse_contig(args.contig), motif), total, text=args.contig)
+    old = existing_outputs(args.out)
+    if old and not args.overwrite:
+        shown = ", ".join(p.name for p in old[:3]) + (" ..." if len(old) > 3 else "")
+        raise DiffsciError(f"--out {args.out} already holds designs ({len(old)} file(s): {shown}); "
+                           "use --overwrite to replace them, or another folder")
     lm = load_model(args.checkpoint)
     designs = sample_backbones(lm, lengths, args.num, seed=args.seed, steps=args.steps, sampler=args.sampler,
                                motif=motif, contig=args.contig, symmetry=args.symmetry, progress=not args.quiet,
                                time_power=TIME_POWER if args.time_power is None else args.time_power,
-                               rotation_rate=args.rotation_rate)
+                               rotation_rate=args.rotation_rate, total_length=args.total_length,
+                               trajectory=args.trajectory)
+    if args.overwrite:
+        left = remove_outputs(args.out)
+        if left:
+            print(f"warning: {args.out} still holds {len(left)} PDB file(s) this tool did not write "
+                  f"({', '.join(p.name for p in left[:3])}{' ...' if len(left) > 3 else ''})", file=sys.stderr)
     csv_path = write_designs(designs, args.out, checkpoint=lm.source)
-    print(f"wrote {len(designs)} backbone(s) and {csv_path}")
+    print(f"wrote {len(designs)} backbone(s), their .json records and {csv_path}")
     return 0
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("sample", help="design protein backbones (PDB files + samples.csv)",
-                              description="Sample backbones with the shipped (or given) checkpoint. Lengths 40..512.")
+    p = subparsers.add_parser(
+        "sample", help="design protein backbones (PDB files + JSON records + samples.csv)",
+        description="Sample backbones with the shipped (or given) checkpoint. Lengths 40..512. Writes NAME.pdb, "
+                    "NAME.json (provenance) and samples.csv; motif residues keep their names and have B-factor 1.00.")
     p.add_argument("--checkpoint", help="model checkpoint (default: the shipped one)")
-    p.add_argument("--length", type=int, action="append", help="chain length (repeatable)")
-    p.add_argument("--num", type=int, default=1, help="backbones per length (default 1)")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--length", type=int, action="append", help="chain length (repeatable; not with --contig)")
+    p.add_argument("--num", type=int, default=1, help="backbones per length or contig (default 1)")
+    p.add_argument("--out", required=True, help="output folder (refused if it already holds designs, see --overwrite)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the designs, records, trajectories and samples.csv this tool wrote in --out before")
     p.add_argument("--steps", type=int, default=100, help="sampling steps (default 100)")
     p.add_argument("--time-power", type=float, default=None,
                    help="sampling time grid 0.999 u^P, u uniform from 1 to 0 (default: diffsci.protein.sampling.TIME_POWER; "
@@ -83,7 +211,13 @@ def add_parser(subparsers) -> None:
     p.add_argument("--sampler", help="sampler name (default: euler for flow models, euler_maruyama for score models)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--motif", help="PDB/mmCIF file with the motif residues")
-    p.add_argument("--contig", help="RFdiffusion-style contig, e.g. 10-20/A5-20/30-40")
-    p.add_argument("--symmetry", help="cyclic symmetry Cn (e.g. C3): n chains of --length residues")
+    p.add_argument("--contig",
+                   help="RFdiffusion contig, e.g. 10-40/A163-181/10-40 or '[10-40/A163-181/10-40]'; A52A = insertion "
+                        "code; '[B1-100/0 60-80]' designs a 60-80 residue chain beside chain B held fixed")
+    p.add_argument("--total-length", help="with --contig: range of the total length, e.g. 80-120 (contigmap.length); "
+                                          "scaffold lengths are redrawn until the total fits")
+    p.add_argument("--symmetry", help="cyclic symmetry Cn (e.g. C3): n chains of --length residues (not with --contig)")
+    p.add_argument("--trajectory", action="store_true",
+                   help="also write trajectories/NAME.pdb: the model's x0 prediction at every step, one MODEL per step")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_run)

@@ -1,0 +1,180 @@
+"""RFdiffusion's contig language: brackets, chain breaks (binder beside a fixed target),
+insertion codes, total-length ranges, redrawn lengths, and refusals before any sampling."""
+
+import numpy as np
+import pytest
+import torch
+
+from diffsci.core.cli import main
+from diffsci.core.errors import DiffsciError
+from diffsci.protein.dataset import bundled_dataset_path, load_dataset
+from diffsci.protein.pdb_io import _ONE_TO_THREE
+from diffsci.protein.sampling import (
+    MAX_LENGTH,
+    MIN_LENGTH,
+    Motif,
+    contig_length_limits,
+    draw_layout,
+    load_motif,
+    parse_contig,
+    parse_length_range,
+    resolve_contig,
+)
+
+
+def _atom_lines(chain, cid, serial=1):
+    """PDB ATOM records as the PDB writes them: insertion code in column 27, B-factors set."""
+    out = []
+    for r, ins, aa, xyz in zip(chain.res_ids, chain.ins_codes, chain.sequence, chain.coords):
+        for k, (atom, el) in enumerate((("N", "N"), ("CA", "C"), ("C", "C"), ("O", "O"))):
+            x, y, z = xyz[k]
+            out.append(f"ATOM  {serial:5d}  {atom:<3s} {_ONE_TO_THREE[aa]:>3s} {cid}{int(r):4d}{ins or ' ':1s}   "
+                       f"{x:8.3f}{y:8.3f}{z:8.3f}  1.00 25.00           {el:>2s}")
+            serial += 1
+    out.append(f"TER   {serial:5d}")
+    return out, serial + 1
+
+
+@pytest.fixture(scope="module")
+def real_files(tmp_path_factory):
+    """Real chains shipped in protein/data written as a deposited entry would be: an antibody
+    heavy chain with Kabat insertion codes (7CTH chain H: 52A, 82A-C, 100A) beside a second
+    chain B (4E43 chain A, residues 1-99) and waters (HETATM)."""
+    ds = load_dataset(bundled_dataset_path())
+    src = [ds.chain(i) for i in range(len(ds.split))]
+    heavy = next(c for c in src if "7CTH" in c.source and c.chain_id == "H")
+    other = next(c for c in src if "4E43" in c.source)
+    d = tmp_path_factory.mktemp("contig")
+    lines, s = _atom_lines(heavy, "H")
+    more, s = _atom_lines(other, "B", s)
+    lines += more
+    lines += [f"HETATM{s + k:5d}  O   HOH W{k + 1:4d}      {k:6.3f}   1.000   2.000  1.00 30.00           O"
+              for k in range(3)]
+    path = d / "complex.pdb"
+    path.write_text("HEADER    TEST ENTRY\n" + "\n".join(lines) + "\nEND\n")
+    return {"path": path, "heavy": heavy, "other": other, "dir": d}
+
+
+def test_brackets_and_hydra_form_parse_like_the_plain_contig():
+    plain = parse_contig("10-40/A163-181/10-40").chains
+    for text in ("[10-40/A163-181/10-40]", "'contigmap.contigs=[10-40/A163-181/10-40]'", '["10-40/A163-181/10-40"]',
+                 "[ 10-40 / A163-181 / 10-40 ]"):
+        assert parse_contig(text).chains == plain
+    assert [(s.lo, s.hi, s.chain) for s in parse_contig("[10-40/A163-181/10-40]")] == [
+        (10, 40, None), (163, 181, "A"), (10, 40, None)]
+
+
+def test_chain_break_puts_the_designed_chain_first_and_the_target_after():
+    c = parse_contig("[B1-100/0 60-80]")
+    assert [[s.label for s in ch] for ch in c.chains] == [["60-80"], ["B1-100"]]
+    # the same with a bare space, and a target with two pieces and a designed chain with a motif
+    assert parse_contig("B1-100 60-80").chains == c.chains
+    c2 = parse_contig("[A5-20/0 10-20/C3-9/10 B1-40/B50-60/0]")
+    assert [[s.label for s in ch] for ch in c2.chains] == [["10-20", "C3-9", "10"], ["A5-20"], ["B1-40", "B50-60"]]
+
+
+def test_insertion_codes_in_residue_references(real_files):
+    m = load_motif(real_files["path"])
+    h = real_files["heavy"]
+    (blocks,) = resolve_contig(parse_contig("10/H52A/10"), m)
+    assert blocks[1].keys == (("H", 52, "A"),)
+    i = [k for k, (r, ins) in enumerate(zip(h.res_ids, h.ins_codes)) if r == 52 and ins == "A"][0]
+    np.testing.assert_array_equal(blocks[1].atoms[0], h.coords[i])
+    # a range takes the inserted residues between its ends, in file order
+    (blocks,) = resolve_contig(parse_contig("H50-53"), m)
+    assert [f"{c}{r}{ins}" for c, r, ins in blocks[0].keys] == ["H50", "H51", "H52", "H52A", "H53"]
+    assert blocks[0].names == tuple(_ONE_TO_THREE[a] for a in h.sequence[i - 3:i + 2])
+    (blocks,) = resolve_contig(parse_contig("H82-82C"), m)
+    assert [f"{r}{ins}" for _, r, ins in blocks[0].keys] == ["82", "82A", "82B", "82C"]
+
+
+def test_missing_residues_and_nan_are_refused(real_files):
+    m = load_motif(real_files["path"])
+    with pytest.raises(DiffsciError, match="not in the motif file"):
+        resolve_contig(parse_contig("10/B90-120/10"), m)  # chain B ends at 99
+    with pytest.raises(DiffsciError, match="not in the motif file"):
+        resolve_contig(parse_contig("10/H52D/10"), m)
+    bad = dict(m.residues)
+    bad[("B", 20, "")] = np.full((4, 3), np.nan, dtype=np.float32)
+    with pytest.raises(DiffsciError, match="B20 have NaN"):
+        resolve_contig(parse_contig("10/B17-29/30"), Motif(m.path, bad, m.names))
+    with pytest.raises(DiffsciError, match="give --motif"):
+        resolve_contig(parse_contig("10/B17-29/30"), None)
+
+
+def test_length_limits_and_infeasible_contigs():
+    assert contig_length_limits(resolve_contig(parse_contig("0-70/10/0-70"), None)) == (MIN_LENGTH, 150)
+    assert contig_length_limits(resolve_contig(parse_contig("0-70/10/0-70"), None), (80, 120)) == (80, 120)
+    with pytest.raises(DiffsciError, match="can never fit"):
+        contig_length_limits(resolve_contig(parse_contig("5/13/5"), None))
+    with pytest.raises(DiffsciError, match="can never fit"):
+        contig_length_limits(resolve_contig(parse_contig("400-600/200"), None))
+    with pytest.raises(DiffsciError, match="total-length 200-300"):
+        contig_length_limits(resolve_contig(parse_contig("10-20/10/10-20"), None), (200, 300))
+    assert parse_length_range("80-120") == (80, 120) and parse_length_range(100) == (100, 100)
+    with pytest.raises(DiffsciError):
+        parse_length_range("120-80")
+
+
+def test_every_draw_fits_the_limits(real_files):
+    m = load_motif(real_files["path"])
+    plan = resolve_contig(parse_contig("0-70/B17-29/0-70"), m)
+    lo, hi = contig_length_limits(plan)
+    assert (lo, hi) == (40, 153)
+    totals = []
+    for i in range(200):
+        lay = draw_layout(plan, torch.Generator().manual_seed(i), lo, hi)
+        assert lo <= lay.length <= hi and len(lay.motif_index) == 13
+        n0 = int(lay.drawn.split("/")[0]) if not lay.drawn.startswith("B") else 0
+        np.testing.assert_array_equal(lay.motif_index, np.arange(n0, n0 + 13))
+        totals.append(lay.length)
+    assert min(totals) >= 40 and len(set(totals)) > 30  # redrawn, not clamped to one value
+    # a range that rejection sampling almost never hits: the bounded draw still fits exactly
+    plan = resolve_contig(parse_contig("0-100/0-100/B17-29/0-100/0-100"), m)
+    lo, hi = contig_length_limits(plan, (45, 45))
+    for i in range(20):
+        lay = draw_layout(plan, torch.Generator().manual_seed(i), lo, hi)
+        assert lay.length == 45
+        assert all(0 <= int(p) <= 100 for p in lay.drawn.split("/") if not p.startswith("B"))
+    a = draw_layout(plan, torch.Generator().manual_seed(3), lo, hi)
+    b = draw_layout(plan, torch.Generator().manual_seed(3), lo, hi)
+    assert a.drawn == b.drawn  # the design's own generator decides
+
+
+def test_binder_layout_two_chains_target_fixed(real_files):
+    m = load_motif(real_files["path"])
+    plan = resolve_contig(parse_contig("[B1-99/0 40-45]"), m)
+    lay = draw_layout(plan, torch.Generator().manual_seed(0), *contig_length_limits(plan))
+    n = lay.chain_lengths[0]
+    assert 40 <= n <= 45 and lay.chain_lengths[1] == 99
+    np.testing.assert_array_equal(lay.motif_index, np.arange(n, n + 99))  # the target: all fixed
+    assert lay.drawn == f"{n}/0 B1-99"
+    (trans, rots), mask = lay.known
+    assert mask[0, n:].all() and not mask[0, :n].any()
+    assert lay.residue_names[n:] == tuple(_ONE_TO_THREE[a] for a in real_files["other"].sequence)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--length", "60", "--contig", "10-20/B17-29/10-20", "--motif", "MOTIF"], "--length cannot be combined with --contig"),
+    (["--contig", "5/B17-29/5", "--motif", "MOTIF"], "can never fit"),
+    (["--contig", "10-20/B17-29/10-20", "--motif", "MOTIF", "--total-length", "200-300"], "can never fit"),
+    (["--contig", "10-40/B17-29/10-40", "--motif", "MOTIF", "--symmetry", "C3"], "--symmetry cannot be combined"),
+    (["--contig", "10-40/B90-120/10-40", "--motif", "MOTIF"], "not in the motif file"),
+    (["--contig", "10-40/B17-29/10-40", "--motif", "NANFILE"], "NaN"),
+    (["--length", "60", "--total-length", "80-90"], "--total-length applies to --contig"),
+])
+def test_refused_before_sampling_one_line_nothing_written(real_files, tmp_path, capsys, args, needle):
+    """Refused before the model is loaded: a checkpoint that does not exist is never opened."""
+    nan = tmp_path / "nan.pdb"
+    text = real_files["path"].read_text().splitlines()
+    k = next(i for i, line in enumerate(text)
+             if line.startswith("ATOM") and line[21] == "B" and line[22:26].strip() == "20" and line[12:16] == " CA ")
+    text[k] = text[k][:30] + "     nan" + text[k][38:]
+    nan.write_text("\n".join(text) + "\n")
+    args = [str(real_files["path"]) if a == "MOTIF" else str(nan) if a == "NANFILE" else a for a in args]
+    out = tmp_path / "out"
+    code = main(["protein", "sample", "--checkpoint", str(tmp_path / "no_such.pt"), "--steps", "2", "--out", str(out),
+                 "--quiet", *args])
+    err = capsys.readouterr().err
+    assert code == 2 and needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "no_such.pt" not in err and not out.exists()
