@@ -1,5 +1,6 @@
 """Designing backbones: determinism, motif scaffolding, cyclic symmetry, bad input."""
 
+import csv
 import json
 
 import numpy as np
@@ -8,7 +9,7 @@ import torch
 
 from diffsci.core.cli import main
 from diffsci.protein.dataset import bundled_dataset_path, load_dataset
-from diffsci.protein.pdb_io import write_backbone_pdb
+from diffsci.protein.pdb_io import _ONE_TO_THREE, write_backbone_pdb
 from diffsci.protein.sampling import load_model, parse_contig, sample_backbones
 from diffsci.protein.structure import read_structure_chains
 
@@ -121,6 +122,162 @@ def test_cyclic_symmetry_is_exact(tiny_checkpoint):
 def test_contig_parsing():
     segs = parse_contig("10-20/A5-20/30")
     assert [(s.lo, s.hi, s.chain) for s in segs] == [(10, 20, None), (5, 20, "A"), (30, 30, None)]
+
+
+def _rz(k, n):
+    ang = 2 * np.pi * k / n
+    return np.array([[np.cos(ang), -np.sin(ang), 0], [np.sin(ang), np.cos(ang), 0], [0, 0, 1]])
+
+
+def test_cyclic_copies_are_exact_including_each_chains_last_oxygen(tiny_checkpoint, tmp_path):
+    """Every atom of chain k (N, CA, C and O, the last O included) is chain A rotated by 2 pi k / 3;
+    the last O of chains A and B used to be placed from the next chain's N (1.37 A off)."""
+    lm = load_model(tiny_checkpoint)
+    (d,) = sample_backbones(lm, [40], 1, steps=4, symmetry="C3", progress=False)
+    for k in range(3):
+        np.testing.assert_allclose(d.coords[0] @ _rz(k, 3).T, d.coords[k], atol=1e-3)
+    out = tmp_path / "o"
+    assert main(["protein", "sample", "--checkpoint", str(tiny_checkpoint), "--length", "40", "--symmetry", "C3",
+                 "--steps", "4", "--out", str(out), "--quiet"]) == 0
+    chains = read_structure_chains(out / "len40_000.pdb", max_ca_distance=1e9)
+    assert [c.chain_id for c in chains] == ["A", "B", "C"]
+    for k in range(3):  # as written (3 decimals): within rounding
+        np.testing.assert_allclose(chains[0].coords @ _rz(k, 3).T, chains[k].coords, atol=3e-3)
+    assert json.loads((out / "len40_000.json").read_text())["symmetry"] == "C3"
+
+
+def _columns(pdb_text):
+    """(chain, resnum, resname, B-factor) of each CA record."""
+    out = []
+    for line in pdb_text.splitlines():
+        if line.startswith("ATOM") and line[12:16] == " CA ":
+            out.append((line[21], int(line[22:26]), line[17:20], float(line[60:66])))
+    return out
+
+
+def test_motif_designs_carry_their_provenance(tiny_checkpoint, motif_file, tmp_path):
+    """Residue names of the motif kept, flagged by B-factor 1.00, a JSON record with the drawn
+    contig and the input -> output mapping, matching samples.csv columns, REMARKs joined back."""
+    from diffsci.protein.pdb_io import read_remarks
+
+    src = read_structure_chains(motif_file)[0]
+    out = tmp_path / "o"
+    contig = "[5-8/A5-20/20-30/A25-32/5]"
+    assert main(["protein", "sample", "--checkpoint", str(tiny_checkpoint), "--motif", str(motif_file), "--contig",
+                 contig, "--num", "2", "--steps", "3", "--seed", "4", "--out", str(out), "--quiet"]) == 0
+    rows = list(csv.DictReader((out / "samples.csv").open()))
+    assert [r["file"] for r in rows] == ["motif_000.pdb", "motif_001.pdb"]
+    for row in rows:
+        text = (out / row["file"]).read_text()
+        rec = json.loads((out / row["record"]).read_text())
+        assert rec["contig"] == contig and rec["seed"] == 4 and rec["steps"] == 3 and rec["symmetry"] is None
+        assert rec["motif_file"].endswith("motif.pdb") and rec["checkpoint"] == str(tiny_checkpoint)
+        n1, _, n2, _, n3 = rec["drawn_contig"].split("/")
+        assert 5 <= int(n1) <= 8 and 20 <= int(n2) <= 30 and n3 == "5"
+        assert rec["drawn_contig"] == f"{n1}/A5-20/{n2}/A25-32/5" == row["drawn_contig"]
+        assert rec["total_length"] == int(n1) + 16 + int(n2) + 8 + 5 == int(row["total_length"])
+        want = {f"A{r}": f"A{int(n1) + r - 4}" for r in range(5, 21)}
+        want.update({f"A{r}": f"A{int(n1) + 16 + int(n2) + r - 24}" for r in range(25, 33)})
+        assert rec["mapping"] == want
+        assert row["mapping"] == " ".join(f"{a}>{b}" for a, b in want.items())
+        cols = {f"{c}{r}": (name, b) for c, r, name, b in _columns(text)}
+        seq = dict(zip((f"A{r}" for r in src.res_ids), src.sequence))
+        for a, b in want.items():
+            assert cols[b] == (_ONE_TO_THREE[seq[a]], 1.0)  # the input's residue name, flagged
+        assert sum(b == 1.0 for _, b in cols.values()) == 24
+        assert all(name == "GLY" and b == 0.0 for k, (name, b) in cols.items() if k not in want.values())
+        assert max(len(line) for line in text.splitlines()) <= 80  # no REMARK cut, none too long
+        remarks = read_remarks(out / row["file"])
+        assert remarks["mapping"] == ",".join(f"{a}>{b}" for a, b in want.items())
+        assert remarks["drawn_contig"] == rec["drawn_contig"] and remarks["contig"] == contig
+        # the design's motif CA atoms are the input's, up to a rigid motion
+        ca = {f"A{r}": xyz[1] for r, xyz in zip(src.res_ids, src.coords)}
+        got = read_structure_chains(out / row["file"], max_ca_distance=1e9)[0]
+        pos = [int(b[1:]) - 1 for b in want.values()]
+        assert _kabsch_rmsd(got.coords[pos, 1], np.stack([ca[a] for a in want])) < 0.1
+
+
+def test_binder_beside_a_fixed_target(tiny_checkpoint, motif_file, tmp_path, monkeypatch):
+    """[A5-30/0 40-44]: a new chain A of 40-44 residues beside the target (input chain A 5-30),
+    written as chain B with its residue names; the model is told the two chains apart."""
+    import diffsci.protein.sampling as sampling
+
+    seen = {}
+    real = sampling.sample_one
+
+    def spy(*a, **kw):
+        seen.update(kw)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(sampling, "sample_one", spy)
+    lm = load_model(tiny_checkpoint)
+    motif = sampling.load_motif(motif_file)
+    (d,) = sample_backbones(lm, [], 1, steps=3, motif=motif, contig="[A5-30/0 40-44]", progress=False)
+    n = d.chain_lengths[0]
+    assert 40 <= n <= 44 and d.chain_lengths == (n, 26) and d.drawn_contig == f"{n}/0 A5-30"
+    np.testing.assert_array_equal(seen["chain_index"].numpy(), [0] * n + [1] * 26)
+    np.testing.assert_array_equal(seen["res_index"].numpy(), list(range(n)) + list(range(26)))
+    binder, target = d.chains()
+    src = read_structure_chains(motif_file)[0]
+    assert _kabsch_rmsd(target[:, :3].reshape(-1, 3), src.coords[4:30, :3].reshape(-1, 3)) < 0.1
+    assert d.residue_mapping() == {f"A{r}": f"B{r - 4}" for r in range(5, 31)}
+    out = tmp_path / "o"
+    from diffsci.protein.sample_cmd import write_designs
+
+    write_designs([d], out, checkpoint="x")
+    chains = read_structure_chains(out / "motif_000.pdb", max_ca_distance=1e9)
+    assert [(c.chain_id, len(c)) for c in chains] == [("A", n), ("B", 26)]
+    assert chains[1].sequence == src.sequence[4:30] and set(chains[0].sequence) == {"G"}
+
+
+def test_contig_with_a_short_minimum_writes_every_design(tiny_checkpoint, motif_file, tmp_path):
+    """0-70/A17-29/0-70 can draw totals below 40: each design redraws until it fits, so
+    --num 10 writes 10 designs (a short draw used to abort the run blaming --length)."""
+    out = tmp_path / "o"
+    assert main(["protein", "sample", "--checkpoint", str(tiny_checkpoint), "--motif", str(motif_file),
+                 "--contig", "0-70/A17-29/0-70", "--num", "10", "--steps", "1", "--out", str(out), "--quiet"]) == 0
+    rows = list(csv.DictReader((out / "samples.csv").open()))
+    assert len(rows) == 10 and len(list(out.glob("motif_*.pdb"))) == 10
+    assert all(40 <= int(r["total_length"]) <= 153 for r in rows)
+    out2 = tmp_path / "o2"
+    assert main(["protein", "sample", "--checkpoint", str(tiny_checkpoint), "--motif", str(motif_file),
+                 "--contig", "0-70/A17-29/0-70", "--total-length", "60-62", "--num", "3", "--steps", "1",
+                 "--out", str(out2), "--quiet"]) == 0
+    assert all(60 <= int(r["total_length"]) <= 62 for r in csv.DictReader((out2 / "samples.csv").open()))
+
+
+def test_trajectory_is_a_multi_model_pdb_of_x0_predictions(tiny_checkpoint, tmp_path):
+    out = tmp_path / "o"
+    assert main(["protein", "sample", "--checkpoint", str(tiny_checkpoint), "--length", "40", "--steps", "4",
+                 "--out", str(out), "--quiet", "--trajectory"]) == 0
+    traj = out / "trajectories" / "len40_000.pdb"
+    text = traj.read_text()
+    assert text.count("\nMODEL ") == 4 and text.count("ENDMDL") == 4
+    assert json.loads((out / "len40_000.json").read_text())["trajectory"] == "trajectories/len40_000.pdb"
+    import biotite.structure.io.pdb as bpdb
+
+    stack = bpdb.PDBFile.read(str(traj)).get_structure()
+    assert stack.stack_depth() == 4 and stack.array_length() == 160
+    # the model's last prediction is where the last step lands (the final step goes to t = 0)
+    final = read_structure_chains(out / "len40_000.pdb", max_ca_distance=1e9)[0].coords
+    np.testing.assert_allclose(stack.coord[-1].reshape(40, 4, 3)[:, :3], final[:, :3], atol=2e-3)
+    assert "x0 prediction" in text
+
+
+def test_reused_output_folder_is_refused_unless_overwrite(tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "o"
+    base = ["protein", "sample", "--checkpoint", str(tiny_checkpoint), "--steps", "2", "--out", str(out), "--quiet"]
+    assert main([*base, "--length", "40", "--num", "2"]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert main([*base, "--length", "45"]) == 2
+    err = capsys.readouterr().err
+    assert "already holds designs" in err and "--overwrite" in err and len(err.strip().splitlines()) == 1
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing touched
+    (out / "mine.pdb").write_text((out / "len40_000.pdb").read_text())  # a user's own file
+    assert main([*base, "--length", "45", "--overwrite"]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["len45_000.json", "len45_000.pdb", "mine.pdb", "samples.csv"]
+    assert "did not write" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("args,needle", [
