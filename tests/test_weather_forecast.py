@@ -1,6 +1,7 @@
 """Ensemble forecasts: reproducibility across ensemble sizes, WB2 layout, bad input."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -64,7 +65,7 @@ def test_wb2_layout_and_init_times(setup, tmp_path):
 @pytest.mark.parametrize("extra,needle", [
     (["--members", "0", "--lead-hours", "2"], "--members"),
     (["--members", "2", "--lead-hours", "2", "--init-time", "1999-01-01T00:00"], "not in the initial-condition file"),
-    (["--members", "2", "--lead-hours", "2", "--init-time", "FIRST"], "previous hourly state"),
+    (["--members", "2", "--lead-hours", "2", "--init-time", "FIRST"], "needs the previous state (1 h before)"),
     (["--members", "2", "--lead-hours", "2", "--init-time", "yesterday"], "ISO 8601"),
     (["--members", "2", "--lead-hours", "2", "--sampler", "nope"], "unknown sampler"),
     (["--members", "2", "--lead-hours", "2", "--threads", "0"], "--threads"),
@@ -165,3 +166,187 @@ def test_speed_benchmark_runs(setup, tmp_path, capsys):
                        "--out", str(tmp_path / "s.json")]) == 0
     res = json.loads((tmp_path / "s.json").read_text())
     assert res["members"] == 2 and res["seconds"] > 0 and res["steps"] == 2
+
+
+# --- real layouts, pressure levels, time steps, units, output paths (issue 14) ---
+
+import hashlib  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+
+import pandas as pd  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(__file__))
+import weather_fixtures as wf  # noqa: E402
+
+TINY = {"model": {"latent": 8, "layers": 1, "refinements": 1}, "train": {"batch_size": 2, "ckpt_every": 2}}
+
+
+@pytest.fixture(scope="module")
+def levels6h(tmp_path_factory):
+    """A checkpoint trained (2 steps) on ERA5 as cfgrib writes it: z, t on 850/500 hPa, 6-hourly."""
+    d = tmp_path_factory.mktemp("wlev")
+    data = wf.write(wf.cfgrib_era5(times=pd.date_range("2020-01-01", periods=8, freq="6h"), nlat=9, nlon=16),
+                    d / "era5_cfgrib.nc")
+    (d / "cfg.json").write_text(json.dumps(TINY))
+    assert main(["weather", "train", "--data", str(data), "--out", str(d / "run"), "--config", str(d / "cfg.json"),
+                 "--steps", "2", "--device", "cpu"]) == 0
+    return d, data, d / "run" / "latest.pt"
+
+
+def _fc_args(ck, init, out, *extra):
+    return ["weather", "forecast", "--checkpoint", str(ck), "--init", str(init), "--out", str(out), "--quiet",
+            "--steps", "2", "--members", "2", *extra]
+
+
+def test_levels_train_and_forecast_end_to_end(levels6h, tmp_path):
+    """Seen: train/forecast on cfgrib data failed ('the new name time conflicts'); levels crashed."""
+    from diffsci.core.train import load_checkpoint
+    from diffsci.weather.data import open_weather
+
+    d, data, ck = levels6h
+    cfg = load_checkpoint(ck)["model_config"]
+    assert cfg["channels"] == ["z500", "z850", "t500", "t850"]
+    assert cfg["time_step_hours"] == 6.0 and cfg["units"] == ["m**2 s**-2", "K"]
+    assert cfg["latitude"][0] < cfg["latitude"][-1]  # stored 90 -> -90, normalised ascending
+    out = tmp_path / "fc.nc"
+    assert main(_fc_args(ck, data, out, "--lead-hours", "12")) == 0
+    f = xr.open_dataset(out)
+    assert f.z.dims == ("time", "prediction_timedelta", "realization", "level", "latitude", "longitude")
+    assert list(f.level.values) == [500.0, 850.0] and f.level.attrs["units"] == "hPa"
+    assert list(f.prediction_timedelta.values.astype("timedelta64[h]").astype(int)) == [6, 12]
+    assert f.prediction_timedelta.attrs["standard_name"] == "forecast_period"
+    init = pd.Timestamp("2020-01-02T18:00")
+    assert pd.Timestamp(f.time.values[0]) == init
+    np.testing.assert_array_equal(f.valid_time.values[0], (init + pd.to_timedelta([6, 12], unit="h")).values)
+    assert f.z.attrs["units"] == "m**2 s**-2" and f.z.attrs["standard_name"] == "geopotential"
+    assert f.t.attrs["units"] == "K" and f.t.attrs["standard_name"] == "air_temperature"
+    assert np.isfinite(f.z.values).all()
+    # the first step moves the state, not by more than the data's own 6-hourly changes allow
+    src = open_weather(data)
+    x0 = src.z.sel(time=init).values
+    step1 = f.z.isel(time=0, prediction_timedelta=0, realization=0).values - x0
+    assert 0 < np.abs(step1).max() < 50 * float(np.abs(src.z.diff("time")).max())
+    # read back as a forecast: the same layout
+    back = open_weather(out, forecast=True)
+    assert back.z.dims == ("realization", "time", "prediction_timedelta", "level", "latitude", "longitude")
+    # an init file with extra levels: the checkpoint's levels are picked; missing ones refused
+    more = wf.write(wf.cfgrib_era5(times=pd.date_range("2020-01-01", periods=3, freq="6h"), levels=(1000, 850, 500),
+                                   nlat=9, nlon=16), tmp_path / "more.nc")
+    assert main(_fc_args(ck, more, tmp_path / "more_fc.nc", "--lead-hours", "6")) == 0
+    assert list(xr.open_dataset(tmp_path / "more_fc.nc").level.values) == [500.0, 850.0]
+    fewer = wf.write(wf.cfgrib_era5(times=pd.date_range("2020-01-01", periods=3, freq="6h"), levels=(850,),
+                                    nlat=9, nlon=16), tmp_path / "fewer.nc")
+    assert main(_fc_args(ck, fewer, tmp_path / "fewer_fc.nc", "--lead-hours", "6")) == 2
+
+
+def test_time_step_mismatch_refused_up_front(levels6h, tmp_path, capsys):
+    """Seen: train accepted 12-hourly data that forecast then refused; now the step is the data's."""
+    d, data, ck = levels6h
+    hourly = wf.write(wf.cfgrib_era5(times=pd.date_range("2020-01-01", periods=7, freq="1h"), nlat=9, nlon=16),
+                      tmp_path / "hourly.nc")
+    out = tmp_path / "o.nc"
+    assert main(_fc_args(ck, hourly, out, "--lead-hours", "6")) == 2
+    err = capsys.readouterr().err
+    assert "states every 1 h, but the checkpoint steps 6 h" in err and "Traceback" not in err
+    assert main(_fc_args(ck, data, out, "--lead-hours", "9")) == 2
+    assert "not a multiple of the checkpoint's time step 6 h" in capsys.readouterr().err
+    first = str(xr.open_dataset(data).time.values[0])[:16]
+    assert main(_fc_args(ck, data, out, "--lead-hours", "6", "--init-time", first)) == 2
+    assert "needs the previous state (6 h before)" in capsys.readouterr().err
+    assert not out.exists()
+    # 12-hourly training data: forecast from the same file works
+    twelve = wf.write(wf.cfgrib_era5(times=pd.date_range("2020-01-01", periods=5, freq="12h"), nlat=9, nlon=16),
+                      tmp_path / "12h.nc")
+    (tmp_path / "cfg.json").write_text(json.dumps(TINY))
+    assert main(["weather", "train", "--data", str(twelve), "--out", str(tmp_path / "r12"), "--config",
+                 str(tmp_path / "cfg.json"), "--steps", "1", "--device", "cpu"]) == 0
+    assert main(_fc_args(tmp_path / "r12" / "latest.pt", twelve, out, "--lead-hours", "24")) == 0
+    assert list(xr.open_dataset(out).prediction_timedelta.values.astype("timedelta64[h]").astype(int)) == [12, 24]
+    # irregular time axes refused by train
+    gap = wf.cfgrib_era5(times=pd.DatetimeIndex(["2020-01-01T00", "2020-01-01T06", "2020-01-01T12", "2020-01-02T00"]))
+    wf.write(gap, tmp_path / "gap.nc")
+    assert main(["weather", "train", "--data", str(tmp_path / "gap.nc"), "--out", str(tmp_path / "rg"),
+                 "--steps", "1"]) == 2
+    assert "irregular time steps" in capsys.readouterr().err
+
+
+def test_units_converted_or_refused_in_forecast(levels6h, tmp_path, capsys):
+    """Seen: geopotential height in metres given as z was forecast without a word."""
+    import dataclasses
+
+    from diffsci.core.errors import DiffsciError
+    from diffsci.weather.forecast import forecast, load_forecaster
+
+    d, data, ck = levels6h
+    raw = xr.open_dataset(data).load()
+    zm = raw.copy()
+    zm["z"] = raw["z"] / wf.G
+    zm["z"].attrs = {**raw["z"].attrs, "units": "gpm"}
+    wf.write(zm, tmp_path / "zm.nc")
+    a, b = tmp_path / "a.nc", tmp_path / "b.nc"
+    assert main(_fc_args(ck, data, a, "--lead-hours", "6", "--seed", "4")) == 0
+    assert main(_fc_args(ck, tmp_path / "zm.nc", b, "--lead-hours", "6", "--seed", "4")) == 0
+    assert "geopotential height in m multiplied by g" in capsys.readouterr().err
+    fa, fb = xr.open_dataset(a), xr.open_dataset(b)
+    np.testing.assert_allclose(fb.z.values, fa.z.values, rtol=1e-5, atol=0.5)
+    zl = raw.copy()
+    zl["z"] = raw["z"] / wf.G  # metres, labelled m**2 s**-2: impossible at 500 hPa
+    wf.write(zl, tmp_path / "zl.nc")
+    assert main(_fc_args(ck, tmp_path / "zl.nc", tmp_path / "c.nc", "--lead-hours", "6")) == 2
+    assert "far from the standard atmosphere" in capsys.readouterr().err
+    fc = load_forecaster(ck)
+    fc.cfg = dataclasses.replace(fc.cfg, units=("m**2 s**-2", "degF"))
+    with pytest.raises(DiffsciError, match=r"t in 'K', but the checkpoint was trained on 'degF'"):
+        forecast(fc, data, lead_hours=6, members=1, progress=False)
+
+
+def _digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_out_equal_to_init_refused(setup, tmp_path, capsys, monkeypatch):
+    """Seen: --out equal to --init silently overwrote the input."""
+    import diffsci.weather.forecast as fmod
+
+    d, data, ck = setup
+    init = tmp_path / "init.nc"
+    init.write_bytes(data.read_bytes())
+    link = tmp_path / "link.nc"
+    link.symlink_to(init)
+    before = _digest(init)
+
+    def no_work(*a, **k):
+        raise AssertionError("work started before the output path was checked")
+
+    monkeypatch.setattr(fmod, "load_forecaster", no_work)
+    for out, needle in ((init, "is the input"), (link, "is the input"),
+                        (tmp_path / "absent" / "f.nc", "does not exist"), (tmp_path, "is a folder"),
+                        (Path("/proc/diffsci_forecast.nc"), "cannot write")):
+        code = main(["weather", "forecast", "--checkpoint", str(ck), "--init", str(init), "--out", str(out),
+                     "--members", "2", "--lead-hours", "1", "--quiet"])
+        err = capsys.readouterr().err
+        assert code == 2 and needle in err and "Traceback" not in err, (out, err)
+    assert _digest(init) == before
+    assert not (tmp_path / "absent").exists()
+
+
+def test_train_and_make_data_out_checked_first(setup, tmp_path, capsys, monkeypatch):
+    import diffsci.weather.data as dmod
+    import diffsci.weather.generator as gmod
+
+    d, data, ck = setup
+    copy = tmp_path / "data.nc"
+    copy.write_bytes(data.read_bytes())
+    before = _digest(copy)
+    monkeypatch.setattr(dmod, "open_weather", lambda *a, **k: (_ for _ in ()).throw(AssertionError("opened")))
+    for out, needle in ((copy, "is the input"), (Path("/proc/diffsci_run"), "cannot write")):
+        assert main(["weather", "train", "--data", str(copy), "--out", str(out), "--steps", "1"]) == 2
+        err = capsys.readouterr().err
+        assert needle in err and "Traceback" not in err, err
+    assert _digest(copy) == before
+    monkeypatch.setattr(gmod, "generate", lambda *a, **k: (_ for _ in ()).throw(AssertionError("generated")))
+    for out, needle in ((tmp_path / "absent" / "x.nc", "does not exist"), (Path("/proc/diffsci.nc"), "cannot write")):
+        assert main(["weather", "make-data", "--out", str(out), "--hours", "2", "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert needle in err and "Traceback" not in err, err

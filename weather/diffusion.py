@@ -66,12 +66,18 @@ class WeatherModelConfig:
     sigma_data: float = 1.0
     deterministic: bool = False
     channel_weights: tuple[float, ...] | None = None
+    time_step_hours: float = 1.0  # the data's step: one model step (1 h nowcasting, 6 h, 12 h)
+    units: tuple[str, ...] | None = None  # per variable, as trained (None: not recorded, old checkpoints)
 
     def __post_init__(self):
         if not self.channels or len(self.latitude) < 2 or len(self.longitude) < 2:
             raise DiffsciError("WeatherModelConfig: needs channels and a grid of at least 2x2")
         if self.channel_weights is not None and len(self.channel_weights) != len(self.channels):
             raise DiffsciError("WeatherModelConfig: one channel weight per channel")
+        if not self.time_step_hours > 0:
+            raise DiffsciError(f"WeatherModelConfig: time_step_hours must be > 0, got {self.time_step_hours}")
+        if self.units is not None and len(self.units) != len(self.variables):
+            raise DiffsciError("WeatherModelConfig: one units string per variable")
 
     @property
     def grid_shape(self) -> tuple[int, int]:
@@ -86,7 +92,7 @@ class WeatherModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "WeatherModelConfig":
-        tup = {"variables", "channels", "latitude", "longitude", "channel_weights"}
+        tup = {"variables", "channels", "latitude", "longitude", "channel_weights", "units"}
         return cls(**{k: (tuple(v) if k in tup and v is not None else v) for k, v in d.items()})
 
 
@@ -176,7 +182,7 @@ class ResidualTask:
 
     def __init__(self, cfg: WeatherModelConfig, stats: NormStats, fields: np.ndarray, starts: np.ndarray, times):
         if len(starts) == 0:
-            raise DiffsciError("training data has no window of 3 consecutive hourly states")
+            raise DiffsciError("training data has no window of 3 consecutive states (one time step apart)")
         self.cfg = cfg
         self.kind = KIND_DETERMINISTIC if cfg.deterministic else KIND
         self.stats = stats

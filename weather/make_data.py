@@ -35,8 +35,10 @@ def _grid(text: str) -> tuple[int, int]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from diffsci.weather.data import check_output_path
     from diffsci.weather.generator import generate
 
+    check_output_path(args.out)
     grid = _grid(args.grid)
     if args.hours <= 0:
         raise DiffsciError(f"--hours must be > 0, got {args.hours}")

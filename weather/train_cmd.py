@@ -11,17 +11,31 @@ __all__ = ["add_parser", "run_training"]
 
 def run_training(data, out, *, variables=None, steps=2000, device="auto", resume=False, config=None,
                  deterministic=False, max_minutes=None, progress=True, seed=0):
-    """Open ``data``, compute normalisation statistics, build the model and train it."""
+    """Open ``data``, compute normalisation statistics, build the model and train it.
+
+    ``data`` in any layout :func:`~diffsci.weather.data.open_weather` reads; a level variable
+    gives channels ``{name}{level}``. The checkpoint records the channels, the grid, the data's
+    time step (one model step) and each variable's units. ``out`` is checked first (not the
+    data file or inside it; writable)."""
+    import pandas as pd
     import torch
 
-    from diffsci.weather.data import compute_norm_stats, open_weather, stack_channels, window_starts
+    from diffsci.weather.data import (check_output_path, compute_norm_stats, open_weather, stack_channels,
+                                      time_step, window_starts)
     from diffsci.weather.diffusion import ResidualTask, WeatherModelConfig, build_model
 
     config = config or {}
+    check_output_path(out, inputs=[data], folder=True)
     ds = open_weather(data, variables=variables)
-    if "member" in ds.dims:
-        raise DiffsciError(f"{data}: training data must not have a member dim")
-    variables = tuple(variables or [v for v in ds.data_vars])
+    if "realization" in ds.dims:
+        if ds.sizes["realization"] != 1:
+            raise DiffsciError(f"{data}: training data has {ds.sizes['realization']} ensemble members "
+                               "(dim number/member/realization); write one member to its own file")
+        ds = ds.isel(realization=0, drop=True)
+    variables = tuple(str(v) for v in ds.data_vars)  # short names, in the order asked for
+    step = time_step(ds)
+    if step is None:
+        raise DiffsciError(f"{data}: one time only; training needs at least 3 consecutive states")
     stats = compute_norm_stats(ds, variables)
     fields, channels = stack_channels(ds, variables)
     model_opts = dict(config.get("model", {}))
@@ -30,6 +44,7 @@ def run_training(data, out, *, variables=None, steps=2000, device="auto", resume
     cfg = WeatherModelConfig(
         variables=variables, channels=tuple(channels),
         latitude=tuple(float(x) for x in ds.latitude.values), longitude=tuple(float(x) for x in ds.longitude.values),
+        time_step_hours=step / pd.Timedelta(hours=1), units=tuple(str(ds[v].attrs.get("units", "")) for v in variables),
         **model_opts,
     )
     starts = window_starts(ds, history=2, lead=1)
@@ -57,9 +72,11 @@ def _run(args) -> int:
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("train", help="train the weather graph diffusion model",
-                              description="Train the graph diffusion model on ERA5-style data (netCDF or zarr). "
-                                          "Checkpoints go to OUT (latest.pt); --resume continues.")
-    p.add_argument("--data", required=True, help="training data: netCDF file or zarr store")
+                              description="Train the graph diffusion model on ERA5-style data (netCDF or zarr: cfgrib, CDS, "
+                                          "WeatherBench 2 or NCEP layouts). One model step is the data's time step "
+                                          "(recorded in the checkpoint). Checkpoints go to OUT (latest.pt); "
+                                          "--resume continues.")
+    p.add_argument("--data", required=True, help="training data: netCDF file or zarr store, regular time steps")
     p.add_argument("--out", required=True, help="run folder for checkpoints and metrics.jsonl")
     p.add_argument("--config", help="JSON/TOML with optional tables 'model' and 'train'")
     p.add_argument("--variables", nargs="+", help="variables to model (default: all in the file)")
