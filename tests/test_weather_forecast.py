@@ -171,12 +171,9 @@ def test_speed_benchmark_runs(setup, tmp_path, capsys):
 # --- real layouts, pressure levels, time steps, units, output paths (issue 14) ---
 
 import hashlib  # noqa: E402
-import os  # noqa: E402
-import sys  # noqa: E402
 
 import pandas as pd  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(__file__))
 import weather_fixtures as wf  # noqa: E402
 
 TINY = {"model": {"latent": 8, "layers": 1, "refinements": 1}, "train": {"batch_size": 2, "ckpt_every": 2}}

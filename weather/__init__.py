@@ -2,7 +2,7 @@
 
 Public API (imported lazily, so ``diffsci --help`` stays fast)::
 
-    from diffsci.weather import open_weather, generate, build_graph
+    from diffsci.weather import open_weather, normalize_layout, generate, build_graph
     from diffsci.weather import load_forecaster, write_forecast
     from diffsci.weather.forecast import forecast
     from diffsci.weather import evaluate_forecast, crps_ensemble
@@ -12,7 +12,8 @@ from importlib import import_module
 
 _EXPORTS = {
     "open_weather": "data", "stack_channels": "data", "NormStats": "data", "compute_norm_stats": "data",
-    "static_features": "data", "check_grid": "data",
+    "static_features": "data", "check_grid": "data", "normalize_layout": "data", "time_step": "data",
+    "check_output_path": "data",
     "generate": "generator", "perfect_model_ensemble": "generator", "GeneratorConfig": "generator",
     "build_graph": "graph", "cached_graph": "graph", "icosahedral_mesh": "graph", "GridMeshGraph": "graph",
     "GraphNet": "model", "GraphNetConfig": "model",
