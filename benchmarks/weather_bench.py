@@ -63,6 +63,14 @@ def _write_nc(ds: xr.Dataset, path: Path) -> None:
         ds.to_netcdf(tmp, engine="netcdf4")
 
 
+def crps_or_mae(rv: dict) -> list:
+    """One field's CRPS per lead; where it is null (a deterministic system: the fair CRPS needs 2
+    members) the MAE, which is the CRPS of a one-member ensemble (how WeatherBench 2 puts
+    deterministic systems on the CRPS axis)."""
+    mae = rv.get("mae") or [None] * len(rv["crps"])
+    return [c if c is not None else a for c, a in zip(rv["crps"], mae)]
+
+
 def summarize(results: dict, variables, min_lead: int = 3) -> dict:
     """Per variable: each system's CRPS / perfect-model CRPS at every lead, and whether the
     diffusion ensemble's CRPS is below each baseline's at every lead >= ``min_lead`` h (with
@@ -72,18 +80,19 @@ def summarize(results: dict, variables, min_lead: int = 3) -> dict:
     for v in variables:
         sv = {"crps_ratio_to_perfect": {}, "diffsci_beats": {}}
         if pm:
-            ref = dict(zip(pm["lead_hours"], pm["variables"][v]["crps"]))
+            ref = dict(zip(pm["lead_hours"], crps_or_mae(pm["variables"][v])))
             for name, res in results.items():
                 sv["crps_ratio_to_perfect"][name] = {str(h): c / ref[h] for h, c in
-                                                     zip(res["lead_hours"], res["variables"][v]["crps"]) if h in ref}
+                                                     zip(res["lead_hours"], crps_or_mae(res["variables"][v]))
+                                                     if c is not None and ref.get(h)}
         if "diffsci" in results:
-            d = dict(zip(results["diffsci"]["lead_hours"], results["diffsci"]["variables"][v]["crps"]))
+            d = dict(zip(results["diffsci"]["lead_hours"], crps_or_mae(results["diffsci"]["variables"][v])))
             for base in BASELINES_TO_BEAT:
                 if base not in results:
                     continue
-                b = dict(zip(results[base]["lead_hours"], results[base]["variables"][v]["crps"]))
+                b = dict(zip(results[base]["lead_hours"], crps_or_mae(results[base]["variables"][v])))
                 leads = [h for h in d if h >= min_lead and h in b]
-                lost = [h for h in leads if not d[h] < b[h]]
+                lost = [h for h in leads if d[h] is None or b[h] is None or not d[h] < b[h]]
                 sv["diffsci_beats"][base] = {"all_leads_ge_%dh" % min_lead: bool(leads) and not lost,
                                              "leads_not_beaten": lost}
         out[v] = sv
@@ -111,7 +120,9 @@ def _plots(out: Path, results: dict, forecasts: dict, truth: xr.Dataset, variabl
             for name, res in results.items():
                 if metric == "ssr" and name not in ENSEMBLES:
                     continue
-                ax.plot(res["lead_hours"], res["variables"][v][metric], label=name, marker=".")
+                rv = res["variables"][v]
+                y = crps_or_mae(rv) if metric == "crps" else rv[metric]
+                ax.plot(res["lead_hours"], [np.nan if x is None else x for x in y], label=name, marker=".")
             if metric == "ssr":
                 ax.axhline(1.0, color="k", lw=0.5)
             ax.set_title(f"{v}: {title}", fontsize=9)
@@ -245,7 +256,7 @@ def run_benchmark(out, *, quick: bool = False, members: int | None = None, inits
     pngs = _plots(out, results, forecasts, truth, variables)
     payload["wall_s"] = round(time.time() - t_start, 1)
     with atomic_output(out / "results.json") as tmp:
-        tmp.write_text(json.dumps(payload, indent=1))
+        tmp.write_text(json.dumps(payload, indent=1, allow_nan=False))
     with atomic_output(out / "report.md") as tmp:
         tmp.write_text(render_report(payload, [p.name for p in pngs], variables))
     log(f"done in {payload['wall_s']} s: {out / 'report.md'}")
@@ -271,8 +282,9 @@ def render_report(payload: dict, png_names, variables) -> str:
              f"Climatologies over {payload['climatology_period_hours']} h of the training period "
              f"(`{payload['climatology_period']}`).", "",
              "Every system is a WeatherBench 2 forecast file scored by `diffsci.weather.metrics.evaluate_forecast`: "
-             "area-weighted fair CRPS (a deterministic system's CRPS is its MAE), ensemble-mean RMSE, spread/skill "
-             "ratio with the sqrt((M+1)/M) factor. 'CRPS / perfect' divides by the perfect-model ensemble's CRPS "
+             "area-weighted fair CRPS (a deterministic system's CRPS is null in results.json; its MAE, the CRPS "
+             "of a one-member ensemble, is shown and compared instead), ensemble-mean RMSE, spread/skill ratio "
+             "with the sqrt((M+1)/M) factor. 'CRPS / perfect' divides by the perfect-model ensemble's CRPS "
              "(the generator itself restarted from the true state: the practical bound, ratio 1).", ""]
     for v in variables:
         ratios = summ[v]["crps_ratio_to_perfect"]
@@ -285,7 +297,8 @@ def render_report(payload: dict, png_names, variables) -> str:
             at = dict(zip(r["lead_hours"], range(len(r["lead_hours"]))))
             ssr = [rv["ssr"][at[h]] if h in at and name in ENSEMBLES else None for h in (6, 24)]
             rat = [ratios.get(name, {}).get(str(h)) for h in (6, 24)]
-            lines.append(f"| {name} | " + " | ".join(_fmt(rv["crps"][at[h]]) for h in show) + " | "
+            score = crps_or_mae(rv)
+            lines.append(f"| {name} | " + " | ".join(_fmt(score[at[h]]) for h in show) + " | "
                          + " | ".join(_fmt(rv["rmse"][at[h]]) for h in show) + " | "
                          + " | ".join(_fmt(x) for x in ssr + rat) + " |")
         lines.append("")

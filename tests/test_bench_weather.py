@@ -167,14 +167,20 @@ def test_cli_end_to_end(bench_files, capsys):
     assert set(systems) == {"persistence", "climatology", "prob_climatology", "deterministic", "perfect_model", "diffsci"}
     for name, r in systems.items():
         assert r["lead_hours"] == [1, 2, 3, 4, 5, 6]
-        assert all(np.isfinite(r["variables"]["z"]["crps"]))
+        assert all(np.isfinite(B.crps_or_mae(r["variables"]["z"])))
+        # one rank histogram per lead for every variable (issue 14 bug 9: from the second variable on,
+        # with a climatology, the keys were '<xarray.DataArray ...>')
+        if name in B.ENSEMBLES:
+            assert all(list(r["rank_histogram"][v]) == [str(h) for h in range(1, 7)] for v in VARS), r["rank_histogram"]
+        else:  # deterministic: CRPS null (fewer than 2 members), never its MAE under that name
+            assert r["variables"]["z"]["crps"] == [None] * 6 and r["variables"]["z"]["ssr"] == [None] * 6
     # the perfect model's ratio to itself is 1; the init state is in the held-out file, so persistence at
-    # +1 h has CRPS = MAE of the one-hour change, recomputed here independently
+    # +1 h has MAE (its CRPS as one member) = the mean one-hour change, recomputed here independently
     assert payload["summary"]["z"]["crps_ratio_to_perfect"]["perfect_model"]["6"] == pytest.approx(1.0)
     truth = open_weather(bench_files / "heldout.nc").load()
     t0 = np.datetime64(payload["init_times"][0])
     diff = np.abs(truth.z.sel(time=t0 + np.timedelta64(1, "h")) - truth.z.sel(time=t0))
-    assert systems["persistence"]["variables"]["z"]["crps"][0] == pytest.approx(float(M.spatial_mean(diff)), rel=1e-4)
+    assert systems["persistence"]["variables"]["z"]["mae"][0] == pytest.approx(float(M.spatial_mean(diff)), rel=1e-4)
     report = (out / "report.md").read_text()
     assert "CRPS / perfect +6 h" in report and "diffsci CRPS below persistence" in report
     for png in ("crps_vs_lead.png", "rmse_vs_lead.png", "ssr_vs_lead.png", "rank_histograms.png", "maps_diffsci.png"):

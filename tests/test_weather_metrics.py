@@ -144,3 +144,67 @@ def test_evaluate_bad_input(tmp_path, capsys):
     assert main(["weather", "evaluate", str(tmp_path / "fc.nc"), "--truth", str(tmp_path / "t2.nc"), "--out", str(tmp_path / "m.json")]) == 2
     assert "grids differ" in capsys.readouterr().err
     assert not (tmp_path / "m.json").exists()
+
+
+def test_nan_truth_is_not_a_perfect_score():
+    """Old: with a NaN truth the skill term summed to 0 (nansum), so the point scored
+    -pair/denom (a negative CRPS) instead of being left out."""
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(6, 5))
+    y = rng.normal(size=6)
+    y[2] = np.nan
+    c = M.crps_ensemble(x, y)
+    assert np.isnan(c[2]) and np.isfinite(np.delete(c, 2)).all()
+    f, t = _ens(np.random.default_rng(9), n_time=4, m=5)
+    t_nan = t.copy()
+    t_nan[0, 3, 4] = np.nan
+    full = M.crps(f, t_nan)  # the NaN point left out of its init's spatial mean
+    w = M.latitude_weights(f.latitude.values).values[:, None] * np.ones(f.shape[-1])
+    pt = np.stack([np.array([[_brute_crps(f.values[i, :, a, b], t_nan.values[i, a, b]) for b in range(16)]
+                             for a in range(8)]) for i in range(4)])
+    ref = np.mean([np.nansum(p * w) / w[~np.isnan(p)].sum() for p in pt])
+    assert abs(float(full) - ref) < 1e-10
+
+
+def test_spread_skill_factor_counts_valid_members():
+    """Old: the factor sqrt((M+1)/M) counted member slots, so one all-NaN member of 10 biased
+    SSR by 0.5%. Now the per-point valid count: the same SSR as without that member."""
+    f, t = _ens(np.random.default_rng(10), n_time=30)
+    ref = float(M.spread_skill_ratio(f.isel(realization=slice(0, 9)), t))
+    f_nan = f.copy()
+    f_nan[:, 9] = np.nan
+    assert abs(float(M.spread_skill_ratio(f_nan, t)) - ref) < 1e-12
+    # members missing at some points only: factor and variance per point, against a loop
+    f_part = f.copy()
+    f_part[::2, 7:, :4] = np.nan
+    x, y = f_part.values, t.values
+    m = (~np.isnan(x)).sum(1)
+    var = np.nanvar(x, axis=1, ddof=1) * (m + 1) / m
+    err = (np.nanmean(x, axis=1) - y) ** 2
+    w = M.latitude_weights(f.latitude.values).values[:, None]
+    num = np.mean([(v * w).mean() / w.mean() for v in var])
+    den = np.mean([(e * w).mean() / w.mean() for e in err])
+    assert abs(float(M.spread_skill_ratio(f_part, t)) - np.sqrt(num / den)) < 1e-12
+
+
+def test_rank_histogram_leaves_out_nan_points():
+    """Old: a NaN truth compared below nothing and landed in bin 0."""
+    f, t = _ens(np.random.default_rng(11), n_time=5, m=4)
+    t_nan = t.copy()
+    t_nan[:, :2] = np.nan
+    f_nan = f.copy()
+    f_nan[0, 1, 5, 5] = np.nan
+    h = M.rank_histogram(f_nan, t_nan)
+    assert h.sum() == 5 * 6 * 16 - 1
+    assert np.array_equal(h, M.rank_histogram(f_nan.isel(latitude=slice(2, None)), t.isel(latitude=slice(2, None))))
+
+
+def test_latitude_weights_on_a_regional_grid_are_cell_areas():
+    """Old: global bounds (-90 deg below the southern row), so on 20..90N at 1 deg the 20N row
+    got 68% of the weight. Now each row's own cell (half a spacing beyond the end rows)."""
+    lat = np.arange(20.0, 90.5, 1.0)
+    w = M.latitude_weights(lat).values
+    b = np.deg2rad(np.concatenate([[19.5], (lat[1:] + lat[:-1]) / 2, [90.0]]))
+    ref = np.diff(np.sin(b))
+    assert np.allclose(w, ref / ref.mean(), rtol=1e-12)
+    assert w[0] / w.sum() < 0.03

@@ -4,31 +4,43 @@ Definitions (Rasp et al. 2024, WeatherBench 2; ``weatherbench2/metrics.py``), ea
 init time and then averaged over init times:
 
 - Latitude weights: cell-area weights ``w_i = sin(b_{i+1}) - sin(b_i)`` with cell bounds at
-  the midpoints between latitudes and +-90 deg at the ends, normalised to mean 1; a spatial
-  mean is the w-weighted mean over latitude and longitude.
+  the midpoints between latitudes, normalised to mean 1; the end rows' bounds are +-90 deg on a
+  global grid (WB2) and half a spacing beyond the row on a regional one
+  (:mod:`diffsci.weather.grid`). A spatial mean is the w-weighted mean over latitude and
+  longitude.
 - CRPS, fair estimator (default):
   ``(1/M) sum_m |x_m - y| - 1/(2 M (M - 1)) sum_{i,j} |x_i - x_j|``, computed in O(M log M)
   by sorting (``sum_{i,j} |x_i - x_j| = 2 sum_k (2k - M - 1) x_(k)``); the standard
   estimator divides by ``2 M^2`` instead. With missing (NaN) members, M is the number of
   valid members at that point (the fix for WeatherBench 2 issue #302). The fair estimator is
-  undefined for M = 1 (NaN there); a deterministic forecast is scored with MAE, which equals
-  the standard CRPS of a one-member ensemble.
+  undefined for M < 2: NaN there, and ``evaluate`` reports CRPS, spread and SSR as null for a
+  forecast with fewer than 2 valid members (its MAE is the standard CRPS of one member).
 - Ensemble-mean RMSE: ``sqrt(time mean of spatial mean of (mean_m x_m - y)^2)``.
 - Spread: ``sqrt(time mean of spatial mean of var_m(x, ddof=1))``; spread/skill ratio
-  ``SSR = sqrt((M + 1) / M) * spread / RMSE`` (1 for a calibrated ensemble).
+  ``SSR = sqrt((M + 1) / M) * spread / RMSE`` (1 for a calibrated ensemble; the factor corrects
+  for the finite ensemble, Fortin et al. 2014, as in WB2). With missing members the factor
+  ``(M + 1) / M`` multiplies the variance at each point with that point's valid member count.
 - Rank histogram: the rank of the truth among the M members (M + 1 bins), ties broken at
-  random (seeded), counts over all points and init times.
+  random (seeded), counts over all points (truth and every member valid) and init times.
 - Brier score at a threshold and its debiased (fair) version ``BS - p (1 - p) / (M - 1)``.
 - ACC: the latitude-weighted anomaly correlation of the ensemble mean against a climatology.
 - Energy score (fair) across variables, each divided by a given scale.
 
+NaN points (in the truth, or with no valid member) are left out of the spatial means, whose
+weights are renormalised over the points kept; ``evaluate`` counts and reports them.
+
 Dimension names: ``realization`` (members), ``time`` (init), ``prediction_timedelta``,
-``latitude``, ``longitude``; any other dims (``level``) are kept.
+``latitude``, ``longitude``; any other dims (``level``) are kept by the functions on
+DataArrays. :func:`evaluate_forecast` scores each pressure level as its own field, keyed
+``{name}{level}`` (``z500``, ``t850``) beside single-level names (``t2m``), as WB2 does.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +48,8 @@ import xarray as xr
 
 from diffsci.core.errors import DiffsciError
 from diffsci.core.utils import atomic_output
+from diffsci.weather.data import LONG_TO_SHORT, open_weather
+from diffsci.weather.grid import cell_area_weights
 
 __all__ = [
     "latitude_weights", "spatial_mean", "crps_ensemble", "crps", "ensemble_mean_rmse", "spread",
@@ -48,15 +62,10 @@ SPATIAL = ("latitude", "longitude")
 
 
 def latitude_weights(latitude) -> xr.DataArray:
-    """Cell-area weights normalised to mean 1 (see the module docstring). Shape (H,)."""
-    lat = np.asarray(latitude, dtype=np.float64)
-    order = np.argsort(lat)
-    s = np.deg2rad(lat[order])
-    bounds = np.concatenate([[-np.pi / 2], (s[1:] + s[:-1]) / 2, [np.pi / 2]])
-    w_sorted = np.diff(np.sin(bounds))
-    w = np.empty_like(w_sorted)
-    w[order] = w_sorted
-    return xr.DataArray(w / w.mean(), dims=["latitude"], coords={"latitude": np.asarray(latitude)})
+    """Cell-area weights of the rows, normalised to mean 1, from the grid's own cell bounds
+    (:func:`diffsci.weather.grid.cell_area_weights`: WB2's weights on a global grid, true cell
+    areas on a regional one). Shape (H,), in the given row order."""
+    return xr.DataArray(cell_area_weights(latitude), dims=["latitude"], coords={"latitude": np.asarray(latitude)})
 
 
 def spatial_mean(x: xr.DataArray) -> xr.DataArray:
@@ -82,7 +91,7 @@ def crps_ensemble(members: np.ndarray, obs: np.ndarray, *, fair: bool = True) ->
         skill = np.nansum(np.abs(x - y), -1) / m
         denom = 2.0 * m * (m - 1) if fair else 2.0 * m * m
         out = skill - pair / denom
-    out = np.where(m == 0, np.nan, out)
+    out = np.where((m == 0) | np.isnan(y[..., 0]), np.nan, out)  # a NaN truth is not a perfect score
     if fair:
         out = np.where(m < 2, np.nan, out)
     return out
@@ -94,8 +103,29 @@ def _members_last(forecast: xr.DataArray):
     return forecast
 
 
+def valid_members(forecast: xr.DataArray) -> xr.DataArray:
+    """Number of valid (non-NaN) members at each point (0 or 1 for a forecast without members)."""
+    if MEMBER not in forecast.dims:
+        return forecast.notnull().astype(np.int64)
+    return forecast.count(MEMBER)
+
+
+def _member_moments(forecast: xr.DataArray):
+    """Per point: valid member count M, mean and ``ddof=1`` variance over the valid members.
+
+    The variance is NaN where M < 2."""
+    f = _members_last(forecast)
+    m = f.count(MEMBER)
+    mean = f.mean(MEMBER, skipna=True)
+    var = ((f - mean) ** 2).sum(MEMBER, skipna=True) / (m - 1).where(m >= 2)
+    return m, mean, var
+
+
 def crps(forecast: xr.DataArray, truth: xr.DataArray, *, fair: bool = True) -> xr.DataArray:
-    """Time-mean of the spatial mean of the pointwise CRPS (per init time, then averaged)."""
+    """Time-mean of the spatial mean of the pointwise CRPS (per init time, then averaged).
+
+    Points where the truth is NaN or the fair CRPS is undefined (fewer than 2 valid members)
+    are left out of the spatial mean (weights renormalised over the points kept)."""
     f = _members_last(forecast)
     point = xr.apply_ufunc(crps_ensemble, f, truth, input_core_dims=[[MEMBER], []], kwargs={"fair": fair},
                            dask="parallelized", output_dtypes=[np.float64])
@@ -106,36 +136,57 @@ def _time_mean(x: xr.DataArray) -> xr.DataArray:
     return x.mean("time") if "time" in x.dims else x
 
 
+def _ensemble_mean(forecast: xr.DataArray) -> xr.DataArray:
+    return forecast.mean(MEMBER, skipna=True) if MEMBER in forecast.dims else forecast
+
+
 def ensemble_mean_rmse(forecast: xr.DataArray, truth: xr.DataArray) -> xr.DataArray:
-    f = forecast.mean(MEMBER) if MEMBER in forecast.dims else forecast
-    return np.sqrt(_time_mean(spatial_mean((f - truth) ** 2)))
+    """``sqrt(time mean of spatial mean of (ensemble mean - truth)^2)``; NaN points left out."""
+    return np.sqrt(_time_mean(spatial_mean((_ensemble_mean(forecast) - truth) ** 2)))
 
 
 def mae(forecast: xr.DataArray, truth: xr.DataArray) -> xr.DataArray:
     """Mean absolute error of the ensemble mean (of the forecast for deterministic ones)."""
-    f = forecast.mean(MEMBER) if MEMBER in forecast.dims else forecast
-    return _time_mean(spatial_mean(abs(f - truth)))
+    return _time_mean(spatial_mean(abs(_ensemble_mean(forecast) - truth)))
 
 
 def spread(forecast: xr.DataArray) -> xr.DataArray:
-    return np.sqrt(_time_mean(spatial_mean(_members_last(forecast).var(MEMBER, ddof=1))))
+    """``sqrt(time mean of spatial mean of var_m(x, ddof=1))`` over the valid members of each
+    point (points with fewer than 2 valid members left out); no ensemble-size factor."""
+    _, _, var = _member_moments(forecast)
+    return np.sqrt(_time_mean(spatial_mean(var)))
 
 
 def spread_skill_ratio(forecast: xr.DataArray, truth: xr.DataArray) -> xr.DataArray:
-    m = forecast.sizes[MEMBER]
-    return np.sqrt((m + 1) / m) * spread(forecast) / ensemble_mean_rmse(forecast, truth)
+    """Spread/skill ratio with the ensemble-size factor ``(M + 1) / M`` applied to the variance
+    at each point, M being that point's number of valid members (WB2; Fortin et al. 2014).
+
+    ``SSR = sqrt(<(M+1)/M var_m(x)>) / sqrt(<(mean_m x - y)^2>)`` where ``<.>`` is the time mean
+    of the latitude-weighted spatial mean, both over the same points: the truth valid and
+    M >= 2. With the same M everywhere this is ``sqrt((M+1)/M) spread / RMSE``; counting
+    member slots instead of valid members biases it when a member is missing."""
+    m, mean, var = _member_moments(forecast)
+    ok = (m >= 2) & truth.notnull()
+    corrected = (var * (m + 1) / m).where(ok)
+    err2 = ((mean - truth) ** 2).where(ok)
+    return np.sqrt(_time_mean(spatial_mean(corrected))) / np.sqrt(_time_mean(spatial_mean(err2)))
 
 
 def rank_histogram(forecast: xr.DataArray, truth: xr.DataArray, *, seed: int = 0) -> np.ndarray:
-    """Counts of the truth's rank among the members (M + 1 bins), ties broken at random."""
+    """Counts of the truth's rank among the members (M + 1 bins), ties broken at random.
+
+    Only points where the truth and every member are valid are counted (a rank among fewer
+    members would fall in another histogram)."""
     f = _members_last(forecast).transpose(..., MEMBER)
     y = truth.broadcast_like(f.isel({MEMBER: 0}, drop=True)).transpose(*f.dims[:-1])
-    x, yv = f.values, y.values[..., None]
+    x, yv = f.values, y.values
+    ok = ~np.isnan(x).any(-1) & ~np.isnan(yv)
+    x, yv = x[ok], yv[ok][..., None]
     rng = np.random.default_rng(seed)
     below = (x < yv).sum(-1)
     ties = (x == yv).sum(-1)
     rank = below + np.floor(rng.random(below.shape) * (ties + 1)).astype(int)
-    return np.bincount(rank.ravel(), minlength=x.shape[-1] + 1)
+    return np.bincount(rank.ravel(), minlength=f.sizes[MEMBER] + 1)
 
 
 def brier_score(forecast: xr.DataArray, truth: xr.DataArray, threshold, *, debiased: bool = False) -> xr.DataArray:
@@ -173,9 +224,13 @@ def energy_score(forecasts: dict, truths: dict, scales: dict) -> xr.DataArray:
 
 
 # ------------------------------------------------------------------------------ evaluation
+LEAD = "prediction_timedelta"
+_LEVEL_KEY = re.compile(r"(.+?)_?(\d+(?:\.\d+)?)")
+
+
 def align(forecast: xr.Dataset, truth: xr.Dataset, lead) -> tuple[xr.Dataset, xr.Dataset]:
     """Forecast at one lead and the truth at the matching valid times (inits without truth dropped)."""
-    f = forecast.sel(prediction_timedelta=lead)
+    f = forecast.sel({LEAD: lead})
     valid = f.time.values + lead
     ok = np.isin(valid, truth.time.values)
     f = f.isel(time=np.nonzero(ok)[0])
@@ -183,97 +238,255 @@ def align(forecast: xr.Dataset, truth: xr.Dataset, lead) -> tuple[xr.Dataset, xr
     return f, t
 
 
-def _check(forecast: xr.Dataset, truth: xr.Dataset, variables):
-    if "prediction_timedelta" not in forecast.dims:
-        raise DiffsciError("forecast has no prediction_timedelta dim (WeatherBench 2 forecast layout expected)")
-    for name, ds in (("forecast", forecast), ("truth", truth)):
-        missing = [v for v in variables if v not in ds]
-        if missing:
-            raise DiffsciError(f"{name} lacks variable(s) {', '.join(missing)}")
+def field_key(variable: str, level=None) -> str:
+    """Metric key of a field: the variable name, with the level in hPa appended for a
+    pressure-level field (``z`` at 500 hPa -> ``"z500"``; WB2's Z500/T850 naming)."""
+    return variable if level is None else f"{variable}{float(level):g}"
+
+
+def _fields(forecast: xr.Dataset, variables, fname: str) -> list[tuple[str, str, object]]:
+    """``(key, variable, level or None)`` of each field to score, in order.
+
+    ``variables``: names (short or WB2 long) selecting all levels of a variable, or keys such
+    as ``z500`` selecting one level; default: every forecast variable on the grid."""
+    avail = [str(v) for v in forecast.data_vars if set(SPATIAL) <= set(forecast[v].dims)]
+    levels = list(forecast["level"].values) if "level" in forecast.dims else []
+
+    def expand(v):
+        return [(field_key(v, lev), v, lev) for lev in levels] if "level" in forecast[v].dims else [(v, v, None)]
+
+    if variables is None:
+        out = [f for v in avail for f in expand(v)]
+    else:
+        out = []
+        for name in variables:
+            short = LONG_TO_SHORT.get(name, name)
+            m = _LEVEL_KEY.fullmatch(name)
+            if short in avail:
+                out += expand(short)
+            elif m and LONG_TO_SHORT.get(m[1], m[1]) in avail and "level" in forecast[LONG_TO_SHORT.get(m[1], m[1])].dims:
+                v, lev = LONG_TO_SHORT.get(m[1], m[1]), float(m[2])
+                hit = [x for x in levels if np.isclose(float(x), lev)]
+                if not hit:
+                    raise DiffsciError(f"{fname}: {v} has no level {lev:g} hPa (levels {', '.join(f'{float(x):g}' for x in levels)})")
+                out.append((field_key(v, hit[0]), v, hit[0]))
+            else:
+                keys = [f[0] for v in avail for f in expand(v)]
+                raise DiffsciError(f"{fname}: no variable {name!r} to score (the forecast has {', '.join(keys)})")
+        seen = set()
+        out = [f for f in out if not (f[0] in seen or seen.add(f[0]))]
+    if not out:
+        raise DiffsciError(f"{fname}: no variable with latitude and longitude dims")
+    return out
+
+
+def _check_truth_has(truth: xr.Dataset, fields, tname: str) -> None:
+    missing = []
+    for key, v, lev in fields:
+        if v not in truth.data_vars:
+            missing.append(key)
+        elif lev is None and "level" in truth[v].dims:
+            missing.append(f"{key} (the truth's {v} has pressure levels, the forecast's has none)")
+        elif lev is not None and ("level" not in truth[v].dims or not np.isclose(truth["level"].values, float(lev)).any()):
+            missing.append(key)
+    if missing and len(missing) == len(fields):
+        have = sorted(str(v) for v in truth.data_vars)
+        raise DiffsciError(f"{tname}: forecast and truth share no variable (forecast: {', '.join(k for k, _, _ in fields)}; "
+                           f"truth: {', '.join(have)})")
+    if missing:
+        raise DiffsciError(f"{tname}: the truth lacks {', '.join(missing)}, which the forecast has; "
+                           "score the others with --variables")
+
+
+def _match_grid(forecast: xr.Dataset, truth: xr.Dataset, fname: str, tname: str) -> xr.Dataset:
+    """The truth at the forecast's grid points, matched by coordinate value (both normalised:
+    latitude ascending, longitude in [0, 360)); a forecast point the truth lacks is an error."""
+    index = {}
     for c in SPATIAL:
-        a, b = forecast[c].values, truth[c].values
-        if a.shape != b.shape or not np.allclose(a, b, atol=1e-6):
-            raise DiffsciError(f"forecast and truth grids differ in {c} ({a.size} vs {b.size} points)")
+        a = np.asarray(forecast[c].values, dtype=np.float64)
+        b = np.asarray(truth[c].values, dtype=np.float64)
+        if c == "longitude":
+            a, b = np.mod(a, 360.0), np.mod(b, 360.0)
+        dist = np.abs(a[:, None] - b[None, :])
+        if c == "longitude":
+            dist = np.minimum(dist, 360.0 - dist)
+        idx = dist.argmin(1) if b.size else np.zeros(a.size, dtype=int)
+        bad = np.nonzero(~(dist[np.arange(a.size), idx] <= 1e-6))[0] if b.size else np.arange(a.size)
+        if bad.size:
+            shown = ", ".join(f"{a[i]:g}" for i in bad[:4]) + (" ..." if bad.size > 4 else "")
+            raise DiffsciError(f"{fname} vs {tname}: forecast and truth grids differ in {c} ({a.size} vs {b.size} points; "
+                               f"{bad.size} forecast {c}s not in the truth: {shown})")
+        index[c] = idx
+    return truth.isel(index).assign_coords({c: forecast[c].values for c in SPATIAL})
 
 
-def evaluate_forecast(forecast: xr.Dataset, truth: xr.Dataset, *, variables=None, climatology=None, seed: int = 0) -> dict:
-    """All metrics per variable and lead (see the module docstring) as a JSON-able dict."""
-    from diffsci.weather.data import open_weather
+def _refuse_duplicates(forecast: xr.Dataset, fname: str) -> None:
+    for dim, what in (("time", "init times"), (LEAD, "leads")):
+        vals = forecast[dim].values
+        u, n = np.unique(vals, return_counts=True)
+        if (n > 1).any():
+            shown = ", ".join(f"{x} (x{k})" for x, k in zip(u[n > 1][:4], n[n > 1][:4]))
+            raise DiffsciError(f"{fname}: duplicate {what}: {shown}")
 
+
+def _num(x) -> float | None:
+    """A metric as a JSON number; NaN/inf -> None (null)."""
+    v = float(x)
+    return v if np.isfinite(v) else None
+
+
+def _lead_label(lead) -> int | float:
+    h = lead / np.timedelta64(1, "h")
+    return int(h) if float(h).is_integer() else float(h)
+
+
+def _climatology_field(climatology: xr.Dataset, v: str, lev, lead, t: xr.Dataset) -> xr.DataArray:
+    """The climatology of one field at the valid times of ``t`` (by hour of day if it has ``hour``)."""
+    clim = climatology.rename({k: LONG_TO_SHORT[k] for k in climatology.data_vars if k in LONG_TO_SHORT})
+    if v not in clim:
+        raise DiffsciError(f"climatology lacks variable {v!r}")
+    c = clim[v]
+    if lev is not None and "level" in c.dims:
+        c = c.sel(level=lev)
+    if "hour" in c.dims:  # climatology by hour of day of the VALID time
+        valid_hour = xr.DataArray((t.time.values + lead).astype("datetime64[h]").astype(np.int64) % 24,
+                                  dims="time", coords={"time": t.time.values})
+        c = c.sel(hour=valid_hour).drop_vars("hour", errors="ignore")
+    return c
+
+
+def evaluate_forecast(forecast, truth, *, variables=None, climatology=None, seed: int = 0) -> dict:
+    """All metrics per field and lead (see the module docstring) as a strict-JSON-able dict.
+
+    ``forecast`` and ``truth``: paths or Datasets, each normalised by the same reader
+    (:func:`diffsci.weather.data.open_weather`; the forecast keeps its init ``time`` and its
+    lead dim ``prediction_timedelta``). Fields are keyed ``z500`` (variable + level in hPa)
+    for pressure-level variables and by name (``t2m``) otherwise. Truth NaNs are masked and
+    counted (``truth_nan_points``); metrics that need 2 valid members are ``None`` for a
+    forecast with fewer, with a warning in ``warnings``.
+    """
+    forecast = open_weather(forecast, forecast=True, check_nans=False)
     truth = open_weather(truth, check_nans=False)
-    if "latitude" in forecast.dims and forecast.latitude.values[0] > forecast.latitude.values[-1]:
-        forecast = forecast.isel(latitude=slice(None, None, -1))
-    variables = list(variables or [v for v in forecast.data_vars if v in truth])
-    if not variables:
-        raise DiffsciError("forecast and truth share no variable")
-    _check(forecast, truth, variables)
-    leads = forecast.prediction_timedelta.values
-    result = {"lead_hours": [], "variables": {v: {k: [] for k in ("crps", "rmse", "spread", "ssr", "mae")} for v in variables},
-              "rank_histogram": {v: {} for v in variables}}
-    if climatology is not None:
-        for v in variables:
-            result["variables"][v]["acc"] = []
+    fname, tname = forecast.attrs["diffsci_source"], truth.attrs["diffsci_source"]
+    if MEMBER in truth.dims:
+        if truth.sizes[MEMBER] != 1:
+            raise DiffsciError(f"{tname}: the truth has {truth.sizes[MEMBER]} ensemble members; select one")
+        truth = truth.isel({MEMBER: 0}, drop=True)
+    _refuse_duplicates(forecast, fname)
+    fields = _fields(forecast, variables, fname)
+    _check_truth_has(truth, fields, tname)
+    truth = _match_grid(forecast, truth, fname, tname)
+    members = int(forecast.sizes.get(MEMBER, 1))
+    keys = [k for k, _, _ in fields]
+    per_field = ("crps", "rmse", "spread", "ssr", "mae", "truth_nan_points", "forecast_nan_points")
+    per_field += ("acc",) if climatology is not None else ()
+    result = {"lead_hours": [], "variables": {k: {m: [] for m in per_field} for k in keys},
+              "rank_histogram": {k: {} for k in keys}, "members": members}
+    warned: list[str] = []
+
+    def warn(msg):
+        if msg not in warned:
+            warned.append(msg)
+            warnings.warn(msg, stacklevel=3)
+
     any_overlap = False
-    for lead in leads:
+    for lead in forecast[LEAD].values:
         f, t = align(forecast, truth, lead)
         if f.sizes["time"] == 0:
             continue
         any_overlap = True
-        hours = int(lead / np.timedelta64(1, "h"))
-        result["lead_hours"].append(hours)
-        for v in variables:
-            fv, tv = f[v].load(), t[v].load()
-            ens = MEMBER in fv.dims and fv.sizes[MEMBER] > 1
-            r = result["variables"][v]
-            r["rmse"].append(float(ensemble_mean_rmse(fv, tv)))
-            r["mae"].append(float(mae(fv, tv)))
+        lead_h = _lead_label(lead)
+        result["lead_hours"].append(lead_h)
+        for key, v, lev in fields:
+            fv, tv = f[v], t[v]
+            if lev is not None:
+                fv, tv = fv.sel(level=lev, drop=True), tv.sel(level=lev, drop=True)
+            fv, tv = fv.load().astype(np.float64), tv.load().astype(np.float64)
+            r = result["variables"][key]
+            n_nan = int(tv.isnull().sum())
+            if n_nan:
+                warn(f"{tname}: {key} has NaN truth values: masked and counted in truth_nan_points")
+            n_members = int(valid_members(fv).max()) if fv.size else 0  # before the truth mask
+            ens = MEMBER in fv.dims and n_members >= 2
+            if ens:  # member slots with any value (an all-NaN member would empty every rank-histogram bin)
+                slots = np.nonzero(fv.notnull().any([d for d in fv.dims if d != MEMBER]).values)[0]
+            fv = fv.where(tv.notnull())  # every metric over the same points
+            m = valid_members(fv)
+            r["truth_nan_points"].append(n_nan)
+            r["forecast_nan_points"].append(int(((m == 0) & tv.notnull()).sum()))
+            if r["forecast_nan_points"][-1]:
+                warn(f"{fname}: {key} has points where every member is NaN: masked and counted in forecast_nan_points")
+            r["rmse"].append(_num(ensemble_mean_rmse(fv, tv)))
+            r["mae"].append(_num(mae(fv, tv)))
             if ens:
-                r["crps"].append(float(crps(fv, tv)))
-                r["spread"].append(float(spread(fv)))
-                r["ssr"].append(float(spread_skill_ratio(fv, tv)))
-                result["rank_histogram"][v][str(hours)] = rank_histogram(fv, tv, seed=seed).tolist()
-            else:  # deterministic: CRPS of a one-member ensemble = MAE (labelled in the JSON)
-                r["crps"].append(float(mae(fv, tv)))
-                r["spread"].append(0.0)
-                r["ssr"].append(0.0)
+                if int(((m == 1) & tv.notnull()).sum()):
+                    warn(f"{fname}: {key} has points with one valid member: left out of CRPS, spread and SSR")
+                r["crps"].append(_num(crps(fv, tv)))
+                r["spread"].append(_num(spread(fv)))
+                r["ssr"].append(_num(spread_skill_ratio(fv, tv)))
+                rh = rank_histogram(fv.isel({MEMBER: slots}), tv, seed=seed)
+                result["rank_histogram"][key][str(lead_h)] = rh.tolist()
+            else:
+                warn(f"{fname}: {key}: fewer than 2 valid members (M = {n_members}): CRPS, spread and "
+                     "spread/skill are null (the fair CRPS needs 2 members; see mae)")
+                r["crps"].append(None)
+                r["spread"].append(None)
+                r["ssr"].append(None)
             if climatology is not None:
-                clim = climatology[v]
-                if "hour" in clim.dims:  # climatology by hour of day of the VALID time
-                    hours = xr.DataArray(((t.time.values + lead).astype("datetime64[h]").astype(np.int64) % 24),
-                                         dims="time", coords={"time": t.time.values})
-                    clim = clim.sel(hour=hours).drop_vars("hour", errors="ignore")
-                r["acc"].append(float(acc(fv, tv, clim)))
+                r["acc"].append(_num(acc(fv, tv, _climatology_field(climatology, v, lev, lead, t))))
     if not any_overlap:
-        raise DiffsciError("forecast valid times (init + lead) do not overlap the truth's times")
-    result["notes"] = {"crps": "fair estimator (per-point valid member count); MAE for deterministic forecasts",
-                       "rmse": "ensemble-mean RMSE, sqrt after time averaging", "ssr": "sqrt((M+1)/M) spread / RMSE"}
+        raise DiffsciError(f"{fname}: forecast valid times (init + lead) do not overlap the truth's times ({tname})")
+    result["warnings"] = warned
+    result["notes"] = {"crps": "fair estimator, per-point valid member count; null with fewer than 2 members",
+                       "rmse": "ensemble-mean RMSE, sqrt after time averaging",
+                       "ssr": "sqrt(<(M+1)/M var>) / RMSE, M the valid members per point",
+                       "masking": "truth NaNs and all-NaN forecast points are left out of every metric"}
     return result
 
 
+def write_metrics(result: dict, path) -> Path:
+    """Write the metrics as strict JSON (NaN never written: it is null), atomically."""
+    text = json.dumps(result, indent=1, allow_nan=False)
+    with atomic_output(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
 def _run(args) -> int:
-    for p in (args.forecast, args.truth):
-        if not Path(p).exists():
-            raise DiffsciError(f"{p}: file not found")
-    try:
-        fc = xr.open_dataset(args.forecast, engine="netcdf4")
-    except Exception as exc:
-        raise DiffsciError(f"{args.forecast}: cannot open as netCDF ({exc})") from None
-    clim = xr.open_dataset(args.climatology) if args.climatology else None
-    res = evaluate_forecast(fc, args.truth, climatology=clim)
-    out = Path(args.out)
-    with atomic_output(out) as tmp:
-        tmp.write_text(json.dumps(res, indent=1))
+    clim = None
+    if args.climatology:
+        if not Path(args.climatology).exists():
+            raise DiffsciError(f"{args.climatology}: file not found")
+        clim = xr.open_dataset(args.climatology)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = evaluate_forecast(args.forecast, args.truth, variables=args.variables, climatology=clim)
+    for w in caught:
+        if str(w.message) in res["warnings"]:
+            print(f"warning: {w.message}", file=sys.stderr)
+    out = write_metrics(res, args.out)
     first = next(iter(res["variables"]))
-    print(f"wrote {out}: {len(res['lead_hours'])} leads; {first} CRPS at +{res['lead_hours'][-1]} h "
-          f"{res['variables'][first]['crps'][-1]:.4g}")
+    r = res["variables"][first]
+    score, name = (r["crps"][-1], "CRPS") if r["crps"][-1] is not None else (r["mae"][-1], "MAE")
+    shown = "null" if score is None else f"{score:.4g}"
+    print(f"wrote {out}: {len(res['variables'])} fields x {len(res['lead_hours'])} leads; {first} {name} at "
+          f"+{res['lead_hours'][-1]} h {shown}")
     return 0
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("evaluate", help="score a forecast with WeatherBench 2 metrics",
-                              description="Fair CRPS, ensemble-mean RMSE, spread, spread/skill, rank histograms.")
-    p.add_argument("forecast", help="forecast netCDF (WB2 layout)")
+    p = subparsers.add_parser(
+        "evaluate", help="score a forecast with WeatherBench 2 metrics",
+        description="Fair CRPS, ensemble-mean RMSE, spread, spread/skill, rank histograms (and ACC with a "
+                    "climatology) per field and lead, as strict JSON. Pressure-level fields are keyed "
+                    "variable+level (z500, t850). Forecast and truth are read by the same reader (cfgrib, "
+                    "CDS, WeatherBench 2 or NCEP layouts).")
+    p.add_argument("forecast", help="forecast netCDF/zarr: init 'time', a lead dim ('prediction_timedelta', "
+                                    "cfgrib 'step' or CDS 'forecast_period'), members ('realization' or 'number')")
     p.add_argument("--truth", required=True, help="truth netCDF/zarr (ERA5 or WB2 style)")
     p.add_argument("--out", required=True, help="metrics JSON")
-    p.add_argument("--climatology", help="climatology netCDF for ACC (dims hour?, latitude, longitude)")
+    p.add_argument("--variables", nargs="+", metavar="NAME",
+                   help="fields to score: a variable (z, geopotential: all its levels) or one level (z500); "
+                        "default: every forecast variable, each of which the truth must have")
+    p.add_argument("--climatology", help="climatology netCDF for ACC (dims hour?, level?, latitude, longitude)")
     p.set_defaults(func=_run)

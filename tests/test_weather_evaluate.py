@@ -1,0 +1,317 @@
+"""``diffsci weather evaluate`` on the layouts users have (cfgrib, WB2, CDS), checked against
+independent numpy computations: pressure levels keyed ``z500``, the forecast read like the
+truth, refused and masked inputs, fewer than 2 members, strict JSON (issue 14)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+import weather_fixtures as wf
+from diffsci.core.cli import main
+from diffsci.weather import metrics as M
+
+FC_DIMS = ("time", "prediction_timedelta", "realization", "level", "latitude", "longitude")
+
+
+# ------------------------------------------------------------------ independent references
+def wb2_weights(lat) -> np.ndarray:
+    """WB2 latitude weights in the given row order: bounds at the midpoints and at +-90 deg,
+    ``sin(b_{i+1}) - sin(b_i)``, mean 1 (Rasp et al. 2024)."""
+    lat = np.asarray(lat, dtype=np.float64)
+    order = np.argsort(lat)
+    s = np.deg2rad(lat[order])
+    b = np.concatenate([[-np.pi / 2], (s[1:] + s[:-1]) / 2, [np.pi / 2]])
+    w = np.empty_like(s)
+    w[order] = np.diff(np.sin(b))
+    return w / w.mean()
+
+
+def fair_crps(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Fair CRPS by the double sum; members on the last axis of x, M = x.shape[-1]."""
+    m = x.shape[-1]
+    skill = np.abs(x - y[..., None]).mean(-1)
+    pair = np.abs(x[..., :, None] - x[..., None, :]).sum((-1, -2))
+    return skill - pair / (2 * m * (m - 1))
+
+
+def area_mean_over_inits(point: np.ndarray, lat) -> float:
+    """point (I, H, W), NaN = masked: per init the w-weighted mean over the valid points, then
+    the mean over inits."""
+    w = np.broadcast_to(wb2_weights(lat)[:, None], point.shape[1:])
+    per = [np.nansum(p * w) / np.sum(w[~np.isnan(p)]) for p in point]
+    return float(np.mean(per))
+
+
+def strict_json(path) -> dict:
+    def refuse(c):
+        raise AssertionError(f"non-standard JSON constant {c}")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+# ------------------------------------------------------------------ file builders
+def forecast_ds(inits, leads_h, members, *, levels=(500, 850), nlat=5, nlon=8, seed=1,
+                variables=("z", "t", "t2m")) -> xr.Dataset:
+    """The project's forecast layout (``forecast._to_dataset``): init ``time``,
+    ``prediction_timedelta``, ``realization``, ``level``, latitude ascending, longitude 0..360."""
+    inits = pd.DatetimeIndex(inits)
+    lat, lon = wf.grid(nlat, nlon, descending=False)
+    per = [wf.fields(inits + pd.Timedelta(hours=h), levels, lat, lon, members=members, seed=seed) for h in leads_h]
+    data = {}
+    for v in variables:
+        a = np.stack([p[v] for p in per], axis=2)  # (M, T, S, [L,] H, W)
+        a = np.moveaxis(a, 0, 2)  # (T, S, M, [L,] H, W)
+        dims = FC_DIMS if v != "t2m" else FC_DIMS[:3] + FC_DIMS[4:]
+        data[v] = (dims, a)
+    coords = {"time": inits.values, "prediction_timedelta": pd.to_timedelta(leads_h, unit="h").values,
+              "realization": np.arange(members), "level": np.asarray(levels), "latitude": lat, "longitude": lon}
+    return xr.Dataset(data, coords=coords)
+
+
+def truth_ds(times, *, levels=(500, 850), nlat=5, nlon=8, variables=("z", "t", "t2m")) -> xr.Dataset:
+    """WeatherBench 2 ERA5 layout (long names, dims time, level, longitude, latitude)."""
+    return wf.wb2_dataset(times=times, levels=levels, nlat=nlat, nlon=nlon, variables=variables)
+
+
+TIMES = pd.date_range("2020-01-01", periods=8, freq="6h")
+INITS = TIMES[[1, 3]]
+
+
+def evaluate(tmp_path, fc, truth, *extra, name="m.json"):
+    fpath, tpath = tmp_path / "fc.nc", tmp_path / "truth.nc"
+    for ds, p in ((fc, fpath), (truth, tpath)):
+        if p.exists():
+            p.unlink()
+        wf.write(ds, p)
+    out = tmp_path / name
+    rc = main(["weather", "evaluate", str(fpath), "--truth", str(tpath), "--out", str(out), *extra])
+    return rc, out
+
+
+# ------------------------------------------------------------------ acceptance 1
+def test_acceptance_cfgrib_ensemble_members_scored_against_member_0(tmp_path):
+    """An ERA5 ensemble as cfgrib writes it; members 1..N as a cfgrib ensemble forecast (init
+    ``time``, ``step`` dim, ensemble dim ``number``, ``valid_time(time, step)``) scored against
+    member 0 (scalar ``step`` and ``number``, ``valid_time`` over time, latitude 90 -> -90)."""
+    n = 4
+    times = pd.date_range("2020-01-01", periods=8, freq="6h")
+    era5 = wf.cfgrib_era5(times=times, members=n + 1, nlat=7, nlon=12)
+    assert era5.z.dims == ("number", "time", "isobaricInhPa", "latitude", "longitude")
+    assert era5.latitude.values[0] == 90 and era5.step.ndim == 0 and era5.valid_time.dims == ("time",)
+    truth = era5.sel(number=0)
+    wf.write(truth, tmp_path / "era5_member0.nc")
+
+    leads = [6, 12]
+    inits = times[:6]
+    ens = era5.isel(number=slice(1, None)).drop_vars(["step", "valid_time"])
+    parts = [ens.sel(time=inits + pd.Timedelta(hours=h)).assign_coords(time=inits.values) for h in leads]
+    fc = xr.concat(parts, dim=pd.Index(pd.to_timedelta(leads, unit="h"), name="step"))
+    fc = fc.transpose("number", "time", "step", "isobaricInhPa", "latitude", "longitude")
+    fc = fc.assign_coords(valid_time=(("time", "step"), inits.values[:, None] + fc.step.values[None, :]))
+    ref_layout = wf.cfgrib_era5(times=inits, members=n + 1, steps_hours=leads, nlat=7, nlon=12)
+    assert fc.z.dims == ref_layout.z.dims and fc.valid_time.dims == ref_layout.valid_time.dims
+    wf.write(fc, tmp_path / "ens_forecast.nc")
+
+    out = tmp_path / "metrics.json"
+    rc = main(["weather", "evaluate", str(tmp_path / "ens_forecast.nc"), "--truth", str(tmp_path / "era5_member0.nc"),
+               "--out", str(out)])
+    assert rc == 0
+    res = strict_json(out)
+    assert set(res["variables"]) == {"z500", "z850", "t500", "t850"}
+    assert res["lead_hours"] == leads and res["members"] == n
+
+    lat = era5.latitude.values  # 90 -> -90: the weights follow the file's own row order
+    levels = list(era5.isobaricInhPa.values)
+    for key in ("z500", "z850", "t500", "t850"):
+        v, lev = key[0], levels.index(float(key[1:]))
+        raw = era5[v].values.astype(np.float64)  # (number, time, level, lat, lon)
+        for k, h in enumerate(leads):
+            valid = [int(np.nonzero(times == t + pd.Timedelta(hours=h))[0][0]) for t in inits]
+            x = np.moveaxis(raw[1:, valid, lev], 0, -1)  # (I, H, W, N)
+            y = raw[0, valid, lev]  # (I, H, W)
+            ref = area_mean_over_inits(fair_crps(x, y), lat)
+            assert ref > 0
+            assert res["variables"][key]["crps"][k] == pytest.approx(ref, rel=1e-4), (key, h)
+
+
+# ------------------------------------------------------------------ levels
+def test_pressure_level_fields_keyed_name_level(tmp_path):
+    """Variables with a level dim are scored per level (z500, t850 beside t2m); the old code
+    crashed with a TypeError converting a per-level array to float."""
+    fc = forecast_ds(INITS, [6, 12], 3)
+    rc, out = evaluate(tmp_path, fc, truth_ds(TIMES))
+    assert rc == 0
+    res = strict_json(out)
+    assert list(res["variables"]) == ["z500", "z850", "t500", "t850", "t2m"]
+    assert set(res["rank_histogram"]) == set(res["variables"])
+    truth = wf.fields(INITS + pd.Timedelta(hours=12), (500, 850), *wf.grid(5, 8, descending=False))
+    lat = wf.grid(5, 8, descending=False)[0]
+    for key, v, li in (("t850", "t", 1), ("z500", "z", 0), ("t2m", "t2m", None)):
+        x = fc[v].isel(prediction_timedelta=1).values.astype(np.float64)  # (I, M, [L,] H, W)
+        y = truth[v][0].astype(np.float64)  # (I, [L,] H, W)
+        if li is not None:
+            x, y = x[:, :, li], y[:, li]
+        ref = area_mean_over_inits(fair_crps(np.moveaxis(x, 1, -1), y), lat)
+        assert res["variables"][key]["crps"][1] == pytest.approx(ref, rel=1e-5)
+        assert sum(res["rank_histogram"][key]["12"]) == 2 * 5 * 8
+
+
+# ------------------------------------------------------------------ symmetry
+def test_forecast_normalised_like_truth(tmp_path):
+    """WB2 long names, longitudes -180..180 and latitude 90 -> -90 in the FORECAST give the
+    same scores as the canonical file (old: 'share no variable', 'grids differ')."""
+    fc = forecast_ds(INITS, [6], 3, variables=("t2m",))
+    rc, out = evaluate(tmp_path, fc, truth_ds(TIMES), name="ref.json")
+    assert rc == 0
+    ref = strict_json(out)["variables"]
+    odd = fc.rename({"t2m": "2m_temperature"})
+    odd = odd.assign_coords(longitude=np.where(odd.longitude > 180, odd.longitude - 360, odd.longitude))
+    odd = odd.sortby("longitude").isel(latitude=slice(None, None, -1))
+    assert odd.longitude.values[0] < 0 and odd.latitude.values[0] == 90
+    rc, out = evaluate(tmp_path, odd, truth_ds(TIMES), name="odd.json")
+    assert rc == 0
+    got = strict_json(out)["variables"]
+    assert set(got) == {"t2m"}
+    for k in got:
+        for m in ("crps", "rmse", "spread", "ssr", "mae"):
+            assert got[k][m] == pytest.approx(ref[k][m], rel=1e-6), (k, m)
+
+
+def test_truth_subset_grid_matched_by_value(tmp_path):
+    """A truth on a larger grid (same points and more) is read at the forecast's points."""
+    fc = forecast_ds(INITS, [6], 3, variables=("t2m",))
+    rc, out = evaluate(tmp_path, fc, truth_ds(TIMES, variables=("t2m",)), name="ref.json")
+    ref = strict_json(out)["variables"]["t2m"]["crps"]
+    rc, out = evaluate(tmp_path, fc.isel(longitude=slice(0, 5)), truth_ds(TIMES, variables=("t2m",)))
+    assert rc == 0
+    part = strict_json(out)["variables"]["t2m"]["crps"]
+    x = np.moveaxis(fc.t2m.isel(prediction_timedelta=0, longitude=slice(0, 5)).values.astype(np.float64), 1, -1)
+    lat, lon = wf.grid(5, 8, descending=False)
+    y = wf.fields(INITS + pd.Timedelta(hours=6), [500], lat, lon)["t2m"][0][..., :5].astype(np.float64)
+    assert part[0] == pytest.approx(area_mean_over_inits(fair_crps(x, y), lat), rel=1e-5)
+    assert part[0] != pytest.approx(ref[0], rel=1e-3)
+
+
+# ------------------------------------------------------------------ refusals
+def test_duplicate_init_times_refused(tmp_path, capsys):
+    fc = forecast_ds(TIMES[[1, 1]], [6], 3, variables=("t2m",))
+    rc, out = evaluate(tmp_path, fc, truth_ds(TIMES, variables=("t2m",)))
+    err = capsys.readouterr().err
+    assert rc == 2 and "duplicate init times" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_variable_missing_from_truth_is_named(tmp_path, capsys):
+    """Old: t2m silently dropped. Now an error naming it, or --variables to score the others."""
+    fc = forecast_ds(INITS, [6], 3)
+    truth = truth_ds(TIMES, variables=("z", "t"))
+    rc, out = evaluate(tmp_path, fc, truth)
+    err = capsys.readouterr().err
+    assert rc == 2 and "t2m" in err and "--variables" in err and not out.exists()
+    rc, out = evaluate(tmp_path, fc, truth, "--variables", "z500", "temperature")
+    assert rc == 0
+    assert list(strict_json(out)["variables"]) == ["z500", "t500", "t850"]
+    rc, _ = evaluate(tmp_path, fc, truth, "--variables", "z700")
+    assert rc == 2 and "no level 700" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ masking and honesty
+def test_truth_nans_masked_and_counted(tmp_path, capsys):
+    fc = forecast_ds(INITS, [6, 12], 4, variables=("t2m",))
+    truth = truth_ds(TIMES, variables=("t2m",))
+    a = truth["2m_temperature"].values  # (time, lon, lat)
+    valid6 = int(np.nonzero(TIMES == INITS[0] + pd.Timedelta(hours=6))[0][0])
+    a[valid6, 2, 1] = np.nan
+    a[valid6, 5, 3] = np.nan
+    truth["2m_temperature"].values = a
+    rc, out = evaluate(tmp_path, fc, truth)
+    assert rc == 0
+    assert "t2m has NaN truth values" in capsys.readouterr().err
+    res = strict_json(out)["variables"]["t2m"]
+    assert res["truth_nan_points"] == [2, 0]
+    lat, lon = wf.grid(5, 8, descending=False)
+    x = np.moveaxis(fc.t2m.isel(prediction_timedelta=0).values.astype(np.float64), 1, -1)
+    y = np.swapaxes(a[[valid6, valid6 + 2]], -1, -2).astype(np.float64)  # (I, lat, lon)
+    assert np.isnan(y).sum() == 2
+    assert res["crps"][0] == pytest.approx(area_mean_over_inits(fair_crps(x, y), lat), rel=1e-5)
+    err = (x.mean(-1) - y) ** 2
+    assert res["rmse"][0] == pytest.approx(np.sqrt(area_mean_over_inits(err, lat)), rel=1e-5)
+    assert sum(res["crps"]) > 0 and sum(strict_json(out)["rank_histogram"]["t2m"]["6"]) == 2 * 5 * 8 - 2
+
+
+@pytest.mark.parametrize("case", ["one_member", "one_valid_member"])
+def test_fewer_than_two_members_gives_null_not_mae(tmp_path, capsys, case):
+    """Old: a 1-member forecast reported its MAE as 'crps' and SSR 0.0."""
+    fc = forecast_ds(INITS, [6], 1 if case == "one_member" else 2, variables=("t2m",))
+    if case == "one_valid_member":
+        fc["t2m"][:, :, 1] = np.nan
+    rc, out = evaluate(tmp_path, fc, truth_ds(TIMES, variables=("t2m",)))
+    assert rc == 0
+    assert "fewer than 2 valid members" in capsys.readouterr().err
+    res = strict_json(out)
+    r = res["variables"]["t2m"]
+    assert r["crps"] == [None] and r["ssr"] == [None] and r["spread"] == [None]
+    assert r["mae"][0] > 0 and res["warnings"]
+
+
+def test_ssr_factor_uses_valid_member_count(tmp_path):
+    """One all-NaN member of 5: SSR equals that of the 4 valid members (old: factor sqrt(6/5)
+    instead of sqrt(5/4), 2% off here)."""
+    fc = forecast_ds(INITS, [6, 12], 5, variables=("t2m",))
+    rc, out = evaluate(tmp_path, fc.isel(realization=slice(0, 4)), truth_ds(TIMES, variables=("t2m",)), name="four.json")
+    four = strict_json(out)["variables"]["t2m"]
+    fc["t2m"][:, :, 4] = np.nan
+    rc, out = evaluate(tmp_path, fc, truth_ds(TIMES, variables=("t2m",)), name="five.json")
+    five = strict_json(out)["variables"]["t2m"]
+    assert rc == 0
+    for m in ("ssr", "crps", "spread", "rmse"):
+        assert five[m] == pytest.approx(four[m], rel=1e-9), m
+    hist = strict_json(out)["rank_histogram"]["t2m"]["6"]
+    assert len(hist) == 5 and sum(hist) == 2 * 5 * 8  # ranks among the 4 valid members
+
+
+def test_metrics_json_is_strict(tmp_path):
+    """A lead whose valid times have no truth value at all gives null, never NaN, in the JSON."""
+    fc = forecast_ds(INITS, [6, 12], 3, variables=("t2m",))
+    truth = truth_ds(TIMES, variables=("t2m",))
+    for t in INITS + pd.Timedelta(hours=12):
+        truth["2m_temperature"].loc[{"time": t}] = np.nan
+    rc, out = evaluate(tmp_path, fc, truth)
+    assert rc == 0
+    assert ": NaN" not in out.read_text()
+    r = strict_json(out)["variables"]["t2m"]
+    assert r["crps"][1] is None and r["rmse"][1] is None and r["ssr"][1] is None
+    assert r["crps"][0] > 0 and r["truth_nan_points"] == [0, 2 * 5 * 8]
+
+
+# ------------------------------------------------------------------ bug 9
+def test_rank_histogram_keys_with_climatology_and_two_variables():
+    """Old: with a climatology, ``hours`` was rebound to a DataArray, so from the second
+    variable on the rank-histogram keys were '<xarray.DataArray ...>'."""
+    fc = forecast_ds(INITS, [6, 12], 4)
+    truth = truth_ds(TIMES)
+    lat, lon = wf.grid(5, 8, descending=False)
+    clim_vals = wf.fields(pd.date_range("2019-01-01", periods=24, freq="h"), (500, 850), lat, lon, seed=5)
+    clim = xr.Dataset({"z": (("hour", "level", "latitude", "longitude"), clim_vals["z"][0]),
+                       "t": (("hour", "level", "latitude", "longitude"), clim_vals["t"][0]),
+                       "t2m": (("hour", "latitude", "longitude"), clim_vals["t2m"][0])},
+                      coords={"hour": np.arange(24), "level": [500, 850], "latitude": lat, "longitude": lon})
+    res = M.evaluate_forecast(fc, truth, climatology=clim)
+    assert len(res["variables"]) == 5
+    for key, hist in res["rank_histogram"].items():
+        assert list(hist) == ["6", "12"], key
+        assert all(sum(h) == 2 * 5 * 8 for h in hist.values())
+    # ACC against an independent computation for one field at one lead
+    valid = INITS + pd.Timedelta(hours=12)
+    x = fc.t.isel(prediction_timedelta=1, level=1).values.astype(np.float64).mean(1)  # (I, H, W)
+    y = wf.fields(valid, (500, 850), lat, lon)["t"][0][:, 1].astype(np.float64)
+    c = clim_vals["t"][0][valid.hour.values, 1].astype(np.float64)
+    w = wb2_weights(lat)[:, None]
+    accs = [np.sum(w * fa * oa) / np.sqrt(np.sum(w * fa**2) * np.sum(w * oa**2)) for fa, oa in zip(x - c, y - c)]
+    assert res["variables"]["t850"]["acc"][1] == pytest.approx(np.mean(accs), rel=1e-6)
+    json.dumps(res, allow_nan=False)
