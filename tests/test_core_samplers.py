@@ -199,3 +199,22 @@ def test_so3_euler_maruyama_is_the_same_under_every_grad_mode():
     # the SDE moved the rotations toward the target (with g^2 = 0 they would not move)
     dist = lambda r: torch.linalg.matrix_norm(r - target).mean()  # noqa: E731
     assert dist(out["inference"]) < 0.5 * dist(x)
+
+
+def test_euler_maruyama_refuses_an_unstable_grid():
+    """5 Karras steps (EDM, rho 7): the SDE step overshoots by g^2 dt / sigma^2 = 3.2 > 2 and the
+    sample diverges (what made ``forecast --sampler euler_maruyama`` move z by ~40,000)."""
+    from diffsci.core.samplers import EM_MAX_GAIN, sde_step_gain
+
+    schedule = EDM(sigma_min=0.03, sigma_max=80.0)
+    space = Euclidean(schedule)
+    den = lambda x, t, c: GM.denoise(x, t, schedule)  # noqa: E731
+    x = space.prior(torch.zeros(64, 2, dtype=torch.float64), torch.Generator().manual_seed(0))
+    # the gain in closed form: 2 rho (hi - lo) dt / (lo + t (hi - lo)), largest at the last SDE step
+    lo, hi = 0.03 ** (1 / 7), 80.0 ** (1 / 7)
+    assert abs(float(sde_step_gain(schedule, schedule.time_grid(5)).max()) - 14 * (hi - lo) * 0.2 / (lo + 0.4 * (hi - lo))) < 1e-9
+    with pytest.raises(DiffsciError, match="unstable"):
+        get_sampler("euler_maruyama")(den, x, schedule.time_grid(5), space=space)
+    assert float(sde_step_gain(schedule, schedule.time_grid(20)).max()) < EM_MAX_GAIN
+    out = get_sampler("euler_maruyama")(den, x, schedule.time_grid(20), space=space, generator=torch.Generator().manual_seed(1))
+    assert (out.mean(0) - GM.mean).norm() < 0.5

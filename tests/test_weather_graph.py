@@ -290,7 +290,7 @@ def test_is_global_grid() -> None:
     assert not is_global_grid(LAT32[8:], LON64)
 
 
-def test_regional_graph_keeps_only_nodes_near_region() -> None:
+def test_regional_graph_keeps_only_nodes_inside_the_domain() -> None:
     lat = np.arange(20.0, 60.01, 2.5)
     lon = np.arange(0.0, 60.01, 2.5)
     g = build_graph(lat, lon, refinements=3)  # regional detected automatically
@@ -303,25 +303,27 @@ def test_regional_graph_keeps_only_nodes_near_region() -> None:
     for idx, rows in ((g.mesh_edge_index, (g.num_mesh, g.num_mesh)), (g.g2m_edge_index, (g.num_grid, g.num_mesh)),
                       (g.m2g_edge_index, (g.num_mesh, g.num_grid))):
         assert idx.min() >= 0 and idx[0].max() < rows[0] and idx[1].max() < rows[1]
-    # Kept = every full-mesh node within the radius of a grid point, plus the vertices of
-    # triangles holding grid points; all kept nodes lie within one mesh edge of the region.
+    # Kept = exactly the full-mesh nodes inside the domain, the cells 18.75..61.25N, -1.25..61.25E
     verts, faces = icosahedral_mesh(3)
-    e = mesh_edges(faces)
-    edge_len = np.linalg.norm(verts[e[0]] - verts[e[1]], axis=1).max()
-    grid = _grid_xyz(g)
-    dist = torch.cdist(torch.from_numpy(verts), torch.from_numpy(grid)).numpy().min(1)
-    near = verts[dist <= 0.6 * edge_len]
+    v_lat = np.rad2deg(np.arcsin(verts[:, 2]))
+    v_lon = (np.rad2deg(np.arctan2(verts[:, 1], verts[:, 0])) + 1.25) % 360 - 1.25
+    inside = verts[(v_lat >= 18.75) & (v_lat <= 61.25) & (v_lon >= -1.25) & (v_lon <= 61.25)]
     kept = g.mesh_pos.double().numpy()
-    d_kept, _ = cKDTree(kept).query(near)
-    assert d_kept.max() < 1e-5  # all near nodes kept
-    d_grid = torch.cdist(torch.from_numpy(kept), torch.from_numpy(grid)).numpy().min(1)
-    assert d_grid.max() <= edge_len + 1e-9
-    # Mesh -> grid still exactly 3 per grid point, from the containing triangle.
+    assert len(kept) == len(inside) >= 3
+    d_kept, _ = cKDTree(kept).query(inside)
+    assert d_kept.max() < 1e-5
+    # Mesh -> grid still exactly 3 per grid point: the containing triangle where all its
+    # vertices are kept, else the three nearest kept nodes.
+    grid = _grid_xyz(g)
     assert (np.bincount(g.m2g_edge_index[1].numpy(), minlength=g.num_grid) == 3).all()
     order = np.argsort(g.m2g_edge_index[1].numpy(), kind="stable")
     tri = g.m2g_edge_index[0].numpy()[order].reshape(-1, 3)
     w = np.linalg.solve(np.stack([kept[tri[:, 0]], kept[tri[:, 1]], kept[tri[:, 2]]], -1), grid[..., None])[..., 0]
-    assert (w / w.sum(1, keepdims=True)).min() >= -1e-5
+    in_tri = (w / w.sum(1, keepdims=True)).min(1) >= -1e-5
+    d3 = np.sort(torch.cdist(torch.from_numpy(grid), torch.from_numpy(kept)).numpy(), axis=1)[:, 2]
+    d_tri = np.linalg.norm(kept[tri] - grid[:, None], axis=-1).max(1)
+    assert np.all(in_tri | (np.abs(d_tri - d3) < 1e-6))
+    assert in_tri.mean() > 0.3  # the interior keeps its containing triangles
     # Mesh edges only between kept nodes, still bidirectional.
     pairs = set(map(tuple, g.mesh_edge_index.T.tolist()))
     assert all((r, s) in pairs for s, r in pairs)

@@ -24,12 +24,15 @@ Conventions (all stated once here, and relied on by the tests):
   rotation of the sphere about the z axis.
 - **Node features** ``[cos lat, sin lon, cos lon]`` (structural only).
 
-Regional (limited-area) grids: mesh nodes that receive no grid-to-mesh edge within the
-radius and are not a vertex of a triangle holding a grid point are dropped, and all edges
-are re-indexed. Any kept mesh node without a radius edge (a triangle vertex just outside
-the region, or, on a coarse global grid with a fine mesh, a node farther than the radius
-from every grid point) gets one grid-to-mesh edge from its nearest grid point, so every
-mesh node hears from the grid.
+Regional (limited-area) grids: the mesh covers the domain only. The domain is the union of
+the grid's cells (bounds from :mod:`diffsci.weather.grid`: midpoints between rows/columns,
+the end rows/columns extended by half a spacing, latitude clipped at +-90); icosahedral mesh
+nodes outside it are dropped, with their edges, and all edges are re-indexed. A grid point
+whose containing triangle lost a vertex (a point near the domain edge) gets its three mesh ->
+grid edges from the three nearest kept mesh nodes instead, so every grid point still hears
+from exactly three mesh nodes. Any kept mesh node without a radius edge (or, on a coarse
+global grid with a fine mesh, a node farther than the radius from every grid point) gets one
+grid-to-mesh edge from its nearest grid point, so every mesh node hears from the grid.
 """
 
 from __future__ import annotations
@@ -68,7 +71,7 @@ __all__ = [
     "cached_graph",
 ]
 
-_GRAPH_FORMAT_VERSION = 1
+_GRAPH_FORMAT_VERSION = 2  # 2: regional meshes cover the domain only
 _MAX_REFINEMENTS = 7
 
 
@@ -539,6 +542,19 @@ def is_global_grid(latitude: np.ndarray, longitude: np.ndarray) -> bool:
 # --------------------------------------------------------------------------------------
 
 
+def _inside_domain(xyz: np.ndarray, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
+    """Whether each unit vector lies in the union of the grid's cells. Shape (P, 3) -> (P,) bool."""
+    from diffsci.weather.grid import latitude_bounds, longitude_bounds
+
+    lb, wb = latitude_bounds(lat), longitude_bounds(lon)
+    p_lat, p_lon = xyz_to_latlon(xyz)
+    inside = (p_lat >= lb.min() - 1e-9) & (p_lat <= lb.max() + 1e-9)
+    west, east = wb.min(), wb.max()
+    if east - west < 360.0 - 1e-9:
+        inside &= np.mod(p_lon - west, 360.0) <= (east - west) + 1e-9
+    return inside
+
+
 def _radius_pairs(grid_xyz: np.ndarray, mesh_xyz: np.ndarray, radius: float) -> np.ndarray:
     """All (grid, mesh) pairs with chord distance <= radius, Shape (2, E), sorted by mesh."""
     tree = cKDTree(grid_xyz)
@@ -574,8 +590,8 @@ def build_graph(
     g2m_radius_factor : float
         Grid-to-mesh radius as a fraction of the longest finest-mesh edge (chord).
     regional : bool, optional
-        Drop mesh nodes far from the grid (limited-area grids). ``None`` decides with
-        :func:`is_global_grid`.
+        Keep only the mesh nodes inside the grid's domain (limited-area grids; see the module
+        docstring). ``None`` decides with :func:`is_global_grid`.
 
     Returns
     -------
@@ -606,13 +622,15 @@ def build_graph(
     tri = faces[face_of_grid]  # (G, 3)
 
     num_verts = len(verts)
+    keep = _inside_domain(verts, lat, lon) if regional else np.ones(num_verts, dtype=bool)
+    if keep.sum() < 3:
+        raise DiffsciError(
+            f"regional grid {lat.min():g}..{lat.max():g}N, {lon.min():g}..{lon.max():g}E holds {int(keep.sum())} "
+            f"mesh node(s) of refinement {refinements}; use more refinements (a finer mesh) for so small a domain"
+        )
+    g2m = g2m[:, keep[g2m[1]]]
     has_g2m = np.zeros(num_verts, dtype=bool)
     has_g2m[g2m[1]] = True
-    if regional:
-        keep = has_g2m.copy()
-        keep[tri.reshape(-1)] = True
-    else:
-        keep = np.ones(num_verts, dtype=bool)
 
     # Every kept node without a radius edge hears from its nearest grid point.
     orphans = np.nonzero(keep & ~has_g2m)[0]
@@ -630,7 +648,12 @@ def build_graph(
     m_edges = new_index[m_edges[:, both]]
     g2m = np.stack([g2m[0], new_index[g2m[1]]])
     num_grid = len(grid_xyz)
-    m2g = np.stack([new_index[tri.reshape(-1)], np.repeat(np.arange(num_grid, dtype=np.int64), 3)])
+    senders = new_index[tri]  # (G, 3)
+    cut = (senders < 0).any(axis=1)  # containing triangle lost a vertex (near the domain edge)
+    if cut.any():
+        _, near = cKDTree(mesh_xyz).query(grid_xyz[cut], k=3)
+        senders[cut] = np.sort(np.asarray(near, dtype=np.int64), axis=1)
+    m2g = np.stack([senders.reshape(-1), np.repeat(np.arange(num_grid, dtype=np.int64), 3)])
     if (m2g[0] < 0).any() or (g2m[1] < 0).any():  # by construction impossible
         raise RuntimeError("graph build: an edge points at a dropped mesh node")
 
