@@ -315,3 +315,34 @@ def test_rank_histogram_keys_with_climatology_and_two_variables():
     accs = [np.sum(w * fa * oa) / np.sqrt(np.sum(w * fa**2) * np.sum(w * oa**2)) for fa, oa in zip(x - c, y - c)]
     assert res["variables"]["t850"]["acc"][1] == pytest.approx(np.mean(accs), rel=1e-6)
     json.dumps(res, allow_nan=False)
+
+
+def test_out_equal_to_an_input_refused_before_work(tmp_path, capsys):
+    fc = forecast_ds(INITS, [6], 3, variables=("t2m",))
+    fpath = wf.write(fc, tmp_path / "fc.nc")
+    tpath = wf.write(truth_ds(TIMES, variables=("t2m",)), tmp_path / "truth.nc")
+    before = fpath.read_bytes()
+    for out in (fpath, tpath):
+        assert main(["weather", "evaluate", str(fpath), "--truth", str(tpath), "--out", str(out)]) == 2
+        assert "refusing to overwrite" in capsys.readouterr().err
+    assert fpath.read_bytes() == before
+    assert xr.open_dataset(tpath, engine="netcdf4").sizes["time"] == len(TIMES)
+
+
+def test_climatology_matched_by_value(tmp_path):
+    """A climatology stored 90 -> -90 with WB2 long names gives the same ACC as one stored
+    south -> north; one that lacks a forecast row is refused (xarray's label alignment alone
+    would drop that row from the ACC without a word)."""
+    fc = forecast_ds(INITS, [6], 3, variables=("t2m",))
+    lat, lon = wf.grid(5, 8, descending=False)
+    vals = wf.fields(pd.date_range("2019-01-01", periods=24, freq="h"), (500,), lat, lon, seed=5)["t2m"][0]
+    clim = xr.Dataset({"t2m": (("hour", "latitude", "longitude"), vals)},
+                      coords={"hour": np.arange(24), "latitude": lat, "longitude": lon})
+    a = M.evaluate_forecast(fc, truth_ds(TIMES, variables=("t2m",)), climatology=clim)
+    flipped = clim.isel(latitude=slice(None, None, -1)).rename({"t2m": "2m_temperature"})
+    b = M.evaluate_forecast(fc, truth_ds(TIMES, variables=("t2m",)), climatology=flipped)
+    assert a["variables"]["t2m"]["acc"] == pytest.approx(b["variables"]["t2m"]["acc"], rel=1e-12)
+    from diffsci.core.errors import DiffsciError
+
+    with pytest.raises(DiffsciError, match="climatology grids differ in latitude"):
+        M.evaluate_forecast(fc, truth_ds(TIMES, variables=("t2m",)), climatology=clim.isel(latitude=slice(1, None)))

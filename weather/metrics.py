@@ -48,7 +48,7 @@ import xarray as xr
 
 from diffsci.core.errors import DiffsciError
 from diffsci.core.utils import atomic_output
-from diffsci.weather.data import LONG_TO_SHORT, open_weather
+from diffsci.weather.data import LONG_TO_SHORT, check_output_path, open_weather
 from diffsci.weather.grid import cell_area_weights
 
 __all__ = [
@@ -298,7 +298,7 @@ def _check_truth_has(truth: xr.Dataset, fields, tname: str) -> None:
                            "score the others with --variables")
 
 
-def _match_grid(forecast: xr.Dataset, truth: xr.Dataset, fname: str, tname: str) -> xr.Dataset:
+def _match_grid(forecast: xr.Dataset, truth: xr.Dataset, fname: str, tname: str, what: str = "truth") -> xr.Dataset:
     """The truth at the forecast's grid points, matched by coordinate value (both normalised:
     latitude ascending, longitude in [0, 360)); a forecast point the truth lacks is an error."""
     index = {}
@@ -314,8 +314,8 @@ def _match_grid(forecast: xr.Dataset, truth: xr.Dataset, fname: str, tname: str)
         bad = np.nonzero(~(dist[np.arange(a.size), idx] <= 1e-6))[0] if b.size else np.arange(a.size)
         if bad.size:
             shown = ", ".join(f"{a[i]:g}" for i in bad[:4]) + (" ..." if bad.size > 4 else "")
-            raise DiffsciError(f"{fname} vs {tname}: forecast and truth grids differ in {c} ({a.size} vs {b.size} points; "
-                               f"{bad.size} forecast {c}s not in the truth: {shown})")
+            raise DiffsciError(f"{fname} vs {tname}: forecast and {what} grids differ in {c} ({a.size} vs {b.size} "
+                               f"points; {bad.size} forecast {c}s not in the {what}: {shown})")
         index[c] = idx
     return truth.isel(index).assign_coords({c: forecast[c].values for c in SPATIAL})
 
@@ -343,11 +343,16 @@ def _lead_label(lead) -> int | float:
 def _climatology_field(climatology: xr.Dataset, v: str, lev, lead, t: xr.Dataset) -> xr.DataArray:
     """The climatology of one field at the valid times of ``t`` (by hour of day if it has ``hour``)."""
     clim = climatology.rename({k: LONG_TO_SHORT[k] for k in climatology.data_vars if k in LONG_TO_SHORT})
+    clim = clim.rename({a: b for a, b in (("lat", "latitude"), ("lon", "longitude")) if a in clim.dims})
+    name = clim.attrs.get("diffsci_source", "climatology")
     if v not in clim:
-        raise DiffsciError(f"climatology lacks variable {v!r}")
-    c = clim[v]
-    if lev is not None and "level" in c.dims:
-        c = c.sel(level=lev)
+        raise DiffsciError(f"{name}: the climatology lacks variable {v!r}")
+    if lev is not None and "level" in clim[v].dims:
+        hit = np.nonzero(np.isclose(clim["level"].values.astype(np.float64), float(lev)))[0]
+        if not hit.size:
+            raise DiffsciError(f"{name}: the climatology has no level {float(lev):g} hPa for {v}")
+        clim = clim.isel(level=int(hit[0]), drop=True)
+    c = _match_grid(t, clim[[v]], "forecast", name, "climatology")[v]  # by coordinate value, as the truth
     if "hour" in c.dims:  # climatology by hour of day of the VALID time
         valid_hour = xr.DataArray((t.time.values + lead).astype("datetime64[h]").astype(np.int64) % 24,
                                   dims="time", coords={"time": t.time.values})
@@ -453,11 +458,16 @@ def write_metrics(result: dict, path) -> Path:
 
 
 def _run(args) -> int:
+    check_output_path(args.out, inputs=(args.forecast, args.truth, args.climatology))
     clim = None
     if args.climatology:
         if not Path(args.climatology).exists():
             raise DiffsciError(f"{args.climatology}: file not found")
-        clim = xr.open_dataset(args.climatology)
+        try:
+            clim = xr.open_dataset(args.climatology)
+        except Exception as exc:
+            raise DiffsciError(f"{args.climatology}: cannot open as netCDF ({type(exc).__name__}: {exc})") from None
+        clim.attrs["diffsci_source"] = str(args.climatology)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         res = evaluate_forecast(args.forecast, args.truth, variables=args.variables, climatology=clim)
