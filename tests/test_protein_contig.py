@@ -178,3 +178,12 @@ def test_refused_before_sampling_one_line_nothing_written(real_files, tmp_path, 
     err = capsys.readouterr().err
     assert code == 2 and needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert "no_such.pt" not in err and not out.exists()
+
+
+def test_contig_without_motif_designs_chains_of_drawn_lengths():
+    plan = resolve_contig(parse_contig("[40-45/0 20]"), None)
+    lay = draw_layout(plan, torch.Generator().manual_seed(1), *contig_length_limits(plan))
+    assert lay.known is None and len(lay.motif_index) == 0
+    assert 40 <= lay.chain_lengths[0] <= 45 and lay.chain_lengths[1] == 20
+    assert lay.drawn == f"{lay.chain_lengths[0]}/0 20" and lay.residue_names == ("GLY",) * lay.length
+    assert MIN_LENGTH <= lay.length <= MAX_LENGTH

@@ -329,3 +329,15 @@ def test_shipped_protein_checkpoint_is_the_recorded_self_conditioned_soup():
     assert [s["weight"] for s in ck["averaged_from"]] == [0.5, 0.5]
     sd = default.model.state_dict()
     assert any("sc_fc" in k and v.abs().sum() > 0 for k, v in sd.items())  # the branch was trained
+
+
+def test_long_remarks_wrap_at_80_columns_and_join_back():
+    from diffsci.protein.pdb_io import format_backbone_pdb, read_remarks
+
+    remarks = {"mapping": ",".join(f"A{i}>B{i + 7}" for i in range(150, 260)), "note": "word " * 40 + "end",
+               "one": "x" * 200, "seed": 3}
+    text = format_backbone_pdb(np.zeros((2, 4, 3)), remarks=remarks)
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert sum(line.startswith("REMARK 250 mapping: ") for line in lines) > 3
+    assert read_remarks(text) == {k: str(v) for k, v in remarks.items()}
