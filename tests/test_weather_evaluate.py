@@ -346,3 +346,30 @@ def test_climatology_matched_by_value(tmp_path):
 
     with pytest.raises(DiffsciError, match="climatology grids differ in latitude"):
         M.evaluate_forecast(fc, truth_ds(TIMES, variables=("t2m",)), climatology=clim.isel(latitude=slice(1, None)))
+
+
+def test_project_forecast_of_a_level_checkpoint_is_scored(tmp_path):
+    """Seen: evaluate crashed (TypeError) on the project's own forecast of a checkpoint trained on
+    pressure-level data. Train 2 steps on cfgrib ERA5 (z, t at 850/500 hPa, 6-hourly), forecast
+    12 h, score it against the same cfgrib file."""
+    times = pd.date_range("2020-01-01", periods=8, freq="6h")
+    data = wf.write(wf.cfgrib_era5(times=times, nlat=9, nlon=16), tmp_path / "era5_cfgrib.nc")
+    cfg = {"model": {"latent": 8, "layers": 1, "refinements": 1}, "train": {"batch_size": 2, "ckpt_every": 2}}
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    assert main(["weather", "train", "--data", str(data), "--out", str(tmp_path / "run"), "--config",
+                 str(tmp_path / "cfg.json"), "--steps", "2", "--device", "cpu"]) == 0
+    fc = tmp_path / "fc.nc"
+    assert main(["weather", "forecast", "--checkpoint", str(tmp_path / "run" / "latest.pt"), "--init", str(data),
+                 "--init-time", "2020-01-01T12:00", "--lead-hours", "12", "--members", "3", "--steps", "2",
+                 "--out", str(fc), "--quiet"]) == 0
+    out = tmp_path / "m.json"
+    assert main(["weather", "evaluate", str(fc), "--truth", str(data), "--out", str(out)]) == 0
+    res = strict_json(out)
+    assert list(res["variables"]) == ["z500", "z850", "t500", "t850"] and res["lead_hours"] == [6, 12]
+    f = xr.open_dataset(fc)
+    raw = xr.open_dataset(data)
+    lat = f.latitude.values  # ascending in the forecast
+    x = f.t.sel(level=850).isel(prediction_timedelta=1).values.astype(np.float64)  # (1, M, H, W)
+    y = raw.t.sel(isobaricInhPa=850, time=pd.Timestamp("2020-01-02T00:00")).values[::-1].astype(np.float64)
+    ref = area_mean_over_inits(fair_crps(np.moveaxis(x, 1, -1), y[None]), lat)
+    assert res["variables"]["t850"]["crps"][1] == pytest.approx(ref, rel=1e-5)
