@@ -44,7 +44,7 @@ def design_record(d, *, checkpoint: str, trajectory: str | None = None) -> dict:
         "time_power": d.time_power, "rotation_rate": d.rotation_rate, "symmetry": d.symmetry,
         "contig": d.contig, "drawn_contig": d.drawn_contig,
         "total_length_limits": list(d.total_length_limits) if d.total_length_limits else None,
-        "motif_file": d.motif_file, "mapping": d.residue_mapping(),
+        "motif_file": str(Path(d.motif_file).resolve()) if d.motif_file else None, "mapping": d.residue_mapping(),
         "motif_positions": [d.output_labels()[int(i)] for i in d.motif_index] if d.motif_index is not None else [],
         "b_factor": B_FACTOR_NOTE, "checkpoint": checkpoint, "seconds": round(float(d.seconds), 3),
         "trajectory": trajectory, "generator": "diffsci protein sample",
@@ -169,6 +169,8 @@ def _run(args) -> int:
     if args.contig:
         total = parse_length_range(args.total_length)
         contig_length_limits(resolve_contig(parse_contig(args.contig), motif), total, text=args.contig)
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise DiffsciError(f"--out {args.out}: exists and is not a folder")
     old = existing_outputs(args.out)
     if old and not args.overwrite:
         shown = ", ".join(p.name for p in old[:3]) + (" ..." if len(old) > 3 else "")
@@ -200,7 +202,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--num", type=int, default=1, help="backbones per length or contig (default 1)")
     p.add_argument("--out", required=True, help="output folder (refused if it already holds designs, see --overwrite)")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace the designs, records, trajectories and samples.csv this tool wrote in --out before")
+                   help="replace the designs, records, trajectories and samples.csv this tool wrote in --out before "
+                        "(removed once the new designs are sampled, just before they are written)")
     p.add_argument("--steps", type=int, default=100, help="sampling steps (default 100)")
     p.add_argument("--time-power", type=float, default=None,
                    help="sampling time grid 0.999 u^P, u uniform from 1 to 0 (default: diffsci.protein.sampling.TIME_POWER; "

@@ -187,3 +187,11 @@ def test_contig_without_motif_designs_chains_of_drawn_lengths():
     assert 40 <= lay.chain_lengths[0] <= 45 and lay.chain_lengths[1] == 20
     assert lay.drawn == f"{lay.chain_lengths[0]}/0 20" and lay.residue_names == ("GLY",) * lay.length
     assert MIN_LENGTH <= lay.length <= MAX_LENGTH
+
+
+def test_out_that_is_a_file_is_refused(tmp_path, capsys):
+    f = tmp_path / "out"
+    f.write_text("keep me")
+    code = main(["protein", "sample", "--checkpoint", str(tmp_path / "no_such.pt"), "--length", "40", "--out", str(f)])
+    err = capsys.readouterr().err
+    assert code == 2 and "not a folder" in err and f.read_text() == "keep me"
