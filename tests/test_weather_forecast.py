@@ -347,3 +347,21 @@ def test_train_and_make_data_out_checked_first(setup, tmp_path, capsys, monkeypa
         assert main(["weather", "make-data", "--out", str(out), "--hours", "2", "--quiet"]) == 2
         err = capsys.readouterr().err
         assert needle in err and "Traceback" not in err, err
+
+
+def test_train_on_an_ensemble_file(tmp_path):
+    """Seen: the ensemble dim 'number' crashed train with a TypeError. Each member is now its own
+    run: the residual statistics never difference two members (independent numpy check)."""
+    from diffsci.core.train import load_checkpoint
+
+    ens = wf.cfgrib_era5(members=3, times=pd.date_range("2020-01-01", periods=5, freq="6h"), nlat=9, nlon=16)
+    data = wf.write(ens, tmp_path / "ens.nc")
+    (tmp_path / "cfg.json").write_text(json.dumps(TINY))
+    assert main(["weather", "train", "--data", str(data), "--out", str(tmp_path / "run"), "--config",
+                 str(tmp_path / "cfg.json"), "--steps", "1", "--device", "cpu"]) == 0
+    stats = load_checkpoint(tmp_path / "run" / "latest.pt")["extra"]["norm_stats"]
+    assert stats["channels"] == ["z500", "z850", "t500", "t850"]
+    z = ens["z"].values[:, :, ::-1].astype(np.float64)  # (M, T, L, H, W), levels ascending
+    d = np.diff(z, axis=1)  # within each member only
+    np.testing.assert_allclose(stats["residual_std"][:2], d.transpose(2, 0, 1, 3, 4).reshape(2, -1).std(1), rtol=1e-5)
+    np.testing.assert_allclose(stats["mean"][:2], z.transpose(2, 0, 1, 3, 4).reshape(2, -1).mean(1), rtol=1e-6)

@@ -14,7 +14,8 @@ def run_training(data, out, *, variables=None, steps=2000, device="auto", resume
     """Open ``data``, compute normalisation statistics, build the model and train it.
 
     ``data`` in any layout :func:`~diffsci.weather.data.open_weather` reads; a level variable
-    gives channels ``{name}{level}``. The checkpoint records the channels, the grid, the data's
+    gives channels ``{name}{level}``; ensemble members are trained on as separate runs. The
+    checkpoint records the channels, the grid, the data's
     time step (one model step) and each variable's units. ``out`` is checked first (not the
     data file or inside it; writable)."""
     import pandas as pd
@@ -27,15 +28,12 @@ def run_training(data, out, *, variables=None, steps=2000, device="auto", resume
     config = config or {}
     check_output_path(out, inputs=[data], folder=True)
     ds = open_weather(data, variables=variables)
-    if "realization" in ds.dims:
-        if ds.sizes["realization"] != 1:
-            raise DiffsciError(f"{data}: training data has {ds.sizes['realization']} ensemble members "
-                               "(dim number/member/realization); write one member to its own file")
-        ds = ds.isel(realization=0, drop=True)
     variables = tuple(str(v) for v in ds.data_vars)  # short names, in the order asked for
     step = time_step(ds)
     if step is None:
         raise DiffsciError(f"{data}: one time only; training needs at least 3 consecutive states")
+    if "realization" in ds.dims:
+        ds = _members_as_trajectories(ds)
     stats = compute_norm_stats(ds, variables)
     fields, channels = stack_channels(ds, variables)
     model_opts = dict(config.get("model", {}))
@@ -59,6 +57,21 @@ def run_training(data, out, *, variables=None, steps=2000, device="auto", resume
     torch.manual_seed(0)
     model = build_model(cfg)
     return train(model, task, tcfg, out, resume=resume, progress=progress)
+
+
+def _members_as_trajectories(ds):
+    """An ensemble (ERA5 EDA, a perfect-model ensemble): each member becomes its own run of
+    states, laid end to end along ``time`` with its own ``trajectory`` ids, so no training
+    window and no residual statistic crosses from one member to another."""
+    import numpy as np
+    import xarray as xr
+
+    nt = ds.sizes["time"]
+    base = np.asarray(ds["trajectory"].values) if "trajectory" in ds.coords else np.zeros(nt, dtype=np.int64)
+    span = int(base.max()) + 1
+    parts = [ds.isel(realization=m, drop=True).assign_coords(trajectory=("time", base + m * span))
+             for m in range(ds.sizes["realization"])]
+    return xr.concat(parts, "time")
 
 
 def _run(args) -> int:
