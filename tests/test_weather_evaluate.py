@@ -182,6 +182,25 @@ def test_forecast_normalised_like_truth(tmp_path):
             assert got[k][m] == pytest.approx(ref[k][m], rel=1e-6), (k, m)
 
 
+def test_cds_forecast_layout(tmp_path):
+    """The new CDS forecast layout (forecast_reference_time, forecast_period, number,
+    pressure_level descending, valid_time over both) scores like the diffsci layout."""
+    fc = forecast_ds(INITS, [6, 12], 3, variables=("z", "t"))
+    rc, out = evaluate(tmp_path, fc, truth_ds(TIMES), name="ref.json")
+    ref = strict_json(out)["variables"]
+    cds = fc.rename({"time": "forecast_reference_time", "prediction_timedelta": "forecast_period",
+                     "realization": "number", "level": "pressure_level"})
+    cds = cds.isel(pressure_level=slice(None, None, -1)).transpose("number", "forecast_reference_time", "forecast_period", ...)
+    cds = cds.assign_coords(valid_time=(("forecast_reference_time", "forecast_period"),
+                                        cds.forecast_reference_time.values[:, None] + cds.forecast_period.values[None, :]))
+    rc, out = evaluate(tmp_path, cds, truth_ds(TIMES), name="cds.json")
+    assert rc == 0
+    got = strict_json(out)["variables"]
+    assert list(got) == list(ref) == ["z500", "z850", "t500", "t850"]
+    for k in got:
+        assert got[k]["crps"] == pytest.approx(ref[k]["crps"], rel=1e-9)
+
+
 def test_truth_subset_grid_matched_by_value(tmp_path):
     """A truth on a larger grid (same points and more) is read at the forecast's points."""
     fc = forecast_ds(INITS, [6], 3, variables=("t2m",))
