@@ -85,8 +85,8 @@ def load_model(checkpoint=None, *, untrained: bool = False) -> LoadedModel:
 @dataclass(frozen=True)
 class Segment:
     """A contig segment: scaffold (``chain`` None, length drawn in [lo, hi]) or the motif
-    residues ``chain`` ``lo``\\ ``lo_ins`` .. ``hi``\\ ``hi_ins`` of the motif file, in file order
-    (``A163-181``, ``A52A``, ``A50-52B`` with insertion codes)."""
+    residues of ``chain`` from number ``lo`` (insertion code ``lo_ins``) to ``hi`` (``hi_ins``)
+    of the motif file, in file order (``A163-181``; ``A52A``; ``A50-52B``)."""
 
     lo: int
     hi: int
