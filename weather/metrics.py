@@ -404,8 +404,9 @@ def evaluate_forecast(forecast, truth, *, variables=None, climatology=None, seed
         result["lead_hours"].append(lead_h)
         for key, v, lev in fields:
             fv, tv = f[v], t[v]
-            if lev is not None:
-                fv, tv = fv.sel(level=lev, drop=True), tv.sel(level=lev, drop=True)
+            if lev is not None:  # the truth's level matched by value (500 vs 500.0)
+                fv = fv.sel(level=lev, drop=True)
+                tv = tv.sel(level=float(lev), method="nearest", tolerance=1e-6, drop=True)
             fv, tv = fv.load().astype(np.float64), tv.load().astype(np.float64)
             r = result["variables"][key]
             n_nan = int(tv.isnull().sum())
@@ -471,9 +472,8 @@ def _run(args) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         res = evaluate_forecast(args.forecast, args.truth, variables=args.variables, climatology=clim)
-    for w in caught:
-        if str(w.message) in res["warnings"]:
-            print(f"warning: {w.message}", file=sys.stderr)
+    for msg in dict.fromkeys(str(w.message) for w in caught):  # the reader's (unit conversions) and ours
+        print(f"warning: {msg}", file=sys.stderr)
     out = write_metrics(res, args.out)
     first = next(iter(res["variables"]))
     r = res["variables"][first]
