@@ -218,6 +218,12 @@ def test_binder_beside_a_fixed_target(tiny_checkpoint, motif_file, tmp_path, mon
     np.testing.assert_array_equal(seen["chain_index"].numpy(), [0] * n + [1] * 26)
     np.testing.assert_array_equal(seen["res_index"].numpy(), list(range(n)) + list(range(26)))
     binder, target = d.chains()
+    # the binder's last O is placed from its own frame (N-CA-C-O trans), not from the target's first N
+    n_, ca, c, o = (binder[-1, k].astype(np.float64) for k in range(4))
+    b1, b2, b3 = ca - n_, c - ca, o - c
+    m1, m2 = np.cross(b1, b2), np.cross(b2, b3)
+    dihedral = np.degrees(np.arctan2(np.dot(np.cross(m1, m2), b2 / np.linalg.norm(b2)), np.dot(m1, m2)))
+    assert abs(abs(dihedral) - 180.0) < 0.5, dihedral
     src = read_structure_chains(motif_file)[0]
     assert _kabsch_rmsd(target[:, :3].reshape(-1, 3), src.coords[4:30, :3].reshape(-1, 3)) < 0.1
     assert d.residue_mapping() == {f"A{r}": f"B{r - 4}" for r in range(5, 31)}
