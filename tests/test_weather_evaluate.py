@@ -392,3 +392,14 @@ def test_project_forecast_of_a_level_checkpoint_is_scored(tmp_path):
     y = raw.t.sel(isobaricInhPa=850, time=pd.Timestamp("2020-01-02T00:00")).values[::-1].astype(np.float64)
     ref = area_mean_over_inits(fair_crps(np.moveaxis(x, 1, -1), y[None]), lat)
     assert res["variables"]["t850"]["crps"][1] == pytest.approx(ref, rel=1e-5)
+
+
+def test_diverged_forecast_is_scored_not_refused(tmp_path):
+    """The forecast's values are measured, not judged: a blown-up forecast (t2m of 1e4 K) gets a
+    large CRPS; the truth still goes through the reader's checks."""
+    fc = forecast_ds(INITS, [6], 3, variables=("t2m",))
+    rc, out = evaluate(tmp_path, fc, truth_ds(TIMES, variables=("t2m",)), name="ok.json")
+    ok = strict_json(out)["variables"]["t2m"]["crps"][0]
+    fc["t2m"] = fc["t2m"] + 1e4
+    rc, out = evaluate(tmp_path, fc, truth_ds(TIMES, variables=("t2m",)))
+    assert rc == 0 and strict_json(out)["variables"]["t2m"]["crps"][0] > 100 * ok

@@ -52,9 +52,9 @@ from diffsci.weather.data import LONG_TO_SHORT, check_output_path, open_weather
 from diffsci.weather.grid import cell_area_weights
 
 __all__ = [
-    "latitude_weights", "spatial_mean", "crps_ensemble", "crps", "ensemble_mean_rmse", "spread",
-    "spread_skill_ratio", "rank_histogram", "brier_score", "acc", "energy_score", "align",
-    "evaluate_forecast", "add_parser",
+    "latitude_weights", "spatial_mean", "crps_ensemble", "crps", "valid_members", "ensemble_mean_rmse", "mae",
+    "spread", "spread_skill_ratio", "rank_histogram", "brier_score", "acc", "energy_score", "align", "field_key",
+    "evaluate_forecast", "write_metrics", "add_parser",
 ]
 
 MEMBER = "realization"
@@ -370,7 +370,8 @@ def evaluate_forecast(forecast, truth, *, variables=None, climatology=None, seed
     counted (``truth_nan_points``); metrics that need 2 valid members are ``None`` for a
     forecast with fewer, with a warning in ``warnings``.
     """
-    forecast = open_weather(forecast, forecast=True, check_nans=False)
+    # a forecast is scored whatever its values (a diverged model scores badly, it is not refused)
+    forecast = open_weather(forecast, forecast=True, check_nans=False, check_values=False)
     truth = open_weather(truth, check_nans=False)
     fname, tname = forecast.attrs["diffsci_source"], truth.attrs["diffsci_source"]
     if MEMBER in truth.dims:
