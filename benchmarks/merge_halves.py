@@ -2,6 +2,7 @@
 CRPS and MAE are time means (average the halves); RMSE and spread are sqrt of time means of
 squares (average the squares); SSR is recomputed; rank histograms are summed."""
 import json, sys, math
+from diffsci.benchmarks.weather_bench import crps_or_mae  # a deterministic system's CRPS is null: its MAE
 a, b = (json.load(open(p)) for p in sys.argv[1:3])
 m = a["members"]
 out = {}
@@ -11,11 +12,11 @@ for s in a["systems"]:
     out[s] = {}
     for v, va in ra["variables"].items():
         vb = rb["variables"][v]
-        crps = [(x + y) / 2 for x, y in zip(va["crps"], vb["crps"])]
+        crps = [(x + y) / 2 for x, y in zip(crps_or_mae(va), crps_or_mae(vb))]
         rmse = [math.sqrt((x * x + y * y) / 2) for x, y in zip(va["rmse"], vb["rmse"])]
-        spread = [math.sqrt((x * x + y * y) / 2) for x, y in zip(va["spread"], vb["spread"])]
-        ens = any(va["ssr"])
-        ssr = [math.sqrt((m + 1) / m) * sp / r if ens else 0.0 for sp, r in zip(spread, rmse)]
+        ens = any(x for x in va["ssr"] if x is not None)
+        spread = [math.sqrt((x * x + y * y) / 2) if ens else None for x, y in zip(va["spread"], vb["spread"])]
+        ssr = [math.sqrt((m + 1) / m) * sp / r if ens else None for sp, r in zip(spread, rmse)]
         out[s][v] = {"lead_hours": leads, "crps": crps, "rmse": rmse, "spread": spread, "ssr": ssr}
 pm = out["perfect_model"]
 for v in pm:
@@ -24,7 +25,7 @@ for v in pm:
     for s in out:
         r = out[s][v]
         print(f"  {s:17s} CRPS " + " ".join(f"{r['crps'][L.index(h)]:.3g}" for h in (1, 2, 3, 6, 12, 24)) +
-              f" | SSR24 {r['ssr'][L.index(24)]:.2f} | /perfect 6h {r['crps'][L.index(6)] / pm[v]['crps'][L.index(6)]:.2f}"
+              f" | SSR24 {'n/a' if r['ssr'][L.index(24)] is None else format(r['ssr'][L.index(24)], '.2f')} | /perfect 6h {r['crps'][L.index(6)] / pm[v]['crps'][L.index(6)]:.2f}"
               f" 24h {r['crps'][L.index(24)] / pm[v]['crps'][L.index(24)]:.2f}")
     d = out["diffsci"][v]["crps"]
     for base in ("persistence", "climatology", "deterministic"):
