@@ -3,7 +3,8 @@
 Systems (see :mod:`diffsci.benchmarks.baselines_weather`), all in the same WeatherBench 2
 forecast layout and scored by the same code (:func:`diffsci.weather.metrics.evaluate_forecast`):
 
-- ``persistence``: the init state repeated (deterministic; its CRPS is its MAE);
+- ``persistence``: the init state repeated (deterministic: its CRPS is null in results.json and
+  its MAE, the CRPS of a one-member ensemble, stands in for it in the summary and report);
 - ``climatology``: the training-period mean by hour of day (deterministic);
 - ``prob_climatology``: members are training-period stretches starting at the init's hour;
 - ``deterministic``: the same graph network trained with MSE on the residual (GraphCast
