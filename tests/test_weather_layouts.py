@@ -169,3 +169,25 @@ def test_unknown_layouts_one_line(tmp_path, capsys, mutate, needle):
     code = main(["weather", "train", "--data", str(p), "--out", str(tmp_path / "run"), "--steps", "1"])
     msg = capsys.readouterr().err
     assert code == 2 and needle in msg and "Traceback" not in msg and msg.count("\n") == 1
+
+
+def test_forecast_values_not_range_checked_by_default(tmp_path):
+    """A forecast that went wrong is scored, not refused; the same values as a state are refused."""
+    fc = wf.cfgrib_era5(members=2, steps_hours=[6])
+    fc["t"] = fc["t"] + 500.0
+    got = open_weather(fc, forecast=True)
+    assert float(got["t"].max()) > 600
+    with pytest.raises(DiffsciError, match="outside the physically possible"):
+        open_weather(fc, forecast=True, check_values=True)
+    with pytest.raises(DiffsciError, match="outside the physically possible"):
+        open_weather(wf.cfgrib_era5(members=2).assign(t=lambda d: d.t + 500.0))
+
+
+def test_cds_forecast_reference_time_and_period():
+    """New CDS forecast-type layout: forecast_reference_time x forecast_period, valid_time 2-D."""
+    fc = wf.cfgrib_era5(steps_hours=[6, 12]).rename(time="forecast_reference_time", step="forecast_period")
+    got = open_weather(fc, forecast=True)
+    assert got["z"].dims == ("time", "prediction_timedelta", "level", "latitude", "longitude")
+    np.testing.assert_array_equal(got.time.values, fc.forecast_reference_time.values)
+    ref = open_weather(wf.cfgrib_era5(steps_hours=[6, 12]), forecast=True)
+    np.testing.assert_array_equal(got["z"].values, ref["z"].values)

@@ -422,7 +422,7 @@ def open_weather(
     variables: list[str] | tuple[str, ...] | None = None,
     chunks="auto",
     check_nans: bool = True,
-    check_values: bool = True,
+    check_values: bool | None = None,
     forecast: bool = False,
 ) -> xr.Dataset:
     """Open ERA5 / WB2 / NCEP style data (netCDF, zarr or an in-memory Dataset) lazily, normalised.
@@ -437,8 +437,11 @@ def open_weather(
     chunks : passed to xarray (dask chunks); ``None`` loads eagerly.
     check_nans : bool
         Count NaNs per variable (streams over the data once) and raise if any.
-    check_values : bool
-        Refuse values outside ``PHYSICAL_RANGES`` (same pass over the data as the NaN count).
+    check_values : bool, optional
+        Refuse values outside ``PHYSICAL_RANGES`` and ``z`` level means far from the standard
+        atmosphere (same pass over the data as the NaN count). Default: on for states (data,
+        initial conditions, truth), off for a forecast (an evaluator scores a forecast that went
+        wrong; it does not refuse it).
     forecast : bool
         The file is a forecast (init ``time`` and a lead dim, see :func:`normalize_layout`):
         init times must be distinct (they are sorted) but need not be regular.
@@ -501,6 +504,8 @@ def open_weather(
     for v in keep:
         if ds[v].dtype != np.float32:
             ds[v] = ds[v].astype(np.float32)
+    if check_values is None:
+        check_values = not forecast
     _check_values(ds, keep, name, check_nans=check_nans, check_values=check_values)
     ds.attrs["diffsci_source"] = name
     return ds
