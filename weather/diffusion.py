@@ -6,8 +6,15 @@ Target: ``r = (X[t+1] - X[t]) / residual_std`` per channel (``NormStats.residual
 Conditioning: the two previous states normalised by the per-channel mean/std, static fields
 (sin/cos latitude and longitude) and the hour of day of the target time (sin/cos).
 Noise: EDM (Karras) sigmas, training levels from the rho distribution (``t ~ U(0, 1)``),
-EDM preconditioning from the core; loss weighted by EDM's ``lambda(sigma)``, by latitude cell
-area (normalised to mean 1) and per channel.
+EDM preconditioning from the core; loss weighted by EDM's ``lambda(sigma)``, by cell area
+(:func:`diffsci.weather.grid.cell_area_weights`: WB2's weights on a global grid, each cell's own
+area on a regional one) and per channel.
+
+Regional (limited-area) grids: the state in the lateral boundary band
+(:func:`diffsci.weather.grid.boundary_mask`, ``boundary_width`` cells at each open edge) is
+replaced by given boundary values at every forecast step, so the training loss gives the band
+weight 0 (the model is trained on the interior only, as neural-lam does); the band's values
+still enter as conditioning. The interior weights are normalised to mean 1.
 
 The pieces are thin modules around the graph network (STYLE.md item 6):
 :class:`ResidualNet` turns grid fields into graph-node features and back;
@@ -30,7 +37,8 @@ from diffsci.core.errors import DiffsciError
 from diffsci.core.precond import EDMPrecond, edm_loss_weight
 from diffsci.core.schedules import EDM
 from diffsci.weather.data import NormStats, static_features
-from diffsci.weather.graph import cached_graph
+from diffsci.weather.graph import cached_graph, is_global_grid
+from diffsci.weather.grid import boundary_mask, cell_area_weights
 from diffsci.weather.model import GraphNet, GraphNetConfig
 
 __all__ = [
@@ -40,12 +48,17 @@ __all__ = [
     "build_model",
     "ResidualTask",
     "area_weights",
+    "loss_weights",
+    "DEFAULT_BOUNDARY_WIDTH",
     "hour_features",
     "KIND",
 ]
 
 KIND = "weather-graph-diffusion"
 KIND_DETERMINISTIC = "weather-graph-deterministic"
+
+#: lateral boundary band of a regional grid, in grid cells at each open edge (config ``boundary_width``)
+DEFAULT_BOUNDARY_WIDTH = 2
 
 
 @dataclass(frozen=True)
@@ -68,6 +81,9 @@ class WeatherModelConfig:
     channel_weights: tuple[float, ...] | None = None
     time_step_hours: float = 1.0  # the data's step: one model step (1 h nowcasting, 6 h, 12 h)
     units: tuple[str, ...] | None = None  # per variable, as trained (None: not recorded, old checkpoints)
+    # lateral boundary band (cells at each open edge) of a regional grid; None: 0 on a global
+    # grid, DEFAULT_BOUNDARY_WIDTH on a regional one (resolved when the config is made)
+    boundary_width: int | None = None
 
     def __post_init__(self):
         if not self.channels or len(self.latitude) < 2 or len(self.longitude) < 2:
@@ -78,6 +94,16 @@ class WeatherModelConfig:
             raise DiffsciError(f"WeatherModelConfig: time_step_hours must be > 0, got {self.time_step_hours}")
         if self.units is not None and len(self.units) != len(self.variables):
             raise DiffsciError("WeatherModelConfig: one units string per variable")
+        if self.boundary_width is None:
+            width = 0 if is_global_grid(self.latitude, self.longitude) else DEFAULT_BOUNDARY_WIDTH
+            object.__setattr__(self, "boundary_width", width)
+        if not isinstance(self.boundary_width, int) or self.boundary_width < 0:
+            raise DiffsciError(f"WeatherModelConfig: boundary_width must be an integer >= 0, got {self.boundary_width!r}")
+        h, w = len(self.latitude), len(self.longitude)
+        band = boundary_mask(self.latitude, self.longitude, self.boundary_width)
+        if band.all():
+            raise DiffsciError(f"WeatherModelConfig: a boundary band of {self.boundary_width} cells covers the whole "
+                               f"{h}x{w} grid; use a smaller boundary_width")
 
     @property
     def grid_shape(self) -> tuple[int, int]:
@@ -112,13 +138,20 @@ def hour_features(times) -> torch.Tensor:
 
 
 def area_weights(latitude) -> torch.Tensor:
-    """Latitude cell-area weights ``sin(b_{i+1}) - sin(b_i)`` (bounds at midpoints, +-90 at the
-    ends), normalised to mean 1. Shape (H,)."""
-    lat = np.deg2rad(np.asarray(latitude, dtype=np.float64))
-    mids = (lat[1:] + lat[:-1]) / 2
-    bounds = np.concatenate([[-np.pi / 2], mids, [np.pi / 2]])
-    w = np.abs(np.diff(np.sin(bounds)))
-    return torch.as_tensor(w / w.mean(), dtype=torch.float32)
+    """Latitude cell-area weights normalised to mean 1, float32, shape (H,):
+    :func:`diffsci.weather.grid.cell_area_weights` (bounds from the grid's own rows; on a global
+    grid WB2's ``sin(b_{i+1}) - sin(b_i)`` with +-90 at the ends)."""
+    return torch.as_tensor(cell_area_weights(latitude), dtype=torch.float32)
+
+
+def loss_weights(cfg: WeatherModelConfig) -> torch.Tensor:
+    """Per-point loss weights, shape (C, H, W) float32: channel weight x cell area, 0 in the
+    lateral boundary band (regional grids), the area part normalised to mean 1 over the rest."""
+    area = cell_area_weights(cfg.latitude, cfg.longitude)  # (H, W), mean 1
+    area = np.where(boundary_mask(cfg.latitude, cfg.longitude, cfg.boundary_width), 0.0, area)
+    area = area / area.sum() * (area > 0).sum()
+    cw = np.ones(len(cfg.channels)) if cfg.channel_weights is None else np.asarray(cfg.channel_weights, dtype=np.float64)
+    return torch.as_tensor(cw[:, None, None] * area[None], dtype=torch.float32)
 
 
 class ResidualNet(nn.Module):
@@ -191,8 +224,7 @@ class ResidualTask:
         self.hours = hour_features(times)
         mean, std, rstd = (torch.as_tensor(a, dtype=torch.float32)[:, None, None] for a in stats.arrays())
         self.mean, self.std, self.rstd = mean, std, rstd
-        cw = torch.ones(len(cfg.channels)) if cfg.channel_weights is None else torch.tensor(cfg.channel_weights)
-        self.weights = (cw[:, None, None] * area_weights(cfg.latitude)[None, :, None]).float()  # (C, H, 1)
+        self.weights = loss_weights(cfg)  # (C, H, W): channel x cell area, 0 in a regional boundary band
 
     def model_config(self) -> dict:
         return self.cfg.to_dict()

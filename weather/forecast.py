@@ -39,10 +39,16 @@ from diffsci.core.utils import atomic_output, make_generator
 from diffsci.weather.data import (CANONICAL_UNITS, NormStats, _norm_unit, channel_names, check_grid,
                                   check_output_path, open_weather, stack_channels, time_step)
 from diffsci.weather.diffusion import KIND, KIND_DETERMINISTIC, WeatherCond, WeatherModelConfig, build_model, hour_features
+from diffsci.weather.grid import boundary_mask
 
 __all__ = ["Forecaster", "load_forecaster", "default_checkpoint_path", "forecast", "write_forecast", "add_parser"]
 
 CHUNK = 4  # members evaluated together (fixed, so results do not depend on the ensemble size)
+
+#: noise levels per forecast step when none are given: the first-order SDE sampler needs a finer
+#: grid (5 EDM levels make its steps overshoot: core.samplers.sde_step_gain 3.2 > 2)
+DEFAULT_STEPS = {"euler_maruyama": 20}
+DEFAULT_STEPS_OTHERS = 5
 
 STANDARD_NAMES = {  # CF standard names of the CDS short names
     "z": "geopotential", "t": "air_temperature", "t2m": "air_temperature", "u": "eastward_wind",
@@ -150,14 +156,65 @@ def _init_indices(ds: xr.Dataset, init_times, step: pd.Timedelta = pd.Timedelta(
     return idx
 
 
+def _boundary_forcing(fc: Forecaster, boundary, width, init_stamps, n_steps: int, step: pd.Timedelta):
+    """Band mask (H, W) bool tensor, boundary values (I, L, C, H, W) float32 and the band width;
+    ``(None, None, 0)`` for a global checkpoint without boundary file. Refuses what cannot be used."""
+    trained = int(fc.cfg.boundary_width or 0)
+    if boundary is None:
+        if trained > 0:
+            raise DiffsciError(f"{fc.source}: a regional model (boundary band {trained} cells): give the lateral "
+                               "boundary values with --boundary FILE (every valid time of the forecast, same grid)")
+        if width:
+            raise DiffsciError("--boundary-width needs --boundary FILE")
+        return None, None, 0
+    width = trained if width is None else int(width)
+    if width < max(trained, 1):
+        raise DiffsciError(f"--boundary-width {width}: must be >= 1 and at least the band the model was trained "
+                           f"with ({trained} cells)")
+    mask = boundary_mask(fc.cfg.latitude, fc.cfg.longitude, width)
+    if not mask.any():
+        raise DiffsciError(f"{fc.source}: the checkpoint's grid is global (no open edge), so a boundary file has "
+                           "nothing to force; forecast without --boundary")
+    bds = open_weather(boundary, variables=list(fc.cfg.variables))
+    name = bds.attrs.get("diffsci_source", str(boundary))
+    if "realization" in bds.dims:
+        if bds.sizes["realization"] != 1:
+            raise DiffsciError(f"{name}: boundary file has {bds.sizes['realization']} ensemble members; give one")
+        bds = bds.isel(realization=0, drop=True)
+    check_grid(bds, fc.cfg.latitude, fc.cfg.longitude)
+    _check_units(bds, fc)
+    bds = _select_channels(bds, fc)
+    valid = pd.DatetimeIndex([t0 + (j + 1) * step for t0 in init_stamps for j in range(n_steps)])
+    have = pd.DatetimeIndex(bds.time.values)
+    missing = valid[~valid.isin(have)].unique()
+    if len(missing):
+        raise DiffsciError(f"{name}: boundary values missing for {len(missing)} valid time(s) of the forecast "
+                           f"({missing[0]} .. {missing[-1]}); the file covers {have.min()} .. {have.max()}")
+    vals, _ = stack_channels(bds.sel(time=valid.values), fc.cfg.variables)  # (I * L, C, H, W)
+    if not np.isfinite(vals[:, :, mask]).all():
+        raise DiffsciError(f"{name}: boundary values in the band are NaN or infinite")
+    h, w = fc.cfg.grid_shape
+    bvals = torch.from_numpy(np.ascontiguousarray(vals, dtype=np.float32)).reshape(len(init_stamps), n_steps, -1, h, w)
+    return torch.from_numpy(mask), bvals, width
+
+
 @torch.inference_mode()
 def forecast(fc: Forecaster, init, *, init_times=None, lead_hours: int = 24, members: int = 8, seed: int = 0,
-             steps: int = 5, sampler: str = "heun", churn: float = 2.5, progress: bool = True) -> xr.Dataset:
+             steps: int | None = None, sampler: str = "heun", churn: float = 2.5, progress: bool = True,
+             boundary=None, boundary_width: int | None = None) -> xr.Dataset:
     """Ensemble rollouts from each init time of ``init`` (path or Dataset, ERA5/WB2 style).
 
     Returns the WB2-layout forecast dataset (not yet written; module docstring). Units are the
     checkpoint's: the init file is converted where unambiguous (see ``open_weather``) and
     refused where its units differ. ``lead_hours`` must be a multiple of the checkpoint's step.
+    ``steps``: noise levels per step (None: :data:`DEFAULT_STEPS`, 5 for most samplers).
+
+    Regional checkpoints (``cfg.boundary_width > 0``) need ``boundary`` (path or Dataset, any
+    layout ``open_weather`` reads, on the checkpoint's grid, with every valid time of the
+    forecast): after every step the lateral boundary band
+    (:func:`diffsci.weather.grid.boundary_mask`, ``boundary_width`` cells at each open edge,
+    default the checkpoint's, not less) is replaced by the boundary file's values at that valid
+    time, as limited-area models do (neural-lam, Oskarsson et al. 2023).
     """
     if members < 1:
         raise DiffsciError(f"--members must be >= 1, got {members}")
@@ -168,6 +225,8 @@ def forecast(fc: Forecaster, init, *, init_times=None, lead_hours: int = 24, mem
     if abs(n_steps - round(n_steps)) > 1e-9:
         raise DiffsciError(f"--lead-hours {lead_hours} is not a multiple of the checkpoint's time step {_hours(step)}")
     n_steps = int(round(n_steps))
+    if steps is None:
+        steps = DEFAULT_STEPS.get(sampler, DEFAULT_STEPS_OTHERS)
     if steps < 1:
         raise DiffsciError(f"--steps must be >= 1, got {steps}")
     sample_fn = get_sampler(sampler)
@@ -185,6 +244,8 @@ def forecast(fc: Forecaster, init, *, init_times=None, lead_hours: int = 24, mem
     ds = _select_channels(ds, fc)
     _check_step(ds, step)
     idx = _init_indices(ds, init_times, step)
+    init_stamps = pd.DatetimeIndex(ds.time.values[idx])
+    band, bvals, width = _boundary_forcing(fc, boundary, boundary_width, init_stamps, n_steps, step)
     mean, std, rstd = (torch.as_tensor(a)[:, None, None] for a in fc.stats.arrays())
     sched = fc.cfg.schedule
     space = Euclidean(sched)
@@ -198,7 +259,6 @@ def forecast(fc: Forecaster, init, *, init_times=None, lead_hours: int = 24, mem
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(idx) * n_chunks * n_steps, desc="forecast", file=sys.stderr, mininterval=1.0)
-    init_stamps = pd.DatetimeIndex(ds.time.values[idx])
     for k, i in enumerate(idx):
         pair, _ = stack_channels(ds.isel(time=[i - 1, i]), fc.cfg.variables)
         x_prev0, x_cur0 = torch.from_numpy(pair[0]), torch.from_numpy(pair[1])
@@ -220,6 +280,8 @@ def forecast(fc: Forecaster, init, *, init_times=None, lead_hours: int = 24, mem
                     r = sample_fn(lambda x, t, cnd: fc.model(x, t, cnd), x_init, times_grid, space=space,
                                   cond=cond, generator=gens, **opts)
                 x_next = x_cur + r * rstd
+                if band is not None:  # lateral boundary forcing: the band takes the boundary file's values
+                    x_next = torch.where(band, bvals[k, lead], x_next)
                 x_prev, x_cur = x_cur, x_next
                 keep = [j for j, m in enumerate(ids) if m < members]
                 out[k, lead, [ids[j] for j in keep]] = x_next[keep].numpy()
@@ -228,6 +290,10 @@ def forecast(fc: Forecaster, init, *, init_times=None, lead_hours: int = 24, mem
     if bar is not None:
         bar.close()
     fds = _to_dataset(out, ds, fc, init_stamps, n_steps, members, seed, steps, sampler, churn)
+    if band is not None:
+        fds.attrs.update(boundary_file=str(boundary if not isinstance(boundary, xr.Dataset)
+                                           else boundary.attrs.get("diffsci_source", "<dataset>")),
+                         boundary_width=width)
     if ds.attrs.get("diffsci_notes"):  # unit conversions of the init file, recorded with the forecast
         fds.attrs["input_notes"] = ds.attrs["diffsci_notes"]
     return fds
@@ -294,14 +360,14 @@ def _run(args) -> int:
     # anything else, OpenMP waits make each evaluation ~20x slower (1.2 s instead of 52 ms per
     # 4-member chunk, measured), so forecasts default to one thread.
     torch.set_num_threads(args.threads)
-    check_output_path(args.out, inputs=[args.init, args.checkpoint])  # before any work
+    check_output_path(args.out, inputs=[args.init, args.checkpoint, args.boundary])  # before any work
     fc = load_forecaster(args.checkpoint)
     t0 = time.time()
     with warnings.catch_warnings():  # unit conversions: printed once below as a note
         warnings.simplefilter("ignore", UserWarning)
         fds = forecast(fc, args.init, init_times=args.init_time, lead_hours=args.lead_hours, members=args.members,
                        seed=args.seed, steps=args.steps, sampler=args.sampler, churn=args.churn,
-                       progress=not args.quiet)
+                       progress=not args.quiet, boundary=args.boundary, boundary_width=args.boundary_width)
     if fds.attrs.get("input_notes"):
         print(f"note: {args.init}: {fds.attrs['input_notes']}", file=sys.stderr)
     write_forecast(fds, args.out)
@@ -323,10 +389,17 @@ def add_parser(subparsers) -> None:
     p.add_argument("--members", type=int, required=True)
     p.add_argument("--out", required=True, help="output netCDF (not an input; its folder must exist)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=5, help="noise levels per forecast step (default 5)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="noise levels per forecast step (default 5; 20 for euler_maruyama, whose first-order SDE "
+                        "steps diverge on a coarser grid)")
     p.add_argument("--sampler", default="heun", help="sampler name (default heun, with --churn 2.5)")
     p.add_argument("--churn", type=float, default=2.5,
                    help="EDM stochastic churn for the heun/euler samplers (default 2.5; 0: deterministic ODE steps)")
+    p.add_argument("--boundary",
+                   help="regional models: lateral boundary values (any layout --init takes, the checkpoint's grid, "
+                        "every valid time of the forecast); the boundary band is replaced by them after every step")
+    p.add_argument("--boundary-width", type=int, default=None,
+                   help="boundary band in grid cells at each open edge (default: the checkpoint's, at least that)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: robust when other jobs share the cores)")
     p.add_argument("--quiet", action="store_true")

@@ -23,7 +23,8 @@ import numpy as np
 
 from diffsci.core.errors import DiffsciError
 
-__all__ = ["EARTH_RADIUS_M", "latitude_bounds", "longitude_bounds", "cell_areas", "cell_area_weights"]
+__all__ = ["EARTH_RADIUS_M", "latitude_bounds", "longitude_bounds", "cell_areas", "cell_area_weights",
+           "is_global_longitude", "boundary_mask"]
 
 #: mean Earth radius (m), IUGG
 EARTH_RADIUS_M = 6_371_008.8
@@ -130,3 +131,39 @@ def cell_area_weights(latitude, longitude=None) -> np.ndarray:
         return band / band.mean()
     a = cell_areas(latitude, longitude, radius=1.0)
     return a / a.mean()
+
+
+def is_global_longitude(longitude) -> bool:
+    """Whether the columns' cells go all round the globe (their bounds span 360 deg)."""
+    wb = longitude_bounds(longitude)
+    return bool(wb.max() - wb.min() >= 360.0 - 1e-9)
+
+
+def boundary_mask(latitude, longitude, width: int) -> np.ndarray:
+    """The lateral boundary band of a limited-area grid: shape (H, W) bool, True in the band.
+
+    The band is the ``width`` outermost rows/columns at each *open* edge of the domain: a
+    latitude edge whose cell bound is not a pole, and the west/east edges unless the longitudes
+    go all round the globe (then they are periodic). On a global grid it is empty; on a
+    20..90N grid with all longitudes it is the ``width`` southernmost rows only. Rows and columns
+    are counted in the given order (ERA5's 90 -> -90 as well as ascending).
+    """
+    if not isinstance(width, (int, np.integer)) or width < 0:
+        raise DiffsciError(f"boundary width must be a non-negative number of grid cells, got {width!r}")
+    lb = latitude_bounds(latitude)
+    lat = np.asarray(latitude, dtype=np.float64)
+    lon = np.asarray(longitude, dtype=np.float64)
+    h, w = lat.size, lon.size
+    mask = np.zeros((h, w), dtype=bool)
+    if width == 0:
+        return mask
+    south, north = int(np.argmin(lat)), int(np.argmax(lat))
+    rows = np.arange(h)
+    if lb[south, 0] > -90.0:  # open southern edge
+        mask[np.abs(rows - south) < width] = True
+    if lb[north, 1] < 90.0:  # open northern edge
+        mask[np.abs(rows - north) < width] = True
+    if not is_global_longitude(lon):
+        mask[:, :width] = True
+        mask[:, w - width:] = True
+    return mask
