@@ -48,7 +48,7 @@ import xarray as xr
 
 from diffsci.core.errors import DiffsciError
 from diffsci.core.utils import atomic_output
-from diffsci.weather.data import LONG_TO_SHORT, check_output_path, open_weather
+from diffsci.weather.data import LONG_TO_SHORT, NCEP_TO_SHORT, check_output_path, open_weather
 from diffsci.weather.grid import cell_area_weights
 
 __all__ = [
@@ -244,13 +244,18 @@ def field_key(variable: str, level=None) -> str:
     return variable if level is None else f"{variable}{float(level):g}"
 
 
+def _short(name: str) -> str:
+    return LONG_TO_SHORT.get(name, NCEP_TO_SHORT.get(name, name))
+
+
 def _fields(forecast: xr.Dataset, variables, fname: str) -> list[tuple[str, str, object]]:
     """``(key, variable, level or None)`` of each field to score, in order.
 
-    ``variables``: names (short or WB2 long) selecting all levels of a variable, or keys such
-    as ``z500`` selecting one level; default: every forecast variable on the grid."""
+    ``variables``: names (short, WB2 long or NCEP) selecting all levels of a variable, or keys
+    such as ``z500`` selecting one level; default: every forecast variable on the grid."""
     avail = [str(v) for v in forecast.data_vars if set(SPATIAL) <= set(forecast[v].dims)]
     levels = list(forecast["level"].values) if "level" in forecast.dims else []
+    shown = ", ".join(f"{float(x):g}" for x in levels)
 
     def expand(v):
         return [(field_key(v, lev), v, lev) for lev in levels] if "level" in forecast[v].dims else [(v, v, None)]
@@ -260,21 +265,19 @@ def _fields(forecast: xr.Dataset, variables, fname: str) -> list[tuple[str, str,
     else:
         out = []
         for name in variables:
-            short = LONG_TO_SHORT.get(name, name)
             m = _LEVEL_KEY.fullmatch(name)
-            if short in avail:
-                out += expand(short)
-            elif m and LONG_TO_SHORT.get(m[1], m[1]) in avail and "level" in forecast[LONG_TO_SHORT.get(m[1], m[1])].dims:
-                v, lev = LONG_TO_SHORT.get(m[1], m[1]), float(m[2])
+            if _short(name) in avail:
+                out += expand(_short(name))
+            elif m and _short(m[1]) in avail and "level" in forecast[_short(m[1])].dims:
+                v, lev = _short(m[1]), float(m[2])
                 hit = [x for x in levels if np.isclose(float(x), lev)]
                 if not hit:
-                    raise DiffsciError(f"{fname}: {v} has no level {lev:g} hPa (levels {', '.join(f'{float(x):g}' for x in levels)})")
+                    raise DiffsciError(f"{fname}: {v} has no level {lev:g} hPa (levels {shown})")
                 out.append((field_key(v, hit[0]), v, hit[0]))
             else:
                 keys = [f[0] for v in avail for f in expand(v)]
                 raise DiffsciError(f"{fname}: no variable {name!r} to score (the forecast has {', '.join(keys)})")
-        seen = set()
-        out = [f for f in out if not (f[0] in seen or seen.add(f[0]))]
+        out = list({f[0]: f for f in out}.values())  # each field once, first order kept
     if not out:
         raise DiffsciError(f"{fname}: no variable with latitude and longitude dims")
     return out
@@ -287,12 +290,13 @@ def _check_truth_has(truth: xr.Dataset, fields, tname: str) -> None:
             missing.append(key)
         elif lev is None and "level" in truth[v].dims:
             missing.append(f"{key} (the truth's {v} has pressure levels, the forecast's has none)")
-        elif lev is not None and ("level" not in truth[v].dims or not np.isclose(truth["level"].values, float(lev)).any()):
+        elif lev is not None and ("level" not in truth[v].dims
+                                  or not np.isclose(truth["level"].values, float(lev)).any()):
             missing.append(key)
     if missing and len(missing) == len(fields):
         have = sorted(str(v) for v in truth.data_vars)
-        raise DiffsciError(f"{tname}: forecast and truth share no variable (forecast: {', '.join(k for k, _, _ in fields)}; "
-                           f"truth: {', '.join(have)})")
+        raise DiffsciError(f"{tname}: forecast and truth share no variable "
+                           f"(forecast: {', '.join(k for k, _, _ in fields)}; truth: {', '.join(have)})")
     if missing:
         raise DiffsciError(f"{tname}: the truth lacks {', '.join(missing)}, which the forecast has; "
                            "score the others with --variables")
@@ -342,7 +346,7 @@ def _lead_label(lead) -> int | float:
 
 def _climatology_field(climatology: xr.Dataset, v: str, lev, lead, t: xr.Dataset) -> xr.DataArray:
     """The climatology of one field at the valid times of ``t`` (by hour of day if it has ``hour``)."""
-    clim = climatology.rename({k: LONG_TO_SHORT[k] for k in climatology.data_vars if k in LONG_TO_SHORT})
+    clim = climatology.rename({k: _short(k) for k in climatology.data_vars if _short(k) != k})
     clim = clim.rename({a: b for a, b in (("lat", "latitude"), ("lon", "longitude")) if a in clim.dims})
     name = clim.attrs.get("diffsci_source", "climatology")
     if v not in clim:
