@@ -189,3 +189,10 @@ def test_regional_forecast_refuses_missing_or_wrong_boundary(regional, tmp_path,
         err = capsys.readouterr().err
         assert needle in err and "Traceback" not in err, (extra, err)
         assert not out.exists()
+
+
+def test_domain_split_across_the_seam_is_refused_in_one_line():
+    from diffsci.core.errors import DiffsciError
+
+    with pytest.raises(DiffsciError, match="contiguous"):
+        longitude_bounds(np.concatenate([np.arange(0, 41, 2.5), np.arange(330, 360, 2.5)]))

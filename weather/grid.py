@@ -86,7 +86,15 @@ def longitude_bounds(longitude) -> np.ndarray:
     Midpoints between columns, the end columns extended by half a spacing; the total width is at
     most 360 deg (a global grid's columns are then 360 / W wide each).
     """
-    lon = _coord("longitude", np.unwrap(np.asarray(longitude, dtype=np.float64), period=360.0))
+    raw = np.asarray(longitude, dtype=np.float64)
+    lon = np.unwrap(raw, period=360.0)
+    if lon.ndim == 1 and lon.size > 1 and not (np.all(np.diff(lon) > 0) or np.all(np.diff(lon) < 0)):
+        raise DiffsciError(
+            f"longitude: the columns ({raw[0]:g}, {raw[1]:g}, ..., {raw[-1]:g}) are not one contiguous run around "
+            "the globe (a regional domain across 0 deg stored as 0..E then W..360?); order them west to east, "
+            "e.g. -30..40"
+        )
+    lon = _coord("longitude", lon)
     if lon.size == 1:
         return np.array([[lon[0] - 180.0, lon[0] + 180.0]])
     order = np.argsort(lon)
