@@ -191,3 +191,14 @@ def test_cds_forecast_reference_time_and_period():
     np.testing.assert_array_equal(got.time.values, fc.forecast_reference_time.values)
     ref = open_weather(wf.cfgrib_era5(steps_hours=[6, 12]), forecast=True)
     np.testing.assert_array_equal(got["z"].values, ref["z"].values)
+
+
+def test_old_cds_netcdf_with_era5t(tmp_path):
+    """The pre-2024 CDS netCDF (packed int16) with an expver dim (ERA5 then ERA5T) reads as one series."""
+    plain = open_weather(wf.write(wf.cds_legacy_netcdf(), tmp_path / "old.nc"))
+    mixed = open_weather(wf.write(wf.cds_legacy_netcdf(era5t_from=2), tmp_path / "mixed.nc"))
+    assert mixed["z"].dims == ("time", "level", "latitude", "longitude") and list(mixed.level.values) == [500, 850]
+    np.testing.assert_array_equal(mixed["z"].values, plain["z"].values)
+    want = _expected(plain.time.values, [850, 500])["z"][0]
+    scale = float(np.ptp(want)) / (2**16 - 4)
+    np.testing.assert_allclose(plain["z"].values, want, atol=scale)  # int16 packing

@@ -14,6 +14,9 @@ Layouts (what each tool writes; dims, coordinates, attributes and dtypes as the 
 * :func:`cds_netcdf` -- the new CDS netCDF (2024 on): ``valid_time`` is the time dim (int64
   seconds since 1970 on disk), ``pressure_level``, a scalar ``number`` (a dim for ensembles) and
   ``expver`` over ``valid_time``.
+* :func:`cds_legacy_netcdf` -- the CDS netCDF before 2024: ``time``, ``level`` (int32, millibars),
+  float32 ``latitude``/``longitude``, data packed as int16; with ``era5t_from`` the last times
+  come from ERA5T and an ``expver`` dim (1, 5) holds each time in one slot, NaN in the other.
 * :func:`wb2_dataset` -- WeatherBench 2 ERA5 zarr: long names, ``level`` (int64, ascending),
   dims ordered ``time, level, longitude, latitude``, latitude ascending.
 * :func:`ncep_reanalysis` -- NCEP/NCAR Reanalysis 1: ``lat``/``lon`` float32, ``level`` (or
@@ -34,7 +37,7 @@ import xarray as xr
 G = 9.80665  # standard gravity, m s-2 (WMO)
 
 __all__ = ["G", "isa_height", "isa_temperature", "fields", "cfgrib_era5", "cfgrib_surface", "cds_netcdf",
-           "wb2_dataset", "ncep_reanalysis", "write", "grid"]
+           "cds_legacy_netcdf", "wb2_dataset", "ncep_reanalysis", "write", "grid"]
 
 
 def isa_height(p_hpa):
@@ -244,6 +247,42 @@ def cds_netcdf(*, times=None, levels=(850, 500), members: int | None = None, nla
         "history": "2026-12-02T10:00 GRIB to CDM+CF via cfgrib-0.9.15.0/ecCodes-2.39.0 with {\"source\": \"tmp.grib\"}",
     })
     ds["valid_time"].encoding.update(units="seconds since 1970-01-01", calendar="proleptic_gregorian", dtype="int64")
+    return ds
+
+
+def cds_legacy_netcdf(*, times=None, levels=(850, 500), nlat: int = 5, nlon: int = 8, seed: int = 0,
+                      era5t_from: int | None = None) -> xr.Dataset:
+    """The CDS netCDF layout before 2024 (ERA5 pressure levels), optionally with ERA5T mixed in."""
+    times = pd.date_range("2020-01-01", periods=4, freq="6h") if times is None else pd.DatetimeIndex(times)
+    lat, lon = grid(nlat, nlon)
+    f = fields(times, levels, lat, lon, seed=seed)
+    data_vars = {}
+    for v, name, units, std in (("z", "Geopotential", "m**2 s**-2", "geopotential"),
+                                ("t", "Temperature", "K", "air_temperature")):
+        a = f[v][0]
+        dims = ("time", "level", "latitude", "longitude")
+        if era5t_from is not None:
+            b = np.full((len(times), 2) + a.shape[1:], np.nan, np.float32)
+            b[:era5t_from, 0] = a[:era5t_from]
+            b[era5t_from:, 1] = a[era5t_from:]
+            a, dims = b, ("time", "expver") + dims[1:]
+        data_vars[v] = (dims, a, {"units": units, "long_name": name, "standard_name": std})
+    coords = {
+        "longitude": ("longitude", lon.astype(np.float32), {"units": "degrees_east", "long_name": "longitude"}),
+        "latitude": ("latitude", lat.astype(np.float32), {"units": "degrees_north", "long_name": "latitude"}),
+        "level": ("level", np.asarray(levels, np.int32), {"units": "millibars", "long_name": "pressure_level"}),
+        "time": ("time", times.values.astype("datetime64[ns]"), {"long_name": "time"}),
+    }
+    if era5t_from is not None:
+        coords["expver"] = ("expver", np.array([1, 5], np.int32), {"long_name": "expver"})
+    ds = xr.Dataset(data_vars, coords=coords, attrs={
+        "Conventions": "CF-1.6", "history": "2023-05-01 10:00:00 GMT by grib_to_netcdf-2.25.1: /opt/ecmwf/mars-client/bin/grib_to_netcdf.bin -S param -o out.nc in.grib"})
+    ds["time"].encoding.update(units="hours since 1900-01-01 00:00:00.0", calendar="gregorian", dtype="int32")
+    for v in ("z", "t"):
+        lo, hi = float(np.nanmin(ds[v].values)), float(np.nanmax(ds[v].values))
+        scale = (hi - lo) / (2**16 - 4) or 1.0  # keeps -32767 free for the fill value
+        ds[v].encoding.update(dtype="int16", scale_factor=scale, add_offset=(hi + lo) / 2, _FillValue=np.int16(-32767),
+                              missing_value=np.int16(-32767))
     return ds
 
 

@@ -10,7 +10,8 @@ layouts these tools write:
   scalar ``surface`` / ``heightAboveGround`` / ``meanSea`` coords; ``GRIB_*`` attributes;
 * **the new CDS netCDF**: ``valid_time`` as the time dim, ``pressure_level``, ``number``
   scalar or dim, ``expver``; forecast-type data with ``forecast_reference_time`` and
-  ``forecast_period``;
+  ``forecast_period``; and the CDS netCDF before 2024 (``time``, ``level``, packed int16, an
+  ``expver`` dim where ERA5T fills the last times: the slots are merged);
 * **WeatherBench 2** (zarr or netCDF): long names (``geopotential``, ``2m_temperature``...,
   see ``LONG_TO_SHORT``), ``level``, ``time``, dims in any order, and WB2 forecasts
   (``prediction_timedelta``, ``realization``);
@@ -372,6 +373,13 @@ def normalize_layout(ds: xr.Dataset, *, path=None, forecast: bool = False) -> xr
         if fields:
             ds = ds.assign_coords(level=("level", ds["level"].values, coord.attrs))
             ds = _level_to_hpa(ds, name)
+    # --- ERA5 / ERA5T mixture of the old CDS netCDF: each time is valid in one expver slot ---
+    if "expver" in ds.dims:
+        parts = [ds.isel(expver=i, drop=True) for i in range(ds.sizes["expver"])]
+        merged = parts[0]
+        for part in parts[1:]:
+            merged = merged.combine_first(part)
+        ds = merged
     # --- time ---
     ds = _time_axis(ds, name, forecast)
     # --- names ---
