@@ -16,6 +16,7 @@ _EXPORTS = {
     "check_output_path": "data",
     "generate": "generator", "perfect_model_ensemble": "generator", "GeneratorConfig": "generator",
     "build_graph": "graph", "cached_graph": "graph", "icosahedral_mesh": "graph", "GridMeshGraph": "graph",
+    "cell_area_weights": "grid", "cell_areas": "grid", "boundary_mask": "grid",
     "GraphNet": "model", "GraphNetConfig": "model",
     "WeatherModelConfig": "diffusion", "ResidualTask": "diffusion", "build_model": "diffusion",
     "load_forecaster": "forecast", "write_forecast": "forecast",
