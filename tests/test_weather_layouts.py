@@ -202,3 +202,15 @@ def test_old_cds_netcdf_with_era5t(tmp_path):
     want = _expected(plain.time.values, [850, 500])["z"][0]
     scale = float(np.ptp(want)) / (2**16 - 4)
     np.testing.assert_allclose(plain["z"].values, want, atol=scale)  # int16 packing
+
+
+def test_model_levels_and_curvilinear_grids_refused():
+    hyb = wf.cds_netcdf().rename(pressure_level="lev")
+    hyb = hyb.assign_coords(lev=("lev", [0.9, 0.5], {"standard_name": "atmosphere_hybrid_sigma_pressure_coordinate",
+                                                     "units": "1"}))
+    with pytest.raises(DiffsciError, match="level coordinate is 'atmosphere_hybrid_sigma_pressure_coordinate'"):
+        normalize_layout(hyb, path="hyb.nc")
+    curv = wf.cds_netcdf().rename(latitude="lat")
+    curv = curv.assign_coords(latitude=(("lat", "longitude"), np.zeros((5, 8))))
+    with pytest.raises(DiffsciError, match="curvilinear grid is not supported"):
+        normalize_layout(curv, path="curv.nc")

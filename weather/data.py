@@ -210,6 +210,9 @@ def _scalar_coords(ds: xr.Dataset, names) -> list[str]:
 
 def _level_to_hpa(ds: xr.Dataset, name: str) -> xr.Dataset:
     lev = ds["level"]
+    std = lev.attrs.get("standard_name")
+    if std and std != "air_pressure":
+        raise DiffsciError(f"{name}: level coordinate is {std!r}: expected pressure levels (air_pressure)")
     units = _norm_unit(lev.attrs.get("units", ""))
     values = np.asarray(lev.values)
     if units == "pa":
@@ -350,6 +353,9 @@ def normalize_layout(ds: xr.Dataset, *, path=None, forecast: bool = False) -> xr
             raise DiffsciError(f"{name}: no {what} dimension: expected one of {list(names)} "
                                f"(dims: {sorted(map(str, ds.dims))})")
         if dim != target:
+            if target in ds.variables:
+                raise DiffsciError(f"{name}: has a '{dim}' dim and a separate '{target}' variable; expected one "
+                                   f"1-D {what} coordinate (a curvilinear grid is not supported)")
             ds = ds.rename({dim: target})
     # --- ensemble ---
     ens = _one_of(ds, ENSEMBLE_DIMS, "ensemble", name)
