@@ -176,3 +176,23 @@ def test_window_starts_never_cross_trajectories(made):
     assert len(starts) == 2 * (12 - 2)
     for i in starts:
         assert traj[i] == traj[i + 2]
+
+
+def test_check_output_path(tmp_path):
+    from diffsci.weather.data import check_output_path
+
+    store = tmp_path / "in.zarr"
+    store.mkdir()
+    data = tmp_path / "in.nc"
+    data.write_text("x")
+    with pytest.raises(DiffsciError, match="lies inside the input store"):
+        check_output_path(store / "fc.nc", inputs=[store])
+    with pytest.raises(DiffsciError, match="is the input"):
+        check_output_path(tmp_path / "." / "in.nc", inputs=[data])
+    with pytest.raises(DiffsciError, match="exists and is not a folder"):
+        check_output_path(data, folder=True)
+    with pytest.raises(DiffsciError, match=r"in\.nc is not a folder"):
+        check_output_path(data / "run", folder=True)
+    assert check_output_path(tmp_path / "new" / "deeper", folder=True) == tmp_path / "new" / "deeper"
+    assert not (tmp_path / "new").exists() and not list(tmp_path.glob(".diffsci-write-test*"))
+    assert check_output_path(tmp_path / "fc.nc", inputs=[data, None]) == tmp_path / "fc.nc"
