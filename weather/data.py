@@ -285,7 +285,7 @@ def _time_axis(ds: xr.Dataset, name: str, forecast: bool) -> xr.Dataset:
         valid = None
     ds = ds.drop_vars([c for c in ("valid_time", "step") if c in ds.variables])
     if valid is not None:
-        ds = ds.assign_coords(time=("time", np.asarray(valid), ds["time"].attrs))
+        ds = ds.assign_coords(time=("time", np.asarray(valid), {"standard_name": "time", "long_name": "valid time"}))
     return ds
 
 
