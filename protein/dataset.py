@@ -92,6 +92,8 @@ class BackboneDataset:
         n = self.coords.shape[0]
         if self.coords.shape != (n, 4, 3):
             raise DiffsciError(f"dataset coords must have shape (N, 4, 3), got {self.coords.shape}")
+        if not np.isfinite(self.coords).all():
+            raise DiffsciError("dataset coords contain NaN or infinite values")
         if self.offsets.shape != (m + 1,) or (m >= 0 and (self.offsets[0] != 0 or self.offsets[-1] != n)):
             raise DiffsciError("dataset offsets do not match the chains")
         if np.any(np.diff(self.offsets) < 1):

@@ -1,9 +1,18 @@
 """``diffsci protein evaluate DIR --out METRICS.json``: score a folder of designed backbones.
 
+One sample per protein chain, each chain whole: a chain is never split at a gap; its breaks
+(consecutive CA-CA > 4.2 A) are counted (``chain_breaks``, largest gap ``ca_ca_max``) and the
+summary counts broken samples (``n_broken``). A sample is named by its file (``design.pdb``),
+with ``:CHAIN`` when the file gives several chains or --chains is given (``complex.cif:B``).
+Chains of one file (the copies of a symmetric design, the partners of a complex) are one
+design: they are not TM-aligned with each other and share a cluster. Non-protein chains are
+ignored with a note; files that cannot be read (malformed, no protein chain, NaN coordinates)
+are skipped with one warning each; samples.csv and *.json records in the folder are recognised.
+
 Writes METRICS.json (``per_sample``, ``pairwise_tm``, ``cluster_labels``, ``summary``,
-``warnings`` and, with ``--designability``, ``designability``) and METRICS.csv beside it
-(one row per sample). See :mod:`diffsci.protein.metrics` and
-:mod:`diffsci.protein.designability` for the definitions.
+``notes``, ``warnings`` and, with ``--designability``, ``designability``; strict JSON: an
+undefined value is null) and METRICS.csv beside it (one row per sample). See
+:mod:`diffsci.protein.metrics` and :mod:`diffsci.protein.designability` for the definitions.
 """
 
 from __future__ import annotations
@@ -12,13 +21,12 @@ import argparse
 import csv
 import io
 import json
-import os
 import pathlib
 import sys
-import tempfile
 from typing import Any
 
 from diffsci.core.errors import DiffsciError
+from diffsci.core.utils import atomic_output
 
 __all__ = ["add_parser", "run"]
 
@@ -32,6 +40,12 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("folder", metavar="DIR", help="folder of structure files (.pdb/.cif/.bcif, optionally .gz)")
     p.add_argument("--out", required=True, metavar="METRICS.json", help="output JSON (a .csv of the rows is written beside it)")
+    p.add_argument(
+        "--chains",
+        metavar="A,B",
+        help="comma-separated chain ids to evaluate in every file (default: all protein chains, each one sample); "
+        "a file lacking one is skipped with a warning",
+    )
     p.add_argument("--reference", metavar="DATASET.npz|DIR", help="reference chains for novelty (max TM-score to any)")
     p.add_argument(
         "--reference-split", choices=("all", "train", "heldout"), default="all", help="chains of a dataset reference to use"
@@ -53,20 +67,9 @@ def add_parser(subparsers) -> None:
 
 
 def _write_atomic(path: pathlib.Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
+    with atomic_output(path, must_have_folder=True) as tmp:
+        with open(tmp, "w", newline="") as fh:
             fh.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def _csv_text(rows: list[dict[str, Any]]) -> str:
@@ -111,19 +114,30 @@ def run(args: argparse.Namespace) -> int:
     def warn(msg: str) -> None:
         print(f"warning: {msg}", file=sys.stderr, flush=True)
 
+    def note(msg: str) -> None:
+        if not args.quiet:
+            print(f"note: {msg}", file=sys.stderr, flush=True)
+
+    chains = None
+    if args.chains is not None:
+        chains = [c.strip() for c in args.chains.split(",") if c.strip()]
+        if not chains:
+            raise DiffsciError(f"--chains {args.chains!r}: no chain id given (e.g. --chains A,B)")
     progress = not args.quiet
     split = None if args.reference_split == "all" else args.reference_split
-    result = evaluate_folder(args.folder, args.reference, on_warning=warn, reference_split=split, progress=progress)
+    result = evaluate_folder(args.folder, args.reference, chains=chains, on_warning=warn, on_note=note,
+                             reference_split=split, progress=progress)
     report: dict[str, Any] = {
         "tool": "diffsci protein evaluate",
         "folder": str(args.folder),
+        "chains": chains,
         "reference": None if args.reference is None else str(args.reference),
         "reference_split": args.reference_split if args.reference is not None else None,
         "clashes_definition": "count of non-adjacent CA pairs (|i-j|>=2) closer than 3.0 A; clash_fraction = count / number of such pairs",
         **result,
     }
     if args.designability:
-        items, _ = read_folder(args.folder)
+        items, _ = read_folder(args.folder, chains=chains)
         rows = dz.designability(items, backend, config, progress=progress)
         by_name = {r["file"]: r for r in rows}
         for row in report["per_sample"]:
@@ -147,10 +161,11 @@ def run(args: argparse.Namespace) -> int:
                  "reported mpnn_nll_proxy is a PROXY (ProteinMPNN NLL), not a designability rate")  # fmt: skip
     report = to_jsonable(report)
     _write_atomic(out.with_suffix(".csv"), _csv_text(report["per_sample"]))
-    _write_atomic(out, json.dumps(report, indent=1) + "\n")
+    _write_atomic(out, json.dumps(report, indent=1, allow_nan=False) + "\n")
     s = report["summary"]
     line = (
-        f"{s['n_samples']} samples: mean pairwise TM {s['mean_pairwise_tm']}, clusters@0.5 {s['clusters_tm0.5']}, "
+        f"{s['n_samples']} samples ({s['n_files']} files, {s['n_broken']} with a chain break): "
+        f"mean pairwise TM {s['mean_pairwise_tm']}, clusters@0.5 {s['clusters_tm0.5']}, "
         f"clusters@0.6 {s['clusters_tm0.6']}, mean novelty {s['mean_novelty']}"
     )
     if args.designability:

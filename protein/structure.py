@@ -8,7 +8,10 @@ standard amino acids plus selenomethionine (MSE, read as MET / ``M``). Every oth
 N, CA, C, O is dropped and reported. A chain is *broken* between two kept consecutive residues
 when their CA-CA distance exceeds :data:`CA_CA_BREAK` (4.2 Å) or when a residue between them
 was dropped (missing backbone atoms or a non-standard residue); broken chains are split,
-skipped or rejected, never glued silently.
+skipped or rejected (the training-data reader, ``prepare``), or kept whole with their breaks
+reported (``on_break="keep"``, the evaluation reader: an evaluator measures what it is given),
+never glued silently. A file with a non-finite (NaN or infinite) backbone coordinate in a chain
+that is read is refused with one :class:`DiffsciError` naming the file, chain and residue.
 
 Example
 -------
@@ -66,7 +69,7 @@ RESIDUE_ALIASES: dict[str, str] = {
 STRUCTURE_SUFFIXES: tuple[str, ...] = (".pdb", ".ent", ".cif", ".mmcif", ".bcif")
 """File endings the reader understands, each also with ``.gz``."""
 
-_ON_BREAK = ("split", "skip", "error")
+_ON_BREAK = ("split", "skip", "error", "keep")
 # A C-terminal carboxylate names its oxygens OT1/OT2 (CHARMM), O1/O2 or O/OXT: either one is "O".
 _ATOM_ALIASES: dict[str, tuple[str, ...]] = {"O": ("O", "OT1", "O1", "OXT", "OT2", "O2")}
 
@@ -333,6 +336,24 @@ def _to_chain(records, chain_id: str, source: str) -> BackboneChain:
     )
 
 
+def _refuse_non_finite(path: pathlib.Path, by_chain: dict[str, list]) -> None:
+    """Raise DiffsciError when a complete backbone residue of a chain read has a NaN/inf coordinate."""
+    bad = [
+        (cid, r)
+        for cid, records in by_chain.items()
+        for r in records
+        if r[3] is not None and not np.isfinite(r[3]).all()
+    ]
+    if bad:
+        cid, (res_id, ins, name, xyz, _) = bad[0]
+        atom = BACKBONE_ATOMS[int(np.argmin(np.isfinite(xyz).all(axis=1)))]
+        more = f" and {len(bad) - 1} more residue(s)" if len(bad) > 1 else ""
+        raise DiffsciError(
+            f"{path}: non-finite (NaN or infinite) coordinates in chain {cid!r} residue "
+            f"{_residue_label(res_id, ins, name)} atom {atom}{more}"
+        )
+
+
 def read_report(
     path: str | os.PathLike,
     chains: Sequence[str] | None = None,
@@ -374,6 +395,7 @@ def read_report(
         if not any(r[3] is not None for recs in by_chain.values() for r in recs):
             raise DiffsciError(f"{path}: no amino-acid chain with a complete N/CA/C/O backbone")
     order = wanted if wanted is not None else all_chains
+    _refuse_non_finite(path, {cid: by_chain.get(cid, []) for cid in order})
     out: list[BackboneChain] = []
     report: list[ReportRow] = []
     fname = str(path)
@@ -385,6 +407,17 @@ def read_report(
         pieces, breaks, dropped = _segment(records, max_ca_distance)
         for d in dropped:
             report.append(ReportRow(fname, cid, "warning", 0, f"residue {d} left out"))
+        if on_break == "keep":  # the whole chain, breaks measured and reported, never split
+            kept = [r for piece in pieces for r in piece]
+            why = f"{len(breaks)} chain break(s) kept, not split: {'; '.join(breaks)}" if breaks else ""
+            if len(kept) < min_length:
+                report.append(ReportRow(fname, cid, "dropped", len(kept), f"shorter than min_length {min_length}"))
+            elif max_length is not None and len(kept) > max_length:
+                report.append(ReportRow(fname, cid, "dropped", len(kept), f"longer than max_length {max_length}"))
+            else:
+                out.append(_to_chain(kept, cid, f"{fname} chain {cid}"))
+                report.append(ReportRow(fname, cid, "kept", len(kept), why))
+            continue
         if breaks:
             if on_break == "error":
                 raise DiffsciError(f"{path}: chain {cid!r} is broken ({breaks[0]}; {len(breaks)} break(s) in all)")
@@ -434,7 +467,9 @@ def read_structure_chains(
     on_break
         What to do with a broken chain (CA-CA > ``max_ca_distance`` or a dropped residue):
         ``"split"`` returns its pieces as separate chains (their ``source`` names the piece),
-        ``"skip"`` leaves the chain out, ``"error"`` raises :class:`DiffsciError`.
+        ``"skip"`` leaves the chain out, ``"error"`` raises :class:`DiffsciError`, ``"keep"``
+        returns the whole chain (its complete residues, in file order) and reports the breaks
+        in the ``"kept"`` report row (what :mod:`diffsci.protein.metrics` reads for evaluation).
     min_length
         Chains (or pieces) shorter than this are left out.
 

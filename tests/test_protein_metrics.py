@@ -348,7 +348,7 @@ def test_cli_bad_files_warn_and_go_on(tmp_path, capsys, real_chains):
     assert report["summary"]["n_samples"] == 2 and report["summary"]["n_reference"] == len(DSSP_CHAINS)
     assert "designability" not in report
     csv_lines = out.with_suffix(".csv").read_text().splitlines()
-    assert len(csv_lines) == 3 and csv_lines[0].startswith("file,length,")
+    assert len(csv_lines) == 3 and csv_lines[0].startswith("file,source_file,chain,length,chain_breaks,ca_ca_max,")
     assert sorted(p.name for p in out.parent.iterdir()) == ["m.csv", "m.json"]  # no temp files left
     assert "2 samples" in stdout
 
