@@ -403,3 +403,21 @@ def test_diverged_forecast_is_scored_not_refused(tmp_path):
     fc["t2m"] = fc["t2m"] + 1e4
     rc, out = evaluate(tmp_path, fc, truth_ds(TIMES, variables=("t2m",)))
     assert rc == 0 and strict_json(out)["variables"]["t2m"]["crps"][0] > 100 * ok
+
+
+def test_rank_histogram_keys_two_single_level_variables_and_climatology():
+    """Bug 9 alone (no levels, which crashed the old code earlier): two single-level variables
+    and an hourly climatology; every variable's rank histograms keyed by lead."""
+    fc = forecast_ds(INITS, [6, 12], 4, variables=("t2m",))
+    fc["u10"] = (fc["t2m"] - 288.0).assign_attrs(units="m s**-1")
+    truth = truth_ds(TIMES, variables=("t2m",))
+    truth["10m_u_component_of_wind"] = (truth["2m_temperature"] - 288.0).assign_attrs(units="m s**-1")
+    lat, lon = wf.grid(5, 8, descending=False)
+    vals = wf.fields(pd.date_range("2019-01-01", periods=24, freq="h"), (500,), lat, lon, seed=5)["t2m"][0]
+    clim = xr.Dataset({"t2m": (("hour", "latitude", "longitude"), vals),
+                       "u10": (("hour", "latitude", "longitude"), vals - 288.0)},
+                      coords={"hour": np.arange(24), "latitude": lat, "longitude": lon})
+    res = M.evaluate_forecast(fc, truth, climatology=clim)
+    assert list(res["rank_histogram"]) == ["t2m", "u10"]
+    for key, hist in res["rank_histogram"].items():
+        assert list(hist) == ["6", "12"], (key, list(hist))
