@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 
-COMMANDS: tuple[str, ...] = ("protein_bench", "weather_bench", "speed")
+COMMANDS: tuple[str, ...] = ("protein_bench", "motif_bench", "weather_bench", "speed")
 
 
 def register(subparsers) -> None:

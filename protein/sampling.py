@@ -14,8 +14,8 @@ of the input as its own fixed chain (the model's chain index tells the chains ap
 designs a new 60-80 residue chain beside it; chains with a designed segment are written first
 (A), fixed chains after (B), as RFdiffusion does. Each design redraws its scaffold lengths until
 the total lies in MIN_LENGTH..MAX_LENGTH and the optional total-length range (``contigmap.length``);
-a contig that can never fit is refused before sampling. The motif residues are held during sampling
-(see :func:`sample_one`).
+a contig that can never fit is refused before sampling. The motif residues are kept exact up to
+a rigid motion during sampling by :func:`diffsci.protein.motif.condition_on_motif`.
 
 Cyclic symmetry ``Cn``: the state holds n chains of L residues; after every step it is
 symmetrised (each chain mapped back by its n-fold rotation about z, averaged, rotations
@@ -36,11 +36,12 @@ import numpy as np
 import torch
 
 from diffsci.core.errors import DiffsciError
-from diffsci.core.samplers import fix_known, get_sampler
+from diffsci.core.samplers import get_sampler
 from diffsci.core.train import load_checkpoint
 from diffsci.core.utils import make_generator
 from diffsci.protein.diffusion import KIND, NM, ProteinCond, ProteinModelConfig, SelfConditioned, build_model, build_space
 from diffsci.protein.frames import backbone_from_frames, frames_from_backbone
+from diffsci.protein.motif import condition_on_motif
 
 __all__ = [
     "LoadedModel", "load_model", "default_checkpoint_path", "parse_contig", "parse_length_range", "Segment", "Contig",
@@ -577,10 +578,11 @@ def sample_one(lm: LoadedModel, n_res: int, generator, *, steps: int, sampler: s
     constraint = None
     if n_chains > 1:
         constraint = cyclic_constraint(n_chains)
-    if known is not None:
-        constraint = fix_known(space, known[0], known[1], mode="clean")
     cond = ProteinCond(mask, res_idx, chain)
     denoise = SelfConditioned(lm.model) if cfg.net.self_condition else lm.model
+    if known is not None:  # the motif follows the scaffold's frame (protein/motif.py)
+        denoise, constraint = condition_on_motif(space, denoise, known, constraint=constraint, generator=generator,
+                                                 chain_index=chain[0])
     return get_sampler(sampler)(denoise, x, times, space=space, cond=cond, generator=generator, constraint=constraint,
                                 callback=callback)
 

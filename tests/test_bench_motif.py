@@ -1,0 +1,79 @@
+"""The motif-scaffolding benchmark: its problems, its scores and an end-to-end tiny run."""
+
+import json
+
+import numpy as np
+import pytest
+
+from diffsci.benchmarks.motif_bench import junctions, motif_problems, score_design, summarise
+from diffsci.core.cli import main
+from diffsci.protein.dataset import bundled_dataset_path, load_dataset
+from diffsci.protein.metrics import psea_labels
+from diffsci.protein.sampling import parse_contig
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    return load_dataset(bundled_dataset_path())
+
+
+def test_problems_are_held_out_sse_motifs(dataset):
+    probs = motif_problems(dataset, "heldout", max_problems=6)
+    assert len(probs) == 6
+    assert {p.kind for p, _ in probs} == {"helix", "strand", "two-segment"}
+    held = {dataset.chain(int(i)).source for i in dataset.indices("heldout")}
+    for p, ch in probs:
+        assert p.source in held
+        sse = psea_labels(ch.coords)
+        want = {"helix": {"a"}, "strand": {"b"}, "two-segment": {"a", "b"}}[p.kind]
+        for first, last in p.segments:  # every motif residue is P-SEA helix/strand in the whole chain
+            idx = [int(np.nonzero(ch.res_ids == r)[0][0]) for r in range(first, last + 1)]
+            assert set(sse[idx]) <= want and len(set(sse[idx])) == 1
+        segs = parse_contig(p.contig)
+        assert [(s.lo, s.hi) for s in segs if s.chain] == list(p.segments)
+        assert len(p.segments) == (2 if p.kind == "two-segment" else 1)
+        assert sum(s.lo for s in segs if not s.chain) + sum(b - a + 1 for a, b in p.segments) >= 40
+        assert sum(s.hi for s in segs if not s.chain) + sum(b - a + 1 for a, b in p.segments) <= 100
+
+
+def _ideal_strand(n):
+    """A straight backbone: CA every 3.8 Å along x; N and C 1.46 / 1.52 Å off it (not ideal angles)."""
+    ca = np.stack([np.arange(n) * 3.8, np.zeros(n), np.zeros(n)], 1)
+    out = np.zeros((n, 4, 3))
+    out[:, 1] = ca
+    out[:, 0] = ca + [-0.5, 1.37, 0]
+    out[:, 2] = ca + [1.52, 0, 0]
+    out[:, 3] = ca + [2.1, -1.0, 0]
+    return out
+
+
+def test_score_design_against_hand_counts():
+    bb = _ideal_strand(20)
+    bb[12:, :, 0] += 2.0  # a 5.8 Å step between residues 11 and 12: one chain break
+    motif_index = np.arange(5, 12)
+    rot = np.array([[0, -1, 0], [1, 0, 0], [0, 0, 1.0]])
+    motif = bb[motif_index] @ rot.T + 7.0  # the same motif, moved rigidly
+    s = score_design(bb, motif_index, motif)
+    assert s["motif_rmsd"] < 1e-6
+    assert junctions(motif_index, 20) == [(4, 5), (11, 12)]
+    assert np.allclose(s["junction_ca_ca"], [3.8, 5.8])
+    assert s["chain_breaks"] == 1 and not s["success"]
+    assert np.isclose(s["ca_ca_ok"], 18 / 19)
+    s2 = score_design(_ideal_strand(20), motif_index, motif)
+    assert s2["chain_breaks"] == 0 and s2["success"]
+    agg = summarise([s, s2])
+    assert agg["junctions"] == 4 and agg["junction_within_0.5"] == 0.75 and agg["success_rate"] == 0.5
+    assert agg["designs_with_breaks"] == 1
+
+
+def test_bench_motif_cli_tiny(tmp_path):
+    out = tmp_path / "b"
+    assert main(["bench", "motif", "--out", str(out), "--problems", "1", "--num", "1", "--steps", "3", "--quiet"]) == 0
+    payload = json.loads((out / "results.json").read_text())
+    assert len(payload["problems"]) == 1 and payload["overall"]["designs"] == 1
+    row = payload["problems"][0]["rows"][0]
+    assert row["motif_rmsd"] < 1.0  # even in 3 steps the motif is exact
+    assert len(row["junction_ca_ca"]) == 4  # a two-segment problem: four junctions
+    report = (out / "report.md").read_text()
+    assert "| **all** |" in report and "diffsci bench motif" in report
+    assert (out / "motif_junctions.png").stat().st_size > 1000
