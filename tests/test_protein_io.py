@@ -293,3 +293,79 @@ def test_prepare_cli_missing_source(tmp_path, capsys):
     code = main(["protein", "prepare", str(tmp_path / "absent"), "--out", str(tmp_path / "x.npz")])
     captured = capsys.readouterr()
     assert code == 2 and "absent" in captured.err and "Traceback" not in captured.err
+
+
+# ----------------------------------------------------------------------------- issue 13: keep mode, NaN
+
+
+def test_keep_mode_returns_whole_chain_and_reports_breaks(chain, tmp_path):
+    """The evaluation reader: a gap (a missing residue, a long CA-CA) is reported, never split."""
+    atoms = to_atoms(chain)
+    atoms.coord[atoms.res_id > 40] += np.array([6.0, 0.0, 0.0], dtype=np.float32)
+    path = write_pdb_atoms(atoms[atoms.res_id != 20], tmp_path / "gaps.pdb")
+    (c,), report = read_report(path, on_break="keep")
+    assert len(c) == len(chain) - 1  # every complete residue, in file order
+    np.testing.assert_array_equal(c.res_ids, [i for i in range(1, len(chain) + 1) if i != 20])
+    np.testing.assert_allclose(c.coords, np.delete(atoms.coord.reshape(-1, 4, 3), 19, axis=0), atol=1e-3)
+    (row,) = [r for r in report if r.status == "kept"]
+    assert "2 chain break(s) kept, not split" in row.reason
+    assert " 19 and " in row.reason and " 21;" in row.reason and " 40 and " in row.reason and row.reason.endswith(" 41")
+    # the training reader still splits the same file
+    assert len(read_structure_chains(path, on_break="split")) == 3
+
+
+def _with_nan(path: pathlib.Path, res: int, atom: str = "CA") -> None:
+    lines = path.read_text().splitlines()
+    k = next(i for i, ln in enumerate(lines)
+             if ln.startswith("ATOM") and ln[12:16].strip() == atom and ln[22:26].strip() == str(res))
+    lines[k] = lines[k][:38] + f"{'nan':>8s}" + lines[k][46:]
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("on_break", ["split", "skip", "keep"])
+def test_nan_coordinates_refused_naming_file_and_residue(chain, tmp_path, on_break):
+    path = tmp_path / "nan.pdb"
+    write_backbone_pdb(path, chain.coords, sequence=chain.sequence)
+    _with_nan(path, 12)
+    with pytest.raises(DiffsciError, match=r"nan\.pdb: non-finite .*chain 'A' residue [A-Z]{3} 12 atom CA"):
+        read_structure_chains(path, on_break=on_break)
+    # a NaN in a chain that is not read does not matter
+    two = tmp_path / "two.pdb"
+    write_backbone_pdb(two, np.stack([chain.coords, chain.coords + 30.0]), chain_ids=["A", "B"])
+    _with_nan(two, 5)  # the first match: chain A
+    (b,) = read_structure_chains(two, chains=["B"])
+    assert np.isfinite(b.coords).all()
+
+
+def test_prepare_never_writes_nan(chain, tmp_path, capsys):
+    """Seen: prepare wrote NaN coordinates into a dataset."""
+    src = tmp_path / "src"
+    src.mkdir()
+    write_backbone_pdb(src / "good.pdb", chain.coords, sequence=chain.sequence)
+    write_backbone_pdb(src / "nan.pdb", chain.coords + 5.0, sequence=chain.sequence)
+    _with_nan(src / "nan.pdb", 7)
+    out = tmp_path / "ds.npz"
+    code = main(["protein", "prepare", str(src), "--out", str(out), "--min-length", "25"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert any("nan.pdb" in ln and "non-finite" in ln for ln in captured.out.splitlines()), captured.out
+    ds = load_dataset(out)
+    assert len(ds) == 1 and np.isfinite(ds.coords).all()
+    # only the NaN file: one clear error, nothing written
+    (src / "good.pdb").unlink()
+    out2 = tmp_path / "ds2.npz"
+    code = main(["protein", "prepare", str(src), "--out", str(out2), "--min-length", "25"])
+    captured = capsys.readouterr()
+    assert code == 2 and "no usable chains" in captured.err and "non-finite" in captured.out
+    assert not out2.exists()
+
+
+def test_dataset_refuses_nan(chain):
+    from diffsci.protein.dataset import BackboneDataset
+
+    coords = np.array(chain.coords)
+    coords[3, 1, 0] = np.nan
+    with pytest.raises(DiffsciError, match="NaN"):
+        BackboneDataset(coords=coords, offsets=np.array([0, len(chain)]), sequences=(chain.sequence,),
+                        chain_ids=("A",), res_ids=np.asarray(chain.res_ids), ins_codes=np.asarray(chain.ins_codes),
+                        provenance=({},), split=("train",), cluster_ids=np.array([0]))

@@ -182,6 +182,51 @@ def test_dssp_agrees_with_mkdssp_reference(real_chains, capsys):
     assert min(per_chain.values()) >= 0.90
 
 
+def test_dssp_equals_pydssp(real_chains):
+    """Our sparse DSSP == pydssp.assign (its dense L x L maps) on real chains, noisy copies of
+    them (bonds near the -0.5 kcal/mol cutoff) and a chain with a break (donor after it masked)."""
+    import pydssp
+
+    rng = np.random.default_rng(0)
+    compared = labelled = 0
+    for name in DSSP_CHAINS:
+        base = real_chains[name].coords.astype(np.float64)
+        for noise in (0.0, 0.3, 0.8):
+            x = base + rng.normal(scale=noise, size=base.shape)
+            ref = pydssp.assign(x, out_type="c3")
+            if noise > 0:  # noise can open a CA-CA gap: the donor after it has no H in ours
+                mask = np.ones(len(x), dtype=bool)
+                mask[1:] = np.linalg.norm(np.diff(x[:, 1], axis=0), axis=-1) <= 4.2
+                ref = pydssp.assign(x, donor_mask=mask, out_type="c3")
+            np.testing.assert_array_equal(M.dssp_labels(x), ref, err_msg=f"{name} noise {noise}")
+            compared += 1
+            labelled += int(np.sum(ref != "-"))
+    assert compared == 3 * len(DSSP_CHAINS) and labelled > 500
+    x = real_chains["1ahsA"].coords.astype(np.float64)
+    x[60:] += np.array([8.0, 0.0, 0.0])  # a break: no H-bond donated across it
+    mask = np.ones(len(x), dtype=bool)
+    mask[60] = False
+    np.testing.assert_array_equal(M.dssp_labels(x), pydssp.assign(x, donor_mask=mask, out_type="c3"))
+
+
+def test_dssp_search_radius_bounds_the_energy():
+    """Beyond the search radius no orientation reaches -0.5 kcal/mol (sampled worst cases)."""
+    rng = np.random.default_rng(1)
+    for co in (1.23, 1.5):
+        r = M._dssp_search_radius(co)
+        u = rng.normal(size=(200000, 3, 3))
+        u /= np.linalg.norm(u, axis=-1, keepdims=True)
+        nn = u[:, 0] * r * (1 + 1e-6)  # O at the origin, N just outside the radius
+        h, c = nn + 1.01 * u[:, 1], co * u[:, 2]
+
+        def d(a, b):
+            return np.linalg.norm(a - b, axis=-1)
+
+        e = 0.084 * 332 * (1 / np.linalg.norm(nn, axis=-1) + 1 / d(c, h) - 1 / np.linalg.norm(h, axis=-1) - 1 / d(c, nn))
+        assert e.min() > -0.5, (co, r, e.min())
+    assert M._dssp_search_radius(1.23) < 13.0  # about 12 Å for real carbonyls
+
+
 def test_dssp_ideal_helix_and_short_chain():
     helix = ideal_backbone(20, -57.0, -47.0)
     assert M.dssp_fractions(helix)["dssp_helix"] > 0.7
