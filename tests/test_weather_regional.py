@@ -196,3 +196,44 @@ def test_domain_split_across_the_seam_is_refused_in_one_line():
 
     with pytest.raises(DiffsciError, match="contiguous"):
         longitude_bounds(np.concatenate([np.arange(0, 41, 2.5), np.arange(330, 360, 2.5)]))
+
+
+# ------------------------------------------------------------- a domain across 0 deg (Europe)
+
+
+def test_domain_across_0_deg_opens_as_one_run_and_forecasts(regional, tmp_path):
+    """A European-style domain (-25..40E) stored as CDS writes it (-25..40) and as 335..360, 0..40
+    opens to one west-to-east run; a model trains on it and forecasts with boundary forcing."""
+    from diffsci.weather.data import open_weather
+
+    d, data, _ = regional
+    glob = xr.open_dataset(d / "global.nc")[["z", "u", "v", "vo"]]
+    west = glob.sel(longitude=slice(335, 360)).assign_coords(longitude=lambda x: x.longitude - 360)
+    east = glob.sel(longitude=slice(0, 40))
+    eu = xr.concat([west, east], "longitude").sel(latitude=slice(30, 70))
+    as_cds = tmp_path / "eu_cds.nc"
+    eu.to_netcdf(as_cds, engine="netcdf4")
+    wrapped = tmp_path / "eu_360.nc"
+    eu.assign_coords(longitude=np.mod(eu.longitude.values, 360.0)).to_netcdf(wrapped, engine="netcdf4")
+    a, b = open_weather(as_cds), open_weather(wrapped)
+    lon = a.longitude.values
+    assert np.all(np.diff(lon) > 0) and lon[0] < 0 < lon[-1]  # one run, west of 0 negative
+    np.testing.assert_array_equal(lon, b.longitude.values)
+    np.testing.assert_array_equal(a.z.values, b.z.values)
+    np.testing.assert_array_equal(a.z.values, eu.z.values.astype(np.float32))  # nothing reordered
+    w = cell_area_weights(a.latitude.values, lon)
+    assert np.allclose(w[:, 0], w[:, -1]) and np.isfinite(w).all()  # equal column widths
+    run = tmp_path / "run"
+    assert main(["weather", "train", "--data", str(wrapped), "--out", str(run), "--config", str(d / "cfg.json"),
+                 "--steps", "2", "--device", "cpu"]) == 0
+    times = eu.time.values
+    out = tmp_path / "f.nc"
+    assert main(["weather", "forecast", "--checkpoint", str(run / "latest.pt"), "--init", str(as_cds),
+                 "--boundary", str(wrapped), "--out", str(out), "--init-time", str(times[5])[:16],
+                 "--lead-hours", "2", "--members", "2", "--steps", "2", "--quiet"]) == 0
+    f = open_weather(out, forecast=True)
+    np.testing.assert_array_equal(f.longitude.values, lon)
+    band = boundary_mask(f.latitude.values, lon, 2)
+    got = f.z.isel(time=0, prediction_timedelta=0, realization=0).values
+    want = a.z.sel(time=f.time.values[0] + f.prediction_timedelta.values[0]).values
+    assert np.array_equal(got[band], want[band]) and not np.array_equal(got[~band], want[~band])

@@ -28,7 +28,8 @@ Internal convention (what :func:`open_weather` returns, everything else here ass
   ``pressure_level``, ``isobaricInhPa``, ``plev``, ``pressure``, ``lev``; hPa, converted from
   Pa when the units say so; ascending); ``latitude`` **ascending** (south -> north: files
   stored 90 -> -90 are flipped, so every input role and every checkpoint agree);
-  ``longitude`` in [0, 360) ascending (-180..180 is recognised and rolled);
+  ``longitude`` in [0, 360) ascending (-180..180 is recognised and rolled), except a regional
+  domain across 0 deg, which keeps one west-to-east run (-10..40, :func:`contiguous_longitudes`);
 * data variables transposed to ``([realization,] time, [prediction_timedelta,] [level,]
   latitude, longitude)``; float32, read lazily (dask chunks) so a file larger than memory
   streams;
@@ -72,6 +73,7 @@ __all__ = [
     "PHYSICAL_RANGES",
     "G",
     "normalize_layout",
+    "contiguous_longitudes",
     "open_weather",
     "time_step",
     "check_grid",
@@ -317,6 +319,26 @@ def _convert_units(ds: xr.Dataset, name: str) -> xr.Dataset:
     return ds
 
 
+def contiguous_longitudes(lon360) -> np.ndarray:
+    """Longitudes in [0, 360) -> the values the internal convention uses, same order.
+
+    A global grid, or a regional one that does not cross 0 deg, keeps [0, 360). A regional
+    domain across 0 deg (Europe: 350..359, 0..40) becomes one west-to-east run with negative
+    longitudes west of 0 (-10..40), so that sorting keeps its columns contiguous. Global: the
+    largest circular gap between sorted columns is at most 1.5 times the median gap.
+    """
+    lon = np.asarray(lon360, dtype=np.float64)
+    if lon.size < 2:
+        return lon
+    s = np.sort(lon)
+    gaps = np.diff(np.concatenate([s, s[:1] + 360.0]))
+    k = int(np.argmax(gaps))
+    if gaps[k] <= 1.5 * np.median(gaps) + 1e-9 or k == s.size - 1:
+        return lon  # global, or the domain's gap is already the one across 0 deg
+    east_start = s[k + 1]  # columns from here to 360 lie west of 0 deg in the domain
+    return np.where(lon >= east_start, lon - 360.0, lon)
+
+
 def normalize_layout(ds: xr.Dataset, *, path=None, forecast: bool = False) -> xr.Dataset:
     """Bring a dataset in any recognised layout to the internal convention (module docstring).
 
@@ -402,11 +424,13 @@ def normalize_layout(ds: xr.Dataset, *, path=None, forecast: bool = False) -> xr
     if np.any(np.abs(lat) > 90 + 1e-6):
         raise DiffsciError(f"{name}: latitude outside [-90, 90]")
     lon = np.asarray(ds["longitude"].values, dtype=np.float64)
-    _check_monotonic(lon, "longitude", name)
+    # a regional domain across 0 deg may be stored as 350..359, 0..40: monotonic once unwrapped
+    _check_monotonic(np.unwrap(lon, period=360.0) if lon.size > 1 else lon, "longitude", name)
     lon360 = np.mod(lon, 360.0)
     lon360[np.isclose(lon360, 360.0)] = 0.0
     if np.unique(np.round(lon360, 6)).size != lon360.size:
         raise DiffsciError(f"{name}: longitude has duplicate values modulo 360")
+    lon360 = contiguous_longitudes(lon360)
     lat_attrs = {k: a for k, a in ds["latitude"].attrs.items() if k not in ("stored_direction", "actual_range")}
     lon_attrs = {k: a for k, a in ds["longitude"].attrs.items() if k != "actual_range"}
     ds = ds.assign_coords(latitude=("latitude", lat, lat_attrs), longitude=("longitude", lon360, lon_attrs))
@@ -629,7 +653,8 @@ def check_output_path(out, *, inputs=(), folder: bool = False, flag: str = "--ou
 def check_grid(ds: xr.Dataset, latitude, longitude, *, what: str = "checkpoint", atol: float = 1e-3) -> None:
     """Raise :class:`DiffsciError` unless ``ds`` is on the grid (latitude, longitude).
 
-    Both are compared in the internal convention (ascending latitude, longitude in [0, 360)).
+    Both are compared in the internal convention (ascending latitude, longitude in [0, 360) or one
+    contiguous run for a regional domain across 0 deg).
     """
     name = ds.attrs.get("diffsci_source", "<dataset>")
     lat = np.asarray(ds["latitude"].values, dtype=np.float64)
