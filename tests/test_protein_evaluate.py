@@ -350,7 +350,10 @@ def test_json_is_strict(tmp_path, capsys):
     rep = _strict_json(out)
     tiny = next(r for r in rep["per_sample"] if r["file"] == "tiny.pdb")
     assert tiny["rama_alpha"] is None and tiny["length"] == 2
-    assert rep["pairwise_tm"][1][2] is None  # pair.pdb:A vs pair.pdb:B
+    names = [r["file"] for r in rep["per_sample"]]
+    assert names == ["pair.pdb:A", "pair.pdb:B", "tiny.pdb"]
+    assert rep["pairwise_tm"][0][1] is None and rep["pairwise_tm"][1][0] is None  # copies: not aligned
+    assert rep["pairwise_tm"][0][2] is None  # TM-align needs 3 residues
 
 
 def test_index_files_are_not_warned_about(tmp_path, capsys):
