@@ -909,8 +909,9 @@ class EvalSample:
     ----------
     name : str
         ``file`` or ``file:chain`` (see :func:`read_samples`); the ``file`` column of the report.
-    file : str
+    file : str or None
         The file name; chains of one file are one design (see :func:`evaluate_structures`).
+        None for an in-memory sample (each is its own design).
     chain : str or None
         Author chain id (None for in-memory samples).
     coords : np.ndarray
@@ -920,7 +921,7 @@ class EvalSample:
     """
 
     name: str
-    file: str
+    file: str | None
     chain: str | None
     coords: np.ndarray
     res_ids: np.ndarray | None = None
@@ -1074,7 +1075,7 @@ def _as_sample(item) -> EvalSample:
     if isinstance(item, EvalSample):
         return item
     name, coords = item
-    return EvalSample(str(name), str(name), None, coords)
+    return EvalSample(str(name), None, None, coords)
 
 
 def evaluate_structures(
@@ -1146,7 +1147,7 @@ def evaluate_structures(
         for row in rows:
             row["max_tm_reference"] = None
         n_ref = 0
-    groups = [smp.file for smp in samples]
+    groups = _groups(smp.file for smp in samples)
     tm = pairwise_tm(ca_list, groups=groups, progress=progress)
     skipped = sum(
         1 for i in range(len(ca_list)) for j in range(len(ca_list))
@@ -1171,9 +1172,14 @@ def subset_evaluation(result: dict[str, Any], indices: Sequence[int], *, thresho
     return _assemble_evaluation(rows, tm, result["summary"]["n_reference"], thresholds, link)
 
 
+def _groups(files) -> list[Any]:
+    """Design labels: the file name, or a label of its own for an in-memory sample (file None)."""
+    return [("file", f) if f is not None else ("item", k) for k, f in enumerate(files)]
+
+
 def _assemble_evaluation(rows, tm, n_ref, thresholds, link) -> dict[str, Any]:
     n = len(rows)
-    groups = [r.get("source_file", r["file"]) for r in rows]
+    groups = _groups(r.get("source_file") for r in rows)
     n_files = len(set(groups))
     tm = np.asarray(tm, dtype=np.float64)
     off = tm[~np.eye(n, dtype=bool)]

@@ -391,3 +391,14 @@ def test_long_chain_has_no_dense_pair_arrays():
     assert peak < 30e6, peak / 1e6  # measured 14 MB (the old code: several dense L x L arrays, > 200 MB)
     assert m["length"] == 3000 and m["chain_breaks"] == 99
     assert m["dssp_helix"] > 0.8 and m["helix"] > 0.8
+
+
+def test_in_memory_items_are_each_their_own_design():
+    """Only chains of one *file* are grouped: in-memory items (even with equal names) are all compared."""
+    h = ideal_backbone(30, -57.0, -47.0)
+    res = M.evaluate_structures([("x", h), ("x", h + 5.0), ("y", ideal_backbone(30, -120.0, 130.0))], progress=False)
+    tm = np.array(res["pairwise_tm"], dtype=float)
+    assert np.isfinite(tm).all() and tm[0, 1] == pytest.approx(1.0, abs=1e-6)
+    assert res["summary"]["n_files"] == 3 and [r["source_file"] for r in res["per_sample"]] == [None] * 3
+    sub = M.subset_evaluation(res, [0, 1])
+    assert sub["summary"]["clusters_tm0.5"] == 1 and sub["summary"]["cluster_fraction_tm0.5"] == pytest.approx(0.5)
