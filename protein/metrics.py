@@ -104,6 +104,7 @@ __all__ = [
     "radius_of_gyration",
     "psea_labels",
     "psea_fractions",
+    "dssp_hbonds",
     "dssp_labels",
     "dssp_fractions",
     "backbone_geometry_deviation",
@@ -168,7 +169,7 @@ NUMERIC_FIELDS: tuple[str, ...] = (
     "rama_other",
     "max_tm_reference",
 )
-"""Numeric per-sample fields, in the order of the CSV columns (after ``file``)."""
+"""Numeric per-sample fields, in the order of the CSV columns (after ``file``, ``source_file``, ``chain``)."""
 
 
 # ----------------------------------------------------------------------------- checks
