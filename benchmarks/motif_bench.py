@@ -6,13 +6,13 @@ problems): a continuous helix, a continuous strand, and discontinuous two-segmen
 (two secondary-structure elements with a loop between them), chosen by biotite's P-SEA
 (``annotate_sse``) on the whole chain. Each chain is written as a PDB file (chain A, its own
 residue numbers and sequence) and designed through the public API
-(:func:`diffsci.protein.sampling.sample_backbones` with an RFdiffusion-style contig such as
-``10-30/A163-176/10-30``).
+(:func:`diffsci.protein.sampling.sample_backbones` with an RFdiffusion contig such as
+``[13-33/A27-40/13-33]``).
 
 Per design: motif RMSD (N, CA, C after Kabsch superposition), the CA-CA distance at every
 motif-scaffold junction, the fraction of consecutive CA-CA within 3.8 +- 0.3 Å over the chain
 (:func:`diffsci.protein.metrics.ca_ca_stats`), CA clashes (:func:`~diffsci.protein.metrics.ca_clashes`),
-chain breaks (consecutive CA-CA > 4.2 Å) and success (motif RMSD < 1 Å, no chain break,
+chain breaks (consecutive CA-CA > 4.2 Å, :func:`~diffsci.protein.metrics.chain_breaks`) and success (motif RMSD < 1 Å, no chain break,
 CA-CA ok >= 0.9).
 """
 
@@ -30,7 +30,6 @@ from diffsci.core.utils import atomic_output
 
 __all__ = ["MotifProblem", "motif_problems", "score_design", "run_benchmark", "add_parser"]
 
-BREAK_CA = 4.2  # Å: a consecutive CA-CA above this is a chain break
 RMSD_OK = 1.0  # Å
 CA_OK = 0.9
 JUNCTION_TOL = (0.5, 0.3)  # Å around 3.8
@@ -125,7 +124,7 @@ def motif_problems(ds, split: str = "heldout", *, max_problems: int | None = Non
         if len(segs) == 1:
             lo, hi = _flank(motif_len, motif_len, total_max)
             a, b = segs[0]
-            contig = f"{lo}-{hi}/A{res[a]}-{res[b - 1]}/{lo}-{hi}"
+            contig = f"[{lo}-{hi}/A{res[a]}-{res[b - 1]}/{lo}-{hi}]"
         else:
             (a1, b1), (a2, b2) = segs
             gap = a2 - b1
@@ -133,7 +132,7 @@ def motif_problems(ds, split: str = "heldout", *, max_problems: int | None = Non
             g_lo = max(int(np.ceil(d / 3.4)), gap - 3, 1)
             g_hi = max(g_lo, gap + 3)
             lo, hi = _flank(motif_len + g_lo, motif_len + g_hi, total_max)
-            contig = f"{lo}-{hi}/A{res[a1]}-{res[b1 - 1]}/{g_lo}-{g_hi}/A{res[a2]}-{res[b2 - 1]}/{lo}-{hi}"
+            contig = f"[{lo}-{hi}/A{res[a1]}-{res[b1 - 1]}/{g_lo}-{g_hi}/A{res[a2]}-{res[b2 - 1]}/{lo}-{hi}]"
         seg_ids = tuple((int(res[a]), int(res[b - 1])) for a, b in segs)
         out.append((MotifProblem(f"{kind}:{label}", kind, ch.source, seg_ids, contig), ch))
         if max_problems and len(out) >= max_problems:
@@ -166,21 +165,20 @@ def junctions(motif_index: np.ndarray, length: int) -> list[tuple[int, int]]:
 
 def score_design(coords: np.ndarray, motif_index: np.ndarray, motif_coords: np.ndarray) -> dict:
     """Scores of one design. coords (L, 4, 3) Å; motif_index (M,); motif_coords (M, 4, 3) Å."""
-    from diffsci.protein.metrics import ca_ca_stats, ca_clashes
+    from diffsci.protein.metrics import ca_ca_stats, ca_clashes, chain_breaks
 
     coords = np.asarray(coords, dtype=np.float64)
     ca = coords[:, 1]
     got = coords[motif_index][:, :3].reshape(-1, 3)
     want = np.asarray(motif_coords, dtype=np.float64)[:, :3].reshape(-1, 3)
-    steps = np.linalg.norm(np.diff(ca, axis=0), axis=-1)
     junc = [float(np.linalg.norm(ca[j] - ca[i])) for i, j in junctions(motif_index, len(ca))]
     _, ok = ca_ca_stats(ca)
     n_clash, clash_frac = ca_clashes(ca)
     rmsd = _kabsch_rmsd(got, want)
-    breaks = int(np.sum(steps > BREAK_CA))
+    breaks, max_step = chain_breaks(ca)
     return {"length": int(len(ca)), "motif_rmsd": rmsd, "junction_ca_ca": junc, "ca_ca_ok": ok,
             "clashes": int(n_clash), "clash_fraction": clash_frac, "chain_breaks": breaks,
-            "max_ca_ca": float(steps.max()),
+            "max_ca_ca": max_step,
             "success": bool(rmsd < RMSD_OK and breaks == 0 and ok >= CA_OK)}
 
 
@@ -192,7 +190,9 @@ def _within(values, tol: float) -> float | None:
 def summarise(rows: list[dict]) -> dict:
     """Aggregate per-design rows: means, junction fractions within 3.8 +- 0.5 / 0.3 Å, success rate."""
     junc = [d for r in rows for d in r["junction_ca_ca"]]
+    nll = [r["mpnn_nll_proxy"] for r in rows if r.get("mpnn_nll_proxy") is not None]
     return {"designs": len(rows),
+            "mpnn_nll_proxy_mean": float(np.mean(nll)) if nll else None,
             "motif_rmsd_mean": float(np.mean([r["motif_rmsd"] for r in rows])),
             "motif_rmsd_max": float(np.max([r["motif_rmsd"] for r in rows])),
             "junctions": len(junc),
@@ -204,12 +204,17 @@ def summarise(rows: list[dict]) -> dict:
             "success_rate": float(np.mean([r["success"] for r in rows]))}
 
 
-def run_problems(lm, problems, folder: Path, *, num: int, steps: int, seed: int, log=None) -> list[dict]:
-    """Design ``num`` backbones per problem; returns one result dict per problem (rows + summary)."""
+def run_problems(lm, problems, folder: Path, *, num: int, steps: int, seed: int, log=None,
+                 designability: bool = False) -> list[dict]:
+    """Design ``num`` backbones per problem; returns one result dict per problem (rows + summary).
+
+    ``designability``: add ProteinMPNN's ``mpnn_nll_proxy`` per design, all designs in one
+    ProteinMPNN run (:func:`diffsci.protein.designability.designability` without a folding
+    backend: a proxy, not a designability rate)."""
     from diffsci.protein.sampling import load_motif, sample_backbones
 
     folder.mkdir(parents=True, exist_ok=True)
-    results = []
+    results, coords = [], []
     for k, (prob, chain) in enumerate(problems):
         t0 = time.time()
         path = write_motif_file(chain, folder / f"motif_{k:02d}.pdb")
@@ -223,10 +228,20 @@ def run_problems(lm, problems, folder: Path, *, num: int, steps: int, seed: int,
         res = {"problem": asdict(prob), "motif_file": path.name, "rows": rows, "summary": summarise(rows),
                "seconds": round(time.time() - t0, 1)}
         results.append(res)
+        coords.append([d.coords[0] for d in designs])
         if log:
             s = res["summary"]
             log(f"{prob.name} {prob.contig}: rmsd max {s['motif_rmsd_max']:.2f}, junctions "
                 f"{s['junction_within_0.5']:.2f} within 0.5 Å, success {s['success_rate']:.2f} ({res['seconds']} s)")
+    if designability:
+        from diffsci.protein.designability import designability as mpnn
+
+        items = [(f"p{k}_{j}", c) for k, cs in enumerate(coords) for j, c in enumerate(cs)]
+        nll = iter(r["mpnn_nll_proxy"] for r in mpnn(items, None, progress=False))
+        for res in results:
+            for row in res["rows"]:
+                row["mpnn_nll_proxy"] = next(nll)
+            res["summary"] = summarise(res["rows"])
     return results
 
 
@@ -261,15 +276,17 @@ def _report(out: Path, payload: dict, png: Path) -> None:
              "Motif RMSD over N, CA, C after superposition; junction: CA-CA across each motif-scaffold boundary; "
              "CA-CA ok: fraction of consecutive CA-CA within 3.8 ± 0.3 Å; break: CA-CA > 4.2 Å; "
              "success: RMSD < 1 Å, no break, CA-CA ok >= 0.9. Designability (ProteinMPNN + refolding) is not "
-             "computed: no folding backend offline.", "",
-             "| problem | contig | n | RMSD mean / max (Å) | junctions | within ±0.5 | within ±0.3 | CA-CA ok | clash | breaks | success |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "computed: no folding backend offline; MPNN NLL (with `--designability`) is ProteinMPNN's mean "
+             "negative log-likelihood of its designed sequences, a proxy only (lower: easier to design).", "",
+             "| problem | contig | n | RMSD mean / max (Å) | junctions | within ±0.5 | within ±0.3 | CA-CA ok | clash | breaks | success | MPNN NLL |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in payload["problems"] + [{"problem": {"name": "**all**", "contig": ""}, "summary": payload["overall"]}]:
         s = r["summary"]
         lines.append(f"| {r['problem']['name']} | `{r['problem']['contig']}` | {s['designs']} | "
                      f"{fmt(s['motif_rmsd_mean'])} / {fmt(s['motif_rmsd_max'])} | {s['junctions']} | "
                      f"{fmt(s['junction_within_0.5'])} | {fmt(s['junction_within_0.3'])} | {fmt(s['ca_ca_ok_mean'])} | "
-                     f"{fmt(s['clash_fraction_mean'], 4)} | {s['designs_with_breaks']} | {fmt(s['success_rate'])} |")
+                     f"{fmt(s['clash_fraction_mean'], 4)} | {s['designs_with_breaks']} | {fmt(s['success_rate'])} | "
+                     f"{fmt(s['mpnn_nll_proxy_mean'])} |")
     lines += ["", f"![junctions]({png.name})", ""]
     with atomic_output(out / "report.md") as tmp:
         tmp.write_text("\n".join(lines))
@@ -277,7 +294,7 @@ def _report(out: Path, payload: dict, png: Path) -> None:
 
 def run_benchmark(out, *, quick: bool = False, num: int | None = None, steps: int | None = None,
                   problems: int | None = None, checkpoint=None, seed: int = 0, split: str = "heldout",
-                  progress: bool = True) -> dict:
+                  progress: bool = True, designability: bool = False) -> dict:
     """Run the benchmark into ``out`` (``results.json``, ``report.md``, ``motif_junctions.png``,
     and the motif PDB files under ``motifs/``); returns the JSON payload."""
     import torch
@@ -297,9 +314,15 @@ def run_benchmark(out, *, quick: bool = False, num: int | None = None, steps: in
     ds = load_dataset(bundled_dataset_path())
     probs = motif_problems(ds, split, max_problems=n_problems)
     lm = load_model(checkpoint)
-    results = run_problems(lm, probs, out / "motifs", num=num, steps=steps, seed=seed, log=log)
+    if designability:
+        from diffsci.protein.designability import require_proteinmpnn
+
+        require_proteinmpnn()  # before any sampling
+    results = run_problems(lm, probs, out / "motifs", num=num, steps=steps, seed=seed, log=log,
+                           designability=designability)
     overall = summarise([row for r in results for row in r["rows"]])
-    command = ["diffsci", "bench", "motif", "--out", str(out)] + (["--quick"] if quick else [])
+    command = ["diffsci", "bench", "motif", "--out", str(out)] + (["--quick"] if quick else []) + (
+        ["--designability"] if designability else [])
     payload = to_jsonable({"command": " ".join(command), "checkpoint": lm.source, "split": split, "num": num,
                            "steps": steps, "seed": seed, "problems": results, "overall": overall,
                            "wall_s": round(time.time() - t_start, 1)})
@@ -315,7 +338,7 @@ def run_benchmark(out, *, quick: bool = False, num: int | None = None, steps: in
 
 def _run(args) -> int:
     run_benchmark(args.out, quick=args.quick, num=args.num, steps=args.steps, problems=args.problems,
-                  checkpoint=args.checkpoint, seed=args.seed, progress=not args.quiet)
+                  checkpoint=args.checkpoint, seed=args.seed, progress=not args.quiet, designability=args.designability)
     return 0
 
 
@@ -329,5 +352,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--problems", type=int, help="number of problems (default: 6 with --quick, else one per held-out chain)")
     p.add_argument("--checkpoint")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--designability", action="store_true",
+                   help="add ProteinMPNN's sequence-likelihood proxy per design (needs proteinmpnn; no refolding)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_run)

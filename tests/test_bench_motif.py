@@ -77,3 +77,26 @@ def test_bench_motif_cli_tiny(tmp_path):
     report = (out / "report.md").read_text()
     assert "| **all** |" in report and "diffsci bench motif" in report
     assert (out / "motif_junctions.png").stat().st_size > 1000
+
+
+def test_bench_motif_designability_proxy_lands_on_its_design(tmp_path, monkeypatch):
+    """--designability: one ProteinMPNN run for all designs; each NLL goes back to its own row
+    (a stand-in for ProteinMPNN returns each backbone's length as its NLL)."""
+    import diffsci.protein.designability as des
+
+    calls = []
+
+    def fake(items, backend, *a, progress=True):
+        calls.append(len(items))
+        return [{"mpnn_nll_proxy": float(len(c))} for _, c in items]
+
+    monkeypatch.setattr(des, "designability", fake)
+    monkeypatch.setattr(des, "require_proteinmpnn", lambda: None)
+    from diffsci.benchmarks.motif_bench import run_benchmark
+
+    payload = run_benchmark(tmp_path / "d", problems=2, num=2, steps=2, progress=False, designability=True)
+    assert calls == [4]
+    for res in payload["problems"]:
+        assert [r["mpnn_nll_proxy"] for r in res["rows"]] == [r["length"] for r in res["rows"]]
+        assert np.isclose(res["summary"]["mpnn_nll_proxy_mean"], np.mean([r["length"] for r in res["rows"]]))
+    assert "--designability" in payload["command"]
