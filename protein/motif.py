@@ -167,7 +167,7 @@ def spread_weights(index: torch.Tensor, n_res: int, taper: int, chain_index=None
             w[p, col[left]], w[p, col[right]] = 1 - f, f
         elif left is not None:
             w[p, col[left]] = max(0.0, 1 - (p - left) / (taper + 1))
-        else:
+        elif right is not None:
             w[p, col[right]] = max(0.0, 1 - (right - p) / (taper + 1))
     return w
 

@@ -162,3 +162,17 @@ def test_two_segment_motif_scaffold_joins_the_motif(tmp_path, monkeypatch):
 
     assert junction_ok("align") >= 0.9
     assert junction_ok("fixed") < 0.6  # the old behaviour, kept as a method: this test can fail
+
+
+def test_spread_weights_stay_in_their_chain():
+    """Binder layout: a designed chain 0 without motif beside an all-motif target chain 1; a
+    chain-0 scaffold with one motif residue: nothing is carried across the chain boundary."""
+    from diffsci.protein.motif import spread_weights
+
+    chain = torch.tensor([0] * 5 + [1] * 4)
+    w = spread_weights(torch.tensor([5, 6, 7, 8]), 9, taper=3, chain_index=chain)
+    assert (w[:5] == 0).all() and torch.equal(w[5:], torch.eye(4, dtype=w.dtype))
+    chain = torch.tensor([0] * 4 + [1] * 4)
+    w = spread_weights(torch.tensor([2, 5]), 8, taper=3, chain_index=chain)
+    assert torch.allclose(w[:, 0], torch.tensor([0.5, 0.75, 1, 0.75, 0, 0, 0, 0], dtype=w.dtype))
+    assert torch.allclose(w[:, 1], torch.tensor([0, 0, 0, 0, 0.75, 1, 0.75, 0.5], dtype=w.dtype))
