@@ -12,8 +12,8 @@ residue numbers and sequence) and designed through the public API
 Per design: motif RMSD (N, CA, C after Kabsch superposition), the CA-CA distance at every
 motif-scaffold junction, the fraction of consecutive CA-CA within 3.8 +- 0.3 Å over the chain
 (:func:`diffsci.protein.metrics.ca_ca_stats`), CA clashes (:func:`~diffsci.protein.metrics.ca_clashes`),
-chain breaks (consecutive CA-CA > 4.2 Å, :func:`~diffsci.protein.metrics.chain_breaks`) and success (motif RMSD < 1 Å, no chain break,
-CA-CA ok >= 0.9).
+chain breaks (consecutive CA-CA > 4.2 Å, :func:`~diffsci.protein.metrics.chain_breaks`) and
+success (motif RMSD < 1 Å, no chain break, CA-CA ok >= 0.9).
 """
 
 from __future__ import annotations
@@ -271,14 +271,16 @@ def _plot(out: Path, results: list[dict]) -> Path:
 def _report(out: Path, payload: dict, png: Path) -> None:
     fmt = lambda v, p=2: "n/a" if v is None else f"{v:.{p}f}"  # noqa: E731
     lines = ["# Motif-scaffolding benchmark", "", f"Command: `{payload['command']}`  ",
-             f"Checkpoint: `{payload['checkpoint']}`; split `{payload['split']}`; {payload['num']} designs per problem, "
+             f"Checkpoint: `{payload['checkpoint']}`; split `{payload['split']}`; "
+             f"{payload['num']} designs per problem, "
              f"{payload['steps']} steps, seed {payload['seed']}; wall time {payload['wall_s']} s.", "",
              "Motif RMSD over N, CA, C after superposition; junction: CA-CA across each motif-scaffold boundary; "
              "CA-CA ok: fraction of consecutive CA-CA within 3.8 ± 0.3 Å; break: CA-CA > 4.2 Å; "
              "success: RMSD < 1 Å, no break, CA-CA ok >= 0.9. Designability (ProteinMPNN + refolding) is not "
              "computed: no folding backend offline; MPNN NLL (with `--designability`) is ProteinMPNN's mean "
              "negative log-likelihood of its designed sequences, a proxy only (lower: easier to design).", "",
-             "| problem | contig | n | RMSD mean / max (Å) | junctions | within ±0.5 | within ±0.3 | CA-CA ok | clash | breaks | success | MPNN NLL |",
+             "| problem | contig | n | RMSD mean / max (Å) | junctions | within ±0.5 | within ±0.3 | CA-CA ok | clash "
+             "| breaks | success | MPNN NLL |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in payload["problems"] + [{"problem": {"name": "**all**", "contig": ""}, "summary": payload["overall"]}]:
         s = r["summary"]
@@ -331,7 +333,8 @@ def run_benchmark(out, *, quick: bool = False, num: int | None = None, steps: in
         tmp.write_text(json.dumps(payload, indent=1, allow_nan=False))
     _report(out, payload, png)
     if log:
-        log(f"overall: success {overall['success_rate']:.2f}, junctions within 0.5 Å {overall['junction_within_0.5']}; "
+        log(f"overall: success {overall['success_rate']:.2f}, "
+            f"junctions within 0.5 Å {overall['junction_within_0.5']}; "
             f"{out / 'report.md'} in {payload['wall_s']} s")
     return payload
 
@@ -349,7 +352,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--quick", action="store_true", help="6 problems x 4 designs at 100 steps (~5 min on 2 CPU cores)")
     p.add_argument("--num", type=int, help="designs per problem (default 4)")
     p.add_argument("--steps", type=int, help="sampling steps (default 100)")
-    p.add_argument("--problems", type=int, help="number of problems (default: 6 with --quick, else one per held-out chain)")
+    p.add_argument("--problems", type=int,
+                   help="number of problems (default: 6 with --quick, else one per held-out chain)")
     p.add_argument("--checkpoint")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--designability", action="store_true",

@@ -32,7 +32,8 @@ def test_kabsch_never_reflects():
     """A mirrored target: the best proper rotation, det +1, against an independent numpy Kabsch."""
     g = torch.Generator().manual_seed(2)
     p = torch.randn(1, 7, 3, generator=g, dtype=torch.float64)
-    q = p * torch.tensor([1.0, 1.0, -1.0], dtype=torch.float64) + 0.01 * torch.randn(1, 7, 3, generator=g, dtype=torch.float64)
+    mirror = torch.tensor([1.0, 1.0, -1.0], dtype=torch.float64)
+    q = p * mirror + 0.01 * torch.randn(1, 7, 3, generator=g, dtype=torch.float64)
     r, c = kabsch(p, q)
     assert torch.allclose(torch.linalg.det(r), torch.ones(1, dtype=torch.float64))
     a, b = p[0].numpy(), q[0].numpy()
