@@ -188,7 +188,7 @@ def condition_on_motif(space, denoise: Callable, known, *, method: str = "align"
     known
         ``((trans (1, N, 3) nm, rots (1, N, 3, 3)), mask (1, N) bool)``: the motif's frames at
         the motif positions (centred motif; other entries ignored), as
-        :func:`diffsci.protein.sampling._layout` builds it.
+        :func:`diffsci.protein.sampling.draw_layout` builds it (``Layout.known``).
     method
         ``"align"`` (default), ``"fixed"`` or ``"noised"`` (see the module docstring).
     taper
