@@ -5,6 +5,7 @@ Public API (imported lazily, so ``diffsci --help`` stays fast)::
     from diffsci.protein import read_structure_chains, load_dataset, bundled_dataset_path
     from diffsci.protein import load_model, sample_backbones, write_backbone_pdb
     from diffsci.protein import evaluate_structures, sample_metrics
+    from diffsci.protein import parse_contig, load_motif, condition_on_motif, read_remarks
 """
 
 from importlib import import_module
@@ -18,6 +19,9 @@ _EXPORTS = {
     "FrameDenoiserNet": "model", "FrameNetConfig": "model",
     "ProteinModelConfig": "diffusion", "BackboneTask": "diffusion", "build_model": "diffusion", "build_space": "diffusion",
     "load_model": "sampling", "sample_backbones": "sampling", "parse_contig": "sampling", "load_motif": "sampling",
+    "draw_layout": "sampling", "resolve_contig": "sampling",
+    "condition_on_motif": "motif", "AlignedMotif": "motif", "kabsch": "motif",
+    "read_remarks": "pdb_io",
     "evaluate_structures": "metrics", "evaluate_folder": "metrics", "sample_metrics": "metrics", "pairwise_tm": "metrics",
 }
 __all__ = sorted(_EXPORTS)

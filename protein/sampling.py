@@ -463,7 +463,8 @@ class Design:
     input residue names (``A163``, ``A52A``). ``residue_names`` (N,): three-letter names (the
     motif's from its file, GLY elsewhere; None: all GLY). ``drawn_contig``: the contig with the
     drawn scaffold lengths (``12/A163-181/25``). ``trajectory``: the model's clean prediction
-    x0_hat at every step (before constraints), each (S, N, 4, 3) Å, with ``trajectory_times``.
+    x0_hat at every step as the sampler receives it (a motif design's holds the aligned motif; the
+    symmetry constraint comes after), each (S, N, 4, 3) Å, with ``trajectory_times``.
     ``length`` is the chain length for ``--length`` designs and the total for contig designs."""
 
     name: str
