@@ -205,8 +205,11 @@ def summarise(rows: list[dict]) -> dict:
 
 
 def run_problems(lm, problems, folder: Path, *, num: int, steps: int, seed: int, log=None,
-                 designability: bool = False) -> list[dict]:
+                 designability: bool = False, method: str = "align", taper: int | None = None) -> list[dict]:
     """Design ``num`` backbones per problem; returns one result dict per problem (rows + summary).
+
+    ``method``, ``taper``: how the motif is held (:func:`diffsci.protein.motif.condition_on_motif`;
+    ``"fixed"`` reproduces the sampler before issue 13; taper None: the default).
 
     ``designability``: add ProteinMPNN's ``mpnn_nll_proxy`` per design, all designs in one
     ProteinMPNN run (:func:`diffsci.protein.designability.designability` without a folding
@@ -219,7 +222,7 @@ def run_problems(lm, problems, folder: Path, *, num: int, steps: int, seed: int,
         t0 = time.time()
         path = write_motif_file(chain, folder / f"motif_{k:02d}.pdb")
         designs = sample_backbones(lm, [], num, seed=seed, steps=steps, motif=load_motif(path), contig=prob.contig,
-                                   progress=False)
+                                   progress=False, motif_method=method, **({} if taper is None else {"motif_taper": taper}))
         rows = []
         for d in designs:
             row = score_design(d.coords[0], d.motif_index, d.motif_coords)
@@ -296,7 +299,8 @@ def _report(out: Path, payload: dict, png: Path) -> None:
 
 def run_benchmark(out, *, quick: bool = False, num: int | None = None, steps: int | None = None,
                   problems: int | None = None, checkpoint=None, seed: int = 0, split: str = "heldout",
-                  progress: bool = True, designability: bool = False) -> dict:
+                  progress: bool = True, designability: bool = False, method: str = "align",
+                  taper: int | None = None) -> dict:
     """Run the benchmark into ``out`` (``results.json``, ``report.md``, ``motif_junctions.png``,
     and the motif PDB files under ``motifs/``); returns the JSON payload."""
     import torch
@@ -321,12 +325,24 @@ def run_benchmark(out, *, quick: bool = False, num: int | None = None, steps: in
 
         require_proteinmpnn()  # before any sampling
     results = run_problems(lm, probs, out / "motifs", num=num, steps=steps, seed=seed, log=log,
-                           designability=designability)
+                           designability=designability, method=method, taper=taper)
     overall = summarise([row for r in results for row in r["rows"]])
     command = ["diffsci", "bench", "motif", "--out", str(out)] + (["--quick"] if quick else []) + (
-        ["--designability"] if designability else [])
+        ["--designability"] if designability else []) + ([] if split == "heldout" else ["--split", split]) + (
+        [] if method == "align" else ["--method", method]) + ([] if taper is None else ["--taper", str(taper)])
+    if num != 4:
+        command += ["--num", str(num)]
+    if steps != 100:
+        command += ["--steps", str(steps)]
+    if n_problems is not None and not (quick and n_problems == 6):
+        command += ["--problems", str(n_problems)]
+    if seed != 0:
+        command += ["--seed", str(seed)]
+    if checkpoint is not None:
+        command += ["--checkpoint", str(checkpoint)]
     payload = to_jsonable({"command": " ".join(command), "checkpoint": lm.source, "split": split, "num": num,
-                           "steps": steps, "seed": seed, "problems": results, "overall": overall,
+                           "steps": steps, "seed": seed, "method": method, "taper": taper,
+                           "problems": results, "overall": overall,
                            "wall_s": round(time.time() - t_start, 1)})
     png = _plot(out, results)
     with atomic_output(out / "results.json") as tmp:
@@ -341,7 +357,8 @@ def run_benchmark(out, *, quick: bool = False, num: int | None = None, steps: in
 
 def _run(args) -> int:
     run_benchmark(args.out, quick=args.quick, num=args.num, steps=args.steps, problems=args.problems,
-                  checkpoint=args.checkpoint, seed=args.seed, progress=not args.quiet, designability=args.designability)
+                  checkpoint=args.checkpoint, seed=args.seed, progress=not args.quiet, designability=args.designability,
+                  split=args.split, method=args.method, taper=args.taper)
     return 0
 
 
@@ -356,6 +373,12 @@ def add_parser(subparsers) -> None:
                    help="number of problems (default: 6 with --quick, else one per held-out chain)")
     p.add_argument("--checkpoint")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split", choices=("heldout", "train"), default="heldout",
+                   help="chains the motifs are cut from (default heldout; the method was tuned on train)")
+    p.add_argument("--method", choices=("align", "fixed", "noised"), default="align",
+                   help="how the motif is held (default align; fixed = the sampler before issue 13, for comparison)")
+    p.add_argument("--taper", type=int, default=None,
+                   help="align: residues over which the motif's correction fades into a flank (default 6; 0: none)")
     p.add_argument("--designability", action="store_true",
                    help="add ProteinMPNN's sequence-likelihood proxy per design (needs proteinmpnn; no refolding)")
     p.add_argument("--quiet", action="store_true")

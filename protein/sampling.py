@@ -41,7 +41,8 @@ from diffsci.core.train import load_checkpoint
 from diffsci.core.utils import make_generator
 from diffsci.protein.diffusion import KIND, NM, ProteinCond, ProteinModelConfig, SelfConditioned, build_model, build_space
 from diffsci.protein.frames import backbone_from_frames, frames_from_backbone
-from diffsci.protein.motif import condition_on_motif
+from diffsci.protein.motif import METHODS as MOTIF_METHODS
+from diffsci.protein.motif import TAPER, condition_on_motif
 
 __all__ = [
     "LoadedModel", "load_model", "default_checkpoint_path", "parse_contig", "parse_length_range", "Segment", "Contig",
@@ -555,8 +556,11 @@ def default_sampler(cfg: ProteinModelConfig) -> str:
 @torch.no_grad()
 def sample_one(lm: LoadedModel, n_res: int, generator, *, steps: int, sampler: str, n_chains: int = 1,
                known=None, batch: int = 1, time_power: float = TIME_POWER, rotation_rate: float | None = None,
-               chain_index=None, res_index=None, callback=None):
+               chain_index=None, res_index=None, callback=None, motif_method: str = "align", motif_taper: int = TAPER):
     """Sample ``batch`` states of ``n_res`` residues (per chain: n_res // n_chains). Returns (trans nm, rots).
+
+    ``known``: the motif (:class:`Layout`), held by :func:`diffsci.protein.motif.condition_on_motif`
+    with ``motif_method`` and ``motif_taper`` (its docstring).
 
     ``rotation_rate`` overrides the checkpoint's ``inference_rate`` (flow formulation only).
     ``chain_index``, ``res_index``: shape (n_res,) chain id and residue index per residue (default:
@@ -582,8 +586,8 @@ def sample_one(lm: LoadedModel, n_res: int, generator, *, steps: int, sampler: s
     cond = ProteinCond(mask, res_idx, chain)
     denoise = SelfConditioned(lm.model) if cfg.net.self_condition else lm.model
     if known is not None:  # the motif follows the scaffold's frame (protein/motif.py)
-        denoise, constraint = condition_on_motif(space, denoise, known, constraint=constraint, generator=generator,
-                                                 chain_index=chain[0])
+        denoise, constraint = condition_on_motif(space, denoise, known, method=motif_method, taper=motif_taper,
+                                                 constraint=constraint, generator=generator, chain_index=chain[0])
     return get_sampler(sampler)(denoise, x, times, space=space, cond=cond, generator=generator, constraint=constraint,
                                 callback=callback)
 
@@ -615,7 +619,7 @@ def sample_backbones(lm: LoadedModel, lengths, num: int, *, seed: int = 0, steps
                      motif: Motif | None = None, contig: str | None = None, symmetry: str | None = None,
                      progress: bool = True, time_power: float = TIME_POWER,
                      rotation_rate: float | None = None, total_length=None,
-                     trajectory: bool = False) -> list[Design]:
+                     trajectory: bool = False, motif_method: str = "align", motif_taper: int = TAPER) -> list[Design]:
     """Design ``num`` backbones per length (or per contig). See the module docstring.
 
     ``time_power``: the sampling time grid is ``0.999 u^time_power`` for u uniform from 1 to 0
@@ -624,6 +628,8 @@ def sample_backbones(lm: LoadedModel, lengths, num: int, *, seed: int = 0, steps
     rotations earlier, which gives more helix). ``total_length``: with a contig, the range
     ``(lo, hi)`` (or ``"80-120"``) the total length must lie in (RFdiffusion's
     ``contigmap.length``). ``trajectory``: keep the model's x0 prediction at every step.
+    ``motif_method``, ``motif_taper``: how the motif is held (:func:`diffsci.protein.motif.condition_on_motif`;
+    ``"fixed"`` is the method before issue 13, kept for comparison).
     Everything is checked before the first design is sampled.
     """
     sampler = sampler or default_sampler(lm.cfg)
@@ -639,6 +645,10 @@ def sample_backbones(lm: LoadedModel, lengths, num: int, *, seed: int = 0, steps
             raise DiffsciError("--rotation-rate applies to flow checkpoints only (this one is a score model)")
         if not 0 < rotation_rate <= 100:
             raise DiffsciError(f"--rotation-rate must lie in (0, 100], got {rotation_rate}")
+    if motif_method not in MOTIF_METHODS:
+        raise DiffsciError(f"motif method must be one of {', '.join(MOTIF_METHODS)}, got {motif_method!r}")
+    if not isinstance(motif_taper, int) or motif_taper < 0:
+        raise DiffsciError(f"motif taper must be an integer >= 0, got {motif_taper!r}")
     rate = lm.cfg.inference_rate if rotation_rate is None and lm.cfg.formulation == "flow" else rotation_rate
     n_copies = _symmetry_order(symmetry)
     total = parse_length_range(total_length)
@@ -691,7 +701,8 @@ def sample_backbones(lm: LoadedModel, lengths, num: int, *, seed: int = 0, steps
                 times.append(float(t))
             kw["callback"] = keep
         trans, rots = sample_one(lm, length * n_copies, gen, steps=steps, sampler=sampler, n_chains=n_copies,
-                                 time_power=time_power, rotation_rate=rotation_rate, **kw)
+                                 time_power=time_power, rotation_rate=rotation_rate, motif_method=motif_method,
+                                 motif_taper=motif_taper, **kw)
         coords = _to_atoms(trans, rots, n_copies, chain_lengths)
         if lay is None:
             designs.append(Design(f"len{length}_{i:03d}", coords, length, i, seed, time.time() - t0, sampler, steps,

@@ -77,6 +77,26 @@ def test_bench_motif_cli_tiny(tmp_path):
     report = (out / "report.md").read_text()
     assert "| **all** |" in report and "diffsci bench motif" in report
     assert (out / "motif_junctions.png").stat().st_size > 1000
+    assert payload["method"] == "align" and all(
+        flag in payload["command"] for flag in ("--num 1", "--steps 3", "--problems 1"))
+
+
+def test_bench_motif_records_and_runs_the_comparison_method(tmp_path, capsys):
+    """--method fixed (the sampler before issue 13) is run, not just labelled: the same problem,
+    seed and draws give other coordinates; the command in the report reproduces the run."""
+    runs = {}
+    for method in ("align", "fixed"):
+        out = tmp_path / method
+        assert main(["bench", "motif", "--out", str(out), "--problems", "1", "--num", "1", "--steps", "3",
+                     "--method", method, "--quiet"]) == 0
+        runs[method] = json.loads((out / "results.json").read_text())
+    assert runs["fixed"]["method"] == "fixed" and "--method fixed" in runs["fixed"]["command"]
+    a, f = (runs[m]["problems"][0]["rows"][0] for m in ("align", "fixed"))
+    assert a["junction_ca_ca"] != f["junction_ca_ca"]
+    with pytest.raises(SystemExit) as exc:  # argparse's own exit for a bad choice
+        main(["bench", "motif", "--out", str(tmp_path / "bad"), "--method", "pinned"])
+    assert exc.value.code == 2 and "invalid choice" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
 
 
 def test_bench_motif_designability_proxy_lands_on_its_design(tmp_path, monkeypatch):
