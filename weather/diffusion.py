@@ -47,7 +47,6 @@ __all__ = [
     "ResidualNet",
     "build_model",
     "ResidualTask",
-    "area_weights",
     "loss_weights",
     "DEFAULT_BOUNDARY_WIDTH",
     "hour_features",
@@ -135,13 +134,6 @@ def hour_features(times) -> torch.Tensor:
     hours = (np.asarray(times, dtype="datetime64[m]").astype(np.int64) / 60.0) % 24.0
     ang = torch.as_tensor(hours * 2 * np.pi / 24.0, dtype=torch.float32)
     return torch.stack([torch.sin(ang), torch.cos(ang)], -1).reshape(-1, 2)
-
-
-def area_weights(latitude) -> torch.Tensor:
-    """Latitude cell-area weights normalised to mean 1, float32, shape (H,):
-    :func:`diffsci.weather.grid.cell_area_weights` (bounds from the grid's own rows; on a global
-    grid WB2's ``sin(b_{i+1}) - sin(b_i)`` with +-90 at the ends)."""
-    return torch.as_tensor(cell_area_weights(latitude), dtype=torch.float32)
 
 
 def loss_weights(cfg: WeatherModelConfig) -> torch.Tensor:
