@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 from typing import Any, Callable
@@ -10,6 +9,7 @@ from typing import Any, Callable
 import torch
 
 from diffsci.core.errors import DiffsciError
+from diffsci.core.io import atomic_output  # noqa: F401  (re-exported: its home is core.io)
 
 __all__ = [
     "append_dims",
@@ -101,39 +101,6 @@ def tree_map(fn: Callable[[torch.Tensor], Any], tree: Any) -> Any:
     if isinstance(tree, list):
         return [tree_map(fn, v) for v in tree]
     return tree
-
-
-@contextlib.contextmanager
-def atomic_output(path, *, must_have_folder: bool = False):
-    """Write a file atomically: yields a temporary path in the same folder, renamed onto
-    ``path`` (``os.replace``) when the block succeeds, deleted when it fails, so a crash never
-    leaves a half-written file under the final name. The file gets the usual permissions.
-
-    >>> with atomic_output("out.txt") as tmp:   # doctest: +SKIP
-    ...     tmp.write_text("done")
-    """
-    import os
-    import tempfile
-    from pathlib import Path
-
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        if must_have_folder:
-            raise DiffsciError(f"{path}: output folder {folder} does not exist")
-        folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    os.close(fd)
-    tmp = Path(tmp)
-    try:
-        yield tmp
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def load_config_file(path) -> dict:
