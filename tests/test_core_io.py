@@ -63,9 +63,12 @@ def test_validators_name_the_parameter():
         check_choice("x", "method", ("align", "fixed"))
 
 
-def test_progress_disabled_still_counts():
-    bar = progress(total=3, desc="x", enabled=False)
-    bar.update(2)
-    assert bar.n == 2
-    bar.close()
+def test_progress_counts_on_stderr(capsys):
+    with progress(total=3, desc="sample") as bar:
+        bar.update(2)
+        assert bar.n == 2
+    assert "sample" in capsys.readouterr().err
+    silent = progress(total=3, enabled=False)
+    silent.update(1)  # same methods, nothing shown
+    silent.close()
     assert list(progress(range(3), enabled=False)) == [0, 1, 2]
