@@ -16,10 +16,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from diffsci.core.checkpoint import register_kind
 from diffsci.core.schedules import Schedule
 from diffsci.core.utils import append_dims
 
-__all__ = ["GaussianMixture", "ring_mixture", "MLPDenoiserNet"]
+__all__ = ["GaussianMixture", "ring_mixture", "MLPDenoiserNet", "ToyConfig", "ToyTask", "build_toy"]
 
 
 @dataclass(frozen=True)
@@ -127,15 +128,13 @@ class ToyTask:
     def __init__(self, cfg: ToyConfig = ToyConfig()):
         from diffsci.core.schedules import EDM
 
-        self.cfg = cfg
+        self.cfg = self.config = cfg
         self.mixture = ring_mixture(k=cfg.mixture_k)
         self.schedule = EDM(sigma_min=cfg.sigma_min, sigma_max=cfg.sigma_max, rho=cfg.rho, sigma_data=cfg.sigma_data)
 
     def build_model(self) -> nn.Module:
-        from diffsci.core.precond import EDMPrecond
-
         torch.manual_seed(0)  # architecture init is part of the model config, not the run seed
-        return EDMPrecond(MLPDenoiserNet(2, self.cfg.hidden, self.cfg.depth), self.schedule, self.cfg.sigma_data)
+        return build_toy(self.cfg)
 
     def model_config(self) -> dict:
         import dataclasses
@@ -158,27 +157,46 @@ class ToyTask:
         return (w * ((x0_hat - batch.x0) ** 2).sum(-1)).mean()
 
 
+def build_toy(cfg: ToyConfig) -> nn.Module:
+    """The EDM-preconditioned MLP denoiser ``(x_t (B, 2), t (B,)) -> x0_hat (B, 2)``."""
+    from diffsci.core.precond import EDMPrecond
+    from diffsci.core.schedules import EDM
+
+    schedule = EDM(sigma_min=cfg.sigma_min, sigma_max=cfg.sigma_max, rho=cfg.rho, sigma_data=cfg.sigma_data)
+    return EDMPrecond(MLPDenoiserNet(2, cfg.hidden, cfg.depth), schedule, cfg.sigma_data)
+
+
+def _upgrade_v0(ck: dict) -> dict:
+    """Toy checkpoints written before config versions: the config is unchanged."""
+    return ck
+
+
+register_kind("toy2d", ToyConfig, build_toy, version=1, migrations={0: _upgrade_v0},
+              make_task=lambda recipe: ToyTask(recipe.model),
+              train_defaults={"batch_size": 256, "lr": 2e-3, "log_every": 10, "ema_decay": 0.99})
+
+
 def main(argv=None) -> int:
     """``python -m diffsci.core.toy --out RUN [--steps N] [--resume]``: train the 2-D toy."""
     import argparse
 
-    from diffsci.core.train import TrainConfig, train
+    from diffsci.core.train import Recipe, fit
 
     p = argparse.ArgumentParser(prog="python -m diffsci.core.toy", description=main.__doc__)
     p.add_argument("--out", required=True)
     p.add_argument("--steps", type=int, default=2000)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ckpt-every", type=int, default=200)
     p.add_argument("--device", default="auto")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
-    task = ToyTask()
-    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                      ckpt_every=args.ckpt_every, log_every=10, ema_decay=0.99, device=args.device)
-    res = train(task.build_model(), task, cfg, args.out, resume=args.resume, progress=not args.no_progress)
+    recipe = Recipe.from_tables("toy2d", train={"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
+                                                "seed": args.seed, "ckpt_every": args.ckpt_every,
+                                                "device": args.device})
+    res = fit(recipe, args.out, resume=args.resume, progress=not args.no_progress)
     print(f"done step={res.step} loss={res.last_loss:.5f}")
     return 0
 

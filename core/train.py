@@ -8,7 +8,11 @@ A model family plugs in through a small :class:`Task` (composition, not inherita
   its randomness (data indices, noise levels, noise), from the generator it is given.
 - ``loss(model, batch) -> scalar``: deterministic given the batch (mean over its examples).
 - ``model_config() -> dict`` and optionally ``extra_state() -> dict``: JSON-able
-  configuration and extra tensors (e.g. normalisation statistics) saved in every checkpoint.
+  configuration and extra tensors (e.g. normalisation statistics) saved in every checkpoint;
+  optionally ``provenance() -> Provenance`` (the training data's files, period and seed).
+
+:func:`fit` runs a typed :class:`Recipe` (kind, model options, data, training options) through
+the kind registered in :mod:`diffsci.core.checkpoint`: the domain CLIs only parse into a recipe.
 
 Reproducibility: the batch of step ``k`` is drawn from a generator seeded by
 ``(seed, "batch", k)``, so a run killed at any point and resumed from its last checkpoint
@@ -40,10 +44,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from diffsci.core.checkpoint import (CHECKPOINT_FORMAT, average_checkpoints, export_checkpoint, get_kind,
+                                     latest_checkpoint, link_latest, load_checkpoint, migrate, registered_kinds,
+                                     save_checkpoint)
+from diffsci.core.config import Provenance, from_dict, to_dict
 from diffsci.core.errors import CheckpointError, DiffsciError
-from diffsci.core.utils import atomic_output, make_generator, resolve_device, tree_map
+from diffsci.core.io import progress as progress_bar
+from diffsci.core.utils import make_generator, resolve_device, tree_map
 
 __all__ = [
+    "Recipe",
+    "fit",
     "TrainConfig",
     "Task",
     "TrainResult",
@@ -93,11 +104,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise DiffsciError(f"unknown training option(s): {', '.join(sorted(unknown))}")
-        return cls(**d)
+        return from_dict(cls, d, where="train")
 
 
 class Task(Protocol):
@@ -144,7 +151,7 @@ class EMA:
             self.shadow[k].copy_(v)
 
 
-# ------------------------------------------------------------------------------ checkpoints
+# ------------------------------------------------------------------------------ RNG state
 def _rng_state() -> dict:
     np_state = np.random.get_state()
     return {
@@ -161,123 +168,6 @@ def _set_rng_state(state: dict) -> None:
     n = state["numpy"]
     np.random.set_state((n[0], n[1].numpy().astype(np.uint32), *n[2:]))
     random.setstate((state["python_version"], tuple(state["python"]), state["python_gauss"]))
-
-
-def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
-    """Write ``payload`` to ``path`` atomically (temp file in the same folder, fsync, rename)."""
-    path = Path(path)
-    with atomic_output(path) as tmp:
-        with open(tmp, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-    return path
-
-
-def _link_latest(ckpt: Path) -> Path:
-    latest = ckpt.with_name("latest.pt")
-    tmp = ckpt.with_name(f".latest.pt.tmp{os.getpid()}")
-    if tmp.exists():
-        tmp.unlink()
-    try:
-        os.link(ckpt, tmp)
-    except OSError:  # file systems without hard links: copy
-        import shutil
-
-        shutil.copyfile(ckpt, tmp)
-    os.replace(tmp, latest)
-    return latest
-
-
-def load_checkpoint(path: str | os.PathLike, *, expected_kind: str | None = None, map_location="cpu") -> dict:
-    """Load a diffsci checkpoint; a missing, corrupt or foreign file raises CheckpointError.
-
-    ``path`` may be a file or a run folder (its ``latest.pt`` is used).
-    """
-    path = Path(path)
-    if path.is_dir():
-        path = path / "latest.pt"
-    if not path.exists():
-        raise CheckpointError(f"{path}: checkpoint not found")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # unpickling errors, truncated files
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from None
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path}: not a diffsci checkpoint (format {payload.get('format') if isinstance(payload, dict) else type(payload).__name__!r})")
-    if expected_kind is not None and payload.get("kind") != expected_kind:
-        raise CheckpointError(
-            f"{path}: checkpoint is for model kind {payload.get('kind')!r}, expected {expected_kind!r}"
-        )
-    return payload
-
-
-def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, *, expected_kind: str | None = None,
-                      model_config: dict | None = None) -> Path:
-    """Write a slim copy of a training checkpoint for shipping: format, kind, configs, extra
-    state, step, last loss and the EMA weights (no optimizer or RNG state). ``load_checkpoint``
-    accepts it; model loaders use ``ema``.
-
-    ``model_config``: top-level model-configuration keys to change in the copy (sampling
-    settings such as a default rate; the keys must exist), recorded as ``export_overrides``."""
-    ck = load_checkpoint(src, expected_kind=expected_kind)
-    slim = _slim(ck, src, model_config)
-    slim["ema"] = {k: v.float() if v.is_floating_point() else v for k, v in ck["ema"].items()}
-    slim["exported_from"] = str(src)
-    return save_checkpoint(dst, slim)
-
-
-def average_checkpoints(srcs: Sequence[str | os.PathLike], dst: str | os.PathLike, *,
-                        weights: Sequence[float] | None = None, model_config: dict | None = None) -> Path:
-    """Write a slim checkpoint whose EMA weights are the weighted mean of several checkpoints'
-    (a "model soup", Wortsman et al. 2022: fine-tunes of one parent average well). They must be
-    of one kind with the same weight names and shapes; configs, step and loss are the first's,
-    the sources and weights are recorded as ``averaged_from``. ``model_config`` as in
-    :func:`export_checkpoint`."""
-    if len(srcs) < 2:
-        raise DiffsciError("average_checkpoints needs at least two checkpoints")
-    weights = [1.0 / len(srcs)] * len(srcs) if weights is None else [float(w) for w in weights]
-    if len(weights) != len(srcs) or min(weights) < 0 or not math.isclose(sum(weights), 1.0, rel_tol=1e-6):
-        raise DiffsciError(f"average_checkpoints: need one non-negative weight per checkpoint, summing to 1; got {weights}")
-    cks = [load_checkpoint(s) for s in srcs]
-    first = cks[0]
-    for src, ck in zip(srcs[1:], cks[1:]):
-        if ck.get("kind") != first.get("kind"):
-            raise CheckpointError(f"{src}: kind {ck.get('kind')!r}, but {srcs[0]} is {first.get('kind')!r}")
-        a, b = first["ema"], ck["ema"]
-        if a.keys() != b.keys() or any(a[k].shape != b[k].shape for k in a):
-            raise CheckpointError(f"{src}: its weights do not match {srcs[0]}'s (another model configuration)")
-    slim = _slim(first, srcs[0], model_config)
-    slim["ema"] = {k: (sum(w * ck["ema"][k].float() for w, ck in zip(weights, cks)) if v.is_floating_point() else v)
-                   for k, v in first["ema"].items()}
-    slim["averaged_from"] = [{"checkpoint": str(s), "step": ck.get("step"), "weight": w}
-                             for s, ck, w in zip(srcs, cks, weights)]
-    slim["exported_from"] = "average of " + ", ".join(str(s) for s in srcs)
-    return save_checkpoint(dst, slim)
-
-
-def _slim(ck: dict, src, model_config: dict | None) -> dict:
-    slim = {k: ck[k] for k in ("format", "kind", "model_config", "train_config", "extra", "step", "last_loss", "saved_at")
-            if k in ck}
-    if model_config:
-        current = dict(slim.get("model_config") or {})
-        unknown = sorted(set(model_config) - set(current))
-        if unknown:
-            raise DiffsciError(f"export_checkpoint: {src} has no model configuration key(s) {', '.join(unknown)}")
-        current.update(model_config)
-        slim["model_config"] = current
-        slim["export_overrides"] = dict(model_config)
-    return slim
-
-
-def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
-    """``RUN/latest.pt`` if present (else the newest ``ckpt_*.pt``), or None."""
-    run_dir = Path(run_dir)
-    latest = run_dir / "latest.pt"
-    if latest.exists():
-        return latest
-    ckpts = sorted(run_dir.glob("ckpt_*.pt"))
-    return ckpts[-1] if ckpts else None
 
 
 # ------------------------------------------------------------------------------ distributed
@@ -313,6 +203,95 @@ def _load_warm_start(model: nn.Module, weights: dict) -> list[str]:
 
 
 # ------------------------------------------------------------------------------ the loop
+def _setup_device(cfg: TrainConfig):
+    """(device, world, rank, torch.distributed or None) for this process (``torchrun`` aware)."""
+    world, rank, local = _dist_info()
+    device = resolve_device(cfg.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    if cfg.batch_size % world:
+        raise DiffsciError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes")
+    dist = None
+    if world > 1:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return device, world, rank, dist
+
+
+def _say(rank: int, text: str) -> None:
+    if rank == 0:
+        print(f"[train] {text}", file=sys.stderr)
+
+
+def _resume(out_dir: Path, task, model, ema, opt, model_config: dict, device, rank: int):
+    """Restore model, EMA, optimizer and RNG states from ``out_dir``'s latest checkpoint.
+    Returns (step, last loss, checkpoint path); (0, None, None) when there is none."""
+    ck_path = latest_checkpoint(out_dir)
+    if ck_path is None:
+        _say(rank, f"--resume: no checkpoint in {out_dir}, starting from scratch")
+        return 0, None, None
+    ck = load_checkpoint(ck_path, expected_kind=task.kind, map_location=device)
+    if task.kind in registered_kinds():
+        ck, _ = migrate(ck, source=str(ck_path))
+    if ck["model_config"] != model_config:
+        raise CheckpointError(f"{ck_path}: model configuration differs from this run's; refusing to resume")
+    model.load_state_dict(ck["model"])
+    ema.load_state_dict(ck["ema"])
+    opt.load_state_dict(ck["optimizer"])
+    _set_rng_state(ck["rng"])
+    _say(rank, f"resumed from {ck_path} at step {int(ck['step'])}")
+    return int(ck["step"]), ck.get("last_loss"), Path(ck_path)
+
+
+def _warm_start(init_from, task, model, ema, model_config: dict, device, rank: int) -> None:
+    """Model and EMA from ``init_from``'s EMA weights (its raw weights if it has no EMA)."""
+    ck = load_checkpoint(init_from, expected_kind=task.kind, map_location=device)
+    weights = ck["ema"] if "ema" in ck else ck["model"]
+    try:
+        optional = _load_warm_start(model, weights)
+        ema.load_state_dict(weights)  # the EMA's copies of the optional keys keep the model's initial values
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[1:2] or [str(e)]
+        raise CheckpointError(f"{init_from}: its weights do not fit this model (the model configuration "
+                              f"differs: {first[0].strip()}); cannot warm-start from it") from None
+    if optional:
+        _say(rank, f"warm start: {len(optional)} new parameter tensor(s) not in {init_from} keep their "
+                   "initial values (the model marks them optional: they start as no-ops)")
+    _say(rank, f"warm start from {init_from} (its step {ck.get('step')})")
+    old = ck.get("model_config") or {}
+    changed = sorted(k for k in set(old) | set(model_config) if old.get(k) != model_config.get(k))
+    if changed:
+        _say(rank, f"warm start: model configuration differs from the checkpoint's in {', '.join(changed)} "
+                   "(the weights fit; training continues with this run's settings)")
+
+
+def _payload(task, cfg: TrainConfig, model_config: dict, step: int, model, ema, opt, last_loss) -> dict:
+    """The checkpoint dict of the current training state."""
+    provenance = task.provenance() if hasattr(task, "provenance") else None
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "kind": task.kind,
+        "model_config": model_config,
+        "train_config": dataclasses.asdict(cfg),
+        "extra": task.extra_state() if hasattr(task, "extra_state") else {},
+        "step": step,
+        "model": _unwrap(model).state_dict(),
+        "ema": ema.state_dict(),
+        "optimizer": opt.state_dict(),
+        "rng": _rng_state(),
+        "last_loss": last_loss,
+        "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    if task.kind in registered_kinds():
+        payload["config_version"] = get_kind(task.kind).version
+    if provenance is not None:
+        payload["provenance"] = to_dict(provenance)
+    return payload
+
+
 def train(
     model: nn.Module,
     task: Task,
@@ -337,63 +316,16 @@ def train(
     wins when the run folder already has a checkpoint.
     """
     out_dir = Path(out_dir)
-    world, rank, local = _dist_info()
-    device = resolve_device(cfg.device)
-    if device.type == "cuda" and world > 1:
-        device = torch.device("cuda", local)
-        torch.cuda.set_device(device)
-    if cfg.batch_size % world:
-        raise DiffsciError(f"batch size {cfg.batch_size} is not divisible by the {world} processes")
-    dist = None
-    if world > 1:
-        import torch.distributed as dist
-
-        if not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-
+    device, world, rank, dist = _setup_device(cfg)
     model = model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ema = EMA(model, cfg.ema_decay)
-    step = 0
     model_config = task.model_config()
-    resumed_loss, resumed_path = None, None
+    step, last_loss, ckpt_path = 0, None, None
     if resume:
-        ck_path = latest_checkpoint(out_dir)
-        if ck_path is None:
-            if rank == 0:
-                print(f"[train] --resume: no checkpoint in {out_dir}, starting from scratch", file=sys.stderr)
-        else:
-            ck = load_checkpoint(ck_path, expected_kind=task.kind, map_location=device)
-            if ck["model_config"] != model_config:
-                raise CheckpointError(f"{ck_path}: model configuration differs from this run's; refusing to resume")
-            model.load_state_dict(ck["model"])
-            ema.load_state_dict(ck["ema"])
-            opt.load_state_dict(ck["optimizer"])
-            step = int(ck["step"])
-            resumed_loss, resumed_path = ck.get("last_loss"), Path(ck_path)
-            _set_rng_state(ck["rng"])
-            if rank == 0:
-                print(f"[train] resumed from {ck_path} at step {step}", file=sys.stderr)
-    if init_from is not None and resumed_path is None:  # a run being resumed keeps its own weights
-        ck = load_checkpoint(init_from, expected_kind=task.kind, map_location=device)
-        weights = ck["ema"] if "ema" in ck else ck["model"]
-        try:
-            optional = _load_warm_start(model, weights)
-            ema.load_state_dict(weights)  # the EMA's copies of the optional keys keep the model's initial values
-            if optional and rank == 0:
-                print(f"[train] warm start: {len(optional)} new parameter tensor(s) not in {init_from} keep their "
-                      "initial values (the model marks them optional: they start as no-ops)", file=sys.stderr)
-        except RuntimeError as e:
-            first = str(e).strip().splitlines()[1:2] or [str(e)]
-            raise CheckpointError(f"{init_from}: its weights do not fit this model (the model configuration "
-                                  f"differs: {first[0].strip()}); cannot warm-start from it") from None
-        if rank == 0:
-            print(f"[train] warm start from {init_from} (its step {ck.get('step')})", file=sys.stderr)
-            old = ck.get("model_config") or {}
-            changed = sorted(k for k in set(old) | set(model_config) if old.get(k) != model_config.get(k))
-            if changed:
-                print(f"[train] warm start: model configuration differs from the checkpoint's in {', '.join(changed)} "
-                      "(the weights fit; training continues with this run's settings)", file=sys.stderr)
+        step, last_loss, ckpt_path = _resume(out_dir, task, model, ema, opt, model_config, device, rank)
+    if init_from is not None and ckpt_path is None:  # a run being resumed keeps its own weights
+        _warm_start(init_from, task, model, ema, model_config, device, rank)
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
         _trim_metrics(out_dir / "metrics.jsonl", step)
@@ -412,37 +344,18 @@ def train(
 
     old_handler = signal.signal(signal.SIGTERM, _on_term) if _is_main_thread() else None
     t_start = time.time()
-    last_loss = resumed_loss  # a resumed run that is already done reports its checkpoint's loss
-    ckpt_path = resumed_path
 
     def _save():
         nonlocal ckpt_path
         if rank != 0:
             return
-        payload = {
-            "format": CHECKPOINT_FORMAT,
-            "kind": task.kind,
-            "model_config": model_config,
-            "train_config": dataclasses.asdict(cfg),
-            "extra": task.extra_state() if hasattr(task, "extra_state") else {},
-            "step": step,
-            "model": _unwrap(model).state_dict(),
-            "ema": ema.state_dict(),
-            "optimizer": opt.state_dict(),
-            "rng": _rng_state(),
-            "last_loss": last_loss,
-            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        }
-        ckpt_path = save_checkpoint(out_dir / f"ckpt_{step:08d}.pt", payload)
-        _link_latest(ckpt_path)
+        ckpt_path = save_checkpoint(out_dir / f"ckpt_{step:08d}.pt",
+                                    _payload(task, cfg, model_config, step, model, ema, opt, last_loss))
+        link_latest(ckpt_path)
         for old in sorted(out_dir.glob("ckpt_*.pt"))[: -cfg.keep_checkpoints]:
             old.unlink(missing_ok=True)
 
-    bar = None
-    if progress and rank == 0:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=cfg.steps, initial=step, desc=f"train {task.kind}", mininterval=1.0, file=sys.stderr)
+    bar = progress_bar(total=cfg.steps, initial=step, desc=f"train {task.kind}", enabled=progress and rank == 0)
     log = open(out_dir / "metrics.jsonl", "a") if rank == 0 else None
     stopped_early = False
     try:
@@ -469,9 +382,8 @@ def train(
                 dist.all_reduce(loss_val)
                 loss_val = loss_val / world
             last_loss = float(loss_val)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{last_loss:.4f}", refresh=False)
+            bar.update(1)
+            bar.set_postfix(loss=f"{last_loss:.4f}", refresh=False)
             if log is not None and (step % cfg.log_every == 0 or step == cfg.steps):
                 log.write(json.dumps({"step": step, "loss": last_loss, "lr": lr, "grad_norm": float(gnorm),
                                       "elapsed_s": round(time.time() - t_start, 3)}) + "\n")
@@ -483,8 +395,7 @@ def train(
                 stopped_early = step < cfg.steps
                 break
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
         if log is not None:
             log.close()
         if old_handler is not None:
@@ -492,6 +403,65 @@ def train(
     if dist is not None:
         dist.barrier()
     return TrainResult(step=step, last_loss=last_loss, checkpoint=ckpt_path, stopped_early=stopped_early)
+
+
+# ------------------------------------------------------------------------------ recipes
+@dataclass(frozen=True)
+class Recipe:
+    """Everything a training run needs, typed: the model ``kind``, the kind's model options
+    (its ``options_cls``/``config_cls`` dataclass; None: take them from ``init``), the kind's
+    ``data`` dataclass (paths and selections), the :class:`TrainConfig`, and ``init``: a
+    checkpoint to warm-start from (None: fresh weights)."""
+
+    kind: str
+    model: Any
+    data: Any
+    train: TrainConfig
+    init: str | None = None
+
+    @classmethod
+    def from_tables(cls, kind: str, tables: dict | None = None, *, data: dict | None = None,
+                    train: dict | None = None, init=None) -> "Recipe":
+        """A recipe from a config file's tables (``model``, ``data``, ``train``; unknown tables
+        and keys refused) with command-line values on top (``data``, ``train`` dicts; None
+        values ignored). Training options start from the kind's ``train_defaults``. Without a
+        ``model`` table and with ``init``, the model options are the init checkpoint's (migrated
+        to the current version)."""
+        tables = dict(tables or {})
+        unknown = sorted(set(tables) - {"model", "data", "train"})
+        if unknown:
+            raise DiffsciError(f"config: unknown table(s) {', '.join(unknown)} (known: model, data, train)")
+        entry = get_kind(kind)
+        options_cls = entry.options_cls or entry.config_cls
+        if "model" in tables or init is None:
+            model = from_dict(options_cls, tables.get("model"), where="model")
+        else:
+            ck, _ = migrate(load_checkpoint(init, expected_kind=kind), source=str(init))
+            names = {f.name for f in dataclasses.fields(options_cls)}
+            model = from_dict(options_cls, {k: v for k, v in (ck.get("model_config") or {}).items() if k in names},
+                              where=f"{init}: model_config")
+            print(f"model configuration from {init} (no 'model' table in the config)", file=sys.stderr)
+        data_table = {**(tables.get("data") or {}), **{k: v for k, v in (data or {}).items() if v is not None}}
+        data_obj = from_dict(entry.data_cls, data_table, where="data") if entry.data_cls else data_table
+        train_table = {**entry.train_defaults, **(tables.get("train") or {}),
+                       **{k: v for k, v in (train or {}).items() if v is not None}}
+        return cls(kind, model, data_obj, from_dict(TrainConfig, train_table, where="train"),
+                   None if init is None else str(init))
+
+
+def fit(recipe: Recipe, out_dir, *, resume: bool = False, progress: bool = True) -> TrainResult:
+    """Run a :class:`Recipe`: the kind's ``make_task(recipe)`` reads the data and completes the
+    model configuration (``task.config``); the network is built from it with its initial
+    weights drawn from ``torch.manual_seed(recipe.train.seed)`` (the global RNG is restored
+    afterwards), and :func:`train` runs. The task's ``provenance()`` goes into every checkpoint."""
+    entry = get_kind(recipe.kind)
+    if entry.make_task is None:
+        raise DiffsciError(f"model kind {recipe.kind!r} has no training task registered")
+    task = entry.make_task(recipe)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(recipe.train.seed)
+        model = entry.build(task.config)
+    return train(model, task, recipe.train, out_dir, resume=resume, progress=progress, init_from=recipe.init)
 
 
 def _is_main_thread() -> bool:
