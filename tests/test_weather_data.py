@@ -10,7 +10,6 @@ import xarray as xr
 from diffsci.core.cli import main
 from diffsci.core.errors import DiffsciError
 from diffsci.weather.data import (
-    LONG_TO_SHORT,
     NormStats,
     check_grid,
     compute_norm_stats,
@@ -19,6 +18,7 @@ from diffsci.weather.data import (
     static_features,
     window_starts,
 )
+from diffsci.weather.layouts import LONG_TO_SHORT
 
 VARS = ["z", "u", "v", "vo"]
 SHORT_TO_LONG = {v: k for k, v in LONG_TO_SHORT.items()}

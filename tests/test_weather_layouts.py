@@ -13,7 +13,8 @@ import xarray as xr
 import weather_fixtures as wf
 from diffsci.core.cli import main
 from diffsci.core.errors import DiffsciError
-from diffsci.weather.data import normalize_layout, open_weather, stack_channels, time_step
+from diffsci.weather.data import open_weather, stack_channels, time_step
+from diffsci.weather.layouts import CANONICAL_UNITS, normalize_layout, normalize_unit, short_name
 
 
 def _expected(times, levels, nlat=5, nlon=8, members=1, seed=0):
@@ -214,3 +215,14 @@ def test_model_levels_and_curvilinear_grids_refused():
     curv = curv.assign_coords(latitude=(("lat", "longitude"), np.zeros((5, 8))))
     with pytest.raises(DiffsciError, match="curvilinear grid is not supported"):
         normalize_layout(curv, path="curv.nc")
+
+
+def test_short_name_and_normalize_unit():
+    assert [short_name(n) for n in ("geopotential", "hgt", "2m_temperature", "z", "unknown")] == [
+        "z", "z", "t2m", "z", "unknown"]
+    assert normalize_unit(" M^2  S^-2 ") == "m**2 s**-2"
+    assert normalize_unit("Pa\ts**-1") == "pa s**-1"
+    # every canonical unit, written with ^ and mixed case, is recognised as itself by the reader
+    ds = wf.cds_netcdf()
+    ds["z"].attrs["units"] = " M^2 S^-2"
+    assert open_weather(ds)["z"].attrs["units"] == CANONICAL_UNITS["z"]

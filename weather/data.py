@@ -1,47 +1,13 @@
-"""Loading ERA5 / WeatherBench 2 / NCEP style data into one internal convention.
+"""Reading weather data in the internal convention, and what training and forecasting take from it.
 
-Every input role (training data, forecast initial conditions, truth, and a forecast given to
-``evaluate``) goes through :func:`normalize_layout`, once, at the edge. It recognises the
-layouts these tools write:
-
-* **cfgrib / ECMWF** (GRIB opened with ``engine="cfgrib"`` and saved): dims ``number, time,
-  isobaricInhPa, latitude, longitude``; ``step`` a scalar timedelta or a dim; ``valid_time``
-  over ``time`` (or ``time x step``); a scalar ``isobaricInhPa`` when one level was selected;
-  scalar ``surface`` / ``heightAboveGround`` / ``meanSea`` coords; ``GRIB_*`` attributes;
-* **the new CDS netCDF**: ``valid_time`` as the time dim, ``pressure_level``, ``number``
-  scalar or dim, ``expver``; forecast-type data with ``forecast_reference_time`` and
-  ``forecast_period``; and the CDS netCDF before 2024 (``time``, ``level``, packed int16, an
-  ``expver`` dim where ERA5T fills the last times: the slots are merged);
-* **WeatherBench 2** (zarr or netCDF): long names (``geopotential``, ``2m_temperature``...,
-  see ``LONG_TO_SHORT``), ``level``, ``time``, dims in any order, and WB2 forecasts
-  (``prediction_timedelta``, ``realization``);
-* **NCEP/NCAR reanalysis**: ``lat``, ``lon``, ``level`` / ``pressure`` / ``lev`` in millibar,
-  names ``hgt`` (geopotential height, m), ``air``, ``uwnd``, ``vwnd``... (``NCEP_TO_SHORT``).
-
-Internal convention (what :func:`open_weather` returns, everything else here assumes it):
-
-* variables named by their **CDS short name** (``z``, ``t``, ``u``, ``v``, ``vo``, ``d``,
-  ``q``, ``r``, ``t2m``, ``msl``, ``u10``, ``v10``, ``sp``, ``tp``, ``lsm``);
-* dims ``time`` (the valid time of each state; for a forecast, the init time) and, for a
-  forecast, ``prediction_timedelta`` (the lead); an optional ensemble dim ``realization``
-  (renamed from ``number``, ``member``, ``ensemble``); optional ``level`` (renamed from
-  ``pressure_level``, ``isobaricInhPa``, ``plev``, ``pressure``, ``lev``; hPa, converted from
-  Pa when the units say so; ascending); ``latitude`` **ascending** (south -> north: files
-  stored 90 -> -90 are flipped, so every input role and every checkpoint agree);
-  ``longitude`` in [0, 360) ascending (-180..180 is recognised and rolled), except a regional
-  domain across 0 deg, which keeps one west-to-east run (-10..40, :func:`contiguous_longitudes`);
-* data variables transposed to ``([realization,] time, [prediction_timedelta,] [level,]
-  latitude, longitude)``; float32, read lazily (dask chunks) so a file larger than memory
-  streams;
-* units canonical for the known variables (``CANONICAL_UNITS``): what is unambiguous is
-  converted with a warning (geopotential height in m / gpm given for ``z`` -> times g =
-  9.80665; degC -> K; hPa -> Pa; g/kg -> kg/kg), other units are refused; values outside
-  the physical ranges of ``PHYSICAL_RANGES`` (and a ``z`` whose level means are far from the
-  standard atmosphere's) are refused;
-* time steps regular (the step is read from the data, :func:`time_step`); no NaNs;
-  coordinates strictly monotonic without duplicates;
-* a ``trajectory(time)`` coordinate (from the generator) is kept: consecutive times with
-  different ``trajectory`` are not consecutive states of one run (see :func:`window_starts`).
+:func:`open_weather` opens a file (netCDF, zarr) or a Dataset, brings it to the internal
+convention with :func:`diffsci.weather.layouts.normalize_layout` (names, dims, coordinates,
+units: see that module) and checks what a layout cannot: float32, read lazily (dask chunks) so a
+file larger than memory streams; time steps regular (the step is read from the data,
+:func:`time_step`); no NaNs; values inside the physical ranges of ``PHYSICAL_RANGES`` (and a
+``z`` whose level means are near the standard atmosphere's). A ``trajectory(time)`` coordinate
+(from the generator) marks runs: consecutive times with different ``trajectory`` are not
+consecutive states of one run (see :func:`window_starts`).
 
 Channels (:func:`stack_channels`): variables in the order requested; a variable with a
 ``level`` dim gives one channel per level in ascending level order, named ``{name}{level}``
@@ -49,14 +15,17 @@ Channels (:func:`stack_channels`): variables in the order requested; a variable 
 named like the variable (``"z"``, ``"t2m"``). Two channels with one name (``u`` at 10 hPa and
 the 10 m wind ``u10``) are refused.
 
+Also here: per-channel normalisation statistics (:class:`NormStats`), training windows, static
+input features, and the checks run before any work (:func:`check_grid`,
+:func:`check_output_path`).
+
 Dimension letters: T time, C channels, H latitude, W longitude, S static features.
 """
 
 from __future__ import annotations
 
 import os
-import re
-import warnings
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,15 +34,13 @@ import pandas as pd
 import xarray as xr
 
 from diffsci.core.errors import DiffsciError
+from diffsci.weather.layouts import G, NON_WEATHER, _check_monotonic, normalize_layout, short_name
+
+# re-exported: weather.forecast imports these names from here
+from diffsci.weather.layouts import CANONICAL_UNITS, normalize_unit as _norm_unit
 
 __all__ = [
-    "LONG_TO_SHORT",
-    "NCEP_TO_SHORT",
-    "CANONICAL_UNITS",
     "PHYSICAL_RANGES",
-    "G",
-    "normalize_layout",
-    "contiguous_longitudes",
     "open_weather",
     "time_step",
     "check_grid",
@@ -84,73 +51,10 @@ __all__ = [
     "compute_norm_stats",
     "static_features",
     "window_starts",
+    "CANONICAL_UNITS",
+    "_norm_unit",
 ]
 
-G = 9.80665  # standard gravity (m s-2): geopotential = G * geopotential height
-
-LONG_TO_SHORT: dict[str, str] = {
-    "geopotential": "z",
-    "temperature": "t",
-    "u_component_of_wind": "u",
-    "v_component_of_wind": "v",
-    "vorticity": "vo",
-    "divergence": "d",
-    "specific_humidity": "q",
-    "relative_humidity": "r",
-    "vertical_velocity": "w",
-    "2m_temperature": "t2m",
-    "mean_sea_level_pressure": "msl",
-    "10m_u_component_of_wind": "u10",
-    "10m_v_component_of_wind": "v10",
-    "surface_pressure": "sp",
-    "total_precipitation": "tp",
-    "land_sea_mask": "lsm",
-}
-NCEP_TO_SHORT: dict[str, str] = {
-    "hgt": "z",  # geopotential height (m): converted to geopotential by its units
-    "air": "t",
-    "uwnd": "u",
-    "vwnd": "v",
-    "shum": "q",
-    "rhum": "r",
-    "omega": "w",
-    "slp": "msl",
-    "pres": "sp",
-}
-ENSEMBLE_DIMS = ("realization", "number", "member", "ensemble")
-LEVEL_NAMES = ("level", "pressure_level", "isobaricInhPa", "plev", "pressure", "lev")
-_LAT_NAMES = ("latitude", "lat")
-_LON_NAMES = ("longitude", "lon")
-_LEAD_NAMES = ("prediction_timedelta", "step", "forecast_period", "lead_time")
-_NON_WEATHER = {"sim_state"}
-
-# canonical units of the known variables, and the spellings accepted as the same unit
-CANONICAL_UNITS: dict[str, str] = {
-    "z": "m**2 s**-2", "t": "K", "t2m": "K", "u": "m s**-1", "v": "m s**-1", "u10": "m s**-1",
-    "v10": "m s**-1", "vo": "s**-1", "d": "s**-1", "q": "kg kg**-1", "r": "%", "w": "Pa s**-1",
-    "msl": "Pa", "sp": "Pa", "tp": "m",
-}
-_SAME_UNIT: dict[str, set[str]] = {
-    "m**2 s**-2": {"m**2 s**-2", "m2 s-2", "m**2/s**2", "m2/s2", "m**2 s-2", "j kg**-1", "j kg-1", "j/kg"},
-    "K": {"k", "kelvin", "degk", "deg k", "deg_k", "degrees_k", "degrees kelvin"},
-    "m s**-1": {"m s**-1", "m s-1", "m/s", "m/sec", "meters/second", "metres per second"},
-    "s**-1": {"s**-1", "s-1", "1/s", "/s", "per second"},
-    "kg kg**-1": {"kg kg**-1", "kg kg-1", "kg/kg"},
-    "%": {"%", "percent"},
-    "Pa s**-1": {"pa s**-1", "pa s-1", "pa/s"},
-    "Pa": {"pa", "pascal", "pascals"},
-    "m": {"m", "metre", "metres", "meter", "meters"},
-}
-# (accepted spellings, factor, offset, note): canonical = factor * value + offset
-_CONVERT: dict[str, list[tuple[set[str], float, float, str]]] = {
-    "m**2 s**-2": [({"m", "gpm", "metre", "metres", "meter", "meters", "m (geopotential height)"}, G, 0.0,
-                    "geopotential height in m multiplied by g = 9.80665 m s-2")],
-    "K": [({"degc", "deg c", "deg_c", "degrees_c", "degree_celsius", "degrees_celsius", "celsius", "c", "°c"},
-           1.0, 273.15, "degC converted to K (+273.15)")],
-    "Pa": [({"hpa", "millibar", "millibars", "mbar", "mb"}, 100.0, 0.0, "hPa converted to Pa (x 100)")],
-    "kg kg**-1": [({"g kg**-1", "g kg-1", "g/kg"}, 1e-3, 0.0, "g/kg converted to kg/kg (x 0.001)")],
-    "m": [({"mm"}, 1e-3, 0.0, "mm converted to m (x 0.001)")],
-}
 # physically possible ranges in canonical units (refused outside); z is also checked per level
 PHYSICAL_RANGES: dict[str, tuple[float, float]] = {
     "z": (-1.0e4, 6.0e5),  # 1000 hPa heights go below sea level (-1000 m) ; 1 hPa is ~48 km
@@ -159,14 +63,6 @@ PHYSICAL_RANGES: dict[str, tuple[float, float]] = {
     "q": (-1e-3, 0.1), "r": (-10.0, 200.0),
     "msl": (8.0e4, 1.15e5), "sp": (3.0e4, 1.15e5), "tp": (-1e-6, 1.0),
 }
-
-
-def _short(name: str) -> str:
-    return LONG_TO_SHORT.get(name, NCEP_TO_SHORT.get(name, name))
-
-
-def _norm_unit(u) -> str:
-    return re.sub(r"\s+", " ", str(u).strip().lower().replace("^", "**"))
 
 
 def _open(path_or_dataset, chunks) -> tuple[xr.Dataset, str]:
@@ -186,272 +82,6 @@ def _open(path_or_dataset, chunks) -> tuple[xr.Dataset, str]:
     except Exception as exc:  # netCDF4/zarr raise many types for a bad file
         raise DiffsciError(f"{name}: cannot open as netCDF or zarr ({type(exc).__name__}: {exc})") from None
     return ds, name
-
-
-def _check_monotonic(values: np.ndarray, coord: str, name: str) -> None:
-    if values.size < 2:
-        return
-    d = np.diff(values)
-    if np.any(d == 0):
-        dup = values[1:][d == 0]
-        raise DiffsciError(f"{name}: duplicate {coord} values {list(dup[:5])}")
-    if not (np.all(d > 0) or np.all(d < 0)):
-        raise DiffsciError(f"{name}: {coord} is not monotonic")
-
-
-def _one_of(ds: xr.Dataset, names, what: str, name: str) -> str | None:
-    found = [n for n in names if n in ds.dims]
-    if len(found) > 1:
-        raise DiffsciError(f"{name}: several {what} dims {found}; expected one of {list(names)}")
-    return found[0] if found else None
-
-
-def _scalar_coords(ds: xr.Dataset, names) -> list[str]:
-    return [n for n in names if n in ds.coords and ds[n].ndim == 0]
-
-
-def _level_to_hpa(ds: xr.Dataset, name: str) -> xr.Dataset:
-    lev = ds["level"]
-    std = lev.attrs.get("standard_name")
-    if std and std != "air_pressure":
-        raise DiffsciError(f"{name}: level coordinate is {std!r}: expected pressure levels (air_pressure)")
-    units = _norm_unit(lev.attrs.get("units", ""))
-    values = np.asarray(lev.values)
-    if units == "pa":
-        values, units = values / 100.0, "hpa"
-    elif units in ("hpa", "millibar", "millibars", "mbar", "mb", "hectopascal", "hectopascals"):
-        units = "hpa"
-    elif units in ("", "1"):
-        if np.nanmax(np.abs(values)) > 1100:
-            raise DiffsciError(f"{name}: pressure levels up to {np.nanmax(values):g} without units: "
-                               "expected hPa (give the level coordinate units 'Pa' or 'hPa')")
-    else:
-        raise DiffsciError(f"{name}: level coordinate in {lev.attrs.get('units')!r}: expected pressure levels in hPa or Pa")
-    attrs = {"units": "hPa", "long_name": "pressure level", "standard_name": "air_pressure", "positive": "down"}
-    return ds.assign_coords(level=("level", values, attrs))
-
-
-def _time_axis(ds: xr.Dataset, name: str, forecast: bool) -> xr.Dataset:
-    """Make ``time`` the time dim (valid time; init time for a forecast) and the lead ``step``."""
-    if "forecast_reference_time" in ds.dims and "time" not in ds.variables:
-        ds = ds.rename({"forecast_reference_time": "time"})
-    lead = _one_of(ds, _LEAD_NAMES, "lead-time", name)
-    if lead is None:
-        scal = _scalar_coords(ds, _LEAD_NAMES)
-        lead = scal[0] if scal else None
-    if lead is not None and lead != "step":
-        if "step" in ds.variables:
-            ds = ds.drop_vars("step")
-        ds = ds.rename({lead: "step"})
-    has_step_dim = "step" in ds.dims
-    if "valid_time" in ds.dims:  # new CDS layout: valid_time is the time axis
-        if "time" in ds.dims:
-            raise DiffsciError(f"{name}: both 'time' and 'valid_time' are dims; expected one time axis")
-        if forecast:
-            raise DiffsciError(f"{name}: a forecast needs an init 'time' dim and a lead dim "
-                               "('prediction_timedelta' or 'step'); found only 'valid_time'")
-        ds = ds.drop_vars([c for c in ("time", "step") if c in ds.variables])
-        return ds.rename({"valid_time": "time"})
-    if "time" not in ds.dims:
-        raise DiffsciError(f"{name}: no time dimension: expected 'time' (with 'step'/'valid_time' as cfgrib writes "
-                           f"them) or 'valid_time' (dims: {sorted(map(str, ds.dims))})")
-    if forecast:
-        if not has_step_dim:
-            if "step" not in ds.coords:
-                raise DiffsciError(f"{name}: a forecast needs a lead dim ('prediction_timedelta' or cfgrib's "
-                                   f"'step') (dims: {sorted(map(str, ds.dims))})")
-            step = ds["step"].values
-            ds = ds.drop_vars("step")
-            ds = ds.expand_dims(step=[step])
-        ds = ds.drop_vars([c for c in ("valid_time",) if c in ds.variables])
-        if not np.issubdtype(ds["step"].dtype, np.timedelta64):
-            raise DiffsciError(f"{name}: lead coordinate is {ds['step'].dtype}, expected a time interval")
-        return ds.rename({"step": "prediction_timedelta"})
-    # analysis / truth: the time axis is the valid time of each state
-    if has_step_dim:
-        if ds.sizes["step"] == 1:
-            ds = ds.isel(step=0)
-        elif ds.sizes["time"] == 1:  # one forecast run used as a sequence of states
-            t0 = ds["time"].values[0]
-            ds = ds.isel(time=0).drop_vars([c for c in ("time", "valid_time") if c in ds.variables])
-            ds = ds.assign_coords(step=t0 + ds["step"].values).rename({"step": "time"})
-            return ds
-        else:
-            raise DiffsciError(f"{name}: forecast layout (time x step = {ds.sizes['time']} x {ds.sizes['step']}); "
-                               "expected states along one time axis (an analysis, one step, or one forecast run)")
-    if "valid_time" in ds.coords and ds["valid_time"].dims == ("time",):
-        valid = ds["valid_time"].values
-    elif "step" in ds.coords and ds["step"].ndim == 0 and np.issubdtype(ds["step"].dtype, np.timedelta64):
-        valid = ds["time"].values + ds["step"].values
-    else:
-        valid = None
-    ds = ds.drop_vars([c for c in ("valid_time", "step") if c in ds.variables])
-    if valid is not None:
-        ds = ds.assign_coords(time=("time", np.asarray(valid), {"standard_name": "time", "long_name": "valid time"}))
-    return ds
-
-
-def _convert_units(ds: xr.Dataset, name: str) -> xr.Dataset:
-    notes = []
-    for v in list(ds.data_vars):
-        canon = CANONICAL_UNITS.get(str(v))
-        if canon is None or "units" not in ds[v].attrs:
-            continue
-        got = ds[v].attrs["units"]
-        u = _norm_unit(got)
-        if u in _SAME_UNIT[canon] or u == _norm_unit(canon):
-            ds[v].attrs["units"] = canon
-            continue
-        for spellings, factor, offset, note in _CONVERT.get(canon, []):
-            if u in spellings:
-                attrs = dict(ds[v].attrs)
-                new = ds[v].astype(np.float64) * factor + offset
-                new.attrs = {**attrs, "units": canon, "diffsci_note": note}
-                ds[v] = new
-                notes.append(f"{v}: {note}")
-                break
-        else:
-            raise DiffsciError(f"{name}: variable {v!r} in {got!r}: expected {canon!r} "
-                               "(or a unit convertible to it without doubt)")
-    if notes:
-        warnings.warn(f"{name}: " + "; ".join(notes), stacklevel=3)
-        ds.attrs["diffsci_notes"] = "; ".join(notes)
-    return ds
-
-
-def contiguous_longitudes(lon360) -> np.ndarray:
-    """Longitudes in [0, 360) -> the values the internal convention uses, same order.
-
-    A global grid, or a regional one that does not cross 0 deg, keeps [0, 360). A regional
-    domain across 0 deg (Europe: 350..359, 0..40) becomes one west-to-east run with negative
-    longitudes west of 0 (-10..40), so that sorting keeps its columns contiguous. Global: the
-    largest circular gap between sorted columns is at most 1.5 times the median gap.
-    """
-    lon = np.asarray(lon360, dtype=np.float64)
-    if lon.size < 2:
-        return lon
-    s = np.sort(lon)
-    gaps = np.diff(np.concatenate([s, s[:1] + 360.0]))
-    k = int(np.argmax(gaps))
-    if gaps[k] <= 1.5 * np.median(gaps) + 1e-9 or k == s.size - 1:
-        return lon  # global, or the domain's gap is already the one across 0 deg
-    east_start = s[k + 1]  # columns from here to 360 lie west of 0 deg in the domain
-    return np.where(lon >= east_start, lon - 360.0, lon)
-
-
-def normalize_layout(ds: xr.Dataset, *, path=None, forecast: bool = False) -> xr.Dataset:
-    """Bring a dataset in any recognised layout to the internal convention (module docstring).
-
-    Layout only: names, dims, coordinates, order, units. No NaN or time-regularity checks and
-    nothing is loaded (those are :func:`open_weather`'s).
-
-    Parameters
-    ----------
-    ds : xr.Dataset
-        As opened from the file (cfgrib, CDS, WB2, NCEP layouts).
-    path : str or Path, optional
-        Named in error messages (default: ``ds.attrs['diffsci_source']`` or ``<dataset>``).
-    forecast : bool
-        Forecast layout: ``time`` is the init time and the lead (``prediction_timedelta``,
-        cfgrib's ``step`` dim or scalar, ``forecast_period``) becomes a
-        ``prediction_timedelta`` dim. Otherwise the states' valid times form ``time``
-        (cfgrib's ``valid_time``).
-
-    Returns
-    -------
-    xr.Dataset
-        Dims ``[realization,] time, [prediction_timedelta,] [level,] latitude, longitude``.
-
-    Raises
-    ------
-    DiffsciError
-        One line naming the file and what was expected.
-    """
-    name = str(path) if path is not None else ds.attrs.get("diffsci_source", "<dataset>")
-    # --- horizontal ---
-    for names, target, what in ((_LAT_NAMES, "latitude", "latitude"), (_LON_NAMES, "longitude", "longitude")):
-        dim = next((n for n in names if n in ds.dims), None)
-        if dim is None:
-            raise DiffsciError(f"{name}: no {what} dimension: expected one of {list(names)} "
-                               f"(dims: {sorted(map(str, ds.dims))})")
-        if dim != target:
-            if target in ds.variables:
-                raise DiffsciError(f"{name}: has a '{dim}' dim and a separate '{target}' variable; expected one "
-                                   f"1-D {what} coordinate (a curvilinear grid is not supported)")
-            ds = ds.rename({dim: target})
-    # --- ensemble ---
-    ens = _one_of(ds, ENSEMBLE_DIMS, "ensemble", name)
-    ds = ds.drop_vars([c for c in _scalar_coords(ds, ENSEMBLE_DIMS)])
-    if ens is not None and ens != "realization":
-        ds = ds.rename({ens: "realization"})
-    # --- vertical ---
-    lev = _one_of(ds, LEVEL_NAMES, "pressure-level", name)
-    scalar_lev = _scalar_coords(ds, LEVEL_NAMES)
-    if lev is not None:
-        ds = ds.drop_vars(scalar_lev)
-        if lev != "level":
-            ds = ds.rename({lev: "level"})
-        ds = _level_to_hpa(ds, name)
-    elif scalar_lev:  # one pressure level selected (cfgrib): a level dim of size 1
-        coord = ds[scalar_lev[0]]
-        ds = ds.drop_vars(scalar_lev)
-        fields = [v for v in ds.data_vars if {"latitude", "longitude"} <= set(ds[v].dims)]
-        for v in fields:
-            ds[v] = ds[v].expand_dims(level=[coord.values.item()])
-        if fields:
-            ds = ds.assign_coords(level=("level", ds["level"].values, coord.attrs))
-            ds = _level_to_hpa(ds, name)
-    # --- ERA5 / ERA5T mixture of the old CDS netCDF: each time is valid in one expver slot ---
-    if "expver" in ds.dims:
-        parts = [ds.isel(expver=i, drop=True) for i in range(ds.sizes["expver"])]
-        merged = parts[0]
-        for part in parts[1:]:
-            merged = merged.combine_first(part)
-        ds = merged
-    # --- time ---
-    ds = _time_axis(ds, name, forecast)
-    # --- names ---
-    for table in (LONG_TO_SHORT, NCEP_TO_SHORT):
-        ren = {k: s for k, s in table.items() if k in ds.data_vars and s not in ds.variables}
-        if ren:
-            ds = ds.rename(ren)
-    # bookkeeping coords (expver, surface, heightAboveGround, number, valid_time...) go
-    drop = [c for c in ds.coords if c not in ds.dims and c != "trajectory"]
-    ds = ds.drop_vars(drop)
-    # --- coordinates ---
-    lat = np.asarray(ds["latitude"].values, dtype=np.float64)
-    _check_monotonic(lat, "latitude", name)
-    if np.any(np.abs(lat) > 90 + 1e-6):
-        raise DiffsciError(f"{name}: latitude outside [-90, 90]")
-    lon = np.asarray(ds["longitude"].values, dtype=np.float64)
-    # a regional domain across 0 deg may be stored as 350..359, 0..40: monotonic once unwrapped
-    _check_monotonic(np.unwrap(lon, period=360.0) if lon.size > 1 else lon, "longitude", name)
-    lon360 = np.mod(lon, 360.0)
-    lon360[np.isclose(lon360, 360.0)] = 0.0
-    if np.unique(np.round(lon360, 6)).size != lon360.size:
-        raise DiffsciError(f"{name}: longitude has duplicate values modulo 360")
-    lon360 = contiguous_longitudes(lon360)
-    lat_attrs = {k: a for k, a in ds["latitude"].attrs.items() if k not in ("stored_direction", "actual_range")}
-    lon_attrs = {k: a for k, a in ds["longitude"].attrs.items() if k != "actual_range"}
-    ds = ds.assign_coords(latitude=("latitude", lat, lat_attrs), longitude=("longitude", lon360, lon_attrs))
-    ds = ds.sortby("longitude")
-    if lat.size > 1 and lat[0] > lat[-1]:
-        ds = ds.isel(latitude=slice(None, None, -1))
-    if "level" in ds.dims:
-        levs = np.asarray(ds["level"].values)
-        _check_monotonic(levs, "level", name)
-        if levs.size > 1 and levs[0] > levs[-1]:
-            ds = ds.isel(level=slice(None, None, -1))
-    ds = _convert_units(ds, name)
-    order = [d for d in ("realization", "time", "prediction_timedelta", "level", "latitude", "longitude") if d in ds.dims]
-    for v in ds.data_vars:
-        extra = [d for d in ds[v].dims if d not in order]
-        if extra and {"latitude", "longitude"} <= set(ds[v].dims) and v not in _NON_WEATHER:
-            raise DiffsciError(f"{name}: variable {v!r} has dims {extra} besides the expected "
-                               "([realization,] time, [prediction_timedelta,] [level,] latitude, longitude)")
-    ds = ds.transpose(*order, ...)
-    ds.attrs["diffsci_source"] = name
-    return ds
 
 
 def open_weather(
@@ -487,7 +117,8 @@ def open_weather(
     Returns
     -------
     xr.Dataset
-        In the internal convention described in the module docstring.
+        In the internal convention (:mod:`diffsci.weather.layouts`), variables float32: data
+        variables ``([realization,] time, [prediction_timedelta,] [level,] latitude, longitude)``.
 
     Raises
     ------
@@ -500,15 +131,15 @@ def open_weather(
     if variables is None:
         keep = [
             str(v) for v in ds.data_vars
-            if v not in _NON_WEATHER and {"time", "latitude", "longitude"} <= set(ds[v].dims)
+            if v not in NON_WEATHER and {"time", "latitude", "longitude"} <= set(ds[v].dims)
         ]
         if not keep:
             raise DiffsciError(f"{name}: no variable with time, latitude and longitude dims")
     else:
-        keep = [_short(v) for v in variables]
+        keep = [short_name(v) for v in variables]
         missing = [v for v, k in zip(variables, keep) if k not in ds.data_vars]
         if missing:
-            avail = sorted(str(v) for v in ds.data_vars if v not in _NON_WEATHER)
+            avail = sorted(str(v) for v in ds.data_vars if v not in NON_WEATHER)
             raise DiffsciError(f"{name}: missing variables {missing} (has {avail})")
     keep = list(dict.fromkeys(keep))
     ds = ds[keep]
@@ -615,8 +246,6 @@ def check_output_path(out, *, inputs=(), folder: bool = False, flag: str = "--ou
     a file), or a folder where a test file cannot be created -> :class:`DiffsciError`.
     ``folder=True``: ``out`` is a run folder, created later with its parents.
     """
-    import tempfile
-
     p = Path(out)
     rp = p.resolve()
     for inp in inputs:
@@ -673,7 +302,7 @@ def channel_names(ds: xr.Dataset, variables) -> list[str]:
     """Channel names in stacking order: ``"z"`` or ``"t500"`` (see module docstring)."""
     names: list[str] = []
     for v in variables:
-        v = _short(v)
+        v = short_name(v)
         if v not in ds:
             raise DiffsciError(f"{ds.attrs.get('diffsci_source', '<dataset>')}: missing variable {v!r}")
         if "level" in ds[v].dims:
@@ -691,8 +320,8 @@ def channel_names(ds: xr.Dataset, variables) -> list[str]:
 def _stack(ds: xr.Dataset, variables) -> np.ndarray:
     parts = []
     for v in variables:
-        a = np.asarray(ds[_short(v)].values, dtype=np.float32)
-        if "level" in ds[_short(v)].dims:
+        a = np.asarray(ds[short_name(v)].values, dtype=np.float32)
+        if "level" in ds[short_name(v)].dims:
             parts.append(a)  # (T, level, H, W)
         else:
             parts.append(a[:, None])
@@ -867,4 +496,3 @@ def window_starts(ds: xr.Dataset, history: int = 2, lead: int = 1) -> np.ndarray
     starts = np.arange(nt - span + 1)
     ok = traj[starts] == traj[starts + span - 1]
     return starts[ok]
-

@@ -37,7 +37,6 @@ DataArrays. :func:`evaluate_forecast` scores each pressure level as its own fiel
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 import warnings
@@ -47,9 +46,10 @@ import numpy as np
 import xarray as xr
 
 from diffsci.core.errors import DiffsciError
-from diffsci.core.utils import atomic_output
-from diffsci.weather.data import LONG_TO_SHORT, NCEP_TO_SHORT, check_output_path, open_weather
+from diffsci.core.io import write_json
+from diffsci.weather.data import check_output_path, open_weather
 from diffsci.weather.grid import cell_area_weights
+from diffsci.weather.layouts import short_name
 
 __all__ = [
     "latitude_weights", "spatial_mean", "crps_ensemble", "crps", "valid_members", "ensemble_mean_rmse", "mae",
@@ -244,10 +244,6 @@ def field_key(variable: str, level=None) -> str:
     return variable if level is None else f"{variable}{float(level):g}"
 
 
-def _short(name: str) -> str:
-    return LONG_TO_SHORT.get(name, NCEP_TO_SHORT.get(name, name))
-
-
 def _fields(forecast: xr.Dataset, variables, fname: str) -> list[tuple[str, str, object]]:
     """``(key, variable, level or None)`` of each field to score, in order.
 
@@ -266,10 +262,10 @@ def _fields(forecast: xr.Dataset, variables, fname: str) -> list[tuple[str, str,
         out = []
         for name in variables:
             m = _LEVEL_KEY.fullmatch(name)
-            if _short(name) in avail:
-                out += expand(_short(name))
-            elif m and _short(m[1]) in avail and "level" in forecast[_short(m[1])].dims:
-                v, lev = _short(m[1]), float(m[2])
+            if short_name(name) in avail:
+                out += expand(short_name(name))
+            elif m and short_name(m[1]) in avail and "level" in forecast[short_name(m[1])].dims:
+                v, lev = short_name(m[1]), float(m[2])
                 hit = [x for x in levels if np.isclose(float(x), lev)]
                 if not hit:
                     raise DiffsciError(f"{fname}: {v} has no level {lev:g} hPa (levels {shown})")
@@ -346,7 +342,7 @@ def _lead_label(lead) -> int | float:
 
 def _climatology_field(climatology: xr.Dataset, v: str, lev, lead, t: xr.Dataset) -> xr.DataArray:
     """The climatology of one field at the valid times of ``t`` (by hour of day if it has ``hour``)."""
-    clim = climatology.rename({k: _short(k) for k in climatology.data_vars if _short(k) != k})
+    clim = climatology.rename({k: short_name(k) for k in climatology.data_vars if short_name(k) != k})
     clim = clim.rename({a: b for a, b in (("lat", "latitude"), ("lon", "longitude")) if a in clim.dims})
     name = clim.attrs.get("diffsci_source", "climatology")
     if v not in clim:
@@ -457,10 +453,7 @@ def evaluate_forecast(forecast, truth, *, variables=None, climatology=None, seed
 
 def write_metrics(result: dict, path) -> Path:
     """Write the metrics as strict JSON (NaN never written: it is null), atomically."""
-    text = json.dumps(result, indent=1, allow_nan=False)
-    with atomic_output(path) as tmp:
-        tmp.write_text(text)
-    return Path(path)
+    return write_json(path, result, indent=1)
 
 
 def _run(args) -> int:
