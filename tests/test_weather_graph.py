@@ -1,4 +1,4 @@
-"""Tests for diffsci.weather.graph: mesh counts, connectivity rules, local-frame features,
+"""Tests for diffsci.weather.mesh and diffsci.weather.graph: mesh counts, connectivity rules, local-frame features,
 regional pruning and caching. References are analytic (counts, Euler characteristic),
 independent implementations (brute-force cdist radius query, triple-product point-in-
 triangle test) or invariants (rotation about the z axis)."""
@@ -11,14 +11,11 @@ import torch
 from scipy.spatial import cKDTree
 
 from diffsci.core.errors import DiffsciError
-from diffsci.weather.graph import (
-    GridMeshGraph,
-    build_graph,
-    cached_graph,
+from diffsci.weather.graph import GridMeshGraph, build_graph, cached_graph, is_global_grid
+from diffsci.weather.mesh import (
     containing_triangles,
     icosahedral_mesh,
     icosahedral_mesh_levels,
-    is_global_grid,
     latlon_to_xyz,
     local_frame_rotations,
     mesh_edges,
