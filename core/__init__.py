@@ -14,7 +14,7 @@ from diffsci.core.checkpoint import (Bundle, default_checkpoint_path, load_bundl
                                      save_checkpoint)
 from diffsci.core.config import Provenance, from_dict, to_dict
 from diffsci.core.errors import CheckpointError, DiffsciError
-from diffsci.core.precond import EDMPrecond, edm_coefficients, edm_loss_weight, from_eps, from_v, from_velocity
+from diffsci.core.precond import EDMPrecond, edm_coefficients, edm_loss_weight
 from diffsci.core.samplers import (
     SAMPLERS,
     classifier_free_guidance,
@@ -32,11 +32,11 @@ from diffsci.core.samplers import (
 from diffsci.core.schedules import EDM, SCHEDULES, FlowMatching, LogLinear, VPCosine, VPLinear, get_schedule, karras_sigmas
 from diffsci.core.spaces import Euclidean, EuclideanCoM, Product, SO3Diffusion, SO3Flow, Space
 from diffsci.core.train import EMA, Recipe, TrainConfig, fit, train
-from diffsci.core.utils import append_dims, derive_seed, make_generator, member_generators
+from diffsci.core.utils import append_dims, derive_seed, make_generator
 
 __all__ = [
     "CheckpointError", "DiffsciError",
-    "EDMPrecond", "edm_coefficients", "edm_loss_weight", "from_eps", "from_v", "from_velocity",
+    "EDMPrecond", "edm_coefficients", "edm_loss_weight",
     "SAMPLERS", "classifier_free_guidance", "ddim_invert", "fix_known", "get_sampler",
     "sample_ddim", "sample_ddpm", "sample_dpmpp_2m", "sample_dpmpp_2s", "sample_euler",
     "sample_euler_maruyama", "sample_heun",
@@ -45,5 +45,5 @@ __all__ = [
     "Bundle", "default_checkpoint_path", "load_bundle", "load_checkpoint", "register_kind", "save_checkpoint",
     "Provenance", "from_dict", "to_dict",
     "EMA", "Recipe", "TrainConfig", "fit", "train",
-    "append_dims", "derive_seed", "make_generator", "member_generators",
+    "append_dims", "derive_seed", "make_generator",
 ]

@@ -25,7 +25,7 @@ from torch import nn
 from diffsci.core.schedules import Schedule
 from diffsci.core.utils import append_dims
 
-__all__ = ["edm_coefficients", "edm_loss_weight", "EDMPrecond", "from_eps", "from_v", "from_velocity"]
+__all__ = ["edm_coefficients", "edm_loss_weight", "EDMPrecond"]
 
 
 def edm_coefficients(sigma: torch.Tensor, sigma_data: float = 1.0):
@@ -67,42 +67,3 @@ class EDMPrecond(nn.Module):
         y = x / alpha
         f = self.net(c_in * y, c_noise.reshape(x.shape[0]), cond)
         return c_skip * y + c_out * f.to(x.dtype)
-
-
-def from_eps(net, schedule: Schedule):
-    """Denoiser from an eps-predictor: ``x0 = (x - sigma eps) / alpha``."""
-
-    def denoise(x, t, cond=None):
-        a = append_dims(schedule.alpha(t).to(x.dtype), x.ndim)
-        s = append_dims(schedule.sigma(t).to(x.dtype), x.ndim)
-        return (x - s * net(x, t, cond)) / a
-
-    return denoise
-
-
-def from_v(net, schedule: Schedule):
-    """Denoiser from a v-predictor (Salimans & Ho 2022), VP schedules: ``x0 = alpha x - sigma v``."""
-
-    def denoise(x, t, cond=None):
-        a = append_dims(schedule.alpha(t).to(x.dtype), x.ndim)
-        s = append_dims(schedule.sigma(t).to(x.dtype), x.ndim)
-        return a * x - s * net(x, t, cond)
-
-    return denoise
-
-
-def from_velocity(net, schedule: Schedule):
-    """Denoiser from a velocity predictor ``u = alpha' x0 + sigma' eps`` (flow matching):
-    solving with ``x = alpha x0 + sigma eps`` gives ``x0 = (sigma' x - sigma u) / (sigma' alpha - sigma alpha')``."""
-
-    def denoise(x, t, cond=None):
-        tt = torch.as_tensor(t, dtype=torch.float64)
-        a, s = schedule.alpha(tt), schedule.sigma(tt)
-        da, ds = schedule.alpha_dot(tt), schedule.sigma_dot(tt)  # closed forms (safe under inference_mode)
-        u = net(x, t, cond)
-        num_x = append_dims(ds.to(x.dtype), x.ndim)
-        num_u = append_dims(s.to(x.dtype), x.ndim)
-        den = append_dims((ds * a - s * da).to(x.dtype), x.ndim)
-        return (num_x * x - num_u * u) / den
-
-    return denoise

@@ -10,7 +10,8 @@ Every sampler has the same signature::
 - ``times`` is a decreasing 1-D tensor of times in [0, 1] (``schedule.time_grid(steps)``);
   when it ends at 0 the result is clean data.
 - ``generator``: a ``torch.Generator`` or a list with one per batch element (so sample ``i``
-  does not depend on the batch it is in; see :func:`diffsci.core.utils.member_generators`).
+  does not depend on the batch it is in: ``make_generator(seed, "member", i)`` per element, see
+  :func:`diffsci.core.utils.make_generator`).
 - ``constraint(x, t) -> x`` is applied to the initial state and after every step: fixing
   known parts of the state (:func:`fix_known`, motif scaffolding / inpainting) or a symmetry.
 - ``callback(i, t, x, x0_hat)`` sees every step (progress bars, trajectories).

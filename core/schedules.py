@@ -43,7 +43,6 @@ __all__ = [
     "LogLinear",
     "karras_sigmas",
     "time_grid",
-    "lognormal_sigmas",
     "SCHEDULES",
     "get_schedule",
 ]
@@ -299,12 +298,6 @@ def karras_sigmas(steps: int, sigma_min: float = 0.002, sigma_max: float = 80.0,
     t = torch.linspace(1.0, 0.0, steps, dtype=torch.float64)
     lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
     return torch.cat([(lo + t * (hi - lo)) ** rho, torch.zeros(1, dtype=torch.float64)])
-
-
-def lognormal_sigmas(n: int, p_mean: float = -1.2, p_std: float = 1.2, generator=None, device=None) -> torch.Tensor:
-    """EDM's log-normal training noise levels ``ln sigma ~ N(p_mean, p_std^2)``."""
-    z = torch.randn(n, generator=generator, dtype=torch.float64, device=device)
-    return torch.exp(p_mean + p_std * z)
 
 
 SCHEDULES: dict[str, type[Schedule]] = {

@@ -15,7 +15,6 @@ __all__ = [
     "append_dims",
     "derive_seed",
     "make_generator",
-    "member_generators",
     "randn",
     "rand",
     "tree_map",
@@ -55,11 +54,6 @@ def make_generator(seed: int, *keys: int | str, device: torch.device | str = "cp
     gen = torch.Generator(device=device)
     gen.manual_seed(derive_seed(seed, *keys))
     return gen
-
-
-def member_generators(seed: int, indices, device: torch.device | str = "cpu") -> list[torch.Generator]:
-    """One generator per sample/ensemble-member index (see :func:`derive_seed`)."""
-    return [make_generator(seed, "member", int(i), device=device) for i in indices]
 
 
 def _draw(fn, shape, generator, dtype, device) -> torch.Tensor:

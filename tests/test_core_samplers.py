@@ -98,10 +98,10 @@ def test_member_independent_of_batch():
     schedule = EDM(sigma_max=80.0)
     space = Euclidean(schedule)
     den = lambda x, t, c: GM.denoise(x, t, schedule)  # noqa: E731
-    from diffsci.core.utils import member_generators
+    from diffsci.core.utils import make_generator
 
     def run(m):
-        gens = member_generators(7, range(m))
+        gens = [make_generator(7, "member", i) for i in range(m)]
         x = space.prior(torch.zeros(m, 2, dtype=torch.float64), gens)
         return get_sampler("euler_maruyama")(den, x, schedule.time_grid(20), space=space, generator=gens)
 
