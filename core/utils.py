@@ -106,7 +106,7 @@ def load_config_file(path) -> dict:
 
     p = Path(path)
     if not p.exists():
-        raise DiffsciError(f"--config {path}: file not found")
+        raise DiffsciError(f"config file {path}: not found")
     try:
         if p.suffix == ".toml":
             import tomllib
@@ -114,7 +114,7 @@ def load_config_file(path) -> dict:
             return tomllib.loads(p.read_text())
         return json.loads(p.read_text())
     except Exception as exc:
-        raise DiffsciError(f"--config {path}: cannot parse ({exc})") from None
+        raise DiffsciError(f"config file {path}: cannot parse ({exc})") from None
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -126,7 +126,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     try:
         dev = torch.device(device)
     except RuntimeError as exc:
-        raise DiffsciError(f"--device: unknown device {device!r} (use auto, cpu or cuda[:N])") from exc
+        raise DiffsciError(f"device {device!r}: unknown (use auto, cpu or cuda[:N])") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise DiffsciError(f"--device {device}: CUDA is not available on this machine")
+        raise DiffsciError(f"device {device!r}: CUDA is not available on this machine")
     return dev
