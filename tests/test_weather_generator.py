@@ -123,10 +123,10 @@ def test_make_data_cli_and_bad_arguments(tmp_path, capsys):
         assert ds.sizes["time"] == 2 and ds.sizes["latitude"] == 16
     assert [p.name for p in tmp_path.iterdir()] == ["d.nc"]  # no temp file left
     for bad, msg in [
-        (["--grid", "32x6a", "--hours", "2"], "--grid"),
-        (["--grid", "32", "--hours", "2"], "--grid"),
-        (["--hours", "0"], "--hours"),
-        (["--hours", "2", "--members", "0"], "--members"),
+        (["--grid", "32x6a", "--hours", "2"], "grid: expected NLATxNLON"),
+        (["--grid", "32", "--hours", "2"], "grid: expected NLATxNLON"),
+        (["--hours", "0"], "hours must be >= 1"),
+        (["--hours", "2", "--members", "0"], "members must be >= 1"),
         (["--grid", "16x16", "--hours", "2"], "nlon must be 2 * nlat"),
     ]:
         target = tmp_path / "bad.nc"
@@ -142,3 +142,27 @@ def test_64x128_runs_and_is_sane():
     assert np.isfinite(ds["z"].values).all()
     r = hourly_change_ratio(ds, "z", lags=(1, 24))
     assert r[1] < 0.15 and r[24] > 4 * r[1]
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(nlat=6, nlon=12), "nlat must be >= 8"),
+    (dict(nlat=9, nlon=18), "nlat must be even"),
+    (dict(nlat=32.0), "nlat must be an integer"),
+    (dict(steps_per_hour=-1), "steps_per_hour must be >= 0"),
+    (dict(forcing_lmin=10, forcing_lmax=5), "forcing_lmax must be >= 10"),
+    (dict(drag_days=0.0), r"drag_days must lie in \(0, inf\)"),
+    (dict(hyperdiff_hours=float("nan")), "hyperdiff_hours"),
+    (dict(forcing_rms=-1e-10), r"forcing_rms must lie in \[0, inf\)"),
+])
+def test_config_refuses_bad_values_by_name(kwargs, match):
+    with pytest.raises(DiffsciError, match=match):
+        GeneratorConfig(**kwargs)
+    GeneratorConfig(jet_speed=0.0, eddy_speed=0.0, steps_per_hour=0)  # zero is allowed where it means "none"
+
+
+def test_library_errors_name_parameters():
+    for kwargs, match in ((dict(hours=0), "hours must be >= 1"), (dict(trajectories=0), "trajectories must be >= 1"),
+                          (dict(hours=1, spinup_hours=-1), "spinup_hours must be >= 0"),
+                          (dict(hours=1.5), "hours must be an integer")):
+        with pytest.raises(DiffsciError, match=match):
+            generate((8, 16), progress=False, **kwargs)

@@ -64,9 +64,9 @@ import numpy as np
 import pandas as pd
 import torch
 import xarray as xr
-from tqdm.auto import tqdm
-
 from diffsci.core.errors import DiffsciError
+from diffsci.core.io import check_int, check_range
+from diffsci.core.io import progress as progress_bar
 
 __all__ = [
     "GeneratorConfig",
@@ -140,12 +140,18 @@ class GeneratorConfig:
     steps_per_hour: int = 0
 
     def __post_init__(self) -> None:
-        if self.nlat < 8 or self.nlat % 2:
+        if check_int(self.nlat, "nlat", minimum=8) % 2:
             raise DiffsciError(f"grid: nlat must be even and >= 8, got {self.nlat}")
-        if self.nlon != 2 * self.nlat:
+        if check_int(self.nlon, "nlon") != 2 * self.nlat:
             raise DiffsciError(f"grid: nlon must be 2 * nlat, got {self.nlat}x{self.nlon}")
-        if self.steps_per_hour < 0:
-            raise DiffsciError("steps_per_hour must be >= 0")
+        check_int(self.steps_per_hour, "steps_per_hour", minimum=0)
+        check_int(self.forcing_lmax, "forcing_lmax", minimum=check_int(self.forcing_lmin, "forcing_lmin", minimum=0))
+        for name in ("mean_depth", "drag_days", "forcing_tau_hours", "div_damping_hours", "spinup_div_damping_hours",
+                     "hyperdiff_hours"):
+            check_range(getattr(self, name), name, 0.0, None, lo_open=True)
+        for name in ("forcing_rms", "eddy_speed"):
+            check_range(getattr(self, name), name, 0.0, None)
+        check_range(self.jet_speed, "jet_speed")
 
     @property
     def truncation(self) -> int:
@@ -175,7 +181,13 @@ class SimState:
 
 @contextmanager
 def _one_thread():
-    """Run tiny spectral transforms on one thread (much faster than 2 contended threads)."""
+    """Run the block with torch on one intra-op thread, then restore the thread count.
+
+    The simulator's spherical-harmonic transforms are tiny (32x64 grid, T21): splitting them
+    over threads costs more in synchronisation than it gains, and far more when the cores are
+    shared. Measured on 2 shared cores (``generate((32, 64), hours=24, spinup_hours=24)``):
+    4.5 s on one thread, 79 s on torch's default 2 threads.
+    """
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -308,11 +320,14 @@ class Simulator:
         return SimState(s, f)
 
     def run_hours(self, state: SimState, rngs: list[np.random.Generator], hours: int, div_rate: float) -> SimState:
+        """``hours`` hours of :meth:`step` (``n_steps_per_hour`` each); ``div_rate`` in s**-1."""
         for _ in range(hours * self.config.n_steps_per_hour):
             state = self.step(state, rngs, div_rate)
         return state
 
     def spinup(self, state: SimState, rng: np.random.Generator, hours: int) -> SimState:
+        """``hours`` hours of spin-up: the first half with the strong divergence damping
+        (``spinup_div_damping_hours``), the rest with the normal one (:attr:`div_rate`)."""
         c = self.config
         strong = hours // 2
         state = self.run_hours(state, [rng], strong, 1.0 / (c.spinup_div_damping_hours * 3600.0))
@@ -320,6 +335,7 @@ class Simulator:
 
     @property
     def div_rate(self) -> float:
+        """Normal divergence damping rate, s**-1 (``1 / div_damping_hours``)."""
         return 1.0 / (self.config.div_damping_hours * 3600.0)
 
     # ---- output ------------------------------------------------------------------------
@@ -447,28 +463,22 @@ def generate(
         ``z, u, v, vo`` with dims ([member,] time, latitude, longitude) and ``sim_state``.
     """
     nlat, nlon = _parse_grid(grid)
-    if hours <= 0:
-        raise DiffsciError(f"hours must be > 0, got {hours}")
-    if trajectories < 1:
-        raise DiffsciError(f"trajectories must be >= 1, got {trajectories}")
-    if members is not None and members < 1:
-        raise DiffsciError(f"members must be >= 1, got {members}")
-    if spinup_hours < 0:
-        raise DiffsciError(f"spinup_hours must be >= 0, got {spinup_hours}")
+    check_int(hours, "hours")
+    check_int(trajectories, "trajectories")
+    if members is not None:
+        check_int(members, "members")
+    check_int(spinup_hours, "spinup_hours", minimum=0)
     config = replace(config or GeneratorConfig(), nlat=nlat, nlon=nlon)
     sim = Simulator(config)
     runs = [None] if members is None else list(range(members))
     total = trajectories * (spinup_hours + hours * len(runs))
-    bar = tqdm(total=total, desc="make-data", unit="h", disable=not progress)
+    bar = progress_bar(total=total, desc="make-data", unit="h", enabled=progress)
     fields = {k: [] for k in VARIABLE_ATTRS}  # each: list over trajectories of (R, hours, H, W)
     packed_all = []
     with torch.no_grad(), _one_thread():
         for k in range(trajectories):
             rng = _rng(seed, k, 0, 0)
-            state = sim.balanced_state(rng)
-            strong = spinup_hours // 2
-            state = sim.run_hours(state, [rng], strong, 1.0 / (config.spinup_div_damping_hours * 3600.0))
-            state = sim.run_hours(state, [rng], spinup_hours - strong, sim.div_rate)
+            state = sim.spinup(sim.balanced_state(rng), rng, spinup_hours)
             bar.update(spinup_hours)
             per_run_fields, per_run_packed = [], []
             for m in runs:
@@ -552,8 +562,8 @@ def perfect_model_ensemble(
         )
     if "member" in ds["sim_state"].dims:
         raise DiffsciError("perfect_model_ensemble: the dataset is an ensemble; pass a single-run dataset")
-    if lead_hours < 1 or members < 1:
-        raise DiffsciError(f"lead_hours and members must be >= 1, got {lead_hours}, {members}")
+    check_int(lead_hours, "lead_hours")
+    check_int(members, "members")
     times = pd.DatetimeIndex(ds["time"].values)
     if isinstance(init_time, (int, np.integer)):
         index = int(init_time)
@@ -569,7 +579,7 @@ def perfect_model_ensemble(
     state0 = sim.unpack(np.asarray(ds["sim_state"].isel(time=index).values)[None])
     out = {v: np.empty((members, lead_hours, config.nlat, config.nlon), np.float32) for v in VARIABLE_ATTRS}
     with torch.no_grad(), _one_thread():
-        for m in tqdm(range(members), desc="perfect-model ensemble", disable=not progress):
+        for m in progress_bar(range(members), desc="perfect-model ensemble", enabled=progress):
             r = _rng(seed, 3, index, m)
             s = SimState(state0.spec.clone(), state0.forcing.clone())
             for h in range(lead_hours):

@@ -8,48 +8,20 @@ Example::
 from __future__ import annotations
 
 import argparse
-import os
-from pathlib import Path
 
-from diffsci.core.errors import DiffsciError
-from diffsci.core.utils import atomic_output
+from diffsci.core.io import write_netcdf
 
-__all__ = ["add_parser", "run", "write_netcdf"]
-
-
-def write_netcdf(ds, out: str | os.PathLike) -> Path:
-    """Write ``ds`` to ``out`` (engine netcdf4) atomically: temp file in the same folder, then rename."""
-    final = Path(out)
-    if not final.parent.exists():
-        raise DiffsciError(f"--out {final}: folder {final.parent} does not exist")
-    with atomic_output(final) as tmp:
-        ds.to_netcdf(tmp, engine="netcdf4")
-    return final
-
-
-def _grid(text: str) -> tuple[int, int]:
-    parts = text.lower().split("x")
-    if len(parts) != 2 or not all(p.isdigit() for p in parts):
-        raise DiffsciError(f"--grid: expected NLATxNLON such as 32x64, got {text!r}")
-    return int(parts[0]), int(parts[1])
+__all__ = ["add_parser", "run"]
 
 
 def run(args: argparse.Namespace) -> int:
+    """Check ``--out``, generate (the generator validates the grid and counts) and write the file."""
     from diffsci.weather.data import check_output_path
     from diffsci.weather.generator import generate
 
     check_output_path(args.out)
-    grid = _grid(args.grid)
-    if args.hours <= 0:
-        raise DiffsciError(f"--hours must be > 0, got {args.hours}")
-    if args.trajectories < 1:
-        raise DiffsciError(f"--trajectories must be >= 1, got {args.trajectories}")
-    if args.members is not None and args.members < 1:
-        raise DiffsciError(f"--members must be >= 1, got {args.members}")
-    if args.spinup_hours < 0:
-        raise DiffsciError(f"--spinup-hours must be >= 0, got {args.spinup_hours}")
     ds = generate(
-        grid,
+        args.grid,
         hours=args.hours,
         trajectories=args.trajectories,
         seed=args.seed,
@@ -59,19 +31,15 @@ def run(args: argparse.Namespace) -> int:
         store_state=not args.no_state,
         progress=not args.quiet,
     )
-    path = write_netcdf(ds, args.out)
+    path = write_netcdf(ds, args.out, must_have_folder=True)
     if not args.quiet:
         print(f"wrote {path} ({dict(ds.sizes)})")
     return 0
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser(
-        "make-data",
-        help="generate synthetic ERA5-style weather (shallow water on the sphere) to netCDF",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = subparsers.add_parser("make-data", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                              help="generate synthetic ERA5-style weather (shallow water on the sphere) to netCDF")
     p.add_argument("--out", required=True, help="output netCDF file")
     p.add_argument("--grid", default="32x64", help="NLATxNLON, nlon = 2 nlat (default 32x64)")
     p.add_argument("--hours", type=int, required=True, help="hourly states per trajectory")
