@@ -282,8 +282,9 @@ def check_output_path(out, *, inputs=(), folder: bool = False, flag: str = "--ou
 def check_grid(ds: xr.Dataset, latitude, longitude, *, what: str = "checkpoint", atol: float = 1e-3) -> None:
     """Raise :class:`DiffsciError` unless ``ds`` is on the grid (latitude, longitude).
 
-    Both are compared in the internal convention (ascending latitude, longitude in [0, 360) or one
-    contiguous run for a regional domain across 0 deg).
+    ``latitude`` Shape (H,) and ``longitude`` Shape (W,), degrees, compared within ``atol``
+    degrees in the internal convention (ascending latitude, longitude in [0, 360) or one
+    contiguous run for a regional domain across 0 deg). ``what`` names the reference in the message.
     """
     name = ds.attrs.get("diffsci_source", "<dataset>")
     lat = np.asarray(ds["latitude"].values, dtype=np.float64)
@@ -486,7 +487,7 @@ def window_starts(ds: xr.Dataset, history: int = 2, lead: int = 1) -> np.ndarray
     """Indices ``i`` such that times ``i .. i + history - 1 + lead`` lie in one trajectory.
 
     Use them to draw training samples (``history`` previous states, ``lead`` targets)
-    that never cross from one generated run to the next.
+    that never cross from one generated run to the next. Returns Shape (N,) int64, ascending.
     """
     nt = ds.sizes["time"]
     span = history + lead
