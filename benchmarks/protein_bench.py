@@ -16,21 +16,30 @@ Novelty (``max_tm_reference``) is measured against the train split of the bundle
 Published numbers of FrameDiff, FrameFlow, RFdiffusion, Genie2 and Proteina are listed in the
 report for context only (:data:`PUBLISHED`, with sources): their protocols (ESMFold refolding,
 8 ProteinMPNN sequences, other lengths) differ, and this run does not refold.
+
+``--rates R ...`` and ``--acceptance`` run instead the acceptance figures that chose the shipped
+checkpoint (:mod:`diffsci.protein.metrics.acceptance`: CA-CA spacing, CA clashes, P-SEA helix and
+strand, Rg against 2.2 L^0.38, CA contacts) at each rotation rate R, or at the checkpoint's own
+rate, into ``OUT/rates.json`` + ``OUT/rates.md`` or ``OUT/acceptance.json`` + ``OUT/acceptance.md``.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from diffsci.core.utils import atomic_output, make_generator
+from diffsci.core.errors import DiffsciError
+from diffsci.core.io import jsonable, write_json, write_text
+from diffsci.core.utils import make_generator
+from diffsci.protein.metrics import ACCEPTANCE_CA_CA_WINDOW, ACCEPTANCE_LENGTHS, expected_radius_of_gyration
 
-__all__ = ["random_walk_backbone", "run_benchmark", "add_parser", "SYSTEM_ORDER"]
+__all__ = ["random_walk_backbone", "run_benchmark", "run_rate_sweep", "run_acceptance", "figures_table", "add_parser",
+           "SYSTEM_ORDER"]
 
 SYSTEM_ORDER = ["real (held-out)", "real (held-out, training filters)", "diffsci, 100 steps", "diffsci, 20 steps", "untrained", "random walk"]
 FIELDS = ["ca_ca_ok", "clash_fraction", "ca_contacts", "radius_of_gyration", "helix", "strand", "coil", "dssp_helix", "dssp_strand",
@@ -93,7 +102,7 @@ def _plots(out: Path, results: dict) -> list[Path]:
         rows = results[n]["per_sample"]
         ax.scatter([r["length"] for r in rows], [r["radius_of_gyration"] for r in rows], s=12, label=n)
     ls = np.linspace(40, 320, 50)
-    ax.plot(ls, 2.2 * ls**0.38, "k--", lw=1, label="2.2 L^0.38")
+    ax.plot(ls, expected_radius_of_gyration(ls), "k--", lw=1, label="2.2 L^0.38")
     ax.set_xlabel("length")
     ax.set_ylabel("radius of gyration (Å)")
     ax.legend(fontsize=6)
@@ -117,7 +126,7 @@ def _plots(out: Path, results: dict) -> list[Path]:
         d = d[(d >= 2) & (d <= 6)]
         if len(d):  # systems with no CA-CA distance in the window (untrained) are left out
             ax.hist(d, bins=np.linspace(2, 6, 60), histtype="step", density=True, label=n)
-    ax.axvspan(3.5, 4.1, color="0.9")
+    ax.axvspan(*ACCEPTANCE_CA_CA_WINDOW, color="0.9")
     ax.set_xlabel("consecutive CA-CA distance (Å)")
     ax.legend(fontsize=6)
     fig.tight_layout()
@@ -134,7 +143,8 @@ def run_benchmark(out, *, quick: bool = False, num: int | None = None, checkpoin
     Novelty is measured against ``n_reference`` evenly spaced train chains (default: all; 40
     with ``quick``)."""
     from diffsci.protein.dataset import bundled_dataset_path, load_dataset
-    from diffsci.protein.metrics import evaluate_structures, subset_evaluation, to_jsonable
+    from diffsci.protein.diffusion import filter_reason
+    from diffsci.protein.metrics import evaluate_structures, subset_evaluation
     from diffsci.protein.sampling import load_model
 
     out = Path(out)
@@ -154,9 +164,7 @@ def run_benchmark(out, *, quick: bool = False, num: int | None = None, checkpoin
     untrained = load_model(checkpoint, untrained=True)
     systems, timings = {}, {}
     systems["real (held-out)"] = held
-    from diffsci.protein.diffusion import _filtered_out
-
-    globular = [i for i, (_, c) in enumerate(held) if _filtered_out(c[:, 1], lm.cfg) is None]
+    globular = [i for i, (_, c) in enumerate(held) if filter_reason(c[:, 1], lm.cfg) is None]
     for name, fn in (("diffsci, 100 steps", lambda: _designs(lm, lengths, num, 100, seed)),
                      ("diffsci, 20 steps", lambda: _designs(lm, lengths, num, 20, seed)),
                      ("untrained", lambda: _designs(untrained, lengths, num, 100, seed)),
@@ -179,13 +187,12 @@ def run_benchmark(out, *, quick: bool = False, num: int | None = None, checkpoin
             results["real (held-out, training filters)"] = sub
     results = {n: results[n] for n in SYSTEM_ORDER if n in results}
     pngs = _plots(out, results)
-    payload = {"systems": {n: to_jsonable({k: v for k, v in r.items() if k != "_coords"}) for n, r in results.items()},
+    payload = {"systems": {n: jsonable({k: v for k, v in r.items() if k != "_coords"}) for n, r in results.items()},
                "lengths": lengths, "num_per_length": num, "checkpoint": lm.source, "timings_s": timings,
                "command": " ".join(["diffsci", "bench", "protein", "--out", str(out)] + (["--quick"] if quick else [])),
                "wall_s": round(time.time() - t_start, 1)}
     payload["bracket"] = _bracket(payload["systems"])
-    with atomic_output(out / "results.json") as tmp:
-        tmp.write_text(json.dumps(payload, indent=1))
+    write_json(out / "results.json", payload)
     _report(out, payload, pngs)
     log(f"done in {payload['wall_s']} s: {out / 'report.md'}")
     return payload
@@ -196,7 +203,8 @@ def _values(sysres, field) -> list[float]:
     if field == "secondary_structure":  # P-SEA helix + strand per sample
         return [r["helix"] + r["strand"] for r in rows if r.get("helix") is not None]
     if field == "rg_ratio":  # radius of gyration over 2.2 L^0.38
-        return [r["radius_of_gyration"] / (2.2 * r["length"] ** 0.38) for r in rows if r.get("radius_of_gyration") is not None]
+        return [r["radius_of_gyration"] / expected_radius_of_gyration(r["length"]) for r in rows
+                if r.get("radius_of_gyration") is not None]
     return [r.get(field) for r in rows if r.get(field) is not None]
 
 
@@ -292,7 +300,7 @@ def _report(out: Path, payload: dict, pngs) -> None:
             continue
         r = sys_[name]
         rows = r["per_sample"]
-        rg = np.mean([x["radius_of_gyration"] / (2.2 * x["length"] ** 0.38) for x in rows])
+        rg = np.mean([x["radius_of_gyration"] / expected_radius_of_gyration(x["length"]) for x in rows])
         s = r["summary"]
         lines.append(f"| {name} | {len(rows)} | {_mean(r, 'ca_ca_ok'):.3f} | {_mean(r, 'clash_fraction'):.4f} | {_mean(r, 'ca_contacts'):.2f} | {rg:.2f} | "
                      f"{_mean(r, 'helix'):.2f} | {_mean(r, 'strand'):.2f} | {_mean(r, 'coil'):.2f} | "
@@ -325,11 +333,98 @@ def _report(out: Path, payload: dict, pngs) -> None:
     fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
     lines += [f"| {m} | {fmt(d)} | {fmt(dv)} | {fmt(nv)} | {src} |" for m, d, dv, nv, src in PUBLISHED]
     lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in pngs]
-    (out / "report.md").write_text("\n".join(lines) + "\n")
+    write_text(out / "report.md", "\n".join(lines) + "\n")
+
+
+FIGURE_COLUMNS = (("rate", "rate", "g"), ("n", "n", "d"), ("ca_ca_ok", "CA-CA ok", ".3f"),
+                  ("ca_clash_fraction", "CA clash", ".4f"), ("helix", "helix", ".3f"), ("strand", "strand", ".3f"),
+                  ("helix_plus_strand", "helix + strand", ".3f"), ("rg_ok", "Rg ok", ".2f"),
+                  ("contacts6", "contacts6", ".2f"), ("seconds", "seconds", ".1f"))
+"""Columns of the acceptance tables: key of :func:`~diffsci.protein.metrics.acceptance_figures` rows, header, format."""
+
+
+def figures_table(rows: Sequence[dict]) -> str:
+    """A markdown table of acceptance rows (:data:`FIGURE_COLUMNS`), one line per row; a missing or
+    None value is written as ``-``."""
+    lines = ["| " + " | ".join(h for _, h, _ in FIGURE_COLUMNS) + " |", "|" + "---|" * len(FIGURE_COLUMNS)]
+    for row in rows:
+        cells = ["-" if row.get(k) is None else format(row[k], f) for k, _, f in FIGURE_COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _write_figures(out, stem: str, payload: dict, title: str) -> str:
+    """Write ``OUT/STEM.json`` (the payload) and ``OUT/STEM.md`` (its table); returns the table."""
+    out = Path(out)
+    table = figures_table(payload["rows"])
+    write_json(out / f"{stem}.json", payload)
+    head = (f"# {title}\n\nCommand: `{payload['command']}`  \nCheckpoint: `{payload['checkpoint']}`; lengths "
+            f"{payload['lengths']}, {payload['num_per_length']} per length, {payload['steps']} steps, "
+            f"seed {payload['seed']}.")
+    write_text(out / f"{stem}.md", f"{head}\n\n{table}")
+    return table
+
+
+def run_rate_sweep(out, rates: Sequence[float], *, checkpoint=None, seed: int = 0, num: int = 4,
+                   lengths: Sequence[int] = ACCEPTANCE_LENGTHS, steps: int = 100, command: str = "") -> dict:
+    """The acceptance figures of one checkpoint at each rotation rate
+    (:func:`diffsci.protein.metrics.rate_sweep`), written to ``OUT/rates.json`` and ``OUT/rates.md``.
+
+    Returns the ``rates.json`` payload: ``command``, ``checkpoint``, ``lengths``, ``num_per_length``,
+    ``steps``, ``seed`` and ``rows`` (one per rate)."""
+    from diffsci.protein.metrics import rate_sweep
+    from diffsci.protein.sampling import load_model
+
+    lm = load_model(checkpoint)
+    rows = rate_sweep(lm, rates, lengths=lengths, num=num, seed=seed, steps=steps)
+    payload = {"command": command, "checkpoint": lm.source, "lengths": list(lengths), "num_per_length": num,
+               "steps": steps, "seed": seed, "rows": rows}
+    payload["table"] = _write_figures(out, "rates", payload, "Acceptance figures at several rotation rates")
+    return payload
+
+
+def run_acceptance(out, *, checkpoint=None, seed: int = 0, num: int = 8, lengths: Sequence[int] = ACCEPTANCE_LENGTHS,
+                   steps: int = 100, command: str = "") -> dict:
+    """The acceptance figures of one checkpoint at its own rotation rate
+    (:func:`diffsci.protein.metrics.sample_acceptance`), written to ``OUT/acceptance.json`` and
+    ``OUT/acceptance.md``; returns the payload (as :func:`run_rate_sweep`'s, one row)."""
+    from diffsci.protein.metrics import sample_acceptance
+    from diffsci.protein.sampling import load_model
+
+    lm = load_model(checkpoint)
+    row = sample_acceptance(lm, lengths=lengths, num=num, seed=seed, steps=steps)
+    payload = {"command": command, "checkpoint": lm.source, "lengths": list(lengths), "num_per_length": num,
+               "steps": steps, "seed": seed, "rows": [row]}
+    payload["table"] = _write_figures(out, "acceptance", payload, "Acceptance figures")
+    return payload
+
+
+def _command(args, num: int, lengths, steps: int) -> str:
+    """The full ``diffsci bench protein`` command of an acceptance run, defaults written out."""
+    mode = ["--acceptance"] if args.acceptance else ["--rates", *[f"{r:g}" for r in args.rates]]
+    parts = ["diffsci", "bench", "protein", "--out", str(args.out), *mode]
+    if args.checkpoint:
+        parts += ["--checkpoint", str(args.checkpoint)]
+    parts += ["--seed", str(args.seed), "--num", str(num), "--lengths", *map(str, lengths), "--steps", str(steps)]
+    return " ".join(parts)
 
 
 def _run(args) -> int:
-    run_benchmark(args.out, quick=args.quick, num=args.num, checkpoint=args.checkpoint, seed=args.seed)
+    if args.rates is None and not args.acceptance:
+        if args.lengths is not None or args.steps is not None:
+            raise DiffsciError("--lengths and --steps apply to --rates and --acceptance only")
+        run_benchmark(args.out, quick=args.quick, num=args.num, checkpoint=args.checkpoint, seed=args.seed)
+        return 0
+    num = args.num or (8 if args.acceptance else 4)
+    lengths = args.lengths or list(ACCEPTANCE_LENGTHS)
+    steps = 100 if args.steps is None else args.steps
+    kw = dict(checkpoint=args.checkpoint, seed=args.seed, num=num, lengths=lengths, steps=steps,
+              command=_command(args, num, lengths, steps))
+    if args.acceptance:
+        payload = run_acceptance(args.out, **kw)
+    else:
+        payload = run_rate_sweep(args.out, args.rates, **kw)
+    print(payload["table"], end="")
     return 0
 
 
@@ -337,8 +432,18 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser("protein", help="protein benchmark: designs vs real chains and baselines",
                               description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True)
-    p.add_argument("--quick", action="store_true", help="lengths 60-128 only (<= 10 min on 2 CPU cores)")
-    p.add_argument("--num", type=int, help="backbones per length (default 4)")
-    p.add_argument("--checkpoint")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="lengths 60-128 only (<= 10 min on 2 CPU cores)")
+    mode.add_argument("--rates", type=float, nargs="+", metavar="R",
+                      help="instead of the benchmark: the acceptance figures (CA-CA ok, clashes, P-SEA helix/strand, "
+                           "Rg ok, contacts6) at each rotation rate R, written to OUT/rates.json and OUT/rates.md")
+    mode.add_argument("--acceptance", action="store_true",
+                      help="instead of the benchmark: the acceptance figures at the checkpoint's own rotation rate, "
+                           "written to OUT/acceptance.json and OUT/acceptance.md")
+    p.add_argument("--num", type=int, help="backbones per length (default 4; 8 with --acceptance)")
+    p.add_argument("--checkpoint", help="protein checkpoint (default: the shipped one)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lengths", type=int, nargs="+", metavar="L",
+                   help="with --rates/--acceptance: design lengths (default 60 80 100 128)")
+    p.add_argument("--steps", type=int, help="with --rates/--acceptance: sampling steps (default 100)")
     p.set_defaults(func=_run)

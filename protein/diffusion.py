@@ -37,7 +37,7 @@ from diffsci.protein.frames import backbone_from_frames, frames_from_backbone
 from diffsci.protein.model import FrameDenoiserNet, FrameNetConfig
 
 __all__ = ["ProteinModelConfig", "ProteinCond", "FrameDenoiser", "SelfConditioned", "build_space", "build_model", "BackboneTask",
-           "KIND", "NM"]
+           "KIND", "NM", "filter_reason"]
 
 KIND = "protein-frames"
 NM = 10.0  # Å per nm
@@ -156,7 +156,7 @@ class BackboneTask:
         self.skipped = {"coil": 0, "rg": 0}
         for i in idx:
             ch = dataset.chain(int(i))
-            why = _filtered_out(np.asarray(ch.coords)[:, 1], cfg)
+            why = filter_reason(np.asarray(ch.coords)[:, 1], cfg)
             if why:
                 self.skipped[why] += 1
                 continue
@@ -253,11 +253,14 @@ def local_distance_loss(pred: torch.Tensor, true: torch.Tensor, mask: torch.Tens
     return (((dp - dq) ** 2) * pm).sum((1, 2)) / pm.sum((1, 2)).clamp_min(1)
 
 
-def _filtered_out(ca: np.ndarray, cfg: ProteinModelConfig) -> str | None:
-    """Why a chain (CA (L, 3) Å) is not trained on under ``cfg``'s filters, or None."""
+def filter_reason(ca: np.ndarray, cfg: ProteinModelConfig) -> str | None:
+    """Why a chain (CA (L, 3) Å) is not trained on under ``cfg``'s filters (``"rg"``: radius of
+    gyration above ``max_rg_ratio`` x 2.2 L^0.38; ``"coil"``: P-SEA coil above ``max_coil``), or None."""
     if cfg.max_rg_ratio is not None:
+        from diffsci.protein.metrics.geometry import expected_radius_of_gyration
+
         rg = float(np.sqrt(((ca - ca.mean(0)) ** 2).sum(1).mean()))
-        if rg > cfg.max_rg_ratio * 2.2 * len(ca) ** 0.38:
+        if rg > cfg.max_rg_ratio * expected_radius_of_gyration(len(ca)):
             return "rg"
     if cfg.max_coil is not None:
         from diffsci.protein.metrics import psea_fractions

@@ -20,13 +20,12 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import pathlib
 import sys
 from typing import Any
 
 from diffsci.core.errors import DiffsciError
-from diffsci.core.utils import atomic_output
+from diffsci.core.io import jsonable, write_json, write_text
 
 __all__ = ["add_parser", "run"]
 
@@ -66,12 +65,6 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _write_atomic(path: pathlib.Path, text: str) -> None:
-    with atomic_output(path, must_have_folder=True) as tmp:
-        with open(tmp, "w", newline="") as fh:
-            fh.write(text)
-
-
 def _csv_text(rows: list[dict[str, Any]]) -> str:
     cols: list[str] = []
     for r in rows:
@@ -88,7 +81,7 @@ def _csv_text(rows: list[dict[str, Any]]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from diffsci.protein import designability as dz
-    from diffsci.protein.metrics import evaluate_folder, read_folder, to_jsonable
+    from diffsci.protein.metrics import evaluate_folder, read_folder
 
     out = pathlib.Path(args.out)
     if out.suffix.lower() != ".json":
@@ -159,9 +152,9 @@ def run(args: argparse.Namespace) -> int:
         if backend is None:
             warn("designability NOT computed (no folding backend; give --esmfold-weights); "
                  "reported mpnn_nll_proxy is a PROXY (ProteinMPNN NLL), not a designability rate")  # fmt: skip
-    report = to_jsonable(report)
-    _write_atomic(out.with_suffix(".csv"), _csv_text(report["per_sample"]))
-    _write_atomic(out, json.dumps(report, indent=1, allow_nan=False) + "\n")
+    report = jsonable(report)
+    write_text(out.with_suffix(".csv"), _csv_text(report["per_sample"]), must_have_folder=True)
+    write_json(out, report, must_have_folder=True)
     s = report["summary"]
     line = (
         f"{s['n_samples']} samples ({s['n_files']} files, {s['n_broken']} with a chain break): "

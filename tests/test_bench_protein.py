@@ -1,6 +1,7 @@
 """The protein benchmark's baselines and bracket logic."""
 
 import numpy as np
+import pytest
 import torch
 
 from diffsci.benchmarks.protein_bench import _bracket, random_walk_backbone
@@ -128,3 +129,58 @@ def test_run_benchmark_end_to_end_with_a_tiny_checkpoint(tmp_path):
     for png in ("sse_composition", "rg_vs_length", "pairwise_tm", "ca_ca_hist"):
         assert (out / f"{png}.png").stat().st_size > 1000
     assert json.loads((out / "results.json").read_text())["num_per_length"] == 1
+
+
+def test_bench_protein_rates_through_the_cli(tmp_path, capsys):
+    """``diffsci bench protein --rates``: one row per rate, equal to the library's sweep, written
+    with the full command as JSON and a markdown table (also printed)."""
+    import json
+
+    from diffsci.core.cli import main
+    from diffsci.protein.metrics import rate_sweep
+    from diffsci.protein.sampling import default_checkpoint_path, load_model
+
+    ck = default_checkpoint_path()
+    out = tmp_path / "sweep"
+    argv = ["bench", "protein", "--out", str(out), "--rates", "2", "20", "--checkpoint", str(ck), "--seed", "3",
+            "--num", "1", "--lengths", "40", "--steps", "2"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    payload = json.loads((out / "rates.json").read_text())
+    assert payload["command"] == "diffsci " + " ".join(argv)
+    assert payload["checkpoint"] == str(ck) and payload["lengths"] == [40] and payload["steps"] == 2
+    want = rate_sweep(load_model(ck), [2, 20], lengths=[40], num=1, seed=3, steps=2)
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in payload["rows"]] == \
+        [{k: v for k, v in r.items() if k != "seconds"} for r in want]
+    table = (out / "rates.md").read_text()
+    assert table.endswith(printed) and "--rates 2 20" in table
+    lines = printed.splitlines()
+    assert lines[0].startswith("| rate | n | CA-CA ok |") and len(lines) == 4
+    assert lines[2].startswith(f"| 2 | 1 | {want[0]['ca_ca_ok']:.3f} |")
+
+
+def test_bench_protein_acceptance_at_the_checkpoint_rate(tmp_path, capsys):
+    import json
+
+    from diffsci.core.cli import main
+    from diffsci.protein.sampling import load_model
+
+    out = tmp_path / "acc"
+    assert main(["bench", "protein", "--out", str(out), "--acceptance", "--num", "1", "--lengths", "40",
+                 "--steps", "2"]) == 0
+    payload = json.loads((out / "acceptance.json").read_text())
+    (row,) = payload["rows"]
+    assert row["rate"] == load_model().cfg.inference_rate and row["n"] == 1 and row["seed"] == 0
+    assert "--acceptance" in payload["command"] and (out / "acceptance.md").exists()
+    assert (out / "acceptance.md").read_text().endswith(capsys.readouterr().out)
+
+
+def test_bench_protein_acceptance_options_are_checked(tmp_path, capsys):
+    from diffsci.core.cli import main
+
+    assert main(["bench", "protein", "--out", str(tmp_path), "--lengths", "40"]) == 2  # benchmark mode: no --lengths
+    assert "--lengths" in capsys.readouterr().err
+    assert main(["bench", "protein", "--out", str(tmp_path), "--rates", "0"]) == 2
+    assert "rates" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse: one mode at a time
+        main(["bench", "protein", "--out", str(tmp_path), "--rates", "5", "--acceptance"])

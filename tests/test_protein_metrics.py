@@ -18,6 +18,7 @@ import pytest
 from diffsci.core.cli import main
 from diffsci.core.errors import DiffsciError
 from diffsci.protein import metrics as M
+from diffsci.protein.metrics.secondary import _dssp_search_radius
 from diffsci.protein.pdb_io import write_backbone_pdb
 from diffsci.protein.structure import read_structure_chains
 
@@ -213,7 +214,7 @@ def test_dssp_search_radius_bounds_the_energy():
     """Beyond the search radius no orientation reaches -0.5 kcal/mol (sampled worst cases)."""
     rng = np.random.default_rng(1)
     for co in (1.23, 1.5):
-        r = M._dssp_search_radius(co)
+        r = _dssp_search_radius(co)
         u = rng.normal(size=(200000, 3, 3))
         u /= np.linalg.norm(u, axis=-1, keepdims=True)
         nn = u[:, 0] * r * (1 + 1e-6)  # O at the origin, N just outside the radius
@@ -224,7 +225,7 @@ def test_dssp_search_radius_bounds_the_energy():
 
         e = 0.084 * 332 * (1 / np.linalg.norm(nn, axis=-1) + 1 / d(c, h) - 1 / np.linalg.norm(h, axis=-1) - 1 / d(c, nn))
         assert e.min() > -0.5, (co, r, e.min())
-    assert M._dssp_search_radius(1.23) < 13.0  # about 12 Å for real carbonyls
+    assert _dssp_search_radius(1.23) < 13.0  # about 12 Å for real carbonyls
 
 
 def test_dssp_ideal_helix_and_short_chain():

@@ -1,0 +1,163 @@
+"""Metrics for designed protein backbones: geometry, secondary structure, diversity, novelty.
+
+Dimension letters: L residues, 4 backbone atoms (N, CA, C, O), 3 Cartesian coordinates (Å),
+N samples, M reference chains.
+
+Every function takes coordinate arrays, so in-memory samples can be scored without files;
+:func:`evaluate_folder` reads a folder of structure files (:func:`read_samples`: one sample
+per protein chain, each chain whole, never split at a gap) and calls
+:func:`evaluate_structures`. Evaluators measure what they are given: a gap is reported, not cut.
+Memory is O(L) per chain (neighbour searches, no L x L array), so a 10,000-residue chain
+evaluates in well under 2 GB.
+
+Per-sample metrics (:func:`sample_metrics`)
+-------------------------------------------
+``chain_breaks``, ``ca_ca_max``
+    Number of consecutive CA-CA distances above 4.2 Å (a chain break: a missing residue, a
+    design whose chain does not connect) and the largest consecutive CA-CA distance (Å).
+    The summary counts the samples with a break (``n_broken``, ``broken_fraction``).
+``ca_ca_mean``, ``ca_ca_ok``
+    Mean consecutive CA-CA distance (Å) and the fraction of consecutive CA-CA distances
+    within 3.8 ± 0.3 Å (trans peptide ~3.80 Å).
+``clashes``, ``clash_fraction``
+    Number of non-adjacent CA pairs (``|i - j| >= 2``) closer than 3.0 Å, and that count
+    divided by the number of non-adjacent pairs ``(L - 1)(L - 2) / 2``.
+``radius_of_gyration``
+    CA radius of gyration, ``sqrt(mean_i |x_i - mean(x)|^2)`` (Å).
+``ca_contacts``
+    Mean number, per residue, of CA atoms within 8 Å that are at least 6 residues away in
+    sequence (tertiary packing: folded chains have several, an extended chain or a random
+    walk fewer). Separation 6 is where CASP starts counting contacts (there between CB atoms);
+    closer pairs are fixed by secondary structure alone (in an alpha helix CA(i)-CA(i+3) and
+    CA(i+4) are 5.0 and 6.2 Å apart, CA(i+5) 8.6 Å), so a smaller separation would count helix
+    content rather than packing.
+``helix``, ``strand``, ``coil``
+    Fractions of residues that biotite's P-SEA (:func:`biotite.structure.annotate_sse`, CA
+    only) labels ``'a'``, ``'b'`` and anything else.
+``dssp_helix``, ``dssp_strand``, ``dssp_coil``
+    Fractions of residues labelled ``H``, ``E``, ``-`` by pydssp's simplified DSSP
+    (``pydssp.assign(coords, out_type="c3")``, backbone N, CA, C, O; hydrogens placed as
+    pydssp places them), computed by :func:`dssp_labels` from a neighbour search in O(L)
+    memory and tested equal to pydssp. Chains shorter than 6 residues (which pydssp cannot
+    process and which cannot hold a DSSP helix or ladder) count as all coil.
+``bond_N_CA_mad``, ``bond_CA_C_mad``, ``bond_C_N_mad``
+    Mean absolute deviation (Å) of backbone bond lengths from Engh & Huber ideal values
+    (N-CA 1.458, CA-C 1.525, peptide C-N 1.329 Å). R. A. Engh and R. Huber, "Accurate bond and
+    angle parameters for X-ray protein structure refinement", Acta Cryst. A47, 392-400 (1991).
+``angle_N_CA_C_mad``, ``angle_CA_C_N_mad``, ``angle_C_N_CA_mad``
+    Mean absolute deviation (degrees) of backbone bond angles from Engh & Huber (1991):
+    N-CA-C 111.2°, CA-C-N 116.2°, C-N-CA 121.7°.
+``rama_alpha``, ``rama_beta``, ``rama_left``, ``rama_other``
+    Fractions of the L - 2 interior residues (those with both phi and psi) in these
+    Ramachandran regions (degrees, half-open intervals, checked in this order):
+
+    * alpha (right-handed helix): phi in [-160, -20) and psi in [-120, 50);
+    * beta (extended / strand, incl. PPII): phi in [-180, -40) and (psi in [90, 180] or
+      psi in [-180, -150));
+    * left (left-handed helix): phi in [20, 120) and psi in [-60, 90);
+    * other: everything else.
+
+    The three regions do not overlap, so the four fractions sum to 1.
+``max_tm_reference`` (novelty, :func:`novelty`)
+    Highest TM-score of the sample to any reference chain, normalised by the sample's
+    length (TM-align via ``tmtools``). Lower = more novel.
+
+Set metrics (:func:`evaluate_structures`)
+-----------------------------------------
+``pairwise_tm``: N x N matrix, entry (i, j) = TM-score of sample i aligned to sample j
+normalised by the length of i (``tmtools.tm_align(ca_i, ca_j, ...).tm_norm_chain1``);
+the diagonal is 1. Two chains of the same file (the copies of a symmetric design, the partners
+of a complex) are one design: their entry is NaN (not aligned; a copy's TM-score of 1 is not a
+diversity signal) and they always share a cluster. ``summary``: the numbers of samples, files
+and broken samples, mean off-diagonal pairwise TM (over pairs from different files), the number
+and fraction (clusters / files) of single-linkage clusters at TM 0.5 (FrameDiff's MaxCluster
+setting) and at TM 0.6 (Genie2's), the mean novelty and the mean of every numeric per-sample
+field.
+
+TM-align (``tmtools``) aligns on structure only; where no sequence is known poly-glycine
+(``'G' * L``) is passed.
+
+Modules: :mod:`~diffsci.protein.metrics.geometry` (bonds, angles, CA-CA, clashes, contacts,
+Rg, dihedrals, Ramachandran), :mod:`~diffsci.protein.metrics.secondary` (P-SEA, DSSP),
+:mod:`~diffsci.protein.metrics.similarity` (TM-score, pairwise TM, clusters, novelty),
+:mod:`~diffsci.protein.metrics.reading` (structure folders and reference sets),
+:mod:`~diffsci.protein.metrics.evaluate` (per-sample metrics and set summaries) and
+:mod:`~diffsci.protein.metrics.acceptance` (the acceptance figures of a checkpoint's designs
+and the rotation-rate sweep).
+"""
+
+from diffsci.protein.metrics.acceptance import (
+    ACCEPTANCE_CA_CA_WINDOW,
+    ACCEPTANCE_LENGTHS,
+    ACCEPTANCE_RG_TOLERANCE,
+    acceptance_figures,
+    rate_sweep,
+    sample_acceptance,
+)
+from diffsci.protein.metrics.evaluate import (
+    NUMERIC_FIELDS,
+    evaluate_folder,
+    evaluate_structures,
+    sample_metrics,
+    subset_evaluation,
+)
+from diffsci.protein.metrics.geometry import (
+    IDEAL_ANGLES,
+    IDEAL_BONDS,
+    RAMA_REGIONS,
+    backbone_dihedrals,
+    backbone_geometry_deviation,
+    ca_ca_distances,
+    ca_ca_stats,
+    ca_clashes,
+    ca_contacts,
+    chain_breaks,
+    expected_radius_of_gyration,
+    radius_of_gyration,
+    ramachandran_fractions,
+)
+from diffsci.protein.metrics.reading import INDEX_FILE_NAMES, EvalSample, read_folder, read_samples, reference_ca_list
+from diffsci.protein.metrics.secondary import dssp_fractions, dssp_hbonds, dssp_labels, psea_fractions, psea_labels
+from diffsci.protein.metrics.similarity import MAX_TM_RESIDUE_PRODUCT, cluster_by_tm, novelty, pairwise_tm, tm_score
+
+__all__ = [
+    "IDEAL_BONDS",
+    "IDEAL_ANGLES",
+    "RAMA_REGIONS",
+    "MAX_TM_RESIDUE_PRODUCT",
+    "NUMERIC_FIELDS",
+    "ca_ca_distances",
+    "ca_ca_stats",
+    "ca_clashes",
+    "ca_contacts",
+    "chain_breaks",
+    "radius_of_gyration",
+    "expected_radius_of_gyration",
+    "psea_labels",
+    "psea_fractions",
+    "dssp_hbonds",
+    "dssp_labels",
+    "dssp_fractions",
+    "backbone_geometry_deviation",
+    "backbone_dihedrals",
+    "ramachandran_fractions",
+    "sample_metrics",
+    "tm_score",
+    "pairwise_tm",
+    "cluster_by_tm",
+    "novelty",
+    "reference_ca_list",
+    "INDEX_FILE_NAMES",
+    "EvalSample",
+    "read_samples",
+    "read_folder",
+    "evaluate_structures",
+    "subset_evaluation",
+    "evaluate_folder",
+    "ACCEPTANCE_CA_CA_WINDOW",
+    "ACCEPTANCE_RG_TOLERANCE",
+    "ACCEPTANCE_LENGTHS",
+    "acceptance_figures",
+    "sample_acceptance",
+    "rate_sweep",
+]
