@@ -86,78 +86,13 @@ Rg, dihedrals, Ramachandran), :mod:`~diffsci.protein.metrics.secondary` (P-SEA, 
 and the rotation-rate sweep).
 """
 
-from diffsci.protein.metrics.acceptance import (
-    ACCEPTANCE_CA_CA_WINDOW,
-    ACCEPTANCE_LENGTHS,
-    ACCEPTANCE_RG_TOLERANCE,
-    acceptance_figures,
-    rate_sweep,
-    sample_acceptance,
-)
-from diffsci.protein.metrics.evaluate import (
-    NUMERIC_FIELDS,
-    evaluate_folder,
-    evaluate_structures,
-    sample_metrics,
-    subset_evaluation,
-)
-from diffsci.protein.metrics.geometry import (
-    IDEAL_ANGLES,
-    IDEAL_BONDS,
-    RAMA_REGIONS,
-    backbone_dihedrals,
-    backbone_geometry_deviation,
-    ca_ca_distances,
-    ca_ca_stats,
-    ca_clashes,
-    ca_contacts,
-    chain_breaks,
-    expected_radius_of_gyration,
-    radius_of_gyration,
-    ramachandran_fractions,
-)
-from diffsci.protein.metrics.reading import INDEX_FILE_NAMES, EvalSample, read_folder, read_samples, reference_ca_list
-from diffsci.protein.metrics.secondary import dssp_fractions, dssp_hbonds, dssp_labels, psea_fractions, psea_labels
-from diffsci.protein.metrics.similarity import MAX_TM_RESIDUE_PRODUCT, cluster_by_tm, novelty, pairwise_tm, tm_score
+from diffsci.protein.metrics import acceptance, evaluate, geometry, reading, secondary, similarity
+from diffsci.protein.metrics.acceptance import *  # noqa: F403
+from diffsci.protein.metrics.evaluate import *  # noqa: F403
+from diffsci.protein.metrics.geometry import *  # noqa: F403
+from diffsci.protein.metrics.reading import *  # noqa: F403
+from diffsci.protein.metrics.secondary import *  # noqa: F403
+from diffsci.protein.metrics.similarity import *  # noqa: F403
 
-__all__ = [
-    "IDEAL_BONDS",
-    "IDEAL_ANGLES",
-    "RAMA_REGIONS",
-    "MAX_TM_RESIDUE_PRODUCT",
-    "NUMERIC_FIELDS",
-    "ca_ca_distances",
-    "ca_ca_stats",
-    "ca_clashes",
-    "ca_contacts",
-    "chain_breaks",
-    "radius_of_gyration",
-    "expected_radius_of_gyration",
-    "psea_labels",
-    "psea_fractions",
-    "dssp_hbonds",
-    "dssp_labels",
-    "dssp_fractions",
-    "backbone_geometry_deviation",
-    "backbone_dihedrals",
-    "ramachandran_fractions",
-    "sample_metrics",
-    "tm_score",
-    "pairwise_tm",
-    "cluster_by_tm",
-    "novelty",
-    "reference_ca_list",
-    "INDEX_FILE_NAMES",
-    "EvalSample",
-    "read_samples",
-    "read_folder",
-    "evaluate_structures",
-    "subset_evaluation",
-    "evaluate_folder",
-    "ACCEPTANCE_CA_CA_WINDOW",
-    "ACCEPTANCE_RG_TOLERANCE",
-    "ACCEPTANCE_LENGTHS",
-    "acceptance_figures",
-    "sample_acceptance",
-    "rate_sweep",
-]
+__all__ = [*geometry.__all__, *secondary.__all__, *similarity.__all__, *reading.__all__, *evaluate.__all__,
+           *acceptance.__all__]
