@@ -32,6 +32,7 @@ import pandas as pd
 import xarray as xr
 
 from diffsci.core.errors import DiffsciError
+from diffsci.core.io import progress as progress_bar  # ``progress`` names the functions' on/off argument
 
 __all__ = [
     "TrainingPeriod", "SHIPPED_TRAINING_PERIOD", "forecast_layout", "persistence", "hourly_climatology",
@@ -188,12 +189,7 @@ def perfect_model(raw: xr.Dataset, init_times, lead_hours: int, variables, membe
     inits = pd.DatetimeIndex(np.atleast_1d(np.asarray(init_times, dtype="datetime64[ns]")))
     vals = {v: [] for v in variables}
     lat = lon = None
-    it = inits
-    if progress:
-        from tqdm.auto import tqdm
-
-        it = tqdm(inits, desc="perfect-model ensemble", mininterval=1.0)
-    for t in it:
+    for t in progress_bar(inits, desc="perfect-model ensemble", enabled=progress):
         ens = perfect_model_ensemble(raw, t, lead_hours, members, seed=seed)
         ens = ens.sortby("latitude")
         lat, lon = ens.latitude.values, ens.longitude.values
@@ -209,11 +205,11 @@ def deterministic_forecast(checkpoint, truth: xr.Dataset, init_times, lead_hours
     """Roll out the MSE-trained graph network (one realization) with the diffusion model's code."""
     from diffsci.weather.forecast import forecast, load_forecaster
 
-    fc = load_forecaster(checkpoint)
-    if not fc.deterministic:
+    forecaster = load_forecaster(checkpoint)
+    if not forecaster.deterministic:
         raise DiffsciError(f"{checkpoint}: not a deterministic weather checkpoint (train with --deterministic)")
     inits = pd.DatetimeIndex(np.atleast_1d(np.asarray(init_times, dtype="datetime64[ns]")))
-    out = forecast(fc, truth, init_times=[str(t) for t in inits], lead_hours=lead_hours, members=1, progress=False)
+    out = forecast(forecaster, truth, init_times=[str(t) for t in inits], lead_hours=lead_hours, members=1, progress=False)
     out.attrs["system"] = "deterministic"
     return out
 
@@ -222,16 +218,17 @@ def train_deterministic(data, out, *, max_minutes: float | None = 15.0, steps: i
                         export_to: str | os.PathLike | None = None, progress: bool = True) -> Path:
     """Train the GraphCast-style baseline: the diffusion model's graph network, MSE on the residual.
 
-    Uses the weather training task (``deterministic=True``: no noise input, area-weighted MSE
-    on the normalised next-step residual) and the core ``train`` loop, with the same
+    A recipe of kind ``weather-graph-deterministic`` (no noise input, area-weighted MSE on the
+    normalised next-step residual) run by :func:`diffsci.core.train.fit`, with the same
     optimiser settings as the diffusion model. Returns the checkpoint path (``out/latest.pt``,
     or ``export_to``: a slim copy with the EMA weights, config and normalisation statistics).
     """
-    from diffsci.core.train import export_checkpoint
-    from diffsci.weather.train_cmd import run_training
+    from diffsci.core.train import Recipe, export_checkpoint, fit
+    from diffsci.weather.diffusion import KIND_DETERMINISTIC
 
-    res = run_training(data, out, steps=steps, device="cpu", deterministic=True, max_minutes=max_minutes,
-                       progress=progress, resume=(Path(out) / "latest.pt").exists())
+    recipe = Recipe.from_tables(KIND_DETERMINISTIC, data={"path": str(data)},
+                                train={"steps": steps, "device": "cpu", "max_minutes": max_minutes})
+    res = fit(recipe, out, progress=progress, resume=(Path(out) / "latest.pt").exists())
     ckpt = Path(res.checkpoint)
     if export_to is not None:
         export_checkpoint(ckpt, export_to)

@@ -33,6 +33,7 @@ def core_demo(out: Path, steps: int = 4000) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from diffsci.core.figures import save_figure
     from diffsci.core.samplers import get_sampler
     from diffsci.core.spaces import Euclidean
     from diffsci.core.toy import ToyTask
@@ -62,11 +63,8 @@ def core_demo(out: Path, steps: int = 4000) -> Path:
         ax.scatter(pts[:, 0], pts[:, 1], s=1, alpha=0.3)
         ax.set_title(name, fontsize=9)
         ax.set_aspect("equal")
-    fig.suptitle(f"diffsci core: EDM on a 2-D mixture ({res.step} training steps, final loss {res.last_loss:.3f})")
-    fig.tight_layout()
-    png = out / "core_toy.png"
-    fig.savefig(png, dpi=100)
-    plt.close(fig)
+    png = save_figure(fig, out / "core_toy.png", dpi=100, title_size=plt.rcParams["figure.titlesize"],
+                      title=f"diffsci core: EDM on a 2-D mixture ({res.step} training steps, final loss {res.last_loss:.3f})")
     mean_err = float((panels["learned, heun 32 steps"].mean(0) - data.mean(0)).norm())
     print(f"[demo] core: {png} (learned-sample mean vs data mean distance {mean_err:.3f})")
     return png

@@ -18,7 +18,6 @@ success (motif RMSD < 1 Å, no chain break, CA-CA ok >= 0.9).
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -26,7 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from diffsci.core.utils import atomic_output
+from diffsci.benchmarks.common import add_benchmark_parser, command_line, run_from_args, write_results
+from diffsci.core.figures import save_figure
+from diffsci.core.io import jsonable
 
 __all__ = ["MotifProblem", "motif_problems", "score_design", "run_benchmark", "add_parser"]
 
@@ -214,7 +215,8 @@ def run_problems(lm, problems, folder: Path, *, num: int, steps: int, seed: int,
     ``designability``: add ProteinMPNN's ``mpnn_nll_proxy`` per design, all designs in one
     ProteinMPNN run (:func:`diffsci.protein.designability.designability` without a folding
     backend: a proxy, not a designability rate)."""
-    from diffsci.protein.sampling import load_motif, sample_backbones
+    from diffsci.protein.contig import load_motif
+    from diffsci.protein.sampling import sample_backbones
 
     folder.mkdir(parents=True, exist_ok=True)
     results, coords = [], []
@@ -263,15 +265,10 @@ def _plot(out: Path, results: list[dict]) -> Path:
     axes[0].set_ylabel("junctions")
     axes[1].hist(rmsd, bins=20, color="C1")
     axes[1].set_xlabel("motif RMSD, N CA C (Å)")
-    fig.tight_layout()
-    path = out / "motif_junctions.png"
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, out / "motif_junctions.png")
 
 
-def _report(out: Path, payload: dict, png: Path) -> None:
+def _report(payload: dict, png: Path) -> str:
     fmt = lambda v, p=2: "n/a" if v is None else f"{v:.{p}f}"  # noqa: E731
     lines = ["# Motif-scaffolding benchmark", "", f"Command: `{payload['command']}`  ",
              f"Checkpoint: `{payload['checkpoint']}`; split `{payload['split']}`; "
@@ -293,8 +290,7 @@ def _report(out: Path, payload: dict, png: Path) -> None:
                      f"{fmt(s['clash_fraction_mean'], 4)} | {s['designs_with_breaks']} | {fmt(s['success_rate'])} | "
                      f"{fmt(s['mpnn_nll_proxy_mean'])} |")
     lines += ["", f"![junctions]({png.name})", ""]
-    with atomic_output(out / "report.md") as tmp:
-        tmp.write_text("\n".join(lines))
+    return "\n".join(lines)
 
 
 def run_benchmark(out, *, quick: bool = False, num: int | None = None, steps: int | None = None,
@@ -306,7 +302,6 @@ def run_benchmark(out, *, quick: bool = False, num: int | None = None, steps: in
     import torch
 
     from diffsci.protein.dataset import bundled_dataset_path, load_dataset
-    from diffsci.protein.metrics import to_jsonable
     from diffsci.protein.sampling import load_model
 
     torch.set_num_threads(min(torch.get_num_threads(), 2))
@@ -327,27 +322,18 @@ def run_benchmark(out, *, quick: bool = False, num: int | None = None, steps: in
     results = run_problems(lm, probs, out / "motifs", num=num, steps=steps, seed=seed, log=log,
                            designability=designability, method=method, taper=taper)
     overall = summarise([row for r in results for row in r["rows"]])
-    command = ["diffsci", "bench", "motif", "--out", str(out)] + (["--quick"] if quick else []) + (
-        ["--designability"] if designability else []) + ([] if split == "heldout" else ["--split", split]) + (
-        [] if method == "align" else ["--method", method]) + ([] if taper is None else ["--taper", str(taper)])
-    if num != 4:
-        command += ["--num", str(num)]
-    if steps != 100:
-        command += ["--steps", str(steps)]
-    if n_problems is not None and not (quick and n_problems == 6):
-        command += ["--problems", str(n_problems)]
-    if seed != 0:
-        command += ["--seed", str(seed)]
-    if checkpoint is not None:
-        command += ["--checkpoint", str(checkpoint)]
-    payload = to_jsonable({"command": " ".join(command), "checkpoint": lm.source, "split": split, "num": num,
+    default = lambda value, usual: None if value == usual else value  # noqa: E731
+    command = command_line("motif", out, flags=[("--quick", quick), ("--designability", designability)], options=[
+        ("--split", default(split, "heldout")), ("--method", default(method, "align")), ("--taper", taper),
+        ("--num", default(num, 4)), ("--steps", default(steps, 100)),
+        ("--problems", None if quick and n_problems == 6 else n_problems), ("--seed", default(seed, 0)),
+        ("--checkpoint", checkpoint)])
+    payload = jsonable({"command": command, "checkpoint": lm.source, "split": split, "num": num,
                            "steps": steps, "seed": seed, "method": method, "taper": taper,
                            "problems": results, "overall": overall,
                            "wall_s": round(time.time() - t_start, 1)})
     png = _plot(out, results)
-    with atomic_output(out / "results.json") as tmp:
-        tmp.write_text(json.dumps(payload, indent=1, allow_nan=False))
-    _report(out, payload, png)
+    write_results(out, payload, _report(payload, png))
     if log:
         log(f"overall: success {overall['success_rate']:.2f}, "
             f"junctions within 0.5 Å {overall['junction_within_0.5']}; "
@@ -355,18 +341,10 @@ def run_benchmark(out, *, quick: bool = False, num: int | None = None, steps: in
     return payload
 
 
-def _run(args) -> int:
-    run_benchmark(args.out, quick=args.quick, num=args.num, steps=args.steps, problems=args.problems,
-                  checkpoint=args.checkpoint, seed=args.seed, progress=not args.quiet, designability=args.designability,
-                  split=args.split, method=args.method, taper=args.taper)
-    return 0
-
-
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("motif", help="motif scaffolding on motifs cut from held-out chains",
-                              description=__doc__.splitlines()[0])
-    p.add_argument("--out", required=True, help="output folder (results.json, report.md, motif_junctions.png)")
-    p.add_argument("--quick", action="store_true", help="6 problems x 4 designs at 100 steps (~5 min on 2 CPU cores)")
+    p = add_benchmark_parser(subparsers, "motif", run_benchmark, help="motif scaffolding on motifs cut from held-out chains",
+                             doc=__doc__, outputs="results.json, report.md, motif_junctions.png",
+                             quick="6 problems x 4 designs at 100 steps (~5 min on 2 CPU cores)")
     p.add_argument("--num", type=int, help="designs per problem (default 4)")
     p.add_argument("--steps", type=int, help="sampling steps (default 100)")
     p.add_argument("--problems", type=int,
@@ -382,4 +360,4 @@ def add_parser(subparsers) -> None:
     p.add_argument("--designability", action="store_true",
                    help="add ProteinMPNN's sequence-likelihood proxy per design (needs proteinmpnn; no refolding)")
     p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=_run)
+    p.set_defaults(func=lambda args: run_from_args(run_benchmark, args, progress=not args.quiet))

@@ -16,6 +16,8 @@ import time
 
 import torch
 
+from diffsci.core.io import write_json
+
 __all__ = ["protein_speed", "weather_speed", "add_parser"]
 
 
@@ -25,16 +27,16 @@ def _rss_mb() -> float:
 
 def protein_speed(length: int = 100, steps: int = 100, batches=(1, 16)) -> dict:
     from diffsci.core.utils import make_generator
-    from diffsci.protein.sampling import default_sampler, load_model, sample_one
+    from diffsci.protein.sampling import default_sampler, load_model, sample_states
 
     lm = load_model()
-    sampler = default_sampler(lm.cfg)
+    sampler = default_sampler(lm.config)
     out = {"length": length, "steps": steps, "sampler": sampler, "threads": torch.get_num_threads()}
-    sample_one(lm, length, make_generator(0, "warmup"), steps=2, sampler=sampler)  # warm-up
+    sample_states(lm, length, make_generator(0, "warmup"), steps=2, sampler=sampler)  # warm-up
     for b in batches:
         gens = [make_generator(0, "speed", i) for i in range(b)]
         t0 = time.perf_counter()
-        sample_one(lm, length, gens, steps=steps, sampler=sampler, batch=b)
+        sample_states(lm, length, gens, steps=steps, sampler=sampler, batch=b)
         dt = time.perf_counter() - t0
         out[f"batch{b}_seconds_total"] = round(dt, 2)
         out[f"batch{b}_seconds_per_backbone"] = round(dt / b, 3)
@@ -46,12 +48,12 @@ def weather_speed(members: int = 16, lead_hours: int = 24) -> dict:
     from diffsci.weather.forecast import forecast, load_forecaster
     from diffsci.weather.generator import generate
 
-    fc = load_forecaster()
-    ds = generate(grid=fc.cfg.grid_shape, hours=4, trajectories=1, seed=99, spinup_hours=24, progress=False)
+    forecaster = load_forecaster()
+    ds = generate(grid=forecaster.config.grid_shape, hours=4, trajectories=1, seed=99, spinup_hours=24, progress=False)
     t0 = time.perf_counter()
-    forecast(fc, ds, lead_hours=lead_hours, members=members, progress=False)
+    forecast(forecaster, ds, lead_hours=lead_hours, members=members, progress=False)
     dt = time.perf_counter() - t0
-    return {"grid": list(fc.cfg.grid_shape), "members": members, "lead_hours": lead_hours, "seconds": round(dt, 1),
+    return {"grid": list(forecaster.config.grid_shape), "members": members, "lead_hours": lead_hours, "seconds": round(dt, 1),
             "sampler": "heun (churn 2.5)", "noise_levels": 5, "threads": torch.get_num_threads(), "peak_rss_mb": round(_rss_mb(), 1)}
 
 
@@ -68,9 +70,7 @@ def _run(args) -> int:
         print(f"weather: 16 members x 24 h at {res['weather']['grid']}: {res['weather']['seconds']} s (target <= 60 s)")
     res["command"] = "diffsci bench speed" + (" --protein" if args.protein else "") + (" --weather" if args.weather else "")
     if args.out:
-        from pathlib import Path
-
-        Path(args.out).write_text(json.dumps(res, indent=1))
+        write_json(args.out, res)
     print(json.dumps(res), file=sys.stderr)
     return 0
 

@@ -21,7 +21,6 @@ the climatology period (netCDF, reused by a rerun into the same folder).
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -29,20 +28,24 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from diffsci.benchmarks import baselines_weather as BL
+from diffsci.benchmarks import baselines_weather as baselines
 from diffsci.benchmarks.baselines_weather import (  # noqa: F401  (re-exported for users of this module)
     climatology, hourly_climatology, perfect_model, persistence, prob_climatology,
 )
+from diffsci.benchmarks.common import add_benchmark_parser, command_line, write_results
 from diffsci.core.errors import DiffsciError
-from diffsci.core.utils import atomic_output
-from diffsci.weather import metrics as M
+from diffsci.core.figures import save_figure
+from diffsci.core.io import write_netcdf
+from diffsci.weather.metrics import evaluate_forecast
 
-__all__ = ["run_benchmark", "select_init_times", "summarize", "render_report", "add_parser", "HELDOUT_SEED", "DEFAULT_DET_CHECKPOINT"]
+__all__ = ["run_benchmark", "select_init_times", "summarize", "render_report", "report_tables", "crps_or_mae",
+           "add_parser", "HELDOUT_SEED", "DEFAULT_DET_CHECKPOINT", "MIN_LEAD_HOURS"]
 
 DEFAULT_DET_CHECKPOINT = Path(__file__).with_name("data") / "deterministic_weather.pt"
 HELDOUT_SEED = 12345
 BASELINES_TO_BEAT = ("persistence", "climatology", "deterministic")
 ENSEMBLES = ("diffsci", "perfect_model", "prob_climatology")
+MIN_LEAD_HOURS = 3  # the summary asks whether diffsci beats each baseline at every lead from here on
 
 
 def select_init_times(truth: xr.Dataset, n: int, lead_hours: int, every: int = 7) -> list[np.datetime64]:
@@ -59,11 +62,6 @@ def select_init_times(truth: xr.Dataset, n: int, lead_hours: int, every: int = 7
     return [times[i] for i in picks[:n]]
 
 
-def _write_nc(ds: xr.Dataset, path: Path) -> None:
-    with atomic_output(path) as tmp:
-        ds.to_netcdf(tmp, engine="netcdf4")
-
-
 def crps_or_mae(rv: dict) -> list:
     """One field's CRPS per lead; where it is null (a deterministic system: the fair CRPS needs 2
     members) the MAE, which is the CRPS of a one-member ensemble (how WeatherBench 2 puts
@@ -72,7 +70,7 @@ def crps_or_mae(rv: dict) -> list:
     return [c if c is not None else a for c, a in zip(rv["crps"], mae)]
 
 
-def summarize(results: dict, variables, min_lead: int = 3) -> dict:
+def summarize(results: dict, variables, min_lead: int = MIN_LEAD_HOURS) -> dict:
     """Per variable: each system's CRPS / perfect-model CRPS at every lead, and whether the
     diffusion ensemble's CRPS is below each baseline's at every lead >= ``min_lead`` h (with
     the leads where it is not)."""
@@ -109,11 +107,7 @@ def _plots(out: Path, results: dict, forecasts: dict, truth: xr.Dataset, variabl
     pngs = []
 
     def save(fig, name):
-        fig.tight_layout()
-        with atomic_output(out / name) as tmp:
-            fig.savefig(tmp, dpi=90, format="png")
-        plt.close(fig)
-        pngs.append(out / name)
+        pngs.append(save_figure(fig, out / name))
 
     for metric, title in (("crps", "CRPS"), ("rmse", "RMSE"), ("ssr", "spread/skill")):
         fig, axes = plt.subplots(1, len(variables), figsize=(4 * len(variables), 3.2), squeeze=False)
@@ -154,9 +148,7 @@ def _plots(out: Path, results: dict, forecasts: dict, truth: xr.Dataset, variabl
         if name in forecasts and leads:
             fc = forecasts[name]
             shown = min(4, fc.sizes["realization"])
-            path = plot_forecast(fc, truth, variables[0], leads, out / f"maps_{name}.tmp.png", members_shown=shown)
-            path.replace(out / f"maps_{name}.png")
-            pngs.append(out / f"maps_{name}.png")
+            pngs.append(plot_forecast(fc, truth, variables[0], leads, out / f"maps_{name}.png", members_shown=shown))
     return pngs
 
 
@@ -190,29 +182,31 @@ def run_benchmark(out, *, quick: bool = False, members: int | None = None, inits
     if out.exists() and not out.is_dir():
         raise DiffsciError(f"--out {out}: exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
+    data_arg, train_data_arg = data, train_data
     t_start = time.time()
     log = lambda s: print(f"[bench weather] {s}", file=sys.stderr, flush=True)  # noqa: E731
-    fc_model = load_forecaster(checkpoint)
-    if fc_model.deterministic:
-        raise DiffsciError(f"--checkpoint {fc_model.source}: a deterministic model; give a diffusion checkpoint")
-    variables = list(fc_model.cfg.variables)
-    grid = tuple(fc_model.cfg.grid_shape)
+    forecaster = load_forecaster(checkpoint)
+    if forecaster.deterministic:
+        raise DiffsciError(f"--checkpoint {forecaster.source}: a deterministic model; give a diffusion checkpoint")
+    variables = list(forecaster.config.variables)
+    grid = tuple(forecaster.config.grid_shape)
 
     if data is None:
         data = out / "heldout.nc"
         if not data.exists():
-            log(f"generating held-out data (seed {HELDOUT_SEED}; training used seed {BL.SHIPPED_TRAINING_PERIOD.seed})")
-            _write_nc(generate(grid=grid, hours=120 if quick else 200, trajectories=1 if quick else 2,
-                               seed=HELDOUT_SEED, spinup_hours=240, progress=False), data)
+            log(f"generating held-out data (seed {HELDOUT_SEED}; training used seed {baselines.SHIPPED_TRAINING_PERIOD.seed})")
+            write_netcdf(generate(grid=grid, hours=120 if quick else 200, trajectories=1 if quick else 2,
+                                  seed=HELDOUT_SEED, spinup_hours=240, progress=False), data)
     raw = xr.open_dataset(data, engine="netcdf4")
     truth = open_weather(data, variables=variables).load()
     if train_data is None:
-        period = BL.TrainingPeriod(grid=grid) if grid != BL.SHIPPED_TRAINING_PERIOD.grid else BL.SHIPPED_TRAINING_PERIOD
+        shipped = baselines.SHIPPED_TRAINING_PERIOD
+        period = baselines.TrainingPeriod(grid=grid) if grid != shipped.grid else shipped
         hours, trajs = (480, 1) if quick else (period.hours, period.trajectories)
         train_data = out / f"training_period_{trajs}x{hours}h.nc"
         if not train_data.exists():
             log(f"regenerating the training period for the climatologies (seed {period.seed}, {trajs} x {hours} h)")
-            _write_nc(period.generate(hours, trajs, progress=True), train_data)
+            write_netcdf(period.generate(hours, trajs, progress=True), train_data)
     train = open_weather(train_data, variables=variables).load()
     init_times = select_init_times(truth, n_inits, lead_hours)
     log(f"{len(init_times)} init times, {members} members, leads 1..{lead_hours} h")
@@ -232,34 +226,37 @@ def run_benchmark(out, *, quick: bool = False, members: int | None = None, inits
     det_note = "shipped" if det == DEFAULT_DET_CHECKPOINT else ("given" if det else None)
     if det is None and not quick:
         log(f"no deterministic checkpoint: training it for {det_train_minutes} min on the climatology period")
-        det = BL.train_deterministic(train_data, out / "deterministic_run", max_minutes=det_train_minutes,
-                                     export_to=out / "deterministic_weather.pt")
+        det = baselines.train_deterministic(train_data, out / "deterministic_run", max_minutes=det_train_minutes,
+                                            export_to=out / "deterministic_weather.pt")
         det_note = f"trained in this run ({det_train_minutes} min)"
     if det is not None:
-        timed("deterministic", lambda: BL.deterministic_forecast(det, truth, init_times, lead_hours))
+        timed("deterministic", lambda: baselines.deterministic_forecast(det, truth, init_times, lead_hours))
     else:
         log("no deterministic checkpoint (quick run): that system is skipped")
     timed("perfect_model", lambda: perfect_model(raw, init_times, lead_hours, variables, members, seed, progress=True))
-    timed("diffsci", lambda: forecast(fc_model, truth, init_times=[str(t) for t in init_times], lead_hours=lead_hours,
+    timed("diffsci", lambda: forecast(forecaster, truth, init_times=[str(t) for t in init_times], lead_hours=lead_hours,
                                       members=members, seed=seed, steps=steps, sampler=sampler, churn=churn,
                                       progress=True))
-    results = {name: M.evaluate_forecast(fc, truth, variables=variables, climatology=clim)
+    results = {name: evaluate_forecast(fc, truth, variables=variables, climatology=clim)
                for name, fc in forecasts.items()}
-    cmd = ["diffsci", "bench", "weather", "--out", str(out)] + (["--quick"] if quick else [])
+    default = lambda value, usual: None if value == usual else value  # noqa: E731
+    command = command_line("weather", out, flags=[("--quick", quick)], options=[
+        ("--members", default(members, 8 if quick else 16)), ("--inits", default(n_inits, 6 if quick else 20)),
+        ("--lead-hours", default(lead_hours, 24)), ("--checkpoint", checkpoint),
+        ("--deterministic-checkpoint", det_checkpoint), ("--data", data_arg), ("--train-data", train_data_arg),
+        ("--seed", default(seed, 0)), ("--steps", default(steps, 5)), ("--sampler", default(sampler, "heun")),
+        ("--churn", default(churn, 2.5))])
     payload = {"systems": results, "summary": summarize(results, variables), "timings_s": timings,
                "members": members, "init_times": [str(t)[:16] for t in init_times], "lead_hours": lead_hours,
-               "checkpoint": fc_model.source, "sampler": sampler, "noise_levels": steps, "churn": churn,
+               "checkpoint": forecaster.source, "sampler": sampler, "noise_levels": steps, "churn": churn,
                "deterministic_checkpoint": str(det) if det else None, "deterministic_source": det_note,
                "heldout_data": str(data), "climatology_period": str(train_data),
                "climatology_period_hours": int(train.sizes["time"]), "heldout_seed": HELDOUT_SEED,
-               "command": " ".join(cmd + ([f"--members {members}"] if members != (8 if quick else 16) else [])),
+               "command": command,
                "wall_s": None}
     pngs = _plots(out, results, forecasts, truth, variables)
     payload["wall_s"] = round(time.time() - t_start, 1)
-    with atomic_output(out / "results.json") as tmp:
-        tmp.write_text(json.dumps(payload, indent=1, allow_nan=False))
-    with atomic_output(out / "report.md") as tmp:
-        tmp.write_text(render_report(payload, [p.name for p in pngs], variables))
+    write_results(out, payload, render_report(payload, [p.name for p in pngs], variables))
     log(f"done in {payload['wall_s']} s: {out / 'report.md'}")
     return payload
 
@@ -270,9 +267,6 @@ def _fmt(x) -> str:
 
 def render_report(payload: dict, png_names, variables) -> str:
     """The markdown report from a results.json payload."""
-    res, summ = payload["systems"], payload["summary"]
-    leads = res["diffsci"]["lead_hours"]
-    show = [h for h in (1, 3, 6, 12, 24) if h in leads]
     lines = ["# Weather benchmark", "",
              f"Command: `{payload['command']}`; wall time {payload['wall_s']} s; per-system seconds {payload['timings_s']}.", "",
              f"Diffusion checkpoint `{payload['checkpoint']}`: {payload['members']} members, sampler "
@@ -287,6 +281,18 @@ def render_report(payload: dict, png_names, variables) -> str:
              "of a one-member ensemble, is shown and compared instead), ensemble-mean RMSE, spread/skill ratio "
              "with the sqrt((M+1)/M) factor. 'CRPS / perfect' divides by the perfect-model ensemble's CRPS "
              "(the generator itself restarted from the true state: the practical bound, ratio 1).", ""]
+    lines += report_tables(payload, variables)
+    lines += ["## Plots", ""] + [f"![{Path(n).stem}]({n})" for n in png_names]
+    return "\n".join(lines) + "\n"
+
+
+def report_tables(payload: dict, variables) -> list[str]:
+    """Per variable, the markdown table of every system's CRPS and RMSE at +1/3/6/12/24 h, SSR
+    and CRPS / perfect at +6/24 h, then whether diffsci beats each baseline (from the summary)."""
+    res, summ = payload["systems"], payload["summary"]
+    leads = res["diffsci"]["lead_hours"]
+    show = [h for h in (1, 3, 6, 12, 24) if h in leads]
+    lines = []
     for v in variables:
         ratios = summ[v]["crps_ratio_to_perfect"]
         lines += [f"## {v}", "",
@@ -309,27 +315,18 @@ def render_report(payload: dict, png_names, variables) -> str:
             extra = "" if ok else f" (not at leads {b['leads_not_beaten']} h)"
             lines.append(f"- diffsci CRPS below {base} at every lead >= {ge}: **{'yes' if ok else 'no'}**{extra}")
         lines.append("")
-    lines += ["## Plots", ""] + [f"![{Path(n).stem}]({n})" for n in png_names]
-    return "\n".join(lines) + "\n"
-
-
-def _run(args) -> int:
-    run_benchmark(args.out, quick=args.quick, members=args.members, inits=args.inits, lead_hours=args.lead_hours,
-                  checkpoint=args.checkpoint, det_checkpoint=args.deterministic_checkpoint, data=args.data,
-                  train_data=args.train_data, seed=args.seed, steps=args.steps, sampler=args.sampler, churn=args.churn)
-    return 0
+    return lines
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("weather", help="weather benchmark: diffusion ensemble vs baselines",
-                              description=__doc__.splitlines()[0])
-    p.add_argument("--out", required=True, help="output folder (report.md, results.json, PNGs)")
-    p.add_argument("--quick", action="store_true", help="6 init times, 8 members, short climatology (<= 15 min on 2 CPU cores)")
+    p = add_benchmark_parser(subparsers, "weather", run_benchmark, help="weather benchmark: diffusion ensemble vs baselines",
+                             doc=__doc__, outputs="report.md, results.json, PNGs",
+                             quick="6 init times, 8 members, short climatology (<= 15 min on 2 CPU cores)")
     p.add_argument("--members", type=int, help="ensemble size (default 16, quick 8)")
     p.add_argument("--inits", type=int, help="number of init times (default 20, quick 6)")
     p.add_argument("--lead-hours", type=int, default=24, help="forecast length in hours (default 24)")
     p.add_argument("--checkpoint", help="diffusion checkpoint (default: shipped)")
-    p.add_argument("--deterministic-checkpoint",
+    p.add_argument("--deterministic-checkpoint", dest="det_checkpoint", metavar="DETERMINISTIC_CHECKPOINT",
                    help="MSE baseline checkpoint (default: benchmarks/data/deterministic_weather.pt)")
     p.add_argument("--data", help="held-out data written by make-data, with the simulator state (default: generated, seed 12345)")
     p.add_argument("--train-data", help="training-period data for the climatologies (default: regenerated from seed 0)")
@@ -337,4 +334,3 @@ def add_parser(subparsers) -> None:
     p.add_argument("--steps", type=int, default=5, help="noise levels per forecast step (default 5)")
     p.add_argument("--sampler", default="heun")
     p.add_argument("--churn", type=float, default=2.5, help="EDM churn (heun/euler samplers; default 2.5)")
-    p.set_defaults(func=_run)

@@ -20,6 +20,8 @@ import time
 
 import torch
 
+from diffsci.core.io import write_json
+
 __all__ = ["weather_forecast_speed", "main"]
 
 
@@ -28,8 +30,8 @@ def weather_forecast_speed(*, checkpoint=None, members: int = 16, lead_hours: in
     """Time one forecast; ``None`` options take the forecast's defaults. Returns a JSON-able dict."""
     import inspect
 
-    from diffsci.weather.diffusion import WeatherCond
     from diffsci.weather.forecast import CHUNK, forecast, load_forecaster
+    from diffsci.weather.predictor import WeatherCond
     from diffsci.weather.generator import generate
 
     if threads:
@@ -39,22 +41,22 @@ def weather_forecast_speed(*, checkpoint=None, members: int = 16, lead_hours: in
     opts = {"steps": steps if steps is not None else defaults["steps"],
             "sampler": sampler or defaults["sampler"],
             "churn": churn if churn is not None else defaults["churn"]}
-    fc = load_forecaster(checkpoint)
-    ds = generate(grid=fc.cfg.grid_shape, hours=4, trajectories=1, seed=99, spinup_hours=24, progress=False)
+    forecaster = load_forecaster(checkpoint)
+    ds = generate(grid=forecaster.config.grid_shape, hours=4, trajectories=1, seed=99, spinup_hours=24, progress=False)
     # one denoiser evaluation of a member chunk (warm-up first)
-    c, (h, w) = len(fc.cfg.channels), fc.cfg.grid_shape
+    c, (h, w) = len(forecaster.config.channels), forecaster.config.grid_shape
     cond = WeatherCond(torch.randn(CHUNK, 2 * c, h, w), torch.randn(CHUNK, 2))
     x, t = torch.randn(CHUNK, c, h, w), torch.full((CHUNK,), 0.5)
     with torch.inference_mode():
-        fc.model(x, t, cond)
+        forecaster.model(x, t, cond)
         t0 = time.perf_counter()
         for _ in range(5):
-            fc.model(x, t, cond)
+            forecaster.model(x, t, cond)
         eval_ms = (time.perf_counter() - t0) / 5 * 1000
     t0 = time.perf_counter()
-    forecast(fc, ds, lead_hours=lead_hours, members=members, progress=False, **opts)
+    forecast(forecaster, ds, lead_hours=lead_hours, members=members, progress=False, **opts)
     seconds = time.perf_counter() - t0
-    return {"grid": list(fc.cfg.grid_shape), "members": members, "lead_hours": lead_hours, **opts,
+    return {"grid": list(forecaster.config.grid_shape), "members": members, "lead_hours": lead_hours, **opts,
             "seconds": round(seconds, 3), "target_seconds": 60, "chunk": CHUNK,
             "denoiser_eval_ms_per_chunk": round(eval_ms, 1), "threads": torch.get_num_threads(),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)}
@@ -74,12 +76,9 @@ def main(argv=None) -> int:
     res = weather_forecast_speed(checkpoint=args.checkpoint, members=args.members, lead_hours=args.lead_hours,
                                  steps=args.steps, sampler=args.sampler, churn=args.churn, threads=args.threads)
     res["command"] = "python -m diffsci.benchmarks.weather_speed " + " ".join(argv if argv is not None else sys.argv[1:])
-    text = json.dumps(res, indent=1)
     if args.out:
-        from pathlib import Path
-
-        Path(args.out).write_text(text)
-    print(text)
+        write_json(args.out, res)
+    print(json.dumps(res, indent=1))
     return 0
 
 

@@ -14,16 +14,12 @@ SSE_COLORS = {"a": "tab:red", "b": "tab:blue", "c": "0.6"}
 
 def plot_traces(designs, path: Path, title: str) -> Path:
     """CA traces (x-y projection after aligning principal axes) coloured by P-SEA labels."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    from diffsci.core.figures import panel_grid, save_figure
     from diffsci.protein.metrics import psea_fractions, psea_labels
 
     cols = 4
     rows = -(-len(designs) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.2 * rows), squeeze=False)
+    fig, axes = panel_grid(rows, cols, (3.2, 3.2))
     for ax, d in zip(axes.flat, designs):
         ca = d.coords[0][:, 1]
         x = ca - ca.mean(0)
@@ -35,15 +31,9 @@ def plot_traces(designs, path: Path, title: str) -> Path:
         f = psea_fractions(ca)
         ax.set_title(f"{d.name}: L={d.length}\nhelix {f['helix']:.0%} strand {f['strand']:.0%}", fontsize=8)
         ax.set_aspect("equal")
-        ax.set_xticks([])
-        ax.set_yticks([])
     for ax in list(axes.flat)[len(designs):]:
         ax.axis("off")
-    fig.suptitle(title + "  (red: helix, blue: strand, grey: coil; P-SEA)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, title=title + "  (red: helix, blue: strand, grey: coil; P-SEA)")
 
 
 def demo(out: Path) -> Path:

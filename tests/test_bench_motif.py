@@ -9,7 +9,7 @@ from diffsci.benchmarks.motif_bench import junctions, motif_problems, score_desi
 from diffsci.core.cli import main
 from diffsci.protein.dataset import bundled_dataset_path, load_dataset
 from diffsci.protein.metrics import psea_labels
-from diffsci.protein.sampling import parse_contig
+from diffsci.protein.contig import parse_contig
 
 
 @pytest.fixture(scope="module")
@@ -120,3 +120,11 @@ def test_bench_motif_designability_proxy_lands_on_its_design(tmp_path, monkeypat
         assert [r["mpnn_nll_proxy"] for r in res["rows"]] == [r["length"] for r in res["rows"]]
         assert np.isclose(res["summary"]["mpnn_nll_proxy_mean"], np.mean([r["length"] for r in res["rows"]]))
     assert "--designability" in payload["command"]
+
+
+def test_command_line_keeps_order_and_drops_defaults():
+    from diffsci.benchmarks.common import command_line
+
+    cmd = command_line("motif", "runs/m", flags=[("--quick", True), ("--designability", False)],
+                       options=[("--split", None), ("--num", 2), ("--seed", 0), ("--checkpoint", None)])
+    assert cmd == "diffsci bench motif --out runs/m --quick --num 2 --seed 0"

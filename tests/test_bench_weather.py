@@ -9,10 +9,10 @@ import pytest
 import xarray as xr
 from scipy import stats
 
-from diffsci.benchmarks import baselines_weather as BL
-from diffsci.benchmarks import weather_bench as B
+from diffsci.benchmarks import baselines_weather as baselines
+from diffsci.benchmarks import weather_bench
 from diffsci.core.cli import main
-from diffsci.weather import metrics as M
+from diffsci.weather import metrics
 from diffsci.weather.data import open_weather
 from diffsci.weather.generator import generate
 
@@ -47,7 +47,7 @@ def _layout_ok(f, truth, n_init, lead, members):
 def test_persistence_repeats_the_init_state(data):
     _, truth, _ = data
     inits = truth.time.values[[3, 10]]
-    f = B.persistence(truth, inits, 4, VARS)
+    f = weather_bench.persistence(truth, inits, 4, VARS)
     _layout_ok(f, truth, 2, 4, 1)
     for i in range(2):
         for k in range(4):
@@ -59,8 +59,8 @@ def test_persistence_repeats_the_init_state(data):
 def test_climatology_is_the_mean_by_valid_hour(data):
     _, truth, train = data
     inits = truth.time.values[[5, 22]]
-    clim = BL.hourly_climatology(train, VARS)
-    f = BL.climatology(clim, truth, inits, 3, VARS)
+    clim = baselines.hourly_climatology(train, VARS)
+    f = baselines.climatology(clim, truth, inits, 3, VARS)
     _layout_ok(f, truth, 2, 3, 1)
     for i in range(2):
         for k in range(3):
@@ -76,13 +76,13 @@ def test_climatology_needs_every_hour(data):
 
     _, _, train = data
     with pytest.raises(DiffsciError, match="no state at hours"):
-        BL.hourly_climatology(train.isel(time=slice(0, 10)), VARS)
+        baselines.hourly_climatology(train.isel(time=slice(0, 10)), VARS)
 
 
 def test_prob_climatology_members_are_training_stretches_at_the_same_hour(data):
     _, truth, train = data
     inits = truth.time.values[[5, 13]]
-    f = BL.prob_climatology(train, truth, inits, 4, VARS, members=6, seed=2)
+    f = baselines.prob_climatology(train, truth, inits, 4, VARS, members=6, seed=2)
     _layout_ok(f, truth, 2, 4, 6)
     z = train.z.values
     traj = train.trajectory.values
@@ -98,13 +98,13 @@ def test_prob_climatology_members_are_training_stretches_at_the_same_hour(data):
                 assert traj[j + k] == traj[j]
                 assert np.array_equal(f.z.isel(time=i, prediction_timedelta=k, realization=m).values, z[j + k])
     # reproducible from the seed
-    assert f.identical(BL.prob_climatology(train, truth, inits, 4, VARS, members=6, seed=2))
+    assert f.identical(baselines.prob_climatology(train, truth, inits, 4, VARS, members=6, seed=2))
 
 
 def test_perfect_model_layout_and_start(data):
     raw, truth, _ = data
     inits = truth.time.values[[4, 9]]
-    f = BL.perfect_model(raw, inits, 3, VARS, members=2, seed=1)
+    f = baselines.perfect_model(raw, inits, 3, VARS, members=2, seed=1)
     _layout_ok(f, truth, 2, 3, 2)
     # the first hour is close to the truth (the same state, one hour of different forcing), members differ
     t1 = truth.z.sel(time=inits + np.timedelta64(1, "h")).values  # (I, H, W)
@@ -118,17 +118,17 @@ def test_perfect_model_rank_histogram_is_flat_and_persistence_is_not(data):
     """The generator's own ensemble, restarted from the true state, against the truth (WB2 metrics issue)."""
     raw, truth, _ = data
     inits = truth.time.values[[4, 14, 24]]
-    f = BL.perfect_model(raw, inits, 12, VARS, members=8, seed=1)
+    f = baselines.perfect_model(raw, inits, 12, VARS, members=8, seed=1)
     fc = f.sel(prediction_timedelta=np.timedelta64(12, "h"))
     t = truth.sel(time=fc.time.values + np.timedelta64(12, "h")).assign_coords(time=fc.time.values)
     # neighbouring grid points are correlated: test on a thinned sample of points
     thin = {"latitude": slice(None, None, 4), "longitude": slice(None, None, 4)}
-    h = M.rank_histogram(fc.z.isel(thin), t.z.isel(thin))
+    h = metrics.rank_histogram(fc.z.isel(thin), t.z.isel(thin))
     assert h.sum() == 3 * 4 * 8
     assert stats.chisquare(h).pvalue > 0.01, h
-    p = B.persistence(truth, inits, 12, VARS).sel(prediction_timedelta=np.timedelta64(12, "h"))
+    p = weather_bench.persistence(truth, inits, 12, VARS).sel(prediction_timedelta=np.timedelta64(12, "h"))
     pe = xr.concat([p.z.isel(realization=0)] * 8, dim="realization")
-    hp = M.rank_histogram(pe.isel(thin), t.z.isel(thin))
+    hp = metrics.rank_histogram(pe.isel(thin), t.z.isel(thin))
     assert stats.chisquare(hp).pvalue < 0.01, hp
 
 
@@ -138,11 +138,14 @@ def test_summary_ratios_and_beats():
 
     results = {"perfect_model": res([1.0, 2.0, 4.0]), "diffsci": res([2.0, 3.0, 5.0]),
                "persistence": res([1.5, 3.5, 6.0]), "climatology": res([9.0, 2.5, 9.0])}
-    s = B.summarize(results, ["z"])["z"]
+    s = weather_bench.summarize(results, ["z"])["z"]
     assert s["crps_ratio_to_perfect"]["diffsci"] == {"1": 2.0, "3": 1.5, "6": 1.25}
     assert s["diffsci_beats"]["persistence"] == {"all_leads_ge_3h": True, "leads_not_beaten": []}  # lead 1 ignored
     assert s["diffsci_beats"]["climatology"] == {"all_leads_ge_3h": False, "leads_not_beaten": [3]}
     assert "deterministic" not in s["diffsci_beats"]
+    assert weather_bench.MIN_LEAD_HOURS == 3  # the one cut-off, shared with diffsci bench merge
+    s1 = weather_bench.summarize(results, ["z"], min_lead=1)["z"]
+    assert s1["diffsci_beats"]["persistence"] == {"all_leads_ge_1h": False, "leads_not_beaten": [1]}
 
 
 @pytest.fixture(scope="module")
@@ -163,14 +166,16 @@ def test_cli_end_to_end(bench_files, capsys):
                "--lead-hours", "6", "--steps", "2"])
     assert rc == 0
     payload = json.loads((out / "results.json").read_text())
+    assert payload["command"] == (f"diffsci bench weather --out {out} --members 4 --inits 1 --lead-hours 6 "
+                                  f"--data {bench_files / 'heldout.nc'} --train-data {bench_files / 'train.nc'} --steps 2")
     systems = payload["systems"]
     assert set(systems) == {"persistence", "climatology", "prob_climatology", "deterministic", "perfect_model", "diffsci"}
     for name, r in systems.items():
         assert r["lead_hours"] == [1, 2, 3, 4, 5, 6]
-        assert all(np.isfinite(B.crps_or_mae(r["variables"]["z"])))
+        assert all(np.isfinite(weather_bench.crps_or_mae(r["variables"]["z"])))
         # one rank histogram per lead for every variable (issue 14 bug 9: from the second variable on,
         # with a climatology, the keys were '<xarray.DataArray ...>')
-        if name in B.ENSEMBLES:
+        if name in weather_bench.ENSEMBLES:
             assert all(list(r["rank_histogram"][v]) == [str(h) for h in range(1, 7)] for v in VARS), r["rank_histogram"]
         else:  # deterministic: CRPS null (fewer than 2 members), never its MAE under that name
             assert r["variables"]["z"]["crps"] == [None] * 6 and r["variables"]["z"]["ssr"] == [None] * 6
@@ -180,7 +185,7 @@ def test_cli_end_to_end(bench_files, capsys):
     truth = open_weather(bench_files / "heldout.nc").load()
     t0 = np.datetime64(payload["init_times"][0])
     diff = np.abs(truth.z.sel(time=t0 + np.timedelta64(1, "h")) - truth.z.sel(time=t0))
-    assert systems["persistence"]["variables"]["z"]["mae"][0] == pytest.approx(float(M.spatial_mean(diff)), rel=1e-4)
+    assert systems["persistence"]["variables"]["z"]["mae"][0] == pytest.approx(float(metrics.spatial_mean(diff)), rel=1e-4)
     report = (out / "report.md").read_text()
     assert "CRPS / perfect +6 h" in report and "diffsci CRPS below persistence" in report
     for png in ("crps_vs_lead.png", "rmse_vs_lead.png", "ssr_vs_lead.png", "rank_histograms.png", "maps_diffsci.png"):
@@ -199,14 +204,15 @@ def test_train_deterministic_then_roll_out(data, tmp_path):
     """The MSE baseline's training task runs through the core loop and rolls out with the same code."""
     from diffsci.core.errors import DiffsciError
     from diffsci.core.train import load_checkpoint
-    from diffsci.weather.forecast import default_checkpoint_path
+    from diffsci.core.checkpoint import default_checkpoint_path
+    from diffsci.weather.diffusion import KIND
 
     _, truth, train = data
-    path = BL.train_deterministic(train, tmp_path / "run", max_minutes=None, steps=3, export_to=tmp_path / "det.pt",
+    path = baselines.train_deterministic(train, tmp_path / "run", max_minutes=None, steps=3, export_to=tmp_path / "det.pt",
                                   progress=False)
     ck = load_checkpoint(path)
     assert ck["kind"] == "weather-graph-deterministic" and ck["step"] == 3 and "optimizer" not in ck
-    f = BL.deterministic_forecast(path, truth, truth.time.values[[2, 7]], 2)
+    f = baselines.deterministic_forecast(path, truth, truth.time.values[[2, 7]], 2)
     _layout_ok(f, truth, 2, 2, 1)
     with pytest.raises(DiffsciError, match="not a deterministic"):
-        BL.deterministic_forecast(default_checkpoint_path(), truth, truth.time.values[[2]], 1)
+        baselines.deterministic_forecast(default_checkpoint_path(KIND), truth, truth.time.values[[2]], 1)

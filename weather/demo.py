@@ -12,14 +12,10 @@ __all__ = ["demo", "plot_forecast"]
 
 def plot_forecast(fc, truth, var: str, leads, path: Path, members_shown: int = 3) -> Path:
     """Rows: leads; columns: truth, a few members, ensemble mean, ensemble spread."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from diffsci.core.figures import panel_grid, save_figure
 
     init = fc.time.values[0]
-    ncol = 3 + members_shown
-    fig, axes = plt.subplots(len(leads), ncol, figsize=(2.6 * ncol, 1.7 * len(leads) + 0.6), squeeze=False)
+    fig, axes = panel_grid(len(leads), 3 + members_shown, (2.6, 1.7), extra_height=0.6)
     for r, lead in enumerate(leads):
         f = fc[var].sel(prediction_timedelta=np.timedelta64(lead, "h")).isel(time=0)
         t = truth[var].sel(time=init + np.timedelta64(lead, "h"))
@@ -30,23 +26,17 @@ def plot_forecast(fc, truth, var: str, leads, path: Path, members_shown: int = 3
             ax = axes[r, c]
             ax.pcolormesh(fc.longitude, fc.latitude, field, vmin=vmin, vmax=vmax, cmap="viridis", shading="auto")
             ax.set_title(f"{name}, +{lead} h", fontsize=8)
-            ax.set_xticks([])
-            ax.set_yticks([])
         ax = axes[r, -1]
         ax.pcolormesh(fc.longitude, fc.latitude, f.std("realization"), cmap="magma", shading="auto")
         ax.set_title(f"ensemble spread, +{lead} h", fontsize=8)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.suptitle(f"diffsci weather: {var} ({fc[var].attrs.get('units', '')}), init {str(init)[:16]}", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    title = f"diffsci weather: {var} ({fc[var].attrs.get('units', '')}), init {str(init)[:16]}"
+    return save_figure(fig, path, title=title)
 
 
 def demo(out: Path) -> Path:
     import xarray as xr
 
+    from diffsci.core.io import write_netcdf
     from diffsci.weather.forecast import forecast, load_forecaster, write_forecast
     from diffsci.weather.generator import generate
 
@@ -54,10 +44,10 @@ def demo(out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     data = out / "demo_data.nc"
     ds = generate(grid=(32, 64), hours=40, trajectories=1, seed=2024, spinup_hours=120, progress=True)
-    ds.to_netcdf(data, engine="netcdf4")
-    fc_model = load_forecaster()
+    write_netcdf(ds, data)
+    forecaster = load_forecaster()
     init = ds.time.values[8]
-    fds = forecast(fc_model, data, init_times=[str(init)], lead_hours=24, members=8, seed=0)
+    fds = forecast(forecaster, data, init_times=[str(init)], lead_hours=24, members=8, seed=0)
     write_forecast(fds, out / "forecast.nc")
     truth = xr.open_dataset(data)
     png = plot_forecast(xr.open_dataset(out / "forecast.nc"), truth, "z", [6, 24], out / "forecast_z.png")

@@ -1,0 +1,24 @@
+"""Figure helpers: a grid of bare panels, an atomic PNG writer that closes the figure."""
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from diffsci.core.figures import panel_grid, save_figure
+
+
+def test_panel_grid_shape_size_and_no_ticks():
+    fig, axes = panel_grid(2, 3, (2.0, 1.5), extra_height=0.5)
+    assert axes.shape == (2, 3)
+    assert np.allclose(fig.get_size_inches(), (6.0, 3.5))
+    axes[0, 0].pcolormesh(np.arange(12.0).reshape(3, 4))
+    assert all(len(ax.get_xticks()) == 0 and len(ax.get_yticks()) == 0 for ax in axes.flat)
+    plt.close(fig)
+
+
+def test_save_figure_writes_a_png_atomically_and_closes(tmp_path):
+    fig, axes = panel_grid(1, 2, (2.0, 2.0))
+    path = save_figure(fig, tmp_path / "sub" / "f.png", title="t")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert fig._suptitle.get_text() == "t"
+    assert not plt.fignum_exists(fig.number)
+    assert [p.name for p in path.parent.iterdir()] == ["f.png"]
