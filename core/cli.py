@@ -3,7 +3,8 @@
 The core knows no domain: the ``protein``, ``weather`` and ``bench`` subcommands are plug-ins
 found through the ``diffsci.commands`` entry-point group (see pyproject.toml). Each plug-in is
 a function ``register(subparsers)`` that adds its parser and sets ``func`` on it; ``func``
-receives the parsed namespace and returns an exit code (or None for 0).
+receives the parsed namespace and returns an exit code (or None for 0). A plug-in that groups
+subcommands registers them with :func:`add_command_group`.
 
 Errors raised as :class:`diffsci.core.errors.DiffsciError` are printed as a single
 ``error: ...`` line on stderr and give exit status 2, with no traceback.
@@ -12,12 +13,13 @@ Errors raised as :class:`diffsci.core.errors.DiffsciError` are printed as a sing
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from importlib.metadata import PackageNotFoundError, entry_points, version
 
 from diffsci.core.errors import DiffsciError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "add_command_group"]
 
 
 def _version() -> str:
@@ -27,12 +29,22 @@ def _version() -> str:
         return "0+unknown"
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that exits with status 2 and one line for usage errors (its default)."""
+def add_command_group(subparsers, name: str, help: str, package: str, modules) -> argparse.ArgumentParser:
+    """Add ``diffsci NAME COMMAND ...``: a parser ``name`` whose required subcommands are added by
+    ``add_parser(subparsers)`` of each module ``{package}.{module}`` in ``modules``, in order.
+
+    The chosen subcommand is stored as ``{name}_command`` in the parsed namespace; each
+    module's ``add_parser`` sets ``func``. Returns the group's parser."""
+    parser = subparsers.add_parser(name, help=help)
+    sub = parser.add_subparsers(dest=f"{name}_command", metavar="COMMAND", required=True)
+    for module in modules:
+        importlib.import_module(f"{package}.{module}").add_parser(sub)
+    return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    """The ``diffsci`` parser with every plug-in registered (usage errors: one line, exit 2)."""
+    parser = argparse.ArgumentParser(
         prog="diffsci",
         description="diffsci: scientific diffusion models for protein backbones and weather.",
     )

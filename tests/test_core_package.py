@@ -78,3 +78,21 @@ def test_public_api_resolves(pkg):
     mod = importlib.import_module(pkg)
     for name in mod.__all__:
         assert getattr(mod, name) is not None, f"{pkg}.{name}"
+
+
+def test_command_groups_dispatch_to_their_modules(capsys):
+    """add_command_group registers each module's subcommand under its group; a group needs one."""
+    import argparse
+
+    from diffsci.core.cli import add_command_group, build_parser
+
+    args = build_parser().parse_args(["bench", "merge", "a.json", "b.json", "--out", "m.json"])
+    assert args.bench_command == "merge" and args.results == ["a.json", "b.json"] and callable(args.func)
+    args = build_parser().parse_args(["weather", "evaluate", "f.nc", "--truth", "t.nc", "--out", "m.json"])
+    assert args.weather_command == "evaluate" and callable(args.func)
+    sub = argparse.ArgumentParser(prog="x").add_subparsers()
+    group = add_command_group(sub, "tools", "help text", "diffsci.benchmarks", ["merge"])
+    assert group.parse_args(["merge", "a.json", "--out", "o.json"]).tools_command == "merge"
+    with pytest.raises(SystemExit) as exc:
+        main(["protein"])
+    assert exc.value.code == 2
