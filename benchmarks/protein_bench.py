@@ -164,7 +164,7 @@ def run_benchmark(out, *, quick: bool = False, num: int | None = None, checkpoin
     untrained = load_model(checkpoint, untrained=True)
     systems, timings = {}, {}
     systems["real (held-out)"] = held
-    globular = [i for i, (_, c) in enumerate(held) if filter_reason(c[:, 1], lm.cfg) is None]
+    globular = [i for i, (_, c) in enumerate(held) if filter_reason(c[:, 1], lm.config) is None]
     for name, fn in (("diffsci, 100 steps", lambda: _designs(lm, lengths, num, 100, seed)),
                      ("diffsci, 20 steps", lambda: _designs(lm, lengths, num, 20, seed)),
                      ("untrained", lambda: _designs(untrained, lengths, num, 100, seed)),

@@ -6,6 +6,10 @@ Public API (imported lazily, so ``diffsci --help`` stays fast)::
     from diffsci.protein import load_model, sample_backbones, write_backbone_pdb
     from diffsci.protein import evaluate_structures, sample_metrics
     from diffsci.protein import parse_contig, load_motif, condition_on_motif, read_remarks
+
+``load_model`` returns a :class:`diffsci.core.checkpoint.Bundle` (``.model``, ``.config``,
+``.source``). The model kind ``protein-frames`` is registered with the core's checkpoint
+registry by :mod:`diffsci.protein.diffusion` (imported by every protein loader and trainer).
 """
 
 from importlib import import_module
@@ -18,8 +22,9 @@ _EXPORTS = {
     "bundled_dataset_path": "dataset",
     "FrameDenoiserNet": "model", "FrameNetConfig": "model",
     "ProteinModelConfig": "diffusion", "BackboneTask": "diffusion", "build_model": "diffusion", "build_space": "diffusion",
-    "load_model": "sampling", "sample_backbones": "sampling", "parse_contig": "sampling", "load_motif": "sampling",
-    "draw_layout": "sampling", "resolve_contig": "sampling",
+    "load_model": "sampling", "sample_backbones": "sampling", "sample_states": "sampling",
+    "parse_contig": "contig", "load_motif": "contig", "draw_layout": "contig", "resolve_contig": "contig",
+    "contig_length_limits": "contig",
     "condition_on_motif": "motif", "AlignedMotif": "motif", "kabsch": "motif",
     "read_remarks": "pdb_io",
     "evaluate_structures": "metrics", "evaluate_folder": "metrics", "sample_metrics": "metrics", "pairwise_tm": "metrics",

@@ -3,7 +3,8 @@
 Dimension legend: B batch, N residues (padded), L a chain's length.
 
 A backbone is a state of the core's ``Product((EuclideanCoM, SO3...))`` space:
-``(trans (B, N, 3) in nm, rots (B, N, 3, 3))`` (coordinates are divided by 10, as FrameDiff).
+``(trans (B, N, 3) in nm, rots (B, N, 3, 3))`` (coordinates in Å divided by
+:data:`ANGSTROM_PER_NM`, as FrameDiff).
 
 Formulations (``ProteinModelConfig.formulation``):
 
@@ -18,29 +19,40 @@ Losses (both formulations predict clean frames): translation MSE and rotation Fr
 error, each scaled by ``1 / max(t, 0.1)^2`` as FrameFlow's vector-field losses are, plus an
 auxiliary backbone-atom (N, CA, C, O) MSE and a local pairwise-distance loss (atom pairs
 closer than 6 Å) for ``t < 0.25`` (FrameDiff's auxiliary losses).
+
+The model kind ``protein-frames`` is registered with :mod:`diffsci.core.checkpoint` when this
+module is imported (config, builder, migrations, shipped checkpoint, training task), so
+:func:`diffsci.core.checkpoint.load_bundle` and :func:`diffsci.core.train.fit` handle it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from diffsci.core.checkpoint import register_kind
+from diffsci.core.config import Provenance, file_record, to_dict
 from diffsci.core.errors import DiffsciError
+from diffsci.core.io import check_choice
 from diffsci.core.schedules import FlowMatching, LogLinear, VPLinear
 from diffsci.core.spaces import EuclideanCoM, Product, SO3Diffusion, SO3Flow, remove_com
 from diffsci.core.utils import make_generator
 from diffsci.protein.frames import backbone_from_frames, frames_from_backbone
 from diffsci.protein.model import FrameDenoiserNet, FrameNetConfig
 
-__all__ = ["ProteinModelConfig", "ProteinCond", "FrameDenoiser", "SelfConditioned", "build_space", "build_model", "BackboneTask",
-           "KIND", "NM", "filter_reason"]
+__all__ = ["ProteinModelConfig", "ProteinCond", "FrameDenoiser", "SelfConditioned", "build_space", "build_model",
+           "BackboneBatch", "BackboneTask", "ProteinData", "make_task", "upgrade_v0", "shipped_checkpoint", "KIND",
+           "ANGSTROM_PER_NM", "TRAIN_DEFAULTS", "filter_reason"]
 
 KIND = "protein-frames"
-NM = 10.0  # Å per nm
+ANGSTROM_PER_NM = 10.0
 
 
 @dataclass(frozen=True)
@@ -73,25 +85,18 @@ class ProteinModelConfig:
         if not 0 <= self.strand_power <= 4:
             raise DiffsciError(f"strand_power must lie in [0, 4], got {self.strand_power}")
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "ProteinModelConfig":
-        d = dict(d)
-        net = dict(d.get("net", {}))
-        if net and "frame_edges" not in net:  # checkpoints written before frame-local edge features
-            net["frame_edges"] = False
-        d["net"] = FrameNetConfig(**net)
-        return cls(**d)
+def build_space(cfg: ProteinModelConfig, mask: torch.Tensor | None = None, *, rotation_rate: float = 1.0) -> Product:
+    """``Product((EuclideanCoM, SO3Flow|SO3Diffusion))`` for the formulation (with a residue mask (B, N)).
 
-
-def build_space(cfg: ProteinModelConfig, mask: torch.Tensor | None = None, *, sampling: bool = False) -> Product:
-    """``Product((EuclideanCoM, SO3Flow|SO3Diffusion))`` for the formulation (with a residue mask)."""
+    ``rotation_rate``: the flow formulation's exponential rotation rate (FrameFlow): 1 is the
+    geodesic interpolant the model is trained on; sampling passes the checkpoint's
+    ``inference_rate`` (or a user's). The score formulation has no such rate (it must be 1)."""
     if cfg.formulation == "flow":
-        rot = SO3Flow(inference_rate=cfg.inference_rate if sampling else 1.0)
-        space = Product((EuclideanCoM(FlowMatching()), rot))
+        space = Product((EuclideanCoM(FlowMatching()), SO3Flow(inference_rate=rotation_rate)))
     else:
+        if rotation_rate != 1.0:
+            raise DiffsciError(f"rotation_rate applies to the flow formulation only, got {rotation_rate} for a score model")
         space = Product((EuclideanCoM(VPLinear()), SO3Diffusion(LogLinear())))
     return space.with_mask(mask) if mask is not None else space
 
@@ -138,18 +143,42 @@ class SelfConditioned(nn.Module):
 
 
 def build_model(cfg: ProteinModelConfig) -> FrameDenoiser:
-    torch.manual_seed(0)
+    """The network of ``cfg``; its initial weights come from torch's global RNG (seed it first)."""
     return FrameDenoiser(cfg)
 
 
+@dataclass(frozen=True)
+class BackboneBatch:
+    """A training batch. Shapes: trans (B, N, 3) nm (zero CoM over the mask), rots (B, N, 3, 3),
+    atoms (B, N, 4, 3) nm (N, CA, C, O, centred as trans), mask (B, N) bool, t (B,), xt_trans and
+    xt_rots the state noised to t, res_idx (B, N); ``self_condition``: the batch trains with a
+    self-conditioning input (a self-conditioned net only)."""
+
+    trans: torch.Tensor
+    rots: torch.Tensor
+    atoms: torch.Tensor
+    mask: torch.Tensor
+    t: torch.Tensor
+    xt_trans: torch.Tensor
+    xt_rots: torch.Tensor
+    res_idx: torch.Tensor
+    self_condition: bool = False
+
+
 class BackboneTask:
-    """Training task: random crops of real chains, noised by the configured formulation."""
+    """Training task: random crops of real chains, noised by the configured formulation.
+
+    ``split``: ``"train"``, ``"heldout"`` or ``"all"`` chains of the dataset; ``provenance``:
+    where the dataset came from (saved in the checkpoints)."""
 
     kind = KIND
 
-    def __init__(self, cfg: ProteinModelConfig, dataset, split: str = "train"):
-        self.cfg = cfg
-        idx = dataset.indices(split) if split else np.arange(len(dataset))
+    def __init__(self, config: ProteinModelConfig, dataset, split: str = "train", *,
+                 provenance: Provenance | None = None):
+        self.config = cfg = config
+        self.split = check_choice(split, "split", SPLITS)
+        self._provenance = provenance
+        idx = np.arange(len(dataset)) if split == "all" else dataset.indices(split)
         if len(idx) == 0:
             raise DiffsciError(f"dataset has no chains in split {split!r}")
         self.chains, strand = [], []
@@ -169,7 +198,7 @@ class BackboneTask:
         if not self.chains:
             raise DiffsciError(f"all {len(idx)} chains were filtered out (max_coil={cfg.max_coil}, "
                                f"max_rg_ratio={cfg.max_rg_ratio}); loosen them in the 'model' config")
-        # per-chain draw probabilities (None: uniform, drawn with randint as before this option)
+        # per-chain draw probabilities (None: uniform, drawn with randint)
         self.weights = None
         if cfg.strand_power:
             w = (torch.tensor(strand, dtype=torch.float64) + 0.05) ** cfg.strand_power
@@ -177,10 +206,23 @@ class BackboneTask:
         self.space = build_space(cfg)
 
     def model_config(self) -> dict:
-        return self.cfg.to_dict()
+        return to_dict(self.config)
 
-    def sample_batch(self, generator, batch_size):
-        n = self.cfg.max_length
+    def provenance(self) -> Provenance | None:
+        return self._provenance
+
+    def summary(self) -> str:
+        """What the filters kept, and how chains are drawn."""
+        cfg = self.config
+        text = (f"training on {len(self.chains)} chains; filtered out {self.skipped['coil']} (P-SEA coil > "
+                f"{cfg.max_coil}) and {self.skipped['rg']} (Rg > {cfg.max_rg_ratio} x 2.2 L^0.38)")
+        if self.weights is not None:
+            text += (f"\nstrand_power {cfg.strand_power}: the most-drawn chain has p = {float(self.weights.max()):.3f} "
+                     f"(uniform would be {1 / len(self.chains):.3f})")
+        return text
+
+    def sample_batch(self, generator, batch_size) -> BackboneBatch:
+        n = self.config.max_length
         trans = torch.zeros(batch_size, n, 3)
         rots = torch.eye(3).expand(batch_size, n, 3, 3).clone()
         atoms = torch.zeros(batch_size, n, 4, 3)
@@ -197,8 +239,8 @@ class BackboneTask:
                 c = c[s : s + n]
             m = c.shape[0]
             r, tr = frames_from_backbone(c[:, 0], c[:, 1], c[:, 2])
-            trans[b, :m], rots[b, :m], mask[b, :m] = tr / NM, r, True
-            atoms[b, :m] = c / NM
+            trans[b, :m], rots[b, :m], mask[b, :m] = tr / ANGSTROM_PER_NM, r, True
+            atoms[b, :m] = c / ANGSTROM_PER_NM
         com = (trans * mask[..., None]).sum(1, keepdim=True) / mask.sum(1)[:, None, None]
         trans = remove_com(trans, mask)
         atoms = (atoms - com[:, :, None]) * mask[..., None, None]
@@ -207,34 +249,32 @@ class BackboneTask:
         space = self.space.with_mask(mask)
         xt = space.noise((trans, rots), t, generator)
         res_idx = torch.arange(n).expand(batch_size, n).clone()
-        batch = {"trans": trans, "rots": rots, "atoms": atoms, "mask": mask, "t": t,
-                 "xt_trans": xt[0], "xt_rots": xt[1], "res_idx": res_idx}
-        if self.cfg.net.self_condition:  # half of the batches train with a self-conditioning input
-            batch["self_cond"] = torch.rand((), generator=generator) < 0.5
-        return batch
+        # half of the batches of a self-conditioned net train with a self-conditioning input
+        self_condition = bool(torch.rand((), generator=generator) < 0.5) if self.config.net.self_condition else False
+        return BackboneBatch(trans, rots, atoms, mask, t, xt[0], xt[1], res_idx, self_condition)
 
-    def loss(self, model, batch):
-        mask = batch["mask"]
-        cond = ProteinCond(mask, batch["res_idx"], torch.zeros_like(batch["res_idx"]))
-        t = batch["t"]
-        if "self_cond" in batch and bool(batch["self_cond"]):
+    def loss(self, model, batch: BackboneBatch):
+        cfg, mask, t = self.config, batch.mask, batch.t
+        xt = (batch.xt_trans, batch.xt_rots)
+        cond = ProteinCond(mask, batch.res_idx, torch.zeros_like(batch.res_idx))
+        if batch.self_condition:
             with torch.no_grad():  # the first pass's prediction is an input, not trained through
-                cond = dataclasses.replace(cond, self_cond=model((batch["xt_trans"], batch["xt_rots"]), t, cond)[0].detach())
-        trans0, rots0 = model((batch["xt_trans"], batch["xt_rots"]), t, cond)
+                cond = dataclasses.replace(cond, self_cond=model(xt, t, cond)[0].detach())
+        trans0, rots0 = model(xt, t, cond)
         m = mask.to(trans0.dtype)
         denom = m.sum(1).clamp_min(1)
         scale = 1.0 / t.clamp_min(0.1) ** 2
-        tl = (((trans0 - batch["trans"]) ** 2).sum(-1) * m).sum(1) / denom
-        rl = (((rots0 - batch["rots"]) ** 2).sum((-1, -2)) * m).sum(1) / denom
-        loss = scale * (tl + self.cfg.rot_weight * rl)
-        if self.cfg.aux_weight > 0:
-            bb = backbone_from_frames(rots0, trans0 * NM) / NM  # (B, N, 4, 3)
-            al = (((bb - batch["atoms"]) ** 2).sum(-1).mean(-1) * m).sum(1) / denom
-            loss = loss + self.cfg.aux_weight * (t < self.cfg.aux_loss_t).to(al.dtype) * al * 100.0
-        if self.cfg.dist_weight > 0:
-            bb = backbone_from_frames(rots0, trans0 * NM) / NM
-            dl = local_distance_loss(bb, batch["atoms"], mask, self.cfg.dist_cutoff_nm)
-            loss = loss + self.cfg.dist_weight * (t < self.cfg.aux_loss_t).to(dl.dtype) * dl * 100.0
+        tl = (((trans0 - batch.trans) ** 2).sum(-1) * m).sum(1) / denom
+        rl = (((rots0 - batch.rots) ** 2).sum((-1, -2)) * m).sum(1) / denom
+        loss = scale * (tl + cfg.rot_weight * rl)
+        if cfg.aux_weight > 0:
+            bb = backbone_from_frames(rots0, trans0 * ANGSTROM_PER_NM) / ANGSTROM_PER_NM  # (B, N, 4, 3)
+            al = (((bb - batch.atoms) ** 2).sum(-1).mean(-1) * m).sum(1) / denom
+            loss = loss + cfg.aux_weight * (t < cfg.aux_loss_t).to(al.dtype) * al * 100.0
+        if cfg.dist_weight > 0:
+            bb = backbone_from_frames(rots0, trans0 * ANGSTROM_PER_NM) / ANGSTROM_PER_NM
+            dl = local_distance_loss(bb, batch.atoms, mask, cfg.dist_cutoff_nm)
+            loss = loss + cfg.dist_weight * (t < cfg.aux_loss_t).to(dl.dtype) * dl * 100.0
         return loss.mean()
 
 
@@ -272,9 +312,67 @@ def filter_reason(ca: np.ndarray, cfg: ProteinModelConfig) -> str | None:
 
 def frames_to_backbone_angstrom(trans_nm: torch.Tensor, rots: torch.Tensor) -> torch.Tensor:
     """Backbone atoms (..., N, 4, 3) in Å from frames in nm."""
-    return backbone_from_frames(rots, trans_nm * NM)
+    return backbone_from_frames(rots, trans_nm * ANGSTROM_PER_NM)
 
 
 def sample_generators(seed: int, indices, key: str = "protein") -> list[torch.Generator]:
     """One generator per sample index, derived from (seed, key, index)."""
     return [make_generator(seed, key, int(i)) for i in indices]
+
+
+# ------------------------------------------------------------------------- the registered kind
+SPLITS: tuple[str, ...] = ("train", "heldout", "all")
+
+# training options of `diffsci protein train` (core.train.TrainConfig fields); config files and
+# command-line values go on top
+TRAIN_DEFAULTS = {"steps": 10000, "batch_size": 6, "lr": 1e-3, "ema_decay": 0.999, "ckpt_every": 100,
+                  "log_every": 10, "warmup_steps": 200, "grad_clip": 1.0}
+
+
+@dataclass(frozen=True)
+class ProteinData:
+    """The ``data`` table of a training recipe: the dataset file (``diffsci protein prepare``, or
+    the bundled ``protein/data/chains.npz``) and the split trained on (``train``, ``heldout``,
+    ``all``)."""
+
+    path: str
+    split: str = "train"
+
+    def __post_init__(self):
+        check_choice(self.split, "data.split", SPLITS)
+
+
+def make_task(recipe) -> BackboneTask:
+    """The training task of a :class:`diffsci.core.train.Recipe` of this kind: reads
+    ``recipe.data`` (:class:`ProteinData`), records its provenance (file digest, seed, split)
+    and prints what the training-set filters kept to stderr."""
+    from diffsci.protein.dataset import load_dataset
+
+    data = recipe.data
+    if not Path(data.path).is_file():
+        raise DiffsciError(f"data.path {data.path}: dataset file not found")
+    provenance = Provenance(files=(file_record(data.path),), seed=recipe.train.seed, note=f"split {data.split}")
+    task = BackboneTask(recipe.model, load_dataset(data.path), data.split, provenance=provenance)
+    print(task.summary(), file=sys.stderr)
+    return task
+
+
+def upgrade_v0(ck: dict) -> dict:
+    """Checkpoints from before config versions (version 0) to version 1: a ``net`` table without
+    ``frame_edges`` was written before frame-local edge features existed, so it gets
+    ``frame_edges: False`` (the weights are unchanged)."""
+    config = dict(ck["model_config"])
+    net = dict(config.get("net") or {})
+    if net and "frame_edges" not in net:
+        config["net"] = {**net, "frame_edges": False}
+    return {**ck, "model_config": config}
+
+
+def shipped_checkpoint() -> Path:
+    """The checkpoint shipped with the package (``protein/data/default_checkpoint.pt``)."""
+    return Path(str(resources.files("diffsci.protein") / "data" / "default_checkpoint.pt"))
+
+
+register_kind(KIND, ProteinModelConfig, build_model, version=1, migrations={0: upgrade_v0},
+              default_path=shipped_checkpoint, make_task=make_task, data_cls=ProteinData,
+              train_defaults=TRAIN_DEFAULTS)

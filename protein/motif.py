@@ -28,7 +28,7 @@ unconditional, so a motif is imposed at sampling time. Methods (``method=``):
   reconstruction-guidance step (Ho et al. 2022; DPS, Chung et al. 2023) in which the
   network's Jacobian d x0_hat / d x_t is replaced by a fixed sequence-local kernel (a residue's
   prediction moves with its sequence neighbours), which costs no gradient through the network.
-- ``"fixed"``: the previous behaviour, the motif's clean frames held fixed (centred at the
+- ``"fixed"``: the motif's clean frames held fixed (centred at the
   origin) in ``x_t`` at every step (:func:`diffsci.core.samplers.fix_known`, mode ``"clean"``).
   Exact motif, but the scaffold does not join it (measured in docs/benchmarks.md).
 - ``"noised"``: replacement of the motif in ``x_t`` by a forward-noised copy at the current
@@ -46,7 +46,7 @@ import torch
 from diffsci.core.errors import DiffsciError
 from diffsci.core.samplers import fix_known
 from diffsci.core.spaces import remove_com
-from diffsci.protein.diffusion import NM
+from diffsci.protein.diffusion import ANGSTROM_PER_NM
 from diffsci.protein.frames import IDEAL_LOCAL, to_global
 
 __all__ = ["METHODS", "kabsch", "motif_atoms", "AlignedMotif", "condition_on_motif"]
@@ -94,7 +94,7 @@ def motif_atoms(trans: torch.Tensor, rots: torch.Tensor) -> torch.Tensor:
 
     Shapes: trans (..., M, 3) nm, rots (..., M, 3, 3) -> (..., 3 M, 3)."""
     local = torch.tensor([IDEAL_LOCAL["N"], IDEAL_LOCAL["CA"], IDEAL_LOCAL["C"]], dtype=trans.dtype,
-                         device=trans.device) / NM  # (3, 3) nm
+                         device=trans.device) / ANGSTROM_PER_NM  # (3, 3) nm
     atoms = to_global(rots.unsqueeze(-3), trans.unsqueeze(-2), local)  # (..., M, 3, 3)
     return atoms.flatten(-3, -2)
 
@@ -180,7 +180,7 @@ def condition_on_motif(space, denoise: Callable, known, *, method: str = "align"
     Parameters
     ----------
     space
-        The state's space (``build_space(cfg, mask, sampling=True)``).
+        The state's space (``build_space(cfg, mask, rotation_rate=...)``).
     denoise
         The denoiser to wrap (for a self-conditioned net, the
         :class:`~diffsci.protein.diffusion.SelfConditioned` wrapper, which keeps feeding the
@@ -188,7 +188,7 @@ def condition_on_motif(space, denoise: Callable, known, *, method: str = "align"
     known
         ``((trans (1, N, 3) nm, rots (1, N, 3, 3)), mask (1, N) bool)``: the motif's frames at
         the motif positions (centred motif; other entries ignored), as
-        :func:`diffsci.protein.sampling.draw_layout` builds it (``Layout.known``).
+        :func:`diffsci.protein.contig.draw_layout` builds it (``Layout.known``).
     method
         ``"align"`` (default), ``"fixed"`` or ``"noised"`` (see the module docstring).
     taper

@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import csv
 import io
-import json
-import os
 import re
 import sys
 from pathlib import Path
 
 from diffsci.core.errors import DiffsciError
-from diffsci.core.utils import atomic_output
+from diffsci.core.io import write_json, write_text
 
 __all__ = ["add_parser", "write_designs", "design_record", "existing_outputs", "remove_outputs", "CSV_FIELDS"]
 
@@ -119,8 +117,7 @@ def write_designs(designs, out_dir, *, checkpoint: str) -> Path:
                        "times": ",".join(f"{t:.4f}" for t in d.trajectory_times)}
             write_backbone_models(out / traj, [d.chains(c) for c in d.trajectory], chain_ids=ids,
                                   residue_names=names, b_factors=bfs, remarks=remarks)
-        with atomic_output(out / f"{d.name}.json") as tmp:
-            tmp.write_text(json.dumps(rec, indent=1) + "\n")
+        write_json(out / f"{d.name}.json", rec)
         row = {k: rec.get(k) for k in CSV_FIELDS}
         row.update(seconds=f"{d.seconds:.3f}", record=f"{d.name}.json",
                    chains=" ".join(f"{a}:{n}" for a, n in rec["chains"].items()),
@@ -130,41 +127,17 @@ def write_designs(designs, out_dir, *, checkpoint: str) -> Path:
     writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS)
     writer.writeheader()
     writer.writerows(rows)
-    with atomic_output(out / "samples.csv") as tmp:
-        tmp.write_text(buf.getvalue())
-    return out / "samples.csv"
+    return write_text(out / "samples.csv", buf.getvalue())
 
 
 def _run(args) -> int:
-    import torch
+    from diffsci.protein.contig import contig_length_limits, load_motif, parse_contig, parse_length_range, resolve_contig
+    from diffsci.protein.sampling import TIME_POWER, check_design_options, load_model, sample_backbones
 
-    from diffsci.protein.sampling import (
-        TIME_POWER,
-        contig_length_limits,
-        load_model,
-        load_motif,
-        parse_contig,
-        parse_length_range,
-        resolve_contig,
-        sample_backbones,
-    )
-
-    torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
     # everything a user gave is checked before the model is loaded or anything is written
-    if args.motif and not args.contig:
-        raise DiffsciError("--motif needs --contig (e.g. --contig 10-20/A5-20/30-40)")
-    if args.length and args.contig:
-        raise DiffsciError("--length cannot be combined with --contig: the contig sets the length "
-                           "(use a scaffold range, or --total-length 80-120 for the total)")
-    if args.total_length and not args.contig:
-        raise DiffsciError("--total-length applies to --contig designs (use --length for plain designs)")
-    if args.symmetry and args.contig:
-        raise DiffsciError("--symmetry cannot be combined with --contig/--motif: placing a motif in every "
-                           "subunit is not supported; design the symmetric assembly without a motif")
     lengths = args.length or []
-    for length in lengths:
-        if length < 1:
-            raise DiffsciError(f"--length {length}: must be a positive integer (40..512)")
+    check_design_options(lengths, contig=args.contig, motif=bool(args.motif), total_length=args.total_length,
+                         symmetry=args.symmetry)
     motif = load_motif(args.motif) if args.motif else None
     if args.contig:
         total = parse_length_range(args.total_length)

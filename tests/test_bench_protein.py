@@ -138,9 +138,11 @@ def test_bench_protein_rates_through_the_cli(tmp_path, capsys):
 
     from diffsci.core.cli import main
     from diffsci.protein.metrics import rate_sweep
-    from diffsci.protein.sampling import default_checkpoint_path, load_model
+    from diffsci.core.checkpoint import default_checkpoint_path
+    from diffsci.protein.diffusion import KIND
+    from diffsci.protein.sampling import load_model
 
-    ck = default_checkpoint_path()
+    ck = default_checkpoint_path(KIND)
     out = tmp_path / "sweep"
     argv = ["bench", "protein", "--out", str(out), "--rates", "2", "20", "--checkpoint", str(ck), "--seed", "3",
             "--num", "1", "--lengths", "40", "--steps", "2"]
@@ -170,7 +172,7 @@ def test_bench_protein_acceptance_at_the_checkpoint_rate(tmp_path, capsys):
                  "--steps", "2"]) == 0
     payload = json.loads((out / "acceptance.json").read_text())
     (row,) = payload["rows"]
-    assert row["rate"] == load_model().cfg.inference_rate and row["n"] == 1 and row["seed"] == 0
+    assert row["rate"] == load_model().config.inference_rate and row["n"] == 1 and row["seed"] == 0
     assert "--acceptance" in payload["command"] and (out / "acceptance.md").exists()
     assert (out / "acceptance.md").read_text().endswith(capsys.readouterr().out)
 

@@ -136,8 +136,8 @@ def test_rate_sweep_rows_are_the_figures_of_each_rate(untrained):
 
 def test_sample_acceptance_uses_the_checkpoint_rate(untrained):
     row = sample_acceptance(untrained, lengths=(40,), num=1, seed=0, steps=2)
-    assert row["rate"] == untrained.cfg.inference_rate
-    same = sample_acceptance(untrained, rotation_rate=untrained.cfg.inference_rate, lengths=(40,), num=1, seed=0, steps=2)
+    assert row["rate"] == untrained.config.inference_rate
+    same = sample_acceptance(untrained, rotation_rate=untrained.config.inference_rate, lengths=(40,), num=1, seed=0, steps=2)
     assert {k: v for k, v in row.items() if k != "seconds"} == {k: v for k, v in same.items() if k != "seconds"}
 
 

@@ -9,7 +9,7 @@ from diffsci.core.cli import main
 from diffsci.core.errors import DiffsciError
 from diffsci.protein.dataset import bundled_dataset_path, load_dataset
 from diffsci.protein.pdb_io import _ONE_TO_THREE
-from diffsci.protein.sampling import (
+from diffsci.protein.contig import (
     MAX_LENGTH,
     MIN_LENGTH,
     Motif,

@@ -295,7 +295,7 @@ def test_prepare_cli_missing_source(tmp_path, capsys):
     assert code == 2 and "absent" in captured.err and "Traceback" not in captured.err
 
 
-# ----------------------------------------------------------------------------- issue 13: keep mode, NaN
+# ----------------------------------------------------------------------- keep mode, NaN coordinates
 
 
 def test_keep_mode_returns_whole_chain_and_reports_breaks(chain, tmp_path):

@@ -12,7 +12,7 @@ from diffsci.core import so3
 from diffsci.core.cli import main
 from diffsci.core.errors import DiffsciError
 from diffsci.protein.dataset import bundled_dataset_path, load_dataset
-from diffsci.protein.diffusion import BackboneTask, ProteinCond, ProteinModelConfig, build_model
+from diffsci.protein.diffusion import BackboneBatch, BackboneTask, ProteinCond, ProteinModelConfig, build_model
 from diffsci.protein.model import FrameNetConfig, gram_schmidt
 
 TINY = FrameNetConfig(scalars=8, vectors=4, tensors=2, layers=2, k_neighbors=6)
@@ -72,18 +72,27 @@ def test_gram_schmidt_gives_rotations():
     assert torch.allclose(torch.linalg.det(r), torch.ones(100, dtype=torch.float64))
 
 
+def _batches_equal(a: BackboneBatch, b: BackboneBatch) -> bool:
+    pairs = [(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(BackboneBatch)]
+    return all(torch.equal(x, y) if isinstance(x, torch.Tensor) else x == y for x, y in pairs)
+
+
 def test_task_batches_are_centred_and_deterministic():
     ds = load_dataset(bundled_dataset_path())
     task = BackboneTask(ProteinModelConfig(net=TINY, max_length=40), ds)
     a = task.sample_batch(torch.Generator().manual_seed(1), 3)
     b = task.sample_batch(torch.Generator().manual_seed(1), 3)
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    com = (a["trans"] * a["mask"][..., None]).sum(1) / a["mask"].sum(1, keepdim=True)
+    assert isinstance(a, BackboneBatch) and _batches_equal(a, b)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        a.t = b.t
+    com = (a.trans * a.mask[..., None]).sum(1) / a.mask.sum(1, keepdim=True)
     assert com.abs().max() < 1e-5
     # CA-CA of real chains in nm
-    d = (a["trans"][:, 1:] - a["trans"][:, :-1]).norm(dim=-1)[a["mask"][:, 1:] & a["mask"][:, :-1]]
+    d = (a.trans[:, 1:] - a.trans[:, :-1]).norm(dim=-1)[a.mask[:, 1:] & a.mask[:, :-1]]
     assert 0.36 < float(d.median()) < 0.40
-    loss = task.loss(build_model(task.cfg), a)
+    # the atoms' CA are the frames' origins (same units, same centring)
+    assert torch.allclose(a.atoms[..., 1, :][a.mask], a.trans[a.mask], atol=1e-5)
+    loss = task.loss(build_model(task.config), a)
     assert torch.isfinite(loss) and loss > 0
 
 
@@ -104,7 +113,7 @@ def test_strand_power_draws_chains_by_strand_content():
     assert strand[picks].mean() > strand.mean() + 0.05
     a = task.sample_batch(torch.Generator().manual_seed(1), 3)
     b = task.sample_batch(torch.Generator().manual_seed(1), 3)
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert _batches_equal(a, b)
     with pytest.raises(DiffsciError, match="strand_power"):
         ProteinModelConfig(strand_power=-1.0)
 
@@ -182,10 +191,10 @@ def test_self_conditioning_in_training_and_sampling():
 
     ds = load_dataset(bundled_dataset_path())
     task = BackboneTask(ProteinModelConfig(net=SC, max_length=40), ds)
-    flags = [bool(task.sample_batch(torch.Generator().manual_seed(s), 2)["self_cond"]) for s in range(40)]
+    flags = [task.sample_batch(torch.Generator().manual_seed(s), 2).self_condition for s in range(40)]
     assert 8 < sum(flags) < 32
     batch = task.sample_batch(torch.Generator().manual_seed(flags.index(True)), 2)
-    model = build_model(task.cfg)
+    model = build_model(task.config)
     task.loss(model, batch).backward()
     grads = [p.grad for n, p in model.named_parameters() if "sc_fc.2" in n]
     assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)

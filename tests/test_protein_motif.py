@@ -1,5 +1,5 @@
 """Motif conditioning (protein/motif.py): Kabsch, the aligned-replacement denoiser, and designs
-whose motif is exact and whose junctions are bonded (issue 13, item 2)."""
+whose motif is exact and whose junctions are bonded."""
 
 import numpy as np
 import pytest
@@ -7,7 +7,7 @@ import torch
 
 from diffsci.core.errors import DiffsciError
 from diffsci.core.so3 import random_rotations
-from diffsci.protein.diffusion import NM
+from diffsci.protein.diffusion import ANGSTROM_PER_NM
 from diffsci.protein.frames import frames_from_backbone
 from diffsci.protein.motif import AlignedMotif, condition_on_motif, kabsch, motif_atoms
 
@@ -100,7 +100,8 @@ def test_motif_exact_under_inference_mode(tmp_path):
     (N, CA, C after superposition), under torch.inference_mode()."""
     from diffsci.benchmarks.motif_bench import score_design, write_motif_file
     from diffsci.protein.dataset import bundled_dataset_path, load_dataset
-    from diffsci.protein.sampling import load_model, load_motif, sample_backbones
+    from diffsci.protein.contig import load_motif
+    from diffsci.protein.sampling import load_model, sample_backbones
 
     ds = load_dataset(bundled_dataset_path())
     ch = ds.chain(0)
@@ -115,7 +116,7 @@ def test_motif_exact_under_inference_mode(tmp_path):
     assert list(d.motif_index) == list(range(20, 32))
     # the frames rebuilt from the input motif agree with the written motif (ideal N, CA, C)
     rots, ca = frames_from_backbone(*(torch.as_tensor(d.motif_coords[:, k]) for k in range(3)))
-    assert motif_atoms(ca / NM, rots).shape == (36, 3)
+    assert motif_atoms(ca / ANGSTROM_PER_NM, rots).shape == (36, 3)
 
 
 def test_spread_weights_piecewise_linear():
@@ -134,13 +135,14 @@ def test_spread_weights_piecewise_linear():
 
 
 def test_two_segment_motif_scaffold_joins_the_motif(tmp_path):
-    """Issue 13 item 2: with the motif pinned at the origin (the old "fixed" method) most
+    """With the motif pinned at the origin (the "fixed" method) most
     motif-scaffold junctions were not bonded; with the aligned method they are. A two-segment
     motif cut from a train chain (4E43, one of the problems the method was tuned on), the
     shipped checkpoint, 3 designs x 4 junctions, 50 steps (seen: align 12/12 within 3.8 +- 0.5 Å,
     fixed 4/12)."""
     import diffsci.protein.sampling as sampling
     from diffsci.benchmarks.motif_bench import score_design, write_motif_file
+    from diffsci.protein.contig import load_motif
     from diffsci.protein.dataset import bundled_dataset_path, load_dataset
 
     ds = load_dataset(bundled_dataset_path())
@@ -149,7 +151,7 @@ def test_two_segment_motif_scaffold_joins_the_motif(tmp_path):
     lm = sampling.load_model()
 
     def junction_ok(method):
-        designs = sampling.sample_backbones(lm, [], 3, steps=50, motif=sampling.load_motif(path),
+        designs = sampling.sample_backbones(lm, [], 3, steps=50, motif=load_motif(path),
                                            contig="9-12/A41-48/3-6/A52-59/9-12", progress=False,
                                            motif_method=method)
         scores = [score_design(d.coords[0], d.motif_index, d.motif_coords) for d in designs]

@@ -10,7 +10,8 @@ import torch
 from diffsci.core.cli import main
 from diffsci.protein.dataset import bundled_dataset_path, load_dataset
 from diffsci.protein.pdb_io import _ONE_TO_THREE, write_backbone_pdb
-from diffsci.protein.sampling import load_model, parse_contig, sample_backbones
+from diffsci.protein.contig import load_motif, parse_contig
+from diffsci.protein.sampling import load_model, sample_backbones
 from diffsci.protein.structure import read_structure_chains
 
 
@@ -83,11 +84,11 @@ def test_rotation_rate_overrides_the_checkpoint_and_is_recorded(tiny_checkpoint,
     lm = load_model(tiny_checkpoint)
     kw = dict(steps=4, progress=False)
     (base,) = sample_backbones(lm, [40], 1, **kw)
-    (same,) = sample_backbones(lm, [40], 1, rotation_rate=lm.cfg.inference_rate, **kw)
+    (same,) = sample_backbones(lm, [40], 1, rotation_rate=lm.config.inference_rate, **kw)
     (plain,) = sample_backbones(lm, [40], 1, rotation_rate=1.0, **kw)
     np.testing.assert_array_equal(base.coords, same.coords)  # the checkpoint's rate is the default
     assert not np.allclose(base.coords, plain.coords)
-    assert base.rotation_rate == lm.cfg.inference_rate and plain.rotation_rate == 1.0
+    assert base.rotation_rate == lm.config.inference_rate and plain.rotation_rate == 1.0
     out = tmp_path / "o"
     assert main(["protein", "sample", "--checkpoint", str(tiny_checkpoint), "--length", "40", "--steps", "3",
                  "--out", str(out), "--quiet", "--rotation-rate", "4"]) == 0
@@ -96,7 +97,6 @@ def test_rotation_rate_overrides_the_checkpoint_and_is_recorded(tiny_checkpoint,
 
 def test_motif_is_held_fixed(tiny_checkpoint, motif_file):
     lm = load_model(tiny_checkpoint)
-    from diffsci.protein.sampling import load_motif
 
     designs = sample_backbones(lm, [], 2, steps=8, motif=load_motif(motif_file), contig="10-20/A5-20/30-40",
                                progress=False)
@@ -203,15 +203,15 @@ def test_binder_beside_a_fixed_target(tiny_checkpoint, motif_file, tmp_path, mon
     import diffsci.protein.sampling as sampling
 
     seen = {}
-    real = sampling.sample_one
+    real = sampling.sample_states
 
     def spy(*a, **kw):
         seen.update(kw)
         return real(*a, **kw)
 
-    monkeypatch.setattr(sampling, "sample_one", spy)
+    monkeypatch.setattr(sampling, "sample_states", spy)
     lm = load_model(tiny_checkpoint)
-    motif = sampling.load_motif(motif_file)
+    motif = load_motif(motif_file)
     (d,) = sample_backbones(lm, [], 1, steps=3, motif=motif, contig="[A5-30/0 40-44]", progress=False)
     n = d.chain_lengths[0]
     assert 40 <= n <= 44 and d.chain_lengths == (n, 26) and d.drawn_contig == f"{n}/0 A5-30"
@@ -287,15 +287,15 @@ def test_reused_output_folder_is_refused_unless_overwrite(tiny_checkpoint, tmp_p
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["--length", "0"], "--length 0"),
-    (["--length", "1000"], "--length 1000"),
+    (["--length", "0"], "length must be between 40 and 512, got 0"),
+    (["--length", "1000"], "length must be between 40 and 512, got 1000"),
     (["--length", "50", "--sampler", "nope"], "unknown sampler"),
     (["--length", "50", "--symmetry", "D2"], "--symmetry"),
     (["--contig", "10/A5-90/10", "--motif", "MOTIF"], "not in the motif file"),
     (["--contig", "10/A5-9/10", "--motif", "/no/such.pdb"], "not found"),
     (["--contig", "10/Q/10", "--motif", "MOTIF"], "cannot parse"),
-    (["--length", "50", "--time-power", "0"], "--time-power"),
-    (["--length", "50", "--rotation-rate", "-1"], "--rotation-rate"),
+    (["--length", "50", "--time-power", "0"], "time_power must lie in (0, 10]"),
+    (["--length", "50", "--rotation-rate", "-1"], "rotation_rate must lie in (0, 100]"),
 ])
 def test_bad_input_one_line_exit_2(tiny_checkpoint, motif_file, tmp_path, capsys, args, needle):
     args = [str(motif_file) if a == "MOTIF" else a for a in args]
@@ -330,7 +330,7 @@ def test_shipped_protein_checkpoint_is_the_recorded_self_conditioned_soup():
     from diffsci.core.train import load_checkpoint
 
     default = load_model()
-    assert default.cfg.inference_rate == 10.0 and default.cfg.net.self_condition
+    assert default.config.inference_rate == 10.0 and default.config.net.self_condition
     ck = load_checkpoint(default.source)
     assert [s["weight"] for s in ck["averaged_from"]] == [0.5, 0.5]
     sd = default.model.state_dict()

@@ -123,7 +123,7 @@ def sample_acceptance(model, *, rotation_rate: float | None = None, lengths: Seq
     Parameters
     ----------
     model
-        A :class:`~diffsci.protein.sampling.LoadedModel`.
+        A loaded model (:func:`diffsci.protein.sampling.load_model`, a :class:`~diffsci.core.checkpoint.Bundle`).
     rotation_rate
         FrameFlow's rotation rate at sampling (None: the checkpoint's ``inference_rate``).
     lengths, num, seed, steps

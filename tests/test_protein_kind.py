@@ -1,0 +1,130 @@
+"""The registered model kind ``protein-frames``: loading through the explicit migration,
+upgrading checkpoints, training through a recipe (provenance, defaults), the sampling space."""
+
+import json
+
+import pytest
+import torch
+
+from diffsci.core.checkpoint import (default_checkpoint_path, load_bundle, load_checkpoint, save_checkpoint,
+                                     upgrade_checkpoint)
+from diffsci.core.cli import main
+from diffsci.core.config import file_record, to_dict
+from diffsci.core.errors import DiffsciError
+from diffsci.core.spaces import SO3Diffusion, SO3Flow
+from diffsci.core.train import Recipe, fit
+from diffsci.protein.dataset import bundled_dataset_path
+from diffsci.protein.diffusion import (KIND, TRAIN_DEFAULTS, ProteinModelConfig, build_model, build_space,
+                                       shipped_checkpoint, upgrade_v0)
+from diffsci.protein.model import FrameNetConfig
+from diffsci.protein.sampling import load_model, sampling_rotation_rate
+
+TINY = {"scalars": 8, "vectors": 4, "tensors": 0, "layers": 1, "k_neighbors": 6}
+
+
+def test_shipped_checkpoint_loads_through_the_migration():
+    ck = load_checkpoint(shipped_checkpoint())
+    assert "config_version" not in ck  # written before config versions: version 0
+    bundle = load_bundle(None, KIND)
+    assert default_checkpoint_path(KIND) == shipped_checkpoint() and bundle.source == str(shipped_checkpoint())
+    assert bundle.migrated_from == 0 and bundle.kind == KIND
+    assert to_dict(bundle.config) == ck["model_config"]  # its net table has frame_edges: nothing to fill
+    sd = bundle.model.state_dict()
+    assert sd.keys() == ck["ema"].keys() and all(torch.equal(sd[k], ck["ema"][k]) for k in sd)
+    lm = load_model()
+    assert lm.config == bundle.config and lm.source == bundle.source
+
+
+def test_upgrade_checkpoint_round_trips_the_shipped_file(tmp_path):
+    up = upgrade_checkpoint(shipped_checkpoint(), tmp_path / "up.pt")
+    ck = load_checkpoint(up)
+    assert ck["config_version"] == 1 and ck["migrated"] == {"from": 0, "to": 1}
+    old, new = load_bundle(shipped_checkpoint(), KIND), load_bundle(up, KIND)
+    assert new.migrated_from is None and new.config == old.config
+    a, b = old.model.state_dict(), new.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    again = load_checkpoint(upgrade_checkpoint(up, tmp_path / "again.pt"))
+    assert again["model_config"] == ck["model_config"] and again["migrated"] == ck["migrated"]  # already current
+
+
+def test_upgrade_v0_fills_frame_edges_off_for_old_net_tables(tmp_path):
+    old_net = dict(TINY)  # a net table written before frame-local edge features
+    assert upgrade_v0({"model_config": {"net": old_net}})["model_config"]["net"]["frame_edges"] is False
+    kept = {"model_config": {"net": {**TINY, "frame_edges": True}}}
+    assert upgrade_v0(kept) == kept
+    assert upgrade_v0({"model_config": {}}) == {"model_config": {}}
+    # a version-0 checkpoint of a net without frame edges loads (with frame_edges on, its weights would not fit)
+    torch.manual_seed(0)
+    cfg = ProteinModelConfig(net=FrameNetConfig(**TINY, frame_edges=False), max_length=32)
+    model = build_model(cfg)
+    mc = to_dict(cfg)
+    del mc["net"]["frame_edges"]
+    path = save_checkpoint(tmp_path / "v0.pt", {"format": "diffsci-checkpoint-v1", "kind": KIND, "model_config": mc,
+                                                "ema": model.state_dict()})
+    bundle = load_bundle(path, KIND)
+    assert bundle.migrated_from == 0 and bundle.config == cfg
+
+
+def test_untrained_baseline_is_reproducible_and_leaves_the_global_rng_alone():
+    state = torch.get_rng_state()
+    a, b = load_model(untrained=True), load_model(untrained=True)
+    assert torch.equal(torch.get_rng_state(), state)
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        want = build_model(a.config).state_dict()
+    assert all(torch.equal(sa[k], want[k]) for k in sa)
+    trained = load_model().model.state_dict()
+    assert any(not torch.equal(sa[k], trained[k]) for k in sa)
+    assert a.source.endswith("(untrained weights)")
+
+
+def test_recipe_defaults_config_table_and_command_line_in_that_order():
+    data = {"path": str(bundled_dataset_path())}
+    r = Recipe.from_tables(KIND, {}, data=data)
+    assert all(getattr(r.train, k) == v for k, v in TRAIN_DEFAULTS.items())
+    assert r.model == ProteinModelConfig() and r.data.split == "train"
+    r = Recipe.from_tables(KIND, {"train": {"steps": 7, "device": "cpu"}}, data=data, train={"steps": 3, "device": None})
+    assert r.train.steps == 3 and r.train.device == "cpu" and r.train.batch_size == TRAIN_DEFAULTS["batch_size"]
+    with pytest.raises(DiffsciError, match="data.split"):
+        Recipe.from_tables(KIND, {"data": {"split": "test"}}, data=data)
+    with pytest.raises(DiffsciError, match="model.net.scalarz"):
+        Recipe.from_tables(KIND, {"model": {"net": {"scalarz": 3}}}, data=data)
+
+
+def test_fit_records_provenance_and_config_version(tmp_path, capsys):
+    path = bundled_dataset_path()
+    recipe = Recipe.from_tables(KIND, {"model": {"net": TINY, "max_length": 32}, "data": {"split": "all"}},
+                                data={"path": str(path)},
+                                train={"steps": 1, "batch_size": 2, "device": "cpu", "seed": 5})
+    res = fit(recipe, tmp_path / "run", progress=False)
+    assert "training on" in capsys.readouterr().err  # the filter summary
+    ck = load_checkpoint(res.checkpoint)
+    assert ck["config_version"] == 1 and ck["train_config"]["seed"] == 5
+    prov = ck["provenance"]
+    assert prov["files"] == [to_dict(file_record(path))] and prov["seed"] == 5 and prov["note"] == "split all"
+    assert load_bundle(res.checkpoint, KIND).provenance.files[0].sha256 == file_record(path).sha256
+    with pytest.raises(DiffsciError, match="data.path"):
+        fit(Recipe.from_tables(KIND, {}, data={"path": str(tmp_path / "none.npz")}), tmp_path / "r2")
+
+
+def test_train_cli_checkpoint_carries_version_and_provenance(tmp_path):
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"model": {"net": TINY, "max_length": 32}, "train": {"batch_size": 2}}))
+    run = tmp_path / "run"
+    assert main(["protein", "train", "--data", str(bundled_dataset_path()), "--out", str(run), "--config", str(cfg),
+                 "--steps", "1", "--device", "cpu"]) == 0
+    ck = load_checkpoint(run)
+    assert ck["config_version"] == 1 and ck["provenance"]["note"] == "split train" and ck["provenance"]["seed"] == 0
+
+
+def test_space_takes_the_rotation_rate_explicitly():
+    flow, score = ProteinModelConfig(), ProteinModelConfig(formulation="score")
+    assert build_space(flow).spaces[1] == SO3Flow(inference_rate=1.0)
+    assert build_space(flow, rotation_rate=7.0).spaces[1].inference_rate == 7.0
+    assert isinstance(build_space(score).spaces[1], SO3Diffusion)
+    with pytest.raises(DiffsciError, match="rotation_rate"):
+        build_space(score, rotation_rate=10.0)
+    assert sampling_rotation_rate(flow) == flow.inference_rate and sampling_rotation_rate(flow, 2) == 2.0
+    assert sampling_rotation_rate(score) is None and sampling_rotation_rate(score, 3.0) is None
