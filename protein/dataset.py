@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from diffsci.core.errors import DiffsciError
-from diffsci.core.utils import atomic_output
+from diffsci.core.io import atomic_output
+from diffsci.core.io import progress as progress_bar
 from diffsci.protein.structure import (
     STRUCTURE_SUFFIXES,
     BackboneChain,
@@ -229,9 +230,7 @@ def cluster_split(
             else:
                 first[g] = i
     pairs = [(i, j) for i in range(m) for j in range(i + 1, m)]
-    from tqdm.auto import tqdm
-
-    for i, j in tqdm(pairs, desc="pairwise identity", disable=not progress, mininterval=1.0):
+    for i, j in progress_bar(pairs, desc="pairwise identity", enabled=progress):
         if _find(parent, i) == _find(parent, j):
             continue  # already linked: single linkage needs no more evidence
         if sequence_identity(sequences[i], sequences[j]) >= identity:
@@ -327,12 +326,10 @@ def build_dataset(
         items.append(Source(f, tuple(chains) if chains is not None else None, {"file": str(f)}))
     if not items:
         raise DiffsciError("no structure files found (expected .pdb .ent .cif .bcif, optionally .gz)")
-    from tqdm.auto import tqdm
-
     kept: list[tuple[BackboneChain, dict[str, str]]] = []
     if report is None:
         report = []
-    for src in tqdm(items, desc="reading structures", disable=not progress):
+    for src in progress_bar(items, desc="reading structures", enabled=progress):
         try:
             got, rows = read_report(
                 src.path, src.chains, on_break=on_break, min_length=min_length, max_length=max_length

@@ -43,6 +43,8 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from diffsci.core.errors import DiffsciError
+from diffsci.core.io import check_int, check_range
+from diffsci.core.io import progress as progress_bar
 
 __all__ = [
     "MPNN_INSTALL",
@@ -173,14 +175,10 @@ class MPNNConfig:
     latency-bound, and more threads than free cores slow it down many-fold."""
 
     def __post_init__(self) -> None:
-        if self.num_sequences < 1:
-            raise DiffsciError(f"num_sequences must be >= 1, got {self.num_sequences}")
-        if not self.temperature > 0:
-            raise DiffsciError(f"temperature must be > 0, got {self.temperature}")
-        if self.seed < 1:
-            raise DiffsciError(f"seed must be >= 1 (ProteinMPNN treats 0 as 'random'), got {self.seed}")
-        if self.threads < 1:
-            raise DiffsciError(f"threads must be >= 1, got {self.threads}")
+        check_int(self.num_sequences, "num_sequences")
+        check_range(self.temperature, "temperature", 0, None, lo_open=True)
+        check_int(self.seed, "seed (ProteinMPNN treats 0 as 'random')")
+        check_int(self.threads, "threads")
 
 
 @dataclass(frozen=True)
@@ -293,20 +291,15 @@ def run_proteinmpnn(
         with open(log, "w") as logfh:
             env = dict(os.environ, OMP_NUM_THREADS=str(config.threads), MKL_NUM_THREADS=str(config.threads))
             proc = subprocess.Popen(cmd, stdout=logfh, stderr=subprocess.STDOUT, env=env)
-            bar = None
-            if progress:
-                from tqdm.auto import tqdm
-
-                bar = tqdm(total=len(items), desc="ProteinMPNN", leave=False)
+            bar = progress_bar(total=len(items), desc="ProteinMPNN", enabled=progress, leave=False)
             done = 0
             while proc.poll() is None:
                 time.sleep(0.5)
-                if bar is not None:
+                if progress:
                     now = len(list((out / "seqs").glob("*.fa"))) if (out / "seqs").is_dir() else 0
                     bar.update(now - done)
                     done = now
-            if bar is not None:
-                bar.close()
+            bar.close()
         if proc.returncode != 0:
             tail = "\n".join(log.read_text().splitlines()[-8:])
             raise DiffsciError(f"ProteinMPNN failed (exit {proc.returncode}):\n{tail}")
@@ -435,11 +428,8 @@ def designability(
         raise DiffsciError(f"backend {backend!r} is not a folding backend (needs .name and .fold(sequences))")
     designs = run_proteinmpnn(items, config, progress=progress)
     rows = []
-    it = zip(items, designs)
-    if progress and backend is not None:
-        from tqdm.auto import tqdm
-
-        it = tqdm(it, total=len(items), desc=f"refolding ({backend.name})", leave=False)
+    it = progress_bar(zip(items, designs), total=len(items), desc=f"refolding ({backend.name})" if backend else "",
+                      enabled=progress and backend is not None, leave=False)
     for (name, coords), des in it:
         row: dict[str, Any] = {
             "file": str(name),

@@ -34,7 +34,7 @@ from e3nn import o3
 from e3nn.nn import Gate
 from torch import nn
 
-from diffsci.core.errors import DiffsciError
+from diffsci.core.io import check_int
 
 __all__ = ["FrameNetConfig", "FrameDenoiserNet", "gram_schmidt", "sinusoidal"]
 
@@ -59,8 +59,7 @@ class FrameNetConfig:
 
     def __post_init__(self):
         for name in ("scalars", "vectors", "layers", "k_neighbors", "radial"):
-            if getattr(self, name) < 1:
-                raise DiffsciError(f"FrameNetConfig.{name} must be >= 1")
+            check_int(getattr(self, name), f"FrameNetConfig.{name}")
 
     @property
     def hidden_irreps(self) -> o3.Irreps:

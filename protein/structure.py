@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from diffsci.core.errors import DiffsciError
+from diffsci.core.io import check_int
 
 __all__ = [
     "BACKBONE_ATOMS",
@@ -373,8 +374,7 @@ def read_report(
     """
     if on_break not in _ON_BREAK:
         raise DiffsciError(f"on_break must be one of {_ON_BREAK}, got {on_break!r}")
-    if min_length < 1:
-        raise DiffsciError(f"min_length must be >= 1, got {min_length}")
+    check_int(min_length, "min_length")
     path = pathlib.Path(path)
     atoms = _load_atoms(path)
     by_chain, all_chains = _chain_residues(atoms, path)
