@@ -208,10 +208,12 @@ def test_train_deterministic_then_roll_out(data, tmp_path):
     from diffsci.weather.diffusion import KIND
 
     _, truth, train = data
-    path = baselines.train_deterministic(train, tmp_path / "run", max_minutes=None, steps=3, export_to=tmp_path / "det.pt",
+    train.to_netcdf(tmp_path / "train.nc", engine="netcdf4")
+    path = baselines.train_deterministic(tmp_path / "train.nc", tmp_path / "run", max_minutes=None, steps=3, export_to=tmp_path / "det.pt",
                                   progress=False)
     ck = load_checkpoint(path)
     assert ck["kind"] == "weather-graph-deterministic" and ck["step"] == 3 and "optimizer" not in ck
+    assert ck["config_version"] == 1 and ck["provenance"]["files"][0]["path"] == str(tmp_path / "train.nc")
     f = baselines.deterministic_forecast(path, truth, truth.time.values[[2, 7]], 2)
     _layout_ok(f, truth, 2, 2, 1)
     with pytest.raises(DiffsciError, match="not a deterministic"):

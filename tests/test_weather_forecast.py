@@ -63,7 +63,7 @@ def test_wb2_layout_and_init_times(setup, tmp_path):
 
 
 @pytest.mark.parametrize("extra,needle", [
-    (["--members", "0", "--lead-hours", "2"], "--members"),
+    (["--members", "0", "--lead-hours", "2"], "members must be >= 1"),
     (["--members", "2", "--lead-hours", "2", "--init-time", "1999-01-01T00:00"], "not in the initial-condition file"),
     (["--members", "2", "--lead-hours", "2", "--init-time", "FIRST"], "needs the previous state (1 h before)"),
     (["--members", "2", "--lead-hours", "2", "--init-time", "yesterday"], "ISO 8601"),
@@ -110,9 +110,13 @@ def test_bad_checkpoints(setup, tmp_path, capsys, monkeypatch):
         assert main([*args, "--checkpoint", str(path), "--out", str(tmp_path / "o.nc")]) == 2
         err = capsys.readouterr().err
         assert needle in err and "Traceback" not in err
-    import diffsci.weather.forecast as fmod
+    import dataclasses
 
-    monkeypatch.setattr(fmod, "default_checkpoint_path", lambda: tmp_path / "no_default.pt")
+    from diffsci.core import checkpoint
+    from diffsci.weather.diffusion import KIND
+
+    shipped = checkpoint.get_kind(KIND)
+    monkeypatch.setitem(checkpoint._KINDS, KIND, dataclasses.replace(shipped, default_path=lambda: tmp_path / "no.pt"))
     assert main([*args, "--out", str(tmp_path / "o.nc")]) == 2
     err = capsys.readouterr().err
     assert "default checkpoint" in err and "Traceback" not in err
@@ -122,40 +126,70 @@ def test_bad_checkpoints(setup, tmp_path, capsys, monkeypatch):
 def test_forecast_values_follow_the_model(setup, tmp_path):
     """Independent check of the rollout: one member, one lead, the deterministic Euler sampler
     with one noise level from sigma_max is x_cur + rstd * D(prior noise) (EDM: x0_hat of a
-    single step to t = 0), recomputed here from the library pieces."""
+    single step to t = 0), recomputed here from the library pieces. The device is given."""
     import pandas as pd
     import torch
 
     from diffsci.core.utils import make_generator
     from diffsci.weather.data import open_weather, stack_channels
-    from diffsci.weather.diffusion import WeatherCond, hour_features
     from diffsci.weather.forecast import forecast, load_forecaster
+    from diffsci.weather.predictor import WeatherCond, hour_features
 
     d, data, ck = setup
-    fc = load_forecaster(ck)
+    forecaster = load_forecaster(ck, device="cpu")
     torch.manual_seed(0)
     with torch.no_grad():  # a barely trained model predicts ~0 residuals: randomise it so the check bites
-        for prm in fc.model.parameters():
+        for prm in forecaster.model.parameters():
             prm.normal_(0.0, 0.2)
-    fds = forecast(fc, data, lead_hours=1, members=1, seed=3, steps=1, sampler="euler", churn=0.0, progress=False)
-    ds = open_weather(data, variables=list(fc.cfg.variables))
-    pair, _ = stack_channels(ds.isel(time=[-2, -1]), fc.cfg.variables)
-    mean, std, rstd = (torch.as_tensor(a)[:, None, None] for a in fc.stats.arrays())
+    opts = dict(lead_hours=1, members=1, seed=3, steps=1, sampler="euler", churn=0.0, progress=False)
+    fds = forecast(forecaster, data, device="cpu", **opts)
+    cfg = forecaster.config
+    ds = open_weather(data, variables=list(cfg.variables))
+    pair, _ = stack_channels(ds.isel(time=[-2, -1]), cfg.variables)
+    mean, std, rstd = (torch.as_tensor(a)[:, None, None] for a in forecaster.stats.arrays())
     prev = torch.cat([(torch.from_numpy(pair[0]) - mean) / std, (torch.from_numpy(pair[1]) - mean) / std])[None]
     valid = pd.Timestamp(ds.time.values[-1]) + pd.Timedelta(hours=1)
     cond = WeatherCond(prev, hour_features(np.array([valid.to_datetime64()])))
-    sched = fc.cfg.schedule
+    sched = cfg.schedule
     times = sched.time_grid(1)
     gen = make_generator(3, str(pd.Timestamp(ds.time.values[-1])), "member", 0)
     x = float(sched.sigma(torch.as_tensor(times[0], dtype=torch.float64))) * torch.randn(
-        (1, len(fc.cfg.channels), *fc.cfg.grid_shape), generator=gen)
+        (1, len(cfg.channels), *cfg.grid_shape), generator=gen)
     with torch.no_grad():
-        r = fc.model(x, torch.full((1,), float(times[0])), cond)
-    for j, name in enumerate(fc.cfg.channels):
+        r = forecaster.model(x, torch.full((1,), float(times[0])), cond)
+    for j, name in enumerate(cfg.channels):
         step = (r[0, j] * rstd[j]).numpy()  # the predicted increment in physical units
         got = fds[name].isel(time=0, prediction_timedelta=0, realization=0).values - pair[1, j]
         assert np.abs(step).max() > 0
         assert np.allclose(got, step, rtol=1e-3, atol=1e-3 * np.abs(step).max()), name
+    # the device given explicitly, or taken from the model: the same numbers
+    xr.testing.assert_identical(forecast(forecaster, data, **opts).drop_attrs(), fds.drop_attrs())
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
+def test_cuda_forecast_agrees_with_cpu(setup):
+    """On CUDA the members draw their noise from CUDA generators (another stream than the
+    CPU's), so member-for-member agreement is checked with the deterministic baseline, and the
+    diffusion model's CUDA members are checked for reproducibility and a CPU-like spread."""
+    from diffsci.weather.forecast import forecast, load_forecaster
+
+    d, data, ck = setup
+    det = tmp = d / "det_run"
+    assert main(["weather", "train", "--data", str(data), "--out", str(tmp), "--config", str(d / "cfg.json"),
+                 "--steps", "2", "--device", "cpu", "--deterministic"]) == 0
+    opts = dict(lead_hours=3, members=1, progress=False)
+    cpu = forecast(load_forecaster(det, device="cpu"), data, **opts)
+    gpu = forecast(load_forecaster(det), data, device="cuda", **opts)
+    for v in cpu.data_vars:
+        np.testing.assert_allclose(gpu[v].values, cpu[v].values, rtol=1e-4, atol=1e-4 * float(np.abs(cpu[v]).max()))
+    forecaster = load_forecaster(ck, device="cuda")
+    a = forecast(forecaster, data, members=5, lead_hours=2, seed=1, progress=False)
+    b = forecast(forecaster, data, members=8, lead_hours=2, seed=1, progress=False)
+    c = forecast(load_forecaster(ck), data, members=8, lead_hours=2, seed=1, progress=False, device="cpu")
+    for v in a.data_vars:
+        np.testing.assert_array_equal(a[v].values, b[v].isel(realization=slice(0, 5)).values)
+        spread_gpu, spread_cpu = float(b[v].std("realization").mean()), float(c[v].std("realization").mean())
+        assert 0.5 < spread_gpu / spread_cpu < 2.0, v
 
 
 def test_speed_benchmark_runs(setup, tmp_path, capsys):
@@ -292,10 +326,10 @@ def test_units_converted_or_refused_in_forecast(levels6h, tmp_path, capsys):
     wf.write(zl, tmp_path / "zl.nc")
     assert main(_fc_args(ck, tmp_path / "zl.nc", tmp_path / "c.nc", "--lead-hours", "6")) == 2
     assert "far from the standard atmosphere" in capsys.readouterr().err
-    fc = load_forecaster(ck)
-    fc.cfg = dataclasses.replace(fc.cfg, units=("m**2 s**-2", "degF"))
+    forecaster = load_forecaster(ck)
+    forecaster.config = dataclasses.replace(forecaster.config, units=("m**2 s**-2", "degF"))
     with pytest.raises(DiffsciError, match=r"t in 'K', but the checkpoint was trained on 'degF'"):
-        forecast(fc, data, lead_hours=6, members=1, progress=False)
+        forecast(forecaster, data, lead_hours=6, members=1, progress=False)
 
 
 def _digest(path):

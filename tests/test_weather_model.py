@@ -8,10 +8,10 @@ import torch
 import xarray as xr
 
 from diffsci.core.cli import main
+from diffsci.core.config import file_record, from_dict
 from diffsci.core.train import load_checkpoint
-from diffsci.weather.diffusion import (
-    ResidualTask, WeatherCond, WeatherModelConfig, build_model, hour_features,
-)
+from diffsci.weather.diffusion import ResidualTask, WeatherModelConfig, build_denoiser
+from diffsci.weather.predictor import WeatherCond, hour_features
 from diffsci.weather.generator import generate
 from diffsci.weather.model import CondLayerNorm
 
@@ -64,7 +64,7 @@ def test_conditional_layer_norm_uses_noise():
 
 def test_task_targets_are_normalised_residuals(tiny_data, tiny_run):
     ck = load_checkpoint(tiny_run / "run" / "latest.pt", expected_kind="weather-graph-diffusion")
-    cfg = WeatherModelConfig.from_dict(ck["model_config"])
+    cfg = from_dict(WeatherModelConfig, ck["model_config"])
     from diffsci.weather.data import NormStats, open_weather, stack_channels, window_starts
 
     stats = NormStats.from_dict(ck["extra"]["norm_stats"])
@@ -73,16 +73,21 @@ def test_task_targets_are_normalised_residuals(tiny_data, tiny_run):
     task = ResidualTask(cfg, stats, fields, window_starts(ds), ds.time.values)
     batch = task.sample_batch(torch.Generator().manual_seed(0), 64)
     # residual targets have ~unit std per channel (the std of one-step residuals normalises them)
-    std = batch["target"].std(dim=(0, 2, 3))
+    std = batch.target.std(dim=(0, 2, 3))
     assert ((std > 0.6) & (std < 1.6)).all(), std
     # windows never cross trajectories: prev[1] (normalised) + target*rstd/std continues prev
-    assert torch.isfinite(task.loss(build_model(cfg), batch))
+    assert torch.isfinite(task.loss(build_denoiser(cfg), batch))
+    # the conditioning is the normalised pair of states before the target
+    x1 = batch.cond.prev[:, len(cfg.channels):] * torch.tensor(stats.std)[:, None, None] + torch.tensor(stats.mean)[:, None, None]
+    x2 = x1 + batch.target * torch.tensor(stats.residual_std)[:, None, None]
+    i = [int(np.argmin(np.abs(fields - x1[b].numpy()).reshape(len(fields), -1).max(1))) for b in range(4)]
+    np.testing.assert_allclose(x2[:4].numpy(), fields[[j + 1 for j in i]], rtol=1e-4, atol=1e-2)
 
 
 def test_model_output_shape_and_batch_independence(tiny_run):
     ck = load_checkpoint(tiny_run / "run" / "latest.pt")
-    cfg = WeatherModelConfig.from_dict(ck["model_config"])
-    model = build_model(cfg)
+    cfg = from_dict(WeatherModelConfig, ck["model_config"])
+    model = build_denoiser(cfg)
     model.load_state_dict(ck["model"])
     b, c = 3, len(cfg.channels)
     h, w = cfg.grid_shape
@@ -101,7 +106,35 @@ def test_deterministic_baseline_trains(tiny_data, tmp_path):
     assert main(["weather", "train", "--data", str(tiny_data), "--out", str(tmp_path / "det"), "--config",
                  str(tmp_path / "cfg.json"), "--steps", "2", "--deterministic", "--device", "cpu"]) == 0
     ck = load_checkpoint(tmp_path / "det" / "latest.pt", expected_kind="weather-graph-deterministic")
-    assert ck["model_config"]["deterministic"] is True
+    assert "deterministic" not in ck["model_config"] and ck["config_version"] == 1
+    assert not any(k.startswith("net.net.") for k in ck["ema"])  # the direct network itself, no wrapper
+
+
+def test_checkpoint_records_version_and_provenance(tiny_data, tiny_run):
+    import pandas as pd
+
+    ck = load_checkpoint(tiny_run / "run" / "latest.pt")
+    assert ck["config_version"] == 1
+    prov = ck["provenance"]
+    rec = file_record(tiny_data)
+    assert [f["sha256"] for f in prov["files"]] == [rec.sha256] and prov["files"][0]["size"] == rec.size
+    times = xr.open_dataset(tiny_data).time.values
+    assert pd.Timestamp(prov["time_start"]) == pd.Timestamp(times.min())
+    assert pd.Timestamp(prov["time_end"]) == pd.Timestamp(times.max()) and prov["seed"] == 0
+
+
+def test_train_warm_starts_from_init(tiny_data, tiny_run, tmp_path):
+    """--init without a 'model' table: the init checkpoint's model options and weights."""
+    import torch
+
+    init = tiny_run / "run" / "latest.pt"
+    (tmp_path / "cfg.json").write_text(json.dumps({"train": {"batch_size": 2, "lr": 1e-12, "warmup_steps": 0}}))
+    assert main(["weather", "train", "--data", str(tiny_data), "--out", str(tmp_path / "warm"), "--config",
+                 str(tmp_path / "cfg.json"), "--steps", "1", "--device", "cpu", "--init", str(init)]) == 0
+    old, new = load_checkpoint(init), load_checkpoint(tmp_path / "warm" / "latest.pt")
+    assert new["model_config"]["latent"] == 16 and new["step"] == 1
+    for k, v in old["ema"].items():  # a tiny learning rate: the weights stay the init's
+        assert torch.allclose(new["model"][k], v, atol=1e-6), k
 
 
 def test_train_bad_input(tmp_path, capsys, tiny_data):

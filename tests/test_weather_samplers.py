@@ -11,10 +11,11 @@ import xarray as xr
 
 from diffsci.core.cli import main
 from diffsci.core.samplers import SAMPLERS
-from diffsci.weather.forecast import default_checkpoint_path
+from diffsci.core.checkpoint import default_checkpoint_path
+from diffsci.weather.diffusion import KIND
 from diffsci.weather.generator import generate
 
-pytestmark = pytest.mark.skipif(not default_checkpoint_path().exists(), reason="shipped weather checkpoint missing")
+pytestmark = pytest.mark.skipif(not default_checkpoint_path(KIND).exists(), reason="shipped weather checkpoint missing")
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,14 @@
 """diffsci.weather: graph-based probabilistic forecasting on ERA5-style grids.
 
+The checkpoint kinds ``weather-graph-diffusion`` and ``weather-graph-deterministic`` are
+registered with :mod:`diffsci.core.checkpoint` when :mod:`diffsci.weather.diffusion` is imported
+(``load_forecaster`` and ``diffsci weather train`` import it).
+
 Public API (imported lazily, so ``diffsci --help`` stays fast)::
 
     from diffsci.weather import open_weather, normalize_layout, generate, build_graph
-    from diffsci.weather import load_forecaster, write_forecast
-    from diffsci.weather.forecast import forecast
+    from diffsci.weather import load_forecaster, forecast, write_forecast
+    from diffsci.weather import rollout, NormalizedResidual, DiffusionStep, DirectStep
     from diffsci.weather import evaluate_forecast, crps_ensemble
 """
 
@@ -18,8 +22,12 @@ _EXPORTS = {
     "build_graph": "graph", "cached_graph": "graph", "icosahedral_mesh": "mesh", "GridMeshGraph": "graph",
     "cell_area_weights": "grid", "cell_areas": "grid", "boundary_mask": "grid",
     "GraphNet": "model", "GraphNetConfig": "model",
-    "WeatherModelConfig": "diffusion", "ResidualTask": "diffusion", "build_model": "diffusion",
-    "load_forecaster": "forecast", "write_forecast": "forecast",
+    "WeatherModelConfig": "diffusion", "WeatherModelOptions": "diffusion", "WeatherData": "diffusion",
+    "WeatherBatch": "diffusion", "ResidualTask": "diffusion", "build_denoiser": "diffusion",
+    "build_direct_net": "diffusion",
+    "StepPredictor": "predictor", "NormalizedResidual": "predictor", "DiffusionStep": "predictor",
+    "DirectStep": "predictor", "Normalizer": "predictor", "rollout": "predictor",
+    "load_forecaster": "forecast", "forecast": "forecast", "write_forecast": "forecast",
     "evaluate_forecast": "metrics", "crps_ensemble": "metrics", "latitude_weights": "metrics",
     "spread_skill_ratio": "metrics", "rank_histogram": "metrics",
 }

@@ -1,9 +1,11 @@
-"""Conditional diffusion on the next-step residual (GenCast style), and its training task.
+"""Conditional diffusion on the next-step residual (GenCast style): the model config, the
+network, the training task, and the two registered checkpoint kinds.
 
 Dimension legend: B batch, C channels, H latitude, W longitude, G = H * W grid points.
 
 Target: ``r = (X[t+1] - X[t]) / residual_std`` per channel (``NormStats.residual_std``).
-Conditioning: the two previous states normalised by the per-channel mean/std, static fields
+Conditioning: the two previous states normalised by the per-channel mean/std
+(:class:`diffsci.weather.predictor.Normalizer`, shared with forecasting), static fields
 (sin/cos latitude and longitude) and the hour of day of the target time (sin/cos).
 Noise: EDM (Karras) sigmas, training levels from the rho distribution (``t ~ U(0, 1)``),
 EDM preconditioning from the core; loss weighted by EDM's ``lambda(sigma)``, by cell area
@@ -16,41 +18,54 @@ replaced by given boundary values at every forecast step, so the training loss g
 weight 0 (the model is trained on the interior only, as neural-lam does); the band's values
 still enter as conditioning. The interior weights are normalised to mean 1.
 
-The pieces are thin modules around the graph network (STYLE.md item 6):
-:class:`ResidualNet` turns grid fields into graph-node features and back;
-:class:`~diffsci.core.precond.EDMPrecond` makes it a clean-residual denoiser;
-:class:`ResidualTask` is the training task for :func:`diffsci.core.train.train`.
-``deterministic=True`` in the config gives the GraphCast-style baseline: the same network
-without noise conditioning, trained with MSE on the residual.
+Two checkpoint kinds share :class:`WeatherModelConfig` (registered with
+:func:`diffsci.core.checkpoint.register_kind`):
+
+- :data:`KIND` ``weather-graph-diffusion``: :func:`build_denoiser`, the EDM-preconditioned
+  :class:`ResidualNet` (``(r_t, t, cond) -> r0_hat``), sampled by
+  :class:`~diffsci.weather.predictor.DiffusionStep`;
+- :data:`KIND_DETERMINISTIC` ``weather-graph-deterministic``: :func:`build_direct_net`, the same
+  network without noise input or conditioning, trained with MSE on the residual (GraphCast
+  style) and called once per step by :class:`~diffsci.weather.predictor.DirectStep`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from diffsci.core.errors import DiffsciError
+from diffsci.core.checkpoint import register_kind
+from diffsci.core.config import Provenance, file_record
+from diffsci.core.errors import CheckpointError, DiffsciError
 from diffsci.core.precond import EDMPrecond, edm_loss_weight
 from diffsci.core.schedules import EDM
 from diffsci.weather.data import NormStats, static_features
 from diffsci.weather.graph import cached_graph, is_global_grid
 from diffsci.weather.grid import boundary_mask, cell_area_weights
 from diffsci.weather.model import GraphNet, GraphNetConfig
+from diffsci.weather.predictor import Normalizer, WeatherCond, hour_features
 
 __all__ = [
+    "KIND",
+    "KIND_DETERMINISTIC",
+    "WeatherModelOptions",
     "WeatherModelConfig",
-    "WeatherCond",
+    "WeatherData",
+    "WeatherBatch",
     "ResidualNet",
-    "build_model",
+    "build_denoiser",
+    "build_direct_net",
     "ResidualTask",
+    "make_task",
     "loss_weights",
     "DEFAULT_BOUNDARY_WIDTH",
-    "hour_features",
-    "KIND",
+    "TRAIN_DEFAULTS",
 ]
 
 KIND = "weather-graph-diffusion"
@@ -59,15 +74,16 @@ KIND_DETERMINISTIC = "weather-graph-deterministic"
 #: lateral boundary band of a regional grid, in grid cells at each open edge (config ``boundary_width``)
 DEFAULT_BOUNDARY_WIDTH = 2
 
+#: training options of both kinds unless the config file or the command line says otherwise
+TRAIN_DEFAULTS = {"steps": 2000, "batch_size": 8, "lr": 1e-3, "ema_decay": 0.995, "ckpt_every": 50, "log_every": 10,
+                  "warmup_steps": 100, "grad_clip": 1.0}
+
 
 @dataclass(frozen=True)
-class WeatherModelConfig:
-    """Everything needed to rebuild a weather model (saved in its checkpoints)."""
+class WeatherModelOptions:
+    """The model options a user sets (the ``model`` table of a training config); the grid,
+    channels, units and time step come from the training data."""
 
-    variables: tuple[str, ...]
-    channels: tuple[str, ...]
-    latitude: tuple[float, ...]
-    longitude: tuple[float, ...]
     refinements: int = 3
     multimesh: bool = False
     latent: int = 48
@@ -76,13 +92,25 @@ class WeatherModelConfig:
     sigma_max: float = 80.0
     rho: float = 7.0
     sigma_data: float = 1.0
-    deterministic: bool = False
     channel_weights: tuple[float, ...] | None = None
-    time_step_hours: float = 1.0  # the data's step: one model step (1 h nowcasting, 6 h, 12 h)
-    units: tuple[str, ...] | None = None  # per variable, as trained (None: not recorded, old checkpoints)
     # lateral boundary band (cells at each open edge) of a regional grid; None: 0 on a global
     # grid, DEFAULT_BOUNDARY_WIDTH on a regional one (resolved when the config is made)
     boundary_width: int | None = None
+
+
+@dataclass(frozen=True)
+class WeatherModelConfig(WeatherModelOptions):
+    """Everything needed to rebuild a weather model (saved in its checkpoints): the options and
+    what the training data fixed. ``latitude``/``longitude`` in degrees (ascending),
+    ``time_step_hours`` one model step (the data's step: 1 h nowcasting, 6 h, 12 h), ``units``
+    per variable as trained (None: not recorded)."""
+
+    variables: tuple[str, ...] = ()
+    channels: tuple[str, ...] = ()
+    latitude: tuple[float, ...] = ()
+    longitude: tuple[float, ...] = ()
+    time_step_hours: float = 1.0
+    units: tuple[str, ...] | None = None
 
     def __post_init__(self):
         if not self.channels or len(self.latitude) < 2 or len(self.longitude) < 2:
@@ -112,28 +140,25 @@ class WeatherModelConfig:
     def schedule(self) -> EDM:
         return EDM(sigma_min=self.sigma_min, sigma_max=self.sigma_max, rho=self.rho, sigma_data=self.sigma_data)
 
-    def to_dict(self) -> dict:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "WeatherModelConfig":
-        tup = {"variables", "channels", "latitude", "longitude", "channel_weights", "units"}
-        return cls(**{k: (tuple(v) if k in tup and v is not None else v) for k, v in d.items()})
+@dataclass(frozen=True)
+class WeatherData:
+    """The ``data`` table of a training recipe: a file in any layout
+    :func:`~diffsci.weather.data.open_weather` reads, and the variables to model (None: all)."""
+
+    path: str
+    variables: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
-class WeatherCond:
-    """Conditioning of one step. Shapes: prev (B, 2C, H, W) normalised; hour (B, 2) sin/cos."""
+class WeatherBatch:
+    """A training batch. Shapes: cond.prev (B, 2C, H, W), cond.hour (B, 2); target (B, C, H, W)
+    the normalised residual; t (B,) diffusion times; eps (B, C, H, W) standard normal noise."""
 
-    prev: torch.Tensor
-    hour: torch.Tensor
-
-
-def hour_features(times) -> torch.Tensor:
-    """Sin/cos of the hour of day of datetime64 ``times``. Shape (B, 2)."""
-    hours = (np.asarray(times, dtype="datetime64[m]").astype(np.int64) / 60.0) % 24.0
-    ang = torch.as_tensor(hours * 2 * np.pi / 24.0, dtype=torch.float32)
-    return torch.stack([torch.sin(ang), torch.cos(ang)], -1).reshape(-1, 2)
+    cond: WeatherCond
+    target: torch.Tensor
+    t: torch.Tensor
+    eps: torch.Tensor
 
 
 def loss_weights(cfg: WeatherModelConfig) -> torch.Tensor:
@@ -149,20 +174,20 @@ def loss_weights(cfg: WeatherModelConfig) -> torch.Tensor:
 class ResidualNet(nn.Module):
     """Grid fields -> graph network -> grid fields.
 
-    ``forward(x_in (B, C, H, W), c_noise (B,) or None, cond: WeatherCond) -> (B, C, H, W)``.
-    For the deterministic variant ``x_in`` is ignored (pass None).
+    ``forward(x_in (B, C, H, W) or None, c_noise (B,) or None, cond: WeatherCond) -> (B, C, H, W)``.
+    ``noisy=False`` (the direct, deterministic network): no noisy input and no noise
+    conditioning; pass ``x_in = c_noise = None``.
     """
 
-    def __init__(self, cfg: WeatherModelConfig):
+    def __init__(self, cfg: WeatherModelConfig, *, noisy: bool = True):
         super().__init__()
         self.cfg = cfg
         c = len(cfg.channels)
         graph = cached_graph(np.asarray(cfg.latitude), np.asarray(cfg.longitude),
                              refinements=cfg.refinements, multimesh=cfg.multimesh)
-        n_in = (0 if cfg.deterministic else c) + 2 * c + 4 + 2
+        n_in = (c if noisy else 0) + 2 * c + 4 + 2
         self.net = GraphNet(
-            GraphNetConfig(in_features=n_in, out_channels=c, latent=cfg.latent, layers=cfg.layers,
-                           conditional=not cfg.deterministic),
+            GraphNetConfig(in_features=n_in, out_channels=c, latent=cfg.latent, layers=cfg.layers, conditional=noisy),
             graph,
         )
         self.register_buffer("static", torch.from_numpy(static_features(cfg.latitude, cfg.longitude)), persistent=False)
@@ -178,71 +203,154 @@ class ResidualNet(nn.Module):
         return y.transpose(1, 2).reshape(b, -1, h, w)
 
 
-class _Deterministic(nn.Module):
-    """The MSE baseline as a module with the same call as the denoiser: ``(x, t, cond) -> r``."""
-
-    def __init__(self, net: ResidualNet):
-        super().__init__()
-        self.net = net
-
-    def forward(self, x, t, cond):
-        return self.net(None, None, cond)
+def build_denoiser(cfg: WeatherModelConfig) -> nn.Module:
+    """The EDM-preconditioned denoiser ``(r_t (B, C, H, W), t (B,), cond) -> r0_hat (B, C, H, W)``
+    of the normalised residual (kind :data:`KIND`)."""
+    return EDMPrecond(ResidualNet(cfg), cfg.schedule, cfg.sigma_data)
 
 
-def build_model(cfg: WeatherModelConfig) -> nn.Module:
-    """The denoiser ``(x_t (B,C,H,W), t (B,), cond) -> r0_hat`` (EDM-preconditioned), or for
-    ``deterministic=True`` the residual predictor with the same call signature."""
-    net = ResidualNet(cfg)
-    if cfg.deterministic:
-        return _Deterministic(net)
-    return EDMPrecond(net, cfg.schedule, cfg.sigma_data)
+def build_direct_net(cfg: WeatherModelConfig) -> nn.Module:
+    """The direct residual network ``(None, None, cond) -> r (B, C, H, W)`` (kind :data:`KIND_DETERMINISTIC`)."""
+    return ResidualNet(cfg, noisy=False)
 
 
 class ResidualTask:
-    """Training task for :func:`diffsci.core.train.train`.
+    """Training task for :func:`diffsci.core.train.fit` (kind :data:`KIND`: EDM denoising loss;
+    :data:`KIND_DETERMINISTIC`: MSE of the direct residual).
 
     ``fields`` (T, C, H, W) float32 physical units, ``starts`` valid window starts (two
-    previous states and one target inside one trajectory), ``times`` datetime64 of each index.
+    previous states and one target inside one trajectory), ``times`` datetime64 (T,) of each
+    index, ``provenance`` the training data's files, period and seed.
     """
 
-    def __init__(self, cfg: WeatherModelConfig, stats: NormStats, fields: np.ndarray, starts: np.ndarray, times):
+    def __init__(self, config: WeatherModelConfig, stats: NormStats, fields: np.ndarray, starts: np.ndarray, times, *,
+                 kind: str = KIND, provenance: Provenance | None = None):
         if len(starts) == 0:
             raise DiffsciError("training data has no window of 3 consecutive states (one time step apart)")
-        self.cfg = cfg
-        self.kind = KIND_DETERMINISTIC if cfg.deterministic else KIND
-        self.stats = stats
+        if kind not in (KIND, KIND_DETERMINISTIC):
+            raise DiffsciError(f"ResidualTask: kind must be {KIND!r} or {KIND_DETERMINISTIC!r}, got {kind!r}")
+        self.config, self.kind, self.stats, self._provenance = config, kind, stats, provenance
         self.fields = torch.from_numpy(np.ascontiguousarray(fields, dtype=np.float32))
         self.starts = torch.as_tensor(starts, dtype=torch.long)
         self.hours = hour_features(times)
-        mean, std, rstd = (torch.as_tensor(a, dtype=torch.float32)[:, None, None] for a in stats.arrays())
-        self.mean, self.std, self.rstd = mean, std, rstd
-        self.weights = loss_weights(cfg)  # (C, H, W): channel x cell area, 0 in a regional boundary band
+        self.normalizer = Normalizer.from_stats(stats)
+        self.weights = loss_weights(config)  # (C, H, W): channel x cell area, 0 in a regional boundary band
 
     def model_config(self) -> dict:
-        return self.cfg.to_dict()
+        from diffsci.core.config import to_dict
+
+        return to_dict(self.config)
 
     def extra_state(self) -> dict:
         return {"norm_stats": self.stats.to_dict()}
 
-    def sample_batch(self, generator, batch_size):
+    def provenance(self) -> Provenance | None:
+        return self._provenance
+
+    def sample_batch(self, generator, batch_size) -> WeatherBatch:
         i = self.starts[torch.randint(len(self.starts), (batch_size,), generator=generator)]
         x0, x1, x2 = self.fields[i], self.fields[i + 1], self.fields[i + 2]
-        prev = torch.cat([(x0 - self.mean) / self.std, (x1 - self.mean) / self.std], 1)
-        target = (x2 - x1) / self.rstd
+        cond = WeatherCond(self.normalizer.condition(x0, x1), self.hours[i + 2])
+        target = self.normalizer.residual(x1, x2)
         t = torch.rand(batch_size, generator=generator)
         eps = torch.randn(target.shape, generator=generator)
-        return {"prev": prev, "hour": self.hours[i + 2], "target": target, "t": t, "eps": eps}
+        return WeatherBatch(cond, target, t, eps)
 
-    def loss(self, model, batch):
-        cond = WeatherCond(batch["prev"], batch["hour"])
-        target = batch["target"]
-        w = self.weights.to(target.device)
-        if self.cfg.deterministic:
-            pred = model(None, None, cond)
-            return (w * (pred - target) ** 2).mean()
-        sched = self.cfg.schedule
-        sigma = sched.sigma(batch["t"]).to(target.dtype)
-        x_t = target + sigma[:, None, None, None] * batch["eps"]
-        r_hat = model(x_t, batch["t"], cond)
-        lam = edm_loss_weight(sigma, self.cfg.sigma_data)[:, None, None, None]
-        return (lam * w * (r_hat - target) ** 2).mean()
+    def loss(self, model, batch: WeatherBatch):
+        w = self.weights.to(batch.target.device)
+        if self.kind == KIND_DETERMINISTIC:
+            return (w * (model(None, None, batch.cond) - batch.target) ** 2).mean()
+        sigma = self.config.schedule.sigma(batch.t).to(batch.target.dtype)
+        x_t = batch.target + sigma[:, None, None, None] * batch.eps
+        r_hat = model(x_t, batch.t, batch.cond)
+        lam = edm_loss_weight(sigma, self.config.sigma_data)[:, None, None, None]
+        return (lam * w * (r_hat - batch.target) ** 2).mean()
+
+
+# ------------------------------------------------------------------------- training recipes
+def make_task(recipe) -> ResidualTask:
+    """The training task of a :class:`~diffsci.core.train.Recipe` of either weather kind: opens
+    ``recipe.data`` (:class:`WeatherData`), computes the normalisation statistics, completes the
+    model options with the data's variables, channels (a level variable gives ``{name}{level}``),
+    grid, time step (one model step) and units, and records the data's provenance. Ensemble
+    members are trained on as separate runs."""
+    import pandas as pd
+
+    from diffsci.weather.data import compute_norm_stats, open_weather, stack_channels, time_step, window_starts
+
+    data: WeatherData = recipe.data
+    ds = open_weather(data.path, variables=list(data.variables) if data.variables else None)
+    variables = tuple(str(v) for v in ds.data_vars)  # short names, in the order asked for
+    step = time_step(ds)
+    if step is None:
+        raise DiffsciError(f"{data.path}: one time only; training needs at least 3 consecutive states")
+    if "realization" in ds.dims:
+        ds = members_as_trajectories(ds)
+    stats = compute_norm_stats(ds, variables)
+    fields, channels = stack_channels(ds, variables)
+    config = WeatherModelConfig(
+        **{f.name: getattr(recipe.model, f.name) for f in dataclasses.fields(WeatherModelOptions)},
+        variables=variables, channels=tuple(channels),
+        latitude=tuple(float(x) for x in ds.latitude.values), longitude=tuple(float(x) for x in ds.longitude.values),
+        time_step_hours=step / pd.Timedelta(hours=1), units=tuple(str(ds[v].attrs.get("units", "")) for v in variables),
+    )
+    times = ds.time.values
+    start, end = (str(np.datetime_as_string(t, unit="s")) for t in (times.min(), times.max()))
+    provenance = Provenance(files=(file_record(data.path),), time_start=start, time_end=end, seed=recipe.train.seed)
+    return ResidualTask(config, stats, fields, window_starts(ds, history=2, lead=1), times, kind=recipe.kind,
+                        provenance=provenance)
+
+
+def members_as_trajectories(ds):
+    """An ensemble (ERA5 EDA, a perfect-model ensemble): each member becomes its own run of
+    states, laid end to end along ``time`` with its own ``trajectory`` ids, so no training
+    window and no residual statistic crosses from one member to another."""
+    import xarray as xr
+
+    nt = ds.sizes["time"]
+    base = np.asarray(ds["trajectory"].values) if "trajectory" in ds.coords else np.zeros(nt, dtype=np.int64)
+    span = int(base.max()) + 1
+    parts = [ds.isel(realization=m, drop=True).assign_coords(trajectory=("time", base + m * span))
+             for m in range(ds.sizes["realization"])]
+    return xr.concat(parts, "time")
+
+
+# ------------------------------------------------------------------------------- the kinds
+def upgrade_v0(ck: dict) -> dict:
+    """Config version 0 -> 1 (checkpoints written before versions, e.g. both shipped ones).
+
+    ``model_config``: drops ``deterministic`` (the kind says which model it is; a value that
+    contradicts the kind is refused), fills ``time_step_hours`` (1 h), ``units`` (None: not
+    recorded) and ``boundary_width`` (None: resolved from the grid) where absent, and writes
+    channels ``t@500`` as ``t500`` (also in ``extra.norm_stats``). Kind
+    :data:`KIND_DETERMINISTIC`: the weights of the old wrapper module, ``net.<ResidualNet key>``,
+    become the network's own keys (``net.net.out.weight`` -> ``net.out.weight``)."""
+    mc = dict(ck["model_config"])
+    if bool(mc.pop("deterministic", False)) != (ck["kind"] == KIND_DETERMINISTIC):
+        raise CheckpointError(f"model_config.deterministic contradicts the checkpoint kind {ck['kind']!r}")
+    mc.setdefault("time_step_hours", 1.0)
+    mc.setdefault("units", None)
+    mc.setdefault("boundary_width", None)
+    mc["channels"] = [c.replace("@", "") for c in mc["channels"]]
+    ck["model_config"] = mc
+    stats = (ck.get("extra") or {}).get("norm_stats")
+    if stats is not None:
+        ck["extra"] = {**ck["extra"], "norm_stats": {**stats, "channels": [c.replace("@", "") for c in stats["channels"]]}}
+    if ck["kind"] == KIND_DETERMINISTIC:
+        for key in ("model", "ema"):
+            if key in ck:
+                if not all(k.startswith("net.") for k in ck[key]):
+                    raise CheckpointError(f"{key} weights are not those of the version-0 wrapper (keys net.*)")
+                ck[key] = {k[len("net."):]: v for k, v in ck[key].items()}
+    return ck
+
+
+def shipped_checkpoint() -> Path:
+    """weather/data/default_checkpoint.pt (see weather/data/CHECKPOINT.md)."""
+    return Path(str(resources.files("diffsci.weather") / "data" / "default_checkpoint.pt"))
+
+
+_KIND_OPTIONS = dict(version=1, migrations={0: upgrade_v0}, make_task=make_task, data_cls=WeatherData,
+                     options_cls=WeatherModelOptions, train_defaults=TRAIN_DEFAULTS)
+register_kind(KIND, WeatherModelConfig, build_denoiser, default_path=shipped_checkpoint, **_KIND_OPTIONS)
+register_kind(KIND_DETERMINISTIC, WeatherModelConfig, build_direct_net, **_KIND_OPTIONS)
