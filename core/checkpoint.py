@@ -96,13 +96,28 @@ def register_kind(name: str, config_cls: type, build: Callable, **options) -> Ki
     return kind
 
 
+def _import_kind(name: str) -> None:
+    """Import the module that registers ``name``, as listed in the ``diffsci.kinds`` entry-point
+    group (pyproject.toml), so loading a checkpoint needs no domain import first."""
+    import importlib
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="diffsci.kinds"):
+        if ep.name == name:
+            importlib.import_module(ep.value)
+            return
+
+
 def get_kind(name: str) -> Kind:
+    """The registered :class:`Kind` ``name`` (its module is imported on first use)."""
+    if name not in _KINDS and isinstance(name, str):
+        _import_kind(name)
     try:
         return _KINDS[name]
     except KeyError:
         known = ", ".join(sorted(_KINDS)) or "none"
-        raise CheckpointError(f"no model kind {name!r} is registered (registered: {known}); import the domain "
-                              "package that defines it (diffsci.protein, diffsci.weather)") from None
+        raise CheckpointError(f"no model kind {name!r} is registered (registered: {known}); a domain registers "
+                              "its kinds with register_kind and lists them under diffsci.kinds in pyproject.toml") from None
 
 
 def registered_kinds() -> list[str]:
@@ -162,8 +177,8 @@ def load_bundle(path=None, kind: str | Sequence[str] | None = None, *, device="c
     ``path``: a checkpoint file or run folder (its ``latest.pt``); None: the shipped checkpoint
     of ``kind`` (the first, if several). ``kind``: the accepted kind(s) (None: any registered).
     ``weights``: ``"ema"`` (the EMA weights, or the raw ones if there are none), ``"model"``
-    (the raw training weights) or ``"init"`` (the architecture with fresh initial weights, a
-    baseline). The model is put in eval mode on ``device``."""
+    (the raw training weights) or ``"init"`` (the architecture with initial weights drawn from
+    seed 0, a baseline; the global RNG is left as it was). The model is put in eval mode on ``device``."""
     kinds = [kind] if isinstance(kind, str) else list(kind or [])
     if path is None:
         if not kinds:
@@ -178,7 +193,9 @@ def load_bundle(path=None, kind: str | Sequence[str] | None = None, *, device="c
     ck, old_version = migrate(ck, source=str(path))
     entry = get_kind(ck["kind"])
     config = from_dict(entry.config_cls, ck["model_config"], where=f"{path}: model_config")
-    model = entry.build(config)
+    with torch.random.fork_rng(devices=[]):  # "init" weights: the same every time; the caller's RNG untouched
+        torch.manual_seed(0)
+        model = entry.build(config)
     if weights not in ("ema", "model", "init"):
         raise DiffsciError(f"load_bundle: weights must be ema, model or init, got {weights!r}")
     if weights != "init":

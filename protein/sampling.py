@@ -55,11 +55,7 @@ def load_model(checkpoint=None, *, untrained: bool = False, device="cpu") -> Bun
 
     ``untrained=True`` builds the same architecture with initial weights drawn from seed 0 (a
     baseline, the same in every run; torch's global RNG is left as it was)."""
-    if not untrained:
-        return load_bundle(checkpoint, KIND, device=device)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        return load_bundle(checkpoint, KIND, device=device, weights="init")
+    return load_bundle(checkpoint, KIND, device=device, weights="init" if untrained else "ema")
 
 
 # --------------------------------------------------------------------------------- symmetry

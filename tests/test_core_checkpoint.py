@@ -133,3 +133,22 @@ def test_fit_recipe_and_revalidated_export(tmp_path, capsys):
         export_checkpoint(tmp_path / "run", tmp_path / "x.pt", model_config={"hiden": 3})
     out = export_checkpoint(tmp_path / "run", tmp_path / "slim.pt", model_config={"rho": 5.0})
     assert load_bundle(out).config.rho == 5.0
+
+
+def test_kind_module_imported_on_demand():
+    """load_bundle(None, kind) finds the module that registers the kind through the
+    diffsci.kinds entry points: no domain import first; 'init' weights do not touch the RNG."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch\n"
+            "from diffsci.core.checkpoint import load_bundle\n"
+            "assert 'diffsci.protein.diffusion' not in sys.modules\n"
+            "state = torch.random.get_rng_state()\n"
+            "a = load_bundle(None, 'protein-frames', weights='init')\n"
+            "b = load_bundle(None, 'protein-frames', weights='init')\n"
+            "assert torch.equal(state, torch.random.get_rng_state())\n"
+            "assert all(torch.equal(a.model.state_dict()[k], v) for k, v in b.model.state_dict().items())\n"
+            "print(a.kind, a.migrated_from)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["protein-frames", "0"]
