@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from diffsci.core.errors import DiffsciError
-from diffsci.core.utils import atomic_output
+from diffsci.core.io import write_text
 
 __all__ = ["write_backbone_pdb", "format_backbone_pdb", "write_backbone_models", "format_remarks", "read_remarks"]
 
@@ -206,32 +206,11 @@ def format_backbone_pdb(
     residue_names=None,
     b_factors=None,
 ) -> str:
-    """The PDB text of :func:`write_backbone_pdb` (see there for the arguments)."""
-    chains, chain_ids, names, numbers, bf = _prepare(coords, chain_ids, residue_name, sequence, res_ids,
-                                                     residue_names, b_factors)
-    lines = format_remarks(remarks) + _model_lines(chains, chain_ids, names, numbers, bf)
-    lines.append("END")
-    return "\n".join(lines) + "\n"
-
-
-def write_backbone_pdb(
-    path: str | os.PathLike,
-    coords,
-    *,
-    chain_ids: Sequence[str] | None = None,
-    residue_name: str = "GLY",
-    sequence: str | Sequence[str] | None = None,
-    res_ids=None,
-    remarks: Mapping[str, object] | None = None,
-    residue_names=None,
-    b_factors=None,
-) -> None:
-    """Write backbone coordinates as a PDB file, atomically (temp file + ``os.replace``).
+    """The PDB text of a backbone: REMARK lines, then ATOM records (N, CA, C, O per residue)
+    and TER per chain, then END.
 
     Parameters
     ----------
-    path
-        Output file; its folder must exist. Never left half-written.
     coords : array, Tensor or list of arrays
         Shape (L, 4, 3) or (C, L, 4, 3): atoms N, CA, C, O in Å (several chains of equal
         length, e.g. a symmetric assembly); or a list of (L_c, 4, 3) arrays, one per chain
@@ -254,11 +233,17 @@ def write_backbone_pdb(
         Written first as ``REMARK 250 key: value`` lines (seed, length, checkpoint, sampler, ...);
         long values continue on further lines with the same key (see :func:`read_remarks`).
     """
-    text = format_backbone_pdb(
-        coords, chain_ids=chain_ids, residue_name=residue_name, sequence=sequence, res_ids=res_ids, remarks=remarks,
-        residue_names=residue_names, b_factors=b_factors,
-    )
-    _write(path, text)
+    chains, chain_ids, names, numbers, bf = _prepare(coords, chain_ids, residue_name, sequence, res_ids,
+                                                     residue_names, b_factors)
+    lines = format_remarks(remarks) + _model_lines(chains, chain_ids, names, numbers, bf)
+    lines.append("END")
+    return "\n".join(lines) + "\n"
+
+
+def write_backbone_pdb(path: str | os.PathLike, coords, **options) -> None:
+    """Write :func:`format_backbone_pdb`'s text (``options``: its keyword arguments) to ``path``,
+    atomically; the folder must exist. A failed write leaves no half-written file."""
+    write_text(path, format_backbone_pdb(coords, **options), must_have_folder=True)
 
 
 def write_backbone_models(path: str | os.PathLike, models, *, chain_ids=None, residue_names=None, b_factors=None,
@@ -283,13 +268,5 @@ def write_backbone_models(path: str | os.PathLike, models, *, chain_ids=None, re
         lines.extend(_model_lines(chains, ids, names, numbers, bf))
         lines.append("ENDMDL")
     lines.append("END")
-    _write(path, "\n".join(lines) + "\n")
+    write_text(path, "\n".join(lines) + "\n", must_have_folder=True)
 
-
-def _write(path, text: str) -> None:
-    path = pathlib.Path(path)
-    folder = path.parent if str(path.parent) else pathlib.Path(".")
-    if not folder.is_dir():
-        raise DiffsciError(f"{path}: output folder {folder} does not exist")
-    with atomic_output(path) as tmp:
-        tmp.write_text(text)
