@@ -446,15 +446,7 @@ def read_report(
     return out, report
 
 
-def read_structure_chains(
-    path: str | os.PathLike,
-    chains: Sequence[str] | None = None,
-    *,
-    on_break: str = "split",
-    min_length: int = 1,
-    max_length: int | None = None,
-    max_ca_distance: float = CA_CA_BREAK,
-) -> list[BackboneChain]:
+def read_structure_chains(path: str | os.PathLike, chains: Sequence[str] | None = None, **options) -> list[BackboneChain]:
     """Read the protein backbone chains of a structure file.
 
     Parameters
@@ -471,14 +463,16 @@ def read_structure_chains(
         returns the whole chain (its complete residues, in file order) and reports the breaks
         in the ``"kept"`` report row (what :mod:`diffsci.protein.metrics` reads for evaluation).
     min_length
-        Chains (or pieces) shorter than this are left out.
+        Chains (or pieces) shorter than this are left out (default 1).
+    max_length
+        Chains (or pieces) longer than this are left out (default: no limit).
+    max_ca_distance
+        Consecutive CA-CA distance in Å above which a chain counts as broken (default
+        ``CA_CA_BREAK``).
 
     Returns
     -------
     list of BackboneChain
-        In file order. Use :func:`read_report` to learn what was dropped and why.
+        In file order. Use :func:`read_report` (same arguments) to learn what was dropped and why.
     """
-    out, _ = read_report(
-        path, chains, on_break=on_break, min_length=min_length, max_length=max_length, max_ca_distance=max_ca_distance
-    )
-    return out
+    return read_report(path, chains, **options)[0]

@@ -183,14 +183,8 @@ def _close_pairs(x: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray, 
 def chain_breaks(ca: np.ndarray, threshold: float = CA_CA_BREAK) -> tuple[int, float]:
     """Chain breaks measured on the whole chain: consecutive CA-CA distances above ``threshold`` Å.
 
-    Parameters
-    ----------
-    ca : np.ndarray
-        Shape (L, 3) CA coordinates (or (L, 4, 3) backbone), in chain order.
-
-    Returns
-    -------
-    (count of consecutive CA-CA > threshold, largest consecutive CA-CA in Å (NaN when L < 2)).
+    ``ca``: shape (L, 3) CA coordinates (or (L, 4, 3) backbone), in chain order. Returns the
+    count of consecutive CA-CA > threshold and the largest consecutive CA-CA in Å (NaN when L < 2).
     """
     d = ca_ca_distances(ca)
     if d.size == 0:
