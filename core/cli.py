@@ -19,7 +19,7 @@ from importlib.metadata import PackageNotFoundError, entry_points, version
 
 from diffsci.core.errors import DiffsciError
 
-__all__ = ["main", "build_parser", "add_command_group"]
+__all__ = ["main", "build_parser", "add_train_arguments", "run_train_command", "add_command_group"]
 
 
 def _version() -> str:
@@ -40,6 +40,42 @@ def add_command_group(subparsers, name: str, help: str, package: str, modules) -
     for module in modules:
         importlib.import_module(f"{package}.{module}").add_parser(sub)
     return parser
+
+
+def add_train_arguments(parser: argparse.ArgumentParser, *, default_steps: int) -> None:
+    """The options every ``diffsci DOMAIN train`` shares (``--out``, ``--config``, ``--steps``,
+    ``--device``, ``--resume``, ``--init``, ``--max-minutes``, ``--seed``); values not given fall
+    back to the config file's ``train`` table, then to the kind's defaults."""
+    parser.add_argument("--out", required=True, help="run folder (checkpoints, metrics.jsonl)")
+    parser.add_argument("--config", help="JSON/TOML with optional tables 'model', 'data' and 'train'")
+    parser.add_argument("--steps", type=int, help=f"optimizer steps (default: the config's, else {default_steps})")
+    parser.add_argument("--device", help="auto (CUDA when present), cpu, cuda[:N] (default: the config's, else auto)")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/latest.pt")
+    parser.add_argument("--init", metavar="CKPT",
+                        help="warm-start from this checkpoint's (EMA) weights with a fresh optimizer ('default': the "
+                             "shipped checkpoint); without a 'model' table in --config the checkpoint's own model "
+                             "options are used")
+    parser.add_argument("--max-minutes", type=float, help="stop with a checkpoint after this wall time")
+    parser.add_argument("--seed", type=int, help="seed of the initial weights and the batches (default: the config's, else 0)")
+
+
+def run_train_command(kind: str, args, data: dict) -> int:
+    """Parse ``args`` (from :func:`add_train_arguments`) and ``data`` (the recipe's data table
+    from the command line) into a :class:`~diffsci.core.train.Recipe` of ``kind`` and run it with
+    :func:`~diffsci.core.train.fit`; prints the final step, loss and checkpoint."""
+    from diffsci.core.checkpoint import default_checkpoint_path
+    from diffsci.core.train import Recipe, fit
+    from diffsci.core.utils import load_config_file
+
+    init = default_checkpoint_path(kind) if args.init == "default" else args.init
+    recipe = Recipe.from_tables(kind, load_config_file(args.config), data=data,
+                                train={"steps": args.steps, "device": args.device, "seed": args.seed,
+                                       "max_minutes": args.max_minutes},
+                                init=init)
+    res = fit(recipe, args.out, resume=args.resume)
+    loss = "none" if res.last_loss is None else f"{res.last_loss:.4f}"
+    print(f"trained to step {res.step}, last loss {loss}; checkpoint {res.checkpoint}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -206,3 +206,20 @@ def test_graphnet_matches_textbook_interaction_network(conditional):
         ref = _reference_graphnet(net, x, c)
     assert out.shape == (3, 16 * 32, 3)
     assert torch.allclose(out, ref, atol=1e-4, rtol=1e-4), (out - ref).abs().max()
+
+
+def test_warm_start_from_the_shipped_version_0_deterministic_checkpoint(tmp_path):
+    """core.train migrates a warm-start checkpoint before loading its weights: the shipped
+    deterministic baseline (version 0, weights under net.net.*) warm-starts a new run."""
+    from pathlib import Path
+
+    from diffsci.core.cli import main
+    from diffsci.weather.generator import generate
+
+    data = tmp_path / "d.nc"
+    generate(grid=(32, 64), hours=6, seed=1, spinup_hours=6, progress=False).to_netcdf(data, engine="netcdf4")
+    shipped = Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "deterministic_weather.pt"
+    assert main(["weather", "train", "--data", str(data), "--out", str(tmp_path / "run"), "--steps", "1",
+                 "--deterministic", "--init", str(shipped), "--device", "cpu"]) == 0
+    ck = load_checkpoint(tmp_path / "run")
+    assert ck["config_version"] == 1 and ck["step"] == 1
