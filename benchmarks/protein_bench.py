@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from diffsci.core.errors import DiffsciError
+from diffsci.core.figures import save_figure
 from diffsci.core.io import jsonable, write_json, write_text
 from diffsci.core.utils import make_generator
 from diffsci.protein.metrics import ACCEPTANCE_CA_CA_WINDOW, ACCEPTANCE_LENGTHS, expected_radius_of_gyration
@@ -93,10 +94,7 @@ def _plots(out: Path, results: dict) -> list[Path]:
     ax.set_ylabel("fraction of residues (P-SEA)")
     ax.legend(fontsize=7)
     plt.setp(ax.get_xticklabels(), rotation=20, fontsize=7)
-    fig.tight_layout()
-    pngs.append(out / "sse_composition.png")
-    fig.savefig(pngs[-1], dpi=90)
-    plt.close(fig)
+    pngs.append(save_figure(fig, out / "sse_composition.png"))
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for n in names:
         rows = results[n]["per_sample"]
@@ -106,20 +104,14 @@ def _plots(out: Path, results: dict) -> list[Path]:
     ax.set_xlabel("length")
     ax.set_ylabel("radius of gyration (Å)")
     ax.legend(fontsize=6)
-    fig.tight_layout()
-    pngs.append(out / "rg_vs_length.png")
-    fig.savefig(pngs[-1], dpi=90)
-    plt.close(fig)
+    pngs.append(save_figure(fig, out / "rg_vs_length.png"))
     key = "diffsci, 100 steps" if "diffsci, 100 steps" in results else names[0]
     tm = np.asarray(results[key]["pairwise_tm"], dtype=float)
     fig, ax = plt.subplots(figsize=(4, 3.5))
     im = ax.imshow(tm, vmin=0, vmax=1, cmap="viridis")
     fig.colorbar(im, ax=ax)
     ax.set_title(f"pairwise TM-score: {key}", fontsize=8)
-    fig.tight_layout()
-    pngs.append(out / "pairwise_tm.png")
-    fig.savefig(pngs[-1], dpi=90)
-    plt.close(fig)
+    pngs.append(save_figure(fig, out / "pairwise_tm.png"))
     fig, ax = plt.subplots(figsize=(5, 3.2))
     for n in names:
         d = np.concatenate([np.linalg.norm(np.diff(c[:, 1], axis=0), axis=1) for c in results[n]["_coords"]])
@@ -129,10 +121,7 @@ def _plots(out: Path, results: dict) -> list[Path]:
     ax.axvspan(*ACCEPTANCE_CA_CA_WINDOW, color="0.9")
     ax.set_xlabel("consecutive CA-CA distance (Å)")
     ax.legend(fontsize=6)
-    fig.tight_layout()
-    pngs.append(out / "ca_ca_hist.png")
-    fig.savefig(pngs[-1], dpi=90)
-    plt.close(fig)
+    pngs.append(save_figure(fig, out / "ca_ca_hist.png"))
     return pngs
 
 

@@ -106,16 +106,8 @@ def ca_ca_distances(ca: np.ndarray) -> np.ndarray:
 
 
 def ca_ca_stats(ca: np.ndarray) -> tuple[float, float]:
-    """Mean consecutive CA-CA distance and fraction within 3.8 ± 0.3 Å.
-
-    Parameters
-    ----------
-    ca : np.ndarray
-        Shape (L, 3) CA coordinates (or (L, 4, 3) backbone).
-
-    Returns
-    -------
-    (mean, ok_fraction); both NaN when L < 2.
+    """Mean consecutive CA-CA distance and fraction within 3.8 ± 0.3 Å of ``ca``, shape (L, 3)
+    CA coordinates (or (L, 4, 3) backbone), in Å. Returns (mean, ok_fraction); both NaN when L < 2.
     """
     d = ca_ca_distances(ca)
     if d.size == 0:
