@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from diffsci.core.cli import add_command_group
 
-COMMANDS: tuple[str, ...] = ("prepare", "evaluate", "train_cmd", "sample_cmd")
+COMMANDS: tuple[str, ...] = ("prepare_cmd", "evaluate_cmd", "train_cmd", "sample_cmd")
 
 
 def register(subparsers) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from diffsci.core.cli import add_command_group
 
-COMMANDS: tuple[str, ...] = ("make_data", "train_cmd", "forecast_cmd", "metrics")
+COMMANDS: tuple[str, ...] = ("make_data_cmd", "train_cmd", "forecast_cmd", "evaluate_cmd")
 
 
 def register(subparsers) -> None:

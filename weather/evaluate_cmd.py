@@ -1,0 +1,60 @@
+"""``diffsci weather evaluate FC --truth TRUTH --out METRICS.json``: score a forecast with
+WeatherBench 2's metrics (:func:`diffsci.weather.metrics.evaluate_forecast`), as strict JSON."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+import xarray as xr
+
+from diffsci.core.errors import DiffsciError
+from diffsci.weather.data import check_output_path
+from diffsci.weather.metrics import evaluate_forecast, write_metrics
+
+__all__ = ["add_parser"]
+
+
+def _run(args) -> int:
+    check_output_path(args.out, inputs=(args.forecast, args.truth, args.climatology))
+    clim = None
+    if args.climatology:
+        if not Path(args.climatology).exists():
+            raise DiffsciError(f"{args.climatology}: file not found")
+        try:
+            clim = xr.open_dataset(args.climatology)
+        except Exception as exc:
+            raise DiffsciError(f"{args.climatology}: cannot open as netCDF ({type(exc).__name__}: {exc})") from None
+        clim.attrs["diffsci_source"] = str(args.climatology)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = evaluate_forecast(args.forecast, args.truth, variables=args.variables, climatology=clim)
+    for msg in dict.fromkeys(str(w.message) for w in caught):  # the reader's (unit conversions) and ours
+        print(f"warning: {msg}", file=sys.stderr)
+    out = write_metrics(res, args.out)
+    first = next(iter(res["variables"]))
+    r = res["variables"][first]
+    score, name = (r["crps"][-1], "CRPS") if r["crps"][-1] is not None else (r["mae"][-1], "MAE")
+    shown = "null" if score is None else f"{score:.4g}"
+    print(f"wrote {out}: {len(res['variables'])} fields x {len(res['lead_hours'])} leads; {first} {name} at "
+          f"+{res['lead_hours'][-1]} h {shown}")
+    return 0
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "evaluate", help="score a forecast with WeatherBench 2 metrics",
+        description="Fair CRPS, ensemble-mean RMSE, spread, spread/skill, rank histograms (and ACC with a "
+                    "climatology) per field and lead, as strict JSON. Pressure-level fields are keyed "
+                    "variable+level (z500, t850). Forecast and truth are read by the same reader (cfgrib, "
+                    "CDS, WeatherBench 2 or NCEP layouts).")
+    p.add_argument("forecast", help="forecast netCDF/zarr: init 'time', a lead dim ('prediction_timedelta', "
+                                    "cfgrib 'step' or CDS 'forecast_period'), members ('realization' or 'number')")
+    p.add_argument("--truth", required=True, help="truth netCDF/zarr (ERA5 or WB2 style)")
+    p.add_argument("--out", required=True, help="metrics JSON")
+    p.add_argument("--variables", nargs="+", metavar="NAME",
+                   help="fields to score: a variable (z, geopotential: all its levels) or one level (z500); "
+                        "default: every forecast variable, each of which the truth must have")
+    p.add_argument("--climatology", help="climatology netCDF for ACC (dims hour?, level?, latitude, longitude)")
+    p.set_defaults(func=_run)
