@@ -112,12 +112,17 @@ class ToyConfig:
     """Frozen configuration of the 2-D toy model (saved in its checkpoints)."""
 
     hidden: int = 128
+    """width of the MLP"""
     depth: int = 3
+    """hidden layers"""
     sigma_min: float = 0.002
     sigma_max: float = 20.0
     rho: float = 7.0
+    """EDM (Karras) noise levels: sigma range and rho"""
     sigma_data: float = 1.5
+    """data standard deviation used by the EDM preconditioning"""
     mixture_k: int = 3
+    """components of the ring mixture"""
 
 
 class ToyTask:
