@@ -210,7 +210,7 @@ def run_problems(lm, problems, folder: Path, *, num: int, steps: int, seed: int,
     """Design ``num`` backbones per problem; returns one result dict per problem (rows + summary).
 
     ``method``, ``taper``: how the motif is held (:func:`diffsci.protein.motif.condition_on_motif`;
-    ``"fixed"`` reproduces the sampler before issue 13; taper None: the default).
+    ``"fixed"`` pins the motif at its input position, the baseline method; taper None: the default).
 
     ``designability``: add ProteinMPNN's ``mpnn_nll_proxy`` per design, all designs in one
     ProteinMPNN run (:func:`diffsci.protein.designability.designability` without a folding
@@ -354,7 +354,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--split", choices=("heldout", "train"), default="heldout",
                    help="chains the motifs are cut from (default heldout; the method was tuned on train)")
     p.add_argument("--method", choices=("align", "fixed", "noised"), default="align",
-                   help="how the motif is held (default align; fixed = the sampler before issue 13, for comparison)")
+                   help="how the motif is held (default align; fixed = the motif pinned at its input position, for comparison)")
     p.add_argument("--taper", type=int, default=None,
                    help="align: residues over which the motif's correction fades into a flank (default 6; 0: none)")
     p.add_argument("--designability", action="store_true",

@@ -1,6 +1,6 @@
 """Wall time of a weather ensemble forecast (``python -m diffsci.benchmarks.weather_speed``).
 
-The reference job of the model issue: a 16-member, 24-step (hourly, 24 h) forecast at 32x64
+The reference job: a 16-member, 24-step (hourly, 24 h) forecast at 32x64
 with the shipped checkpoint and the forecast's default sampler; target <= 60 s on 2 CPU cores.
 Initial conditions come from the built-in generator (seed 99, never used for training).
 Also reports the time of one denoiser evaluation of a member chunk, and the peak RSS.

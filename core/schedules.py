@@ -6,9 +6,9 @@ Convention: ``t = 0`` is clean data, ``t = 1`` is the prior. A Euclidean state a
 (needed by samplers that pick intermediate times, e.g. DPM-Solver++ 2S and EDM churn), and the
 closed-form time derivatives ``alpha_dot(t)``, ``sigma_dot(t)`` (the SDE drift and diffusion
 ``f = alpha'/alpha``, ``g^2 = 2 sigma sigma' - 2 f sigma^2`` of :meth:`Schedule.sde_coefficients`,
-and velocity-predictor adapters). They are plain formulas, not autograd, so they are the same
+and flow-matching velocities). They are plain formulas, not autograd, so they are the same
 under ``torch.inference_mode()``, ``torch.no_grad()`` and with gradients on (autograd inside a
-sampler returned zeros under inference mode: issue 14, bug 8).
+sampler returns zeros under inference mode).
 
 Schedules are small frozen dataclasses with pure methods (no hidden counters); sampling time
 grids and training noise levels come from the same parameterised family (k-diffusion's
