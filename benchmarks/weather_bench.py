@@ -38,7 +38,7 @@ from diffsci.core.figures import save_figure
 from diffsci.core.io import write_netcdf
 from diffsci.weather.metrics import evaluate_forecast
 
-__all__ = ["run_benchmark", "select_init_times", "summarize", "render_report", "report_tables", "crps_or_mae",
+__all__ = ["run_benchmark", "check_heldout", "select_init_times", "summarize", "render_report", "report_tables", "crps_or_mae",
            "add_parser", "HELDOUT_SEED", "DEFAULT_DET_CHECKPOINT", "MIN_LEAD_HOURS"]
 
 DEFAULT_DET_CHECKPOINT = Path(__file__).with_name("data") / "deterministic_weather.pt"
@@ -152,6 +152,21 @@ def _plots(out: Path, results: dict, forecasts: dict, truth: xr.Dataset, variabl
     return pngs
 
 
+def check_heldout(data, train_data, provenance=None) -> None:
+    """Refuse held-out data that is not held out: the same bytes (SHA-256) as the climatology
+    data, or as a file the checkpoint was trained on (its recorded provenance; checkpoints
+    without provenance are not checked)."""
+    from diffsci.core.config import file_record
+
+    held = file_record(data).sha256
+    if file_record(train_data).sha256 == held:
+        raise DiffsciError(f"--data {data}: the same data as the climatology period {train_data}; give held-out data")
+    for f in (provenance.files if provenance is not None else ()):
+        if f.sha256 == held:
+            raise DiffsciError(f"--data {data}: the checkpoint was trained on this file ({f.path}, SHA-256 "
+                               f"{held[:12]}...); give held-out data")
+
+
 def run_benchmark(out, *, quick: bool = False, members: int | None = None, inits: int | None = None,
                   lead_hours: int = 24, checkpoint=None, det_checkpoint=None, data=None, train_data=None,
                   seed: int = 0, steps: int = 5, sampler: str = "heun", churn: float = 2.5,
@@ -207,6 +222,7 @@ def run_benchmark(out, *, quick: bool = False, members: int | None = None, inits
         if not train_data.exists():
             log(f"regenerating the training period for the climatologies (seed {period.seed}, {trajs} x {hours} h)")
             write_netcdf(period.generate(hours, trajs, progress=True), train_data)
+    check_heldout(data, train_data, forecaster.provenance)
     train = open_weather(train_data, variables=variables).load()
     init_times = select_init_times(truth, n_inits, lead_hours)
     log(f"{len(init_times)} init times, {members} members, leads 1..{lead_hours} h")

@@ -218,3 +218,23 @@ def test_train_deterministic_then_roll_out(data, tmp_path):
     _layout_ok(f, truth, 2, 2, 1)
     with pytest.raises(DiffsciError, match="not a deterministic"):
         baselines.deterministic_forecast(default_checkpoint_path(KIND), truth, truth.time.values[[2]], 1)
+
+
+def test_heldout_data_must_not_be_training_or_climatology_data(tmp_path):
+    """bench weather refuses held-out data with the bytes of the climatology data or of a file the
+    checkpoint's provenance records; other files pass."""
+    from diffsci.benchmarks.weather_bench import check_heldout
+    from diffsci.core.config import Provenance, file_record
+    from diffsci.core.errors import DiffsciError
+
+    a, b, c = (tmp_path / n for n in ("a.nc", "b.nc", "c.nc"))
+    a.write_bytes(b"held out")
+    b.write_bytes(b"training period")
+    c.write_bytes(b"held out")  # another name, the same bytes as a
+    check_heldout(a, b, None)
+    with pytest.raises(DiffsciError, match="same data as the climatology"):
+        check_heldout(a, c, None)
+    trained_on = Provenance(files=(file_record(c),))
+    with pytest.raises(DiffsciError, match="trained on this file"):
+        check_heldout(a, b, trained_on)
+    check_heldout(b, a, Provenance())  # no files recorded: nothing to compare
