@@ -32,6 +32,7 @@ import pandas as pd
 import xarray as xr
 
 from diffsci.core.errors import DiffsciError
+from diffsci.core.io import check_int
 from diffsci.core.io import progress as progress_bar  # ``progress`` names the functions' on/off argument
 
 __all__ = [
@@ -58,8 +59,9 @@ class TrainingPeriod:
     spinup_hours: int = 480
 
     def __post_init__(self):
-        if self.hours < 1 or self.trajectories < 1 or self.spinup_hours < 0:
-            raise DiffsciError(f"TrainingPeriod: hours, trajectories must be >= 1 and spinup >= 0, got {self}")
+        check_int(self.hours, "TrainingPeriod.hours")
+        check_int(self.trajectories, "TrainingPeriod.trajectories")
+        check_int(self.spinup_hours, "TrainingPeriod.spinup_hours", minimum=0)
 
     def generate(self, hours: int | None = None, trajectories: int | None = None, progress: bool = False) -> xr.Dataset:
         """The first ``hours`` hours of the first ``trajectories`` trajectories (default: all)."""
@@ -82,8 +84,7 @@ def _leads(lead_hours: int) -> np.ndarray:
 
 
 def _check(truth: xr.Dataset, init_times, lead_hours: int, variables) -> pd.DatetimeIndex:
-    if lead_hours < 1:
-        raise DiffsciError(f"lead_hours must be >= 1, got {lead_hours}")
+    check_int(lead_hours, "lead_hours")
     missing = [v for v in variables if v not in truth]
     if missing:
         raise DiffsciError(f"variables {missing} not in the truth data (has {list(truth.data_vars)})")
@@ -153,8 +154,7 @@ def prob_climatology(train: xr.Dataset, truth: xr.Dataset, init_times, lead_hour
     state of its own hour of day, and each member is a physically consistent trajectory.
     """
     inits = _check(truth, init_times, lead_hours, variables)
-    if members < 1:
-        raise DiffsciError(f"members must be >= 1, got {members}")
+    check_int(members, "members")
     times = pd.DatetimeIndex(train.time.values)
     traj = np.asarray(train.trajectory.values) if "trajectory" in train.coords else np.zeros(len(times), int)
     starts = np.arange(len(times) - lead_hours)
@@ -184,8 +184,8 @@ def perfect_model(raw: xr.Dataset, init_times, lead_hours: int, variables, membe
     """
     from diffsci.weather.generator import perfect_model_ensemble
 
-    if lead_hours < 1 or members < 1:
-        raise DiffsciError(f"lead_hours and members must be >= 1, got {lead_hours}, {members}")
+    check_int(lead_hours, "lead_hours")
+    check_int(members, "members")
     inits = pd.DatetimeIndex(np.atleast_1d(np.asarray(init_times, dtype="datetime64[ns]")))
     vals = {v: [] for v in variables}
     lat = lon = None

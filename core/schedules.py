@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import torch
 
 from diffsci.core.errors import DiffsciError
+from diffsci.core.io import check_int
 
 __all__ = [
     "Schedule",
@@ -103,8 +104,7 @@ def time_grid(steps: int, t_max: float = 1.0, t_min: float = 0.0, power: float =
     """``steps + 1`` decreasing times from ``t_max`` to ``t_min`` (float64):
     ``t_i = t_min + (t_max - t_min) u_i^power`` with ``u`` uniform from 1 to 0. ``power = 1`` is
     uniform; ``power > 1`` puts more steps near the clean end (as Karras' rho does for sigma)."""
-    if not isinstance(steps, int) or steps < 1:
-        raise DiffsciError(f"steps must be a positive integer, got {steps!r}")
+    check_int(steps, "steps")
     if not 0.0 <= t_min < t_max <= 1.0:
         raise DiffsciError(f"time grid needs 0 <= t_min < t_max <= 1, got t_min={t_min}, t_max={t_max}")
     if not (isinstance(power, (int, float)) and 0 < power <= 10 and math.isfinite(power)):

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import random
 import signal
@@ -49,6 +48,7 @@ from diffsci.core.checkpoint import (CHECKPOINT_FORMAT, average_checkpoints, exp
                                      save_checkpoint)
 from diffsci.core.config import Provenance, from_dict, to_dict
 from diffsci.core.errors import CheckpointError, DiffsciError
+from diffsci.core.io import check_int, check_range
 from diffsci.core.io import progress as progress_bar
 from diffsci.core.utils import make_generator, resolve_device, tree_map
 
@@ -105,15 +105,14 @@ class TrainConfig:
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "log_every", "ckpt_every", "keep_checkpoints"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
-                raise DiffsciError(f"TrainConfig.{name} must be a positive integer, got {v!r}")
-        if self.lr <= 0 or not math.isfinite(self.lr):
-            raise DiffsciError(f"TrainConfig.lr must be a positive number, got {self.lr!r}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise DiffsciError(f"TrainConfig.ema_decay must lie in [0, 1), got {self.ema_decay!r}")
-        if self.grad_clip < 0 or self.warmup_steps < 0 or self.weight_decay < 0:
-            raise DiffsciError("TrainConfig: grad_clip, warmup_steps and weight_decay must be >= 0")
+            check_int(getattr(self, name), f"train.{name}")
+        check_int(self.warmup_steps, "train.warmup_steps", minimum=0)
+        check_range(self.lr, "train.lr", 0, lo_open=True)
+        check_range(self.ema_decay, "train.ema_decay", 0, 1, hi_open=True)
+        check_range(self.grad_clip, "train.grad_clip", 0)
+        check_range(self.weight_decay, "train.weight_decay", 0)
+        if self.max_minutes is not None:
+            check_range(self.max_minutes, "train.max_minutes", 0, lo_open=True)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":

@@ -43,7 +43,6 @@ from diffsci.core.errors import DiffsciError
 from diffsci.core.io import check_choice
 from diffsci.core.schedules import FlowMatching, LogLinear, VPLinear
 from diffsci.core.spaces import EuclideanCoM, Product, SO3Diffusion, SO3Flow, remove_com
-from diffsci.core.utils import make_generator
 from diffsci.protein.frames import backbone_from_frames, frames_from_backbone
 from diffsci.protein.model import FrameDenoiserNet, FrameNetConfig
 
@@ -314,10 +313,6 @@ def frames_to_backbone_angstrom(trans_nm: torch.Tensor, rots: torch.Tensor) -> t
     """Backbone atoms (..., N, 4, 3) in Å from frames in nm."""
     return backbone_from_frames(rots, trans_nm * ANGSTROM_PER_NM)
 
-
-def sample_generators(seed: int, indices, key: str = "protein") -> list[torch.Generator]:
-    """One generator per sample index, derived from (seed, key, index)."""
-    return [make_generator(seed, key, int(i)) for i in indices]
 
 
 # ------------------------------------------------------------------------- the registered kind

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from diffsci.core.errors import DiffsciError
+from diffsci.core.io import check_int
 from diffsci.weather.graph import GridMeshGraph
 
 __all__ = ["GraphNetConfig", "GraphNet", "CondLayerNorm", "fourier_features"]
@@ -45,8 +46,7 @@ class GraphNetConfig:
 
     def __post_init__(self):
         for name in ("in_features", "out_channels", "latent", "layers", "noise_features"):
-            if getattr(self, name) < 1:
-                raise DiffsciError(f"GraphNetConfig.{name} must be >= 1")
+            check_int(getattr(self, name), f"GraphNetConfig.{name}")
 
 
 def fourier_features(x: torch.Tensor, n: int) -> torch.Tensor:
