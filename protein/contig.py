@@ -120,7 +120,7 @@ def parse_contig(contig: str) -> Contig:
                 a, ai = int(m.group("a")), m.group("ai").upper()
                 b, bi = (int(m.group("b")), m.group("bi").upper()) if m.group("b") else (a, ai)
                 if (b, bi) < (a, ai):
-                    raise DiffsciError(f"--contig: motif segment {part!r} ends before it starts")
+                    raise DiffsciError(f"contig: motif segment {part!r} ends before it starts")
                 current.append(Segment(a, b, m.group("chain"), ai, bi))
                 continue
             m = _SCAFFOLD_SEG.match(part)
@@ -131,15 +131,15 @@ def parse_contig(contig: str) -> Contig:
             lo = int(m.group("lo"))
             hi = int(m.group("hi")) if m.group("hi") else lo
             if hi < lo:
-                raise DiffsciError(f"--contig: scaffold segment {part!r} has max < min")
+                raise DiffsciError(f"contig: scaffold segment {part!r} has max < min")
             current.append(Segment(lo, hi))
         if current:
             chains.append(current)
     if not chains:
-        raise DiffsciError(f"--contig {contig!r}: empty")
+        raise DiffsciError(f"contig {contig!r}: empty")
     for k, ch in enumerate(chains):
         if not any(x.chain for x in ch) and sum(x.lo for x in ch) < 1:
-            raise DiffsciError(f"--contig {contig!r}: chain {k + 1} ({'/'.join(x.label for x in ch)}) may be drawn "
+            raise DiffsciError(f"contig {contig!r}: chain {k + 1} ({'/'.join(x.label for x in ch)}) may be drawn "
                                "with no residue; give its segments a minimum of at least 1")
     designed = [tuple(ch) for ch in chains if any(x.chain is None for x in ch)]
     fixed = [tuple(ch) for ch in chains if all(x.chain for x in ch)]
@@ -181,7 +181,7 @@ class Motif:
         if not missing:
             i, j = order.index(start), order.index(end)
             if j < i:
-                raise DiffsciError(f"--contig: in the motif file {self.path}, {_label(end)} comes before {_label(start)}")
+                raise DiffsciError(f"contig: in the motif file {self.path}, {_label(end)} comes before {_label(start)}")
             keys = order[i:j + 1]
             have = {k[1] for k in keys}
             missing = [f"{seg.chain}{r}" for r in range(seg.lo, seg.hi + 1) if r not in have]
@@ -192,12 +192,12 @@ class Motif:
                              key=lambda x: (len(x), x))
         if missing:
             shown = ", ".join(missing[:6]) + (" ..." if len(missing) > 6 else "")
-            raise DiffsciError(f"--contig {seg.label}: residues {shown} are not in the motif file {self.path}"
+            raise DiffsciError(f"contig {seg.label}: residues {shown} are not in the motif file {self.path}"
                                " (or have no complete N/CA/C/O backbone)")
         bad = [_label(k) for k in keys if not np.isfinite(self.residues[k]).all()]
         if bad:
             shown = ", ".join(bad[:6]) + (" ..." if len(bad) > 6 else "")
-            raise DiffsciError(f"--motif {self.path}: residues {shown} have NaN or infinite coordinates")
+            raise DiffsciError(f"motif file {self.path}: residues {shown} have NaN or infinite coordinates")
         return keys
 
     def segment(self, seg: Segment) -> np.ndarray:
@@ -215,7 +215,7 @@ def load_motif(path) -> Motif:
     from diffsci.protein.structure import read_structure_chains
 
     if not Path(path).exists():
-        raise DiffsciError(f"--motif {path}: file not found")
+        raise DiffsciError(f"motif file {path}: file not found")
     chains = read_structure_chains(path, on_break="split")
     residues, names = {}, {}
     for ch in chains:
@@ -224,7 +224,7 @@ def load_motif(path) -> Motif:
             residues[key] = np.asarray(xyz, dtype=np.float32)
             names[key] = _ONE_TO_THREE.get(aa, "UNK")
     if not residues:
-        raise DiffsciError(f"--motif {path}: no residue with a complete backbone")
+        raise DiffsciError(f"motif file {path}: no residue with a complete backbone")
     return Motif(str(path), residues, names)
 
 
@@ -248,7 +248,7 @@ def resolve_contig(contig: Contig, motif: Motif | None) -> list[list[_Block]]:
                 blocks.append(_Block(s))
                 continue
             if motif is None:
-                raise DiffsciError(f"--contig {contig.text!r} names motif residues ({s.label}): give --motif FILE.pdb")
+                raise DiffsciError(f"contig {contig.text!r} names motif residues ({s.label}): give the motif file")
             keys = motif.keys(s)
             atoms = np.stack([motif.residues[k] for k in keys])
             blocks.append(_Block(s, tuple(keys), atoms, tuple(motif.names.get(k, "GLY") for k in keys)))
@@ -271,7 +271,7 @@ def contig_length_limits(plan, total_length=None, *, text: str = "") -> tuple[in
         lo, hi = max(lo, total_length[0]), min(hi, total_length[1])
         limits += f" and --total-length {total_length[0]}-{total_length[1]}"
     if max(lo, mn) > min(hi, mx):
-        raise DiffsciError(f"--contig {text!r}: its total length is {mn}..{mx} residues, which can never fit "
+        raise DiffsciError(f"contig {text!r}: its total length is {mn}..{mx} residues, which can never fit "
                            f"{limits}")
     return max(lo, mn), min(hi, mx)
 

@@ -257,7 +257,7 @@ def _symmetry_order(symmetry) -> int:
         return 1
     m = re.fullmatch(r"[Cc](\d+)", str(symmetry))
     if not m or int(m.group(1)) < 2:
-        raise DiffsciError(f"--symmetry {symmetry!r}: use Cn with n >= 2 (e.g. C3)")
+        raise DiffsciError(f"symmetry {symmetry!r}: use Cn with n >= 2 (e.g. C3)")
     return int(m.group(1))
 
 
@@ -268,18 +268,18 @@ def check_design_options(lengths, *, contig: str | None = None, motif: bool = Fa
     ``total_length`` range), and ``symmetry`` for plain designs only."""
     if contig is not None:
         if lengths:
-            raise DiffsciError("--length cannot be combined with --contig: the contig sets the length "
-                               "(use a scaffold range, or --total-length 80-120 for the total)")
+            raise DiffsciError("lengths cannot be combined with a contig: the contig sets the length "
+                               "(use a scaffold range, or a total length such as 80-120)")
         if symmetry:
-            raise DiffsciError("--symmetry cannot be combined with --contig/--motif: placing a motif in every "
+            raise DiffsciError("symmetry cannot be combined with a contig or motif: placing a motif in every "
                                "subunit is not supported; design the symmetric assembly without a motif")
         return
     if motif:
-        raise DiffsciError("--motif needs --contig (e.g. --contig 10-20/A5-20/30-40)")
+        raise DiffsciError("a motif needs a contig (e.g. 10-20/A5-20/30-40)")
     if total_length is not None:
-        raise DiffsciError("--total-length applies to --contig designs (use --length for plain designs)")
+        raise DiffsciError("total_length applies to contig designs (give lengths for plain designs)")
     if not lengths:
-        raise DiffsciError("give at least one --length (or --contig)")
+        raise DiffsciError("give at least one length (or a contig)")
 
 
 def sample_backbones(bundle: Bundle, lengths, num: int, *, seed: int = 0, steps: int = 100, sampler: str | None = None,

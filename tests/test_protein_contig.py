@@ -98,7 +98,7 @@ def test_missing_residues_and_nan_are_refused(real_files):
     bad[("B", 20, "")] = np.full((4, 3), np.nan, dtype=np.float32)
     with pytest.raises(DiffsciError, match="B20 have NaN"):
         resolve_contig(parse_contig("10/B17-29/30"), Motif(m.path, bad, m.names))
-    with pytest.raises(DiffsciError, match="give --motif"):
+    with pytest.raises(DiffsciError, match="give the motif file"):
         resolve_contig(parse_contig("10/B17-29/30"), None)
 
 
@@ -155,13 +155,13 @@ def test_binder_layout_two_chains_target_fixed(real_files):
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["--length", "60", "--contig", "10-20/B17-29/10-20", "--motif", "MOTIF"], "--length cannot be combined with --contig"),
+    (["--length", "60", "--contig", "10-20/B17-29/10-20", "--motif", "MOTIF"], "lengths cannot be combined with a contig"),
     (["--contig", "5/B17-29/5", "--motif", "MOTIF"], "can never fit"),
     (["--contig", "10-20/B17-29/10-20", "--motif", "MOTIF", "--total-length", "200-300"], "can never fit"),
-    (["--contig", "10-40/B17-29/10-40", "--motif", "MOTIF", "--symmetry", "C3"], "--symmetry cannot be combined"),
+    (["--contig", "10-40/B17-29/10-40", "--motif", "MOTIF", "--symmetry", "C3"], "symmetry cannot be combined"),
     (["--contig", "10-40/B90-120/10-40", "--motif", "MOTIF"], "not in the motif file"),
     (["--contig", "10-40/B17-29/10-40", "--motif", "NANFILE"], "NaN"),
-    (["--length", "60", "--total-length", "80-90"], "--total-length applies to --contig"),
+    (["--length", "60", "--total-length", "80-90"], "total_length applies to contig designs"),
 ])
 def test_refused_before_sampling_one_line_nothing_written(real_files, tmp_path, capsys, args, needle):
     """Refused before the model is loaded: a checkpoint that does not exist is never opened."""

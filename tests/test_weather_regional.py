@@ -180,9 +180,9 @@ def test_regional_forecast_refuses_missing_or_wrong_boundary(regional, tmp_path,
     ds.isel(time=slice(0, 7)).to_netcdf(short, engine="netcdf4")  # ends at init + 1 h
     other = tmp_path / "other.nc"
     ds.isel(latitude=slice(1, None)).to_netcdf(other, engine="netcdf4")
-    cases = [([], "--boundary"), (["--boundary", str(short)], "missing for 2 valid time"),
+    cases = [([], "give the lateral boundary values"), (["--boundary", str(short)], "missing for 2 valid time"),
              (["--boundary", str(other)], "latitude grid"),
-             (["--boundary", str(data), "--boundary-width", "1"], "--boundary-width")]
+             (["--boundary", str(data), "--boundary-width", "1"], "boundary_width")]
     for extra, needle in cases:
         out = tmp_path / "bad.nc"
         assert _forecast(regional, out, *extra) == 2, extra

@@ -153,10 +153,10 @@ def _init_indices(ds: xr.Dataset, init_times, step: pd.Timedelta = pd.Timedelta(
             try:
                 ts = pd.Timestamp(t)
             except Exception:
-                raise DiffsciError(f"--init-time {t!r}: not an ISO 8601 time (e.g. 2000-01-03T06:00)") from None
+                raise DiffsciError(f"init time {t!r}: not an ISO 8601 time (e.g. 2000-01-03T06:00)") from None
             hit = np.nonzero(times == ts)[0]
             if len(hit) == 0:
-                raise DiffsciError(f"--init-time {t}: not in the initial-condition file ({times[0]} .. {times[-1]})")
+                raise DiffsciError(f"init time {t}: not in the initial-condition file ({times[0]} .. {times[-1]})")
             idx.append(int(hit[0]))
     for i in idx:
         if i < 1 or times[i] - times[i - 1] != step:
@@ -174,13 +174,13 @@ def _boundary_forcing(forecaster: Forecaster, boundary, width, init_stamps, n_st
     if boundary is None:
         if trained > 0:
             raise DiffsciError(f"{forecaster.source}: a regional model (boundary band {trained} cells): give the lateral "
-                               "boundary values with --boundary FILE (every valid time of the forecast, same grid)")
+                               "boundary values (boundary: a file with every valid time of the forecast, same grid)")
         if width:
-            raise DiffsciError("--boundary-width needs --boundary FILE")
+            raise DiffsciError("boundary_width needs boundary values (a boundary file)")
         return None, None, 0
     width = trained if width is None else int(width)
     if width < max(trained, 1):
-        raise DiffsciError(f"--boundary-width {width}: must be >= 1 and at least the band the model was trained "
+        raise DiffsciError(f"boundary_width {width}: must be >= 1 and at least the band the model was trained "
                            f"with ({trained} cells)")
     mask = boundary_mask(forecaster.config.latitude, forecaster.config.longitude, width)
     if not mask.any():
