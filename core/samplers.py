@@ -192,31 +192,31 @@ def _lambda(sched, t):
 
 
 def sample_dpmpp_2m(denoise, x, times, *, space, cond=None, generator=None, constraint=None, callback=None):
-    """DPM-Solver++(2M) (Lu et al. 2022), the multistep second-order data-prediction solver.
+    """DPM-Solver++(2M) (Lu et al. 2022), the multistep second-order data-prediction solver, on
+    any space: one denoiser evaluation per step, like Euler.
 
-    With ``lambda = log(alpha / sigma)`` and ``h = lambda_s - lambda_t``:
+    With ``lambda = log(alpha / sigma)`` and ``h = lambda_s - lambda_t`` the Euclidean update is
     ``x_s = (sigma_s / sigma_t) x_t - alpha_s expm1(-h) D`` with
     ``D = (1 + 1/(2r)) x0_i - 1/(2r) x0_{i-1}``, ``r = h_{i-1} / h``; first order on the first
-    step and on the final step to sigma = 0.
+    step and on the final step to sigma = 0. That update is the deterministic DDIM step towards
+    ``D``, so the sampler takes ``space.step(x, D, t, s)`` with
+    ``D = space.extrapolate(x0_{i-1}, x0_i, 1 + 1/(2r))``: on SO(3) the extrapolation follows
+    the geodesic and the step is the space's (with ``SO3Flow``'s rotation rate). lambda comes
+    from the time schedule (a product's first factor: all factors share t).
     """
-    _require_euclidean(space, "DPM-Solver++")
     x, times = _prologue(x, times, space, constraint)
-    sched = space.schedule
+    sched = _time_schedule(space)
     prev_x0, prev_h = None, None
     for i in range(len(times) - 1):
         t, s = times[i], times[i + 1]
         x0_hat = denoise(x, _t(t, x), cond)
-        a_s, sg_s, sg_t = sched.alpha(s), sched.sigma(s), sched.sigma(t)
-        if float(sg_s) == 0.0:
-            x = (a_s * x0_hat).to(x.dtype)
-        else:
+        d = x0_hat
+        if float(sched.sigma(s)) > 0:
             h = _lambda(sched, s) - _lambda(sched, t)
-            d = x0_hat
             if prev_x0 is not None and torch.isfinite(h) and torch.isfinite(prev_h):
-                r = prev_h / h
-                d = (1 + 1 / (2 * r)) * x0_hat - (1 / (2 * r)) * prev_x0
-            x = ((sg_s / sg_t) * x - a_s * torch.expm1(-h) * d).to(x.dtype)
+                d = space.extrapolate(prev_x0, x0_hat, 1.0 + float(h / (2 * prev_h)))
             prev_h = h
+        x = space.step(x, d, _t(t, x), _t(s, x), 0.0, generator)
         prev_x0 = x0_hat
         x = _post(x, s, constraint)
         if callback is not None:

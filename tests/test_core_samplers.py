@@ -218,3 +218,75 @@ def test_euler_maruyama_refuses_an_unstable_grid():
     assert float(sde_step_gain(schedule, schedule.time_grid(20)).max()) < EM_MAX_GAIN
     out = get_sampler("euler_maruyama")(den, x, schedule.time_grid(20), space=space, generator=torch.Generator().manual_seed(1))
     assert (out.mean(0) - GM.mean).norm() < 0.5
+
+
+# ------------------------------------------------------------ DPM-Solver++(2M) on any space
+def test_dpmpp_2m_is_the_closed_form_update_on_euclidean():
+    """The space.step form equals Lu et al.'s update written out: x_s = (sigma_s/sigma_t) x_t -
+    alpha_s expm1(-h) D, D = (1 + 1/(2r)) x0_i - 1/(2r) x0_{i-1}, first order first and last."""
+    for schedule in (EDM(sigma_max=80.0), FlowMatching()):
+        den = lambda x, t, c, s=schedule: GM.denoise(x, t, s)  # noqa: E731
+        x = Euclidean(schedule).prior(torch.zeros(500, 2, dtype=torch.float64), torch.Generator().manual_seed(8))
+        times = schedule.time_grid(12, power=2.0) if isinstance(schedule, FlowMatching) else schedule.time_grid(12)
+        out = get_sampler("dpmpp_2m")(den, x, times, space=Euclidean(schedule))
+        lam = lambda t: torch.log(schedule.alpha(t)) - torch.log(schedule.sigma(t))  # noqa: E731
+        y, prev, prev_h = x, None, None
+        for t, s in zip(times[:-1], times[1:]):
+            x0 = GM.denoise(y, t.expand(len(y)), schedule)
+            if float(schedule.sigma(s)) == 0:
+                y = schedule.alpha(s) * x0
+                continue
+            h = lam(s) - lam(t)
+            r = None if prev is None else prev_h / h
+            d = x0 if prev is None else (1 + 1 / (2 * r)) * x0 - 1 / (2 * r) * prev
+            y = schedule.sigma(s) / schedule.sigma(t) * y - schedule.alpha(s) * torch.expm1(-h) * d
+            prev, prev_h = x0, h
+        torch.testing.assert_close(out, y, rtol=1e-9, atol=1e-9)
+
+
+def _so3_flow_problem():
+    from diffsci.core import so3
+    from diffsci.core.spaces import SO3Flow
+
+    space = SO3Flow()
+    skew = torch.tensor([[0.0, -0.9, 0.4], [0.9, 0.0, -0.6], [-0.4, 0.6, 0.0]], dtype=torch.float64)
+    target = torch.linalg.matrix_exp(0.3 * skew)
+
+    def den(x, t, c):  # x0_hat = x exp(t log(x^T T(t))): the flow dR/dt = -R log(R^T T(t)) bends with t
+        turned = target @ torch.linalg.matrix_exp(t.reshape(-1, 1, 1, 1) * skew)
+        return so3.geodesic(x, turned.expand_as(x), t.reshape(-1, 1))
+
+    x = space.prior(torch.zeros(64, 5, 3, 3, dtype=torch.float64), torch.Generator().manual_seed(9))
+    return space, den, x
+
+
+def test_dpmpp_2m_beats_euler_on_so3():
+    from diffsci.core import so3
+
+    space, den, x = _so3_flow_problem()
+    ref = get_sampler("dpmpp_2m")(den, x, space.schedule.time_grid(2000, t_max=0.999, power=2.0), space=space)
+    ns = [8, 16, 32, 64]
+
+    def order(name):
+        errs = [so3.log_map(ref.transpose(-1, -2) @ get_sampler(name)(
+            den, x, space.schedule.time_grid(n, t_max=0.999, power=2.0), space=space)).norm(dim=-1).mean().item() for n in ns]
+        return -np.polyfit(np.log(ns), np.log(errs), 1)[0], errs
+
+    (o_e, e_e), (o_2m, e_2m) = order("euler"), order("dpmpp_2m")
+    # measured: Euler 1.03; 2M 1.40 over 8..64 steps (local slopes rising 1.3 -> 1.55), 10x smaller at 64
+    assert 0.8 < o_e < 1.2 and o_2m > 1.25 and e_2m[-1] < e_e[-1] / 5, (o_e, e_e, o_2m, e_2m)
+
+
+def test_dpmpp_2m_on_a_product_is_the_factors_run_alone():
+    from diffsci.core.spaces import Product
+
+    so3_space, so3_den, r = _so3_flow_problem()
+    schedule = FlowMatching()
+    x = Euclidean(schedule).prior(torch.zeros(64, 2, dtype=torch.float64), torch.Generator().manual_seed(10))
+    times = schedule.time_grid(10, power=2.0)
+    both = get_sampler("dpmpp_2m")(lambda s, t, c: (GM.denoise(s[0], t, schedule), so3_den(s[1], t, c)), (x, r), times,
+                                   space=Product((Euclidean(schedule), so3_space)))
+    alone_x = get_sampler("dpmpp_2m")(lambda s, t, c: GM.denoise(s, t, schedule), x, times, space=Euclidean(schedule))
+    alone_r = get_sampler("dpmpp_2m")(so3_den, r, times, space=so3_space)
+    torch.testing.assert_close(both[0], alone_x)
+    torch.testing.assert_close(both[1], alone_r)
