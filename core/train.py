@@ -47,6 +47,7 @@ from diffsci.core.checkpoint import (CHECKPOINT_FORMAT, average_checkpoints, exp
                                      latest_checkpoint, link_latest, load_checkpoint, migrate, registered_kinds,
                                      save_checkpoint)
 from diffsci.core.config import Provenance, from_dict, to_dict
+from diffsci.core.distributed import dist_info
 from diffsci.core.errors import CheckpointError, DiffsciError
 from diffsci.core.io import check_int, check_range
 from diffsci.core.io import progress as progress_bar
@@ -183,13 +184,6 @@ def _set_rng_state(state: dict) -> None:
 
 
 # ------------------------------------------------------------------------------ distributed
-def _dist_info() -> tuple[int, int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    return world, rank, local
-
-
 def _slice_for_rank(batch, rank: int, world: int, batch_size: int):
     per = batch_size // world
     return tree_map(lambda x: x[rank * per : (rank + 1) * per] if x.ndim and x.shape[0] == batch_size else x, batch)
@@ -217,7 +211,7 @@ def _load_warm_start(model: nn.Module, weights: dict) -> list[str]:
 # ------------------------------------------------------------------------------ the loop
 def _setup_device(cfg: TrainConfig):
     """(device, world, rank, torch.distributed or None) for this process (``torchrun`` aware)."""
-    world, rank, local = _dist_info()
+    world, rank, local = dist_info()
     device = resolve_device(cfg.device)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", local)
