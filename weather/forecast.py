@@ -3,7 +3,9 @@
 Member ``m`` of the forecast from init time ``T`` draws all its noise from the generator of
 ``(seed, T, m)`` (on the forecast's device), and members are evaluated in fixed-size chunks
 (padded with throw-away members), so member ``m`` is bit-for-bit the same whatever the ensemble
-size on one device.
+size on one device. Under ``torchrun`` the (init time, chunk) units are spread over the ranks
+(:func:`diffsci.core.distributed.gather_shares`) and gathered to rank 0, so the forecast is
+bitwise that of one process.
 
 One model step is the checkpoint's time step (``WeatherModelConfig.time_step_hours``, read
 from the training data); the initial-condition file must have that step (and the state one
@@ -32,6 +34,7 @@ import xarray as xr
 
 from diffsci.core.checkpoint import load_bundle
 from diffsci.core.config import Provenance
+from diffsci.core.distributed import gather_shares, is_root, rank_device
 from diffsci.core.errors import DiffsciError
 from diffsci.core.io import check_int, progress as progress_bar, write_netcdf
 from diffsci.core.samplers import get_sampler
@@ -212,7 +215,7 @@ def _boundary_forcing(forecaster: Forecaster, boundary, width, init_stamps, n_st
 @torch.inference_mode()
 def forecast(forecaster: Forecaster, init, *, init_times=None, lead_hours: int = 24, members: int = 8, seed: int = 0,
              steps: int | None = None, sampler: str = "heun", churn: float = 2.5, progress: bool = True,
-             boundary=None, boundary_width: int | None = None, device=None) -> xr.Dataset:
+             boundary=None, boundary_width: int | None = None, device=None) -> xr.Dataset | None:
     """Ensemble rollouts from each init time of ``init`` (path or Dataset, ERA5/WB2 style).
 
     Returns the WB2-layout forecast dataset (not yet written; module docstring). Units are the
@@ -221,6 +224,10 @@ def forecast(forecaster: Forecaster, init, *, init_times=None, lead_hours: int =
     ``steps``: noise levels per step (None: :data:`DEFAULT_STEPS`, 5 for most samplers).
     ``device``: where the model runs (``"cpu"``, ``"cuda:1"``, ``"auto"``; None: where the
     forecaster's network is); the network is moved there.
+
+    Under ``torchrun`` every rank calls this with the same arguments: each rolls out its share
+    of the (init time, member chunk) units, rank 0 returns the whole forecast and the other
+    ranks return None. With several ranks, a CUDA device is the ``LOCAL_RANK``-th GPU.
 
     Regional checkpoints (``config.boundary_width > 0``) need ``boundary`` (path or Dataset, any
     layout ``open_weather`` reads, on the checkpoint's grid, with every valid time of the
@@ -241,7 +248,7 @@ def forecast(forecaster: Forecaster, init, *, init_times=None, lead_hours: int =
     get_sampler(sampler)
     # EDM churn applies to the heun/euler samplers only; others run without (recorded as 0)
     churn = float(churn) if sampler in ("heun", "euler") else 0.0
-    device = forecaster.device if device is None else resolve_device(device)
+    device = rank_device(forecaster.device if device is None else resolve_device(device))
     forecaster.model.to(device)
     predictor = forecaster.predictor(sampler=sampler, steps=steps, churn=churn)
     ds = open_weather(init, variables=list(cfg.variables))
@@ -257,24 +264,16 @@ def forecast(forecaster: Forecaster, init, *, init_times=None, lead_hours: int =
     idx = _init_indices(ds, init_times, step)
     init_stamps = pd.DatetimeIndex(ds.time.values[idx])
     band, bvals, width = _boundary_forcing(forecaster, boundary, boundary_width, init_stamps, n_steps, step)
+    chunks = _run_chunks(predictor, ds, cfg.variables, idx, init_stamps, step, n_steps, members, seed,
+                         band, bvals, device, progress)
+    if chunks is None:
+        return None
+    n_chunks = -(-members // CHUNK)
     h, w = cfg.grid_shape
     out = np.zeros((len(idx), n_steps, members, len(cfg.channels), h, w), dtype=np.float32)
-    n_chunks = -(-members // CHUNK)
-    bar = progress_bar(total=len(idx) * n_chunks * n_steps, desc="forecast", enabled=progress)
-    for k, i in enumerate(idx):
-        pair, _ = stack_channels(ds.isel(time=[i - 1, i]), cfg.variables)
-        pair = torch.from_numpy(pair).to(device)  # (2, C, H, W)
-        valid_times = np.array([(init_stamps[k] + (j + 1) * step).to_datetime64() for j in range(n_steps)])
-        forcing = None if band is None else (band, bvals[k])
-        key = str(init_stamps[k])
-        for ch in range(n_chunks):
-            first, n_kept = ch * CHUNK, min(CHUNK, members - ch * CHUNK)
-            gens = [make_generator(seed, key, "member" if m < members else "pad", m, device=device)
-                    for m in range(first, first + CHUNK)]
-            x_prev, x_cur = (pair[j].expand(CHUNK, -1, -1, -1).clone() for j in (0, 1))
-            states = rollout(predictor, x_prev, x_cur, valid_times, gens, boundary=forcing, on_step=lambda: bar.update(1))
-            out[k, :, first:first + n_kept] = states[:n_kept].transpose(0, 1).cpu().numpy()
-    bar.close()
+    for u, states in enumerate(chunks):
+        k, ch = divmod(u, n_chunks)
+        out[k, :, ch * CHUNK:ch * CHUNK + states.shape[1]] = states
     fds = _to_dataset(out, ds, forecaster, init_stamps, n_steps, members, seed, steps, sampler, churn)
     if band is not None:
         fds.attrs.update(boundary_file=str(boundary if not isinstance(boundary, xr.Dataset)
@@ -283,6 +282,36 @@ def forecast(forecaster: Forecaster, init, *, init_times=None, lead_hours: int =
     if ds.attrs.get("diffsci_notes"):  # unit conversions of the init file, recorded with the forecast
         fds.attrs["input_notes"] = ds.attrs["diffsci_notes"]
     return fds
+
+
+def _run_chunks(predictor, ds, variables, idx, init_stamps, step, n_steps, members, seed, band, bvals, device,
+                progress):
+    """Roll out every (init time k, member chunk) unit of the forecast, spread over the
+    ``torchrun`` ranks (:func:`diffsci.core.distributed.gather_shares`). Unit ``u`` is init
+    ``u // n_chunks``, chunk ``u % n_chunks``; its result is (L, n_kept, C, H, W) float32.
+    Returns every unit's result in order on rank 0, None on the other ranks."""
+    n_chunks = -(-members // CHUNK)
+
+    def work(units):
+        bar = progress_bar(total=len(units) * n_steps, desc="forecast", enabled=progress and is_root())
+        results, pair, pair_k = [], None, None
+        for u in units:
+            k, ch = divmod(u, n_chunks)
+            if k != pair_k:
+                both, _ = stack_channels(ds.isel(time=[idx[k] - 1, idx[k]]), variables)
+                pair, pair_k = torch.from_numpy(both).to(device), k  # (2, C, H, W)
+            valid_times = np.array([(init_stamps[k] + (j + 1) * step).to_datetime64() for j in range(n_steps)])
+            forcing = None if band is None else (band, bvals[k])
+            first, n_kept = ch * CHUNK, min(CHUNK, members - ch * CHUNK)
+            gens = [make_generator(seed, str(init_stamps[k]), "member" if m < members else "pad", m, device=device)
+                    for m in range(first, first + CHUNK)]
+            x_prev, x_cur = (pair[j].expand(CHUNK, -1, -1, -1).clone() for j in (0, 1))
+            states = rollout(predictor, x_prev, x_cur, valid_times, gens, boundary=forcing, on_step=lambda: bar.update(1))
+            results.append(states[:n_kept].transpose(0, 1).cpu().numpy())
+        bar.close()
+        return results
+
+    return gather_shares(len(idx) * n_chunks, work, device=device)
 
 
 def _to_dataset(out, ds, forecaster, init_stamps, n_steps, members, seed, steps, sampler, churn=0.0) -> xr.Dataset:
