@@ -8,6 +8,9 @@ residue mapping, motif file, seed, steps, sampler, symmetry, checkpoint, lengths
 multi-model PDB of the model's x0 prediction at every step; in a subfolder so that
 ``diffsci protein evaluate OUT`` does not score it as a design). Motif residues keep their
 residue names from the motif file and have B-factor 1.00; designed residues are GLY with 0.00.
+
+Under ``torchrun --no-python diffsci protein sample ...`` the designs are spread over the ranks
+and rank 0 writes every file, the same files as one process (up to the ``seconds`` timings).
 """
 
 from __future__ import annotations
@@ -155,6 +158,8 @@ def _run(args) -> int:
                                time_power=TIME_POWER if args.time_power is None else args.time_power,
                                rotation_rate=args.rotation_rate, total_length=args.total_length,
                                trajectory=args.trajectory)
+    if designs is None:  # a torchrun rank other than 0: its designs went to rank 0, which writes every file
+        return 0
     if args.overwrite:
         left = remove_outputs(args.out)
         if left:

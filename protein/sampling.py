@@ -3,7 +3,8 @@
 Dimension legend: B batch, N residues in the designed state, L residues per chain, n chains.
 
 Every sample has its own generator derived from ``(seed, length, index)`` (and the contig or
-symmetry), so the same seed gives the same files whatever else is sampled in the run.
+symmetry), so the same seed gives the same files whatever else is sampled in the run, and
+whichever ``torchrun`` rank samples it.
 
 Motif scaffolding: a contig (:mod:`diffsci.protein.contig`) is parsed and checked against the
 motif file before sampling; each design draws its own layout (scaffold lengths, motif
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 
 from diffsci.core.checkpoint import Bundle, load_bundle
+from diffsci.core.distributed import gather_shares, is_root
 from diffsci.core.errors import DiffsciError
 from diffsci.core.io import check_choice, check_int, check_range
 from diffsci.core.io import progress as progress_bar
@@ -286,7 +288,7 @@ def sample_backbones(bundle: Bundle, lengths, num: int, *, seed: int = 0, steps:
                      motif: Motif | None = None, contig: str | None = None, symmetry: str | None = None,
                      progress: bool = True, time_power: float = TIME_POWER,
                      rotation_rate: float | None = None, total_length=None,
-                     trajectory: bool = False, motif_method: str = "align", motif_taper: int = TAPER) -> list[Design]:
+                     trajectory: bool = False, motif_method: str = "align", motif_taper: int = TAPER) -> list[Design] | None:
     """Design ``num`` backbones per length (or per contig) with a loaded model (:func:`load_model`).
     See the module docstring.
 
@@ -299,6 +301,11 @@ def sample_backbones(bundle: Bundle, lengths, num: int, *, seed: int = 0, steps:
     ``motif_method``, ``motif_taper``: how the motif is held (:func:`diffsci.protein.motif.condition_on_motif`;
     ``"fixed"`` holds the motif in a fixed frame, for comparison).
     Everything is checked before the first design is sampled.
+
+    Under ``torchrun`` every rank calls this with the same arguments: the designs are split over
+    the ranks (:func:`diffsci.core.distributed.gather_shares`); rank 0 returns all of them in
+    order, the other ranks None. A design is the same whichever rank samples it (its own
+    generator).
     """
     cfg = bundle.config
     sampler = sampler or default_sampler(cfg)
@@ -325,8 +332,8 @@ def sample_backbones(bundle: Bundle, lengths, num: int, *, seed: int = 0, steps:
         for length in lengths:
             check_int(length, "length", minimum=MIN_LENGTH, maximum=MAX_LENGTH)
     jobs = [(length, i) for length in (lengths if plan is None else [0]) for i in range(num)]
-    designs = []
-    for length, i in progress_bar(jobs, desc="sample", enabled=progress):
+
+    def design(length: int, i: int) -> Design:
         t0 = time.time()
         key = contig if plan is not None else f"L{length}" + (f"-{symmetry}" if symmetry else "")
         gen = make_generator(seed, "protein-sample", key, i)
@@ -350,16 +357,20 @@ def sample_backbones(bundle: Bundle, lengths, num: int, *, seed: int = 0, steps:
                                     motif_taper=motif_taper, **kw)
         coords = _to_atoms(trans, rots, n_copies, chain_lengths)
         if lay is None:
-            designs.append(Design(f"len{length}_{i:03d}", coords, length, i, seed, time.time() - t0, sampler, steps,
-                                  time_power=time_power, rotation_rate=rate, symmetry=symmetry,
-                                  trajectory=traj, trajectory_times=times))
-        else:
-            name = f"{'motif' if parsed.has_motif else 'contig'}_{i:03d}"
-            designs.append(Design(
-                name, coords, length, i, seed, time.time() - t0, sampler, steps,
-                lay.motif_index if parsed.has_motif else None, lay.motif_atoms if parsed.has_motif else None,
-                time_power, rate, chain_lengths=lay.chain_lengths, residue_names=lay.residue_names,
-                motif_labels=lay.motif_labels, contig=contig, drawn_contig=lay.drawn,
-                motif_file=motif.path if motif is not None and parsed.has_motif else None,
-                total_length_limits=limits, trajectory=traj, trajectory_times=times))
-    return designs
+            return Design(f"len{length}_{i:03d}", coords, length, i, seed, time.time() - t0, sampler, steps,
+                          time_power=time_power, rotation_rate=rate, symmetry=symmetry,
+                          trajectory=traj, trajectory_times=times)
+        name = f"{'motif' if parsed.has_motif else 'contig'}_{i:03d}"
+        return Design(
+            name, coords, length, i, seed, time.time() - t0, sampler, steps,
+            lay.motif_index if parsed.has_motif else None, lay.motif_atoms if parsed.has_motif else None,
+            time_power, rate, chain_lengths=lay.chain_lengths, residue_names=lay.residue_names,
+            motif_labels=lay.motif_labels, contig=contig, drawn_contig=lay.drawn,
+            motif_file=motif.path if motif is not None and parsed.has_motif else None,
+            total_length_limits=limits, trajectory=traj, trajectory_times=times)
+
+    def work(share: range) -> list[Design]:
+        return [design(*jobs[j]) for j in progress_bar(share, desc="sample", enabled=progress and is_root())]
+
+    device = next(bundle.model.parameters()).device
+    return gather_shares(len(jobs), work, device=device)
