@@ -1,74 +1,113 @@
 """``diffsci bench speed [--protein] [--weather]``: wall time and peak memory of the main jobs.
 
-- protein: one L = 100 backbone at 100 steps with the shipped checkpoint, batch 1 and batch 16
-  (seconds per backbone); target <= 5 s at batch 1 on 2 CPU cores.
-- weather: a 16-member, 24-step (hourly, 24 h) forecast at 32x64 with the shipped checkpoint
-  and its default sampler; target <= 60 s on 2 CPU cores.
-Peak resident memory is the process's maximum RSS (``resource.getrusage``).
+- protein: L = 100 backbones with the shipped checkpoint and its default sampler, at batch 1
+  and batch 16 and at 10, 20 and 100 steps (seconds per backbone); target <= 5 s per backbone
+  at 100 steps, batch 1, on 2 CPU cores.
+- weather: the emulator's 50-member, 24-step (hourly, 24 h) ensemble at 32x64 with the shipped
+  checkpoint and its default sampler, and the simulator's perfect-model ensemble of the same
+  size and length from the same initial state, with the same torch threads (the simulator runs
+  on one; :func:`diffsci.benchmarks.weather_speed.weather_forecast_speed`); target: emulator /
+  simulator time <= 1.
+Peak memory beside each row: the row's peak resident set (Linux ``VmHWM``, reset before the
+row through ``/proc/self/clear_refs``; elsewhere the process's peak so far,
+``resource.getrusage``) and ``torch.cuda.max_memory_allocated`` on CUDA. The load average
+(``os.getloadavg``) at start and end tells how busy the machine was.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import resource
 import sys
 import time
+from pathlib import Path
 
 import torch
 
-from diffsci.core.io import write_json
+from diffsci.core.io import check_int, write_json
 
-__all__ = ["protein_speed", "weather_speed", "add_parser"]
-
-
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+__all__ = ["reset_peak_memory", "peak_memory", "protein_speed", "add_parser"]
 
 
-def protein_speed(length: int = 100, steps: int = 100, batches=(1, 16)) -> dict:
-    from diffsci.core.utils import make_generator
-    from diffsci.protein.sampling import default_sampler, load_model, sample_states
+def reset_peak_memory(device=None) -> None:
+    """Start a new peak: the resident-set high-water mark (Linux) and CUDA's peak counter."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+    if device is not None and torch.device(device).type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
 
-    lm = load_model()
-    sampler = default_sampler(lm.config)
-    out = {"length": length, "steps": steps, "sampler": sampler, "threads": torch.get_num_threads()}
-    sample_states(lm, length, make_generator(0, "warmup"), steps=2, sampler=sampler)  # warm-up
-    for b in batches:
-        gens = [make_generator(0, "speed", i) for i in range(b)]
-        t0 = time.perf_counter()
-        sample_states(lm, length, gens, steps=steps, sampler=sampler, batch=b)
-        dt = time.perf_counter() - t0
-        out[f"batch{b}_seconds_total"] = round(dt, 2)
-        out[f"batch{b}_seconds_per_backbone"] = round(dt / b, 3)
-    out["peak_rss_mb"] = round(_rss_mb(), 1)
+
+def peak_memory(device=None) -> dict:
+    """``peak_rss_mb`` (the high-water mark since :func:`reset_peak_memory` where Linux keeps
+    one, else the process's peak), ``process_peak_rss_mb`` (``getrusage``) and, on CUDA,
+    ``cuda_peak_mb`` (``max_memory_allocated``). Values in MiB."""
+    process = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    hwm = None
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                hwm = int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    out = {"peak_rss_mb": round(process if hwm is None else hwm, 1), "process_peak_rss_mb": round(process, 1)}
+    if device is not None and torch.device(device).type == "cuda":
+        out["cuda_peak_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     return out
 
 
-def weather_speed(members: int = 16, lead_hours: int = 24) -> dict:
-    from diffsci.weather.forecast import forecast, load_forecaster
-    from diffsci.weather.generator import generate
+def protein_speed(length: int = 100, steps=(10, 20, 100), batches=(1, 16)) -> dict:
+    """Time ``sample_states`` of the shipped checkpoint for every (steps, batch) pair (CPU).
 
-    forecaster = load_forecaster()
-    ds = generate(grid=forecaster.config.grid_shape, hours=4, trajectories=1, seed=99, spinup_hours=24, progress=False)
-    t0 = time.perf_counter()
-    forecast(forecaster, ds, lead_hours=lead_hours, members=members, progress=False)
-    dt = time.perf_counter() - t0
-    return {"grid": list(forecaster.config.grid_shape), "members": members, "lead_hours": lead_hours, "seconds": round(dt, 1),
-            "sampler": "heun (churn 2.5)", "noise_levels": 5, "threads": torch.get_num_threads(), "peak_rss_mb": round(_rss_mb(), 1)}
+    Returns ``length``, ``sampler``, ``threads`` and ``rows``: one dict per pair with ``steps``,
+    ``batch``, ``seconds_total``, ``seconds_per_backbone`` and :func:`peak_memory`'s keys."""
+    from diffsci.core.utils import make_generator
+    from diffsci.protein.sampling import default_sampler, load_model, sample_states
+
+    check_int(length, "length")
+    lm = load_model()
+    sampler = default_sampler(lm.config)
+    sample_states(lm, length, make_generator(0, "warmup"), steps=2, sampler=sampler)
+    rows = []
+    for n in steps:
+        for b in batches:
+            gens = [make_generator(0, "speed", i) for i in range(check_int(b, "batches"))]
+            reset_peak_memory()
+            t0 = time.perf_counter()
+            sample_states(lm, length, gens, steps=check_int(n, "steps"), sampler=sampler, batch=b)
+            dt = time.perf_counter() - t0
+            rows.append({"steps": n, "batch": b, "seconds_total": round(dt, 3),
+                         "seconds_per_backbone": round(dt / b, 4), **peak_memory()})
+    return {"length": length, "sampler": sampler, "threads": torch.get_num_threads(), "rows": rows}
 
 
 def _run(args) -> int:
+    from diffsci.benchmarks.weather_speed import weather_forecast_speed
+
     do_p = args.protein or not args.weather
     do_w = args.weather or not args.protein
-    res = {}
+    res = {"load_average": {"start": list(os.getloadavg())}}
     if do_p:
-        res["protein"] = protein_speed()
-        print(f"protein: L=100, 100 steps: {res['protein']['batch1_seconds_per_backbone']} s/backbone at batch 1, "
-              f"{res['protein']['batch16_seconds_per_backbone']} s/backbone at batch 16 (target <= 5 s at batch 1)")
+        res["protein"] = protein_speed(args.length, args.steps, args.batches)
+        for r in res["protein"]["rows"]:
+            print(f"protein: L={args.length}, {r['steps']} steps, batch {r['batch']}: {r['seconds_per_backbone']} s/backbone, "
+                  f"peak RSS {r['peak_rss_mb']} MB")
     if do_w:
-        res["weather"] = weather_speed()
-        print(f"weather: 16 members x 24 h at {res['weather']['grid']}: {res['weather']['seconds']} s (target <= 60 s)")
-    res["command"] = "diffsci bench speed" + (" --protein" if args.protein else "") + (" --weather" if args.weather else "")
+        w = weather_forecast_speed(members=args.members, lead_hours=args.lead_hours, threads=args.threads,
+                                   device=args.device, simulator=True)
+        res["weather"] = w
+        print(f"weather: {w['members']} members x {w['lead_hours']} h at {w['grid']}: emulator {w['seconds']} s, "
+              f"simulator {w['simulator_seconds']} s, ratio {w['emulator_to_simulator']} (target <= 1)")
+    res["load_average"]["end"] = list(os.getloadavg())
+    words = ["diffsci", "bench", "speed"] + (["--protein"] if args.protein else []) + (["--weather"] if args.weather else [])
+    if do_p:
+        words += ["--length", str(args.length), "--steps", *map(str, args.steps), "--batches", *map(str, args.batches)]
+    if do_w:
+        words += ["--members", str(args.members), "--lead-hours", str(args.lead_hours), "--threads", str(args.threads),
+                  "--device", args.device]
+    res["command"] = " ".join(words)
     if args.out:
         write_json(args.out, res)
     print(json.dumps(res), file=sys.stderr)
@@ -77,7 +116,15 @@ def _run(args) -> int:
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("speed", help="speed and memory of sampling and forecasting", description=__doc__.splitlines()[0])
-    p.add_argument("--protein", action="store_true")
-    p.add_argument("--weather", action="store_true")
+    p.add_argument("--protein", action="store_true", help="only the protein rows")
+    p.add_argument("--weather", action="store_true", help="only the weather emulator against the simulator")
+    p.add_argument("--length", type=int, default=100, help="protein length (default 100)")
+    p.add_argument("--steps", type=int, nargs="+", default=[10, 20, 100], help="protein sampling steps (default 10 20 100)")
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 16], help="protein batch sizes (default 1 16)")
+    p.add_argument("--members", type=int, default=50, help="weather ensemble size (default 50)")
+    p.add_argument("--lead-hours", type=int, default=24, help="weather forecast length (default 24)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads for both weather jobs (default 1: the simulator runs on one)")
+    p.add_argument("--device", default="cpu", help="where the weather emulator runs (default cpu)")
     p.add_argument("--out", help="write the measurements as JSON")
     p.set_defaults(func=_run)

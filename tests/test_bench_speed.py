@@ -1,0 +1,41 @@
+"""diffsci bench speed through the CLI on tiny configurations (seconds are positive; speeds not asserted)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from diffsci.benchmarks.speed import peak_memory, reset_peak_memory
+from diffsci.core.cli import main
+
+
+def test_protein_rows_at_each_steps_and_batch(tmp_path):
+    out = tmp_path / "s.json"
+    assert main(["bench", "speed", "--protein", "--length", "12", "--steps", "1", "2", "--batches", "1", "2",
+                 "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    rows = res["protein"]["rows"]
+    assert [(r["steps"], r["batch"]) for r in rows] == [(1, 1), (1, 2), (2, 1), (2, 2)]
+    for r in rows:
+        assert r["seconds_total"] > 0 and r["seconds_per_backbone"] == pytest.approx(r["seconds_total"] / r["batch"], abs=1e-3)
+        assert r["peak_rss_mb"] > 0 and r["process_peak_rss_mb"] > 0
+    assert "weather" not in res and len(res["load_average"]["start"]) == 3 and len(res["load_average"]["end"]) == 3
+    assert res["command"].startswith("diffsci bench speed --protein --length 12 --steps 1 2 --batches 1 2")
+
+
+def test_weather_emulator_against_simulator(tmp_path):
+    out = tmp_path / "w.json"
+    assert main(["bench", "speed", "--weather", "--members", "2", "--lead-hours", "1", "--out", str(out)]) == 0
+    w = json.loads(out.read_text())["weather"]
+    assert w["members"] == 2 and w["lead_hours"] == 1 and w["threads"] == 1
+    assert w["seconds"] > 0 and w["simulator_seconds"] > 0
+    assert w["emulator_to_simulator"] == pytest.approx(w["seconds"] / w["simulator_seconds"], rel=0.02)
+    assert w["peak_rss_mb"] > 0 and w["simulator_peak_rss_mb"] > 0
+
+
+def test_peak_memory_sees_an_allocation():
+    reset_peak_memory()
+    before = peak_memory()["peak_rss_mb"]
+    block = np.ones(64 * 2**20 // 8)  # 64 MiB touched
+    after = peak_memory()["peak_rss_mb"]
+    assert after >= before + 60 and block[-1] == 1.0
