@@ -342,7 +342,7 @@ class SO3Flow(Space):
         return self.ode_move(x, self.ode_derivative(x, x0_hat, t), t, s)
 
     def sde_step(self, x, x0_hat, t, s, generator=None):
-        raise DiffsciError("SO3Flow has no reverse SDE; use an ODE sampler (euler, heun, ddim)")
+        raise DiffsciError("SO3Flow has no reverse SDE; use an ODE sampler (euler, ddim, dpmpp_2m)")
 
     def ode_derivative(self, x, x0_hat, t):
         """dR/dt in the body frame: ``log(x0_hat^T R) / t`` (the geodesic flow towards x0_hat)."""
