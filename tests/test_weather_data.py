@@ -11,6 +11,8 @@ from diffsci.core.cli import main
 from diffsci.core.errors import DiffsciError
 from diffsci.weather.data import (
     NormStats,
+    StateReader,
+    bounded_chunks,
     check_grid,
     compute_norm_stats,
     open_weather,
@@ -146,6 +148,47 @@ def test_norm_stats_equal_numpy(made):
     assert again == stats
     part = compute_norm_stats(ds, VARS, time_slice=slice("2000-01-01T00", "2000-01-01T05"))
     np.testing.assert_allclose(part.mean, x[:6].mean(axis=(0, 2, 3)), rtol=1e-6, atol=1e-12)
+    # a memory budget of about two time steps gives blocks of one time step: the same numbers
+    step_mb = 16 * 32 * (8 * len(VARS) + 32) / 2**20
+    small = compute_norm_stats(ds, VARS, max_mb=1.5 * step_mb)
+    for a, b in zip((small.mean, small.std, small.residual_std), (stats.mean, stats.std, stats.residual_std)):
+        np.testing.assert_allclose(a, b, rtol=1e-9)
+    with pytest.raises(DiffsciError, match="max_mb"):
+        compute_norm_stats(ds, VARS, max_mb=0)
+
+
+def test_bounded_chunks_limit_every_chunk():
+    """Leading dims are split first; a shared dim takes the smallest size; chunks stay under the budget."""
+    ds = xr.Dataset({"a": (("time", "level", "lat", "lon"), np.zeros((50, 3, 4, 8), np.float32)),
+                     "b": (("time", "lat", "lon"), np.zeros((50, 4, 8), np.float32))})
+    slab = 3 * 4 * 8 * 4  # bytes of one time of "a"
+    assert bounded_chunks(ds, 5 * slab / 2**20) == {"time": 5}
+    # a budget below one time of "a": one time, and as many levels as fit
+    assert bounded_chunks(ds, 2.5 * 4 * 8 * 4 / 2**20) == {"time": 1, "level": 2}
+    assert bounded_chunks(ds, 1.0) == {}  # everything fits in one chunk
+    for mb in (5 * slab / 2**20, 300 / 2**20):
+        chunked = ds.chunk(bounded_chunks(ds, mb))
+        for v in chunked.data_vars.values():
+            biggest = np.prod([max(c) for c in v.chunks]) * v.dtype.itemsize
+            assert biggest <= mb * 2**20
+    with pytest.raises(DiffsciError, match="chunk_mb"):
+        bounded_chunks(ds, -1)
+
+
+def test_open_weather_chunk_mb_reads_the_same(made):
+    """chunk_mb only changes how the file is read: same values, chunks under the budget."""
+    ref, names = stack_channels(open_weather(made), VARS)
+    mb = 3 * 16 * 32 * 4 / 2**20  # three times of one variable
+    ds = open_weather(made, chunk_mb=mb)
+    assert all(len(ds[v].chunks[0]) > 1 and max(ds[v].chunks[0]) <= 3 for v in VARS)
+    np.testing.assert_array_equal(stack_channels(ds, VARS)[0], ref)
+    reader = StateReader(ds, VARS)
+    assert reader.channels == names and len(reader) == len(ref)
+    index = np.array([5, 3, 4, 5, 20, 0, 21, 22])  # unsorted, repeated, several runs
+    np.testing.assert_array_equal(reader[index], ref[index])
+    assert reader[np.zeros(0, dtype=int)].shape == (0, *ref.shape[1:])
+    with pytest.raises(IndexError):
+        reader[[len(ref)]]
 
 
 def test_check_grid(made):

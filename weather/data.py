@@ -15,6 +15,10 @@ Channels (:func:`stack_channels`): variables in the order requested; a variable 
 named like the variable (``"z"``, ``"t2m"``). Two channels with one name (``u`` at 10 hPa and
 the 10 m wind ``u10``) are refused.
 
+Data larger than memory: ``open_weather(..., chunk_mb=M)`` splits every variable into dask
+chunks of at most M MiB, :func:`compute_norm_stats` streams over blocks of time, and
+:class:`StateReader` reads only the states a training batch asks for.
+
 Also here: per-channel normalisation statistics (:class:`NormStats`), training windows, static
 input features, and the checks run before any work (:func:`check_grid`,
 :func:`check_output_path`).
@@ -34,6 +38,7 @@ import pandas as pd
 import xarray as xr
 
 from diffsci.core.errors import DiffsciError
+from diffsci.core.io import check_range
 from diffsci.weather.layouts import G, NON_WEATHER, _check_monotonic, normalize_layout, short_name
 
 # re-exported: weather.forecast imports these names from here
@@ -47,6 +52,7 @@ __all__ = [
     "check_output_path",
     "channel_names",
     "stack_channels",
+    "StateReader",
     "NormStats",
     "compute_norm_stats",
     "static_features",
@@ -65,18 +71,24 @@ PHYSICAL_RANGES: dict[str, tuple[float, float]] = {
 }
 
 
-def _open(path_or_dataset, chunks) -> tuple[xr.Dataset, str]:
+def _open(path_or_dataset, chunks, chunk_mb: float | None) -> tuple[xr.Dataset, str]:
     if isinstance(path_or_dataset, xr.Dataset):
-        return path_or_dataset, path_or_dataset.attrs.get("diffsci_source", "<dataset>")
+        ds = path_or_dataset
+        return (ds if chunk_mb is None else ds.chunk(bounded_chunks(ds, chunk_mb))), ds.attrs.get(
+            "diffsci_source", "<dataset>")
     path = Path(path_or_dataset)
     name = str(path)
     if not path.exists():
         raise DiffsciError(f"{name}: no such file or directory")
+    engine = "zarr" if path.is_dir() or path.suffix == ".zarr" else "netcdf4"
     try:
-        if path.is_dir() or path.suffix == ".zarr":
-            ds = xr.open_zarr(path, chunks=chunks)
+        if chunk_mb is None:
+            ds = xr.open_zarr(path, chunks=chunks) if engine == "zarr" else xr.open_dataset(path, engine=engine,
+                                                                                            chunks=chunks)
         else:
-            ds = xr.open_dataset(path, engine="netcdf4", chunks=chunks)
+            # lazily indexed (nothing read, nothing cached), then dask chunks that read only their own part
+            ds = xr.open_dataset(path, engine=engine, chunks=None, cache=False)
+            ds = ds.chunk(bounded_chunks(ds, chunk_mb))
     except DiffsciError:
         raise
     except Exception as exc:  # netCDF4/zarr raise many types for a bad file
@@ -84,11 +96,42 @@ def _open(path_or_dataset, chunks) -> tuple[xr.Dataset, str]:
     return ds, name
 
 
+def bounded_chunks(ds: xr.Dataset, chunk_mb: float) -> dict[str, int]:
+    """Dask chunk sizes per dim such that no chunk of a data variable exceeds ``chunk_mb`` MiB.
+
+    Each variable is split along its leading dims first (a variable ``(time, level, lat, lon)``
+    gets whole ``(level, lat, lon)`` slabs and as many times as fit; when one slab is too large,
+    one time and as many levels as fit, and so on); a dim shared by variables takes the smallest
+    size any of them needs. A size is rounded down to a multiple of the store's own chunks
+    (``preferred_chunks``) but never below one stored chunk. Returns ``{dim: size}``.
+    """
+    budget = check_range(chunk_mb, "chunk_mb", 0.0, None, lo_open=True) * 2**20
+    sizes: dict[str, int] = {}
+    for var in ds.data_vars.values():
+        shape, itemsize = var.shape, max(var.dtype.itemsize, 4)  # float32 after open_weather's cast
+        for j, dim in enumerate(var.dims):
+            inner = int(np.prod(shape[j + 1:], dtype=np.int64)) * itemsize
+            if inner * shape[j] <= budget:
+                break
+            want = 1 if inner > budget else int(budget // inner)
+            sizes[str(dim)] = min(sizes.get(str(dim), shape[j]), want)
+            if inner <= budget:
+                break
+    preferred = {}
+    for var in ds.data_vars.values():
+        preferred.update(var.encoding.get("preferred_chunks") or {})
+    for dim, n in sizes.items():
+        p = int(preferred.get(dim, 1))
+        sizes[dim] = max(p, n // p * p)
+    return sizes
+
+
 def open_weather(
     path_or_dataset,
     *,
     variables: list[str] | tuple[str, ...] | None = None,
     chunks="auto",
+    chunk_mb: float | None = None,
     check_nans: bool = True,
     check_values: bool | None = None,
     forecast: bool = False,
@@ -103,6 +146,11 @@ def open_weather(
         Variables to keep, by short, long or NCEP name; default: every variable with time,
         latitude and longitude dims.
     chunks : passed to xarray (dask chunks); ``None`` loads eagerly.
+    chunk_mb : float, optional
+        Instead of ``chunks``: dask chunks of at most this many MiB per data variable
+        (:func:`bounded_chunks`), each reading only its own part of the file; the checks below
+        then run one chunk at a time (the threaded scheduler would read many chunks ahead), so
+        they hold a few chunks in memory, not the file.
     check_nans : bool
         Count NaNs per variable (streams over the data once) and raise if any.
     check_values : bool, optional
@@ -126,7 +174,7 @@ def open_weather(
         Unrecognised layouts, missing variables or coordinates, NaNs, impossible values,
         irregular time steps, duplicate or non-monotonic coordinates; the message names the file.
     """
-    ds, name = _open(path_or_dataset, chunks)
+    ds, name = _open(path_or_dataset, chunks, chunk_mb)
     ds = normalize_layout(ds, path=name, forecast=forecast)
     if variables is None:
         keep = [
@@ -175,13 +223,16 @@ def open_weather(
             ds[v] = ds[v].astype(np.float32)
     if check_values is None:
         check_values = not forecast
-    _check_values(ds, keep, name, check_nans=check_nans, check_values=check_values)
+    _check_values(ds, keep, name, check_nans=check_nans, check_values=check_values,
+                  scheduler=None if chunk_mb is None else "synchronous")
     ds.attrs["diffsci_source"] = name
     return ds
 
 
-def _check_values(ds: xr.Dataset, keep, name: str, *, check_nans: bool, check_values: bool) -> None:
-    """NaN counts, ranges and z level means in one pass over the data."""
+def _check_values(ds: xr.Dataset, keep, name: str, *, check_nans: bool, check_values: bool,
+                  scheduler: str | None = None) -> None:
+    """NaN counts, ranges and z level means in one pass over the data (dask ``scheduler``:
+    ``"synchronous"`` reads one chunk at a time, None the default threads)."""
     import dask
 
     keys, tasks = [], []
@@ -195,7 +246,7 @@ def _check_values(ds: xr.Dataset, keep, name: str, *, check_nans: bool, check_va
                 keys.append((v, "level_mean")); tasks.append(ds[v].mean([d for d in ds[v].dims if d != "level"]))
     if not tasks:
         return
-    got = dict(zip(keys, dask.compute(*tasks)))
+    got = dict(zip(keys, dask.compute(*tasks, scheduler=scheduler)))
     bad = {v: int(got[(v, "nan")]) for v in keep if (v, "nan") in got and int(got[(v, "nan")])}
     if bad:
         shown = ", ".join(f"{v}: {n} NaN of {ds[v].size}" for v, n in bad.items())
@@ -355,6 +406,41 @@ def stack_channels(ds: xr.Dataset, variables, *, as_torch: bool = False):
     return x, names
 
 
+class StateReader:
+    """The states of a lazily opened dataset, read on demand.
+
+    ``reader[index]`` for a 1-D integer array ``index`` Shape (n,) returns Shape (n, C, H, W)
+    float32, equal to ``stack_channels(ds, variables)[0][index]``: each run of consecutive
+    indices is read as one slice of ``time`` (all in one dask compute), so memory holds the
+    states asked for and the dask chunks being read, never the whole dataset.
+    """
+
+    def __init__(self, ds: xr.Dataset, variables):
+        if "realization" in ds.dims:
+            raise DiffsciError("StateReader: select one ensemble member first (ds.isel(realization=m))")
+        self.channels = channel_names(ds, variables)
+        self.variables = [short_name(v) for v in variables]
+        self.ds = ds[self.variables]
+
+    def __len__(self) -> int:
+        return self.ds.sizes["time"]
+
+    def __getitem__(self, index) -> np.ndarray:
+        import dask
+
+        index = np.asarray(index, dtype=np.int64)
+        if index.ndim != 1:
+            raise DiffsciError(f"StateReader: index must be 1-D, got shape {index.shape}")
+        if index.size and (index.min() < 0 or index.max() >= len(self)):
+            raise IndexError(f"StateReader: time index out of range 0..{len(self) - 1}")
+        uniq, inverse = np.unique(index, return_inverse=True)
+        runs = np.split(uniq, np.flatnonzero(np.diff(uniq) != 1) + 1) if uniq.size else []
+        parts = dask.compute(*(self.ds.isel(time=slice(int(r[0]), int(r[-1]) + 1)) for r in runs))
+        x = np.concatenate([_stack(part, self.variables) for part in parts]) if parts else np.zeros(
+            (0, len(self.channels), self.ds.sizes["latitude"], self.ds.sizes["longitude"]), np.float32)
+        return x[inverse]
+
+
 @dataclass(frozen=True)
 class NormStats:
     """Per-channel normalisation statistics.
@@ -405,13 +491,17 @@ class NormStats:
 
 
 def compute_norm_stats(
-    ds: xr.Dataset, variables, time_slice: slice | None = None, *, block: int = 256
+    ds: xr.Dataset, variables, time_slice: slice | None = None, *, block: int = 256, max_mb: float | None = None
 ) -> NormStats:
     """Per-channel mean/std and one-step residual std, streaming over blocks of time.
 
     Residuals are only taken between consecutive times of the same ``trajectory``.
     Standard deviations are population (ddof = 0) values, accumulated in float64 around
     a per-channel shift (the first block's mean) for accuracy.
+
+    ``block`` times are read at once (float32), the sums taken per channel in float64;
+    ``max_mb`` (MiB), when given, lowers ``block`` so that a block and its working arrays stay
+    within that budget.
     """
     if "realization" in ds.dims:
         raise DiffsciError("compute_norm_stats: select one ensemble member first (ds.isel(realization=m))")
@@ -421,29 +511,32 @@ def compute_norm_stats(
     if nt < 2:
         raise DiffsciError("compute_norm_stats: need at least 2 time steps")
     names = channel_names(ds, variables)
+    nc, points = len(names), ds.sizes["latitude"] * ds.sizes["longitude"]
+    if max_mb is not None:
+        step_bytes = points * (8 * nc + 32)  # the float32 block twice, about 4 float64 copies of one channel
+        block = min(block, max(1, int(check_range(max_mb, "max_mb", 0.0, None, lo_open=True) * 2**20 // step_bytes)))
     traj = np.asarray(ds["trajectory"].values) if "trajectory" in ds.coords else np.zeros(nt, dtype=int)
+    keep = [short_name(v) for v in variables]
     shift = None
-    n = 0
-    s1 = s2 = r1 = r2 = None
-    nr = 0
-    prev, prev_traj = None, None
+    s1, s2, r1, r2 = (np.zeros(nc) for _ in range(4))
+    prev = None  # (1, C, H, W) the last state of the previous block
     for start in range(0, nt, block):
-        x = _stack(ds.isel(time=slice(start, start + block)), variables).astype(np.float64)  # (t, C, H, W)
-        tj = traj[start : start + block]
+        part = ds[keep].isel(time=slice(start, start + block)).compute(scheduler="synchronous")
+        x = _stack(part, variables)  # (t, C, H, W) float32
         if shift is None:
-            shift = x.mean(axis=(0, 2, 3))
-            s1 = np.zeros_like(shift); s2 = np.zeros_like(shift)
-            r1 = np.zeros_like(shift); r2 = np.zeros_like(shift)
-        xc = x - shift[None, :, None, None]
-        s1 += xc.sum(axis=(0, 2, 3)); s2 += (xc**2).sum(axis=(0, 2, 3))
-        n += x.shape[0] * x.shape[2] * x.shape[3]
-        full = x if prev is None else np.concatenate([prev, x])
-        ftj = tj if prev is None else np.concatenate([prev_traj, tj])
-        ok = ftj[1:] == ftj[:-1]
-        d = (full[1:] - full[:-1])[ok]
-        r1 += d.sum(axis=(0, 2, 3)); r2 += (d**2).sum(axis=(0, 2, 3))
-        nr += d.shape[0] * x.shape[2] * x.shape[3]
-        prev, prev_traj = x[-1:], tj[-1:]
+            shift = x.mean(axis=(0, 2, 3), dtype=np.float64)
+        first = start if prev is None else start - 1
+        ok = traj[first + 1 : start + len(x)] == traj[first : start + len(x) - 1]  # (t - 1 or t,) pairs in one run
+        for c in range(nc):
+            xc = x[:, c].astype(np.float64) - shift[c]  # (t, H, W)
+            s1[c] += xc.sum(); s2[c] += np.vdot(xc, xc)
+            if prev is not None:
+                xc = np.concatenate([prev[:, c].astype(np.float64) - shift[c], xc])
+            d = (xc[1:] - xc[:-1])[ok]
+            r1[c] += d.sum(); r2[c] += np.vdot(d, d)
+        prev = x[-1:]
+    n = nt * points
+    nr = int(np.count_nonzero(traj[1:] == traj[:-1])) * points
     mean = shift + s1 / n
     var = np.maximum(s2 / n - (s1 / n) ** 2, 0.0)
     if nr == 0:

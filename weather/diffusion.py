@@ -43,9 +43,10 @@ from torch import nn
 from diffsci.core.checkpoint import register_kind
 from diffsci.core.config import Provenance, file_record
 from diffsci.core.errors import CheckpointError, DiffsciError
+from diffsci.core.io import check_range
 from diffsci.core.precond import EDMPrecond, edm_loss_weight
 from diffsci.core.schedules import EDM
-from diffsci.weather.data import NormStats, static_features
+from diffsci.weather.data import NormStats, StateReader, static_features
 from diffsci.weather.graph import cached_graph, is_global_grid
 from diffsci.weather.grid import boundary_mask, cell_area_weights
 from diffsci.weather.model import GraphNet, GraphNetConfig
@@ -144,10 +145,17 @@ class WeatherModelConfig(WeatherModelOptions):
 @dataclass(frozen=True)
 class WeatherData:
     """The ``data`` table of a training recipe: a file in any layout
-    :func:`~diffsci.weather.data.open_weather` reads, and the variables to model (None: all)."""
+    :func:`~diffsci.weather.data.open_weather` reads, the variables to model (None: all), and
+    ``chunk_mb``: the largest piece of the data (MiB) read at once: dask chunks, blocks of the
+    normalisation statistics. Training holds a few such pieces and each batch's states in
+    memory, never the whole file."""
 
     path: str
     variables: tuple[str, ...] | None = None
+    chunk_mb: float = 64.0
+
+    def __post_init__(self):
+        check_range(self.chunk_mb, "chunk_mb", 0.0, None, lo_open=True)
 
 
 @dataclass(frozen=True)
@@ -218,19 +226,22 @@ class ResidualTask:
     """Training task for :func:`diffsci.core.train.fit` (kind :data:`KIND`: EDM denoising loss;
     :data:`KIND_DETERMINISTIC`: MSE of the direct residual).
 
-    ``fields`` (T, C, H, W) float32 physical units, ``starts`` valid window starts (two
-    previous states and one target inside one trajectory), ``times`` datetime64 (T,) of each
-    index, ``provenance`` the training data's files, period and seed.
+    ``fields``: the T states in physical units, indexable by a 1-D integer array of times
+    Shape (n,) -> Shape (n, C, H, W) float32: an array (T, C, H, W) in memory, or a
+    :class:`~diffsci.weather.data.StateReader` that reads each batch's states from the file.
+    ``starts`` valid window starts (two previous states and one target inside one trajectory),
+    ``times`` datetime64 (T,) of each index, ``provenance`` the training data's files, period
+    and seed.
     """
 
-    def __init__(self, config: WeatherModelConfig, stats: NormStats, fields: np.ndarray, starts: np.ndarray, times, *,
+    def __init__(self, config: WeatherModelConfig, stats: NormStats, fields, starts: np.ndarray, times, *,
                  kind: str = KIND, provenance: Provenance | None = None):
         if len(starts) == 0:
             raise DiffsciError("training data has no window of 3 consecutive states (one time step apart)")
         if kind not in (KIND, KIND_DETERMINISTIC):
             raise DiffsciError(f"ResidualTask: kind must be {KIND!r} or {KIND_DETERMINISTIC!r}, got {kind!r}")
         self.config, self.kind, self.stats, self._provenance = config, kind, stats, provenance
-        self.fields = torch.from_numpy(np.ascontiguousarray(fields, dtype=np.float32))
+        self.fields = fields if isinstance(fields, StateReader) else np.ascontiguousarray(fields, dtype=np.float32)
         self.starts = torch.as_tensor(starts, dtype=torch.long)
         self.hours = hour_features(times)
         self.normalizer = Normalizer.from_stats(stats)
@@ -249,7 +260,8 @@ class ResidualTask:
 
     def sample_batch(self, generator, batch_size) -> WeatherBatch:
         i = self.starts[torch.randint(len(self.starts), (batch_size,), generator=generator)]
-        x0, x1, x2 = self.fields[i], self.fields[i + 1], self.fields[i + 2]
+        states = torch.from_numpy(self.fields[torch.cat([i, i + 1, i + 2]).numpy()])  # (3B, C, H, W)
+        x0, x1, x2 = states.split(batch_size)
         cond = WeatherCond(self.normalizer.condition(x0, x1), self.hours[i + 2])
         target = self.normalizer.residual(x1, x2)
         t = torch.rand(batch_size, generator=generator)
@@ -273,24 +285,26 @@ def make_task(recipe) -> ResidualTask:
     ``recipe.data`` (:class:`WeatherData`), computes the normalisation statistics, completes the
     model options with the data's variables, channels (a level variable gives ``{name}{level}``),
     grid, time step (one model step) and units, and records the data's provenance. Ensemble
-    members are trained on as separate runs."""
+    members are trained on as separate runs. The data stay lazy (dask chunks of at most
+    ``recipe.data.chunk_mb`` MiB): statistics stream over the file and each batch reads its
+    own states (:class:`~diffsci.weather.data.StateReader`)."""
     import pandas as pd
 
-    from diffsci.weather.data import compute_norm_stats, open_weather, stack_channels, time_step, window_starts
+    from diffsci.weather.data import compute_norm_stats, open_weather, time_step, window_starts
 
     data: WeatherData = recipe.data
-    ds = open_weather(data.path, variables=list(data.variables) if data.variables else None)
+    ds = open_weather(data.path, variables=list(data.variables) if data.variables else None, chunk_mb=data.chunk_mb)
     variables = tuple(str(v) for v in ds.data_vars)  # short names, in the order asked for
     step = time_step(ds)
     if step is None:
         raise DiffsciError(f"{data.path}: one time only; training needs at least 3 consecutive states")
     if "realization" in ds.dims:
         ds = members_as_trajectories(ds)
-    stats = compute_norm_stats(ds, variables)
-    fields, channels = stack_channels(ds, variables)
+    stats = compute_norm_stats(ds, variables, max_mb=data.chunk_mb)
+    fields = StateReader(ds, variables)
     config = WeatherModelConfig(
         **{f.name: getattr(recipe.model, f.name) for f in dataclasses.fields(WeatherModelOptions)},
-        variables=variables, channels=tuple(channels),
+        variables=variables, channels=tuple(fields.channels),
         latitude=tuple(float(x) for x in ds.latitude.values), longitude=tuple(float(x) for x in ds.longitude.values),
         time_step_hours=step / pd.Timedelta(hours=1), units=tuple(str(ds[v].attrs.get("units", "")) for v in variables),
     )
