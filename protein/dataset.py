@@ -3,8 +3,12 @@
 Dimension letters: M chains, N = sum of chain lengths, 4 backbone atoms (N, CA, C, O), 3 (Å).
 
 The chains are stored concatenated (``coords`` Shape (N, 4, 3)) with ``offsets`` Shape (M + 1,)
-so chain i is ``coords[offsets[i]:offsets[i + 1]]``. Saved as a compressed ``.npz`` holding
-only numeric and fixed-width unicode arrays, loaded with ``allow_pickle=False``.
+so chain i is ``coords[offsets[i]:offsets[i + 1]]``. Saved as a ``.npz`` holding only numeric
+and fixed-width unicode arrays, loaded with ``allow_pickle=False``. The per-residue arrays
+(:data:`MAPPED`: ``coords``, ``res_ids``, ``ins_codes``) are stored uncompressed and loaded as
+read-only memory maps, so a dataset larger than memory trains without being read in; the
+per-chain arrays are compressed and read. Older files with every member compressed (the
+bundled ``chains.npz``) load too, their arrays read into memory.
 
 Example
 -------
@@ -19,6 +23,8 @@ from __future__ import annotations
 import importlib.resources
 import os
 import pathlib
+import struct
+import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -35,6 +41,7 @@ from diffsci.protein.structure import (
 )
 
 __all__ = [
+    "MAPPED",
     "PROVENANCE_KEYS",
     "BackboneDataset",
     "Source",
@@ -48,6 +55,8 @@ __all__ = [
 ]
 
 PROVENANCE_KEYS: tuple[str, ...] = ("package", "version", "file", "chain", "pdb_id", "piece")
+#: arrays stored uncompressed by :func:`save_dataset` and memory-mapped by :func:`load_dataset`
+MAPPED: tuple[str, ...] = ("coords", "res_ids", "ins_codes")
 _FORMAT_VERSION = 1
 
 
@@ -93,7 +102,7 @@ class BackboneDataset:
         n = self.coords.shape[0]
         if self.coords.shape != (n, 4, 3):
             raise DiffsciError(f"dataset coords must have shape (N, 4, 3), got {self.coords.shape}")
-        if not np.isfinite(self.coords).all():
+        if not all(np.isfinite(self.coords[i : i + 2**16]).all() for i in range(0, n, 2**16)):
             raise DiffsciError("dataset coords contain NaN or infinite values")
         if self.offsets.shape != (m + 1,) or (m >= 0 and (self.offsets[0] != 0 or self.offsets[-1] != n)):
             raise DiffsciError("dataset offsets do not match the chains")
@@ -392,19 +401,21 @@ def _str_array(values: Sequence[str]) -> np.ndarray:
 
 
 def save_dataset(ds: BackboneDataset, path: str | os.PathLike) -> None:
-    """Write ``ds`` as a compressed, pickle-free ``.npz``, atomically (temp + ``os.replace``)."""
+    """Write ``ds`` as a pickle-free ``.npz``, atomically (temp + ``os.replace``): the
+    :data:`MAPPED` arrays stored uncompressed (so :func:`load_dataset` memory-maps them), the
+    others compressed. The bytes depend only on ``ds`` (members dated 1980-01-01)."""
     path = pathlib.Path(path)
     folder = path.parent if str(path.parent) else pathlib.Path(".")
     if not folder.is_dir():
         raise DiffsciError(f"{path}: output folder {folder} does not exist")
     arrays = {
         "format_version": np.array(_FORMAT_VERSION, dtype=np.int64),
-        "coords": ds.coords.astype(np.float32),
+        "coords": np.asarray(ds.coords, dtype=np.float32),
         "offsets": ds.offsets.astype(np.int64),
         "sequences": _str_array(ds.sequences),
         "chain_ids": _str_array(ds.chain_ids),
-        "res_ids": ds.res_ids.astype(np.int32),
-        "ins_codes": ds.ins_codes.astype("<U1"),
+        "res_ids": np.asarray(ds.res_ids, dtype=np.int64),
+        "ins_codes": np.asarray(ds.ins_codes, dtype="<U1"),
         "split": _str_array(ds.split),
         "cluster_ids": ds.cluster_ids.astype(np.int64),
         "meta_keys": _str_array(list(ds.meta.keys())),
@@ -413,18 +424,55 @@ def save_dataset(ds: BackboneDataset, path: str | os.PathLike) -> None:
     for key in PROVENANCE_KEYS:
         arrays[f"prov_{key}"] = _str_array([str(p.get(key, "")) for p in ds.provenance])
     with atomic_output(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
+        with zipfile.ZipFile(tmp, "w") as zf:
+            for key, arr in arrays.items():
+                info = zipfile.ZipInfo(f"{key}.npy")
+                info.compress_type = zipfile.ZIP_STORED if key in MAPPED else zipfile.ZIP_DEFLATED
+                with zf.open(info, "w", force_zip64=True) as fh:
+                    np.lib.format.write_array(fh, arr, allow_pickle=False)
+
+
+def _memory_map(path: pathlib.Path, info: zipfile.ZipInfo) -> np.ndarray | None:
+    """The .npy member ``info`` of the zip file at ``path`` as a read-only memory map, or None
+    when it cannot be mapped (compressed, empty, or holding objects)."""
+    if info.compress_type != zipfile.ZIP_STORED:
+        return None
+    with open(path, "rb") as fh:
+        fh.seek(info.header_offset)
+        local = fh.read(30)  # the zip local file header; name and extra field follow it
+        if len(local) < 30 or local[:4] != b"PK\x03\x04":
+            return None
+        name_len, extra_len = struct.unpack("<HH", local[26:30])
+        fh.seek(info.header_offset + 30 + name_len + extra_len)
+        version = np.lib.format.read_magic(fh)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read_header(fh)
+        offset = fh.tell()
+    if dtype.hasobject or int(np.prod(shape)) == 0:
+        return None
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
+
+
+def _read_npz(path: pathlib.Path) -> dict[str, np.ndarray]:
+    """Every array of the .npz at ``path``: the :data:`MAPPED` ones memory-mapped where stored
+    uncompressed, the others read."""
+    data = {}
+    with np.load(path, allow_pickle=False) as z:
+        for key in z.files:
+            mapped = _memory_map(path, z.zip.getinfo(f"{key}.npy")) if key in MAPPED else None
+            data[key] = z[key] if mapped is None else mapped
+    return data
 
 
 def load_dataset(path: str | os.PathLike) -> BackboneDataset:
-    """Read a dataset written by :func:`save_dataset` (``allow_pickle=False``)."""
+    """Read a dataset written by :func:`save_dataset` (``allow_pickle=False``); ``coords``,
+    ``res_ids`` and ``ins_codes`` are read-only memory maps of the file when it stores them
+    uncompressed (files written by :func:`save_dataset`), arrays in memory otherwise."""
     path = pathlib.Path(path)
     if not path.is_file():
         raise DiffsciError(f"{path}: dataset file does not exist")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
+        data = _read_npz(path)
     except Exception as exc:
         raise DiffsciError(f"{path}: not a readable .npz dataset ({exc})") from exc
     required = ("coords", "offsets", "sequences", "chain_ids", "res_ids", "ins_codes", "split", "cluster_ids")
@@ -436,24 +484,26 @@ def load_dataset(path: str | os.PathLike) -> BackboneDataset:
         {k: str(data[f"prov_{k}"][i]) if f"prov_{k}" in data else "" for k in PROVENANCE_KEYS} for i in range(m)
     )
     meta = dict(zip(map(str, data.get("meta_keys", [])), map(str, data.get("meta_values", []))))
-    for key in ("coords", "offsets", "res_ids", "ins_codes", "cluster_ids"):
-        data[key] = np.array(data[key])
-        data[key].flags.writeable = False  # chains are views into these: guard them
     try:
         return BackboneDataset(
-            coords=data["coords"].astype(np.float32, copy=False),
-            offsets=data["offsets"].astype(np.int64, copy=False),
+            coords=_read_only(data["coords"].astype(np.float32, copy=False)),
+            offsets=_read_only(data["offsets"].astype(np.int64, copy=False)),
             sequences=tuple(str(s) for s in data["sequences"]),
             chain_ids=tuple(str(s) for s in data["chain_ids"]),
-            res_ids=data["res_ids"].astype(np.int64, copy=False),
-            ins_codes=data["ins_codes"].astype("<U1", copy=False),
+            res_ids=_read_only(data["res_ids"].astype(np.int64, copy=False)),
+            ins_codes=_read_only(data["ins_codes"].astype("<U1", copy=False)),
             provenance=prov,
             split=tuple(str(s) for s in data["split"]),
-            cluster_ids=data["cluster_ids"].astype(np.int64, copy=False),
+            cluster_ids=_read_only(data["cluster_ids"].astype(np.int64, copy=False)),
             meta=meta,
         )
     except DiffsciError as exc:
         raise DiffsciError(f"{path}: {exc}") from exc
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False  # chains are views into these arrays: guard them
+    return a
 
 
 def bundled_dataset_path() -> pathlib.Path:

@@ -168,7 +168,9 @@ class BackboneTask:
     """Training task: random crops of real chains, noised by the configured formulation.
 
     ``split``: ``"train"``, ``"heldout"`` or ``"all"`` chains of the dataset; ``provenance``:
-    where the dataset came from (saved in the checkpoints)."""
+    where the dataset came from (saved in the checkpoints). ``chains`` holds views into the
+    dataset's arrays (memory maps of the file for a dataset written by
+    :func:`~diffsci.protein.dataset.save_dataset`); a batch copies only its own crops."""
 
     kind = KIND
 
@@ -188,8 +190,7 @@ class BackboneTask:
             if why:
                 self.skipped[why] += 1
                 continue
-            c = torch.tensor(np.asarray(ch.coords), dtype=torch.float32)  # (L, 4, 3) Å
-            self.chains.append(c)
+            self.chains.append(ch.coords)  # (L, 4, 3) Å
             if cfg.strand_power:
                 from diffsci.protein.metrics import psea_fractions
 
@@ -236,6 +237,7 @@ class BackboneTask:
             if length > n:
                 s = int(torch.randint(length - n + 1, (1,), generator=generator))
                 c = c[s : s + n]
+            c = torch.tensor(np.asarray(c), dtype=torch.float32)  # (m, 4, 3) Å
             m = c.shape[0]
             r, tr = frames_from_backbone(c[:, 0], c[:, 1], c[:, 2])
             trans[b, :m], rots[b, :m], mask[b, :m] = tr / ANGSTROM_PER_NM, r, True

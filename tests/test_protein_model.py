@@ -103,7 +103,7 @@ def test_strand_power_draws_chains_by_strand_content():
     uniform = BackboneTask(ProteinModelConfig(net=TINY, max_length=40), ds)
     task = BackboneTask(ProteinModelConfig(net=TINY, max_length=40, strand_power=2.0), ds)
     assert uniform.weights is None and len(task.chains) == len(uniform.chains)
-    strand = np.array([psea_fractions(c[:, 1].numpy())["strand"] for c in task.chains])
+    strand = np.array([psea_fractions(np.asarray(c)[:, 1])["strand"] for c in task.chains])
     want = (strand + 0.05) ** 2
     np.testing.assert_allclose(task.weights.numpy(), want / want.sum(), rtol=1e-6)
     # the draws follow the weights: mean strand content of drawn chains is the weighted mean
