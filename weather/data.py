@@ -53,6 +53,7 @@ __all__ = [
     "channel_names",
     "stack_channels",
     "StateReader",
+    "bounded_chunks",
     "NormStats",
     "compute_norm_stats",
     "static_features",
