@@ -128,7 +128,7 @@ class AlignedMotif(torch.nn.Module):
         if taper > 0:
             if n_res is None:
                 raise DiffsciError("AlignedMotif: taper needs n_res")
-            self.spread = spread_weights(self.index, n_res, taper, chain_index)  # (N, M)
+            self.spread = spread_weights(self.index, n_res, taper, chain_index).to(trans.device)  # (N, M)
 
     def forward(self, x, t, cond):
         trans0, rots0 = self.denoise(x, t, cond)
@@ -152,9 +152,10 @@ def spread_weights(index: torch.Tensor, n_res: int, taper: int, chain_index=None
     default one chain): 1 at each motif residue (its own column), linear between the two
     motif residues that bound a gap, and falling linearly to 0 over ``taper`` residues beyond
     the first and last motif residues of a chain (``1 - k / (taper + 1)`` at sequence distance
-    k). Rows of motif residues are one-hot; a chain without motif residues gets zeros."""
-    chains = [0] * n_res if chain_index is None else [int(c) for c in chain_index]
-    col = {p: k for k, p in enumerate(int(i) for i in index)}
+    k). Rows of motif residues are one-hot; a chain without motif residues gets zeros. Float64,
+    on the CPU."""
+    chains = [0] * n_res if chain_index is None else [int(c) for c in torch.as_tensor(chain_index).tolist()]
+    col = {p: k for k, p in enumerate(int(i) for i in torch.as_tensor(index).tolist())}
     w = torch.zeros(n_res, len(col), dtype=torch.float64)
     for p in range(n_res):
         if p in col:
@@ -188,7 +189,8 @@ def condition_on_motif(space, denoise: Callable, known, *, method: str = "align"
     known
         ``((trans (1, N, 3) nm, rots (1, N, 3, 3)), mask (1, N) bool)``: the motif's frames at
         the motif positions (centred motif; other entries ignored), as
-        :func:`diffsci.protein.contig.draw_layout` builds it (``Layout.known``).
+        :func:`diffsci.protein.contig.draw_layout` builds it (``Layout.known``), on the state's
+        device.
     method
         ``"align"`` (default), ``"fixed"`` or ``"noised"`` (see the module docstring).
     taper
@@ -199,7 +201,7 @@ def condition_on_motif(space, denoise: Callable, known, *, method: str = "align"
     constraint
         A constraint already in use (e.g. a symmetry), applied before the motif's.
     generator
-        The noise source of ``"noised"``.
+        The noise source of ``"noised"`` (on the state's device).
     """
     if method not in METHODS:
         raise DiffsciError(f"motif method must be one of {', '.join(METHODS)}, got {method!r}")

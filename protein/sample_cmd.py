@@ -11,6 +11,8 @@ residue names from the motif file and have B-factor 1.00; designed residues are 
 
 Under ``torchrun --no-python diffsci protein sample ...`` the designs are spread over the ranks
 and rank 0 writes every file, the same files as one process (up to the ``seconds`` timings).
+``--device`` (default cpu): where the model samples; with several ranks, ``cuda`` is each rank's
+``LOCAL_RANK``-th GPU. Designs are reproducible on one device type, not across CPU and CUDA.
 """
 
 from __future__ import annotations
@@ -134,10 +136,13 @@ def write_designs(designs, out_dir, *, checkpoint: str) -> Path:
 
 
 def _run(args) -> int:
+    from diffsci.core.distributed import rank_device
+    from diffsci.core.utils import resolve_device
     from diffsci.protein.contig import contig_length_limits, load_motif, parse_contig, parse_length_range, resolve_contig
     from diffsci.protein.sampling import TIME_POWER, check_design_options, load_model, sample_backbones
 
     # everything a user gave is checked before the model is loaded or anything is written
+    device = rank_device(resolve_device(args.device))
     lengths = args.length or []
     check_design_options(lengths, contig=args.contig, motif=bool(args.motif), total_length=args.total_length,
                          symmetry=args.symmetry)
@@ -152,7 +157,7 @@ def _run(args) -> int:
         shown = ", ".join(p.name for p in old[:3]) + (" ..." if len(old) > 3 else "")
         raise DiffsciError(f"--out {args.out} already holds designs ({len(old)} file(s): {shown}); "
                            "use --overwrite to replace them, or another folder")
-    lm = load_model(args.checkpoint)
+    lm = load_model(args.checkpoint, device=device)
     designs = sample_backbones(lm, lengths, args.num, seed=args.seed, steps=args.steps, sampler=args.sampler,
                                motif=motif, contig=args.contig, symmetry=args.symmetry, progress=not args.quiet,
                                time_power=TIME_POWER if args.time_power is None else args.time_power,
@@ -200,5 +205,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--symmetry", help="cyclic symmetry Cn (e.g. C3): n chains of --length residues (not with --contig)")
     p.add_argument("--trajectory", action="store_true",
                    help="also write trajectories/NAME.pdb: the model's x0 prediction at every step, one MODEL per step")
+    p.add_argument("--device", default="cpu",
+                   help="where the model samples: cpu (default), cuda, cuda:N or auto (CUDA when present); designs "
+                        "are reproducible on one device type, not across CPU and CUDA")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_run)

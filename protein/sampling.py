@@ -6,6 +6,12 @@ Every sample has its own generator derived from ``(seed, length, index)`` (and t
 symmetry), so the same seed gives the same files whatever else is sampled in the run, and
 whichever ``torchrun`` rank samples it.
 
+Devices: sampling runs where the model is (``load_model(..., device=)``, or ``device=`` of
+:func:`sample_backbones`): every tensor and each design's noise generator is made there, and
+designs come back as numpy arrays on the CPU. A contig's layout is drawn on the CPU, so a design
+has the same layout on every device; its noise, and so its coordinates, are reproducible on one
+device type, not across them (CUDA draws other numbers than the CPU from the same seed).
+
 Motif scaffolding: a contig (:mod:`diffsci.protein.contig`) is parsed and checked against the
 motif file before sampling; each design draws its own layout (scaffold lengths, motif
 positions), and the motif residues are kept exact up to a rigid motion during sampling by
@@ -27,12 +33,12 @@ import numpy as np
 import torch
 
 from diffsci.core.checkpoint import Bundle, load_bundle
-from diffsci.core.distributed import gather_shares, is_root
+from diffsci.core.distributed import gather_shares, is_root, rank_device
 from diffsci.core.errors import DiffsciError
 from diffsci.core.io import check_choice, check_int, check_range
 from diffsci.core.io import progress as progress_bar
 from diffsci.core.samplers import get_sampler
-from diffsci.core.utils import make_generator
+from diffsci.core.utils import make_generator, resolve_device, tree_map
 from diffsci.protein.contig import (MAX_LENGTH, MIN_LENGTH, Motif, contig_length_limits, draw_layout, parse_contig,
                                     parse_length_range, resolve_contig)
 from diffsci.protein.diffusion import ANGSTROM_PER_NM, KIND, ProteinCond, ProteinModelConfig, SelfConditioned, build_space
@@ -213,19 +219,28 @@ def sample_states(bundle: Bundle, n_res: int, generator, *, steps: int, sampler:
     :func:`diffsci.protein.motif.condition_on_motif` with ``motif_method`` and ``motif_taper``
     (its docstring). ``rotation_rate``: see :func:`sampling_rotation_rate`.
     ``chain_index``, ``res_index``: shape (n_res,) chain id and residue index per residue (default:
-    n_chains equal chains numbered from 0). ``callback(i, t, x, x0_hat)`` goes to the sampler."""
+    n_chains equal chains numbered from 0). ``callback(i, t, x, x0_hat)`` goes to the sampler.
+
+    Runs on the model's device: ``generator`` (one, or a list of ``batch``) must be on a device of
+    that type (:func:`~diffsci.core.utils.make_generator` ``device=``); ``known``, ``chain_index``
+    and ``res_index`` may be anywhere (they are moved). The returned tensors are on that device."""
     cfg = bundle.config
-    mask = torch.ones(batch, n_res, dtype=torch.bool)
+    device = next(bundle.model.parameters()).device
+    for g in generator if isinstance(generator, (list, tuple)) else [generator]:
+        if torch.device(g.device).type != device.type:
+            raise DiffsciError(f"generator: on {g.device}, but the model is on {device}; make it with "
+                               f"make_generator(..., device=...) on the model's device")
+    mask = torch.ones(batch, n_res, dtype=torch.bool, device=device)
     L = n_res // n_chains
-    res_idx = torch.arange(L).repeat(n_chains).expand(batch, n_res).clone()
-    chain = torch.arange(n_chains).repeat_interleave(L).expand(batch, n_res).clone()
+    res_idx = torch.arange(L, device=device).repeat(n_chains).expand(batch, n_res).clone()
+    chain = torch.arange(n_chains, device=device).repeat_interleave(L).expand(batch, n_res).clone()
     if res_index is not None:
-        res_idx = torch.as_tensor(res_index, dtype=torch.long).reshape(1, n_res).expand(batch, n_res).clone()
+        res_idx = torch.as_tensor(res_index, dtype=torch.long, device=device).expand(batch, n_res).clone()
     if chain_index is not None:
-        chain = torch.as_tensor(chain_index, dtype=torch.long).reshape(1, n_res).expand(batch, n_res).clone()
+        chain = torch.as_tensor(chain_index, dtype=torch.long, device=device).expand(batch, n_res).clone()
     rate = sampling_rotation_rate(cfg, rotation_rate)
     space = build_space(cfg, mask, rotation_rate=1.0 if rate is None else rate)
-    like = (torch.zeros(batch, n_res, 3), torch.eye(3).expand(batch, n_res, 3, 3).clone())
+    like = (torch.zeros(batch, n_res, 3, device=device), torch.eye(3, device=device).expand(batch, n_res, 3, 3).clone())
     x = space.prior(like, generator)
     times = space.spaces[0].schedule.time_grid(steps, power=time_power)
     constraint = None
@@ -234,6 +249,7 @@ def sample_states(bundle: Bundle, n_res: int, generator, *, steps: int, sampler:
     cond = ProteinCond(mask, res_idx, chain)
     denoise = SelfConditioned(bundle.model) if cfg.net.self_condition else bundle.model
     if known is not None:  # the motif follows the scaffold's frame (protein/motif.py)
+        known = tree_map(lambda v: v.to(device), known)
         denoise, constraint = condition_on_motif(space, denoise, known, method=motif_method, taper=motif_taper,
                                                  constraint=constraint, generator=generator, chain_index=chain[0])
     return get_sampler(sampler)(denoise, x, times, space=space, cond=cond, generator=generator, constraint=constraint,
@@ -241,17 +257,17 @@ def sample_states(bundle: Bundle, n_res: int, generator, *, steps: int, sampler:
 
 
 def _to_atoms(trans, rots, n_copies: int, chain_lengths=None) -> np.ndarray:
-    """Shape (n_copies, N, 4, 3) Å from the first state of a batch; O of each chain's last residue
-    from its own frame (never from the next chain's N)."""
+    """Shape (n_copies, N, 4, 3) Å (numpy, on the CPU) from the first state of a batch; O of each
+    chain's last residue from its own frame (never from the next chain's N)."""
     n_all = trans.shape[1]
     per_copy = n_all // n_copies
     lengths = list(chain_lengths) if chain_lengths else [per_copy]
-    chain_end = torch.zeros(n_all, dtype=torch.bool)
+    chain_end = torch.zeros(n_all, dtype=torch.bool, device=trans.device)
     ends = np.cumsum(lengths) - 1
     for c in range(n_copies):
         chain_end[c * per_copy + ends] = True
     bb = backbone_from_frames(rots[0], trans[0] * ANGSTROM_PER_NM, chain_end=chain_end)  # (N_all, 4, 3) Å
-    return bb.reshape(n_copies, per_copy, 4, 3).numpy()
+    return bb.reshape(n_copies, per_copy, 4, 3).cpu().numpy()
 
 
 def _symmetry_order(symmetry) -> int:
@@ -288,7 +304,8 @@ def sample_backbones(bundle: Bundle, lengths, num: int, *, seed: int = 0, steps:
                      motif: Motif | None = None, contig: str | None = None, symmetry: str | None = None,
                      progress: bool = True, time_power: float = TIME_POWER,
                      rotation_rate: float | None = None, total_length=None,
-                     trajectory: bool = False, motif_method: str = "align", motif_taper: int = TAPER) -> list[Design] | None:
+                     trajectory: bool = False, motif_method: str = "align", motif_taper: int = TAPER,
+                     device=None) -> list[Design] | None:
     """Design ``num`` backbones per length (or per contig) with a loaded model (:func:`load_model`).
     See the module docstring.
 
@@ -300,12 +317,14 @@ def sample_backbones(bundle: Bundle, lengths, num: int, *, seed: int = 0, steps:
     ``contigmap.length``). ``trajectory``: keep the model's x0 prediction at every step.
     ``motif_method``, ``motif_taper``: how the motif is held (:func:`diffsci.protein.motif.condition_on_motif`;
     ``"fixed"`` holds the motif in a fixed frame, for comparison).
+    ``device``: where to sample (``"cpu"``, ``"cuda:1"``, ``"auto"``; the model is moved there,
+    in place; None: where the model is); see the module docstring.
     Everything is checked before the first design is sampled.
 
     Under ``torchrun`` every rank calls this with the same arguments: the designs are split over
     the ranks (:func:`diffsci.core.distributed.gather_shares`); rank 0 returns all of them in
     order, the other ranks None. A design is the same whichever rank samples it (its own
-    generator).
+    generator). With several ranks, a CUDA device is the ``LOCAL_RANK``-th GPU.
     """
     cfg = bundle.config
     sampler = sampler or default_sampler(cfg)
@@ -338,11 +357,14 @@ def sample_backbones(bundle: Bundle, lengths, num: int, *, seed: int = 0, steps:
         for length in lengths:
             check_int(length, "length", minimum=MIN_LENGTH, maximum=MAX_LENGTH)
     jobs = [(length, i) for length in (lengths if plan is None else [0]) for i in range(num)]
+    device = rank_device(next(bundle.model.parameters()).device if device is None else resolve_device(device))
+    bundle.model.to(device)
 
     def design(length: int, i: int) -> Design:
         t0 = time.time()
         key = contig if plan is not None else f"L{length}" + (f"-{symmetry}" if symmetry else "")
-        gen = make_generator(seed, "protein-sample", key, i)
+        gen = make_generator(seed, "protein-sample", key, i)  # the layout's draws: on the CPU
+        noise = gen if device.type == "cpu" else make_generator(seed, "protein-sample", key, i, device=device)
         kw, lay = {}, None
         if plan is not None:
             lay = draw_layout(plan, gen, *limits)
@@ -358,7 +380,7 @@ def sample_backbones(bundle: Bundle, lengths, num: int, *, seed: int = 0, steps:
                 traj.append(_to_atoms(x0_hat[0].float(), x0_hat[1].float(), n_copies, _cl))
                 times.append(float(t))
             kw["callback"] = keep
-        trans, rots = sample_states(bundle, length * n_copies, gen, steps=steps, sampler=sampler, n_chains=n_copies,
+        trans, rots = sample_states(bundle, length * n_copies, noise, steps=steps, sampler=sampler, n_chains=n_copies,
                                     time_power=time_power, rotation_rate=rotation_rate, motif_method=motif_method,
                                     motif_taper=motif_taper, **kw)
         coords = _to_atoms(trans, rots, n_copies, chain_lengths)
@@ -378,5 +400,4 @@ def sample_backbones(bundle: Bundle, lengths, num: int, *, seed: int = 0, steps:
     def work(share: range) -> list[Design]:
         return [design(*jobs[j]) for j in progress_bar(share, desc="sample", enabled=progress and is_root())]
 
-    device = next(bundle.model.parameters()).device
     return gather_shares(len(jobs), work, device=device)

@@ -176,3 +176,32 @@ def test_spread_weights_stay_in_their_chain():
     w = spread_weights(torch.tensor([2, 5]), 8, taper=3, chain_index=chain)
     assert torch.allclose(w[:, 0], torch.tensor([0.5, 0.75, 1, 0.75, 0, 0, 0, 0], dtype=w.dtype))
     assert torch.allclose(w[:, 1], torch.tensor([0, 0, 0, 0, 0.75, 1, 0.75, 0.5], dtype=w.dtype))
+
+
+def test_spread_weights_take_lists_and_tensors_alike():
+    from diffsci.protein.motif import spread_weights
+
+    a = spread_weights(torch.tensor([2, 5]), 8, taper=3, chain_index=torch.tensor([0] * 4 + [1] * 4))
+    b = spread_weights([2, 5], 8, taper=3, chain_index=[0] * 4 + [1] * 4)
+    assert torch.equal(a, b) and a.device.type == "cpu"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_aligned_motif_on_cuda_matches_the_cpu():
+    """The wrapper with a carried correction (taper) on CUDA: the CPU's output to rounding."""
+    g = torch.Generator().manual_seed(5)
+    n, index = 12, torch.tensor([3, 4, 5, 6])
+    m_rots = random_rotations((4,), g, torch.float64, "cpu")
+    m_trans = torch.randn(4, 3, generator=g, dtype=torch.float64) * 0.4
+    trans0 = torch.randn(2, n, 3, generator=g, dtype=torch.float64)
+    rots0 = random_rotations((2, n), g, torch.float64, "cpu")
+    outs = {}
+    for dev in ("cpu", "cuda"):
+        t0, r0 = trans0.to(dev), rots0.to(dev)
+        wrapped = AlignedMotif(lambda x, t, cond: (t0, r0), m_trans.to(dev), m_rots.to(dev), index.to(dev),
+                               n_res=n, taper=3)
+        out_t, out_r = wrapped(None, torch.zeros(2, device=dev), None)
+        assert out_t.device.type == dev
+        outs[dev] = (out_t.cpu(), out_r.cpu())
+    assert torch.allclose(outs["cpu"][0], outs["cuda"][0], atol=1e-9)
+    assert torch.allclose(outs["cpu"][1], outs["cuda"][1], atol=1e-9)

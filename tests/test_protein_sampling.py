@@ -361,3 +361,72 @@ def test_heun_refused_with_the_rate_scaled_rotation_flow():
         sample_backbones(bundle, [40], 1, steps=2, sampler="heun", progress=False)
     (d,) = sample_backbones(bundle, [40], 1, steps=2, sampler="heun", rotation_rate=1.0, progress=False)
     assert np.isfinite(d.coords).all()
+
+
+def test_device_argument_on_cpu_gives_the_same_designs(tiny_checkpoint, motif_file, tmp_path):
+    lm = load_model(tiny_checkpoint)
+    kw = dict(steps=3, progress=False)
+    base = sample_backbones(lm, [40], 2, **kw)
+    for device in ("cpu", torch.device("cpu")):
+        for a, b in zip(base, sample_backbones(lm, [40], 2, device=device, **kw)):
+            np.testing.assert_array_equal(a.coords, b.coords)
+    motif = dict(motif=load_motif(motif_file), contig="10-20/A5-20/30-40", **kw)
+    (m0,), (m1,) = sample_backbones(lm, [], 1, **motif), sample_backbones(lm, [], 1, device="cpu", **motif)
+    np.testing.assert_array_equal(m0.coords, m1.coords)
+    assert m0.drawn_contig == m1.drawn_contig
+    args = ["protein", "sample", "--checkpoint", str(tiny_checkpoint), "--length", "40", "--steps", "3", "--quiet"]
+    assert main(args + ["--out", str(tmp_path / "a")]) == 0
+    assert main(args + ["--out", str(tmp_path / "b"), "--device", "cpu"]) == 0
+    assert (tmp_path / "a" / "len40_000.pdb").read_text() == (tmp_path / "b" / "len40_000.pdb").read_text()
+
+
+class _DeviceChecker(torch.nn.Module):
+    """Wraps a denoiser; records the device of every tensor it is given (state, times, cond)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.seen = model, set()
+
+    def forward(self, x, t, cond):
+        tensors = [*x, t, cond.mask, cond.res_idx, cond.chain] + ([cond.self_cond] if cond.self_cond is not None else [])
+        self.seen.update(v.device for v in tensors)
+        return self.model(x, t, cond)
+
+
+@pytest.mark.parametrize("design", ["plain", "symmetric", "align", "noised"])
+def test_every_tensor_the_sampler_makes_is_on_the_models_device(tiny_checkpoint, motif_file, design):
+    import dataclasses
+
+    lm = load_model(tiny_checkpoint, device=torch.device("cpu"))
+    checker = _DeviceChecker(lm.model)
+    bundle = dataclasses.replace(lm, model=checker)
+    kw = dict(steps=3, progress=False, device=torch.device("cpu"))
+    if design in ("align", "noised"):
+        kw.update(motif=load_motif(motif_file), contig="10-20/A5-20/30-40", motif_method=design)
+    (d,) = sample_backbones(bundle, [] if "motif" in kw else [40], 1, symmetry="C2" if design == "symmetric" else None,
+                            **kw)
+    assert checker.seen == {torch.device("cpu")}
+    assert isinstance(d.coords, np.ndarray) and np.isfinite(d.coords).all()
+
+
+def test_a_generator_on_another_device_type_is_refused(tiny_checkpoint):
+    from types import SimpleNamespace
+
+    from diffsci.protein.sampling import sample_states
+
+    lm = load_model(tiny_checkpoint)
+    with pytest.raises(DiffsciError, match="generator: on cuda:0, but the model is on cpu"):
+        sample_states(lm, 40, SimpleNamespace(device=torch.device("cuda", 0)), steps=2, sampler="euler")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_designs_match_cpu_statistics():
+    """CUDA draws other noise than the CPU: the designs differ, their geometry should not."""
+    from diffsci.protein.metrics import ca_ca_stats
+
+    stats = {}
+    for device in ("cpu", "cuda"):
+        designs = sample_backbones(load_model(device=device), [60], 4, steps=20, progress=False)
+        assert all(np.isfinite(d.coords).all() and d.coords.shape == (1, 60, 4, 3) for d in designs)
+        stats[device] = np.mean([ca_ca_stats(d.coords[0])[1] for d in designs])
+    assert stats["cuda"] >= 0.8 and abs(stats["cuda"] - stats["cpu"]) <= 0.1, stats
