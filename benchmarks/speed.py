@@ -8,6 +8,9 @@
   size and length from the same initial state, with the same torch threads (the simulator runs
   on one; :func:`diffsci.benchmarks.weather_speed.weather_forecast_speed`); target: emulator /
   simulator time <= 1.
+``--device`` (default cpu) is where the protein sampler and the weather emulator run (the
+simulator always runs on the CPU); on CUDA the protein timings are bracketed by
+``torch.cuda.synchronize`` (a forecast ends with its copy to the host).
 Peak memory beside each row: the row's peak resident set (Linux ``VmHWM``, reset before the
 row through ``/proc/self/clear_refs``; elsewhere the process's peak so far,
 ``resource.getrusage``) and ``torch.cuda.max_memory_allocated`` on CUDA. The load average
@@ -27,7 +30,7 @@ import torch
 
 from diffsci.core.io import check_int, write_json
 
-__all__ = ["reset_peak_memory", "peak_memory", "protein_speed", "add_parser"]
+__all__ = ["reset_peak_memory", "peak_memory", "synchronize", "protein_speed", "add_parser"]
 
 
 def reset_peak_memory(device=None) -> None:
@@ -58,29 +61,40 @@ def peak_memory(device=None) -> dict:
     return out
 
 
-def protein_speed(length: int = 100, steps=(10, 20, 100), batches=(1, 16)) -> dict:
-    """Time ``sample_states`` of the shipped checkpoint for every (steps, batch) pair (CPU).
+def synchronize(device) -> None:
+    """Wait for the work queued on a CUDA ``device`` (nothing elsewhere): call before reading a clock."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
 
-    Returns ``length``, ``sampler``, ``threads`` and ``rows``: one dict per pair with ``steps``,
-    ``batch``, ``seconds_total``, ``seconds_per_backbone`` and :func:`peak_memory`'s keys."""
-    from diffsci.core.utils import make_generator
+
+def protein_speed(length: int = 100, steps=(10, 20, 100), batches=(1, 16), device="cpu") -> dict:
+    """Time ``sample_states`` of the shipped checkpoint on ``device`` for every (steps, batch) pair.
+
+    Returns ``length``, ``sampler``, ``threads``, ``device`` and ``rows``: one dict per pair with
+    ``steps``, ``batch``, ``seconds_total``, ``seconds_per_backbone`` and :func:`peak_memory`'s
+    keys (``cuda_peak_mb`` on CUDA)."""
+    from diffsci.core.utils import make_generator, resolve_device
     from diffsci.protein.sampling import default_sampler, load_model, sample_states
 
     check_int(length, "length")
-    lm = load_model()
+    dev = resolve_device(device)
+    lm = load_model(device=dev)
     sampler = default_sampler(lm.config)
-    sample_states(lm, length, make_generator(0, "warmup"), steps=2, sampler=sampler)
+    sample_states(lm, length, make_generator(0, "warmup", device=dev), steps=2, sampler=sampler)
     rows = []
     for n in steps:
         for b in batches:
-            gens = [make_generator(0, "speed", i) for i in range(check_int(b, "batches"))]
-            reset_peak_memory()
+            gens = [make_generator(0, "speed", i, device=dev) for i in range(check_int(b, "batches"))]
+            reset_peak_memory(dev)
+            synchronize(dev)
             t0 = time.perf_counter()
             sample_states(lm, length, gens, steps=check_int(n, "steps"), sampler=sampler, batch=b)
+            synchronize(dev)
             dt = time.perf_counter() - t0
             rows.append({"steps": n, "batch": b, "seconds_total": round(dt, 3),
-                         "seconds_per_backbone": round(dt / b, 4), **peak_memory()})
-    return {"length": length, "sampler": sampler, "threads": torch.get_num_threads(), "rows": rows}
+                         "seconds_per_backbone": round(dt / b, 4), **peak_memory(dev)})
+    return {"length": length, "sampler": sampler, "threads": torch.get_num_threads(), "device": str(dev),
+            "rows": rows}
 
 
 def _run(args) -> int:
@@ -90,10 +104,11 @@ def _run(args) -> int:
     do_w = args.weather or not args.protein
     res = {"load_average": {"start": list(os.getloadavg())}}
     if do_p:
-        res["protein"] = protein_speed(args.length, args.steps, args.batches)
+        res["protein"] = protein_speed(args.length, args.steps, args.batches, device=args.device)
         for r in res["protein"]["rows"]:
+            cuda = f", CUDA peak {r['cuda_peak_mb']} MB" if "cuda_peak_mb" in r else ""
             print(f"protein: L={args.length}, {r['steps']} steps, batch {r['batch']}: {r['seconds_per_backbone']} s/backbone, "
-                  f"peak RSS {r['peak_rss_mb']} MB")
+                  f"peak RSS {r['peak_rss_mb']} MB{cuda}")
     if do_w:
         w = weather_forecast_speed(members=args.members, lead_hours=args.lead_hours, threads=args.threads,
                                    device=args.device, simulator=True)
@@ -105,8 +120,8 @@ def _run(args) -> int:
     if do_p:
         words += ["--length", str(args.length), "--steps", *map(str, args.steps), "--batches", *map(str, args.batches)]
     if do_w:
-        words += ["--members", str(args.members), "--lead-hours", str(args.lead_hours), "--threads", str(args.threads),
-                  "--device", args.device]
+        words += ["--members", str(args.members), "--lead-hours", str(args.lead_hours), "--threads", str(args.threads)]
+    words += ["--device", args.device]
     res["command"] = " ".join(words)
     if args.out:
         write_json(args.out, res)
@@ -125,6 +140,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--lead-hours", type=int, default=24, help="weather forecast length (default 24)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads for both weather jobs (default 1: the simulator runs on one)")
-    p.add_argument("--device", default="cpu", help="where the weather emulator runs (default cpu)")
+    p.add_argument("--device", default="cpu",
+                   help="where the protein sampler and the weather emulator run: cpu (default), cuda[:N], auto")
     p.add_argument("--out", help="write the measurements as JSON")
     p.set_defaults(func=_run)

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from diffsci.benchmarks.speed import peak_memory, reset_peak_memory
 from diffsci.core.cli import main
@@ -20,7 +21,8 @@ def test_protein_rows_at_each_steps_and_batch(tmp_path):
         assert r["seconds_total"] > 0 and r["seconds_per_backbone"] == pytest.approx(r["seconds_total"] / r["batch"], abs=1e-3)
         assert r["peak_rss_mb"] > 0 and r["process_peak_rss_mb"] > 0
     assert "weather" not in res and len(res["load_average"]["start"]) == 3 and len(res["load_average"]["end"]) == 3
-    assert res["command"].startswith("diffsci bench speed --protein --length 12 --steps 1 2 --batches 1 2")
+    assert res["command"] == "diffsci bench speed --protein --length 12 --steps 1 2 --batches 1 2 --device cpu"
+    assert res["protein"]["device"] == "cpu" and all("cuda_peak_mb" not in r for r in rows)
 
 
 def test_weather_emulator_against_simulator(tmp_path):
@@ -39,3 +41,24 @@ def test_peak_memory_sees_an_allocation():
     block = np.ones(64 * 2**20 // 8)  # 64 MiB touched
     after = peak_memory()["peak_rss_mb"]
     assert after >= before + 60 and block[-1] == 1.0
+
+
+def test_synchronize_waits_on_cuda_only(monkeypatch):
+    from diffsci.benchmarks.speed import synchronize
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: calls.append(torch.device(device)))
+    synchronize("cpu")
+    synchronize(torch.device("cpu"))
+    assert calls == []
+    synchronize("cuda:1")
+    assert calls == [torch.device("cuda", 1)]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_protein_rows_on_cuda_report_the_cuda_peak():
+    from diffsci.benchmarks.speed import protein_speed
+
+    res = protein_speed(12, steps=(2,), batches=(1, 2), device="cuda")
+    assert res["device"].startswith("cuda") and [r["batch"] for r in res["rows"]] == [1, 2]
+    assert all(r["seconds_total"] > 0 and r["cuda_peak_mb"] > 0 for r in res["rows"])
