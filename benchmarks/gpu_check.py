@@ -124,12 +124,10 @@ def check_torchrun(device, nproc: int, workdir, *, members: int = 4, lead_hours:
     generate(grid=(32, 64), hours=2, trajectories=1, seed=7, spinup_hours=6, progress=False).to_netcdf(init)
     args = [_executable("diffsci"), "weather", "forecast", "--init", str(init), "--lead-hours", str(lead_hours),
             "--members", str(members), "--steps", "2", "--seed", "4", "--quiet", "--device", str(device)]
-    runs = {}
     for name, prefix in (("one", []), ("ranks", [_executable("torchrun"), "--standalone", "--nproc_per_node",
                                                    str(nproc), "--no-python"])):
         r = subprocess.run(prefix + args + ["--out", str(work / f"{name}.nc")], capture_output=True, text=True,
                            timeout=timeout)
-        runs[name] = r
         if r.returncode != 0:
             return {"ok": False, "nproc": nproc, "error": f"{name}: exit {r.returncode}: {r.stderr[-2000:]}"}
     with xr.open_dataset(work / "one.nc") as a, xr.open_dataset(work / "ranks.nc") as b:
