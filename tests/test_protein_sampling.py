@@ -393,19 +393,20 @@ class _DeviceChecker(torch.nn.Module):
         return self.model(x, t, cond)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (on a CPU-only machine every tensor is on the CPU)")
 @pytest.mark.parametrize("design", ["plain", "symmetric", "align", "noised"])
 def test_every_tensor_the_sampler_makes_is_on_the_models_device(tiny_checkpoint, motif_file, design):
     import dataclasses
 
-    lm = load_model(tiny_checkpoint, device=torch.device("cpu"))
+    lm = load_model(tiny_checkpoint, device=torch.device("cuda"))
     checker = _DeviceChecker(lm.model)
     bundle = dataclasses.replace(lm, model=checker)
-    kw = dict(steps=3, progress=False, device=torch.device("cpu"))
+    kw = dict(steps=3, progress=False, device=torch.device("cuda"))
     if design in ("align", "noised"):
         kw.update(motif=load_motif(motif_file), contig="10-20/A5-20/30-40", motif_method=design)
     (d,) = sample_backbones(bundle, [] if "motif" in kw else [40], 1, symmetry="C2" if design == "symmetric" else None,
                             **kw)
-    assert checker.seen == {torch.device("cpu")}
+    assert {dev.type for dev in checker.seen} == {"cuda"}
     assert isinstance(d.coords, np.ndarray) and np.isfinite(d.coords).all()
 
 
