@@ -178,7 +178,7 @@ def run_benchmark(out, *, quick: bool = False, members: int | None = None, inits
     held-out data and the whole training period (4 x 1000 h). Returns the results.json payload.
     """
     from diffsci.weather.data import open_weather
-    from diffsci.weather.forecast import forecast, load_forecaster
+    from diffsci.weather.forecast import effective_churn, forecast, load_forecaster
     from diffsci.weather.generator import generate
 
     members = members if members is not None else (8 if quick else 16)
@@ -264,7 +264,7 @@ def run_benchmark(out, *, quick: bool = False, members: int | None = None, inits
         ("--churn", default(churn, 2.5))])
     payload = {"systems": results, "summary": summarize(results, variables), "timings_s": timings,
                "members": members, "init_times": [str(t)[:16] for t in init_times], "lead_hours": lead_hours,
-               "checkpoint": forecaster.source, "sampler": sampler, "noise_levels": steps, "churn": churn,
+               "checkpoint": forecaster.source, "sampler": sampler, "noise_levels": steps, "churn": effective_churn(sampler, churn),
                "deterministic_checkpoint": str(det) if det else None, "deterministic_source": det_note,
                "heldout_data": str(data), "climatology_period": str(train_data),
                "climatology_period_hours": int(train.sizes["time"]), "heldout_seed": HELDOUT_SEED,

@@ -399,3 +399,10 @@ def test_train_on_an_ensemble_file(tmp_path):
     d = np.diff(z, axis=1)  # within each member only
     np.testing.assert_allclose(stats["residual_std"][:2], d.transpose(2, 0, 1, 3, 4).reshape(2, -1).std(1), rtol=1e-5)
     np.testing.assert_allclose(stats["mean"][:2], z.transpose(2, 0, 1, 3, 4).reshape(2, -1).mean(1), rtol=1e-6)
+
+
+def test_effective_churn_is_what_the_sampler_uses():
+    from diffsci.weather.forecast import effective_churn
+
+    assert effective_churn("heun", 2.5) == 2.5 and effective_churn("euler", 1) == 1.0
+    assert effective_churn("dpmpp_2m", 2.5) == 0.0 and effective_churn("ddim", 2.5) == 0.0

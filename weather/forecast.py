@@ -47,7 +47,7 @@ from diffsci.weather.grid import boundary_mask
 from diffsci.weather.layouts import normalize_unit
 from diffsci.weather.predictor import DiffusionStep, DirectStep, NormalizedResidual, StepPredictor, rollout
 
-__all__ = ["Forecaster", "load_forecaster", "forecast", "write_forecast", "CHUNK", "DEFAULT_STEPS"]
+__all__ = ["effective_churn", "Forecaster", "load_forecaster", "forecast", "write_forecast", "CHUNK", "DEFAULT_STEPS"]
 
 CHUNK = 4  # members evaluated together (fixed, so results do not depend on the ensemble size)
 
@@ -246,8 +246,7 @@ def forecast(forecaster: Forecaster, init, *, init_times=None, lead_hours: int =
     n_steps = int(round(n_steps))
     steps = check_int(DEFAULT_STEPS.get(sampler, DEFAULT_STEPS_OTHERS) if steps is None else steps, "steps")
     get_sampler(sampler)
-    # EDM churn applies to the heun/euler samplers only; others run without (recorded as 0)
-    churn = float(churn) if sampler in ("heun", "euler") else 0.0
+    churn = effective_churn(sampler, churn)
     device = rank_device(forecaster.device if device is None else resolve_device(device))
     forecaster.model.to(device)
     predictor = forecaster.predictor(sampler=sampler, steps=steps, churn=churn)
@@ -361,6 +360,12 @@ def _to_dataset(out, ds, forecaster, init_stamps, n_steps, members, seed, steps,
         Conventions="CF-1.8", history=f"created {time.strftime('%Y-%m-%dT%H:%M:%S')}",
     )
     return fds
+
+
+def effective_churn(sampler: str, churn: float) -> float:
+    """The EDM churn a forecast with ``sampler`` uses: ``churn`` for heun and euler, which take
+    it; 0 for the others (recorded so in forecasts and benchmark results)."""
+    return float(churn) if sampler in ("heun", "euler") else 0.0
 
 
 def write_forecast(fds: xr.Dataset, path: str | os.PathLike) -> Path:
