@@ -223,7 +223,8 @@ def train_deterministic(data, out, *, max_minutes: float | None = 15.0, steps: i
     optimiser settings as the diffusion model. Returns the checkpoint path (``out/latest.pt``,
     or ``export_to``: a slim copy with the EMA weights, config and normalisation statistics).
     """
-    from diffsci.core.train import Recipe, export_checkpoint, fit
+    from diffsci.core.checkpoint import export_checkpoint
+    from diffsci.core.train import Recipe, fit
     from diffsci.weather.diffusion import KIND_DETERMINISTIC
 
     recipe = Recipe.from_tables(KIND_DETERMINISTIC, data={"path": str(data)},

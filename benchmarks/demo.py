@@ -37,7 +37,8 @@ def core_demo(out: Path, steps: int = 4000) -> Path:
     from diffsci.core.samplers import get_sampler
     from diffsci.core.spaces import Euclidean
     from diffsci.core.toy import ToyTask
-    from diffsci.core.train import TrainConfig, load_checkpoint, train
+    from diffsci.core.checkpoint import load_checkpoint
+    from diffsci.core.train import TrainConfig, train
     from diffsci.core.utils import make_generator
 
     task = ToyTask()

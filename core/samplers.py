@@ -136,6 +136,8 @@ def _churn_time(space, t, gamma):
 
 
 def _heun_like(denoise, x, times, space, cond, generator, constraint, callback, churn, s_tmin, s_tmax, second_order):
+    if second_order:
+        space.check_second_order()
     x, times = _prologue(x, times, space, constraint)
     n = len(times) - 1
     gamma0 = min(churn / n, math.sqrt(2) - 1) if churn > 0 else 0.0

@@ -83,6 +83,10 @@ class Space:
         m = append_dims(mask.to(torch.bool), x.ndim)
         return torch.where(m, known.to(x.dtype), x)
 
+    def check_second_order(self) -> None:
+        """Raise DiffsciError if ``ode_derivative`` is not the velocity of an ODE that a
+        second-order method (Heun) may average between two times; the default is that it is."""
+
     def with_mask(self, mask: torch.Tensor | None) -> "Space":
         """The same space with a point mask (only spaces with a ``mask`` field use it)."""
         if "mask" in {f.name for f in dataclasses.fields(self)}:
@@ -360,6 +364,14 @@ class SO3Flow(Space):
             frac = frac.clamp(max=1.0)
         return x @ so3.exp_map(-frac * tt * d)
 
+    def check_second_order(self) -> None:
+        """With ``inference_rate`` != 1 a step moves the fraction ``min(1, rate (t - s) / t)`` of the
+        way to x0_hat: not an ODE step, so averaging velocities at t and s (Heun) overshoots
+        (protein, L = 60, 20 steps, rate 10: CA-CA ok 0.44 against 0.96 with Euler)."""
+        if self.inference_rate != 1.0:
+            raise DiffsciError(f"SO3Flow with rotation rate {self.inference_rate:g}: its steps are not ODE steps, so "
+                               "second-order samplers (heun) overshoot; use euler, ddim or dpmpp_2m, or rate 1")
+
     def renoise(self, x, t, t_hat, generator=None):
         raise DiffsciError("SO3Flow: churn (renoising) is not defined for the geodesic flow")
 
@@ -424,6 +436,10 @@ class Product(Space):
 
     def ode_derivative(self, x, x0_hat, t):
         return self._map("ode_derivative", x, x0_hat, t=t)
+
+    def check_second_order(self) -> None:
+        for sp in self.spaces:
+            sp.check_second_order()
 
     def ode_move(self, x, d, t, s):
         return tuple(sp.ode_move(x[i], d[i], t, s) for i, sp in enumerate(self.spaces))

@@ -37,16 +37,15 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
-from diffsci.core.checkpoint import (CHECKPOINT_FORMAT, average_checkpoints, export_checkpoint, get_kind,
-                                     latest_checkpoint, link_latest, load_checkpoint, migrate, registered_kinds,
-                                     save_checkpoint)
-from diffsci.core.config import Provenance, from_dict, to_dict
+from diffsci.core.checkpoint import (CHECKPOINT_FORMAT, get_kind, latest_checkpoint, link_latest, load_checkpoint,
+                                     migrate, registered_kinds, save_checkpoint)
+from diffsci.core.config import from_dict, to_dict
 from diffsci.core.distributed import dist_info
 from diffsci.core.errors import CheckpointError, DiffsciError
 from diffsci.core.io import check_int, check_range
@@ -60,16 +59,8 @@ __all__ = [
     "Task",
     "TrainResult",
     "train",
-    "save_checkpoint",
-    "load_checkpoint",
-    "latest_checkpoint",
-    "export_checkpoint",
-    "average_checkpoints",
     "EMA",
-    "CHECKPOINT_FORMAT",
 ]
-
-CHECKPOINT_FORMAT = "diffsci-checkpoint-v1"
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ from typing import Any, Callable
 import torch
 
 from diffsci.core.errors import DiffsciError
-from diffsci.core.io import atomic_output  # noqa: F401  (re-exported: its home is core.io)
 
 __all__ = [
     "append_dims",
@@ -20,7 +19,6 @@ __all__ = [
     "tree_map",
     "resolve_device",
     "load_config_file",
-    "atomic_output",
 ]
 
 

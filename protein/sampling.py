@@ -339,12 +339,8 @@ def sample_backbones(bundle: Bundle, lengths, num: int, *, seed: int = 0, steps:
     check_choice(motif_method, "motif_method", MOTIF_METHODS)
     check_int(motif_taper, "motif_taper", minimum=0)
     rate = sampling_rotation_rate(cfg, rotation_rate)
-    if sampler == "heun" and cfg.formulation == "flow" and rate != 1.0:
-        # Heun averages the velocity at t with the one at s, ~1/s; the rate-scaled rotation step
-        # (up to the whole way to x0_hat) then overshoots: CA-CA ok 0.44 against 0.96 with euler
-        # (L = 60, 20 steps, the shipped checkpoint)
-        raise DiffsciError(f"sampler heun does not work with the rotation rate {rate:g} of the flow model "
-                           "(it overshoots the rotations); use euler, ddim or dpmpp_2m, or rotation_rate 1")
+    if sampler == "heun" and rate is not None:
+        build_space(cfg, rotation_rate=rate).check_second_order()  # refused before the first design
     n_copies = _symmetry_order(symmetry)
     total = parse_length_range(total_length)
     check_design_options(lengths, contig=contig, motif=motif is not None, total_length=total, symmetry=symmetry)

@@ -203,7 +203,7 @@ def test_cli_bad_arguments(bench_files, tmp_path, capsys):
 def test_train_deterministic_then_roll_out(data, tmp_path):
     """The MSE baseline's training task runs through the core loop and rolls out with the same code."""
     from diffsci.core.errors import DiffsciError
-    from diffsci.core.train import load_checkpoint
+    from diffsci.core.checkpoint import load_checkpoint
     from diffsci.core.checkpoint import default_checkpoint_path
     from diffsci.weather.diffusion import KIND
 

@@ -290,3 +290,25 @@ def test_dpmpp_2m_on_a_product_is_the_factors_run_alone():
     alone_r = get_sampler("dpmpp_2m")(so3_den, r, times, space=so3_space)
     torch.testing.assert_close(both[0], alone_x)
     torch.testing.assert_close(both[1], alone_r)
+
+
+def test_heun_refused_on_the_rate_scaled_rotation_flow():
+    """SO3Flow with inference_rate != 1 takes fractional steps towards x0_hat, not ODE steps:
+    Heun (which averages two velocities) is refused, also inside a Product; Euler runs; at rate 1
+    Heun runs too."""
+    from diffsci.core.so3 import random_rotations
+    from diffsci.core.spaces import Product, SO3Flow
+
+    target = random_rotations((3,), torch.Generator().manual_seed(1), torch.float64)
+    x = random_rotations((3,), torch.Generator().manual_seed(2), torch.float64)
+    times = FlowMatching().time_grid(4)
+    with pytest.raises(DiffsciError, match="second-order samplers"):
+        get_sampler("heun")(lambda s, t, c: target, x, times, space=SO3Flow(inference_rate=10.0))
+    pair = Product((Euclidean(FlowMatching()), SO3Flow(inference_rate=10.0)))
+    with pytest.raises(DiffsciError, match="second-order samplers"):
+        get_sampler("heun")(lambda s, t, c: (s[0], target), (torch.zeros(3, 2, dtype=torch.float64), x), times,
+                            space=pair)
+    out = get_sampler("euler")(lambda s, t, c: target, x, times, space=SO3Flow(inference_rate=10.0))
+    assert torch.allclose(out, target, atol=1e-6)  # the last fractional step lands on x0_hat
+    out = get_sampler("heun")(lambda s, t, c: target, x, times, space=SO3Flow())
+    assert torch.allclose(out, target, atol=1e-6)

@@ -14,7 +14,8 @@ import torch
 
 from diffsci.core.errors import CheckpointError, DiffsciError
 from diffsci.core.toy import ToyConfig, ToyTask
-from diffsci.core.train import TrainConfig, load_checkpoint, save_checkpoint, train
+from diffsci.core.checkpoint import load_checkpoint, save_checkpoint
+from diffsci.core.train import TrainConfig, train
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
@@ -94,7 +95,7 @@ def test_warm_start_from_exported_checkpoint(tmp_path, capsys):
     """init_from loads the (EMA) weights of a slim exported checkpoint into model and EMA, starts
     at step 0 with a fresh optimizer, reports configuration changes that leave the weights' shapes
     alone, and refuses weights that do not fit."""
-    from diffsci.core.train import export_checkpoint
+    from diffsci.core.checkpoint import export_checkpoint
 
     task = ToyTask()
     cfg = TrainConfig(steps=20, batch_size=32, ckpt_every=10, device="cpu")
@@ -124,7 +125,7 @@ def test_warm_start_from_exported_checkpoint(tmp_path, capsys):
 
 def test_export_overrides_model_config_keys(tmp_path):
     from diffsci.core.errors import DiffsciError
-    from diffsci.core.train import export_checkpoint
+    from diffsci.core.checkpoint import export_checkpoint
 
     task = ToyTask()
     train(task.build_model(), task, TrainConfig(steps=2, batch_size=8, device="cpu"), tmp_path / "a", progress=False)
@@ -178,7 +179,7 @@ def test_torchrun_ddp_matches_single_process(tmp_path):
         "if dist.is_initialized():\n"
         "    m = torch.cat([p.detach().flatten() for p in task.build_model().parameters()])\n"
         "    import os\n"
-        "    from diffsci.core.train import load_checkpoint\n"
+        "    from diffsci.core.checkpoint import load_checkpoint\n"
         "    dist.barrier()\n"
         "    ck = load_checkpoint(sys.argv[1] + '/latest.pt')\n"
         "    mine = torch.cat([v.flatten() for v in ck['model'].values()])\n"
@@ -203,7 +204,7 @@ def test_torchrun_ddp_matches_single_process(tmp_path):
 def test_average_checkpoints_is_the_weighted_mean(tmp_path):
     """A model soup's weights are the weighted mean of its sources', the sources are recorded,
     and checkpoints of another kind or shape, or bad weights, are refused."""
-    from diffsci.core.train import average_checkpoints
+    from diffsci.core.checkpoint import average_checkpoints
 
     task = ToyTask()
     cfg = TrainConfig(steps=2, batch_size=8, device="cpu")

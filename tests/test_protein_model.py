@@ -128,7 +128,7 @@ def test_train_cli_writes_checkpoint_and_resumes(tmp_path, capsys):
             "--device", "cpu"]
     assert main(args + ["--steps", "2"]) == 0
     assert main(args + ["--steps", "4", "--resume"]) == 0
-    from diffsci.core.train import load_checkpoint
+    from diffsci.core.checkpoint import load_checkpoint
 
     ck = load_checkpoint(run / "latest.pt", expected_kind="protein-frames")
     assert ck["step"] == 4

@@ -232,7 +232,7 @@ def _fc_args(ck, init, out, *extra):
 
 def test_levels_train_and_forecast_end_to_end(levels6h, tmp_path):
     """Seen: train/forecast on cfgrib data failed ('the new name time conflicts'); levels crashed."""
-    from diffsci.core.train import load_checkpoint
+    from diffsci.core.checkpoint import load_checkpoint
     from diffsci.weather.data import open_weather
 
     d, data, ck = levels6h
@@ -386,7 +386,7 @@ def test_train_and_make_data_out_checked_first(setup, tmp_path, capsys, monkeypa
 def test_train_on_an_ensemble_file(tmp_path):
     """Seen: the ensemble dim 'number' crashed train with a TypeError. Each member is now its own
     run: the residual statistics never difference two members (independent numpy check)."""
-    from diffsci.core.train import load_checkpoint
+    from diffsci.core.checkpoint import load_checkpoint
 
     ens = wf.cfgrib_era5(members=3, times=pd.date_range("2020-01-01", periods=5, freq="6h"), nlat=9, nlon=16)
     data = wf.write(ens, tmp_path / "ens.nc")

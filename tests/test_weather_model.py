@@ -9,7 +9,7 @@ import xarray as xr
 
 from diffsci.core.cli import main
 from diffsci.core.config import file_record, from_dict
-from diffsci.core.train import load_checkpoint
+from diffsci.core.checkpoint import load_checkpoint
 from diffsci.weather.diffusion import ResidualTask, WeatherModelConfig, build_denoiser
 from diffsci.weather.predictor import WeatherCond, hour_features
 from diffsci.weather.generator import generate
