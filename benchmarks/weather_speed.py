@@ -38,20 +38,15 @@ def weather_forecast_speed(*, checkpoint=None, members: int = 16, lead_hours: in
     thread) and add ``simulator_seconds``, ``emulator_to_simulator`` (seconds / simulator
     seconds) and ``simulator_peak_rss_mb``. Returns a JSON-able dict (memory: MiB,
     :func:`diffsci.benchmarks.speed.peak_memory`)."""
-    import inspect
-
-    from diffsci.weather.forecast import CHUNK, forecast, load_forecaster
+    from diffsci.weather.forecast import CHUNK, forecast, load_forecaster, sampling_settings
     from diffsci.weather.predictor import WeatherCond
     from diffsci.weather.generator import generate, perfect_model_ensemble
 
     if threads:
         torch.set_num_threads(threads)
-    defaults = {k: v.default for k, v in inspect.signature(forecast).parameters.items()
-                if v.default is not inspect.Parameter.empty}
-    opts = {"steps": steps if steps is not None else defaults["steps"],
-            "sampler": sampler or defaults["sampler"],
-            "churn": churn if churn is not None else defaults["churn"]}
     forecaster = load_forecaster(checkpoint, device=device or "cpu")
+    sampler, steps, churn = sampling_settings(forecaster.config, sampler, steps, churn)
+    opts = {"steps": steps, "sampler": sampler, "churn": churn}
     dev = forecaster.device
     ds = generate(grid=forecaster.config.grid_shape, hours=4, trajectories=1, seed=99, spinup_hours=24, progress=False)
     # one denoiser evaluation of a member chunk (warm-up first)

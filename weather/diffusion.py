@@ -43,9 +43,12 @@ from torch import nn
 from diffsci.core.checkpoint import register_kind
 from diffsci.core.config import Provenance, file_record
 from diffsci.core.errors import CheckpointError, DiffsciError
-from diffsci.core.io import check_range
+from diffsci.core.io import check_choice, check_int, check_range
+from diffsci.core.losses import fair_crps
 from diffsci.core.precond import EDMPrecond, edm_loss_weight
+from diffsci.core.samplers import get_sampler
 from diffsci.core.schedules import EDM
+from diffsci.core.spaces import Euclidean
 from diffsci.weather.data import NormStats, StateReader, static_features
 from diffsci.weather.graph import cached_graph, is_global_grid
 from diffsci.weather.grid import boundary_mask, cell_area_weights
@@ -75,6 +78,9 @@ KIND_DETERMINISTIC = "weather-graph-deterministic"
 #: lateral boundary band of a regional grid, in grid cells at each open edge (config ``boundary_width``)
 DEFAULT_BOUNDARY_WIDTH = 2
 
+#: training objectives of the diffusion kind (``WeatherModelOptions.objective``)
+OBJECTIVES = ("denoise", "crps")
+
 #: training options of both kinds unless the config file or the command line says otherwise
 TRAIN_DEFAULTS = {"steps": 2000, "batch_size": 8, "lr": 1e-3, "ema_decay": 0.995, "ckpt_every": 50, "log_every": 10,
                   "warmup_steps": 100, "grad_clip": 1.0}
@@ -97,6 +103,16 @@ class WeatherModelOptions:
     # lateral boundary band (cells at each open edge) of a regional grid; None: 0 on a global
     # grid, DEFAULT_BOUNDARY_WIDTH on a regional one (resolved when the config is made)
     boundary_width: int | None = None
+    # the sampler a forecast uses unless told otherwise: a core sampler name, its number of
+    # noise levels per model step and the EDM churn (heun/euler only)
+    sampler: str = "heun"
+    sampler_steps: int = 5
+    churn: float = 2.5
+    # training objective: "denoise" (EDM denoising loss at random noise levels) or "crps" (the
+    # fair CRPS of crps_members members drawn with the sampler above, differentiated through its
+    # sampling steps: trains the few network calls of that sampler to give a calibrated ensemble)
+    objective: str = "denoise"
+    crps_members: int = 2
 
 
 @dataclass(frozen=True)
@@ -127,6 +143,11 @@ class WeatherModelConfig(WeatherModelOptions):
             object.__setattr__(self, "boundary_width", width)
         if not isinstance(self.boundary_width, int) or self.boundary_width < 0:
             raise DiffsciError(f"WeatherModelConfig: boundary_width must be an integer >= 0, got {self.boundary_width!r}")
+        get_sampler(self.sampler)
+        check_int(self.sampler_steps, "sampler_steps")
+        check_range(self.churn, "churn", 0.0, None)
+        check_choice(self.objective, "objective", OBJECTIVES)
+        check_int(self.crps_members, "crps_members", minimum=2)
         h, w = len(self.latitude), len(self.longitude)
         band = boundary_mask(self.latitude, self.longitude, self.boundary_width)
         if band.all():
@@ -161,12 +182,15 @@ class WeatherData:
 @dataclass(frozen=True)
 class WeatherBatch:
     """A training batch. Shapes: cond.prev (B, 2C, H, W), cond.hour (B, 2); target (B, C, H, W)
-    the normalised residual; t (B,) diffusion times; eps (B, C, H, W) standard normal noise."""
+    the normalised residual; t (B,) diffusion times; eps (B, C, H, W) standard normal noise
+    (objective ``crps``: (M, B, C, H, W), the members' prior noise, and ``noise_seed`` seeds the
+    sampler's own noise)."""
 
     cond: WeatherCond
     target: torch.Tensor
     t: torch.Tensor
     eps: torch.Tensor
+    noise_seed: int | None = None
 
 
 def loss_weights(cfg: WeatherModelConfig) -> torch.Tensor:
@@ -265,6 +289,10 @@ class ResidualTask:
         cond = WeatherCond(self.normalizer.condition(x0, x1), self.hours[i + 2])
         target = self.normalizer.residual(x1, x2)
         t = torch.rand(batch_size, generator=generator)
+        if self.objective == "crps":
+            eps = torch.randn((self.config.crps_members, *target.shape), generator=generator)
+            seed = int(torch.randint(2**62, (1,), generator=generator))
+            return WeatherBatch(cond, target, t, eps, seed)
         eps = torch.randn(target.shape, generator=generator)
         return WeatherBatch(cond, target, t, eps)
 
@@ -272,11 +300,35 @@ class ResidualTask:
         w = self.weights.to(batch.target.device)
         if self.kind == KIND_DETERMINISTIC:
             return (w * (model(None, None, batch.cond) - batch.target) ** 2).mean()
+        if self.objective == "crps":
+            return (w * fair_crps(self.sample_members(model, batch), batch.target)).mean()
         sigma = self.config.schedule.sigma(batch.t).to(batch.target.dtype)
         x_t = batch.target + sigma[:, None, None, None] * batch.eps
         r_hat = model(x_t, batch.t, batch.cond)
         lam = edm_loss_weight(sigma, self.config.sigma_data)[:, None, None, None]
         return (lam * w * (r_hat - batch.target) ** 2).mean()
+
+    @property
+    def objective(self) -> str:
+        return "denoise" if self.kind == KIND_DETERMINISTIC else self.config.objective
+
+    def sample_members(self, model, batch: WeatherBatch) -> torch.Tensor:
+        """The residuals of ``M`` members for every example of a ``crps`` batch, drawn with the
+        model's own sampler (``config.sampler`` over ``config.sampler_steps`` noise levels, its
+        churn) from the prior noise ``sigma_max * batch.eps``, with gradients through every
+        sampling step. Shape (M, B, C, H, W)."""
+        cfg = self.config
+        m, b = batch.eps.shape[:2]
+        space = Euclidean(cfg.schedule)
+        cond = WeatherCond(batch.cond.prev.repeat(m, 1, 1, 1), batch.cond.hour.repeat(m, 1))
+        times = cfg.schedule.time_grid(cfg.sampler_steps)
+        prior = cfg.schedule.sigma(times[:1]).to(batch.eps.dtype).item() * batch.eps.flatten(0, 1)
+        gen = torch.Generator(device=batch.target.device).manual_seed(batch.noise_seed)
+        churn = cfg.churn if cfg.sampler in ("heun", "euler") else 0.0
+        options = {"churn": churn} if churn else {}
+        out = get_sampler(cfg.sampler)(lambda x, t, c: model(x, t, c), prior, times, space=space, cond=cond,
+                                       generator=gen, **options)
+        return out.reshape(m, b, *out.shape[1:])
 
 
 # ------------------------------------------------------------------------- training recipes

@@ -47,7 +47,7 @@ from diffsci.weather.grid import boundary_mask
 from diffsci.weather.layouts import normalize_unit
 from diffsci.weather.predictor import DiffusionStep, DirectStep, NormalizedResidual, StepPredictor, rollout
 
-__all__ = ["effective_churn", "Forecaster", "load_forecaster", "forecast", "write_forecast", "CHUNK", "DEFAULT_STEPS"]
+__all__ = ["effective_churn", "sampling_settings", "Forecaster", "load_forecaster", "forecast", "write_forecast", "CHUNK", "DEFAULT_STEPS"]
 
 CHUNK = 4  # members evaluated together (fixed, so results do not depend on the ensemble size)
 
@@ -214,14 +214,15 @@ def _boundary_forcing(forecaster: Forecaster, boundary, width, init_stamps, n_st
 
 @torch.inference_mode()
 def forecast(forecaster: Forecaster, init, *, init_times=None, lead_hours: int = 24, members: int = 8, seed: int = 0,
-             steps: int | None = None, sampler: str = "heun", churn: float = 2.5, progress: bool = True,
+             steps: int | None = None, sampler: str | None = None, churn: float | None = None, progress: bool = True,
              boundary=None, boundary_width: int | None = None, device=None) -> xr.Dataset | None:
     """Ensemble rollouts from each init time of ``init`` (path or Dataset, ERA5/WB2 style).
 
     Returns the WB2-layout forecast dataset (not yet written; module docstring). Units are the
     checkpoint's: the init file is converted where unambiguous (see ``open_weather``) and
     refused where its units differ. ``lead_hours`` must be a multiple of the checkpoint's step.
-    ``steps``: noise levels per step (None: :data:`DEFAULT_STEPS`, 5 for most samplers).
+    ``sampler``, ``steps`` (noise levels per step), ``churn``: None takes the checkpoint's own
+    sampling settings (:func:`sampling_settings`).
     ``device``: where the model runs (``"cpu"``, ``"cuda:1"``, ``"auto"``; None: where the
     forecaster's network is); the network is moved there.
 
@@ -244,9 +245,7 @@ def forecast(forecaster: Forecaster, init, *, init_times=None, lead_hours: int =
     if abs(n_steps - round(n_steps)) > 1e-9:
         raise DiffsciError(f"lead_hours {lead_hours} is not a multiple of the checkpoint's time step {_hours(step)}")
     n_steps = int(round(n_steps))
-    steps = check_int(DEFAULT_STEPS.get(sampler, DEFAULT_STEPS_OTHERS) if steps is None else steps, "steps")
-    get_sampler(sampler)
-    churn = effective_churn(sampler, churn)
+    sampler, steps, churn = sampling_settings(cfg, sampler, steps, churn)
     device = rank_device(forecaster.device if device is None else resolve_device(device))
     forecaster.model.to(device)
     predictor = forecaster.predictor(sampler=sampler, steps=steps, churn=churn)
@@ -360,6 +359,22 @@ def _to_dataset(out, ds, forecaster, init_stamps, n_steps, members, seed, steps,
         Conventions="CF-1.8", history=f"created {time.strftime('%Y-%m-%dT%H:%M:%S')}",
     )
     return fds
+
+
+def sampling_settings(cfg: WeatherModelConfig, sampler: str | None = None, steps: int | None = None,
+                      churn: float | None = None) -> tuple[str, int, float]:
+    """The ``(sampler, noise levels, effective churn)`` of a forecast: what is given, the rest
+    from the checkpoint (``cfg.sampler``, ``cfg.sampler_steps``, ``cfg.churn``: the settings the
+    model was chosen with) when the sampler is the checkpoint's, else :data:`DEFAULT_STEPS` (5
+    levels for most samplers) and churn 2.5 (heun/euler only)."""
+    own = sampler is None or sampler == cfg.sampler
+    sampler = cfg.sampler if sampler is None else sampler
+    get_sampler(sampler)
+    if steps is None:
+        steps = cfg.sampler_steps if own else DEFAULT_STEPS.get(sampler, DEFAULT_STEPS_OTHERS)
+    if churn is None:
+        churn = cfg.churn if own else 2.5
+    return sampler, check_int(steps, "steps"), effective_churn(sampler, churn)
 
 
 def effective_churn(sampler: str, churn: float) -> float:

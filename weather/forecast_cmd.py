@@ -60,12 +60,14 @@ def add_parser(subparsers) -> None:
     p.add_argument("--members", type=int, required=True)
     p.add_argument("--out", required=True, help="output netCDF (not an input; its folder must exist)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sampler", default=None,
+                   help="sampler name (default: the checkpoint's own, recorded with it; heun for the shipped one)")
     p.add_argument("--steps", type=int, default=None,
-                   help="noise levels per forecast step (default 5; 20 for euler_maruyama, whose first-order SDE "
-                        "steps diverge on a coarser grid)")
-    p.add_argument("--sampler", default="heun", help="sampler name (default heun, with --churn 2.5)")
-    p.add_argument("--churn", type=float, default=2.5,
-                   help="EDM stochastic churn for the heun/euler samplers (default 2.5; 0: deterministic ODE steps)")
+                   help="noise levels per forecast step (default: the checkpoint's with its own sampler; else 5, "
+                        "20 for euler_maruyama, whose first-order SDE steps diverge on a coarser grid)")
+    p.add_argument("--churn", type=float, default=None,
+                   help="EDM stochastic churn for the heun/euler samplers (default: the checkpoint's with its own "
+                        "sampler, else 2.5; 0: deterministic ODE steps)")
     p.add_argument("--boundary",
                    help="regional models: lateral boundary values (any layout --init takes, the checkpoint's grid, "
                         "every valid time of the forecast); the boundary band is replaced by them after every step")
