@@ -43,22 +43,24 @@ def _place(a: np.ndarray, b: np.ndarray, c: np.ndarray, bond: float, angle: floa
     return c + d2[0] * bc + d2[1] * m + d2[2] * n
 
 
-def ideal_backbone(length: int, phi: float, psi: float, omega: float = 180.0) -> np.ndarray:
-    """Backbone with Engh & Huber geometry and constant phi/psi/omega; Shape (L, 4, 3)."""
+def ideal_backbone(length: int, phi, psi, omega: float = 180.0) -> np.ndarray:
+    """Backbone with Engh & Huber geometry, phi/psi constant or per residue (Shape (L,), degrees)
+    and constant omega; Shape (L, 4, 3)."""
+    phi, psi = np.broadcast_to(phi, (length,)), np.broadcast_to(psi, (length,))
     n = np.array([0.0, 0.0, 0.0])
     ca = np.array([1.458, 0.0, 0.0])
     ang = np.radians(180.0 - 111.2)
     c = ca + 1.525 * np.array([np.cos(ang), np.sin(ang), 0.0])
     atoms = [[n, ca, c]]
-    for _ in range(length - 1):
+    for k in range(length - 1):
         n0, ca0, c0 = atoms[-1]
-        n1 = _place(n0, ca0, c0, 1.329, 116.2, psi)
+        n1 = _place(n0, ca0, c0, 1.329, 116.2, psi[k])
         ca1 = _place(ca0, c0, n1, 1.458, 121.7, omega)
-        c1 = _place(c0, n1, ca1, 1.525, 111.2, phi)
+        c1 = _place(c0, n1, ca1, 1.525, 111.2, phi[k + 1])
         atoms.append([n1, ca1, c1])
     out = np.zeros((length, 4, 3))
     for i, (n0, ca0, c0) in enumerate(atoms):
-        nxt = atoms[i + 1][0] if i + 1 < length else _place(n0, ca0, c0, 1.329, 116.2, psi)
+        nxt = atoms[i + 1][0] if i + 1 < length else _place(n0, ca0, c0, 1.329, 116.2, psi[i])
         o = _place(nxt, ca0, c0, 1.231, 120.1, 180.0)
         out[i] = [n0, ca0, c0, o]
     return out
@@ -305,8 +307,9 @@ def test_evaluate_structures_summary(real_chains):
     assert s["mean_pairwise_tm"] == pytest.approx(tm[~np.eye(3, dtype=bool)].mean())
     assert s["clusters_tm0.5"] == int(M.cluster_by_tm(tm, 0.5).max()) + 1
     assert s["cluster_fraction_tm0.6"] == pytest.approx(s["clusters_tm0.6"] / 3)
-    for key in M.NUMERIC_FIELDS:
-        assert s[f"mean_{key}"] == pytest.approx(np.mean([r[key] for r in rows])), key
+    for key in M.NUMERIC_FIELDS:  # NaN (no strand residue in the helix: paired fractions) left out
+        assert s[f"mean_{key}"] == pytest.approx(np.nanmean([r[key] for r in rows])), key
+    assert np.isnan(rows[2]["paired_fraction"]) and rows[2]["sheets"] == 0
     assert s["mean_novelty"] == pytest.approx(np.mean([r["max_tm_reference"] for r in rows]))
     for r in rows:
         assert r["helix"] + r["strand"] + r["coil"] == pytest.approx(1.0)
@@ -408,3 +411,150 @@ def test_cli_only_bad_files_is_an_error(tmp_path, capsys):
     code, _, err = _run(["protein", "evaluate", str(d), "--out", str(out), "--quiet"], capsys)
     assert code == 2 and "no readable protein chain" in err and "Traceback" not in err
     assert not out.exists()
+
+
+# ----------------------------------------------------------------------------- sheets, contact order, SS agreement
+
+
+def hairpin(strand: int = 7) -> np.ndarray:
+    """A 2:2 beta-hairpin: two strands of ``strand`` residues (phi -139, psi 135, antiparallel
+    sheet) joined by a type II' turn (60, -120; -80, 0); Shape (2 strand + 2, 4, 3)."""
+    phi = [-139.0] * strand + [60.0, -80.0] + [-139.0] * strand
+    psi = [135.0] * strand + [-120.0, 0.0] + [135.0] * strand
+    return ideal_backbone(len(phi), phi, psi)
+
+
+def _dense_bridges(x: np.ndarray) -> set[tuple[int, int, int]]:
+    """Bridges (i, j, parallel) written out from pydssp's dense H-bond map, Kabsch & Sander's rules."""
+    import pydssp
+
+    mask = np.ones(len(x), dtype=bool)
+    mask[1:] = np.linalg.norm(np.diff(x[:, 1], axis=0), axis=-1) <= 4.2
+    hb = pydssp.get_hbond_map(x, donor_mask=mask) > 0  # [donor, acceptor]
+
+    def bond(a, d):  # C=O(a) -> H-N(d)
+        return 0 <= a < len(x) and 0 <= d < len(x) and bool(hb[d, a])
+
+    out = set()
+    for i in range(1, len(x) - 1):
+        for j in range(i + 3, len(x) - 1):
+            if (bond(i - 1, j) and bond(j, i + 1)) or (bond(j - 1, i) and bond(i, j + 1)):
+                out.add((i, j, 1))
+            if (bond(i, j) and bond(j, i)) or (bond(i - 1, j + 1) and bond(j - 1, i + 1)):
+                out.add((i, j, 0))
+    return out
+
+
+def test_dssp_bridges_equal_the_dense_pydssp_map(real_chains):
+    total = 0
+    for name in DSSP_CHAINS:
+        x = real_chains[name].coords.astype(np.float64)
+        got = M.dssp_bridges(x)
+        assert set(map(tuple, got.tolist())) == _dense_bridges(x), name
+        assert np.all(got[:, 1] - got[:, 0] >= 3)
+        total += len(got)
+    assert total > 100
+    x = hairpin()
+    assert set(map(tuple, M.dssp_bridges(x).tolist())) == _dense_bridges(x)
+
+
+def test_ideal_hairpin_is_one_antiparallel_two_strand_sheet():
+    x = hairpin(7)  # strands 0-6 and 9-15, turn 7-8
+    top = M.sheet_topology(x)
+    assert top.strands == ((1, 6), (9, 14)) and top.n_sheets == 1
+    main = [lad for lad in top.ladders if lad.bridges >= 2]
+    assert len(main) == 1 and not main[0].parallel and main[0].bridges == 6
+    assert {(i, j) for i, j, p in top.bridges.tolist() if not p} >= {(i, 15 - i) for i in range(1, 7)}
+    m = M.pairing_metrics(x)
+    assert m == {"sheets": 1, "strands": 2, "ladders_parallel": 0, "ladders_antiparallel": 1,
+                 "paired_fraction": 1.0, "psea_strand_paired": 1.0}
+    assert "".join(M.dssp_labels(x)) == "-EEEEEE--EEEEEE-"
+
+
+def test_unpaired_extended_chain_and_helix_have_no_sheet():
+    """An isolated extended strand is P-SEA strand with no partner (the issue's 'strand' of designs)."""
+    strand = ideal_backbone(20, -139.0, 135.0)
+    m = M.pairing_metrics(strand)
+    assert M.psea_fractions(strand)["strand"] > 0.5 and m["psea_strand_paired"] == 0.0
+    assert m["sheets"] == m["strands"] == 0 and np.isnan(m["paired_fraction"])
+    helix = M.pairing_metrics(ideal_backbone(30, -57.0, -47.0))
+    assert helix["sheets"] == 0 and helix["ladders_parallel"] == helix["ladders_antiparallel"] == 0
+    assert M.sheet_topology(ideal_backbone(5, -139.0, 135.0)).bridges.shape == (0, 3)
+
+
+def test_sheet_topology_of_known_folds(real_chains):
+    """3A4R A, a ubiquitin-like (beta-grasp) domain: one mixed sheet b2-b1-b5-b3-b4 (b1/b5
+    parallel, the rest antiparallel); 2CVI A, a ferredoxin-like (b-a-b-b-a-b) domain: one
+    antiparallel sheet in the order b4-b1-b3-b2; an all-helical chain (2I39 A): no sheet."""
+    from diffsci.protein.dataset import bundled_dataset_path, load_dataset
+
+    def pairs(top):
+        return {tuple(sorted((_strand_of(top, lad.first[0]), _strand_of(top, lad.second[0])))): lad.parallel
+                for lad in top.ladders if lad.bridges >= 2}
+
+    ubl = M.sheet_topology(real_chains["3a4rA"].coords)
+    assert len(ubl.strands) == 5 and ubl.n_sheets == 1
+    assert pairs(ubl) == {(0, 1): False, (0, 4): True, (2, 4): False, (2, 3): False}
+    fdx = M.sheet_topology(real_chains["2cviA"].coords)
+    assert len(fdx.strands) == 4 and fdx.n_sheets == 1
+    assert pairs(fdx) == {(0, 2): False, (0, 3): False, (1, 2): False}
+    ds = load_dataset(bundled_dataset_path())
+    helical = [k for k in range(len(ds)) if "2i39A" in (ds.chain(k).source or "")]
+    assert helical, "2I39 A not in the bundled dataset"
+    x = ds.chain(helical[0]).coords
+    assert M.dssp_fractions(x)["dssp_helix"] > 0.7
+    assert M.pairing_metrics(x)["sheets"] == 0
+
+
+def _strand_of(top, residue: int) -> int:
+    return next(k for k, (a, b) in enumerate(top.strands) if a <= residue <= b)
+
+
+def test_strands_are_reference_dssp_strands(real_chains):
+    """Strand residues (ladders of >= 2 bridges) against the reference E of tests/data/dssp."""
+    inside = covered = 0
+    for name in DSSP_CHAINS:
+        ref = np.array(list((DSSP_DIR / f"{name}.pdb.dssp").read_text().split()[0])) == "E"
+        on = M.sheet_topology(real_chains[name].coords).strand_mask()
+        inside += np.sum(on & ref) / np.sum(on)
+        covered += np.sum(on & ref) / np.sum(ref)
+    assert inside / len(DSSP_CHAINS) > 0.9 and covered / len(DSSP_CHAINS) > 0.8
+
+
+def test_bulge_joins_ladders():
+    """mkdssp's bulge rule: gap <= 1 extra residue on one strand and <= 4 on the other."""
+    from diffsci.protein.metrics.topology import _ladders
+
+    anti = np.array([(10, 30, 0), (11, 29, 0), (12, 28, 0), (14, 27, 0), (15, 26, 0)])
+    assert _ladders(anti) == [[10, 15, 26, 30, False, 5]]
+    far = np.array([(10, 30, 0), (11, 29, 0), (16, 24, 0), (17, 23, 0)])  # gaps 4 and 4: two ladders
+    assert len(_ladders(far)) == 2
+    par = np.array([(10, 20, 1), (11, 21, 1), (12, 25, 1), (13, 26, 1)])  # gaps 1 and 4 -> one ladder
+    assert _ladders(par) == [[10, 13, 20, 26, True, 4]]
+    mixed = np.array([(10, 30, 0), (11, 29, 0), (12, 40, 1), (13, 41, 1)])  # types differ: no join
+    assert len(_ladders(mixed)) == 2
+
+
+def test_contact_order_equals_direct_sum(real_chains):
+    for x in (real_chains["1ahsA"].coords, hairpin(7)):
+        ca = x[:, 1].astype(np.float64)
+        d = np.linalg.norm(ca[:, None] - ca[None], axis=-1)
+        i, j = np.triu_indices(len(ca), k=6)
+        sep = (j - i)[d[i, j] < 8.0]
+        co = M.contact_order(x)
+        assert co["absolute_contact_order"] == pytest.approx(sep.sum() / sep.size)
+        assert co["contact_order"] == pytest.approx(sep.sum() / sep.size / len(ca))
+    assert np.isnan(M.contact_order(ideal_backbone(20, -139.0, 135.0))["contact_order"])  # straight: no contact
+
+
+def test_ss_agreement():
+    got = M.ss_agreement("HHHEE--E", "HHLEEXLh")  # X: not requested; lower case accepted
+    assert got == pytest.approx({"ss_agreement": 5 / 7, "ss_agreement_H": 2 / 3, "ss_agreement_E": 1.0,
+                                 "ss_agreement_L": 0.5})
+    helix = ideal_backbone(20, -57.0, -47.0)
+    labels = M.dssp_labels(helix)
+    on_helix = M.ss_agreement(labels, "H" * 20)
+    assert on_helix["ss_agreement_H"] == pytest.approx(np.mean(labels == "H")) and np.isnan(on_helix["ss_agreement_E"])
+    assert np.isnan(M.ss_agreement(labels, "-" * 20)["ss_agreement"])
+    with pytest.raises(DiffsciError, match="request"):
+        M.ss_agreement(labels, "H" * 19)

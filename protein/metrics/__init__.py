@@ -86,13 +86,14 @@ Rg, dihedrals, Ramachandran), :mod:`~diffsci.protein.metrics.secondary` (P-SEA, 
 and the rotation-rate sweep).
 """
 
-from diffsci.protein.metrics import acceptance, evaluate, geometry, reading, secondary, similarity
+from diffsci.protein.metrics import acceptance, evaluate, geometry, reading, secondary, similarity, topology
 from diffsci.protein.metrics.acceptance import *  # noqa: F403
 from diffsci.protein.metrics.evaluate import *  # noqa: F403
 from diffsci.protein.metrics.geometry import *  # noqa: F403
 from diffsci.protein.metrics.reading import *  # noqa: F403
 from diffsci.protein.metrics.secondary import *  # noqa: F403
 from diffsci.protein.metrics.similarity import *  # noqa: F403
+from diffsci.protein.metrics.topology import *  # noqa: F403
 
-__all__ = [*geometry.__all__, *secondary.__all__, *similarity.__all__, *reading.__all__, *evaluate.__all__,
-           *acceptance.__all__]
+__all__ = [*geometry.__all__, *secondary.__all__, *topology.__all__, *similarity.__all__, *reading.__all__,
+           *evaluate.__all__, *acceptance.__all__]

@@ -27,8 +27,9 @@ from diffsci.protein.metrics.geometry import (
     ramachandran_fractions,
 )
 from diffsci.protein.metrics.reading import EvalSample, read_samples, reference_ca_list
-from diffsci.protein.metrics.secondary import dssp_fractions, psea_fractions
+from diffsci.protein.metrics.secondary import dssp_label_fractions, dssp_labels, psea_label_fractions, psea_labels
 from diffsci.protein.metrics.similarity import MAX_TM_RESIDUE_PRODUCT, cluster_by_tm, novelty, pairwise_tm
+from diffsci.protein.metrics.topology import TOPOLOGY_FIELDS, contact_order, pairing_metrics
 
 __all__ = ["NUMERIC_FIELDS", "sample_metrics", "evaluate_structures", "subset_evaluation", "evaluate_folder"]
 
@@ -58,6 +59,7 @@ NUMERIC_FIELDS: tuple[str, ...] = (
     "rama_left",
     "rama_other",
     "max_tm_reference",
+    *TOPOLOGY_FIELDS,
 )
 """Numeric per-sample fields, in the order of the CSV columns (after ``file``, ``source_file``, ``chain``)."""
 
@@ -94,10 +96,13 @@ def sample_metrics(coords: np.ndarray, *, res_ids=None, ins_codes=None) -> dict[
         "radius_of_gyration": radius_of_gyration(ca),
         "ca_contacts": ca_contacts(ca),
     }
-    out.update(psea_fractions(ca, res_ids, ins_codes))
-    out.update(dssp_fractions(x))
+    psea, dssp = psea_labels(ca, res_ids, ins_codes), dssp_labels(x)
+    out.update(psea_label_fractions(psea))
+    out.update(dssp_label_fractions(dssp))
     out.update(backbone_geometry_deviation(x))
     out.update(ramachandran_fractions(x))
+    out.update(pairing_metrics(x, psea, dssp))
+    out.update(contact_order(ca))
     return out
 
 
@@ -182,6 +187,8 @@ def evaluate_structures(
         for row in rows:
             row["max_tm_reference"] = None
         n_ref = 0
+    for row in rows:  # the sheet and contact-order columns after the others
+        row.update({k: row.pop(k) for k in TOPOLOGY_FIELDS})
     groups = _groups(smp.file for smp in samples)
     tm = pairwise_tm(ca_list, groups=groups, progress=progress)
     skipped = sum(

@@ -1,5 +1,6 @@
-"""Secondary structure of backbones: P-SEA (CA only, biotite) and the simplified three-state
-DSSP of pydssp (N, CA, C, O), computed from sparse hydrogen bonds in O(L) memory.
+"""Secondary structure of backbones: P-SEA (CA only, biotite), the simplified three-state
+DSSP of pydssp (N, CA, C, O), computed from sparse hydrogen bonds in O(L) memory, and the
+agreement of DSSP labels with a requested secondary structure.
 
 Dimension letters: L residues, 4 backbone atoms (N, CA, C, O), 3 Cartesian coordinates (Å),
 P hydrogen bonds.
@@ -17,9 +18,12 @@ __all__ = [
     "DSSP_MIN_LENGTH",
     "psea_labels",
     "psea_fractions",
+    "psea_label_fractions",
     "dssp_hbonds",
     "dssp_labels",
     "dssp_fractions",
+    "dssp_label_fractions",
+    "ss_agreement",
 ]
 
 DSSP_MIN_LENGTH = 6
@@ -73,7 +77,11 @@ def psea_fractions(ca: np.ndarray, res_ids=None, ins_codes=None) -> dict[str, fl
     res_ids, ins_codes
         Optional Shape (L,) residue numbering, see :func:`psea_labels`.
     """
-    sse = psea_labels(ca, res_ids, ins_codes)
+    return psea_label_fractions(psea_labels(ca, res_ids, ins_codes))
+
+
+def psea_label_fractions(sse: np.ndarray) -> dict[str, float]:
+    """:func:`psea_fractions` of given P-SEA labels, Shape (L,)."""
     n = sse.size
     helix = float(np.sum(sse == "a") / n)
     strand = float(np.sum(sse == "b") / n)
@@ -175,6 +183,57 @@ def _shift(a: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
+def _chain_hbonds(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`dssp_hbonds` of a validated backbone (Shape (L, 4, 3)), with no donor right after a
+    chain break (consecutive CA-CA > 4.2 Å: its H would be placed from a carbonyl it is not bonded to)."""
+    donor_mask = np.ones(x.shape[0], dtype=bool)
+    donor_mask[1:] = np.linalg.norm(np.diff(x[:, 1], axis=0), axis=-1) <= CA_CA_BREAK
+    return dssp_hbonds(x, donor_mask)
+
+
+def _bridges(acc: np.ndarray, don: np.ndarray, n_res: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The bridges (i, j) of pydssp's DSSP, from hydrogen bonds hb(a, d) = C=O(a) -> H-N(d).
+
+    Parallel: hb(i-1, j) and hb(j, i+1); antiparallel: hb(i, j) and hb(j, i), or hb(i-1, j+1) and
+    hb(j-1, i+1) (Kabsch & Sander 1983). Each bond proposes the bridges it can be the first bond of,
+    so a bridge may be listed twice and in either order (i > j too); i and j are in 1..L-2, and no
+    minimum separation |i - j| is imposed (as in pydssp).
+
+    Parameters
+    ----------
+    acc, don : np.ndarray
+        Shape (P,) acceptor and donor residue indices of the bonds (:func:`dssp_hbonds`).
+    n_res : int
+        Chain length L.
+
+    Returns
+    -------
+    (i, j, parallel), each Shape (Q,): residue indices (int64) and the bridge type (bool).
+    """
+    bonds = np.sort(acc * n_res + don)
+
+    def has(a, d):
+        """Shape (P,) bool: is there a bond C=O(a) -> H-N(d)?"""
+        ok = (a >= 0) & (a < n_res) & (d >= 0) & (d < n_res)
+        if bonds.size == 0:
+            return np.zeros_like(ok)
+        k = np.where(ok, a * n_res + d, -1)
+        pos = np.minimum(np.searchsorted(bonds, k), bonds.size - 1)
+        return ok & (bonds[pos] == k)
+
+    out_i, out_j, out_p = [], [], []
+    for ri, rj, partner, parallel in (
+        (acc + 1, don, has(don, acc + 2), True),  # hb(i-1, j) & hb(j, i+1)
+        (acc, don, has(don, acc), False),  # hb(i, j) & hb(j, i)
+        (acc + 1, don - 1, has(don - 2, acc + 2), False),  # hb(i-1, j+1) & hb(j-1, i+1)
+    ):
+        ok = partner & (ri >= 1) & (ri <= n_res - 2) & (rj >= 1) & (rj <= n_res - 2)
+        out_i.append(ri[ok])
+        out_j.append(rj[ok])
+        out_p.append(np.full(int(ok.sum()), parallel))
+    return np.concatenate(out_i), np.concatenate(out_j), np.concatenate(out_p)
+
+
 def dssp_labels(coords: np.ndarray) -> np.ndarray:
     """DSSP three-state labels (``'H'``, ``'E'``, ``'-'``) on the whole chain.
 
@@ -202,9 +261,7 @@ def dssp_labels(coords: np.ndarray) -> np.ndarray:
     n_res = x.shape[0]
     if n_res < DSSP_MIN_LENGTH:
         return np.full(n_res, "-")
-    donor_mask = np.ones(n_res, dtype=bool)
-    donor_mask[1:] = np.linalg.norm(np.diff(x[:, 1], axis=0), axis=-1) <= CA_CA_BREAK
-    acc, don = dssp_hbonds(x, donor_mask)
+    acc, don = _chain_hbonds(x)
     helix_parts = {}
     for k in (3, 4, 5):
         turn = np.zeros(n_res, dtype=bool)
@@ -219,27 +276,10 @@ def dssp_labels(coords: np.ndarray) -> np.ndarray:
         start = helix_parts[k] & ~_shift(helix4, -1) & ~helix4
         for s in range(k):
             helix |= _shift(start, s)
-    bonds = np.sort(acc * n_res + don)
-
-    def has(a, d):
-        """Shape (P,) bool: is there a bond C=O(a) -> H-N(d)?"""
-        ok = (a >= 0) & (a < n_res) & (d >= 0) & (d < n_res)
-        if bonds.size == 0:
-            return np.zeros_like(ok)
-        k = np.where(ok, a * n_res + d, -1)
-        pos = np.minimum(np.searchsorted(bonds, k), bonds.size - 1)
-        return ok & (bonds[pos] == k)
-
     strand = np.zeros(n_res, dtype=bool)
-    # each H-bond (a, d) proposes the bridges it can be the first bond of: (residues, partner bond)
-    for ri, rj, partner in (
-        (acc + 1, don, has(don, acc + 2)),  # parallel: hb(i-1, j) & hb(j, i+1) (and its mirror)
-        (acc, don, has(don, acc)),  # antiparallel: hb(i, j) & hb(j, i)
-        (acc + 1, don - 1, has(don - 2, acc + 2)),  # antiparallel: hb(i-1, j+1) & hb(j-1, i+1)
-    ):
-        ok = partner & (ri >= 1) & (ri <= n_res - 2) & (rj >= 1) & (rj <= n_res - 2)
-        strand[ri[ok]] = True
-        strand[rj[ok]] = True
+    ri, rj, _ = _bridges(acc, don, n_res)
+    strand[ri] = True
+    strand[rj] = True
     return np.where(helix, "H", np.where(strand, "E", "-"))
 
 
@@ -251,8 +291,44 @@ def dssp_fractions(coords: np.ndarray) -> dict[str, float]:
     coords : np.ndarray
         Shape (L, 4, 3) backbone N, CA, C, O.
     """
-    ss = dssp_labels(coords)
+    return dssp_label_fractions(dssp_labels(coords))
+
+
+def dssp_label_fractions(ss: np.ndarray) -> dict[str, float]:
+    """:func:`dssp_fractions` of given DSSP labels, Shape (L,)."""
     n = ss.size
     helix = float(np.sum(ss == "H") / n)
     strand = float(np.sum(ss == "E") / n)
     return {"dssp_helix": helix, "dssp_strand": strand, "dssp_coil": 1.0 - helix - strand}
+
+
+def ss_agreement(labels, request: str) -> dict[str, float]:
+    """Agreement of DSSP three-state labels with a requested secondary structure.
+
+    DSSP ``'-'`` counts as loop ``L``. Residues whose request is not ``H``, ``E`` or ``L``
+    (case-insensitive; e.g. ``'-'`` or ``'X'``: no request) are left out.
+
+    Parameters
+    ----------
+    labels
+        Shape (L,) DSSP labels ``'H'``, ``'E'``, ``'-'`` (:func:`dssp_labels`), an array or a string.
+    request : str
+        One letter per residue, length L.
+
+    Returns
+    -------
+    dict with ``ss_agreement`` (fraction of requested residues whose label equals the request)
+    and ``ss_agreement_H``, ``ss_agreement_E``, ``ss_agreement_L`` (the same over the residues
+    requested as that class, e.g. the DSSP helix fraction of the requested helix residues); NaN
+    where no residue is requested (as that class).
+    """
+    got = np.array(list(labels) if isinstance(labels, str) else labels, dtype="<U1")
+    want = np.array(list(str(request).upper()), dtype="<U1")
+    if want.shape != got.shape:
+        raise DiffsciError(f"request: {want.size} letters for {got.size} residues")
+    got = np.where(got == "-", "L", got)
+    out = {}
+    for key, classes in (("ss_agreement", "HEL"), ("ss_agreement_H", "H"), ("ss_agreement_E", "E"), ("ss_agreement_L", "L")):
+        sel = np.isin(want, list(classes))
+        out[key] = float(np.mean(got[sel] == want[sel])) if sel.any() else float("nan")
+    return out
