@@ -402,3 +402,32 @@ def test_in_memory_items_are_each_their_own_design():
     assert res["summary"]["n_files"] == 3 and [r["source_file"] for r in res["per_sample"]] == [None] * 3
     sub = M.subset_evaluation(res, [0, 1])
     assert sub["summary"]["clusters_tm0.5"] == 1 and sub["summary"]["cluster_fraction_tm0.5"] == pytest.approx(0.5)
+
+
+def test_sheet_and_contact_order_columns(tmp_path, capsys):
+    """The topology columns come after the columns evaluate wrote before them, in CSV and JSON,
+    and equal the library's values (3A4R A: one 5-strand mixed sheet; a helix: no sheet)."""
+    import shutil
+
+    d = tmp_path / "s"
+    d.mkdir()
+    shutil.copy(DSSP_DIR / "3a4rA.pdb.gz", d / "ubl.pdb.gz")
+    write_backbone_pdb(d / "helix.pdb", ideal_backbone(30, -57.0, -47.0))
+    out = tmp_path / "m.json"
+    code, _, err = _run(["protein", "evaluate", str(d), "--out", str(out), "--quiet"], capsys)
+    assert code == 0, err
+    header = out.with_suffix(".csv").read_text().splitlines()[0].split(",")
+    before = ["file", "source_file", "chain", "length", "chain_breaks", "ca_ca_max", "ca_ca_mean", "ca_ca_ok",
+              "clashes", "clash_fraction", "radius_of_gyration", "ca_contacts", "helix", "strand", "coil",
+              "dssp_helix", "dssp_strand", "dssp_coil", "bond_N_CA_mad", "bond_CA_C_mad", "bond_C_N_mad",
+              "angle_N_CA_C_mad", "angle_CA_C_N_mad", "angle_C_N_CA_mad", "rama_alpha", "rama_beta", "rama_left",
+              "rama_other", "max_tm_reference"]
+    assert header == before + list(M.TOPOLOGY_FIELDS)
+    rep = _strict_json(out)
+    rows = {r["file"]: r for r in rep["per_sample"]}
+    ubl, helix = rows["ubl.pdb.gz"], rows["helix.pdb"]
+    assert (ubl["sheets"], ubl["strands"], ubl["ladders_parallel"], ubl["ladders_antiparallel"]) == (1, 5, 1, 3)
+    assert helix["sheets"] == 0 and helix["paired_fraction"] is None  # NaN -> null
+    x = next(smp.coords for smp in M.read_samples(d)[0] if smp.name == "ubl.pdb.gz")
+    assert ubl["contact_order"] == pytest.approx(M.contact_order(x)["contact_order"])
+    assert rep["summary"]["mean_sheets"] == pytest.approx(0.5)
