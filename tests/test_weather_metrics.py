@@ -8,6 +8,7 @@ import xarray as xr
 from scipy import integrate, stats
 
 from diffsci.core.cli import main
+from diffsci.core.errors import DiffsciError
 from diffsci.weather import metrics as M
 
 
@@ -208,3 +209,30 @@ def test_latitude_weights_on_a_regional_grid_are_cell_areas():
     ref = np.diff(np.sin(b))
     assert np.allclose(w, ref / ref.mean(), rtol=1e-12)
     assert w[0] / w.sum() < 0.03
+
+
+def test_rank_histogram_flatness_analytic_cases():
+    """delta and RI: 0 when exactly flat; a U-shape is worse; a hand-computed example; every count
+    in one bin gives delta = N and RI = 2M/(M+1); delta is the chi-square statistic / M."""
+    flat = [5, 5, 5, 5, 5]
+    assert M.rank_histogram_delta(flat) == 0 and M.reliability_index(flat) == 0
+    u = [9, 3, 1, 3, 9]
+    assert M.rank_histogram_delta(u) > 0.5 and M.reliability_index(u) > 0.3
+    # by hand: N = 8, M = 3, expected 2 per bin; deviations (1, -1, -1, 1)
+    assert M.rank_histogram_delta([3, 1, 1, 3]) == pytest.approx(4 / 6)  # sum dev^2 = 4 over N M/(M+1) = 6
+    assert M.reliability_index([3, 1, 1, 3]) == pytest.approx(0.5)  # 4 x |3/8 - 1/4|
+    assert M.rank_histogram_delta([0, 0, 12, 0]) == pytest.approx(12)
+    assert M.reliability_index([0, 0, 12, 0]) == pytest.approx(2 * 3 / 4)
+    rng = np.random.default_rng(0)
+    h = rng.integers(0, 50, size=9)
+    assert M.rank_histogram_delta(h) == pytest.approx(stats.chisquare(h).statistic / 8, rel=1e-12)
+    with pytest.raises(DiffsciError, match="counts"):
+        M.reliability_index([0, 0, 0])
+
+
+def test_rank_histogram_delta_of_a_calibrated_ensemble_is_one_on_average():
+    """Ranks of a truth drawn from the ensemble's own distribution, at independent points, are
+    uniform: the multinomial expectation of delta is 1 (the denominator's definition)."""
+    rng = np.random.default_rng(1)
+    deltas = [M.rank_histogram_delta(np.bincount(rng.integers(0, 9, size=400), minlength=9)) for _ in range(2000)]
+    assert np.mean(deltas) == pytest.approx(1.0, abs=0.05)

@@ -22,6 +22,12 @@ init time and then averaged over init times:
   ``(M + 1) / M`` multiplies the variance at each point with that point's valid member count.
 - Rank histogram: the rank of the truth among the M members (M + 1 bins), ties broken at
   random (seeded), counts over all points (truth and every member valid) and init times.
+  Its flatness, from the counts ``s_k`` (N in all, expected ``e = N / (M + 1)`` per bin):
+  Candille & Talagrand (2005)'s ``delta = sum_k (s_k - e)^2 / (N M / (M + 1))`` (0 when flat,
+  1 on average for a calibrated ensemble scored on independent points, N when every count is
+  in one bin; ``chi-square / M``) and the reliability index of Delle Monache et al. (2006)
+  ``RI = sum_k |s_k / N - 1 / (M + 1)|`` (0 when flat, ``2 M / (M + 1)`` at worst; it does
+  not grow with N, so it compares runs of different sizes).
 - Brier score at a threshold and its debiased (fair) version ``BS - p (1 - p) / (M - 1)``.
 - ACC: the latitude-weighted anomaly correlation of the ensemble mean against a climatology.
 - Energy score (fair) across variables, each divided by a given scale.
@@ -52,7 +58,8 @@ from diffsci.weather.layouts import short_name
 
 __all__ = [
     "latitude_weights", "spatial_mean", "crps_ensemble", "crps", "valid_members", "ensemble_mean_rmse", "mae",
-    "spread", "spread_skill_ratio", "rank_histogram", "brier_score", "acc", "energy_score", "align", "field_key",
+    "spread", "spread_skill_ratio", "rank_histogram", "rank_histogram_delta", "reliability_index", "brier_score",
+    "acc", "energy_score", "align", "field_key",
     "evaluate_forecast", "write_metrics",
 ]
 
@@ -186,6 +193,38 @@ def rank_histogram(forecast: xr.DataArray, truth: xr.DataArray, *, seed: int = 0
     ties = (x == yv).sum(-1)
     rank = below + np.floor(rng.random(below.shape) * (ties + 1)).astype(int)
     return np.bincount(rank.ravel(), minlength=f.sizes[MEMBER] + 1)
+
+
+def _rank_counts(counts) -> np.ndarray:
+    c = np.asarray(counts, dtype=np.float64)
+    if c.ndim != 1 or c.size < 2 or (c < 0).any() or c.sum() <= 0:
+        raise DiffsciError(f"counts: a rank histogram needs >= 2 non-negative bins with a positive total, got {c.tolist()}")
+    return c
+
+
+def rank_histogram_delta(counts) -> float:
+    """Candille & Talagrand (2005)'s flatness of a rank histogram.
+
+    ``delta = sum_k (s_k - N / (M + 1))^2 / (N M / (M + 1))`` for the counts ``s_k`` of the
+    ``M + 1`` bins, ``N = sum_k s_k``: 0 for an exactly flat histogram, 1 in expectation for a
+    calibrated ensemble scored on independent points (the denominator is the expected numerator
+    under a multinomial draw), N when every count is in one bin. Equal to the chi-square
+    statistic against a flat histogram divided by M. Spatially correlated points raise it above 1
+    even for a calibrated ensemble, so compare it with a reference ensemble scored on the same
+    points. ``counts``: shape (M + 1,)."""
+    c = _rank_counts(counts)
+    n, bins = c.sum(), c.size
+    return float(((c - n / bins) ** 2).sum() / (n * (bins - 1) / bins))
+
+
+def reliability_index(counts) -> float:
+    """Reliability index of a rank histogram (Delle Monache et al. 2006, JGR 111 D05308).
+
+    ``RI = sum_k |s_k / N - 1 / (M + 1)|`` for the counts ``s_k`` of the ``M + 1`` bins,
+    ``N = sum_k s_k``: 0 for an exactly flat histogram, ``2 M / (M + 1)`` when every count is in
+    one bin. A sum of deviations of frequencies, it does not grow with N. ``counts``: shape (M + 1,)."""
+    c = _rank_counts(counts)
+    return float(np.abs(c / c.sum() - 1.0 / c.size).sum())
 
 
 def brier_score(forecast: xr.DataArray, truth: xr.DataArray, threshold, *, debiased: bool = False) -> xr.DataArray:
