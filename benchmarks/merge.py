@@ -15,7 +15,11 @@ of the union by weighting each part with its number of init times ``n_k``:
 
 These are exact (to float rounding) given the stored numbers; rank histograms equal those of a
 single run only where no member ties the truth (ties are broken at random per run). The
-summary is recomputed by :func:`diffsci.benchmarks.weather_bench.summarize`.
+summary, the calibration (SSR and rank-histogram flatness from the merged SSR and the summed
+histograms) and the scorecard (against the parts' reference, persistence for parts without
+one) are recomputed by the benchmark's own :func:`~diffsci.benchmarks.weather_bench.summarize`,
+:func:`~diffsci.benchmarks.weather_bench.calibration` and
+:func:`~diffsci.benchmarks.scorecard.scorecard`.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ import json
 import math
 from pathlib import Path
 
-from diffsci.benchmarks.weather_bench import MIN_LEAD_HOURS, report_tables, summarize
+from diffsci.benchmarks.scorecard import scorecard, scorecard_tables
+from diffsci.benchmarks.weather_bench import MIN_LEAD_HOURS, calibration, calibration_tables, report_tables, summarize
 from diffsci.core.errors import DiffsciError
 from diffsci.core.io import write_json
 
@@ -132,10 +137,16 @@ def merge_results(parts: list[dict], names: list[str] | None = None, *, min_lead
             if t in seen:
                 raise DiffsciError(f"{src}: init time {t} is also in {seen[t]}; parts must have disjoint init times")
             seen[t] = src
+    references = list(dict.fromkeys(p.get("scorecard", {}).get("reference", "persistence") for p in parts))
+    if len(references) > 1:
+        raise DiffsciError(f"parts: scorecards against different references ({', '.join(references)}) "
+                           f"in {', '.join(names)}")
     weights = [len(p["init_times"]) for p in parts]
     systems = {name: _merge_system(name, [p["systems"][name] for p in parts], weights, names) for name in first["systems"]}
     variables = list(next(iter(systems.values()))["variables"]) if systems else []
     payload = {"systems": systems, "summary": summarize(systems, variables, min_lead=min_lead),
+               "calibration": calibration(systems, variables),
+               "scorecard": scorecard(systems, variables, references[0]),
                "timings_s": {name: round(sum(p.get("timings_s", {}).get(name, 0.0) for p in parts), 1)
                              for name in systems},
                **{key: first[key] for key in MUST_AGREE},
@@ -168,7 +179,8 @@ def _run(args) -> int:
     merged = merge_results([read_results(p) for p in args.results], [str(p) for p in args.results])
     write_json(out, merged)
     variables = list(merged["summary"])
-    print("\n".join(report_tables(merged, variables)))
+    tables = report_tables(merged, variables) + calibration_tables(merged["calibration"])
+    print("\n".join(tables + scorecard_tables(merged["scorecard"])))
     print(f"wrote {out}: {len(merged['init_times'])} init times from {len(args.results)} parts")
     return 0
 

@@ -15,8 +15,13 @@ forecast layout and scored by the same code (:func:`diffsci.weather.metrics.eval
 
 Held-out data: the generator with seed 12345 (training used seed 0). Output folder: report.md,
 results.json, PNGs (CRPS / RMSE / spread-skill vs lead, rank histograms at +6 h and +24 h,
-maps of truth, 4 members, ensemble mean and spread at +6 h and +24 h), the held-out data and
-the climatology period (netCDF, reused by a rerun into the same folder).
+maps of truth, 4 members, ensemble mean and spread at +6 h and +24 h, the scorecard), the
+held-out data and the climatology period (netCDF, reused by a rerun into the same folder).
+
+Besides each system's scores, results.json and the report hold the calibration of every
+ensemble system per field and lead (:func:`calibration`: spread/skill and the flatness of the
+rank histogram) and a WeatherBench 2 style scorecard (:mod:`diffsci.benchmarks.scorecard`:
+CRPS and RMSE relative to ``--scorecard-reference``, default persistence).
 """
 
 from __future__ import annotations
@@ -33,13 +38,15 @@ from diffsci.benchmarks.baselines_weather import (  # noqa: F401  (re-exported f
     climatology, hourly_climatology, perfect_model, persistence, prob_climatology,
 )
 from diffsci.benchmarks.common import add_benchmark_parser, command_line, write_results
+from diffsci.benchmarks.scorecard import SCORECARD_REFERENCES, crps_or_mae, plot_scorecard, scorecard, scorecard_tables
 from diffsci.core.errors import DiffsciError
 from diffsci.core.figures import save_figure
-from diffsci.core.io import write_netcdf
-from diffsci.weather.metrics import evaluate_forecast
+from diffsci.core.io import check_choice, write_netcdf
+from diffsci.weather.metrics import evaluate_forecast, rank_histogram_delta, reliability_index
 
-__all__ = ["run_benchmark", "check_heldout", "select_init_times", "summarize", "render_report", "report_tables", "crps_or_mae",
-           "add_parser", "HELDOUT_SEED", "DEFAULT_DET_CHECKPOINT", "MIN_LEAD_HOURS"]
+__all__ = ["run_benchmark", "check_heldout", "select_init_times", "summarize", "calibration", "render_report",
+           "report_tables", "calibration_tables", "crps_or_mae", "add_parser", "HELDOUT_SEED", "DEFAULT_DET_CHECKPOINT",
+           "MIN_LEAD_HOURS"]
 
 DEFAULT_DET_CHECKPOINT = Path(__file__).with_name("data") / "deterministic_weather.pt"
 HELDOUT_SEED = 12345
@@ -60,14 +67,6 @@ def select_init_times(truth: xr.Dataset, n: int, lead_hours: int, every: int = 7
     if len(picks) < n:
         picks = ok[:: max(1, len(ok) // n)]
     return [times[i] for i in picks[:n]]
-
-
-def crps_or_mae(rv: dict) -> list:
-    """One field's CRPS per lead; where it is null (a deterministic system: the fair CRPS needs 2
-    members) the MAE, which is the CRPS of a one-member ensemble (how WeatherBench 2 puts
-    deterministic systems on the CRPS axis)."""
-    mae = rv.get("mae") or [None] * len(rv["crps"])
-    return [c if c is not None else a for c, a in zip(rv["crps"], mae)]
 
 
 def summarize(results: dict, variables, min_lead: int = MIN_LEAD_HOURS) -> dict:
@@ -96,6 +95,32 @@ def summarize(results: dict, variables, min_lead: int = MIN_LEAD_HOURS) -> dict:
                                              "leads_not_beaten": lost}
         out[v] = sv
     return out
+
+
+def calibration(results: dict, variables) -> dict:
+    """Per field, for every ensemble system (those with rank histograms; diffsci first, the
+    perfect model next) and every lead: the spread/skill ratio (copied from the system's
+    scores) and the flatness of its rank histogram, Candille & Talagrand's ``delta``
+    (:func:`~diffsci.weather.metrics.rank_histogram_delta`) and the reliability index
+    (:func:`~diffsci.weather.metrics.reliability_index`); None where a lead has no histogram."""
+    ensembles = [n for n in ENSEMBLES if n in results] + [n for n in results if n not in ENSEMBLES]
+    out = {}
+    for v in variables:
+        out[v] = {}
+        for name in ensembles:
+            res = results[name]
+            hists = res["rank_histogram"].get(v) or {}
+            if not hists:
+                continue
+            counts = [hists.get(str(h)) for h in res["lead_hours"]]
+            out[v][name] = {"lead_hours": list(res["lead_hours"]), "ssr": list(res["variables"][v]["ssr"]),
+                            "rank_histogram_delta": [None if c is None else rank_histogram_delta(c) for c in counts],
+                            "reliability_index": [None if c is None else reliability_index(c) for c in counts]}
+    return {"fields": out,
+            "notes": {"ssr": "spread/skill ratio with the (M+1)/M factor; 1 when calibrated",
+                      "rank_histogram_delta": "Candille & Talagrand 2005: sum (s_k - N/(M+1))^2 / (N M/(M+1)); "
+                                              "0 flat, 1 expected for a calibrated ensemble on independent points",
+                      "reliability_index": "Delle Monache et al. 2006: sum |s_k/N - 1/(M+1)|; 0 flat, 2M/(M+1) worst"}}
 
 
 def _plots(out: Path, results: dict, forecasts: dict, truth: xr.Dataset, variables) -> list[Path]:
@@ -170,12 +195,14 @@ def check_heldout(data, train_data, provenance=None) -> None:
 def run_benchmark(out, *, quick: bool = False, members: int | None = None, inits: int | None = None,
                   lead_hours: int = 24, checkpoint=None, det_checkpoint=None, data=None, train_data=None,
                   seed: int = 0, steps: int = 5, sampler: str = "heun", churn: float = 2.5,
-                  det_train_minutes: float = 15.0) -> dict:
+                  det_train_minutes: float = 15.0, scorecard_reference: str = "persistence") -> dict:
     """Run every system, score them, write report.md, results.json and PNGs into ``out``.
 
     ``quick``: 6 init times, 8 members, 120 h of held-out data and the first 480 h of the
     training period for the climatologies. Otherwise 20 init times, 16 members, 2 x 200 h of
-    held-out data and the whole training period (4 x 1000 h). Returns the results.json payload.
+    held-out data and the whole training period (4 x 1000 h). ``scorecard_reference``: the
+    system the scorecard compares the others with (one of ``SCORECARD_REFERENCES``). Returns the
+    results.json payload.
     """
     from diffsci.weather.data import open_weather
     from diffsci.weather.forecast import effective_churn, forecast, load_forecaster
@@ -189,6 +216,7 @@ def run_benchmark(out, *, quick: bool = False, members: int | None = None, inits
         raise DiffsciError(f"--inits must be >= 1, got {n_inits}")
     if lead_hours < 1:
         raise DiffsciError(f"--lead-hours must be >= 1, got {lead_hours}")
+    check_choice(scorecard_reference, "--scorecard-reference", SCORECARD_REFERENCES)
     for name, p in (("--data", data), ("--train-data", train_data), ("--checkpoint", checkpoint),
                     ("--deterministic-checkpoint", det_checkpoint)):
         if p is not None and not Path(p).exists():
@@ -245,6 +273,9 @@ def run_benchmark(out, *, quick: bool = False, members: int | None = None, inits
         det = baselines.train_deterministic(train_data, out / "deterministic_run", max_minutes=det_train_minutes,
                                             export_to=out / "deterministic_weather.pt")
         det_note = f"trained in this run ({det_train_minutes} min)"
+    if det is None and scorecard_reference == "deterministic":
+        raise DiffsciError("--scorecard-reference deterministic: no deterministic system in a quick run without "
+                           "--deterministic-checkpoint")
     if det is not None:
         timed("deterministic", lambda: baselines.deterministic_forecast(det, truth, init_times, lead_hours))
     else:
@@ -261,8 +292,10 @@ def run_benchmark(out, *, quick: bool = False, members: int | None = None, inits
         ("--lead-hours", default(lead_hours, 24)), ("--checkpoint", checkpoint),
         ("--deterministic-checkpoint", det_checkpoint), ("--data", data_arg), ("--train-data", train_data_arg),
         ("--seed", default(seed, 0)), ("--steps", default(steps, 5)), ("--sampler", default(sampler, "heun")),
-        ("--churn", default(churn, 2.5))])
-    payload = {"systems": results, "summary": summarize(results, variables), "timings_s": timings,
+        ("--churn", default(churn, 2.5)), ("--scorecard-reference", default(scorecard_reference, "persistence"))])
+    payload = {"systems": results, "summary": summarize(results, variables),
+               "calibration": calibration(results, variables),
+               "scorecard": scorecard(results, variables, scorecard_reference), "timings_s": timings,
                "members": members, "init_times": [str(t)[:16] for t in init_times], "lead_hours": lead_hours,
                "checkpoint": forecaster.source, "sampler": sampler, "noise_levels": steps, "churn": effective_churn(sampler, churn),
                "deterministic_checkpoint": str(det) if det else None, "deterministic_source": det_note,
@@ -271,6 +304,7 @@ def run_benchmark(out, *, quick: bool = False, members: int | None = None, inits
                "command": command,
                "wall_s": None}
     pngs = _plots(out, results, forecasts, truth, variables)
+    pngs.append(plot_scorecard(payload["scorecard"], out / "scorecard.png"))
     payload["wall_s"] = round(time.time() - t_start, 1)
     write_results(out, payload, render_report(payload, [p.name for p in pngs], variables))
     log(f"done in {payload['wall_s']} s: {out / 'report.md'}")
@@ -298,6 +332,8 @@ def render_report(payload: dict, png_names, variables) -> str:
              "with the sqrt((M+1)/M) factor. 'CRPS / perfect' divides by the perfect-model ensemble's CRPS "
              "(the generator itself restarted from the true state: the practical bound, ratio 1).", ""]
     lines += report_tables(payload, variables)
+    lines += calibration_tables(payload["calibration"])
+    lines += scorecard_tables(payload["scorecard"])
     lines += ["## Plots", ""] + [f"![{Path(n).stem}]({n})" for n in png_names]
     return "\n".join(lines) + "\n"
 
@@ -334,6 +370,27 @@ def report_tables(payload: dict, variables) -> list[str]:
     return lines
 
 
+def calibration_tables(calib: dict) -> list[str]:
+    """Markdown: per field, a table with a column per lead and the rows spread/skill, then
+    reliability index, of each ensemble system (the perfect model beside diffsci)."""
+    lines = ["## Calibration", "",
+             "Spread/skill (SSR, 1 when calibrated) and the reliability index of the rank histogram "
+             "(RI = sum_k |s_k/N - 1/(M+1)|: 0 flat, 2M/(M+1) when every truth falls in one bin; Candille & "
+             "Talagrand's delta is in results.json) at every lead.", ""]
+    for v, systems in calib["fields"].items():
+        if not systems:
+            continue
+        leads = next(iter(systems.values()))["lead_hours"]
+        lines += [f"### {v}", "", "| system | statistic | " + " | ".join(f"+{h}" for h in leads) + " |",
+                  "|---|---" + "|---" * len(leads) + "|"]
+        for key, label in (("ssr", "SSR"), ("reliability_index", "RI")):
+            for name, c in systems.items():
+                at = dict(zip(c["lead_hours"], c[key]))
+                lines.append(f"| {name} | {label} | " + " | ".join(_fmt(at.get(h)) for h in leads) + " |")
+        lines.append("")
+    return lines
+
+
 def add_parser(subparsers) -> None:
     p = add_benchmark_parser(subparsers, "weather", run_benchmark, help="weather benchmark: diffusion ensemble vs baselines",
                              doc=__doc__, outputs="report.md, results.json, PNGs",
@@ -350,3 +407,5 @@ def add_parser(subparsers) -> None:
     p.add_argument("--steps", type=int, default=5, help="noise levels per forecast step (default 5)")
     p.add_argument("--sampler", default="heun")
     p.add_argument("--churn", type=float, default=2.5, help="EDM churn (heun/euler samplers; default 2.5)")
+    p.add_argument("--scorecard-reference", default="persistence", choices=SCORECARD_REFERENCES,
+                   help="the system the scorecard compares the others with (default persistence)")

@@ -9,10 +9,11 @@ import pytest
 import xarray as xr
 
 from diffsci.benchmarks.merge import merge_results
-from diffsci.benchmarks.weather_bench import summarize
+from diffsci.benchmarks.scorecard import scorecard
+from diffsci.benchmarks.weather_bench import calibration, summarize
 from diffsci.core.cli import main
 from diffsci.core.errors import DiffsciError
-from diffsci.weather.metrics import evaluate_forecast
+from diffsci.weather.metrics import evaluate_forecast, rank_histogram_delta, reliability_index
 
 VARS = ["z", "u"]
 LEADS = 3
@@ -52,7 +53,8 @@ def _payload(truth, systems, clim, idx):
         warnings.simplefilter("ignore")
         results = {name: evaluate_forecast(fc.isel(time=idx), truth, variables=VARS, climatology=clim)
                    for name, fc in systems.items()}
-    return {"systems": results, "summary": summarize(results, VARS), "members": 6,
+    return {"systems": results, "summary": summarize(results, VARS), "calibration": calibration(results, VARS),
+            "scorecard": scorecard(results, VARS, "persistence"), "members": 6,
             "init_times": [str(t)[:16] for t in INITS[idx]], "lead_hours": LEADS, "sampler": "heun",
             "noise_levels": 5, "churn": 2.5, "heldout_seed": 12345, "climatology_period_hours": 40,
             "checkpoint": "ck.pt", "timings_s": {name: 1.0 for name in systems}, "wall_s": 10.0,
@@ -149,3 +151,45 @@ def test_cli_writes_strict_json_and_prints_the_tables(parts_and_whole, tmp_path,
     assert "also in" in capsys.readouterr().err
     assert main(["bench", "merge", str(files[0]), str(tmp_path / "nope.json"), "--out", str(tmp_path / "m3.json")]) == 2
     assert "nope.json" in capsys.readouterr().err and not (tmp_path / "m3.json").exists()
+
+
+def _approx_lists(got, want):
+    """Lists of numbers or None, equal to float rounding."""
+    assert [x is None for x in got] == [x is None for x in want]
+    assert [x for x in got if x is not None] == pytest.approx([x for x in want if x is not None], rel=1e-12)
+
+
+def test_merged_calibration_and_scorecard_equal_the_whole(parts_and_whole):
+    """Calibration recomputed from the merged SSR and the summed rank histograms, and the scorecard
+    from the merged scores, equal those of the whole; the flatness numbers are those of the
+    parts' histograms added bin by bin."""
+    parts, whole = parts_and_whole
+    merged = merge_results(parts)
+    for v in VARS:
+        assert list(merged["calibration"]["fields"][v]) == ["diffsci", "perfect_model"]  # ensembles only
+        for name, want in whole["calibration"]["fields"][v].items():
+            got = merged["calibration"]["fields"][v][name]
+            assert got["lead_hours"] == want["lead_hours"]
+            for key in ("ssr", "rank_histogram_delta", "reliability_index"):
+                _approx_lists(got[key], want[key])
+        summed = [a + b for a, b in zip(*(p["systems"]["diffsci"]["rank_histogram"][v]["2"] for p in parts))]
+        got = merged["calibration"]["fields"][v]["diffsci"]
+        assert got["rank_histogram_delta"][1] == pytest.approx(rank_histogram_delta(summed), rel=1e-12)
+        assert got["reliability_index"][1] == pytest.approx(reliability_index(summed), rel=1e-12)
+    assert merged["scorecard"]["reference"] == "persistence"
+    for metric in ("crps", "rmse"):
+        assert list(merged["scorecard"][metric]) == ["perfect_model", "diffsci", "climatology"]
+        for name, fields in whole["scorecard"][metric].items():
+            for v in VARS:
+                _approx_lists(merged["scorecard"][metric][name][v], fields[v])
+
+
+def test_merged_scorecard_keeps_the_parts_reference(parts_and_whole):
+    parts = json.loads(json.dumps(parts_and_whole[0]))
+    for p in parts:
+        p["scorecard"] = scorecard(p["systems"], VARS, "perfect_model")
+    merged = merge_results(parts, ["a.json", "b.json"])
+    assert merged["scorecard"]["reference"] == "perfect_model" and "persistence" in merged["scorecard"]["crps"]
+    parts[1]["scorecard"]["reference"] = "persistence"
+    with pytest.raises(DiffsciError, match="different references"):
+        merge_results(parts, ["a.json", "b.json"])

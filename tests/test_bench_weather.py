@@ -186,9 +186,25 @@ def test_cli_end_to_end(bench_files, capsys):
     t0 = np.datetime64(payload["init_times"][0])
     diff = np.abs(truth.z.sel(time=t0 + np.timedelta64(1, "h")) - truth.z.sel(time=t0))
     assert systems["persistence"]["variables"]["z"]["mae"][0] == pytest.approx(float(metrics.spatial_mean(diff)), rel=1e-4)
+    # calibration of every ensemble at every lead: SSR as scored, flatness from the stored histograms
+    calib = payload["calibration"]["fields"]
+    assert list(calib["z"]) == ["diffsci", "perfect_model", "prob_climatology"]
+    for name, c in calib["u"].items():
+        assert c["lead_hours"] == list(range(1, 7)) and c["ssr"] == systems[name]["variables"]["u"]["ssr"]
+        hist = systems[name]["rank_histogram"]["u"]["4"]
+        assert c["rank_histogram_delta"][3] == pytest.approx(metrics.rank_histogram_delta(hist))
+        assert c["reliability_index"][3] == pytest.approx(metrics.reliability_index(hist))
+    card = payload["scorecard"]
+    assert card["reference"] == "persistence" and "persistence" not in card["crps"]
+    pm, pers = systems["perfect_model"]["variables"]["v"], systems["persistence"]["variables"]["v"]
+    assert card["crps"]["perfect_model"]["v"][5] == pytest.approx(100 * (pm["crps"][5] / pers["mae"][5] - 1))
+    assert card["rmse"]["perfect_model"]["v"][5] == pytest.approx(100 * (pm["rmse"][5] / pers["rmse"][5] - 1))
     report = (out / "report.md").read_text()
     assert "CRPS / perfect +6 h" in report and "diffsci CRPS below persistence" in report
-    for png in ("crps_vs_lead.png", "rmse_vs_lead.png", "ssr_vs_lead.png", "rank_histograms.png", "maps_diffsci.png"):
+    assert "## Calibration" in report and "| perfect_model | RI |" in report
+    assert "## Scorecard against persistence" in report and "![scorecard](scorecard.png)" in report
+    for png in ("crps_vs_lead.png", "rmse_vs_lead.png", "ssr_vs_lead.png", "rank_histograms.png", "maps_diffsci.png",
+                "scorecard.png"):
         assert (out / png).stat().st_size > 1000
     assert not list(out.glob("*.tmp*"))
 
@@ -198,6 +214,9 @@ def test_cli_bad_arguments(bench_files, tmp_path, capsys):
     assert "--members" in capsys.readouterr().err
     assert main(["bench", "weather", "--out", str(tmp_path / "o"), "--data", str(tmp_path / "nope.nc")]) == 2
     assert "nope.nc" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "weather", "--out", str(tmp_path / "o"), "--scorecard-reference", "nope"])
+    assert exc.value.code == 2 and "--scorecard-reference" in capsys.readouterr().err
 
 
 def test_train_deterministic_then_roll_out(data, tmp_path):
