@@ -12,14 +12,18 @@ the same run:
 - ``random walk``: a self-avoiding random walk of 3.8 Å CA steps (no CA pair closer than
   3.8 Å), with N, C, O placed from ideal geometry on frames built from the trace.
 
-Novelty (``max_tm_reference``) is measured against the train split of the bundled chains.
+The report has two tables over these rows: geometry, P-SEA and DSSP, novelty and diversity; and
+secondary structure and sheets (P-SEA beside DSSP, sheets, strands, parallel and antiparallel
+ladders, paired fractions, contact order: :data:`SHEET_COLUMNS`, also in ``results.json`` as
+``sheet_table``). Novelty (``max_tm_reference``) is measured against the train split of the
+bundled chains.
 Published numbers of FrameDiff, FrameFlow, RFdiffusion, Genie2 and Proteina are listed in the
 report for context only (:data:`PUBLISHED`, with sources): their protocols (ESMFold refolding,
 8 ProteinMPNN sequences, other lengths) differ, and this run does not refold.
 
 ``--rates R ...`` and ``--acceptance`` run instead the acceptance figures that chose the shipped
 checkpoint (:mod:`diffsci.protein.metrics.acceptance`: CA-CA spacing, CA clashes, P-SEA helix and
-strand, Rg against 2.2 L^0.38, CA contacts) at each rotation rate R, or at the checkpoint's own
+strand beside DSSP helix and strand, Rg against 2.2 L^0.38, CA contacts) at each rotation rate R, or at the checkpoint's own
 rate, into ``OUT/rates.json`` + ``OUT/rates.md`` or ``OUT/acceptance.json`` + ``OUT/acceptance.md``.
 """
 
@@ -43,8 +47,13 @@ __all__ = ["random_walk_backbone", "run_benchmark", "run_rate_sweep", "run_accep
            "SYSTEM_ORDER"]
 
 SYSTEM_ORDER = ["real (held-out)", "real (held-out, training filters)", "diffsci, 100 steps", "diffsci, 20 steps", "untrained", "random walk"]
-FIELDS = ["ca_ca_ok", "clash_fraction", "ca_contacts", "radius_of_gyration", "helix", "strand", "coil", "dssp_helix", "dssp_strand",
-          "max_tm_reference"]
+SHEET_COLUMNS = (("helix", "P-SEA helix", ".2f"), ("strand", "P-SEA strand", ".2f"), ("dssp_helix", "DSSP H", ".2f"),
+                 ("dssp_strand", "DSSP E", ".2f"), ("sheets", "sheets", ".2f"), ("strands", "strands", ".2f"),
+                 ("ladders_parallel", "parallel ladders", ".2f"), ("ladders_antiparallel", "antiparallel ladders", ".2f"),
+                 ("paired_fraction", "DSSP E on a ladder", ".2f"), ("psea_strand_paired", "P-SEA strand paired", ".2f"),
+                 ("contact_order", "contact order", ".3f"), ("absolute_contact_order", "abs. contact order", ".1f"))
+"""Columns of the secondary-structure and sheet table: per-sample field, header, format (means over
+the samples that define the field; definitions in :mod:`diffsci.protein.metrics.topology`)."""
 
 
 def random_walk_backbone(length: int, generator: torch.Generator, step: float = 3.8, min_dist: float = 3.8,
@@ -181,6 +190,7 @@ def run_benchmark(out, *, quick: bool = False, num: int | None = None, checkpoin
                "command": " ".join(["diffsci", "bench", "protein", "--out", str(out)] + (["--quick"] if quick else [])),
                "wall_s": round(time.time() - t_start, 1)}
     payload["bracket"] = _bracket(payload["systems"])
+    payload["sheet_table"] = {n: {k: _mean(r, k) for k, _, _ in SHEET_COLUMNS} for n, r in payload["systems"].items()}
     write_json(out / "results.json", payload)
     _report(out, payload, pngs)
     log(f"done in {payload['wall_s']} s: {out / 'report.md'}")
@@ -295,6 +305,17 @@ def _report(out: Path, payload: dict, pngs) -> None:
                      f"{_mean(r, 'helix'):.2f} | {_mean(r, 'strand'):.2f} | {_mean(r, 'coil'):.2f} | "
                      f"{_mean(r, 'dssp_helix'):.2f} | {_mean(r, 'dssp_strand'):.2f} | {_mean(r, 'max_tm_reference'):.2f} | "
                      f"{s.get('mean_pairwise_tm', float('nan')):.2f} | {s.get('clusters_tm0.5', '')} |")
+    lines += ["", "## Secondary structure and sheets", "",
+              "P-SEA (CA only) beside pydssp's DSSP; sheets, strands and ladders (of two or more bridges) by DSSP's "
+              "rules on pydssp's H-bonds; `DSSP E on a ladder`: fraction of DSSP E residues on a strand rather than in "
+              "an isolated bridge; `P-SEA strand paired`: fraction of P-SEA strand residues with a bridge partner; "
+              "contact order (relative, and absolute in residues): mean sequence separation of CA pairs within 8 Å "
+              "at separation >= 6. Means over samples (fractions over the samples that have such residues).", "",
+              "| system | n | " + " | ".join(h for _, h, _ in SHEET_COLUMNS) + " |",
+              "|---|---|" + "---|" * len(SHEET_COLUMNS)]
+    for name, means in payload["sheet_table"].items():
+        lines.append(f"| {name} | {len(sys_[name]['per_sample'])} | "
+                     + " | ".join(format(means[k], f) for k, _, f in SHEET_COLUMNS) + " |")
     lines += ["", "## Does the model sit between random walks and real chains?", ""]
     lines += ["Asked where the two references differ (CA contacts per residue at sequence separation >= 6; P-SEA "
               "secondary structure = helix + strand, and helix and strand alone); on "
@@ -327,7 +348,8 @@ def _report(out: Path, payload: dict, pngs) -> None:
 
 FIGURE_COLUMNS = (("rate", "rate", "g"), ("n", "n", "d"), ("ca_ca_ok", "CA-CA ok", ".3f"),
                   ("ca_clash_fraction", "CA clash", ".4f"), ("helix", "helix", ".3f"), ("strand", "strand", ".3f"),
-                  ("helix_plus_strand", "helix + strand", ".3f"), ("rg_ok", "Rg ok", ".2f"),
+                  ("helix_plus_strand", "helix + strand", ".3f"), ("dssp_helix", "DSSP H", ".3f"),
+                  ("dssp_strand", "DSSP E", ".3f"), ("rg_ok", "Rg ok", ".2f"),
                   ("contacts6", "contacts6", ".2f"), ("seconds", "seconds", ".1f"))
 """Columns of the acceptance tables: key of :func:`~diffsci.protein.metrics.acceptance_figures` rows, header, format."""
 

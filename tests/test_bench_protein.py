@@ -125,7 +125,15 @@ def test_run_benchmark_end_to_end_with_a_tiny_checkpoint(tmp_path):
     assert row["rg_ratio"]["asked"] is False
     report = (out / "report.md").read_text()
     for name in SYSTEM_ORDER:
-        assert f"| {name} |" in report
+        assert report.count(f"| {name} |") == 2  # the main table and the sheet table
+    assert list(payload["sheet_table"]) == SYSTEM_ORDER
+    for name in SYSTEM_ORDER:  # every row: P-SEA and DSSP, sheets, pairing, contact order
+        means, rows = payload["sheet_table"][name], systems[name]["per_sample"]
+        for key in ("helix", "dssp_helix", "dssp_strand", "sheets", "ladders_parallel", "contact_order"):
+            vals = [r[key] for r in rows if r[key] is not None]
+            assert means[key] == pytest.approx(np.mean(vals)) if vals else np.isnan(means[key]), (name, key)
+    assert payload["sheet_table"]["real (held-out)"]["sheets"] > 0.5  # real chains have sheets
+    assert "| system | n | P-SEA helix | P-SEA strand | DSSP H | DSSP E | sheets |" in report
     for png in ("sse_composition", "rg_vs_length", "pairwise_tm", "ca_ca_hist"):
         assert (out / f"{png}.png").stat().st_size > 1000
     assert json.loads((out / "results.json").read_text())["num_per_length"] == 1
@@ -137,7 +145,8 @@ def test_bench_protein_rates_through_the_cli(tmp_path, capsys):
     import json
 
     from diffsci.core.cli import main
-    from diffsci.protein.metrics import rate_sweep
+    from diffsci.protein.metrics import dssp_fractions, rate_sweep
+    from diffsci.protein.sampling import sample_backbones
     from diffsci.core.checkpoint import default_checkpoint_path
     from diffsci.protein.diffusion import KIND
     from diffsci.protein.sampling import load_model
@@ -158,6 +167,9 @@ def test_bench_protein_rates_through_the_cli(tmp_path, capsys):
     assert table.endswith(printed) and "--rates 2 20" in table
     lines = printed.splitlines()
     assert lines[0].startswith("| rate | n | CA-CA ok |") and len(lines) == 4
+    assert "| helix + strand | DSSP H | DSSP E |" in lines[0]
+    designs = sample_backbones(load_model(ck), [40], 1, seed=3, steps=2, progress=False, rotation_rate=2)
+    assert want[0]["dssp_helix"] == dssp_fractions(designs[0].coords[0])["dssp_helix"]
     assert lines[2].startswith(f"| 2 | 1 | {want[0]['ca_ca_ok']:.3f} |")
 
 

@@ -26,7 +26,7 @@ from diffsci.protein.metrics.geometry import (
     expected_radius_of_gyration,
     radius_of_gyration,
 )
-from diffsci.protein.metrics.secondary import psea_fractions
+from diffsci.protein.metrics.secondary import dssp_fractions, psea_fractions
 
 __all__ = [
     "ACCEPTANCE_CA_CA_WINDOW",
@@ -132,8 +132,9 @@ def sample_acceptance(model, *, rotation_rate: float | None = None, lengths: Seq
 
     Returns
     -------
-    dict with ``rate`` (the rate used; None for a score checkpoint), ``seed``, the figures and
-    ``seconds`` (sampling and measuring, wall clock).
+    dict with ``rate`` (the rate used; None for a score checkpoint), ``seed``, the figures,
+    ``dssp_helix`` and ``dssp_strand`` (mean over designs of pydssp's DSSP helix and strand
+    fractions, beside the P-SEA ones) and ``seconds`` (sampling and measuring, wall clock).
     """
     from diffsci.protein.sampling import sample_backbones
 
@@ -141,6 +142,9 @@ def sample_acceptance(model, *, rotation_rate: float | None = None, lengths: Seq
     designs = sample_backbones(model, list(lengths), num, seed=seed, steps=steps, progress=False,
                                rotation_rate=rotation_rate)
     figures = acceptance_figures(designs)
+    dssp = [dssp_fractions(np.asarray(d.coords)[0]) for d in designs]
+    for key in ("dssp_helix", "dssp_strand"):
+        figures[key] = float(np.mean([f[key] for f in dssp]))
     rate = designs[0].rotation_rate if rotation_rate is None else rotation_rate
     return {"rate": rate, "seed": seed, **figures, "seconds": round(time.perf_counter() - t0, 1)}
 
