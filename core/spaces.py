@@ -10,6 +10,8 @@ Every space offers the same small set of pure methods, which is all a sampler us
 - ``step(x_t, x0_hat, t, s, eta, generator)``: the DDIM family of reverse steps ``t -> s``:
   eta = 0 deterministic, eta = 1 ancestral (DDPM).
 - ``sde_step(x_t, x0_hat, t, s, generator)``: one Euler-Maruyama step of the reverse SDE.
+- ``renoise_step(x_t, x0_hat, t, s, generator)``: a fresh draw of ``x_s`` around ``x0_hat`` (the
+  re-noising sampler's step; DDIM's step with the largest noise, ``x_t`` unused).
 - ``ode_derivative(x_t, x0_hat, t)`` and ``ode_move(x, d, t, s)``: the probability-flow ODE,
   written in the variable in which it is best behaved (Euclidean: ``y = x / alpha`` against
   ``r = sigma / alpha`` as in EDM, so an Euler step to t = 0 lands exactly on ``x0_hat``; IGSO3:
@@ -82,6 +84,11 @@ class Space:
         """``known`` where ``mask`` (a prefix-shaped bool tensor, e.g. (B, N)) is true, else ``x``."""
         m = append_dims(mask.to(torch.bool), x.ndim)
         return torch.where(m, known.to(x.dtype), x)
+
+    def renoise_step(self, x, x0_hat, t, s, generator=None):
+        """The re-noising sampler's step ``t -> s``: ``noise(x0_hat, s)``, a draw from the forward
+        marginal at s around the clean prediction (``x`` is not used). Shapes as :meth:`step`."""
+        return self.noise(x0_hat, s, generator)
 
     def check_second_order(self) -> None:
         """Raise DiffsciError if ``ode_derivative`` is not the velocity of an ODE that a
@@ -364,6 +371,15 @@ class SO3Flow(Space):
             frac = frac.clamp(max=1.0)
         return x @ so3.exp_map(-frac * tt * d)
 
+    def renoise_step(self, x, x0_hat, t, s, generator=None):
+        """``noise(x0_hat, s)`` for the exact flow (rate 1); with ``inference_rate`` != 1 the
+        deterministic :meth:`step`, since the sampled rotations then lie far closer to x0_hat than
+        the forward marginal at s does (at rate 10 a step to ``s <= 0.9 t`` lands on x0_hat), and
+        a draw from that marginal undoes them (protein, L = 100, 10 steps: P-SEA helix 0.27 -> 0.04)."""
+        if self.inference_rate == 1.0:
+            return self.noise(x0_hat, s, generator)
+        return self.step(x, x0_hat, t, s)
+
     def check_second_order(self) -> None:
         """With ``inference_rate`` != 1 a step moves the fraction ``min(1, rate (t - s) / t)`` of the
         way to x0_hat: not an ODE step, so averaging velocities at t and s (Heun) overshoots
@@ -433,6 +449,9 @@ class Product(Space):
 
     def sde_step(self, x, x0_hat, t, s, generator=None):
         return tuple(sp.sde_step(x[i], x0_hat[i], t, s, generator) for i, sp in enumerate(self.spaces))
+
+    def renoise_step(self, x, x0_hat, t, s, generator=None):
+        return tuple(sp.renoise_step(x[i], x0_hat[i], t, s, generator) for i, sp in enumerate(self.spaces))
 
     def ode_derivative(self, x, x0_hat, t):
         return self._map("ode_derivative", x, x0_hat, t=t)

@@ -194,7 +194,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--rotation-rate", type=float, default=None,
                    help="flow checkpoints: FrameFlow's exponential rotation rate at sampling (default: the checkpoint's "
                         "inference_rate; 1 = plain geodesic steps; higher settles rotations earlier and gives more helix)")
-    p.add_argument("--sampler", help="sampler name (default: euler for flow models, euler_maruyama for score models)")
+    p.add_argument("--sampler", help="sampler name (default: for flow models renoise below 20 steps, else euler; "
+                   "euler_maruyama for score models)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--motif", help="PDB/mmCIF file with the motif residues")
     p.add_argument("--contig",

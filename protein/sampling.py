@@ -48,12 +48,17 @@ from diffsci.protein.motif import TAPER, condition_on_motif
 
 __all__ = [
     "load_model", "cyclic_constraint", "Design", "check_design_options", "default_sampler", "sampling_rotation_rate",
-    "sample_states", "sample_backbones", "TIME_POWER",
+    "sample_states", "sample_backbones", "TIME_POWER", "FEW_STEPS",
 ]
 
 # sampling time grid t_i = 0.999 u_i^TIME_POWER (u uniform 1 -> 0): more of the steps near the clean
 # end, where local geometry (CA spacing, helices) is settled; measured in protein/data/CHECKPOINT.md
 TIME_POWER = 2.0
+
+# below this many steps a flow checkpoint samples with the re-noising sampler by default (at L = 100,
+# 10 steps: CA-CA ok 0.87 -> 0.94..0.96 against euler; protein/data/CHECKPOINT.md, "Few-step sampling");
+# from it on with euler
+FEW_STEPS = 20
 
 
 def load_model(checkpoint=None, *, untrained: bool = False, device="cpu") -> Bundle:
@@ -194,9 +199,14 @@ class Design:
         return {lab: out[int(i)] for lab, i in zip(self.motif_labels, self.motif_index)}
 
 
-def default_sampler(cfg: ProteinModelConfig) -> str:
-    """The sampler a checkpoint's formulation is sampled with by default."""
-    return "euler" if cfg.formulation == "flow" else "euler_maruyama"
+def default_sampler(cfg: ProteinModelConfig, steps: int | None = None) -> str:
+    """The sampler a checkpoint is sampled with by default: ``euler_maruyama`` for a score model;
+    for a flow model ``renoise`` (:func:`~diffsci.core.samplers.sample_renoise`: translations
+    drawn afresh around each clean prediction, rotations by the rate step) below
+    :data:`FEW_STEPS` steps, else ``euler`` (also when ``steps`` is None)."""
+    if cfg.formulation != "flow":
+        return "euler_maruyama"
+    return "renoise" if steps is not None and steps < FEW_STEPS else "euler"
 
 
 def sampling_rotation_rate(cfg: ProteinModelConfig, rotation_rate: float | None = None) -> float | None:
@@ -309,7 +319,8 @@ def sample_backbones(bundle: Bundle, lengths, num: int, *, seed: int = 0, steps:
     """Design ``num`` backbones per length (or per contig) with a loaded model (:func:`load_model`).
     See the module docstring.
 
-    ``time_power``: the sampling time grid is ``0.999 u^time_power`` for u uniform from 1 to 0
+    ``sampler``: a name of :data:`~diffsci.core.samplers.SAMPLERS` (None: :func:`default_sampler`
+    for ``steps``). ``time_power``: the sampling time grid is ``0.999 u^time_power`` for u uniform from 1 to 0
     (1: uniform steps). ``rotation_rate``: FrameFlow's exponential rotation rate at sampling
     (None: the checkpoint's ``inference_rate``; 1: plain geodesic steps; higher settles
     rotations earlier, which gives more helix). ``total_length``: with a contig, the range
@@ -327,10 +338,10 @@ def sample_backbones(bundle: Bundle, lengths, num: int, *, seed: int = 0, steps:
     generator). With several ranks, a CUDA device is the ``LOCAL_RANK``-th GPU.
     """
     cfg = bundle.config
-    sampler = sampler or default_sampler(cfg)
+    check_int(steps, "steps")
+    sampler = sampler or default_sampler(cfg, steps)
     get_sampler(sampler)  # fail early on an unknown name
     check_int(num, "num")
-    check_int(steps, "steps")
     check_range(time_power, "time_power", 0, 10, lo_open=True)
     if rotation_rate is not None:
         if cfg.formulation != "flow":

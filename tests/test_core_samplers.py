@@ -24,7 +24,8 @@ def _run(name, schedule, steps, n=N, seed=1):
     return get_sampler(name)(den, x, schedule.time_grid(steps), space=space, generator=torch.Generator().manual_seed(seed + 1))
 
 
-@pytest.mark.parametrize("name", sorted(SAMPLERS))
+# renoise is not an exact sampler; tests/test_core_renoise.py checks its own output law
+@pytest.mark.parametrize("name", sorted(set(SAMPLERS) - {"renoise"}))
 def test_sampler_matches_mixture_moments(name):
     x = _run(name, EDM(sigma_max=80.0), STEPS[name])
     m_err = (x.mean(0) - GM.mean).norm() / GM.mean.norm()

@@ -137,3 +137,28 @@ def test_com_gaussian_reverse_process():
     # each coordinate of a point ~ N(0, s0^2 (1 - 1/n_pts))
     z = out[:, 0, 0].numpy() / (s0 * math.sqrt(1 - 1 / n_pts))
     assert stats.kstest(z, "norm").pvalue > 0.01
+
+
+def test_renoise_step_is_a_fresh_draw_around_the_prediction():
+    """``renoise_step`` = ``alpha_s x0_hat + sigma_s z`` with the generator's next normal draws
+    (centred for EuclideanCoM), whatever ``x``; SO3Flow with a rate takes its deterministic step,
+    at rate 1 it draws its forward marginal at s."""
+    b, n = 3, 5
+    t, s = torch.full((b,), 0.6, dtype=torch.float64), torch.full((b,), 0.25, dtype=torch.float64)
+    x0 = torch.randn(b, n, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    z = torch.randn(b, n, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    for space, noise in ((Euclidean(FlowMatching()), z), (EuclideanCoM(FlowMatching()), z - z.mean(1, keepdim=True))):
+        for x in (torch.zeros_like(x0), 5 + x0):
+            got = space.renoise_step(x, x0, t, s, torch.Generator().manual_seed(2))
+            torch.testing.assert_close(got, 0.75 * x0 + 0.25 * noise, rtol=0, atol=1e-12)
+    r0 = so3.random_rotations((b, n), torch.Generator().manual_seed(3), torch.float64)
+    r = so3.random_rotations((b, n), torch.Generator().manual_seed(4), torch.float64)
+    rated = SO3Flow(inference_rate=10.0)
+    assert torch.equal(rated.renoise_step(r, r0, t, s, torch.Generator().manual_seed(5)), rated.step(r, r0, t, s))
+    exact = SO3Flow()
+    torch.testing.assert_close(exact.renoise_step(r, r0, t, s, torch.Generator().manual_seed(5)),
+                               exact.noise(r0, s, torch.Generator().manual_seed(5)), rtol=0, atol=1e-12)
+    prod = Product((EuclideanCoM(FlowMatching()), rated))
+    trans, rots = prod.renoise_step((x0, r), (x0, r0), t, s, torch.Generator().manual_seed(2))
+    torch.testing.assert_close(trans, 0.75 * x0 + 0.25 * (z - z.mean(1, keepdim=True)), rtol=0, atol=1e-12)
+    assert torch.equal(rots, rated.step(r, r0, t, s))

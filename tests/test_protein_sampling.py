@@ -431,3 +431,21 @@ def test_cuda_designs_match_cpu_statistics():
         assert all(np.isfinite(d.coords).all() and d.coords.shape == (1, 60, 4, 3) for d in designs)
         stats[device] = np.mean([ca_ca_stats(d.coords[0])[1] for d in designs])
     assert stats["cuda"] >= 0.8 and abs(stats["cuda"] - stats["cpu"]) <= 0.1, stats
+
+
+def test_few_steps_default_to_the_renoise_sampler(tiny_checkpoint):
+    """Below FEW_STEPS a flow checkpoint samples with ``renoise`` (recorded in the design), from it
+    on with ``euler``; a score model keeps Euler-Maruyama; an explicit sampler wins."""
+    from diffsci.protein.diffusion import ProteinModelConfig
+    from diffsci.protein.sampling import FEW_STEPS, default_sampler
+
+    lm = load_model(tiny_checkpoint)
+    assert default_sampler(lm.config, FEW_STEPS - 1) == "renoise"
+    assert default_sampler(lm.config, FEW_STEPS) == default_sampler(lm.config) == "euler"
+    assert default_sampler(ProteinModelConfig(formulation="score"), 5) == "euler_maruyama"
+    (few,) = sample_backbones(lm, [40], 1, steps=4, progress=False)
+    (ren,) = sample_backbones(lm, [40], 1, steps=4, sampler="renoise", progress=False)
+    (eul,) = sample_backbones(lm, [40], 1, steps=4, sampler="euler", progress=False)
+    assert few.sampler == "renoise" and eul.sampler == "euler"
+    np.testing.assert_array_equal(few.coords, ren.coords)
+    assert not np.allclose(few.coords, eul.coords)
