@@ -29,7 +29,7 @@ from diffsci.benchmarks.common import add_benchmark_parser, command_line, run_fr
 from diffsci.core.figures import save_figure
 from diffsci.core.io import jsonable
 
-__all__ = ["MotifProblem", "motif_problems", "score_design", "run_benchmark", "add_parser"]
+__all__ = ["MotifProblem", "motif_problems", "motif_secondary_structure", "score_design", "run_benchmark", "add_parser"]
 
 RMSD_OK = 1.0  # Å
 CA_OK = 0.9
@@ -61,6 +61,25 @@ def _runs(labels: np.ndarray, res_ids: np.ndarray, ins: np.ndarray, label: str, 
                 runs.append((start, i))
             start = i if (i < len(labels) and labels[i] == label and not ins[i]) else None
     return runs
+
+
+def motif_secondary_structure(problem: MotifProblem, chain) -> dict[str, float]:
+    """Secondary structure of a problem's motif residues in its whole source chain: the fractions
+    P-SEA labels helix (``psea_helix``) and strand (``psea_strand``) beside the fractions DSSP
+    labels ``H`` (``dssp_helix``) and ``E`` (``dssp_strand``).
+
+    ``chain``: the problem's BackboneChain (coords Shape (L, 4, 3), ``res_ids`` Shape (L,)).
+    """
+    from diffsci.protein.metrics import dssp_labels, psea_labels
+
+    res = np.asarray(chain.res_ids)
+    ins = np.asarray(chain.ins_codes)
+    motif = np.zeros(len(res), dtype=bool)
+    for first, last in problem.segments:
+        motif |= (res >= first) & (res <= last) & ~ins.astype(bool)
+    psea, dssp = psea_labels(chain.coords)[motif], dssp_labels(chain.coords)[motif]
+    return {"psea_helix": float(np.mean(psea == "a")), "psea_strand": float(np.mean(psea == "b")),
+            "dssp_helix": float(np.mean(dssp == "H")), "dssp_strand": float(np.mean(dssp == "E"))}
 
 
 def _flank(core_min: int, core_max: int, total_max: int) -> tuple[int, int]:
@@ -279,12 +298,17 @@ def _report(payload: dict, png: Path) -> str:
              "success: RMSD < 1 Å, no break, CA-CA ok >= 0.9. Designability (ProteinMPNN + refolding) is not "
              "computed: no folding backend offline; MPNN NLL (with `--designability`) is ProteinMPNN's mean "
              "negative log-likelihood of its designed sequences, a proxy only (lower: easier to design).", "",
-             "| problem | contig | n | RMSD mean / max (Å) | junctions | within ±0.5 | within ±0.3 | CA-CA ok | clash "
-             "| breaks | success | MPNN NLL |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "Motif SS: the motif residues' helix / strand fractions in their source chain by P-SEA (which chose "
+             "the motifs) and by DSSP.", "",
+             "| problem | contig | motif SS P-SEA a / b | motif SS DSSP H / E | n | RMSD mean / max (Å) | junctions "
+             "| within ±0.5 | within ±0.3 | CA-CA ok | clash | breaks | success | MPNN NLL |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in payload["problems"] + [{"problem": {"name": "**all**", "contig": ""}, "summary": payload["overall"]}]:
         s = r["summary"]
-        lines.append(f"| {r['problem']['name']} | `{r['problem']['contig']}` | {s['designs']} | "
+        m = r.get("motif_sse")
+        sse = (f"{fmt(m['psea_helix'])} / {fmt(m['psea_strand'])} | {fmt(m['dssp_helix'])} / {fmt(m['dssp_strand'])}"
+               if m else " | ")
+        lines.append(f"| {r['problem']['name']} | `{r['problem']['contig']}` | {sse} | {s['designs']} | "
                      f"{fmt(s['motif_rmsd_mean'])} / {fmt(s['motif_rmsd_max'])} | {s['junctions']} | "
                      f"{fmt(s['junction_within_0.5'])} | {fmt(s['junction_within_0.3'])} | {fmt(s['ca_ca_ok_mean'])} | "
                      f"{fmt(s['clash_fraction_mean'], 4)} | {s['designs_with_breaks']} | {fmt(s['success_rate'])} | "
@@ -321,6 +345,8 @@ def run_benchmark(out, *, quick: bool = False, num: int | None = None, steps: in
         require_proteinmpnn()  # before any sampling
     results = run_problems(lm, probs, out / "motifs", num=num, steps=steps, seed=seed, log=log,
                            designability=designability, method=method, taper=taper)
+    for res, (prob, chain) in zip(results, probs):
+        res["motif_sse"] = motif_secondary_structure(prob, chain)
     overall = summarise([row for r in results for row in r["rows"]])
     default = lambda value, usual: None if value == usual else value  # noqa: E731
     command = command_line("motif", out, flags=[("--quick", quick), ("--designability", designability)], options=[
