@@ -58,6 +58,16 @@ Per-sample metrics (:func:`sample_metrics`)
     * other: everything else.
 
     The three regions do not overlap, so the four fractions sum to 1.
+``sheets``, ``strands``, ``ladders_parallel``, ``ladders_antiparallel``
+    Beta-sheet topology by DSSP's rules (Kabsch & Sander 1983) on pydssp's hydrogen bonds
+    (:func:`sheet_topology`; the rules in :mod:`~diffsci.protein.metrics.topology`): sheets are
+    connected components of strands linked by ladders of two or more bridges.
+``paired_fraction``, ``psea_strand_paired``
+    Fraction of DSSP ``E`` residues that lie on a strand (a ladder, not an isolated bridge), and
+    fraction of P-SEA strand residues that have a bridge partner (NaN when there are none).
+``contact_order``, ``absolute_contact_order``
+    Relative and absolute contact order (Plaxco, Simons & Baker 1998) of the CA contacts of
+    ``ca_contacts`` (within 8 Å, separation >= 6): mean separation / L, and mean separation.
 ``max_tm_reference`` (novelty, :func:`novelty`)
     Highest TM-score of the sample to any reference chain, normalised by the sample's
     length (TM-align via ``tmtools``). Lower = more novel.
@@ -78,7 +88,8 @@ TM-align (``tmtools``) aligns on structure only; where no sequence is known poly
 (``'G' * L``) is passed.
 
 Modules: :mod:`~diffsci.protein.metrics.geometry` (bonds, angles, CA-CA, clashes, contacts,
-Rg, dihedrals, Ramachandran), :mod:`~diffsci.protein.metrics.secondary` (P-SEA, DSSP),
+Rg, dihedrals, Ramachandran), :mod:`~diffsci.protein.metrics.secondary` (P-SEA, DSSP, SS
+agreement), :mod:`~diffsci.protein.metrics.topology` (bridges, ladders, sheets, contact order),
 :mod:`~diffsci.protein.metrics.similarity` (TM-score, pairwise TM, clusters, novelty),
 :mod:`~diffsci.protein.metrics.reading` (structure folders and reference sets),
 :mod:`~diffsci.protein.metrics.evaluate` (per-sample metrics and set summaries) and
