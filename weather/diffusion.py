@@ -113,6 +113,9 @@ class WeatherModelOptions:
     # sampling steps: trains the few network calls of that sampler to give a calibrated ensemble)
     objective: str = "denoise"
     crps_members: int = 2
+    # "crps": model steps each training example rolls out; after the first, members condition on
+    # their own states (gradients through the whole rollout) and the loss averages the steps
+    crps_rollout: int = 1
 
 
 @dataclass(frozen=True)
@@ -148,6 +151,7 @@ class WeatherModelConfig(WeatherModelOptions):
         check_range(self.churn, "churn", 0.0, None)
         check_choice(self.objective, "objective", OBJECTIVES)
         check_int(self.crps_members, "crps_members", minimum=2)
+        check_int(self.crps_rollout, "crps_rollout")
         h, w = len(self.latitude), len(self.longitude)
         band = boundary_mask(self.latitude, self.longitude, self.boundary_width)
         if band.all():
@@ -183,14 +187,18 @@ class WeatherData:
 class WeatherBatch:
     """A training batch. Shapes: cond.prev (B, 2C, H, W), cond.hour (B, 2); target (B, C, H, W)
     the normalised residual; t (B,) diffusion times; eps (B, C, H, W) standard normal noise
-    (objective ``crps``: (M, B, C, H, W), the members' prior noise, and ``noise_seed`` seeds the
-    sampler's own noise)."""
+    (objective ``crps``: (M, B, C, H, W), the members' prior noise of the first step, and
+    ``noise_seed`` seeds the rest of their noise; with ``crps_rollout`` K > 1, ``later`` holds the
+    true states (K + 1, B, C, H, W) from the current one on, physical units, and ``later_hour``
+    (K - 1, B, 2) the hour features of steps 2..K)."""
 
     cond: WeatherCond
     target: torch.Tensor
     t: torch.Tensor
     eps: torch.Tensor
     noise_seed: int | None = None
+    later: torch.Tensor | None = None
+    later_hour: torch.Tensor | None = None
 
 
 def loss_weights(cfg: WeatherModelConfig) -> torch.Tensor:
@@ -284,15 +292,19 @@ class ResidualTask:
 
     def sample_batch(self, generator, batch_size) -> WeatherBatch:
         i = self.starts[torch.randint(len(self.starts), (batch_size,), generator=generator)]
-        states = torch.from_numpy(self.fields[torch.cat([i, i + 1, i + 2]).numpy()])  # (3B, C, H, W)
-        x0, x1, x2 = states.split(batch_size)
+        k = self.config.crps_rollout if self.objective == "crps" else 1
+        states = torch.from_numpy(self.fields[torch.cat([i + j for j in range(k + 2)]).numpy()])  # ((K+2)B, C, H, W)
+        x0, x1, x2, *rest = states.split(batch_size)
         cond = WeatherCond(self.normalizer.condition(x0, x1), self.hours[i + 2])
         target = self.normalizer.residual(x1, x2)
         t = torch.rand(batch_size, generator=generator)
         if self.objective == "crps":
             eps = torch.randn((self.config.crps_members, *target.shape), generator=generator)
             seed = int(torch.randint(2**62, (1,), generator=generator))
-            return WeatherBatch(cond, target, t, eps, seed)
+            if k == 1:
+                return WeatherBatch(cond, target, t, eps, seed)
+            later_hour = torch.stack([self.hours[i + 2 + j] for j in range(1, k)])
+            return WeatherBatch(cond, target, t, eps, seed, torch.stack([x1, x2, *rest]), later_hour)
         eps = torch.randn(target.shape, generator=generator)
         return WeatherBatch(cond, target, t, eps)
 
@@ -301,7 +313,7 @@ class ResidualTask:
         if self.kind == KIND_DETERMINISTIC:
             return (w * (model(None, None, batch.cond) - batch.target) ** 2).mean()
         if self.objective == "crps":
-            return (w * fair_crps(self.sample_members(model, batch), batch.target)).mean()
+            return self.crps_loss(model, batch)
         sigma = self.config.schedule.sigma(batch.t).to(batch.target.dtype)
         x_t = batch.target + sigma[:, None, None, None] * batch.eps
         r_hat = model(x_t, batch.t, batch.cond)
@@ -313,22 +325,48 @@ class ResidualTask:
         return "denoise" if self.kind == KIND_DETERMINISTIC else self.config.objective
 
     def sample_members(self, model, batch: WeatherBatch) -> torch.Tensor:
-        """The residuals of ``M`` members for every example of a ``crps`` batch, drawn with the
-        model's own sampler (``config.sampler`` over ``config.sampler_steps`` noise levels, its
-        churn) from the prior noise ``sigma_max * batch.eps``, with gradients through every
-        sampling step. Shape (M, B, C, H, W)."""
-        cfg = self.config
+        """The first-step residuals of ``M`` members for every example of a ``crps`` batch,
+        drawn with the model's own sampler (``config.sampler`` over ``config.sampler_steps``
+        noise levels, its churn) from the prior noise ``sigma_max * batch.eps``, with gradients
+        through every sampling step. Shape (M, B, C, H, W)."""
         m, b = batch.eps.shape[:2]
-        space = Euclidean(cfg.schedule)
         cond = WeatherCond(batch.cond.prev.repeat(m, 1, 1, 1), batch.cond.hour.repeat(m, 1))
-        times = cfg.schedule.time_grid(cfg.sampler_steps)
-        prior = cfg.schedule.sigma(times[:1]).to(batch.eps.dtype).item() * batch.eps.flatten(0, 1)
         gen = torch.Generator(device=batch.target.device).manual_seed(batch.noise_seed)
+        return self._draw(model, cond, batch.eps.flatten(0, 1), gen).reshape(m, b, *batch.target.shape[1:])
+
+    def _draw(self, model, cond: WeatherCond, eps: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """One sampled residual per row of ``cond`` from the prior ``sigma(t_max) * eps``."""
+        cfg = self.config
+        times = cfg.schedule.time_grid(cfg.sampler_steps)
+        prior = cfg.schedule.sigma(times[:1]).to(eps.dtype).item() * eps
         churn = cfg.churn if cfg.sampler in ("heun", "euler") else 0.0
         options = {"churn": churn} if churn else {}
-        out = get_sampler(cfg.sampler)(lambda x, t, c: model(x, t, c), prior, times, space=space, cond=cond,
-                                       generator=gen, **options)
-        return out.reshape(m, b, *out.shape[1:])
+        return get_sampler(cfg.sampler)(lambda x, t, c: model(x, t, c), prior, times, space=Euclidean(cfg.schedule),
+                                        cond=cond, generator=gen, **options)
+
+    def crps_loss(self, model, batch: WeatherBatch) -> torch.Tensor:
+        """Objective ``crps``: the weighted fair CRPS of the members' first-step residuals; with
+        a rollout of K steps (``batch.later``), the mean over the K steps of the fair CRPS of the
+        members' states against the true ones, in units of the residual std (the first step's
+        term is the same as without a rollout), each member conditioned on its own states."""
+        w = self.weights.to(batch.target.device)
+        first = self.sample_members(model, batch)  # (M, B, C, H, W)
+        loss = (w * fair_crps(first, batch.target)).mean()
+        if batch.later is None:
+            return loss
+        m, b = first.shape[:2]
+        norm = self.normalizer.to(batch.target.device)
+        gen = torch.Generator(device=batch.target.device).manual_seed(batch.noise_seed + 1)
+        truth = batch.later  # (K+1, B, C, H, W): the current state, then the true next ones
+        x_prev = truth[0].repeat(m, 1, 1, 1)
+        x_cur = norm.state(x_prev, first.flatten(0, 1))
+        for j, hour in enumerate(batch.later_hour):
+            cond = WeatherCond(norm.condition(x_prev, x_cur), hour.repeat(m, 1))
+            eps = torch.randn(x_cur.shape, generator=gen, device=x_cur.device, dtype=x_cur.dtype)
+            x_prev, x_cur = x_cur, norm.state(x_cur, self._draw(model, cond, eps, gen))
+            err = ((x_cur - truth[j + 2].repeat(m, 1, 1, 1)) / norm.residual_std).reshape(m, b, *first.shape[2:])
+            loss = loss + (w * fair_crps(err, torch.zeros_like(err[0]))).mean()
+        return loss / (len(batch.later_hour) + 1)
 
 
 # ------------------------------------------------------------------------- training recipes
@@ -360,10 +398,11 @@ def make_task(recipe) -> ResidualTask:
         latitude=tuple(float(x) for x in ds.latitude.values), longitude=tuple(float(x) for x in ds.longitude.values),
         time_step_hours=step / pd.Timedelta(hours=1), units=tuple(str(ds[v].attrs.get("units", "")) for v in variables),
     )
+    rollout = config.crps_rollout if recipe.kind == KIND and config.objective == "crps" else 1
     times = ds.time.values
     start, end = (str(np.datetime_as_string(t, unit="s")) for t in (times.min(), times.max()))
     provenance = Provenance(files=(file_record(data.path),), time_start=start, time_end=end, seed=recipe.train.seed)
-    return ResidualTask(config, stats, fields, window_starts(ds, history=2, lead=1), times, kind=recipe.kind,
+    return ResidualTask(config, stats, fields, window_starts(ds, history=2, lead=rollout), times, kind=recipe.kind,
                         provenance=provenance)
 
 
