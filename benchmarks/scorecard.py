@@ -134,4 +134,5 @@ def plot_scorecard(card: dict, path, *, limit: float = COLOUR_LIMIT_PERCENT) -> 
                 ax.axhline(k - 0.5, color="k", lw=0.8)
         bar = fig.colorbar(image, ax=ax, fraction=0.03, pad=0.01, extend="both")
         bar.ax.tick_params(labelsize=6)
-    return save_figure(fig, path, title=f"Scorecard (blue: better than {card['reference']})", title_size=9)
+        bar.set_label("%", fontsize=7)
+    return save_figure(fig, path, title=f"Scorecard (blue: better than {card['reference']})", title_size=9, dpi=110)
