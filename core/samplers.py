@@ -300,6 +300,22 @@ def _check_em_grid(space, times):
             )
 
 
+def _last_step_deterministic(denoise, x, times, space, cond, generator, constraint, callback, move):
+    """The loop of a sampler whose steps are ``move(x, x0_hat, t, s, generator)`` except the step
+    to t = 0, which is the deterministic ``space.step`` (it lands on x0_hat)."""
+    for i in range(len(times) - 1):
+        t, s = times[i], times[i + 1]
+        x0_hat = denoise(x, _t(t, x), cond)
+        if float(s) == 0.0:
+            x = space.step(x, x0_hat, _t(t, x), _t(s, x), 0.0, generator)
+        else:
+            x = move(x, x0_hat, _t(t, x), _t(s, x), generator)
+        x = _post(x, s, constraint)
+        if callback is not None:
+            callback(i, t, x, x0_hat)
+    return x
+
+
 def sample_euler_maruyama(denoise, x, times, *, space, cond=None, generator=None, constraint=None, callback=None):
     """Euler-Maruyama on the reverse-time SDE ``dx = [f x - g^2 score] dt + g dW`` (Song et al.
     2021); on SO(3) the increment is applied through the exp map (FrameDiff). The final step to
@@ -313,17 +329,7 @@ def sample_euler_maruyama(denoise, x, times, *, space, cond=None, generator=None
     """
     x, times = _prologue(x, times, space, constraint)
     _check_em_grid(space, times)
-    for i in range(len(times) - 1):
-        t, s = times[i], times[i + 1]
-        x0_hat = denoise(x, _t(t, x), cond)
-        if float(s) == 0.0:
-            x = space.step(x, x0_hat, _t(t, x), _t(s, x), 0.0, generator)
-        else:
-            x = space.sde_step(x, x0_hat, _t(t, x), _t(s, x), generator)
-        x = _post(x, s, constraint)
-        if callback is not None:
-            callback(i, t, x, x0_hat)
-    return x
+    return _last_step_deterministic(denoise, x, times, space, cond, generator, constraint, callback, space.sde_step)
 
 
 def sample_renoise(denoise, x, times, *, space, cond=None, generator=None, constraint=None, callback=None):
@@ -338,17 +344,7 @@ def sample_renoise(denoise, x, times, *, space, cond=None, generator=None, const
     the forward marginal of its time around a prediction, where few-step ODE states do not.
     """
     x, times = _prologue(x, times, space, constraint)
-    for i in range(len(times) - 1):
-        t, s = times[i], times[i + 1]
-        x0_hat = denoise(x, _t(t, x), cond)
-        if float(s) == 0.0:
-            x = space.step(x, x0_hat, _t(t, x), _t(s, x), 0.0, generator)
-        else:
-            x = space.renoise_step(x, x0_hat, _t(t, x), _t(s, x), generator)
-        x = _post(x, s, constraint)
-        if callback is not None:
-            callback(i, t, x, x0_hat)
-    return x
+    return _last_step_deterministic(denoise, x, times, space, cond, generator, constraint, callback, space.renoise_step)
 
 
 SAMPLERS: dict[str, Callable] = {
