@@ -194,18 +194,19 @@ def check_heldout(data, train_data, provenance=None) -> None:
 
 def run_benchmark(out, *, quick: bool = False, members: int | None = None, inits: int | None = None,
                   lead_hours: int = 24, checkpoint=None, det_checkpoint=None, data=None, train_data=None,
-                  seed: int = 0, steps: int = 5, sampler: str = "heun", churn: float = 2.5,
+                  seed: int = 0, steps: int | None = None, sampler: str | None = None, churn: float | None = None,
                   det_train_minutes: float = 15.0, scorecard_reference: str = "persistence") -> dict:
     """Run every system, score them, write report.md, results.json and PNGs into ``out``.
 
     ``quick``: 6 init times, 8 members, 120 h of held-out data and the first 480 h of the
     training period for the climatologies. Otherwise 20 init times, 16 members, 2 x 200 h of
     held-out data and the whole training period (4 x 1000 h). ``scorecard_reference``: the
-    system the scorecard compares the others with (one of ``SCORECARD_REFERENCES``). Returns the
-    results.json payload.
+    system the scorecard compares the others with (one of ``SCORECARD_REFERENCES``). ``sampler``,
+    ``steps``, ``churn``: None takes the checkpoint's own settings
+    (:func:`~diffsci.weather.forecast.sampling_settings`). Returns the results.json payload.
     """
     from diffsci.weather.data import open_weather
-    from diffsci.weather.forecast import effective_churn, forecast, load_forecaster
+    from diffsci.weather.forecast import forecast, load_forecaster, sampling_settings
     from diffsci.weather.generator import generate
 
     members = members if members is not None else (8 if quick else 16)
@@ -229,6 +230,7 @@ def run_benchmark(out, *, quick: bool = False, members: int | None = None, inits
     t_start = time.time()
     log = lambda s: print(f"[bench weather] {s}", file=sys.stderr, flush=True)  # noqa: E731
     forecaster = load_forecaster(checkpoint)
+    used = sampling_settings(forecaster.config, sampler, steps, churn)  # (sampler, noise levels, churn)
     if forecaster.deterministic:
         raise DiffsciError(f"--checkpoint {forecaster.source}: a deterministic model; give a diffusion checkpoint")
     variables = list(forecaster.config.variables)
@@ -282,7 +284,7 @@ def run_benchmark(out, *, quick: bool = False, members: int | None = None, inits
         log("no deterministic checkpoint (quick run): that system is skipped")
     timed("perfect_model", lambda: perfect_model(raw, init_times, lead_hours, variables, members, seed, progress=True))
     timed("diffsci", lambda: forecast(forecaster, truth, init_times=[str(t) for t in init_times], lead_hours=lead_hours,
-                                      members=members, seed=seed, steps=steps, sampler=sampler, churn=churn,
+                                      members=members, seed=seed, sampler=used[0], steps=used[1], churn=used[2],
                                       progress=True))
     results = {name: evaluate_forecast(fc, truth, variables=variables, climatology=clim)
                for name, fc in forecasts.items()}
@@ -291,13 +293,12 @@ def run_benchmark(out, *, quick: bool = False, members: int | None = None, inits
         ("--members", default(members, 8 if quick else 16)), ("--inits", default(n_inits, 6 if quick else 20)),
         ("--lead-hours", default(lead_hours, 24)), ("--checkpoint", checkpoint),
         ("--deterministic-checkpoint", det_checkpoint), ("--data", data_arg), ("--train-data", train_data_arg),
-        ("--seed", default(seed, 0)), ("--steps", default(steps, 5)), ("--sampler", default(sampler, "heun")),
-        ("--churn", default(churn, 2.5)), ("--scorecard-reference", default(scorecard_reference, "persistence"))])
+        ("--seed", default(seed, 0)), ("--steps", steps), ("--sampler", sampler), ("--churn", churn), ("--scorecard-reference", default(scorecard_reference, "persistence"))])
     payload = {"systems": results, "summary": summarize(results, variables),
                "calibration": calibration(results, variables),
                "scorecard": scorecard(results, variables, scorecard_reference), "timings_s": timings,
                "members": members, "init_times": [str(t)[:16] for t in init_times], "lead_hours": lead_hours,
-               "checkpoint": forecaster.source, "sampler": sampler, "noise_levels": steps, "churn": effective_churn(sampler, churn),
+               "checkpoint": forecaster.source, "sampler": used[0], "noise_levels": used[1], "churn": used[2],
                "deterministic_checkpoint": str(det) if det else None, "deterministic_source": det_note,
                "heldout_data": str(data), "climatology_period": str(train_data),
                "climatology_period_hours": int(train.sizes["time"]), "heldout_seed": HELDOUT_SEED,
@@ -404,8 +405,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--data", help="held-out data written by make-data, with the simulator state (default: generated, seed 12345)")
     p.add_argument("--train-data", help="training-period data for the climatologies (default: regenerated from seed 0)")
     p.add_argument("--seed", type=int, default=0, help="seed of the ensembles")
-    p.add_argument("--steps", type=int, default=5, help="noise levels per forecast step (default 5)")
-    p.add_argument("--sampler", default="heun")
-    p.add_argument("--churn", type=float, default=2.5, help="EDM churn (heun/euler samplers; default 2.5)")
+    p.add_argument("--sampler", help="default: the checkpoint's own sampler (heun for the shipped one)")
+    p.add_argument("--steps", type=int, help="noise levels per forecast step (default: the checkpoint's with its own "
+                                             "sampler, else 5)")
+    p.add_argument("--churn", type=float, help="EDM churn, heun/euler samplers (default: the checkpoint's with its "
+                                               "own sampler, else 2.5)")
     p.add_argument("--scorecard-reference", default="persistence", choices=SCORECARD_REFERENCES,
                    help="the system the scorecard compares the others with (default persistence)")
