@@ -70,8 +70,9 @@ def synchronize(device) -> None:
 def protein_speed(length: int = 100, steps=(10, 20, 100), batches=(1, 16), device="cpu") -> dict:
     """Time ``sample_states`` of the shipped checkpoint on ``device`` for every (steps, batch) pair.
 
-    Returns ``length``, ``sampler``, ``threads``, ``device`` and ``rows``: one dict per pair with
-    ``steps``, ``batch``, ``seconds_total``, ``seconds_per_backbone`` and :func:`peak_memory`'s
+    Each row uses the sampler ``protein sample`` uses at its step count (``default_sampler``).
+    Returns ``length``, ``threads``, ``device`` and ``rows``: one dict per pair with ``steps``,
+    ``batch``, ``sampler``, ``seconds_total``, ``seconds_per_backbone`` and :func:`peak_memory`'s
     keys (``cuda_peak_mb`` on CUDA)."""
     from diffsci.core.utils import make_generator, resolve_device
     from diffsci.protein.sampling import default_sampler, load_model, sample_states
@@ -79,10 +80,10 @@ def protein_speed(length: int = 100, steps=(10, 20, 100), batches=(1, 16), devic
     check_int(length, "length")
     dev = resolve_device(device)
     lm = load_model(device=dev)
-    sampler = default_sampler(lm.config)
-    sample_states(lm, length, make_generator(0, "warmup", device=dev), steps=2, sampler=sampler)
+    sample_states(lm, length, make_generator(0, "warmup", device=dev), steps=2, sampler=default_sampler(lm.config))
     rows = []
     for n in steps:
+        sampler = default_sampler(lm.config, check_int(n, "steps"))
         for b in batches:
             gens = [make_generator(0, "speed", i, device=dev) for i in range(check_int(b, "batches"))]
             reset_peak_memory(dev)
@@ -91,9 +92,9 @@ def protein_speed(length: int = 100, steps=(10, 20, 100), batches=(1, 16), devic
             sample_states(lm, length, gens, steps=check_int(n, "steps"), sampler=sampler, batch=b)
             synchronize(dev)
             dt = time.perf_counter() - t0
-            rows.append({"steps": n, "batch": b, "seconds_total": round(dt, 3),
+            rows.append({"steps": n, "batch": b, "sampler": sampler, "seconds_total": round(dt, 3),
                          "seconds_per_backbone": round(dt / b, 4), **peak_memory(dev)})
-    return {"length": length, "sampler": sampler, "threads": torch.get_num_threads(), "device": str(dev),
+    return {"length": length, "threads": torch.get_num_threads(), "device": str(dev),
             "rows": rows}
 
 
@@ -107,7 +108,7 @@ def _run(args) -> int:
         res["protein"] = protein_speed(args.length, args.steps, args.batches, device=args.device)
         for r in res["protein"]["rows"]:
             cuda = f", CUDA peak {r['cuda_peak_mb']} MB" if "cuda_peak_mb" in r else ""
-            print(f"protein: L={args.length}, {r['steps']} steps, batch {r['batch']}: {r['seconds_per_backbone']} s/backbone, "
+            print(f"protein: L={args.length}, {r['steps']} steps ({r['sampler']}), batch {r['batch']}: {r['seconds_per_backbone']} s/backbone, "
                   f"peak RSS {r['peak_rss_mb']} MB{cuda}")
     if do_w:
         w = weather_forecast_speed(members=args.members, lead_hours=args.lead_hours, threads=args.threads,

@@ -17,6 +17,7 @@ def test_protein_rows_at_each_steps_and_batch(tmp_path):
     res = json.loads(out.read_text())
     rows = res["protein"]["rows"]
     assert [(r["steps"], r["batch"]) for r in rows] == [(1, 1), (1, 2), (2, 1), (2, 2)]
+    assert all(r["sampler"] == "renoise" for r in rows)  # what protein sample uses below FEW_STEPS steps
     for r in rows:
         assert r["seconds_total"] > 0 and r["seconds_per_backbone"] == pytest.approx(r["seconds_total"] / r["batch"], abs=1e-3)
         assert r["peak_rss_mb"] > 0 and r["process_peak_rss_mb"] > 0
