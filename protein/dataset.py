@@ -5,10 +5,15 @@ Dimension letters: M chains, N = sum of chain lengths, 4 backbone atoms (N, CA, 
 The chains are stored concatenated (``coords`` Shape (N, 4, 3)) with ``offsets`` Shape (M + 1,)
 so chain i is ``coords[offsets[i]:offsets[i + 1]]``. Saved as a ``.npz`` holding only numeric
 and fixed-width unicode arrays, loaded with ``allow_pickle=False``. The per-residue arrays
-(:data:`MAPPED`: ``coords``, ``res_ids``, ``ins_codes``) are stored uncompressed and loaded as
-read-only memory maps, so a dataset larger than memory trains without being read in; the
+(:data:`MAPPED`: ``coords``, ``res_ids``, ``ins_codes``, ``ss``, ``bridges``) are stored
+uncompressed and loaded as read-only memory maps, so a dataset larger than memory trains without being read in; the
 per-chain arrays are compressed and read. Older files with every member compressed (the
 bundled ``chains.npz``) load too, their arrays read into memory.
+
+Secondary structure (for SS-conditioned training, :mod:`diffsci.protein.ss`): ``ss`` holds each
+residue's pydssp three-state DSSP class (0 L, 1 H, 2 E) and ``bridges`` the DSSP bridges, both
+computed per chain by :func:`build_dataset`. A file without them (the bundled ``chains.npz``) gets
+them computed by ``load_dataset(path, ss_labels=True)`` with a one-line note.
 
 Example
 -------
@@ -20,10 +25,12 @@ Example
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.resources
 import os
 import pathlib
 import struct
+import sys
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -52,11 +59,13 @@ __all__ = [
     "load_dataset",
     "save_dataset",
     "sequence_identity",
+    "ss_arrays",
+    "with_ss_labels",
 ]
 
 PROVENANCE_KEYS: tuple[str, ...] = ("package", "version", "file", "chain", "pdb_id", "piece")
 #: arrays stored uncompressed by :func:`save_dataset` and memory-mapped by :func:`load_dataset`
-MAPPED: tuple[str, ...] = ("coords", "res_ids", "ins_codes")
+MAPPED: tuple[str, ...] = ("coords", "res_ids", "ins_codes", "ss", "bridges")
 _FORMAT_VERSION = 1
 
 
@@ -84,6 +93,11 @@ class BackboneDataset:
         M labels, ``"train"`` or ``"heldout"``.
     cluster_ids : np.ndarray
         Shape (M,) int64 sequence-cluster ids (single linkage at the split's identity).
+    ss : np.ndarray or None
+        Shape (N,) int8 DSSP class per residue (0 L, 1 H, 2 E; :func:`ss_arrays`), None when not computed.
+    bridges : np.ndarray or None
+        Shape (P, 3) int64 DSSP bridges (i, j, parallel) with i < j indices into the N residues (both
+        in one chain), sorted; None when not computed.
     """
 
     coords: np.ndarray
@@ -96,6 +110,8 @@ class BackboneDataset:
     split: tuple[str, ...]
     cluster_ids: np.ndarray
     meta: Mapping[str, str] = field(default_factory=dict)
+    ss: np.ndarray | None = None
+    bridges: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         m = len(self.sequences)
@@ -118,6 +134,11 @@ class BackboneDataset:
             raise DiffsciError("dataset cluster_ids do not match the chains")
         if self.res_ids.shape != (n,) or self.ins_codes.shape != (n,):
             raise DiffsciError("dataset res_ids/ins_codes do not match the residues")
+        if (self.ss is None) != (self.bridges is None):
+            raise DiffsciError("dataset ss and bridges come together (both or neither)")
+        if self.ss is not None and (self.ss.shape != (n,) or self.bridges.ndim != 2 or self.bridges.shape[1] != 3):
+            raise DiffsciError(f"dataset ss must have shape (N,) and bridges (P, 3), got {self.ss.shape} and "
+                               f"{self.bridges.shape}")
         bad = set(self.split) - {"train", "heldout"}
         if bad:
             raise DiffsciError(f"dataset split labels must be 'train' or 'heldout', got {sorted(bad)}")
@@ -146,6 +167,16 @@ class BackboneDataset:
             ins_codes=self.ins_codes[a:b],
             source=source,
         )
+
+    def chain_ss(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Chain ``i``'s DSSP classes (L,) int8 and bridges (P, 3) int64 with indices into the chain."""
+        if self.ss is None:
+            raise DiffsciError("dataset has no secondary-structure labels (load it with ss_labels=True)")
+        a, b = int(self.offsets[i]), int(self.offsets[i + 1])
+        lo, hi = np.searchsorted(self.bridges[:, 0], [a, b])
+        bridges = np.asarray(self.bridges[lo:hi]).copy()
+        bridges[:, :2] -= a
+        return self.ss[a:b], bridges
 
     def indices(self, split: str) -> np.ndarray:
         """Indices of the chains in ``split`` (``"train"`` or ``"heldout"``)."""
@@ -378,6 +409,7 @@ def build_dataset(
 def _assemble(kept, cluster_ids, split, meta) -> BackboneDataset:
     lengths = np.array([len(c) for c, _ in kept], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    ss, bridges = ss_arrays([c.coords for c, _ in kept])
     return BackboneDataset(
         coords=np.concatenate([c.coords for c, _ in kept]).astype(np.float32),
         offsets=offsets,
@@ -389,7 +421,40 @@ def _assemble(kept, cluster_ids, split, meta) -> BackboneDataset:
         split=tuple(split),
         cluster_ids=np.asarray(cluster_ids, dtype=np.int64),
         meta=dict(meta),
+        ss=ss,
+        bridges=bridges,
     )
+
+
+def ss_arrays(chains: Iterable[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The ``ss`` (N,) int8 and ``bridges`` (P, 3) int64 arrays of a dataset holding ``chains``
+    (each (L, 4, 3) Å, concatenated in order): pydssp's three-state DSSP classes
+    (:func:`diffsci.protein.metrics.dssp_labels`, ``'-'``/``'H'``/``'E'`` -> 0/1/2) and the DSSP
+    bridges (:func:`diffsci.protein.metrics.dssp_bridges`) shifted to dataset residue indices."""
+    from diffsci.protein.metrics import dssp_bridges, dssp_labels
+    from diffsci.protein.ss import ss_codes
+
+    ss, bridges, start = [], [], 0
+    for coords in chains:
+        x = np.asarray(coords, dtype=np.float64)
+        ss.append(ss_codes(dssp_labels(x)))
+        b = dssp_bridges(x)
+        b[:, :2] += start
+        bridges.append(b)
+        start += len(x)
+    return (np.concatenate(ss).astype(np.int8) if ss else np.zeros(0, np.int8),
+            np.concatenate(bridges).astype(np.int64) if bridges else np.zeros((0, 3), np.int64))
+
+
+def with_ss_labels(ds: BackboneDataset, *, note: str | None = None) -> BackboneDataset:
+    """``ds`` with its ``ss`` and ``bridges`` arrays (:func:`ss_arrays`; ``ds`` itself when it
+    has them), printing ``note`` to stderr when they are computed."""
+    if ds.ss is not None:
+        return ds
+    if note:
+        print(note, file=sys.stderr)
+    ss, bridges = ss_arrays(ds.coords[int(a) : int(b)] for a, b in zip(ds.offsets[:-1], ds.offsets[1:]))
+    return dataclasses.replace(ds, ss=_read_only(ss), bridges=_read_only(bridges))
 
 
 # ----------------------------------------------------------------------------- files
@@ -421,6 +486,9 @@ def save_dataset(ds: BackboneDataset, path: str | os.PathLike) -> None:
         "meta_keys": _str_array(list(ds.meta.keys())),
         "meta_values": _str_array([str(v) for v in ds.meta.values()]),
     }
+    if ds.ss is not None:
+        arrays["ss"] = np.asarray(ds.ss, dtype=np.int8)
+        arrays["bridges"] = np.asarray(ds.bridges, dtype=np.int64).reshape(-1, 3)
     for key in PROVENANCE_KEYS:
         arrays[f"prov_{key}"] = _str_array([str(p.get(key, "")) for p in ds.provenance])
     with atomic_output(path) as tmp:
@@ -464,10 +532,13 @@ def _read_npz(path: pathlib.Path) -> dict[str, np.ndarray]:
     return data
 
 
-def load_dataset(path: str | os.PathLike) -> BackboneDataset:
-    """Read a dataset written by :func:`save_dataset` (``allow_pickle=False``); ``coords``,
-    ``res_ids`` and ``ins_codes`` are read-only memory maps of the file when it stores them
-    uncompressed (files written by :func:`save_dataset`), arrays in memory otherwise."""
+def load_dataset(path: str | os.PathLike, *, ss_labels: bool = False) -> BackboneDataset:
+    """Read a dataset written by :func:`save_dataset` (``allow_pickle=False``); the :data:`MAPPED`
+    arrays are read-only memory maps of the file when it stores them uncompressed (files written
+    by :func:`save_dataset`), arrays in memory otherwise.
+
+    ``ss_labels``: the dataset must carry its DSSP classes and bridges; a file without them gets
+    them computed (:func:`with_ss_labels`) with a one-line note on stderr."""
     path = pathlib.Path(path)
     if not path.is_file():
         raise DiffsciError(f"{path}: dataset file does not exist")
@@ -485,7 +556,7 @@ def load_dataset(path: str | os.PathLike) -> BackboneDataset:
     )
     meta = dict(zip(map(str, data.get("meta_keys", [])), map(str, data.get("meta_values", []))))
     try:
-        return BackboneDataset(
+        ds = BackboneDataset(
             coords=_read_only(data["coords"].astype(np.float32, copy=False)),
             offsets=_read_only(data["offsets"].astype(np.int64, copy=False)),
             sequences=tuple(str(s) for s in data["sequences"]),
@@ -496,9 +567,15 @@ def load_dataset(path: str | os.PathLike) -> BackboneDataset:
             split=tuple(str(s) for s in data["split"]),
             cluster_ids=_read_only(data["cluster_ids"].astype(np.int64, copy=False)),
             meta=meta,
+            ss=_read_only(data["ss"].astype(np.int8, copy=False)) if "ss" in data else None,
+            bridges=_read_only(data["bridges"].reshape(-1, 3).astype(np.int64, copy=False)) if "bridges" in data else None,
         )
     except DiffsciError as exc:
         raise DiffsciError(f"{path}: {exc}") from exc
+    if ss_labels:
+        ds = with_ss_labels(ds, note=f"{path}: no secondary-structure labels stored; computing pydssp DSSP of "
+                                     f"{len(ds)} chains (diffsci protein prepare stores them)")
+    return ds
 
 
 def _read_only(a: np.ndarray) -> np.ndarray:

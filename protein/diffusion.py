@@ -15,6 +15,17 @@ Formulations (``ProteinModelConfig.formulation``):
   (:class:`~diffsci.core.schedules.VPLinear`) and IGSO3 noise on rotations
   (:class:`~diffsci.core.spaces.SO3Diffusion`, log-linear sigma).
 
+Secondary-structure conditioning (``net.ss_conditioning``, :mod:`diffsci.protein.ss`): batches
+carry each residue's DSSP class and the strand-pairing class of each residue pair, from the
+dataset's labels (:func:`diffsci.protein.dataset.load_dataset` ``ss_labels``). For
+classifier-free guidance (Ho & Salimans 2022) the same network must also predict without them:
+with probability ``ss_drop`` an example's classes are all "unknown" (the unconditional model, as
+Proteina drops its fold-class labels, Geffner et al. 2025); otherwise with probability
+``ss_pair_drop`` only its pairs are unknown (so ``--ss`` without ``--ss-pairs`` is in
+distribution), and each SS segment is independently unknown with probability
+``ss_segment_mask`` (partial requests, as RFdiffusion's fold-conditioning training masks part of
+the SS and block-adjacency input, Watson et al. 2023).
+
 Losses (both formulations predict clean frames): translation MSE and rotation Frobenius
 error, each scaled by ``1 / max(t, 0.1)^2`` as FrameFlow's vector-field losses are, plus an
 auxiliary backbone-atom (N, CA, C, O) MSE and a local pairwise-distance loss (atom pairs
@@ -40,15 +51,16 @@ from torch import nn
 from diffsci.core.checkpoint import register_kind
 from diffsci.core.config import Provenance, file_record, to_dict
 from diffsci.core.errors import DiffsciError
-from diffsci.core.io import check_choice
+from diffsci.core.io import check_choice, check_range
 from diffsci.core.schedules import FlowMatching, LogLinear, VPLinear
 from diffsci.core.spaces import EuclideanCoM, Product, SO3Diffusion, SO3Flow, remove_com
 from diffsci.protein.frames import backbone_from_frames, frames_from_backbone
 from diffsci.protein.model import FrameDenoiserNet, FrameNetConfig
+from diffsci.protein.ss import PAIR_UNKNOWN, SS_UNKNOWN, pair_classes, segment_pairs_from_bridges, ss_segments
 
 __all__ = ["ProteinModelConfig", "ProteinCond", "FrameDenoiser", "SelfConditioned", "build_space", "build_model",
            "BackboneBatch", "BackboneTask", "ProteinData", "make_task", "upgrade_v0", "shipped_checkpoint", "KIND",
-           "ANGSTROM_PER_NM", "TRAIN_DEFAULTS", "filter_reason"]
+           "ANGSTROM_PER_NM", "TRAIN_DEFAULTS", "filter_reason", "upgrade_v1"]
 
 KIND = "protein-frames"
 ANGSTROM_PER_NM = 10.0
@@ -75,6 +87,10 @@ class ProteinModelConfig:
     # chains are drawn with probability proportional to (P-SEA strand fraction + 0.05)^strand_power
     # (0: uniform); > 0 shows the net more beta sheet, which a small model otherwise rarely makes
     strand_power: float = 0.0
+    # secondary-structure conditioning dropout (net.ss_conditioning only; module docstring)
+    ss_drop: float = 0.25
+    ss_pair_drop: float = 0.5
+    ss_segment_mask: float = 0.1
 
     def __post_init__(self):
         if self.formulation not in ("flow", "score"):
@@ -83,6 +99,8 @@ class ProteinModelConfig:
             raise DiffsciError("max_length must be >= 8")
         if not 0 <= self.strand_power <= 4:
             raise DiffsciError(f"strand_power must lie in [0, 4], got {self.strand_power}")
+        for name in ("ss_drop", "ss_pair_drop", "ss_segment_mask"):
+            check_range(getattr(self, name), name, 0.0, 1.0)
 
 
 def build_space(cfg: ProteinModelConfig, mask: torch.Tensor | None = None, *, rotation_rate: float = 1.0) -> Product:
@@ -104,12 +122,15 @@ def build_space(cfg: ProteinModelConfig, mask: torch.Tensor | None = None, *, ro
 class ProteinCond:
     """Per-residue conditioning. Shapes (B, N): mask (bool), res_idx, chain; ``self_cond``
     (B, N, 3) nm: the previous clean-translation prediction, for a self-conditioned net (None:
-    none yet)."""
+    none yet); ``ss`` (B, N) SS classes and ``ss_pair`` (B, N, N) pair classes
+    (:mod:`diffsci.protein.ss`), for an SS-conditioned net (None: all unknown)."""
 
     mask: torch.Tensor
     res_idx: torch.Tensor
     chain: torch.Tensor
     self_cond: torch.Tensor | None = None
+    ss: torch.Tensor | None = None
+    ss_pair: torch.Tensor | None = None
 
 
 class FrameDenoiser(nn.Module):
@@ -122,7 +143,8 @@ class FrameDenoiser(nn.Module):
 
     def forward(self, x, t, cond: ProteinCond):
         trans, rots = x
-        return self.net(trans, rots, t.to(trans.dtype), cond.mask, cond.res_idx, cond.chain, cond.self_cond)
+        return self.net(trans, rots, t.to(trans.dtype), cond.mask, cond.res_idx, cond.chain, cond.self_cond,
+                        cond.ss, cond.ss_pair)
 
 
 class SelfConditioned(nn.Module):
@@ -151,7 +173,8 @@ class BackboneBatch:
     """A training batch. Shapes: trans (B, N, 3) nm (zero CoM over the mask), rots (B, N, 3, 3),
     atoms (B, N, 4, 3) nm (N, CA, C, O, centred as trans), mask (B, N) bool, t (B,), xt_trans and
     xt_rots the state noised to t, res_idx (B, N); ``self_condition``: the batch trains with a
-    self-conditioning input (a self-conditioned net only)."""
+    self-conditioning input (a self-conditioned net only); ``ss`` (B, N) and ``ss_pair`` (B, N, N):
+    SS and pair classes after the conditioning dropout (an SS-conditioned net only)."""
 
     trans: torch.Tensor
     rots: torch.Tensor
@@ -162,6 +185,8 @@ class BackboneBatch:
     xt_rots: torch.Tensor
     res_idx: torch.Tensor
     self_condition: bool = False
+    ss: torch.Tensor | None = None
+    ss_pair: torch.Tensor | None = None
 
 
 class BackboneTask:
@@ -182,7 +207,11 @@ class BackboneTask:
         idx = np.arange(len(dataset)) if split == "all" else dataset.indices(split)
         if len(idx) == 0:
             raise DiffsciError(f"dataset has no chains in split {split!r}")
-        self.chains, strand = [], []
+        if cfg.net.ss_conditioning:
+            from diffsci.protein.dataset import with_ss_labels
+
+            dataset = with_ss_labels(dataset, note="dataset has no secondary-structure labels; computing pydssp DSSP")
+        self.chains, strand, self.ss_labels = [], [], []
         self.skipped = {"coil": 0, "rg": 0}
         for i in idx:
             ch = dataset.chain(int(i))
@@ -191,6 +220,8 @@ class BackboneTask:
                 self.skipped[why] += 1
                 continue
             self.chains.append(ch.coords)  # (L, 4, 3) Å
+            if cfg.net.ss_conditioning:
+                self.ss_labels.append(dataset.chain_ss(int(i)))  # classes (L,), bridges (P, 3)
             if cfg.strand_power:
                 from diffsci.protein.metrics import psea_fractions
 
@@ -231,12 +262,14 @@ class BackboneTask:
             picks = torch.randint(len(self.chains), (batch_size,), generator=generator)
         else:
             picks = torch.multinomial(self.weights, batch_size, replacement=True, generator=generator)
+        crops = []
         for b, p in enumerate(picks.tolist()):
             c = self.chains[p]
-            length = c.shape[0]
+            length, s = c.shape[0], 0
             if length > n:
                 s = int(torch.randint(length - n + 1, (1,), generator=generator))
                 c = c[s : s + n]
+            crops.append((p, s, min(length, n)))
             c = torch.tensor(np.asarray(c), dtype=torch.float32)  # (m, 4, 3) Å
             m = c.shape[0]
             r, tr = frames_from_backbone(c[:, 0], c[:, 1], c[:, 2])
@@ -252,12 +285,40 @@ class BackboneTask:
         res_idx = torch.arange(n).expand(batch_size, n).clone()
         # half of the batches of a self-conditioned net train with a self-conditioning input
         self_condition = bool(torch.rand((), generator=generator) < 0.5) if self.config.net.self_condition else False
-        return BackboneBatch(trans, rots, atoms, mask, t, xt[0], xt[1], res_idx, self_condition)
+        ss = ss_pair = None
+        if self.config.net.ss_conditioning:
+            ss, ss_pair = self._ss_inputs(crops, generator)
+        return BackboneBatch(trans, rots, atoms, mask, t, xt[0], xt[1], res_idx, self_condition, ss, ss_pair)
+
+    def _ss_inputs(self, crops, generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """SS classes (B, N) and pair classes (B, N, N) of the crops ``(chain, start, length)``,
+        after the conditioning dropout (module docstring); padding is unknown."""
+        cfg, n = self.config, self.config.max_length
+        ss = torch.full((len(crops), n), SS_UNKNOWN, dtype=torch.long)
+        pair = torch.full((len(crops), n, n), PAIR_UNKNOWN, dtype=torch.long)
+        for b, (p, s, m) in enumerate(crops):
+            drop, pair_drop = (torch.rand(2, generator=generator) < torch.tensor([cfg.ss_drop, cfg.ss_pair_drop])).tolist()
+            labels, bridges = self.ss_labels[p]
+            codes = np.asarray(labels[s : s + m], dtype=np.int64)
+            inside = (bridges[:, 0] >= s) & (bridges[:, 1] < s + m)
+            classes = pair_classes(codes, segment_pairs_from_bridges(codes, bridges[inside] - [s, s, 0]))
+            segments = ss_segments(codes)
+            hidden = (torch.rand(len(segments), generator=generator) < cfg.ss_segment_mask).tolist()
+            for (lo, hi), h in zip(segments, hidden):
+                if h:
+                    codes[lo : hi + 1] = SS_UNKNOWN
+                    classes[lo : hi + 1] = classes[:, lo : hi + 1] = PAIR_UNKNOWN
+            if drop:
+                continue
+            ss[b, :m] = torch.from_numpy(codes)
+            if not pair_drop:
+                pair[b, :m, :m] = torch.from_numpy(classes)
+        return ss, pair
 
     def loss(self, model, batch: BackboneBatch):
         cfg, mask, t = self.config, batch.mask, batch.t
         xt = (batch.xt_trans, batch.xt_rots)
-        cond = ProteinCond(mask, batch.res_idx, torch.zeros_like(batch.res_idx))
+        cond = ProteinCond(mask, batch.res_idx, torch.zeros_like(batch.res_idx), ss=batch.ss, ss_pair=batch.ss_pair)
         if batch.self_condition:
             with torch.no_grad():  # the first pass's prediction is an input, not trained through
                 cond = dataclasses.replace(cond, self_cond=model(xt, t, cond)[0].detach())
@@ -349,7 +410,8 @@ def make_task(recipe) -> BackboneTask:
     if not Path(data.path).is_file():
         raise DiffsciError(f"data.path {data.path}: dataset file not found")
     provenance = Provenance(files=(file_record(data.path),), seed=recipe.train.seed, note=f"split {data.split}")
-    task = BackboneTask(recipe.model, load_dataset(data.path), data.split, provenance=provenance)
+    dataset = load_dataset(data.path, ss_labels=recipe.model.net.ss_conditioning)
+    task = BackboneTask(recipe.model, dataset, data.split, provenance=provenance)
     print(task.summary(), file=sys.stderr)
     return task
 
@@ -365,11 +427,26 @@ def upgrade_v0(ck: dict) -> dict:
     return {**ck, "model_config": config}
 
 
+def upgrade_v1(ck: dict) -> dict:
+    """Version 1 to version 2: secondary-structure conditioning. A model table without its
+    options gets ``net.ss_conditioning: False`` and the dropout defaults (they only apply to an
+    SS-conditioned net; the weights are unchanged)."""
+    config = dict(ck["model_config"])
+    if not config:
+        return dict(ck)
+    defaults = ProteinModelConfig()
+    for name in ("ss_drop", "ss_pair_drop", "ss_segment_mask"):
+        config.setdefault(name, getattr(defaults, name))
+    if config.get("net") is not None:
+        config["net"] = {"ss_conditioning": False, **config["net"]}
+    return {**ck, "model_config": config}
+
+
 def shipped_checkpoint() -> Path:
     """The checkpoint shipped with the package (``protein/data/default_checkpoint.pt``)."""
     return Path(str(resources.files("diffsci.protein") / "data" / "default_checkpoint.pt"))
 
 
-register_kind(KIND, ProteinModelConfig, build_model, version=1, migrations={0: upgrade_v0},
+register_kind(KIND, ProteinModelConfig, build_model, version=2, migrations={0: upgrade_v0, 1: upgrade_v1},
               default_path=shipped_checkpoint, make_task=make_task, data_cls=ProteinData,
               train_defaults=TRAIN_DEFAULTS)

@@ -19,6 +19,12 @@ Equivariance by construction:
   input, and translations only enter through relative vectors, so the prediction translates
   with the input.
 
+Secondary-structure conditioning (``ss_conditioning``, :mod:`diffsci.protein.ss`): a learned
+embedding of each residue's SS class (L, H, E, unknown) is added to its scalar node inputs, and a
+learned embedding of each edge's strand-pairing class (not paired, parallel, antiparallel,
+unknown) to the edge scalars. Both are invariant inputs and start at zero, so a net with them
+and zero weights gives the same output as one without them (and warm-starts from its weights).
+
 The graph joins each residue to its ``k`` nearest neighbours (CA distance, ``torch.cdist`` +
 ``topk``; pyg-lib is not used) and to its sequence neighbours within ``seq_window`` in the same
 chain.
@@ -35,6 +41,7 @@ from e3nn.nn import Gate
 from torch import nn
 
 from diffsci.core.io import check_int
+from diffsci.protein.ss import PAIR_CLASSES, PAIR_UNKNOWN, SS_CLASSES, SS_UNKNOWN
 
 __all__ = ["FrameNetConfig", "FrameDenoiserNet", "gram_schmidt", "sinusoidal"]
 
@@ -56,6 +63,9 @@ class FrameNetConfig:
     # clean prediction enter every layer's tensor-product weights through their own small MLP whose
     # last layer starts at zero, so a net without it warm-starts one with it unchanged
     self_condition: bool = False
+    # secondary-structure conditioning: per-residue SS class and per-edge strand-pairing class
+    # embeddings (zero-initialised; module docstring)
+    ss_conditioning: bool = False
 
     def __post_init__(self):
         for name in ("scalars", "vectors", "layers", "k_neighbors", "radial"):
@@ -130,15 +140,17 @@ class _ConvLayer(nn.Module):
 
 
 class FrameDenoiserNet(nn.Module):
-    """``forward(trans, rots, t, mask, res_idx, chain, sc_trans=None) -> (trans0_hat, rots0_hat)``.
+    """``forward(trans, rots, t, mask, res_idx, chain, sc_trans=None, ss=None, ss_pair=None) -> (trans0_hat, rots0_hat)``.
 
     Shapes: trans (B, N, 3) nm, rots (B, N, 3, 3), t (B,), mask (B, N) bool, res_idx (B, N),
     chain (B, N) int; ``sc_trans`` (B, N, 3) nm, the previous clean-translation prediction
-    (self-conditioning; None: zero features, as in the first sampling step).
+    (self-conditioning; None: zero features, as in the first sampling step); ``ss`` (B, N) int SS
+    classes and ``ss_pair`` (B, N, N) int pair classes (:mod:`diffsci.protein.ss`; an
+    SS-conditioned net only; None: all unknown).
     """
 
     # parameters a warm start may lack: they start at zero, so the loaded net is unchanged
-    warm_start_optional = ("sc_fc.",)
+    warm_start_optional = ("sc_fc.", "ss_embed.", "pair_embed.")
 
     def __init__(self, cfg: FrameNetConfig = FrameNetConfig()):
         super().__init__()
@@ -155,6 +167,11 @@ class FrameDenoiserNet(nn.Module):
             irr = layer.irreps_out
         self.layers = nn.ModuleList(layers)
         self.readout = o3.Linear(irr, o3.Irreps("3x1o"))
+        if cfg.ss_conditioning:
+            self.ss_embed = nn.Embedding(SS_CLASSES, self.n_time + self.n_idx)
+            self.pair_embed = nn.Embedding(PAIR_CLASSES, edge_scalars)
+            nn.init.zeros_(self.ss_embed.weight)
+            nn.init.zeros_(self.pair_embed.weight)
 
     # ------------------------------------------------------------------ graph
     def build_edges(self, x: torch.Tensor, mask: torch.Tensor, res_idx: torch.Tensor, chain: torch.Tensor):
@@ -191,7 +208,20 @@ class FrameDenoiserNet(nn.Module):
         rel_rot = torch.einsum("eji,ejk->eik", r_dst, r[src]).reshape(-1, 9)
         return torch.cat([torch.tanh(local), rel_rot], -1)
 
-    def forward(self, trans, rots, t, mask, res_idx, chain, sc_trans=None):
+    def _add_ss(self, node_s, edge_s, ss, ss_pair, src, dst, b: int, n: int):
+        """Node scalars (B N, F) plus the SS-class embedding and edge scalars (E, F_e) plus the
+        pairing-class embedding of (receiver, sender); absent labels are unknown."""
+        device = node_s.device
+        if ss is None:
+            ss = torch.full((b, n), SS_UNKNOWN, dtype=torch.long, device=device)
+        node_s = node_s + self.ss_embed(ss.reshape(-1).long()).to(node_s.dtype)
+        if ss_pair is None:
+            pair = torch.full_like(src, PAIR_UNKNOWN)
+        else:
+            pair = ss_pair.long()[src // n, dst % n, src % n]
+        return node_s, edge_s + self.pair_embed(pair).to(edge_s.dtype)
+
+    def forward(self, trans, rots, t, mask, res_idx, chain, sc_trans=None, ss=None, ss_pair=None):
         b, n, _ = trans.shape
         dtype = trans.dtype
         src, dst = self.build_edges(trans, mask, res_idx, chain)
@@ -208,6 +238,8 @@ class FrameDenoiserNet(nn.Module):
              sinusoidal(seq_off, 14, 100.0).to(dtype) * same[:, None], same[:, None], (1 - same)[:, None],
              t_emb[bidx[dst]]] + ([self.frame_edge_features(trans, rots, src, dst)] if self.cfg.frame_edges else []), -1)
         node_s = torch.cat([t_emb[bidx], sinusoidal(res_idx.reshape(-1), self.n_idx, 1000.0).to(dtype)], -1)
+        if self.cfg.ss_conditioning:
+            node_s, edge_s = self._add_ss(node_s, edge_s, ss, ss_pair, src, dst, b, n)
         axes = rots.reshape(b * n, 3, 3).transpose(-1, -2).reshape(b * n, 9)  # rows = frame axes (3x1o)
         h = torch.cat([node_s, axes], -1)
         sc_s = None

@@ -1,6 +1,7 @@
 """The registered model kind ``protein-frames``: loading through the explicit migration,
 upgrading checkpoints, training through a recipe (provenance, defaults), the sampling space."""
 
+import dataclasses
 import json
 
 import pytest
@@ -15,7 +16,7 @@ from diffsci.core.spaces import SO3Diffusion, SO3Flow
 from diffsci.core.train import Recipe, fit
 from diffsci.protein.dataset import bundled_dataset_path
 from diffsci.protein.diffusion import (KIND, TRAIN_DEFAULTS, ProteinModelConfig, build_model, build_space,
-                                       shipped_checkpoint, upgrade_v0)
+                                       shipped_checkpoint, upgrade_v0, upgrade_v1)
 from diffsci.protein.model import FrameNetConfig
 from diffsci.protein.sampling import load_model, sampling_rotation_rate
 
@@ -28,7 +29,10 @@ def test_shipped_checkpoint_loads_through_the_migration():
     bundle = load_bundle(None, KIND)
     assert default_checkpoint_path(KIND) == shipped_checkpoint() and bundle.source == str(shipped_checkpoint())
     assert bundle.migrated_from == 0 and bundle.kind == KIND
-    assert to_dict(bundle.config) == ck["model_config"]  # its net table has frame_edges: nothing to fill
+    # its net table has frame_edges (nothing for version 1 to fill); version 2 adds SS conditioning, off
+    want = {**ck["model_config"], "net": {**ck["model_config"]["net"], "ss_conditioning": False},
+            "ss_drop": 0.25, "ss_pair_drop": 0.5, "ss_segment_mask": 0.1}
+    assert to_dict(bundle.config) == want and not bundle.config.net.ss_conditioning
     sd = bundle.model.state_dict()
     assert sd.keys() == ck["ema"].keys() and all(torch.equal(sd[k], ck["ema"][k]) for k in sd)
     lm = load_model()
@@ -38,7 +42,7 @@ def test_shipped_checkpoint_loads_through_the_migration():
 def test_upgrade_checkpoint_round_trips_the_shipped_file(tmp_path):
     up = upgrade_checkpoint(shipped_checkpoint(), tmp_path / "up.pt")
     ck = load_checkpoint(up)
-    assert ck["config_version"] == 1 and ck["migrated"] == {"from": 0, "to": 1}
+    assert ck["config_version"] == 2 and ck["migrated"] == {"from": 0, "to": 2}
     old, new = load_bundle(shipped_checkpoint(), KIND), load_bundle(up, KIND)
     assert new.migrated_from is None and new.config == old.config
     a, b = old.model.state_dict(), new.model.state_dict()
@@ -63,6 +67,36 @@ def test_upgrade_v0_fills_frame_edges_off_for_old_net_tables(tmp_path):
                                                 "ema": model.state_dict()})
     bundle = load_bundle(path, KIND)
     assert bundle.migrated_from == 0 and bundle.config == cfg
+
+
+def test_upgrade_v1_fills_ss_conditioning_off_and_the_shipped_weights_fit(tmp_path):
+    old = {"model_config": {"net": {**TINY, "frame_edges": True}, "max_length": 32}, "ema": {}}
+    new = upgrade_v1(old)["model_config"]
+    assert new["net"] == {**TINY, "frame_edges": True, "ss_conditioning": False}
+    assert (new["ss_drop"], new["ss_pair_drop"], new["ss_segment_mask"]) == (0.25, 0.5, 0.1)
+    assert old["model_config"]["net"] == {**TINY, "frame_edges": True}  # the input is not changed
+    kept = {"model_config": {"net": {**TINY, "ss_conditioning": True}, "ss_drop": 0.4}}
+    assert upgrade_v1(kept)["model_config"]["net"]["ss_conditioning"] is True
+    assert upgrade_v1(kept)["model_config"]["ss_drop"] == 0.4
+    # a version-1 checkpoint (no SS options) loads with the same weights
+    torch.manual_seed(0)
+    cfg = ProteinModelConfig(net=FrameNetConfig(**TINY), max_length=32)
+    mc = to_dict(cfg)
+    for k in ("ss_drop", "ss_pair_drop", "ss_segment_mask"):
+        del mc[k]
+    del mc["net"]["ss_conditioning"]
+    model = build_model(cfg)
+    path = save_checkpoint(tmp_path / "v1.pt", {"format": "diffsci-checkpoint-v1", "kind": KIND, "config_version": 1,
+                                                "model_config": mc, "ema": model.state_dict()})
+    bundle = load_bundle(path, KIND)
+    assert bundle.migrated_from == 1 and bundle.config == cfg
+    # the shipped weights warm-start an SS-conditioned net: only the zero-initialised embeddings are new
+    ss_cfg = dataclasses.replace(load_bundle(None, KIND).config,
+                                 net=dataclasses.replace(load_bundle(None, KIND).config.net, ss_conditioning=True))
+    net = build_model(ss_cfg)
+    shipped = load_checkpoint(shipped_checkpoint())["ema"]
+    missing, unexpected = net.load_state_dict(shipped, strict=False)
+    assert not unexpected and sorted(missing) == ["net.pair_embed.weight", "net.ss_embed.weight"]
 
 
 def test_untrained_baseline_is_reproducible_and_leaves_the_global_rng_alone():
@@ -101,7 +135,7 @@ def test_fit_records_provenance_and_config_version(tmp_path, capsys):
     res = fit(recipe, tmp_path / "run", progress=False)
     assert "training on" in capsys.readouterr().err  # the filter summary
     ck = load_checkpoint(res.checkpoint)
-    assert ck["config_version"] == 1 and ck["train_config"]["seed"] == 5
+    assert ck["config_version"] == 2 and ck["train_config"]["seed"] == 5
     prov = ck["provenance"]
     assert prov["files"] == [to_dict(file_record(path))] and prov["seed"] == 5 and prov["note"] == "split all"
     assert load_bundle(res.checkpoint, KIND).provenance.files[0].sha256 == file_record(path).sha256
@@ -116,7 +150,7 @@ def test_train_cli_checkpoint_carries_version_and_provenance(tmp_path):
     assert main(["protein", "train", "--data", str(bundled_dataset_path()), "--out", str(run), "--config", str(cfg),
                  "--steps", "1", "--device", "cpu"]) == 0
     ck = load_checkpoint(run)
-    assert ck["config_version"] == 1 and ck["provenance"]["note"] == "split train" and ck["provenance"]["seed"] == 0
+    assert ck["config_version"] == 2 and ck["provenance"]["note"] == "split train" and ck["provenance"]["seed"] == 0
 
 
 def test_space_takes_the_rotation_rate_explicitly():
