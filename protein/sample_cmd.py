@@ -51,6 +51,7 @@ def design_record(d, *, checkpoint: str, trajectory: str | None = None) -> dict:
         "motif_positions": [d.output_labels()[int(i)] for i in d.motif_index] if d.motif_index is not None else [],
         "b_factor": B_FACTOR_NOTE, "checkpoint": checkpoint, "seconds": round(float(d.seconds), 3),
         "trajectory": trajectory, "generator": "diffsci protein sample",
+        "ss": d.ss, "ss_pairs": d.ss_pairs, "guidance_scale": d.guidance_scale,
     }
 
 
@@ -82,7 +83,7 @@ def remove_outputs(out) -> list[Path]:
 def _remarks(rec: dict) -> dict:
     keys = ["generator", "seed", "index", "length", "total_length", "chains", "checkpoint", "sampler", "steps",
             "time_power", "rotation_rate", "symmetry", "contig", "drawn_contig", "motif_file", "motif_positions",
-            "mapping", "b_factor"]
+            "mapping", "b_factor", "ss", "ss_pairs", "guidance_scale"]
     out = {}
     for k in keys:
         v = rec.get(k)
@@ -135,6 +136,27 @@ def write_designs(designs, out_dir, *, checkpoint: str) -> Path:
     return write_text(out / "samples.csv", buf.getvalue())
 
 
+def _ss_lengths(args) -> list[int]:
+    """The design lengths: ``--length``, or the length ``--ss`` describes when no ``--length`` is
+    given; the SS options are checked here (errors name the option)."""
+    from diffsci.protein.ss import parse_ss, ss_condition
+
+    lengths = list(args.length or [])
+    if args.ss is None:
+        for option, value in (("--ss-pairs", args.ss_pairs), ("--guidance-scale", args.guidance_scale)):
+            if value is not None:
+                raise DiffsciError(f"{option} needs --ss (a secondary-structure request)")
+        return lengths
+    if args.contig:
+        raise DiffsciError("--ss cannot be combined with --contig (the contig draws the length); use --length")
+    if args.guidance_scale is not None and not 0 <= args.guidance_scale <= 100:
+        raise DiffsciError(f"--guidance-scale must lie in [0, 100], got {args.guidance_scale}")
+    lengths = lengths or [len(parse_ss(args.ss, name="--ss"))]
+    for length in lengths:
+        ss_condition(args.ss, length, args.ss_pairs, name="--ss", pairs_name="--ss-pairs")
+    return lengths
+
+
 def _run(args) -> int:
     from diffsci.core.distributed import rank_device
     from diffsci.core.utils import resolve_device
@@ -143,7 +165,7 @@ def _run(args) -> int:
 
     # everything a user gave is checked before the model is loaded or anything is written
     device = rank_device(resolve_device(args.device))
-    lengths = args.length or []
+    lengths = _ss_lengths(args)
     check_design_options(lengths, contig=args.contig, motif=bool(args.motif), total_length=args.total_length,
                          symmetry=args.symmetry)
     motif = load_motif(args.motif) if args.motif else None
@@ -158,11 +180,15 @@ def _run(args) -> int:
         raise DiffsciError(f"--out {args.out} already holds designs ({len(old)} file(s): {shown}); "
                            "use --overwrite to replace them, or another folder")
     lm = load_model(args.checkpoint, device=device)
+    if args.ss and not lm.config.net.ss_conditioning:
+        raise DiffsciError(f"--ss: checkpoint {lm.source} was not trained with secondary-structure conditioning "
+                           f"(net.ss_conditioning is false); see protein/data/CHECKPOINT.md, 'SS conditioning'")
     designs = sample_backbones(lm, lengths, args.num, seed=args.seed, steps=args.steps, sampler=args.sampler,
                                motif=motif, contig=args.contig, symmetry=args.symmetry, progress=not args.quiet,
                                time_power=TIME_POWER if args.time_power is None else args.time_power,
                                rotation_rate=args.rotation_rate, total_length=args.total_length,
-                               trajectory=args.trajectory)
+                               trajectory=args.trajectory, ss=args.ss, ss_pairs=args.ss_pairs,
+                               guidance_scale=1.0 if args.guidance_scale is None else args.guidance_scale)
     if designs is None:  # a torchrun rank other than 0: its designs went to rank 0, which writes every file
         return 0
     if args.overwrite:
@@ -204,6 +230,14 @@ def add_parser(subparsers) -> None:
     p.add_argument("--total-length", help="with --contig: range of the total length, e.g. 80-120 (contigmap.length); "
                                           "scaffold lengths are redrawn until the total fits")
     p.add_argument("--symmetry", help="cyclic symmetry Cn (e.g. C3): n chains of --length residues (not with --contig)")
+    p.add_argument("--ss", help="secondary structure per chain, one letter per residue over H/E/L (HHHHLLEEEE) or "
+                                "run-length (L2E8L3E8L3H16L2); its length must match --length (or sets it); needs "
+                                "an SS-conditioned checkpoint")
+    p.add_argument("--ss-pairs", help="with --ss: strand pairs, E segments numbered from 1 in order, A antiparallel, "
+                                      "P parallel (e.g. 1-2:A,2-3:A,3-4:P); other segment pairs are 'not paired'")
+    p.add_argument("--guidance-scale", type=float, default=None,
+                   help="with --ss: classifier-free guidance scale w, D_u + w (D_c - D_u) with D_u the prediction "
+                        "without SS (default 1: the conditional model; 0: unconditional)")
     p.add_argument("--trajectory", action="store_true",
                    help="also write trajectories/NAME.pdb: the model's x0 prediction at every step, one MODEL per step")
     p.add_argument("--device", default="cpu",

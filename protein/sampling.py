@@ -17,6 +17,12 @@ motif file before sampling; each design draws its own layout (scaffold lengths, 
 positions), and the motif residues are kept exact up to a rigid motion during sampling by
 :func:`diffsci.protein.motif.condition_on_motif`.
 
+Secondary-structure conditioning (an SS-conditioned checkpoint, :mod:`diffsci.protein.ss`): ``ss``
+requests each residue's class (``--ss L2E8L3H16``; every chain of a symmetric design gets it),
+``ss_pairs`` which strand segments pair; ``guidance_scale`` w mixes the conditional prediction
+with the unconditional one (all classes unknown) by the core's classifier-free guidance,
+``D_u + w (D_c - D_u)`` (1: the conditional model alone, 0: the unconditional one).
+
 Cyclic symmetry ``Cn``: the state holds n chains of L residues; after every step it is
 symmetrised (each chain mapped back by its n-fold rotation about z, averaged, rotations
 projected back onto SO(3), and the n copies rebuilt), so the chains are exact copies.
@@ -24,6 +30,7 @@ projected back onto SO(3), and the n copies rebuilt), so the chains are exact co
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import time
@@ -37,7 +44,7 @@ from diffsci.core.distributed import gather_shares, is_root, rank_device
 from diffsci.core.errors import DiffsciError
 from diffsci.core.io import check_choice, check_int, check_range
 from diffsci.core.io import progress as progress_bar
-from diffsci.core.samplers import get_sampler
+from diffsci.core.samplers import classifier_free_guidance, get_sampler
 from diffsci.core.utils import make_generator, resolve_device, tree_map
 from diffsci.protein.contig import (MAX_LENGTH, MIN_LENGTH, Motif, contig_length_limits, draw_layout, parse_contig,
                                     parse_length_range, resolve_contig)
@@ -45,10 +52,11 @@ from diffsci.protein.diffusion import ANGSTROM_PER_NM, KIND, ProteinCond, Protei
 from diffsci.protein.frames import backbone_from_frames
 from diffsci.protein.motif import METHODS as MOTIF_METHODS
 from diffsci.protein.motif import TAPER, condition_on_motif
+from diffsci.protein.ss import PAIR_UNKNOWN, SS_LETTERS, ss_condition
 
 __all__ = [
     "load_model", "cyclic_constraint", "Design", "check_design_options", "default_sampler", "sampling_rotation_rate",
-    "sample_states", "sample_backbones", "TIME_POWER", "FEW_STEPS",
+    "sample_states", "sample_backbones", "TIME_POWER", "FEW_STEPS", "ss_denoiser",
 ]
 
 # sampling time grid t_i = 0.999 u_i^TIME_POWER (u uniform 1 -> 0): more of the steps near the clean
@@ -121,7 +129,9 @@ class Design:
     drawn scaffold lengths (``12/A163-181/25``). ``trajectory``: the model's clean prediction
     x0_hat at every step as the sampler receives it (a motif design's holds the aligned motif; the
     symmetry constraint comes after), each (S, N, 4, 3) Å, with ``trajectory_times``.
-    ``length`` is the chain length for ``--length`` designs and the total for contig designs."""
+    ``length`` is the chain length for ``--length`` designs and the total for contig designs.
+``ss``: the requested secondary structure of a chain, one letter per residue (H/E/L), with
+``ss_pairs`` and ``guidance_scale`` as given (None: unconditional)."""
 
     name: str
     coords: np.ndarray
@@ -145,6 +155,9 @@ class Design:
     total_length_limits: tuple | None = None
     trajectory: list | None = None
     trajectory_times: list | None = None
+    ss: str | None = None
+    ss_pairs: str | None = None
+    guidance_scale: float | None = None
 
     def __post_init__(self) -> None:
         if not self.chain_lengths:
@@ -217,11 +230,28 @@ def sampling_rotation_rate(cfg: ProteinModelConfig, rotation_rate: float | None 
     return cfg.inference_rate if rotation_rate is None else float(rotation_rate)
 
 
+def ss_denoiser(model, space, cond: ProteinCond, guidance_scale: float = 1.0, *, self_condition: bool = False):
+    """The denoiser an SS-conditioned ``model`` samples with: the conditional model for
+    ``guidance_scale`` 1, else :func:`~diffsci.core.samplers.classifier_free_guidance` between
+    ``cond`` and the unconditional prediction (``cond`` with all SS and pair classes unknown).
+    ``self_condition``: each branch keeps its own previous prediction (:class:`SelfConditioned`)."""
+    conditional = SelfConditioned(model) if self_condition else model
+    if guidance_scale == 1:
+        return conditional
+    unconditional = SelfConditioned(model) if self_condition else model
+    uncond = dataclasses.replace(cond, ss=None, ss_pair=None)
+
+    def branch(x, t, c):
+        return (unconditional if c is uncond else conditional)(x, t, c)
+
+    return classifier_free_guidance(branch, space, guidance_scale, uncond=uncond)
+
+
 @torch.no_grad()
 def sample_states(bundle: Bundle, n_res: int, generator, *, steps: int, sampler: str, n_chains: int = 1,
                   known=None, batch: int = 1, time_power: float = TIME_POWER, rotation_rate: float | None = None,
                   chain_index=None, res_index=None, callback=None, motif_method: str = "align",
-                  motif_taper: int = TAPER):
+                  motif_taper: int = TAPER, ss=None, ss_pair=None, guidance_scale: float = 1.0):
     """Sample ``batch`` states of ``n_res`` residues (per chain: n_res // n_chains) with the
     bundle's model. Returns (trans (batch, n_res, 3) nm, rots (batch, n_res, 3, 3)).
 
@@ -230,6 +260,9 @@ def sample_states(bundle: Bundle, n_res: int, generator, *, steps: int, sampler:
     (its docstring). ``rotation_rate``: see :func:`sampling_rotation_rate`.
     ``chain_index``, ``res_index``: shape (n_res,) chain id and residue index per residue (default:
     n_chains equal chains numbered from 0). ``callback(i, t, x, x0_hat)`` goes to the sampler.
+    ``ss`` (n_res,) SS classes and ``ss_pair`` (n_res, n_res) pair classes (:mod:`diffsci.protein.ss`;
+    an SS-conditioned checkpoint only; None: unknown), sampled with ``guidance_scale``
+    (:func:`ss_denoiser`).
 
     Runs on the model's device: ``generator`` (one, or a list of ``batch``) must be on a device of
     that type (:func:`~diffsci.core.utils.make_generator` ``device=``); ``known``, ``chain_index``
@@ -258,6 +291,15 @@ def sample_states(bundle: Bundle, n_res: int, generator, *, steps: int, sampler:
         constraint = cyclic_constraint(n_chains)
     cond = ProteinCond(mask, res_idx, chain)
     denoise = SelfConditioned(bundle.model) if cfg.net.self_condition else bundle.model
+    if ss is not None or ss_pair is not None:
+        if not cfg.net.ss_conditioning:
+            raise DiffsciError(f"ss: checkpoint {bundle.source} has no secondary-structure conditioning "
+                               f"(net.ss_conditioning is false)")
+        ss = None if ss is None else torch.as_tensor(ss, dtype=torch.long, device=device).expand(batch, n_res)
+        ss_pair = None if ss_pair is None else torch.as_tensor(ss_pair, dtype=torch.long,
+                                                               device=device).expand(batch, n_res, n_res)
+        cond = ProteinCond(mask, res_idx, chain, ss=ss, ss_pair=ss_pair)
+        denoise = ss_denoiser(bundle.model, space, cond, guidance_scale, self_condition=cfg.net.self_condition)
     if known is not None:  # the motif follows the scaffold's frame (protein/motif.py)
         known = tree_map(lambda v: v.to(device), known)
         denoise, constraint = condition_on_motif(space, denoise, known, method=motif_method, taper=motif_taper,
@@ -310,12 +352,39 @@ def check_design_options(lengths, *, contig: str | None = None, motif: bool = Fa
         raise DiffsciError("give at least one length (or a contig)")
 
 
+def _ss_inputs(cfg: ProteinModelConfig, source: str, ss: str | None, ss_pairs: str | None, guidance_scale: float,
+               lengths, n_copies: int, contig: str | None):
+    """The SS classes (n_copies L,) and pair classes (n_copies L, n_copies L) of a request for
+    chains of length L (every chain the same request; pairs between chains unknown), or None
+    without one. Refuses a request the checkpoint or the design options cannot take."""
+    check_range(guidance_scale, "guidance_scale", 0, 100)
+    if ss is None:
+        if ss_pairs is not None:
+            raise DiffsciError("ss_pairs needs an ss request (the E segments it numbers)")
+        if guidance_scale != 1:
+            raise DiffsciError("guidance_scale applies to secondary-structure requests (give ss)")
+        return None
+    if not cfg.net.ss_conditioning:
+        raise DiffsciError(f"ss: checkpoint {source} has no secondary-structure conditioning (net.ss_conditioning "
+                           f"is false); train one with protein/data/ss_train.json")
+    if contig is not None:
+        raise DiffsciError("ss cannot be combined with a contig (its length is drawn); use lengths")
+    for length in lengths:
+        codes, pair = ss_condition(ss, length, ss_pairs)
+    n = len(codes)
+    tiled = np.full((n * n_copies, n * n_copies), PAIR_UNKNOWN, dtype=np.int64)
+    for k in range(n_copies):
+        tiled[k * n : (k + 1) * n, k * n : (k + 1) * n] = pair
+    return torch.from_numpy(np.tile(codes, n_copies)), torch.from_numpy(tiled)
+
+
 def sample_backbones(bundle: Bundle, lengths, num: int, *, seed: int = 0, steps: int = 100, sampler: str | None = None,
                      motif: Motif | None = None, contig: str | None = None, symmetry: str | None = None,
                      progress: bool = True, time_power: float = TIME_POWER,
                      rotation_rate: float | None = None, total_length=None,
                      trajectory: bool = False, motif_method: str = "align", motif_taper: int = TAPER,
-                     device=None) -> list[Design] | None:
+                     device=None, ss: str | None = None, ss_pairs: str | None = None,
+                     guidance_scale: float = 1.0) -> list[Design] | None:
     """Design ``num`` backbones per length (or per contig) with a loaded model (:func:`load_model`).
     See the module docstring.
 
@@ -330,6 +399,9 @@ def sample_backbones(bundle: Bundle, lengths, num: int, *, seed: int = 0, steps:
     ``"fixed"`` holds the motif in a fixed frame, for comparison).
     ``device``: where to sample (``"cpu"``, ``"cuda:1"``, ``"auto"``; the model is moved there,
     in place; None: where the model is); see the module docstring.
+    ``ss``, ``ss_pairs``, ``guidance_scale``: secondary-structure conditioning of every chain
+    (:func:`diffsci.protein.ss.ss_condition`; ``ss`` must describe each of ``lengths``; an
+    SS-conditioned checkpoint only; not with a contig); see the module docstring.
     Everything is checked before the first design is sampled.
 
     Under ``torchrun`` every rank calls this with the same arguments: the designs are split over
@@ -363,6 +435,7 @@ def sample_backbones(bundle: Bundle, lengths, num: int, *, seed: int = 0, steps:
     else:
         for length in lengths:
             check_int(length, "length", minimum=MIN_LENGTH, maximum=MAX_LENGTH)
+    ss_inputs = _ss_inputs(cfg, bundle.source, ss, ss_pairs, guidance_scale, lengths, n_copies, contig)
     jobs = [(length, i) for length in (lengths if plan is None else [0]) for i in range(num)]
     device = rank_device(next(bundle.model.parameters()).device if device is None else resolve_device(device))
     bundle.model.to(device)
@@ -380,6 +453,8 @@ def sample_backbones(bundle: Bundle, lengths, num: int, *, seed: int = 0, steps:
             kw = dict(known=lay.known,
                       chain_index=torch.arange(n).repeat_interleave(torch.as_tensor(lay.chain_lengths)),
                       res_index=torch.cat([torch.arange(c) for c in lay.chain_lengths]))
+        if ss_inputs is not None:
+            kw.update(ss=ss_inputs[0], ss_pair=ss_inputs[1], guidance_scale=guidance_scale)
         traj, times = ([], []) if trajectory else (None, None)
         chain_lengths = lay.chain_lengths if lay is not None else (length,)
         if trajectory:
@@ -394,7 +469,9 @@ def sample_backbones(bundle: Bundle, lengths, num: int, *, seed: int = 0, steps:
         if lay is None:
             return Design(f"len{length}_{i:03d}", coords, length, i, seed, time.time() - t0, sampler, steps,
                           time_power=time_power, rotation_rate=rate, symmetry=symmetry,
-                          trajectory=traj, trajectory_times=times)
+                          trajectory=traj, trajectory_times=times,
+                          ss=None if ss_inputs is None else "".join(SS_LETTERS[c] for c in ss_inputs[0][:length]),
+                          ss_pairs=ss_pairs, guidance_scale=None if ss_inputs is None else float(guidance_scale))
         name = f"{'motif' if parsed.has_motif else 'contig'}_{i:03d}"
         return Design(
             name, coords, length, i, seed, time.time() - t0, sampler, steps,
