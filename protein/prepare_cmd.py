@@ -2,7 +2,8 @@
 
 Reads PDB / mmCIF / BinaryCIF files (and ``.gz`` versions) given directly or found
 recursively in folders, prints what was kept and dropped per file, and writes the dataset
-(:func:`diffsci.protein.dataset.save_dataset`) atomically. Exits 2 with one error line when
+(:func:`diffsci.protein.dataset.save_dataset`) atomically, with each residue's pydssp DSSP class
+and the DSSP strand bridges (for SS-conditioned training). Exits 2 with one error line when
 nothing usable was found.
 """
 
@@ -12,6 +13,8 @@ import argparse
 import collections
 import pathlib
 import sys
+
+import numpy as np
 
 from diffsci.core.errors import DiffsciError
 from diffsci.protein.dataset import build_dataset, save_dataset
@@ -93,4 +96,7 @@ def run(args: argparse.Namespace) -> int:
         f"{int(ds.cluster_ids.max()) + 1} clusters, train {len(ds) - n_held}, held-out {n_held}"
         + (f"; {n_err} file(s) could not be read" if n_err else "")
     )
+    ss = np.asarray(ds.ss)
+    print(f"secondary structure (pydssp DSSP, stored for SS-conditioned training): H {np.mean(ss == 1):.2f}, "
+          f"E {np.mean(ss == 2):.2f}, L {np.mean(ss == 0):.2f}; {len(ds.bridges)} strand bridges")
     return 0

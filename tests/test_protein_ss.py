@@ -101,9 +101,10 @@ def test_ss_codes():
 
 
 # ------------------------------------------------------------------------------ dataset labels
-def test_prepare_stores_dssp_labels_and_bridges_memory_mapped(tmp_path):
+def test_prepare_stores_dssp_labels_and_bridges_memory_mapped(tmp_path, capsys):
     out = tmp_path / "ds.npz"
     assert main(["protein", "prepare", str(DSSP_DATA), "--out", str(out)]) == 0
+    assert "secondary structure (pydssp DSSP" in capsys.readouterr().out
     ds = load_dataset(out)
     assert isinstance(ds.ss, np.memmap) and not ds.ss.flags.writeable
     assert sum(len(ds.chain_ss(i)[1]) for i in range(len(ds))) > 0  # some chain has a sheet
@@ -310,3 +311,18 @@ def test_ss_refused_for_a_checkpoint_without_ss_conditioning(tmp_path, capsys):
     assert not out.exists()
     with pytest.raises(DiffsciError, match="no secondary-structure conditioning"):
         sample_backbones(load_model(), [42], 1, steps=2, progress=False, ss="L2E8L3E8L3H16L2")
+
+
+def test_ss_recipe_warm_starts_the_shipped_net_with_only_the_ss_options_changed():
+    from diffsci.core.checkpoint import load_bundle
+    from diffsci.core.utils import load_config_file
+    from diffsci.protein.diffusion import shipped_checkpoint
+
+    recipe_file = Path(__file__).parents[1] / "protein" / "data" / "ss_train.json"
+    recipe = Recipe.from_tables(KIND, load_config_file(recipe_file), data={"path": str(bundled_dataset_path())},
+                                init=str(shipped_checkpoint()))
+    shipped = load_bundle(None, KIND).config
+    assert recipe.model.net == dataclasses.replace(shipped.net, ss_conditioning=True)
+    changed = {k for k, v in to_dict(recipe.model).items() if v != to_dict(shipped)[k]}
+    assert changed == {"net", "strand_power"}  # the dropout rates: the defaults the shipped config migrates to
+    assert 0.2 <= recipe.model.ss_drop <= 0.5 and recipe.init == str(shipped_checkpoint())
