@@ -568,7 +568,8 @@ def load_dataset(path: str | os.PathLike, *, ss_labels: bool = False) -> Backbon
             cluster_ids=_read_only(data["cluster_ids"].astype(np.int64, copy=False)),
             meta=meta,
             ss=_read_only(data["ss"].astype(np.int8, copy=False)) if "ss" in data else None,
-            bridges=_read_only(data["bridges"].reshape(-1, 3).astype(np.int64, copy=False)) if "bridges" in data else None,
+            bridges=(_read_only(data["bridges"].reshape(-1, 3).astype(np.int64, copy=False))
+                     if "bridges" in data else None),
         )
     except DiffsciError as exc:
         raise DiffsciError(f"{path}: {exc}") from exc

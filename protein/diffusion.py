@@ -297,7 +297,8 @@ class BackboneTask:
         ss = torch.full((len(crops), n), SS_UNKNOWN, dtype=torch.long)
         pair = torch.full((len(crops), n, n), PAIR_UNKNOWN, dtype=torch.long)
         for b, (p, s, m) in enumerate(crops):
-            drop, pair_drop = (torch.rand(2, generator=generator) < torch.tensor([cfg.ss_drop, cfg.ss_pair_drop])).tolist()
+            u = torch.rand(2, generator=generator)
+            drop, pair_drop = bool(u[0] < cfg.ss_drop), bool(u[1] < cfg.ss_pair_drop)
             labels, bridges = self.ss_labels[p]
             codes = np.asarray(labels[s : s + m], dtype=np.int64)
             inside = (bridges[:, 0] >= s) & (bridges[:, 1] < s + m)

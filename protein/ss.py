@@ -32,8 +32,8 @@ import numpy as np
 from diffsci.core.errors import DiffsciError
 
 __all__ = ["SS_LETTERS", "SS_CLASSES", "SS_UNKNOWN", "PAIR_CLASSES", "PAIR_NONE", "PAIR_PARALLEL",
-           "PAIR_ANTIPARALLEL", "PAIR_UNKNOWN", "ss_codes", "parse_ss", "parse_ss_pairs", "ss_segments", "strand_segments",
-           "segment_pairs_from_bridges", "pair_classes", "ss_condition"]
+           "PAIR_ANTIPARALLEL", "PAIR_UNKNOWN", "ss_codes", "parse_ss", "parse_ss_pairs", "ss_segments",
+           "strand_segments", "segment_pairs_from_bridges", "pair_classes", "ss_condition"]
 
 SS_LETTERS = "LHE"
 #: number of per-residue classes the model embeds (L, H, E, unknown)
