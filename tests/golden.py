@@ -12,14 +12,20 @@ Each case runs a user-facing command in-process (``diffsci ...`` through
   (numeric per-sample fields and summary means);
 - ``weather_generate``: the ERA5-style generator (32x64 grid, seed 7), which makes the
   benchmark data;
-- ``weather_forecast`` / ``weather_direct``: ``diffsci weather forecast`` with the shipped
-  diffusion checkpoint (2 members, 2 steps, 3 noise levels) and with the benchmarks'
+- ``weather_forecast`` / ``weather_direct``: ``diffsci weather forecast`` with the denoising
+  diffusion checkpoint shipped until the CRPS fine-tune (``benchmarks/data/weather_denoise_v0.pt``;
+  2 members, 2 steps, 3 noise levels, its recorded sampler heun) and with the benchmarks'
   deterministic checkpoint;
+- ``weather_shipped``: ``diffsci weather forecast`` with the shipped checkpoint and its own
+  sampling settings (2 members, 2 steps);
 - ``weather_evaluate``: ``diffsci weather evaluate`` of the diffusion forecast against the
   generated truth.
 
 The recorded values (``tests/data/golden.npz``) were written by ``python tests/golden.py
---write`` at commit b4d540d, before the architecture redesign (issue 15);
+--write`` at commit b4d540d, before the architecture redesign (issue 15); a case added later is
+recorded by ``python tests/golden.py --add``, which writes only the arrays not yet recorded
+(``weather_shipped`` and the sheet and contact-order fields of ``protein_evaluate``, when the
+CRPS-tuned weather checkpoint was shipped).
 ``tests/test_golden.py`` recomputes every case and compares within float rounding.
 """
 
@@ -98,9 +104,11 @@ def weather_cases(tmp: Path) -> dict[str, np.ndarray]:
         if {"latitude", "longitude", "time"} <= set(ds[v].dims):
             out[f"weather_generate/{v}"] = ds[v].isel(time=-1).values.astype(np.float64)
     init = str(ds.time.values[3])
-    bench_ckpt = Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "deterministic_weather.pt"
-    for name, extra in (("weather_forecast", ["--members", 2, "--steps", 3]),
-                        ("weather_direct", ["--members", 1, "--checkpoint", bench_ckpt])):
+    bench_data = Path(__file__).resolve().parents[1] / "benchmarks" / "data"
+    for name, extra in (("weather_forecast", ["--members", 2, "--steps", 3, "--checkpoint",
+                                              bench_data / "weather_denoise_v0.pt"]),
+                        ("weather_direct", ["--members", 1, "--checkpoint", bench_data / "deterministic_weather.pt"]),
+                        ("weather_shipped", ["--members", 2])):
         path = tmp / f"{name}.nc"
         _cli("weather", "forecast", "--init", data, "--init-time", init, "--lead-hours", 2, "--seed", 0,
              "--out", path, "--quiet", *extra)
@@ -130,12 +138,18 @@ def all_cases(tmp: Path) -> dict[str, np.ndarray]:
     return {**protein_cases(tmp / "protein"), **weather_cases(tmp / "weather")}
 
 
-if __name__ == "__main__":  # python tests/golden.py --write
+if __name__ == "__main__":  # python tests/golden.py --write | --add
     import tempfile
 
-    if sys.argv[1:] != ["--write"]:
-        sys.exit("usage: python tests/golden.py --write   (records tests/data/golden.npz)")
+    if sys.argv[1:] not in (["--write"], ["--add"]):
+        sys.exit("usage: python tests/golden.py --write | --add   (records tests/data/golden.npz; --add: only the "
+                 "arrays not yet recorded)")
     with tempfile.TemporaryDirectory() as d:
         values = all_cases(Path(d))
+    if sys.argv[1] == "--add":
+        with np.load(GOLDEN) as z:
+            old = {k: z[k] for k in z.files}
+        print(f"adding {len(set(values) - set(old))} arrays: {sorted(set(values) - set(old))[:8]} ...")
+        values = {**values, **old}
     np.savez_compressed(GOLDEN, **values)
     print(f"wrote {GOLDEN}: {len(values)} arrays")

@@ -32,7 +32,7 @@ def _compare(recorded, now, prefix):
         assert got.shape == v.shape, k
         if k.startswith(("protein_sample", "protein_motif")):
             np.testing.assert_allclose(got, v, atol=2e-3, rtol=0, err_msg=k)  # PDB: 3 decimals
-        elif k.startswith(("weather_forecast", "weather_direct", "weather_generate")):
+        elif k.startswith(("weather_forecast", "weather_direct", "weather_shipped", "weather_generate")):
             scale = np.nanmax(np.abs(v)) or 1.0
             np.testing.assert_allclose(got, v, atol=1e-5 * scale, rtol=1e-5, err_msg=k)
         else:
@@ -47,5 +47,5 @@ def test_protein_outputs_unchanged(recorded, tmp_path):
 
 def test_weather_outputs_unchanged(recorded, tmp_path):
     now = golden.weather_cases(tmp_path)
-    for prefix in ("weather_generate", "weather_forecast", "weather_direct", "weather_evaluate"):
+    for prefix in ("weather_generate", "weather_forecast", "weather_direct", "weather_shipped", "weather_evaluate"):
         _compare(recorded, now, prefix)

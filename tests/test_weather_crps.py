@@ -118,8 +118,10 @@ def test_forecast_defaults_are_the_checkpoints_sampling_settings(crps_run):
     assert sampling_settings(fc.config, steps=4) == ("euler", 4, 0.0)
     assert sampling_settings(fc.config, "heun") == ("heun", 5, 2.5)  # another sampler: the generic defaults
     assert sampling_settings(fc.config, "dpmpp_2m", churn=1.0) == ("dpmpp_2m", 5, 0.0)
-    shipped = load_forecaster(None)  # written before sampling settings were recorded: heun, 5 levels, churn 2.5
-    assert sampling_settings(shipped.config) == ("heun", 5, 2.5)
+    from diffsci.weather.diffusion import shipped_checkpoint
+
+    v0 = load_forecaster(shipped_checkpoint().parents[2] / "benchmarks" / "data" / "weather_denoise_v0.pt")
+    assert sampling_settings(v0.config) == ("heun", 5, 2.5)  # written before sampling settings were recorded
     ds = generate(grid=(16, 32), hours=3, trajectories=1, seed=9, spinup_hours=6, progress=False)
     from diffsci.weather.forecast import forecast
 

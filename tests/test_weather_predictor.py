@@ -19,6 +19,7 @@ from diffsci.weather.predictor import (DiffusionStep, DirectStep, NormalizedResi
 
 STATS = NormStats(("z", "u"), (100.0, -2.0), (10.0, 4.0), (0.5, 2.0))
 DET = shipped_checkpoint().parents[2] / "benchmarks" / "data" / "deterministic_weather.pt"
+DENOISE_V0 = DET.parent / "weather_denoise_v0.pt"  # the denoising checkpoint shipped until the CRPS fine-tune
 
 
 def test_normalizer_round_trip_and_formulas():
@@ -105,9 +106,9 @@ def test_diffusion_step_draws_its_prior_from_the_member_generators():
 
 
 # ---------------------------------------------------------------------- checkpoint migration
-@pytest.mark.parametrize("path,kind,net", [(shipped_checkpoint(), KIND, "EDMPrecond"),
+@pytest.mark.parametrize("path,kind,net", [(DENOISE_V0, KIND, "EDMPrecond"),
                                            (DET, KIND_DETERMINISTIC, "ResidualNet")])
-def test_shipped_checkpoints_load_through_the_migration(path, kind, net):
+def test_version_0_checkpoints_load_through_the_migration(path, kind, net):
     raw = load_checkpoint(path)
     assert "config_version" not in raw and "deterministic" in raw["model_config"]  # version 0 on disk
     bundle = load_bundle(path, (KIND, KIND_DETERMINISTIC))
@@ -118,6 +119,18 @@ def test_shipped_checkpoints_load_through_the_migration(path, kind, net):
     state = bundle.model.state_dict()
     prefix = "net." if kind == KIND_DETERMINISTIC else ""
     assert len(state) == len(raw["ema"]) and all(torch.equal(state[k[len(prefix):]], v) for k, v in raw["ema"].items())
+
+
+def test_shipped_checkpoint_is_current_and_records_its_sampler():
+    """The shipped diffusion checkpoint is version 1, trained with the crps objective, and
+    records the few-step sampler forecasts use by default."""
+    raw = load_checkpoint(shipped_checkpoint())
+    assert raw["config_version"] == 1 and raw["kind"] == KIND and "optimizer" not in raw
+    bundle = load_bundle(None, KIND)
+    cfg = bundle.config
+    assert bundle.migrated_from is None and cfg.objective == "crps" and cfg.crps_rollout > 1
+    assert (cfg.sampler, cfg.sampler_steps, cfg.churn) == ("euler", 2, 0.0)
+    assert bundle.provenance is not None and bundle.provenance.files[0].sha256
 
 
 def test_upgrade_v0_normalises_channels_and_refuses_a_contradiction():
