@@ -201,6 +201,12 @@ class WeatherBatch:
     later_hour: torch.Tensor | None = None
 
 
+def effective_churn(sampler: str, churn: float) -> float:
+    """The EDM churn sampling with ``sampler`` uses: ``churn`` for heun and euler, which take it;
+    0 for the others (recorded so in forecasts and benchmark results)."""
+    return float(churn) if sampler in ("heun", "euler") else 0.0
+
+
 def loss_weights(cfg: WeatherModelConfig) -> torch.Tensor:
     """Per-point loss weights, shape (C, H, W) float32: channel weight x cell area, 0 in the
     lateral boundary band (regional grids), the area part normalised to mean 1 over the rest."""
@@ -339,7 +345,7 @@ class ResidualTask:
         cfg = self.config
         times = cfg.schedule.time_grid(cfg.sampler_steps)
         prior = cfg.schedule.sigma(times[:1]).to(eps.dtype).item() * eps
-        churn = cfg.churn if cfg.sampler in ("heun", "euler") else 0.0
+        churn = effective_churn(cfg.sampler, cfg.churn)
         options = {"churn": churn} if churn else {}
         return get_sampler(cfg.sampler)(lambda x, t, c: model(x, t, c), prior, times, space=Euclidean(cfg.schedule),
                                         cond=cond, generator=gen, **options)

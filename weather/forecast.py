@@ -42,7 +42,7 @@ from diffsci.core.spaces import Euclidean
 from diffsci.core.utils import make_generator, resolve_device
 from diffsci.weather.data import (CANONICAL_UNITS, NormStats, channel_names, check_grid, open_weather, stack_channels,
                                   time_step)
-from diffsci.weather.diffusion import KIND, KIND_DETERMINISTIC, WeatherModelConfig
+from diffsci.weather.diffusion import KIND, KIND_DETERMINISTIC, WeatherModelConfig, effective_churn
 from diffsci.weather.grid import boundary_mask
 from diffsci.weather.layouts import normalize_unit
 from diffsci.weather.predictor import DiffusionStep, DirectStep, NormalizedResidual, StepPredictor, rollout
@@ -375,12 +375,6 @@ def sampling_settings(cfg: WeatherModelConfig, sampler: str | None = None, steps
     if churn is None:
         churn = cfg.churn if own else 2.5
     return sampler, check_int(steps, "steps"), effective_churn(sampler, churn)
-
-
-def effective_churn(sampler: str, churn: float) -> float:
-    """The EDM churn a forecast with ``sampler`` uses: ``churn`` for heun and euler, which take
-    it; 0 for the others (recorded so in forecasts and benchmark results)."""
-    return float(churn) if sampler in ("heun", "euler") else 0.0
 
 
 def write_forecast(fds: xr.Dataset, path: str | os.PathLike) -> Path:
