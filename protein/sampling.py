@@ -130,8 +130,8 @@ class Design:
     x0_hat at every step as the sampler receives it (a motif design's holds the aligned motif; the
     symmetry constraint comes after), each (S, N, 4, 3) Å, with ``trajectory_times``.
     ``length`` is the chain length for ``--length`` designs and the total for contig designs.
-``ss``: the requested secondary structure of a chain, one letter per residue (H/E/L), with
-``ss_pairs`` and ``guidance_scale`` as given (None: unconditional)."""
+    ``ss``: the requested secondary structure of a chain, one letter per residue (H/E/L), with
+    ``ss_pairs`` and ``guidance_scale`` as given (None: unconditional)."""
 
     name: str
     coords: np.ndarray
