@@ -20,7 +20,8 @@ chunks of at most M MiB, :func:`compute_norm_stats` streams over blocks of time,
 :class:`StateReader` reads only the states a training batch asks for.
 
 Also here: per-channel normalisation statistics (:class:`NormStats`), training windows, static
-input features, and the checks run before any work (:func:`check_grid`,
+input features (sin/cos of latitude and longitude; the time-invariant fields of the data, such as
+the land-sea mask, are read by :mod:`diffsci.weather.static`), and the checks run before any work (:func:`check_grid`,
 :func:`check_output_path`).
 
 Dimension letters: T time, C channels, H latitude, W longitude, S static features.
@@ -190,6 +191,10 @@ def open_weather(
         if missing:
             avail = sorted(str(v) for v in ds.data_vars if v not in NON_WEATHER)
             raise DiffsciError(f"{name}: missing variables {missing} (has {avail})")
+        timeless = [v for v, k in zip(variables, keep) if "time" not in ds[k].dims]
+        if timeless:
+            raise DiffsciError(f"{name}: variables {timeless} have no time dim; a time-invariant field (land-sea "
+                               "mask, orography) is a static input: name it in the model's static_fields")
     keep = list(dict.fromkeys(keep))
     ds = ds[keep]
 

@@ -6,7 +6,9 @@ Dimension legend: B batch, C channels, H latitude, W longitude, G = H * W grid p
 Target: ``r = (X[t+1] - X[t]) / residual_std`` per channel (``NormStats.residual_std``).
 Conditioning: the two previous states normalised by the per-channel mean/std
 (:class:`diffsci.weather.predictor.Normalizer`, shared with forecasting), static fields
-(sin/cos latitude and longitude) and the hour of day of the target time (sin/cos).
+(sin/cos latitude and longitude, and the time-invariant fields of the training data named in
+``static_fields``, e.g. the land-sea mask, each at zero mean and unit std) and the hour of day of
+the target time (sin/cos).
 Noise: EDM (Karras) sigmas, training levels from the rho distribution (``t ~ U(0, 1)``),
 EDM preconditioning from the core; loss weighted by EDM's ``lambda(sigma)``, by cell area
 (:func:`diffsci.weather.grid.cell_area_weights`: WB2's weights on a global grid, each cell's own
@@ -50,6 +52,7 @@ from diffsci.core.samplers import get_sampler
 from diffsci.core.schedules import EDM
 from diffsci.core.spaces import Euclidean
 from diffsci.weather.data import NormStats, StateReader, static_features
+from diffsci.weather.static import normalize_static_fields
 from diffsci.weather.graph import cached_graph, is_global_grid
 from diffsci.weather.grid import boundary_mask, cell_area_weights
 from diffsci.weather.model import GraphNet, GraphNetConfig
@@ -116,6 +119,9 @@ class WeatherModelOptions:
     # "crps": model steps each training example rolls out; after the first, members condition on
     # their own states (gradients through the whole rollout) and the loss averages the steps
     crps_rollout: int = 1
+    # time-invariant fields of the training data (land-sea mask "lsm", orography...) fed as extra
+    # static inputs; their values are read at training time and kept in the config
+    static_fields: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -123,7 +129,9 @@ class WeatherModelConfig(WeatherModelOptions):
     """Everything needed to rebuild a weather model (saved in its checkpoints): the options and
     what the training data fixed. ``latitude``/``longitude`` in degrees (ascending),
     ``time_step_hours`` one model step (the data's step: 1 h nowcasting, 6 h, 12 h), ``units``
-    per variable as trained (None: not recorded)."""
+    per variable as trained (None: not recorded), ``static_values`` the values of each of the
+    ``static_fields`` in the data's units, Shape (S, H * W) row-major (latitude-major), so a
+    checkpoint needs no file to rebuild its inputs."""
 
     variables: tuple[str, ...] = ()
     channels: tuple[str, ...] = ()
@@ -131,6 +139,7 @@ class WeatherModelConfig(WeatherModelOptions):
     longitude: tuple[float, ...] = ()
     time_step_hours: float = 1.0
     units: tuple[str, ...] | None = None
+    static_values: tuple[tuple[float, ...], ...] = dataclasses.field(default=(), repr=False)
 
     def __post_init__(self):
         if not self.channels or len(self.latitude) < 2 or len(self.longitude) < 2:
@@ -153,10 +162,24 @@ class WeatherModelConfig(WeatherModelOptions):
         check_int(self.crps_members, "crps_members", minimum=2)
         check_int(self.crps_rollout, "crps_rollout")
         h, w = len(self.latitude), len(self.longitude)
+        self._check_static(h * w)
         band = boundary_mask(self.latitude, self.longitude, self.boundary_width)
         if band.all():
             raise DiffsciError(f"WeatherModelConfig: a boundary band of {self.boundary_width} cells covers the whole "
                                f"{h}x{w} grid; use a smaller boundary_width")
+
+    def _check_static(self, points: int) -> None:
+        fields = self.static_fields
+        if len(set(fields)) != len(fields) or set(fields) & set(self.variables):
+            raise DiffsciError(f"WeatherModelConfig: static_fields {list(fields)} must be distinct and not among "
+                               f"the variables {list(self.variables)}")
+        if len(self.static_values) != len(fields):
+            raise DiffsciError(f"WeatherModelConfig: static_fields {list(fields)} need one row of static_values each "
+                               f"(got {len(self.static_values)}); training reads them from the data")
+        for name, row in zip(fields, self.static_values):
+            if len(row) != points:
+                raise DiffsciError(f"WeatherModelConfig: static field {name!r} has {len(row)} values, the grid "
+                                   f"{points} points")
 
     @property
     def grid_shape(self) -> tuple[int, int]:
@@ -223,7 +246,15 @@ class ResidualNet(nn.Module):
     ``forward(x_in (B, C, H, W) or None, c_noise (B,) or None, cond: WeatherCond) -> (B, C, H, W)``.
     ``noisy=False`` (the direct, deterministic network): no noisy input and no noise
     conditioning; pass ``x_in = c_noise = None``.
+
+    Inputs per grid point: ``x_in``, ``cond.prev``, the 4 sin/cos static features, the 2 hour
+    features, and the S ``static_fields`` (normalised, buffer ``static_extra`` (G, S)). The last
+    enter the grid embedding's first layer through their own weights ``static_embed`` (D, S), the
+    same as S more input columns, initialised to zero: a checkpoint trained without them
+    warm-starts this net unchanged at step 0 (``warm_start_optional``).
     """
+
+    warm_start_optional = ("static_embed.",)
 
     def __init__(self, cfg: WeatherModelConfig, *, noisy: bool = True):
         super().__init__()
@@ -237,6 +268,13 @@ class ResidualNet(nn.Module):
             graph,
         )
         self.register_buffer("static", torch.from_numpy(static_features(cfg.latitude, cfg.longitude)), persistent=False)
+        self.static_embed = None
+        if cfg.static_fields:
+            s, (h, w) = len(cfg.static_fields), cfg.grid_shape
+            extra = normalize_static_fields(np.asarray(cfg.static_values).reshape(s, h, w), cfg.static_fields)
+            self.register_buffer("static_extra", torch.from_numpy(extra.reshape(s, h * w).T.copy()), persistent=False)
+            self.static_embed = nn.Linear(s, cfg.latent, bias=False)
+            nn.init.zeros_(self.static_embed.weight)
 
     def forward(self, x_in, c_noise, cond: WeatherCond):
         b = cond.prev.shape[0]
@@ -245,7 +283,8 @@ class ResidualNet(nn.Module):
         parts += [cond.prev, self.static.to(cond.prev.dtype).expand(b, -1, -1, -1),
                   cond.hour.to(cond.prev.dtype)[:, :, None, None].expand(b, 2, h, w)]
         feats = torch.cat(parts, 1)  # (B, F, H, W)
-        y = self.net(feats.flatten(2).transpose(1, 2), c_noise)  # (B, G, C)
+        bias = None if self.static_embed is None else self.static_embed(self.static_extra.to(cond.prev.dtype))  # (G, D)
+        y = self.net(feats.flatten(2).transpose(1, 2), c_noise, grid_bias=bias)  # (B, G, C)
         return y.transpose(1, 2).reshape(b, -1, h, w)
 
 
@@ -286,9 +325,14 @@ class ResidualTask:
         self.weights = loss_weights(config)  # (C, H, W): channel x cell area, 0 in a regional boundary band
 
     def model_config(self) -> dict:
+        """The config as a dict; without static fields their two empty keys are left out, so such
+        a checkpoint's config is the one written before static fields existed (resumable by both)."""
         from diffsci.core.config import to_dict
 
-        return to_dict(self.config)
+        config = to_dict(self.config)
+        if not self.config.static_fields:
+            del config["static_fields"], config["static_values"]
+        return config
 
     def extra_state(self) -> dict:
         return {"norm_stats": self.stats.to_dict()}
@@ -383,13 +427,26 @@ def make_task(recipe) -> ResidualTask:
     grid, time step (one model step) and units, and records the data's provenance. Ensemble
     members are trained on as separate runs. The data stay lazy (dask chunks of at most
     ``recipe.data.chunk_mb`` MiB): statistics stream over the file and each batch reads its
-    own states (:class:`~diffsci.weather.data.StateReader`)."""
+    own states (:class:`~diffsci.weather.data.StateReader`). The model's ``static_fields`` are
+    read from the same file (:func:`~diffsci.weather.data.read_static_fields`), never modelled as
+    variables, and their values go into the config."""
     import pandas as pd
 
     from diffsci.weather.data import compute_norm_stats, open_weather, time_step, window_starts
+    from diffsci.weather.layouts import short_name
+    from diffsci.weather.static import read_static_fields
 
     data: WeatherData = recipe.data
+    static = recipe.model.static_fields
+    if isinstance(static, str) or not all(isinstance(f, str) for f in static):
+        raise DiffsciError(f"model.static_fields must be a list of variable names, got {static!r}")
+    static = tuple(short_name(f) for f in static)
+    both = sorted(set(static) & {short_name(v) for v in data.variables or ()})
+    if both:
+        raise DiffsciError(f"{both} named both in data.variables and in model.static_fields; a static field is "
+                           "an input only")
     ds = open_weather(data.path, variables=list(data.variables) if data.variables else None, chunk_mb=data.chunk_mb)
+    ds = ds.drop_vars([f for f in static if f in ds.data_vars])  # CDS files give lsm a time dim
     variables = tuple(str(v) for v in ds.data_vars)  # short names, in the order asked for
     step = time_step(ds)
     if step is None:
@@ -398,11 +455,15 @@ def make_task(recipe) -> ResidualTask:
         ds = members_as_trajectories(ds)
     stats = compute_norm_stats(ds, variables, max_mb=data.chunk_mb)
     fields = StateReader(ds, variables)
+    latitude, longitude = (tuple(float(x) for x in ds[c].values) for c in ("latitude", "longitude"))
+    static_values = read_static_fields(data.path, static, latitude, longitude) if static else {}
     config = WeatherModelConfig(
-        **{f.name: getattr(recipe.model, f.name) for f in dataclasses.fields(WeatherModelOptions)},
+        **{f.name: getattr(recipe.model, f.name) for f in dataclasses.fields(WeatherModelOptions)
+           if f.name != "static_fields"},
         variables=variables, channels=tuple(fields.channels),
-        latitude=tuple(float(x) for x in ds.latitude.values), longitude=tuple(float(x) for x in ds.longitude.values),
-        time_step_hours=step / pd.Timedelta(hours=1), units=tuple(str(ds[v].attrs.get("units", "")) for v in variables),
+        latitude=latitude, longitude=longitude, time_step_hours=step / pd.Timedelta(hours=1),
+        units=tuple(str(ds[v].attrs.get("units", "")) for v in variables), static_fields=static,
+        static_values=tuple(tuple(a.ravel().tolist()) for a in static_values.values()),
     )
     rollout = config.crps_rollout if recipe.kind == KIND and config.objective == "crps" else 1
     times = ds.time.values

@@ -46,6 +46,7 @@ from diffsci.weather.diffusion import KIND, KIND_DETERMINISTIC, WeatherModelConf
 from diffsci.weather.grid import boundary_mask
 from diffsci.weather.layouts import normalize_unit
 from diffsci.weather.predictor import DiffusionStep, DirectStep, NormalizedResidual, StepPredictor, rollout
+from diffsci.weather.static import read_static_fields
 
 __all__ = ["effective_churn", "sampling_settings", "Forecaster", "load_forecaster", "forecast", "write_forecast", "CHUNK", "DEFAULT_STEPS"]
 
@@ -55,6 +56,9 @@ CHUNK = 4  # members evaluated together (fixed, so results do not depend on the 
 #: grid (5 EDM levels make its steps overshoot: core.samplers.sde_step_gain 3.2 > 2)
 DEFAULT_STEPS = {"euler_maruyama": 20}
 DEFAULT_STEPS_OTHERS = 5
+
+#: a static field in the init file may differ from the checkpoint's by this fraction of its std
+STATIC_TOLERANCE = 1e-4
 
 STANDARD_NAMES = {  # CF standard names of the CDS short names
     "z": "geopotential", "t": "air_temperature", "t2m": "air_temperature", "u": "eastward_wind",
@@ -144,6 +148,21 @@ def _select_channels(ds: xr.Dataset, forecaster: "Forecaster") -> xr.Dataset:
     if got != want:
         raise DiffsciError(f"{name}: channels {got} do not match the checkpoint's {want}")
     return ds
+
+
+def _check_static_fields(init, cfg: WeatherModelConfig, name: str) -> None:
+    """The model uses the static fields stored in its checkpoint; one the init file also carries
+    must be the same (within ``STATIC_TOLERANCE`` of its std), else :class:`DiffsciError`."""
+    got = read_static_fields(init, cfg.static_fields, cfg.latitude, cfg.longitude, required=False)
+    for field, stored in zip(cfg.static_fields, cfg.static_values):
+        if field not in got:
+            continue
+        ref = np.asarray(stored, dtype=np.float64).reshape(cfg.grid_shape)
+        diff = float(np.max(np.abs(got[field] - ref)))
+        if diff > STATIC_TOLERANCE * ref.std():
+            raise DiffsciError(f"{name}: static field {field!r} differs from the one the checkpoint was trained "
+                               f"with (by up to {diff:.4g}, {diff / ref.std():.3g} of its std); the model uses its "
+                               f"own stored {field!r}: remove it from the file or use a checkpoint trained with it")
 
 
 def _init_indices(ds: xr.Dataset, init_times, step: pd.Timedelta = pd.Timedelta(hours=1)) -> list[int]:
@@ -256,6 +275,8 @@ def forecast(forecaster: Forecaster, init, *, init_times=None, lead_hours: int =
                                "ensemble members; give one")
         ds = ds.isel(realization=0, drop=True)
     check_grid(ds, cfg.latitude, cfg.longitude)
+    if cfg.static_fields:
+        _check_static_fields(init, cfg, ds.attrs["diffsci_source"])
     _check_units(ds, forecaster)
     ds = _select_channels(ds, forecaster)
     _check_step(ds, step)

@@ -144,8 +144,13 @@ class GraphNet(nn.Module):
             self.register_buffer(f"g_{name}", value, persistent=False)
         self.n_grid, self.n_mesh = graph.num_grid, graph.num_mesh
 
-    def forward(self, x: torch.Tensor, c_noise: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor | None = None,
+                grid_bias: torch.Tensor | None = None) -> torch.Tensor:
         """Shape x (B, G, F), c_noise (B,) -> (B, G, C).
+
+        ``grid_bias`` (G, D), optional: added to the pre-activation of the grid embedding's first
+        layer, the same for every example (inputs that are constant per grid point, such as static
+        fields, through their own weights: equal to more input columns).
 
         Written for speed on a CPU, mathematically the same as the textbook interaction
         network (``tests/test_weather_model.py`` compares it with a concatenate-then-MLP
@@ -175,7 +180,10 @@ class GraphNet(nn.Module):
             return mlp.finish(mlp.split_first(h, 0, 2, True) + mlp.split_first(agg, 1, 2, False), emb)
 
         grid_attr = self.g_grid_node_attr.to(x.dtype).unsqueeze(0).expand(b, -1, -1)
-        hg = self.grid_embed(torch.cat([x, grid_attr], -1), emb)
+        if grid_bias is None:
+            hg = self.grid_embed(torch.cat([x, grid_attr], -1), emb)
+        else:
+            hg = self.grid_embed.finish(self.grid_embed.l1(torch.cat([x, grid_attr], -1)) + grid_bias, emb)
         hm = static(self.mesh_embed, self.g_mesh_node_attr)
         # encoder: grid -> mesh
         src, dst = self.g_g2m_edge_index
