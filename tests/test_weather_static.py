@@ -65,6 +65,9 @@ def test_read_static_fields_returns_the_file_values_and_accepts_a_constant_time_
     cds = ds.assign(lsm=ds.lsm.expand_dims(time=ds.time))  # CDS files archive lsm at every time
     assert np.array_equal(read_static_fields(cds, ["lsm"], lat, lon)["lsm"], _mask(ds))
     assert read_static_fields(ds, ["lsm", "orog"], lat, lon, required=False).keys() == {"lsm"}
+    wb2 = ds.rename(lsm="geopotential_at_surface")  # WeatherBench 2's orography keeps its name
+    assert np.array_equal(read_static_fields(wb2, ["geopotential_at_surface"], lat, lon)["geopotential_at_surface"],
+                          _mask(ds))
 
 
 @pytest.mark.parametrize("change, message", [
