@@ -1,6 +1,7 @@
 """The fair CRPS loss and the weather model's ``crps`` training objective, and the forecast's
 use of the sampling settings recorded in a checkpoint."""
 
+import dataclasses
 import json
 import math
 
@@ -108,6 +109,8 @@ def test_config_refuses_bad_sampling_and_objective():
         WeatherModelConfig(crps_members=1, **grid)
     with pytest.raises(DiffsciError, match="sampler"):
         WeatherModelConfig(sampler="nope", **grid)
+    with pytest.raises(DiffsciError, match="crps_lead_power"):
+        WeatherModelConfig(crps_lead_power=-1.0, **grid)
 
 
 def test_forecast_defaults_are_the_checkpoints_sampling_settings(crps_run):
@@ -165,3 +168,10 @@ def test_crps_rollout_conditions_members_on_their_own_states(crps_run):
     torch.testing.assert_close(loss, sum(terms) / 3, rtol=1e-5, atol=1e-6)
     loss.backward()
     assert model.net.net.out.weight.grad.abs().sum() > 0
+    # crps_lead_power p: step k's term weighs k^-p (leads 1, 2, 3 here), the loss their weighted mean
+    task.config = dataclasses.replace(task.config, crps_lead_power=1.0)
+    with torch.no_grad():
+        weighted = task.crps_loss(model, batch)
+    want = (terms[0] + terms[1] / 2 + terms[2] / 3) / (1 + 1 / 2 + 1 / 3)
+    torch.testing.assert_close(weighted, want.detach(), rtol=1e-5, atol=1e-6)
+    assert abs(float(weighted) - float(loss)) > 1e-6

@@ -119,6 +119,9 @@ class WeatherModelOptions:
     # "crps": model steps each training example rolls out; after the first, members condition on
     # their own states (gradients through the whole rollout) and the loss averages the steps
     crps_rollout: int = 1
+    # rollout steps' weights lead^-p (hours), the loss their weighted mean: a state's error grows
+    # about linearly with lead, so p = 0 lets the last steps dominate and p = 1 weighs the leads alike
+    crps_lead_power: float = 0.0
     # time-invariant fields of the training data (land-sea mask "lsm", orography...) fed as extra
     # static inputs; their values are read at training time and kept in the config
     static_fields: tuple[str, ...] = ()
@@ -161,6 +164,7 @@ class WeatherModelConfig(WeatherModelOptions):
         check_choice(self.objective, "objective", OBJECTIVES)
         check_int(self.crps_members, "crps_members", minimum=2)
         check_int(self.crps_rollout, "crps_rollout")
+        check_range(self.crps_lead_power, "crps_lead_power", 0.0, 4.0)
         h, w = len(self.latitude), len(self.longitude)
         self._check_static(h * w)
         band = boundary_mask(self.latitude, self.longitude, self.boundary_width)
@@ -396,9 +400,10 @@ class ResidualTask:
 
     def crps_loss(self, model, batch: WeatherBatch) -> torch.Tensor:
         """Objective ``crps``: the weighted fair CRPS of the members' first-step residuals; with
-        a rollout of K steps (``batch.later``), the mean over the K steps of the fair CRPS of the
-        members' states against the true ones, in units of the residual std (the first step's
-        term is the same as without a rollout), each member conditioned on its own states."""
+        a rollout of K steps (``batch.later``), the weighted mean over the K steps of the fair CRPS
+        of the members' states against the true ones, in units of the residual std (the first
+        step's term is the same as without a rollout), each member conditioned on its own states;
+        step k (lead k model steps) has weight ``k ** -crps_lead_power``."""
         w = self.weights.to(batch.target.device)
         first = self.sample_members(model, batch)  # (M, B, C, H, W)
         loss = (w * fair_crps(first, batch.target)).mean()
@@ -410,13 +415,16 @@ class ResidualTask:
         truth = batch.later  # (K+1, B, C, H, W): the current state, then the true next ones
         x_prev = truth[0].repeat(m, 1, 1, 1)
         x_cur = norm.state(x_prev, first.flatten(0, 1))
+        power, total = self.config.crps_lead_power, 1.0
         for j, hour in enumerate(batch.later_hour):
             cond = WeatherCond(norm.condition(x_prev, x_cur), hour.repeat(m, 1))
             eps = torch.randn(x_cur.shape, generator=gen, device=x_cur.device, dtype=x_cur.dtype)
             x_prev, x_cur = x_cur, norm.state(x_cur, self._draw(model, cond, eps, gen))
             err = ((x_cur - truth[j + 2].repeat(m, 1, 1, 1)) / norm.residual_std).reshape(m, b, *first.shape[2:])
-            loss = loss + (w * fair_crps(err, torch.zeros_like(err[0]))).mean()
-        return loss / (len(batch.later_hour) + 1)
+            weight = float(j + 2) ** -power
+            loss = loss + weight * (w * fair_crps(err, torch.zeros_like(err[0]))).mean()
+            total += weight
+        return loss / total
 
 
 # ------------------------------------------------------------------------- training recipes
