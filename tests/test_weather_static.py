@@ -172,3 +172,18 @@ def test_shipped_checkpoints_load_without_static_fields():
         fc = load_forecaster(path)
         assert fc.config.static_fields == () and fc.config.static_values == ()
         assert fc.model.net.static_embed is None
+
+
+def test_a_time_invariant_field_given_as_a_variable_is_refused_by_name(files):
+    """CDS writes lsm at every time: modelled as a variable it has nothing to forecast (one-step
+    residual std 0); the statistics refuse it by name instead of dividing by zero."""
+    from diffsci.weather.data import compute_norm_stats
+
+    with xr.open_dataset(files / "plain.nc") as ds:
+        ds = ds.load()
+    mask = _mask(ds)
+    cds = ds.assign(lsm=(("time", "latitude", "longitude"), np.repeat(mask[None], ds.sizes["time"], axis=0)))
+    with pytest.raises(DiffsciError, match=r"\['lsm'\] do not change.*static_fields"):
+        compute_norm_stats(cds, ["z", "lsm"])
+    stats = compute_norm_stats(cds, ["z"])
+    assert stats.residual_std[0] > 0

@@ -548,6 +548,12 @@ def compute_norm_stats(
     if nr == 0:
         raise DiffsciError("compute_norm_stats: no consecutive time steps within a trajectory")
     rvar = np.maximum(r2 / nr - (r1 / nr) ** 2, 0.0)
+    still = [c for c, r, v in zip(names, rvar, var) if np.sqrt(r) <= 1e-7 * np.sqrt(v)]
+    if still:
+        raise DiffsciError(f"compute_norm_stats: {still} do not change from one time step to the next (one-step "
+                           "residual std 0), so there is nothing to forecast; a time-invariant field (land-sea "
+                           "mask, orography) is a static input (the model's static_fields), else leave it out "
+                           "(--variables)")
     return NormStats(
         tuple(names),
         tuple(float(a) for a in mean),
