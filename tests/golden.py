@@ -25,7 +25,8 @@ The recorded values (``tests/data/golden.npz``) were written by ``python tests/g
 --write`` at commit b4d540d, before the architecture redesign (issue 15); a case added later is
 recorded by ``python tests/golden.py --add``, which writes only the arrays not yet recorded
 (``weather_shipped`` and the sheet and contact-order fields of ``protein_evaluate``, when the
-CRPS-tuned weather checkpoint was shipped).
+CRPS-tuned weather checkpoint was shipped); ``python tests/golden.py --update CASE`` re-records
+one case and nothing else (``weather_shipped`` when a new weather checkpoint is shipped).
 ``tests/test_golden.py`` recomputes every case and compares within float rounding.
 """
 
@@ -138,18 +139,28 @@ def all_cases(tmp: Path) -> dict[str, np.ndarray]:
     return {**protein_cases(tmp / "protein"), **weather_cases(tmp / "weather")}
 
 
-if __name__ == "__main__":  # python tests/golden.py --write | --add
+if __name__ == "__main__":  # python tests/golden.py --write | --add | --update CASE
     import tempfile
 
-    if sys.argv[1:] not in (["--write"], ["--add"]):
-        sys.exit("usage: python tests/golden.py --write | --add   (records tests/data/golden.npz; --add: only the "
-                 "arrays not yet recorded)")
+    args = sys.argv[1:]
+    if args not in (["--write"], ["--add"]) and not (len(args) == 2 and args[0] == "--update"):
+        sys.exit("usage: python tests/golden.py --write | --add | --update CASE   (records tests/data/golden.npz; "
+                 "--add: only the arrays not yet recorded; --update CASE: re-records one case, e.g. weather_shipped "
+                 "after a new shipped checkpoint, and keeps every other array)")
     with tempfile.TemporaryDirectory() as d:
         values = all_cases(Path(d))
-    if sys.argv[1] == "--add":
+    if args[0] != "--write":
         with np.load(GOLDEN) as z:
             old = {k: z[k] for k in z.files}
-        print(f"adding {len(set(values) - set(old))} arrays: {sorted(set(values) - set(old))[:8]} ...")
-        values = {**values, **old}
+        if args[0] == "--add":
+            print(f"adding {len(set(values) - set(old))} arrays: {sorted(set(values) - set(old))[:8]} ...")
+            values = {**values, **old}
+        else:
+            case = args[1].rstrip("/") + "/"
+            new = {k: v for k, v in values.items() if k.startswith(case)}
+            if not new:
+                sys.exit(f"no case {args[1]!r}: cases are {sorted({k.split('/')[0] for k in values})}")
+            print(f"re-recording {len(new)} arrays of {case[:-1]}")
+            values = {**{k: v for k, v in old.items() if not k.startswith(case)}, **new}
     np.savez_compressed(GOLDEN, **values)
     print(f"wrote {GOLDEN}: {len(values)} arrays")
