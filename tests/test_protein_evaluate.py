@@ -431,3 +431,42 @@ def test_sheet_and_contact_order_columns(tmp_path, capsys):
     x = next(smp.coords for smp in M.read_samples(d)[0] if smp.name == "ubl.pdb.gz")
     assert ubl["contact_order"] == pytest.approx(M.contact_order(x)["contact_order"])
     assert rep["summary"]["mean_sheets"] == pytest.approx(0.5)
+
+
+def test_designs_with_an_ss_request_are_scored_against_it(tmp_path, capsys):
+    """A design record NAME.json with ``ss`` (protein sample --ss) gets the DSSP agreement with its
+    request, recomputed here from the DSSP labels; a request of the wrong length is a note, a
+    record without one adds nothing."""
+    d = tmp_path / "ss"
+    d.mkdir()
+    with gzip.open(DSSP_DIR / "3a4rA.pdb.gz", "rb") as f:
+        (d / "ubl.pdb").write_bytes(f.read())
+    write_backbone_pdb(d / "helix.pdb", ideal_backbone(30, -57.0, -47.0))
+    write_backbone_pdb(d / "plain.pdb", ideal_backbone(20, -57.0, -47.0))
+    write_backbone_pdb(d / "short.pdb", ideal_backbone(20, -57.0, -47.0))
+    samples = {s.name: s.coords for s in M.read_samples(d)[0]}
+    n_ubl = len(samples["ubl.pdb"])
+    helix_request = "LL" + "H" * 26 + "LL"
+    ubl_request = ("E" * 10 + "H" * 10 + "L" * n_ubl)[:n_ubl]
+    for name, rec in (("helix", {"ss": helix_request}), ("ubl", {"ss": ubl_request}), ("plain", {"seed": 0}),
+                      ("short", {"ss": "H" * 19})):
+        (d / f"{name}.json").write_text(json.dumps(rec))
+    out = tmp_path / "m.json"
+    code, _, err = _run(["protein", "evaluate", str(d), "--out", str(out)], capsys)
+    assert code == 0, err
+    assert "short.pdb: its ss request (short.json) has 19 letters for 20 residues; not scored" in err
+    rep = _strict_json(out)
+    rows = {r["file"]: r for r in rep["per_sample"]}
+    assert "ss_agreement" not in rows["plain.pdb"] and "ss_agreement" not in rows["short.pdb"]
+    for name, request in (("helix.pdb", helix_request), ("ubl.pdb", ubl_request)):
+        got = np.where(M.dssp_labels(samples[name]) == "-", "L", M.dssp_labels(samples[name]))
+        want = np.array(list(request))
+        assert rows[name]["ss_request"] == request
+        assert rows[name]["ss_agreement"] == pytest.approx(np.mean(got == want))
+        assert rows[name]["ss_agreement_H"] == pytest.approx(np.mean(got[want == "H"] == "H"))
+    assert rows["helix.pdb"]["ss_agreement_E"] is None  # nothing requested as E: NaN -> null
+    assert 0 < rows["ubl.pdb"]["ss_agreement_E"] < 1 and rows["helix.pdb"]["ss_agreement_H"] > 0.8
+    summary = rep["summary"]
+    assert summary["n_ss_requests"] == 2
+    assert summary["mean_ss_agreement"] == pytest.approx((rows["helix.pdb"]["ss_agreement"]
+                                                          + rows["ubl.pdb"]["ss_agreement"]) / 2)

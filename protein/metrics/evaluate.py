@@ -27,7 +27,8 @@ from diffsci.protein.metrics.geometry import (
     ramachandran_fractions,
 )
 from diffsci.protein.metrics.reading import EvalSample, read_samples, reference_ca_list
-from diffsci.protein.metrics.secondary import dssp_label_fractions, dssp_labels, psea_label_fractions, psea_labels
+from diffsci.protein.metrics.secondary import (dssp_label_fractions, dssp_labels, psea_label_fractions, psea_labels,
+                                               ss_agreement)
 from diffsci.protein.metrics.similarity import MAX_TM_RESIDUE_PRODUCT, cluster_by_tm, novelty, pairwise_tm
 from diffsci.protein.metrics.topology import TOPOLOGY_FIELDS, contact_order, pairing_metrics
 
@@ -249,6 +250,42 @@ def _assemble_evaluation(rows, tm, n_ref, thresholds, link) -> dict[str, Any]:
     return {"per_sample": rows, "pairwise_tm": tm.tolist(), "cluster_labels": labels_out, "summary": summary}
 
 
+SS_AGREEMENT_FIELDS = ("ss_agreement", "ss_agreement_H", "ss_agreement_E", "ss_agreement_L")
+
+
+def _score_ss_requests(folder, samples: Sequence[EvalSample], result: dict[str, Any]) -> list[str]:
+    """Adds the SS-agreement fields to the rows of designs with a request (see
+    :func:`evaluate_folder`) and their means to the summary; returns notes on requests that do
+    not fit their chains."""
+    import json
+    from pathlib import Path
+
+    notes, scored = [], []
+    for smp, row in zip(samples, result["per_sample"]):
+        record = Path(folder) / Path(smp.file or "").with_suffix(".json").name if smp.file else None
+        if record is None or not record.is_file():
+            continue
+        try:
+            request = json.loads(record.read_text()).get("ss")
+        except (ValueError, AttributeError):
+            continue  # not a design record (e.g. an evaluation report)
+        if not isinstance(request, str):
+            continue
+        if len(request) != len(smp.coords):
+            notes.append(f"{row['file']}: its ss request ({record.name}) has {len(request)} letters for "
+                         f"{len(smp.coords)} residues; not scored")
+            continue
+        row["ss_request"] = request
+        row.update(ss_agreement(dssp_labels(smp.coords), request))
+        scored.append(row)
+    if scored:
+        summary = result["summary"]
+        summary["n_ss_requests"] = len(scored)
+        for key in SS_AGREEMENT_FIELDS:
+            summary[f"mean_{key}"] = _finite_mean([r[key] for r in scored])
+    return notes
+
+
 def evaluate_folder(
     folder: str | os.PathLike,
     reference=None,
@@ -259,9 +296,16 @@ def evaluate_folder(
     **kwargs,
 ) -> dict[str, Any]:
     """:func:`read_samples` then :func:`evaluate_structures`; the result has ``warnings``
-    (files skipped) and ``notes`` (what was measured or ignored inside the files read) too."""
+    (files skipped) and ``notes`` (what was measured or ignored inside the files read) too.
+
+    A design whose record ``NAME.json`` beside ``NAME.pdb`` holds a secondary-structure request
+    ``ss`` (``diffsci protein sample --ss``; one letter per residue of each chain) is scored
+    against it: its row gets ``ss_request`` and the DSSP agreement fields of
+    :func:`~diffsci.protein.metrics.secondary.ss_agreement`, the summary ``n_ss_requests`` and
+    ``mean_ss_agreement``, ``mean_ss_agreement_H`` / ``_E`` / ``_L`` over those rows."""
     samples, warns, notes = read_samples(folder, chains=chains, on_warning=on_warning, on_note=on_note)
     result = evaluate_structures(samples, reference, **kwargs)
+    result["notes"] += _score_ss_requests(folder, samples, result)
     for msg in result["notes"]:
         if on_note is not None:
             on_note(msg)
