@@ -60,7 +60,7 @@ from diffsci.protein.ss import PAIR_UNKNOWN, SS_UNKNOWN, pair_classes, segment_p
 
 __all__ = ["ProteinModelConfig", "ProteinCond", "FrameDenoiser", "SelfConditioned", "build_space", "build_model",
            "BackboneBatch", "BackboneTask", "ProteinData", "make_task", "upgrade_v0", "shipped_checkpoint", "KIND",
-           "ANGSTROM_PER_NM", "TRAIN_DEFAULTS", "filter_reason", "upgrade_v1"]
+           "ANGSTROM_PER_NM", "TRAIN_DEFAULTS", "filter_reason", "upgrade_v1", "ss_checkpoint"]
 
 KIND = "protein-frames"
 ANGSTROM_PER_NM = 10.0
@@ -441,6 +441,12 @@ def upgrade_v1(ck: dict) -> dict:
     if config.get("net") is not None:
         config["net"] = {"ss_conditioning": False, **config["net"]}
     return {**ck, "model_config": config}
+
+
+def ss_checkpoint() -> Path:
+    """The experimental SS-conditioned checkpoint shipped beside the default one
+    (``protein/data/ss_checkpoint.pt``; ``--checkpoint ss``; see its notes in CHECKPOINT.md)."""
+    return Path(str(resources.files("diffsci.protein") / "data" / "ss_checkpoint.pt"))
 
 
 def shipped_checkpoint() -> Path:

@@ -182,7 +182,8 @@ def _run(args) -> int:
     lm = load_model(args.checkpoint, device=device)
     if args.ss and not lm.config.net.ss_conditioning:
         raise DiffsciError(f"--ss: checkpoint {lm.source} was not trained with secondary-structure conditioning "
-                           f"(net.ss_conditioning is false); see protein/data/CHECKPOINT.md, 'SS conditioning'")
+                           f"(net.ss_conditioning is false); use --checkpoint ss (see "
+                           f"protein/data/CHECKPOINT.md, 'SS conditioning')")
     designs = sample_backbones(lm, lengths, args.num, seed=args.seed, steps=args.steps, sampler=args.sampler,
                                motif=motif, contig=args.contig, symmetry=args.symmetry, progress=not args.quiet,
                                time_power=TIME_POWER if args.time_power is None else args.time_power,
@@ -206,7 +207,8 @@ def add_parser(subparsers) -> None:
         "sample", help="design protein backbones (PDB files + JSON records + samples.csv)",
         description="Sample backbones with the shipped (or given) checkpoint. Lengths 40..512. Writes NAME.pdb, "
                     "NAME.json (provenance) and samples.csv; motif residues keep their names and have B-factor 1.00.")
-    p.add_argument("--checkpoint", help="model checkpoint (default: the shipped one)")
+    p.add_argument("--checkpoint", help="model checkpoint (default: the shipped one; 'ss': the shipped "
+                                        "SS-conditioned one, for --ss)")
     p.add_argument("--length", type=int, action="append", help="chain length (repeatable; not with --contig)")
     p.add_argument("--num", type=int, default=1, help="backbones per length or contig (default 1)")
     p.add_argument("--out", required=True, help="output folder (refused if it already holds designs, see --overwrite)")

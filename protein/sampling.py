@@ -48,7 +48,8 @@ from diffsci.core.samplers import classifier_free_guidance, get_sampler
 from diffsci.core.utils import make_generator, resolve_device, tree_map
 from diffsci.protein.contig import (MAX_LENGTH, MIN_LENGTH, Motif, contig_length_limits, draw_layout, parse_contig,
                                     parse_length_range, resolve_contig)
-from diffsci.protein.diffusion import ANGSTROM_PER_NM, KIND, ProteinCond, ProteinModelConfig, SelfConditioned, build_space
+from diffsci.protein.diffusion import (ANGSTROM_PER_NM, KIND, ProteinCond, ProteinModelConfig, SelfConditioned, build_space,
+                                      ss_checkpoint)
 from diffsci.protein.frames import backbone_from_frames
 from diffsci.protein.motif import METHODS as MOTIF_METHODS
 from diffsci.protein.motif import TAPER, condition_on_motif
@@ -70,12 +71,15 @@ FEW_STEPS = 20
 
 
 def load_model(checkpoint=None, *, untrained: bool = False, device="cpu") -> Bundle:
-    """Load a protein checkpoint (file or run folder; None: the shipped one) as a
+    """Load a protein checkpoint (file or run folder; None: the shipped one; ``"ss"``: the
+    shipped SS-conditioned one, :func:`~diffsci.protein.diffusion.ss_checkpoint`) as a
     :class:`~diffsci.core.checkpoint.Bundle` (``.model`` with its EMA weights, ``.config``,
     ``.source``), migrated to the current config version.
 
     ``untrained=True`` builds the same architecture with initial weights drawn from seed 0 (a
     baseline, the same in every run; torch's global RNG is left as it was)."""
+    if checkpoint == "ss":
+        checkpoint = ss_checkpoint()
     return load_bundle(checkpoint, KIND, device=device, weights="init" if untrained else "ema")
 
 
