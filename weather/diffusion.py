@@ -119,7 +119,7 @@ class WeatherModelOptions:
     # "crps": model steps each training example rolls out; after the first, members condition on
     # their own states (gradients through the whole rollout) and the loss averages the steps
     crps_rollout: int = 1
-    # rollout steps' weights lead^-p (hours), the loss their weighted mean: a state's error grows
+    # rollout steps' weights lead^-p (lead in model steps), the loss their weighted mean: a state's error grows
     # about linearly with lead, so p = 0 lets the last steps dominate and p = 1 weighs the leads alike
     crps_lead_power: float = 0.0
     # time-invariant fields of the training data (land-sea mask "lsm", orography...) fed as extra
@@ -436,7 +436,7 @@ def make_task(recipe) -> ResidualTask:
     members are trained on as separate runs. The data stay lazy (dask chunks of at most
     ``recipe.data.chunk_mb`` MiB): statistics stream over the file and each batch reads its
     own states (:class:`~diffsci.weather.data.StateReader`). The model's ``static_fields`` are
-    read from the same file (:func:`~diffsci.weather.data.read_static_fields`), never modelled as
+    read from the same file (:func:`~diffsci.weather.static.read_static_fields`), never modelled as
     variables, and their values go into the config."""
     import pandas as pd
 

@@ -7,9 +7,11 @@ coordinates (Å).
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -257,12 +259,9 @@ def _score_ss_requests(folder, samples: Sequence[EvalSample], result: dict[str, 
     """Adds the SS-agreement fields to the rows of designs with a request (see
     :func:`evaluate_folder`) and their means to the summary; returns notes on requests that do
     not fit their chains."""
-    import json
-    from pathlib import Path
-
     notes, scored = [], []
     for smp, row in zip(samples, result["per_sample"]):
-        record = Path(folder) / Path(smp.file or "").with_suffix(".json").name if smp.file else None
+        record = Path(folder) / Path(smp.file).with_suffix(".json").name if smp.file else None
         if record is None or not record.is_file():
             continue
         try:
