@@ -24,6 +24,9 @@ embedding of each residue's SS class (L, H, E, unknown) is added to its scalar n
 learned embedding of each edge's strand-pairing class (not paired, parallel, antiparallel,
 unknown) to the edge scalars. Both are invariant inputs and start at zero, so a net with them
 and zero weights gives the same output as one without them (and warm-starts from its weights).
+With ``pair_edges`` every residue pair requested as paired is also an edge of the graph: two
+strands that must pair are usually far apart in the noisy state, beyond the k nearest
+neighbours, where an edge embedding alone could never tell them so.
 
 The graph joins each residue to its ``k`` nearest neighbours (CA distance, ``torch.cdist`` +
 ``topk``; pyg-lib is not used) and to its sequence neighbours within ``seq_window`` in the same
@@ -40,8 +43,9 @@ from e3nn import o3
 from e3nn.nn import Gate
 from torch import nn
 
+from diffsci.core.errors import DiffsciError
 from diffsci.core.io import check_int
-from diffsci.protein.ss import PAIR_CLASSES, PAIR_UNKNOWN, SS_CLASSES, SS_UNKNOWN
+from diffsci.protein.ss import PAIR_ANTIPARALLEL, PAIR_CLASSES, PAIR_PARALLEL, PAIR_UNKNOWN, SS_CLASSES, SS_UNKNOWN
 
 __all__ = ["FrameNetConfig", "FrameDenoiserNet", "gram_schmidt", "sinusoidal"]
 
@@ -66,10 +70,15 @@ class FrameNetConfig:
     # secondary-structure conditioning: per-residue SS class and per-edge strand-pairing class
     # embeddings (zero-initialised; module docstring)
     ss_conditioning: bool = False
+    # with ss_conditioning: every pair of residues given as paired (parallel or antiparallel) is
+    # also an edge, so the pairing request reaches residues that are not yet neighbours in space
+    pair_edges: bool = False
 
     def __post_init__(self):
         for name in ("scalars", "vectors", "layers", "k_neighbors", "radial"):
             check_int(getattr(self, name), f"FrameNetConfig.{name}")
+        if self.pair_edges and not self.ss_conditioning:
+            raise DiffsciError("FrameNetConfig.pair_edges needs ss_conditioning (the pairs are SS inputs)")
 
     @property
     def hidden_irreps(self) -> o3.Irreps:
@@ -178,8 +187,11 @@ class FrameDenoiserNet(nn.Module):
             nn.init.zeros_(self.pair_embed.weight)
 
     # ------------------------------------------------------------------ graph
-    def build_edges(self, x: torch.Tensor, mask: torch.Tensor, res_idx: torch.Tensor, chain: torch.Tensor):
-        """Edges (src, dst) over the flattened batch: kNN by CA distance plus sequence neighbours."""
+    def build_edges(self, x: torch.Tensor, mask: torch.Tensor, res_idx: torch.Tensor, chain: torch.Tensor,
+                    ss_pair: torch.Tensor | None = None):
+        """Edges (src, dst) over the flattened batch: kNN by CA distance plus sequence neighbours
+        (plus, with ``pair_edges``, every residue pair whose class in ``ss_pair`` (B, N, N) is
+        parallel or antiparallel)."""
         b, n, _ = x.shape
         d = torch.cdist(x, x)  # (B, N, N)
         valid = mask[:, :, None] & mask[:, None, :]
@@ -193,7 +205,10 @@ class FrameDenoiserNet(nn.Module):
             adj.scatter_(2, idx, True)
         same_chain = chain[:, :, None] == chain[:, None, :]
         seq = (res_idx[:, :, None] - res_idx[:, None, :]).abs() <= self.cfg.seq_window
-        adj = (adj | (seq & same_chain)) & valid & ~eye
+        adj = adj | (seq & same_chain)
+        if self.cfg.pair_edges and ss_pair is not None:
+            adj = adj | (ss_pair == PAIR_PARALLEL) | (ss_pair == PAIR_ANTIPARALLEL)
+        adj = adj & valid & ~eye
         bi, dst, src = adj.nonzero(as_tuple=True)  # receiver i gets messages from j
         off = bi * n
         return src + off, dst + off
@@ -237,7 +252,7 @@ class FrameDenoiserNet(nn.Module):
     def _forward(self, trans, rots, t, mask, res_idx, chain, sc_trans, ss, ss_pair):
         b, n, _ = trans.shape
         dtype = trans.dtype
-        src, dst = self.build_edges(trans, mask, res_idx, chain)
+        src, dst = self.build_edges(trans, mask, res_idx, chain, ss_pair)
         xf = trans.reshape(b * n, 3)
         rel = xf[src] - xf[dst]  # (E, 3) sender relative to receiver
         dist = rel.norm(dim=-1)

@@ -180,6 +180,30 @@ def test_ss_conditioned_net_is_equivariant():
     assert_frames_equivariant(lambda x, r: model((x, r), t, cond), trans, rots, dtype=torch.float64)
 
 
+def test_pair_edges_join_every_requested_pair_and_keep_the_net_equivariant():
+    from diffsci.protein.model import FrameDenoiserNet
+
+    with pytest.raises(DiffsciError, match="pair_edges needs ss_conditioning"):
+        FrameNetConfig(**TINY, pair_edges=True)
+    net = FrameDenoiserNet(FrameNetConfig(**TINY, ss_conditioning=True, pair_edges=True))
+    codes, pair = ss_condition("L2E6L3E6L3", 20, "1-2:A")
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 20, 3, generator=g) * 3.0  # spread out: the strands are not kNN neighbours
+    mask, res_idx, chain = torch.ones(1, 20, dtype=torch.bool), torch.arange(20)[None], torch.zeros(1, 20, dtype=torch.long)
+    plain = set(zip(*(e.tolist() for e in net.build_edges(x, mask, res_idx, chain))))
+    with_pairs = set(zip(*(e.tolist() for e in net.build_edges(x, mask, res_idx, chain, torch.as_tensor(pair)[None]))))
+    paired = {(int(i), int(j)) for i, j in zip(*np.nonzero(pair == PAIR_ANTIPARALLEL))}
+    assert len(paired) == 72 and paired <= with_pairs and not paired <= plain
+    assert with_pairs - plain <= paired  # nothing else is added
+    unknown = torch.full((1, 20, 20), PAIR_UNKNOWN)
+    assert set(zip(*(e.tolist() for e in net.build_edges(x, mask, res_idx, chain, unknown)))) == plain
+    cfg = ProteinModelConfig(net=FrameNetConfig(**TINY, ss_conditioning=True, pair_edges=True), max_length=32)
+    model = _perturbed(cfg)
+    trans, rots, cond = _inputs()
+    t = torch.tensor([0.3, 0.8], dtype=torch.float64)
+    assert_frames_equivariant(lambda x, r: model((x, r), t, cond), trans, rots, dtype=torch.float64)
+
+
 def test_guidance_scale_one_is_conditional_zero_unconditional_two_extrapolates():
     cfg = ProteinModelConfig(net=FrameNetConfig(**TINY, ss_conditioning=True), max_length=32)
     model = _perturbed(cfg)
@@ -282,7 +306,8 @@ def test_sample_ss_guidance_changes_designs_and_symmetry_tiles_the_request(ss_ch
     plain = sample_backbones(bundle, [40], 1, steps=3, progress=False)[0]
     one = sample_backbones(bundle, [40], 1, steps=3, progress=False, ss=spec)[0]
     assert not np.allclose(plain.coords, one.coords) and one.ss == "L" * 8 + "E" * 10 + "LLLL" + "E" * 10 + "L" * 8
-    zero = sample_backbones(bundle, [40], 1, steps=3, progress=False, ss=spec, guidance_scale=0.0)[0]
+    zero = sample_backbones(bundle, [40], 1, steps=3, progress=False, ss=spec, guidance_scale=0.0,
+                            strand_restraints=0.0)[0]
     np.testing.assert_allclose(zero.coords, plain.coords, atol=1e-5)  # scale 0: the unconditional model
     sym = sample_backbones(bundle, [40], 1, steps=2, progress=False, ss=spec, ss_pairs="1-2:A", symmetry="C2")[0]
     assert sym.coords.shape == (2, 40, 4, 3) and sym.ss_pairs == "1-2:A"
