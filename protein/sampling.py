@@ -54,6 +54,7 @@ from diffsci.protein.frames import backbone_from_frames
 from diffsci.protein.motif import METHODS as MOTIF_METHODS
 from diffsci.protein.motif import TAPER, condition_on_motif
 from diffsci.protein.ss import PAIR_UNKNOWN, SS_LETTERS, ss_condition
+from diffsci.protein.strands import StrandRestraints, request_restraints
 
 __all__ = [
     "load_model", "cyclic_constraint", "Design", "check_design_options", "default_sampler", "sampling_rotation_rate",
@@ -135,7 +136,7 @@ class Design:
     symmetry constraint comes after), each (S, N, 4, 3) Å, with ``trajectory_times``.
     ``length`` is the chain length for ``--length`` designs and the total for contig designs.
     ``ss``: the requested secondary structure of a chain, one letter per residue (H/E/L), with
-    ``ss_pairs`` and ``guidance_scale`` as given (None: unconditional)."""
+    ``ss_pairs``, ``guidance_scale`` and ``strand_restraints`` as given (None: unconditional)."""
 
     name: str
     coords: np.ndarray
@@ -162,6 +163,7 @@ class Design:
     ss: str | None = None
     ss_pairs: str | None = None
     guidance_scale: float | None = None
+    strand_restraints: float | None = None
 
     def __post_init__(self) -> None:
         if not self.chain_lengths:
@@ -255,7 +257,8 @@ def ss_denoiser(model, space, cond: ProteinCond, guidance_scale: float = 1.0, *,
 def sample_states(bundle: Bundle, n_res: int, generator, *, steps: int, sampler: str, n_chains: int = 1,
                   known=None, batch: int = 1, time_power: float = TIME_POWER, rotation_rate: float | None = None,
                   chain_index=None, res_index=None, callback=None, motif_method: str = "align",
-                  motif_taper: int = TAPER, ss=None, ss_pair=None, guidance_scale: float = 1.0):
+                  motif_taper: int = TAPER, ss=None, ss_pair=None, guidance_scale: float = 1.0,
+                  strand_restraints: float = 0.0):
     """Sample ``batch`` states of ``n_res`` residues (per chain: n_res // n_chains) with the
     bundle's model. Returns (trans (batch, n_res, 3) nm, rots (batch, n_res, 3, 3)).
 
@@ -266,7 +269,8 @@ def sample_states(bundle: Bundle, n_res: int, generator, *, steps: int, sampler:
     n_chains equal chains numbered from 0). ``callback(i, t, x, x0_hat)`` goes to the sampler.
     ``ss`` (n_res,) SS classes and ``ss_pair`` (n_res, n_res) pair classes (:mod:`diffsci.protein.ss`;
     an SS-conditioned checkpoint only; None: unknown), sampled with ``guidance_scale``
-    (:func:`ss_denoiser`).
+    (:func:`ss_denoiser`). ``strand_restraints``: the strength in [0, 1] of the strand restraints on
+    the clean prediction (:mod:`diffsci.protein.strands`; needs ``ss``, one chain; 0: none).
 
     Runs on the model's device: ``generator`` (one, or a list of ``batch``) must be on a device of
     that type (:func:`~diffsci.core.utils.make_generator` ``device=``); ``known``, ``chain_index``
@@ -304,6 +308,11 @@ def sample_states(bundle: Bundle, n_res: int, generator, *, steps: int, sampler:
                                                                device=device).expand(batch, n_res, n_res)
         cond = ProteinCond(mask, res_idx, chain, ss=ss, ss_pair=ss_pair)
         denoise = ss_denoiser(bundle.model, space, cond, guidance_scale, self_condition=cfg.net.self_condition)
+    if strand_restraints:
+        if ss is None or n_chains > 1:
+            raise DiffsciError("strand_restraints: needs an ss request and one chain")
+        denoise = StrandRestraints(denoise, request_restraints(ss[0], None if ss_pair is None else ss_pair[0]),
+                                   strength=strand_restraints, mask=mask[:1])
     if known is not None:  # the motif follows the scaffold's frame (protein/motif.py)
         known = tree_map(lambda v: v.to(device), known)
         denoise, constraint = condition_on_motif(space, denoise, known, method=motif_method, taper=motif_taper,
@@ -388,7 +397,7 @@ def sample_backbones(bundle: Bundle, lengths, num: int, *, seed: int = 0, steps:
                      rotation_rate: float | None = None, total_length=None,
                      trajectory: bool = False, motif_method: str = "align", motif_taper: int = TAPER,
                      device=None, ss: str | None = None, ss_pairs: str | None = None,
-                     guidance_scale: float = 1.0) -> list[Design] | None:
+                     guidance_scale: float = 1.0, strand_restraints: float | None = None) -> list[Design] | None:
     """Design ``num`` backbones per length (or per contig) with a loaded model (:func:`load_model`).
     See the module docstring.
 
@@ -406,6 +415,9 @@ def sample_backbones(bundle: Bundle, lengths, num: int, *, seed: int = 0, steps:
     ``ss``, ``ss_pairs``, ``guidance_scale``: secondary-structure conditioning of every chain
     (:func:`diffsci.protein.ss.ss_condition`; ``ss`` must describe each of ``lengths``; an
     SS-conditioned checkpoint only; not with a contig); see the module docstring.
+    ``strand_restraints``: strength in [0, 1] of the strand restraints (:mod:`diffsci.protein.strands`;
+    with ``ss``, not with symmetry; 0: none; None: 1 for a single-chain ``ss`` request with a
+    strand segment, else 0).
     Everything is checked before the first design is sampled.
 
     Under ``torchrun`` every rank calls this with the same arguments: the designs are split over
@@ -440,6 +452,13 @@ def sample_backbones(bundle: Bundle, lengths, num: int, *, seed: int = 0, steps:
         for length in lengths:
             check_int(length, "length", minimum=MIN_LENGTH, maximum=MAX_LENGTH)
     ss_inputs = _ss_inputs(cfg, bundle.source, ss, ss_pairs, guidance_scale, lengths, n_copies, contig)
+    if strand_restraints is None:
+        has_strand = ss_inputs is not None and bool((ss_inputs[0] == SS_LETTERS.index("E")).any())
+        strand_restraints = 1.0 if has_strand and n_copies == 1 else 0.0
+    check_range(strand_restraints, "strand_restraints", 0, 1)
+    if strand_restraints and (ss_inputs is None or n_copies > 1):
+        raise DiffsciError("strand_restraints apply to an ss request of a single chain (not without ss, not with "
+                           "symmetry)")
     jobs = [(length, i) for length in (lengths if plan is None else [0]) for i in range(num)]
     device = rank_device(next(bundle.model.parameters()).device if device is None else resolve_device(device))
     bundle.model.to(device)
@@ -458,7 +477,8 @@ def sample_backbones(bundle: Bundle, lengths, num: int, *, seed: int = 0, steps:
                       chain_index=torch.arange(n).repeat_interleave(torch.as_tensor(lay.chain_lengths)),
                       res_index=torch.cat([torch.arange(c) for c in lay.chain_lengths]))
         if ss_inputs is not None:
-            kw.update(ss=ss_inputs[0], ss_pair=ss_inputs[1], guidance_scale=guidance_scale)
+            kw.update(ss=ss_inputs[0], ss_pair=ss_inputs[1], guidance_scale=guidance_scale,
+                      strand_restraints=strand_restraints)
         traj, times = ([], []) if trajectory else (None, None)
         chain_lengths = lay.chain_lengths if lay is not None else (length,)
         if trajectory:
@@ -475,7 +495,8 @@ def sample_backbones(bundle: Bundle, lengths, num: int, *, seed: int = 0, steps:
                           time_power=time_power, rotation_rate=rate, symmetry=symmetry,
                           trajectory=traj, trajectory_times=times,
                           ss=None if ss_inputs is None else "".join(SS_LETTERS[c] for c in ss_inputs[0][:length]),
-                          ss_pairs=ss_pairs, guidance_scale=None if ss_inputs is None else float(guidance_scale))
+                          ss_pairs=ss_pairs, guidance_scale=None if ss_inputs is None else float(guidance_scale),
+                          strand_restraints=None if ss_inputs is None else float(strand_restraints))
         name = f"{'motif' if parsed.has_motif else 'contig'}_{i:03d}"
         return Design(
             name, coords, length, i, seed, time.time() - t0, sampler, steps,
