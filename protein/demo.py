@@ -1,5 +1,7 @@
 """The protein part of ``make demo``: design 8 backbones with the shipped checkpoint, write PDB
-files and a PNG of their CA traces coloured by secondary structure (P-SEA)."""
+files and a PNG of their CA traces coloured by secondary structure (P-SEA); then one β-rich
+design from a secondary-structure request (the SS checkpoint, with its strand restraints) and a
+PNG of it coloured by DSSP beside the request."""
 
 from __future__ import annotations
 
@@ -10,6 +12,16 @@ import numpy as np
 __all__ = ["demo", "plot_traces"]
 
 SSE_COLORS = {"a": "tab:red", "b": "tab:blue", "c": "0.6"}
+DSSP_COLORS = {"H": "tab:red", "E": "tab:blue", "-": "0.6"}
+#: the demo's SS request: a four-stranded meander sheet packed against a helix (L = 64)
+SS_REQUEST = "L2E8L3E8L3E8L3E8L3H16L2"
+
+
+def _projected(ca: np.ndarray) -> np.ndarray:
+    """CA positions (L, 3) projected on their two principal axes, shape (L, 2)."""
+    x = ca - ca.mean(0)
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    return (x @ vt.T)[:, :2]
 
 
 def plot_traces(designs, path: Path, title: str) -> Path:
@@ -22,9 +34,7 @@ def plot_traces(designs, path: Path, title: str) -> Path:
     fig, axes = panel_grid(rows, cols, (3.2, 3.2))
     for ax, d in zip(axes.flat, designs):
         ca = d.coords[0][:, 1]
-        x = ca - ca.mean(0)
-        _, _, vt = np.linalg.svd(x, full_matrices=False)
-        p = x @ vt.T
+        p = _projected(ca)
         labels = psea_labels(ca)
         for i in range(len(p) - 1):
             ax.plot(p[i : i + 2, 0], p[i : i + 2, 1], color=SSE_COLORS.get(labels[i], "0.6"), lw=2)
@@ -34,6 +44,41 @@ def plot_traces(designs, path: Path, title: str) -> Path:
     for ax in list(axes.flat)[len(designs):]:
         ax.axis("off")
     return save_figure(fig, path, title=title + "  (red: helix, blue: strand, grey: coil; P-SEA)")
+
+
+def plot_ss_designs(designs, path: Path, title: str) -> Path:
+    """One row per design of an SS request: its CA trace coloured by DSSP (left) and two tracks,
+    the requested class and DSSP's, residue by residue (right)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+
+    from diffsci.core.figures import save_figure
+    from diffsci.protein.metrics import dssp_labels
+    from diffsci.protein.metrics.secondary import ss_agreement
+
+    order = "-HE"  # loop, helix, strand
+    cmap = ListedColormap([DSSP_COLORS[c] for c in order])
+    fig, axes = plt.subplots(len(designs), 2, figsize=(11, 3.0 * len(designs)), squeeze=False,
+                             gridspec_kw={"width_ratios": [1, 2.4]})
+    for (ax_t, ax_s), d in zip(axes, designs):
+        labels = dssp_labels(d.coords[0])
+        p = _projected(d.coords[0][:, 1])
+        for i in range(len(p) - 1):
+            ax_t.plot(p[i : i + 2, 0], p[i : i + 2, 1], color=DSSP_COLORS.get(labels[i], "0.6"), lw=2)
+        ax_t.set_aspect("equal")
+        ax_t.set_xticks([])
+        ax_t.set_yticks([])
+        ax_t.set_title(f"{d.name}: CA trace, DSSP colours", fontsize=9)
+        asked = [order.index("-" if c == "L" else c) for c in d.ss]
+        got = [order.index(c) for c in labels]
+        ax_s.imshow(np.array([asked, got]), cmap=cmap, vmin=0, vmax=2, aspect="auto", interpolation="nearest")
+        ax_s.set_yticks([0, 1], ["asked", "DSSP"])
+        ax_s.set_xlabel("residue")
+        a = ss_agreement(labels, d.ss)
+        ax_s.set_title(f"agreement {a['ss_agreement']:.2f} (strand {a['ss_agreement_E']:.2f}, "
+                       f"helix {a['ss_agreement_H']:.2f})", fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    return save_figure(fig, path, title=title + "\n(red: helix, blue: strand, grey: loop)")
 
 
 def demo(out: Path) -> Path:
@@ -50,4 +95,26 @@ def demo(out: Path) -> Path:
     print(f"[demo] protein: {len(designs)} PDB files in {out}/, {png}; mean CA-CA within 3.8+-0.3 A: "
           f"{np.mean([x['ca_ca_ok'] for x in m]):.2f}, helix+strand (P-SEA): "
           f"{np.mean([x['helix'] + x['strand'] for x in m]):.2f}")
+    ss_demo(out / "ss")
+    return png
+
+
+def ss_demo(out: Path) -> Path:
+    """Two designs of :data:`SS_REQUEST` with the shipped SS checkpoint (strand restraints on, the
+    default), their files in ``out`` and a PNG coloured by DSSP; prints the mean DSSP agreement."""
+    from diffsci.protein.metrics import dssp_labels
+    from diffsci.protein.metrics.secondary import ss_agreement
+    from diffsci.protein.sample_cmd import write_designs
+    from diffsci.protein.sampling import load_model, sample_backbones
+    from diffsci.protein.ss import parse_ss
+
+    lm = load_model("ss")
+    designs = sample_backbones(lm, [len(parse_ss(SS_REQUEST))], 2, seed=0, steps=100, ss=SS_REQUEST)
+    write_designs(designs, out, checkpoint=lm.source)
+    png = plot_ss_designs(designs, out / "ss_designs.png",
+                          f"diffsci protein sample --checkpoint ss --ss {SS_REQUEST} (strand restraints on)")
+    agree = [ss_agreement(dssp_labels(d.coords[0]), d.ss) for d in designs]
+    mean = {k: np.mean([a[k] for a in agree]) for k in ("ss_agreement", "ss_agreement_E", "ss_agreement_H")}
+    print(f"[demo] protein: SS request {SS_REQUEST} -> {out}/, {png}; DSSP agreement {mean['ss_agreement']:.2f} "
+          f"(strand {mean['ss_agreement_E']:.2f}, helix {mean['ss_agreement_H']:.2f})")
     return png
