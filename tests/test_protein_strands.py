@@ -254,3 +254,20 @@ def test_cli_records_the_restraint_strength_it_used(tmp_path):
         assert main(["protein", "sample", "--checkpoint", "ss", "--ss", spec, "--steps", "2", "--quiet",
                      "--out", str(out)]) == 0
         assert json.loads((out / "len40_000.json").read_text())["strand_restraints"] == want
+
+
+def test_demo_ss_panel_draws_the_request_beside_dssp(tmp_path):
+    from types import SimpleNamespace
+
+    from diffsci.protein.demo import plot_ss_designs
+
+    codes = parse_ss(REQUEST)
+    r = request_restraints(codes)
+    y = relax(_rough_meander(codes, 0), r, iters=200)[0]
+    rots = torch.eye(3, dtype=y.dtype).expand(len(codes), 3, 3).clone()
+    k = torch.as_tensor(r.framed)
+    rots[k] = strand_frames(torch.stack([y[k - 1], y[k], y[k + 1]], 1))[:, 0]
+    d = SimpleNamespace(name="meander", coords=backbone_from_frames(rots, y).numpy()[None],
+                        ss="".join("LHE"[c] for c in codes))
+    png = plot_ss_designs([d, d], tmp_path / "ss.png", "test")
+    assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
