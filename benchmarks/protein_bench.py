@@ -8,6 +8,10 @@ the same run:
   filters (P-SEA coil, radius of gyration): the globular kind of chain the model learned from
   (context; the bracket below uses all held-out chains);
 - ``diffsci, 100 steps`` and ``diffsci, 20 steps``: the shipped checkpoint;
+- ``diffsci --ss (SS checkpoint, restraints)``: ``num`` designs of the β-rich request
+  :data:`diffsci.protein.ss.BETA_REQUEST` (L = 64) with the shipped SS-conditioned checkpoint and
+  its strand restraints (the default of ``protein sample --ss``): what a strand request gives,
+  beside the unconditional rows (left out with ``ss_row=False``);
 - ``untrained``: the same architecture with its initial weights;
 - ``random walk``: a self-avoiding random walk of 3.8 Å CA steps (no CA pair closer than
   3.8 Å), with N, C, O placed from ideal geometry on frames built from the trace.
@@ -46,7 +50,9 @@ from diffsci.protein.metrics import ACCEPTANCE_CA_CA_WINDOW, ACCEPTANCE_LENGTHS,
 __all__ = ["random_walk_backbone", "run_benchmark", "run_rate_sweep", "run_acceptance", "figures_table", "add_parser",
            "SYSTEM_ORDER"]
 
-SYSTEM_ORDER = ["real (held-out)", "real (held-out, training filters)", "diffsci, 100 steps", "diffsci, 20 steps", "untrained", "random walk"]
+SS_ROW = "diffsci --ss (SS checkpoint, restraints)"
+SYSTEM_ORDER = ["real (held-out)", "real (held-out, training filters)", "diffsci, 100 steps", "diffsci, 20 steps", SS_ROW,
+                "untrained", "random walk"]
 SHEET_COLUMNS = (("helix", "P-SEA helix", ".2f"), ("strand", "P-SEA strand", ".2f"), ("dssp_helix", "DSSP H", ".2f"),
                  ("dssp_strand", "DSSP E", ".2f"), ("sheets", "sheets", ".2f"), ("strands", "strands", ".2f"),
                  ("ladders_parallel", "parallel ladders", ".2f"), ("ladders_antiparallel", "antiparallel ladders", ".2f"),
@@ -80,10 +86,18 @@ def random_walk_backbone(length: int, generator: torch.Generator, step: float = 
     return backbone_from_frames(rots, ca).numpy().astype(np.float32)
 
 
-def _designs(lm, lengths, num, steps, seed):
+def _designs(lm, lengths, num, steps, seed, **kw):
     from diffsci.protein.sampling import sample_backbones
 
-    return [(f"{d.name}", d.coords[0]) for d in sample_backbones(lm, lengths, num, seed=seed, steps=steps, progress=False)]
+    return [(f"{d.name}", d.coords[0])
+            for d in sample_backbones(lm, lengths, num, seed=seed, steps=steps, progress=False, **kw)]
+
+
+def _ss_designs(num, seed):
+    from diffsci.protein.sampling import load_model
+    from diffsci.protein.ss import BETA_REQUEST, parse_ss
+
+    return _designs(load_model("ss"), [len(parse_ss(BETA_REQUEST))], num, 100, seed, ss=BETA_REQUEST)
 
 
 def _plots(out: Path, results: dict) -> list[Path]:
@@ -135,7 +149,7 @@ def _plots(out: Path, results: dict) -> list[Path]:
 
 
 def run_benchmark(out, *, quick: bool = False, num: int | None = None, checkpoint=None, seed: int = 0,
-                  n_reference: int | None = None) -> dict:
+                  n_reference: int | None = None, ss_row: bool = True) -> dict:
     """Run the benchmark into ``out``; returns the ``results.json`` payload.
 
     Novelty is measured against ``n_reference`` evenly spaced train chains (default: all; 40
@@ -165,6 +179,7 @@ def run_benchmark(out, *, quick: bool = False, num: int | None = None, checkpoin
     globular = [i for i, (_, c) in enumerate(held) if filter_reason(c[:, 1], lm.config) is None]
     for name, fn in (("diffsci, 100 steps", lambda: _designs(lm, lengths, num, 100, seed)),
                      ("diffsci, 20 steps", lambda: _designs(lm, lengths, num, 20, seed)),
+                     *([(SS_ROW, lambda: _ss_designs(num, seed))] if ss_row else []),
                      ("untrained", lambda: _designs(untrained, lengths, num, 100, seed)),
                      ("random walk", lambda: [(f"walk_L{L}_{i}", random_walk_backbone(L, make_generator(seed, "walk", L, i)))
                                               for L in lengths for i in range(num)])):
@@ -282,6 +297,11 @@ def _bracket(systems) -> dict:
     return out
 
 
+def _fmt(v, spec: str = ".2f") -> str:
+    """``v`` formatted, or ``-`` when it is None (e.g. the pairwise TM of a one-design row)."""
+    return "-" if v is None else format(v, spec)
+
+
 def _report(out: Path, payload: dict, pngs) -> None:
     sys_ = payload["systems"]
     lines = ["# Protein benchmark", "", f"Command: `{payload['command']}`  ",
@@ -304,7 +324,7 @@ def _report(out: Path, payload: dict, pngs) -> None:
         lines.append(f"| {name} | {len(rows)} | {_mean(r, 'ca_ca_ok'):.3f} | {_mean(r, 'clash_fraction'):.4f} | {_mean(r, 'ca_contacts'):.2f} | {rg:.2f} | "
                      f"{_mean(r, 'helix'):.2f} | {_mean(r, 'strand'):.2f} | {_mean(r, 'coil'):.2f} | "
                      f"{_mean(r, 'dssp_helix'):.2f} | {_mean(r, 'dssp_strand'):.2f} | {_mean(r, 'max_tm_reference'):.2f} | "
-                     f"{s.get('mean_pairwise_tm', float('nan')):.2f} | {s.get('clusters_tm0.5', '')} |")
+                     f"{_fmt(s.get('mean_pairwise_tm'))} | {s.get('clusters_tm0.5', '')} |")
     lines += ["", "## Secondary structure and sheets", "",
               "P-SEA (CA only) beside pydssp's DSSP; sheets, strands and ladders (of two or more bridges) by DSSP's "
               "rules on pydssp's H-bonds; `DSSP E on a ladder`: fraction of DSSP E residues on a strand rather than in "

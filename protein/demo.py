@@ -13,8 +13,6 @@ __all__ = ["demo", "plot_traces"]
 
 SSE_COLORS = {"a": "tab:red", "b": "tab:blue", "c": "0.6"}
 DSSP_COLORS = {"H": "tab:red", "E": "tab:blue", "-": "0.6"}
-#: the demo's SS request: a four-stranded meander sheet packed against a helix (L = 64)
-SS_REQUEST = "L2E8L3E8L3E8L3E8L3H16L2"
 
 
 def _projected(ca: np.ndarray) -> np.ndarray:
@@ -100,21 +98,21 @@ def demo(out: Path) -> Path:
 
 
 def ss_demo(out: Path) -> Path:
-    """Two designs of :data:`SS_REQUEST` with the shipped SS checkpoint (strand restraints on, the
+    """Two designs of :data:`diffsci.protein.ss.BETA_REQUEST` with the shipped SS checkpoint (strand restraints on, the
     default), their files in ``out`` and a PNG coloured by DSSP; prints the mean DSSP agreement."""
     from diffsci.protein.metrics import dssp_labels
     from diffsci.protein.metrics.secondary import ss_agreement
     from diffsci.protein.sample_cmd import write_designs
     from diffsci.protein.sampling import load_model, sample_backbones
-    from diffsci.protein.ss import parse_ss
+    from diffsci.protein.ss import BETA_REQUEST, parse_ss
 
     lm = load_model("ss")
-    designs = sample_backbones(lm, [len(parse_ss(SS_REQUEST))], 2, seed=0, steps=100, ss=SS_REQUEST)
+    designs = sample_backbones(lm, [len(parse_ss(BETA_REQUEST))], 2, seed=0, steps=100, ss=BETA_REQUEST)
     write_designs(designs, out, checkpoint=lm.source)
     png = plot_ss_designs(designs, out / "ss_designs.png",
-                          f"diffsci protein sample --checkpoint ss --ss {SS_REQUEST} (strand restraints on)")
+                          f"diffsci protein sample --checkpoint ss --ss {BETA_REQUEST} (strand restraints on)")
     agree = [ss_agreement(dssp_labels(d.coords[0]), d.ss) for d in designs]
     mean = {k: np.mean([a[k] for a in agree]) for k in ("ss_agreement", "ss_agreement_E", "ss_agreement_H")}
-    print(f"[demo] protein: SS request {SS_REQUEST} -> {out}/, {png}; DSSP agreement {mean['ss_agreement']:.2f} "
+    print(f"[demo] protein: SS request {BETA_REQUEST} -> {out}/, {png}; DSSP agreement {mean['ss_agreement']:.2f} "
           f"(strand {mean['ss_agreement_E']:.2f}, helix {mean['ss_agreement_H']:.2f})")
     return png

@@ -31,7 +31,7 @@ import numpy as np
 
 from diffsci.core.errors import DiffsciError
 
-__all__ = ["SS_LETTERS", "SS_CLASSES", "SS_UNKNOWN", "PAIR_CLASSES", "PAIR_NONE", "PAIR_PARALLEL",
+__all__ = ["BETA_REQUEST", "SS_LETTERS", "SS_CLASSES", "SS_UNKNOWN", "PAIR_CLASSES", "PAIR_NONE", "PAIR_PARALLEL",
            "PAIR_ANTIPARALLEL", "PAIR_UNKNOWN", "ss_codes", "parse_ss", "parse_ss_pairs", "ss_segments",
            "strand_segments", "segment_pairs_from_bridges", "pair_classes", "ss_condition"]
 
@@ -42,6 +42,10 @@ SS_UNKNOWN = 3
 #: number of residue-pair classes the model embeds (not paired, parallel, antiparallel, unknown)
 PAIR_CLASSES = 4
 PAIR_NONE, PAIR_PARALLEL, PAIR_ANTIPARALLEL, PAIR_UNKNOWN = 0, 1, 2, 3
+
+#: a β-rich request (L = 64): a four-stranded meander sheet and a helix; issue 16's acceptance
+#: request, the demo's SS panel and the SS row of ``diffsci bench protein``
+BETA_REQUEST = "L2E8L3E8L3E8L3E8L3H16L2"
 
 _LETTER_CODE = {"L": 0, "-": 0, "H": 1, "E": 2}
 _RUN = re.compile(r"([A-Za-z])(\d+)")
