@@ -185,8 +185,8 @@ def request_restraints(ss, ss_pair=None):
 
 def ca_trace_frames(ca: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """The frames (..., N-2, 3, 3) of a CA trace ``ca`` (..., N, 3) at residues 1..N-2: columns
-    ``u`` along CA(i+1) - CA(i-1), ``v`` the part of 2 CA(i) - CA(i-1) - CA(i+1) (the pleat or
-    the helix's inward normal, reversed) orthogonal to u, ``w = u x v``."""
+    ``u`` along CA(i+1) - CA(i-1), ``v`` the part of 2 CA(i) - CA(i-1) - CA(i+1) orthogonal to u
+    (in a strand the pleat; in a helix it points away from the axis), ``w = u x v``."""
     u = ca[..., 2:, :] - ca[..., :-2, :]
     u = u / u.norm(dim=-1, keepdim=True).clamp_min(eps)
     v = 2 * ca[..., 1:-1, :] - ca[..., :-2, :] - ca[..., 2:, :]
