@@ -157,6 +157,9 @@ def _ss_lengths(args) -> list[int]:
         raise DiffsciError(f"--strand-restraints must lie in [0, 1], got {args.strand_restraints}")
     if args.strand_restraints and args.symmetry:
         raise DiffsciError("--strand-restraints cannot be combined with --symmetry")
+    if args.symmetry and args.strand_restraints is None and "E" in "".join("LHE"[c] for c in parse_ss(args.ss, name="--ss")):
+        print("note: --ss with --symmetry: the strand restraints (the default for a strand request) apply to "
+              "single chains only, so these strands come from the network alone", file=sys.stderr)
     lengths = lengths or [len(parse_ss(args.ss, name="--ss"))]
     for length in lengths:
         ss_condition(args.ss, length, args.ss_pairs, name="--ss", pairs_name="--ss-pairs")

@@ -248,6 +248,13 @@ def test_cli_refuses_bad_strand_restraint_options(tmp_path, capsys, extra, needl
     assert needle in err and "Traceback" not in err
 
 
+def test_cli_says_when_a_symmetric_strand_request_goes_without_restraints(tmp_path, capsys):
+    assert main(["protein", "sample", "--checkpoint", "ss", "--ss", "L2E8L3E8L19", "--symmetry", "C2", "--steps", "2",
+                 "--quiet", "--out", str(tmp_path / "o")]) == 0
+    assert "single chains only" in capsys.readouterr().err
+    assert json.loads((tmp_path / "o" / "len40_000.json").read_text())["strand_restraints"] == 0.0
+
+
 def test_cli_records_the_restraint_strength_it_used(tmp_path):
     for spec, want in (("L2E8L3E8L19", 1.0), ("L2H36L2", 0.0)):
         out = tmp_path / spec
