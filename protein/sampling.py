@@ -21,7 +21,9 @@ Secondary-structure conditioning (an SS-conditioned checkpoint, :mod:`diffsci.pr
 requests each residue's class (``--ss L2E8L3H16``; every chain of a symmetric design gets it),
 ``ss_pairs`` which strand segments pair; ``guidance_scale`` w mixes the conditional prediction
 with the unconditional one (all classes unknown) by the core's classifier-free guidance,
-``D_u + w (D_c - D_u)`` (1: the conditional model alone, 0: the unconditional one).
+``D_u + w (D_c - D_u)`` (1: the conditional model alone, 0: the unconditional one). A request
+with a strand is sampled with the strand restraints by default (``strand_restraints``;
+:mod:`diffsci.protein.strands`): each step's clean prediction is relaxed towards a β-sheet.
 
 Cyclic symmetry ``Cn``: the state holds n chains of L residues; after every step it is
 symmetrised (each chain mapped back by its n-fold rotation about z, averaged, rotations
