@@ -1,7 +1,7 @@
 """The protein part of ``make demo``: design 8 backbones with the shipped checkpoint, write PDB
-files and a PNG of their CA traces coloured by secondary structure (P-SEA); then one β-rich
-design from a secondary-structure request (the SS checkpoint, with its strand restraints) and a
-PNG of it coloured by DSSP beside the request."""
+files and a PNG of their CA traces coloured by secondary structure (P-SEA); then two β-rich
+designs from a secondary-structure request (the SS checkpoint, with its strand restraints) and a
+PNG of them coloured by DSSP beside the request."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["demo", "plot_traces"]
+__all__ = ["demo", "plot_traces", "plot_ss_designs", "ss_demo"]
 
 SSE_COLORS = {"a": "tab:red", "b": "tab:blue", "c": "0.6"}
 DSSP_COLORS = {"H": "tab:red", "E": "tab:blue", "-": "0.6"}

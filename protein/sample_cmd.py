@@ -140,7 +140,7 @@ def write_designs(designs, out_dir, *, checkpoint: str) -> Path:
 def _ss_lengths(args) -> list[int]:
     """The design lengths: ``--length``, or the length ``--ss`` describes when no ``--length`` is
     given; the SS options are checked here (errors name the option)."""
-    from diffsci.protein.ss import parse_ss, ss_condition
+    from diffsci.protein.ss import SS_LETTERS, parse_ss, ss_condition
 
     lengths = list(args.length or [])
     if args.ss is None:
@@ -157,10 +157,11 @@ def _ss_lengths(args) -> list[int]:
         raise DiffsciError(f"--strand-restraints must lie in [0, 1], got {args.strand_restraints}")
     if args.strand_restraints and args.symmetry:
         raise DiffsciError("--strand-restraints cannot be combined with --symmetry")
-    if args.symmetry and args.strand_restraints is None and "E" in "".join("LHE"[c] for c in parse_ss(args.ss, name="--ss")):
+    codes = parse_ss(args.ss, name="--ss")
+    if args.symmetry and args.strand_restraints is None and (codes == SS_LETTERS.index("E")).any():
         print("note: --ss with --symmetry: the strand restraints (the default for a strand request) apply to "
               "single chains only, so these strands come from the network alone", file=sys.stderr)
-    lengths = lengths or [len(parse_ss(args.ss, name="--ss"))]
+    lengths = lengths or [len(codes)]
     for length in lengths:
         ss_condition(args.ss, length, args.ss_pairs, name="--ss", pairs_name="--ss-pairs")
     return lengths
