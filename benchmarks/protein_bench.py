@@ -12,6 +12,10 @@ the same run:
   :data:`diffsci.protein.ss.BETA_REQUEST` (L = 64) with the shipped SS-conditioned checkpoint and
   its strand restraints (the default of ``protein sample --ss``): what a strand request gives,
   beside the unconditional rows (left out with ``ss_row=False``);
+- ``diffsci --ss prior (SS checkpoint, restraints)``: ``2 num`` designs at L = 100 whose secondary
+  structure and strand pairs are drawn from the training chains (:mod:`diffsci.protein.topology`,
+  ``protein sample --ss prior``): unconditional designs with real chains' strand content (left
+  out with ``ss_row=False``);
 - ``untrained``: the same architecture with its initial weights;
 - ``random walk``: a self-avoiding random walk of 3.8 Å CA steps (no CA pair closer than
   3.8 Å), with N, C, O placed from ideal geometry on frames built from the trace.
@@ -51,8 +55,11 @@ __all__ = ["random_walk_backbone", "run_benchmark", "run_rate_sweep", "run_accep
            "SYSTEM_ORDER"]
 
 SS_ROW = "diffsci --ss (SS checkpoint, restraints)"
+PRIOR_ROW = "diffsci --ss prior (SS checkpoint, restraints)"
+#: length of the designs of the PRIOR_ROW (issue 16's acceptance length for unconditional designs)
+PRIOR_LENGTH = 100
 SYSTEM_ORDER = ["real (held-out)", "real (held-out, training filters)", "diffsci, 100 steps", "diffsci, 20 steps", SS_ROW,
-                "untrained", "random walk"]
+                PRIOR_ROW, "untrained", "random walk"]
 SHEET_COLUMNS = (("helix", "P-SEA helix", ".2f"), ("strand", "P-SEA strand", ".2f"), ("dssp_helix", "DSSP H", ".2f"),
                  ("dssp_strand", "DSSP E", ".2f"), ("sheets", "sheets", ".2f"), ("strands", "strands", ".2f"),
                  ("ladders_parallel", "parallel ladders", ".2f"), ("ladders_antiparallel", "antiparallel ladders", ".2f"),
@@ -98,6 +105,12 @@ def _ss_designs(num, seed):
     from diffsci.protein.ss import BETA_REQUEST, parse_ss
 
     return _designs(load_model("ss"), [len(parse_ss(BETA_REQUEST))], num, 100, seed, ss=BETA_REQUEST)
+
+
+def _prior_designs(num, seed):
+    from diffsci.protein.sampling import load_model
+
+    return _designs(load_model("ss"), [PRIOR_LENGTH], 2 * num, 100, seed, ss="prior")
 
 
 def _plots(out: Path, results: dict) -> list[Path]:
@@ -179,7 +192,8 @@ def run_benchmark(out, *, quick: bool = False, num: int | None = None, checkpoin
     globular = [i for i, (_, c) in enumerate(held) if filter_reason(c[:, 1], lm.config) is None]
     for name, fn in (("diffsci, 100 steps", lambda: _designs(lm, lengths, num, 100, seed)),
                      ("diffsci, 20 steps", lambda: _designs(lm, lengths, num, 20, seed)),
-                     *([(SS_ROW, lambda: _ss_designs(num, seed))] if ss_row else []),
+                     *([(SS_ROW, lambda: _ss_designs(num, seed)), (PRIOR_ROW, lambda: _prior_designs(num, seed))]
+                       if ss_row else []),
                      ("untrained", lambda: _designs(untrained, lengths, num, 100, seed)),
                      ("random walk", lambda: [(f"walk_L{L}_{i}", random_walk_backbone(L, make_generator(seed, "walk", L, i)))
                                               for L in lengths for i in range(num)])):

@@ -52,7 +52,7 @@ def design_record(d, *, checkpoint: str, trajectory: str | None = None) -> dict:
         "b_factor": B_FACTOR_NOTE, "checkpoint": checkpoint, "seconds": round(float(d.seconds), 3),
         "trajectory": trajectory, "generator": "diffsci protein sample",
         "ss": d.ss, "ss_pairs": d.ss_pairs, "guidance_scale": d.guidance_scale,
-        "strand_restraints": d.strand_restraints,
+        "strand_restraints": d.strand_restraints, "topology": d.topology,
     }
 
 
@@ -84,7 +84,7 @@ def remove_outputs(out) -> list[Path]:
 def _remarks(rec: dict) -> dict:
     keys = ["generator", "seed", "index", "length", "total_length", "chains", "checkpoint", "sampler", "steps",
             "time_power", "rotation_rate", "symmetry", "contig", "drawn_contig", "motif_file", "motif_positions",
-            "mapping", "b_factor", "ss", "ss_pairs", "guidance_scale", "strand_restraints"]
+            "mapping", "b_factor", "ss", "ss_pairs", "guidance_scale", "strand_restraints", "topology"]
     out = {}
     for k in keys:
         v = rec.get(k)
@@ -157,6 +157,14 @@ def _ss_lengths(args) -> list[int]:
         raise DiffsciError(f"--strand-restraints must lie in [0, 1], got {args.strand_restraints}")
     if args.strand_restraints and args.symmetry:
         raise DiffsciError("--strand-restraints cannot be combined with --symmetry")
+    if args.ss == "prior":
+        if args.ss_pairs is not None:
+            raise DiffsciError("--ss-pairs: --ss prior draws each design's strand pairs (give an SS string to choose)")
+        if args.symmetry:
+            raise DiffsciError("--ss prior: single-chain designs only (not with --symmetry)")
+        if not lengths:
+            raise DiffsciError("--ss prior needs --length (the prior draws a topology of that length)")
+        return lengths
     codes = parse_ss(args.ss, name="--ss")
     if args.symmetry and args.strand_restraints is None and (codes == SS_LETTERS.index("E")).any():
         print("note: --ss with --symmetry: the strand restraints (the default for a strand request) apply to "
@@ -245,7 +253,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--symmetry", help="cyclic symmetry Cn (e.g. C3): n chains of --length residues (not with --contig)")
     p.add_argument("--ss", help="secondary structure per chain, one letter per residue over H/E/L (HHHHLLEEEE) or "
                                 "run-length (L2E8L3E8L3H16L2); its length must match --length (or sets it); needs "
-                                "an SS-conditioned checkpoint")
+                                "an SS-conditioned checkpoint. 'prior': draw each design's SS and strand pairs "
+                                "from a window of a training chain (unconditional designs with real chains' "
+                                "strand content; the draw is recorded as 'topology')")
     p.add_argument("--ss-pairs", help="with --ss: strand pairs, E segments numbered from 1 in order, A antiparallel, "
                                       "P parallel (e.g. 1-2:A,2-3:A,3-4:P); other segment pairs are 'not paired'")
     p.add_argument("--guidance-scale", type=float, default=None,

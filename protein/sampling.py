@@ -55,8 +55,9 @@ from diffsci.protein.diffusion import (ANGSTROM_PER_NM, KIND, ProteinCond, Prote
 from diffsci.protein.frames import backbone_from_frames
 from diffsci.protein.motif import METHODS as MOTIF_METHODS
 from diffsci.protein.motif import TAPER, condition_on_motif
-from diffsci.protein.ss import PAIR_UNKNOWN, SS_LETTERS, ss_condition
+from diffsci.protein.ss import PAIR_UNKNOWN, SS_LETTERS, pair_classes, ss_condition
 from diffsci.protein.strands import StrandRestraints, request_restraints
+from diffsci.protein.strands import strand_restraints as strand_restraints_of
 
 __all__ = [
     "load_model", "cyclic_constraint", "Design", "check_design_options", "default_sampler", "sampling_rotation_rate",
@@ -138,7 +139,9 @@ class Design:
     symmetry constraint comes after), each (S, N, 4, 3) Å, with ``trajectory_times``.
     ``length`` is the chain length for ``--length`` designs and the total for contig designs.
     ``ss``: the requested secondary structure of a chain, one letter per residue (H/E/L), with
-    ``ss_pairs``, ``guidance_scale`` and ``strand_restraints`` as given (None: unconditional)."""
+    ``ss_pairs``, ``guidance_scale`` and ``strand_restraints`` as given (None: unconditional);
+    with ``--ss prior`` the drawn ones, and ``topology`` the training chain and window they were
+    drawn from (:mod:`diffsci.protein.topology`)."""
 
     name: str
     coords: np.ndarray
@@ -166,6 +169,7 @@ class Design:
     ss_pairs: str | None = None
     guidance_scale: float | None = None
     strand_restraints: float | None = None
+    topology: str | None = None
 
     def __post_init__(self) -> None:
         if not self.chain_lengths:
@@ -260,7 +264,7 @@ def sample_states(bundle: Bundle, n_res: int, generator, *, steps: int, sampler:
                   known=None, batch: int = 1, time_power: float = TIME_POWER, rotation_rate: float | None = None,
                   chain_index=None, res_index=None, callback=None, motif_method: str = "align",
                   motif_taper: int = TAPER, ss=None, ss_pair=None, guidance_scale: float = 1.0,
-                  strand_restraints: float = 0.0):
+                  strand_restraints: float = 0.0, strand_pairs=None):
     """Sample ``batch`` states of ``n_res`` residues (per chain: n_res // n_chains) with the
     bundle's model. Returns (trans (batch, n_res, 3) nm, rots (batch, n_res, 3, 3)).
 
@@ -272,7 +276,10 @@ def sample_states(bundle: Bundle, n_res: int, generator, *, steps: int, sampler:
     ``ss`` (n_res,) SS classes and ``ss_pair`` (n_res, n_res) pair classes (:mod:`diffsci.protein.ss`;
     an SS-conditioned checkpoint only; None: unknown), sampled with ``guidance_scale``
     (:func:`ss_denoiser`). ``strand_restraints``: the strength in [0, 1] of the strand restraints on
-    the clean prediction (:mod:`diffsci.protein.strands`; needs ``ss``, one chain; 0: none).
+    the clean prediction (:mod:`diffsci.protein.strands`; needs ``ss``, one chain; 0: none), with the
+    strand segments paired as ``strand_pairs`` says (``(a, b, parallel[, register])``,
+    :func:`diffsci.protein.strands.strand_restraints`; None: as ``ss_pair`` says,
+    :func:`diffsci.protein.strands.request_restraints`).
 
     Runs on the model's device: ``generator`` (one, or a list of ``batch``) must be on a device of
     that type (:func:`~diffsci.core.utils.make_generator` ``device=``); ``known``, ``chain_index``
@@ -313,8 +320,9 @@ def sample_states(bundle: Bundle, n_res: int, generator, *, steps: int, sampler:
     if strand_restraints:
         if ss is None or n_chains > 1:
             raise DiffsciError("strand_restraints: needs an ss request and one chain")
-        denoise = StrandRestraints(denoise, request_restraints(ss[0], None if ss_pair is None else ss_pair[0]),
-                                   strength=strand_restraints, mask=mask[:1])
+        restraints = (request_restraints(ss[0], None if ss_pair is None else ss_pair[0]) if strand_pairs is None
+                      else strand_restraints_of(ss[0].cpu().numpy(), strand_pairs))
+        denoise = StrandRestraints(denoise, restraints, strength=strand_restraints, mask=mask[:1])
     if known is not None:  # the motif follows the scaffold's frame (protein/motif.py)
         known = tree_map(lambda v: v.to(device), known)
         denoise, constraint = condition_on_motif(space, denoise, known, method=motif_method, taper=motif_taper,
@@ -367,6 +375,10 @@ def check_design_options(lengths, *, contig: str | None = None, motif: bool = Fa
         raise DiffsciError("give at least one length (or a contig)")
 
 
+#: ``ss`` value that draws each design's topology from the training chains (:mod:`diffsci.protein.topology`)
+SS_PRIOR = "prior"
+
+
 def _ss_inputs(cfg: ProteinModelConfig, source: str, ss: str | None, ss_pairs: str | None, guidance_scale: float,
                lengths, n_copies: int, contig: str | None):
     """The SS classes (n_copies L,) and pair classes (n_copies L, n_copies L) of a request for
@@ -384,6 +396,12 @@ def _ss_inputs(cfg: ProteinModelConfig, source: str, ss: str | None, ss_pairs: s
                            f"is false); train one with protein/data/ss_train.json")
     if contig is not None:
         raise DiffsciError("ss cannot be combined with a contig (its length is drawn); use lengths")
+    if ss == SS_PRIOR:
+        if ss_pairs is not None:
+            raise DiffsciError("ss_pairs: the prior draws each design's strand pairs (give an ss request to choose them)")
+        if n_copies > 1:
+            raise DiffsciError("ss prior: single-chain designs only (not with symmetry)")
+        return SS_PRIOR
     for length in lengths:
         codes, pair = ss_condition(ss, length, ss_pairs)
     n = len(codes)
@@ -454,8 +472,16 @@ def sample_backbones(bundle: Bundle, lengths, num: int, *, seed: int = 0, steps:
         for length in lengths:
             check_int(length, "length", minimum=MIN_LENGTH, maximum=MAX_LENGTH)
     ss_inputs = _ss_inputs(cfg, bundle.source, ss, ss_pairs, guidance_scale, lengths, n_copies, contig)
+    library = None
+    if ss_inputs == SS_PRIOR:
+        from diffsci.protein.topology import TopologyLibrary
+
+        library = TopologyLibrary()
+        for length in lengths:
+            library.candidates(length)  # refuses a length no training chain can give
     if strand_restraints is None:
-        has_strand = ss_inputs is not None and bool((ss_inputs[0] == SS_LETTERS.index("E")).any())
+        has_strand = library is not None or (ss_inputs is not None
+                                             and bool((ss_inputs[0] == SS_LETTERS.index("E")).any()))
         strand_restraints = 1.0 if has_strand and n_copies == 1 else 0.0
     check_range(strand_restraints, "strand_restraints", 0, 1)
     if strand_restraints and (ss_inputs is None or n_copies > 1):
@@ -478,9 +504,15 @@ def sample_backbones(bundle: Bundle, lengths, num: int, *, seed: int = 0, steps:
             kw = dict(known=lay.known,
                       chain_index=torch.arange(n).repeat_interleave(torch.as_tensor(lay.chain_lengths)),
                       res_index=torch.cat([torch.arange(c) for c in lay.chain_lengths]))
-        if ss_inputs is not None:
-            kw.update(ss=ss_inputs[0], ss_pair=ss_inputs[1], guidance_scale=guidance_scale,
-                      strand_restraints=strand_restraints)
+        topo, strength, inputs = None, strand_restraints, ss_inputs
+        if library is not None:  # this design's topology, drawn before its noise
+            topo = library.draw(length, gen)
+            inputs = (torch.from_numpy(topo.codes),
+                      torch.from_numpy(pair_classes(topo.codes, [q[:3] for q in topo.pairs])))
+            strength = strand_restraints if (topo.codes == SS_LETTERS.index("E")).any() else 0.0
+            kw["strand_pairs"] = list(topo.pairs)
+        if inputs is not None:
+            kw.update(ss=inputs[0], ss_pair=inputs[1], guidance_scale=guidance_scale, strand_restraints=strength)
         traj, times = ([], []) if trajectory else (None, None)
         chain_lengths = lay.chain_lengths if lay is not None else (length,)
         if trajectory:
@@ -496,9 +528,11 @@ def sample_backbones(bundle: Bundle, lengths, num: int, *, seed: int = 0, steps:
             return Design(f"len{length}_{i:03d}", coords, length, i, seed, time.time() - t0, sampler, steps,
                           time_power=time_power, rotation_rate=rate, symmetry=symmetry,
                           trajectory=traj, trajectory_times=times,
-                          ss=None if ss_inputs is None else "".join(SS_LETTERS[c] for c in ss_inputs[0][:length]),
-                          ss_pairs=ss_pairs, guidance_scale=None if ss_inputs is None else float(guidance_scale),
-                          strand_restraints=None if ss_inputs is None else float(strand_restraints))
+                          ss=None if inputs is None else "".join(SS_LETTERS[c] for c in inputs[0][:length]),
+                          ss_pairs=ss_pairs if topo is None else topo.pairs_text,
+                          guidance_scale=None if inputs is None else float(guidance_scale),
+                          strand_restraints=None if inputs is None else float(strength),
+                          topology=None if topo is None else topo.source)
         name = f"{'motif' if parsed.has_motif else 'contig'}_{i:03d}"
         return Design(
             name, coords, length, i, seed, time.time() - t0, sampler, steps,

@@ -21,9 +21,10 @@ the frame and H-bond parts on the held-out chains):
 - partners' pleats agree and the partner lies across the pleat (:data:`PLEAT_DOT`,
   :data:`PLEAT_ACROSS`): without these two strands may lie side by side with their zigzag in
   the sheet's plane, where no N-H points at a C=O;
-- in an antiparallel pair every other partner pair is H-bonded both ways: the DSSP energy of
-  those bonds, on the backbone the CA trace implies (:func:`strand_hbond_energy`), is pushed
-  below :data:`HBOND_TARGET`, in whichever of the two phases fits the current structure better;
+- every other partner pair is a DSSP bridge: in an antiparallel pair H-bonded both ways, in a
+  parallel pair ``(i, j)`` by C=O(i-1)...H-N(j) and C=O(j)...H-N(i+1); the DSSP energy of those
+  bonds, on the backbone the CA trace implies (:func:`strand_hbond_energy`), is pushed below
+  :data:`HBOND_TARGET`, in whichever of the two phases fits the current structure better;
 - the chain stays a chain: CA(i)-CA(i+1) = 3.8 Å. (A clash bound, CA-CA >= 4.2 Å for residues
   three or more apart, made things worse: strands that had to pass each other stayed trapped;
   the network keeps residues apart by itself.)
@@ -85,7 +86,7 @@ PLEAT_DOT, PLEAT_ACROSS, PLEAT_WEIGHT = 0.5, 0.4, 4.0
 # sin <= TWIST_SIN (DSSP strands of chains.npz: 5-95% from -176 to +176 deg, median -155, sin <=
 # 0.09 for 95%); its mirror image (median +155) meets every distance above and makes no DSSP ladder
 TWIST_SIN = 0.1
-# antiparallel ladders: DSSP energy of each H-bond of the H-bonded pairs <= HBOND_TARGET kcal/mol
+# ladders: DSSP energy of each H-bond of the H-bonded pairs <= HBOND_TARGET kcal/mol
 # (DSSP counts a bond below -0.5); weight: (kcal/mol)^-2 in Å^2
 HBOND_TARGET, HBOND_WEIGHT = -1.5, 0.25
 #: the frame of a strand residue in the frame of its CA trace (:func:`ca_trace_frames`): the mean
@@ -115,9 +116,11 @@ class Restraints:
     framed: np.ndarray
     ladder: np.ndarray
     twist: np.ndarray  # (T,) first residue of each four-residue window inside a strand
-    #: per antiparallel strand pair, its interior registered partners (K, 2) in ladder order (both
-    #: chain neighbours of each also strand residues): every other one is an H-bonded pair
+    #: per strand pair, its registered partners (K, 2) in ladder order whose bond atoms can be built
+    #: (two residues of the same chain either side of each): every other one is a bridge
     hbond_ladders: tuple = ()
+    #: per entry of ``hbond_ladders``: True for a parallel pair
+    hbond_parallel: tuple = ()
 
 
 def strand_restraints(codes, segment_pairs, chain_index=None) -> Restraints:
@@ -126,7 +129,9 @@ def strand_restraints(codes, segment_pairs, chain_index=None) -> Restraints:
     ``codes`` (N,) SS classes of one chain or of several chains one after another
     (``chain_index`` (N,) says which; restraints never join two chains); ``segment_pairs``
     ``(a, b, parallel)`` over the strand segments of ``codes`` (numbered in order, as
-    :func:`diffsci.protein.ss.strand_segments`)."""
+    :func:`diffsci.protein.ss.strand_segments`), each optionally with a fourth entry, its register
+    (``i + j`` of antiparallel partners ``i`` in ``a`` and ``j`` in ``b``, ``j - i`` of parallel
+    ones; without it the segments' centres face each other)."""
     codes = np.asarray(codes)
     n = len(codes)
     chains = np.zeros(n, dtype=np.int64) if chain_index is None else np.asarray(chain_index, dtype=np.int64)
@@ -139,18 +144,21 @@ def strand_restraints(codes, segment_pairs, chain_index=None) -> Restraints:
         for k, bounds in STRAND_SPAN.items():
             rows += [(i, i + k, *bounds) for i in range(lo, hi - k + 1)]
     ladder, per_pair = [], []
-    for a, b, parallel in segment_pairs:
-        per_pair.append([] if not parallel else None)
+    for a, b, parallel, *register in segment_pairs:
+        per_pair.append((bool(parallel), []))
         if not (0 <= a < len(segs) and 0 <= b < len(segs)) or a == b:
             raise DiffsciError(f"strand pair {a + 1}-{b + 1}: the request has {len(segs)} strand segment(s)")
         (a0, a1), (b0, b1) = segs[a], segs[b]
+        if register and register[0] is not None:
+            reg = int(register[0])
+        else:  # the segments' centres face each other
+            reg = round(((b0 + b1) - (a0 + a1)) / 2) if parallel else round((a0 + a1 + b0 + b1) / 2)
         for i in range(a0, a1 + 1):
-            j = i + round(((b0 + b1) - (a0 + a1)) / 2) if parallel else round((a0 + a1 + b0 + b1) / 2) - i
+            j = i + reg if parallel else reg - i
             if b0 <= j <= b1 and chains[i] == chains[j]:
                 rows.append((min(i, j), max(i, j), PAIR_LO, PAIR_HI))
                 ladder.append((i, j))
-                if per_pair[-1] is not None:
-                    per_pair[-1].append((i, j))
+                per_pair[-1][1].append((i, j))
                 for jd in (j - 1, j + 1):
                     if 0 <= jd < n and chains[jd] == chains[i] and abs(jd - i) >= 3:
                         rows.append((min(i, jd), max(i, jd), *DIAGONAL[bool(parallel)]))
@@ -160,12 +168,17 @@ def strand_restraints(codes, segment_pairs, chain_index=None) -> Restraints:
     ladder = [(i, j) for i, j in ladder if i in framed and j in framed]
     twist = [i for lo, hi in segs for i in range(lo, hi - 2) if len(set(chains[i : i + 4].tolist())) == 1]
     strand = set(framed)
-    hb = tuple(np.array(q, dtype=np.int64).reshape(-1, 2) for q in
-               ([(i, j) for i, j in pp if {i - 1, i, i + 1, j - 1, j, j + 1} <= strand] for pp in per_pair if pp)
-               if len(q) >= 2)
+    hb, hb_par = [], []
+    for parallel, pp in per_pair:
+        # partners whose bond atoms can be built: residues k - 2 .. k + 2 of the same chain around each
+        q = [(i, j) for i, j in pp if i in strand and j in strand and all(
+            k >= 2 and k + 2 < n and len(set(chains[k - 2 : k + 3].tolist())) == 1 for k in (i, j))]
+        if len(q) >= 2:
+            hb.append(np.array(q, dtype=np.int64).reshape(-1, 2))
+            hb_par.append(parallel)
     return Restraints(arr[:, 0].astype(np.int64), arr[:, 1].astype(np.int64), arr[:, 2], arr[:, 3],
                       np.array(framed, dtype=np.int64), np.array(ladder, dtype=np.int64).reshape(-1, 2),
-                      np.array(twist, dtype=np.int64), hb)
+                      np.array(twist, dtype=np.int64), tuple(hb), tuple(hb_par))
 
 
 def request_restraints(ss, ss_pair=None):
@@ -241,15 +254,22 @@ def strand_hbond_energy(ca: torch.Tensor, acceptor: torch.Tensor, donor: torch.T
     return 0.084 * 332.0 * (1 / r_on + 1 / r_ch - 1 / r_oh - 1 / r_cn)
 
 
-def _hbond_index(ladders, device):
+def _hbond_index(ladders, parallel, device):
     """Acceptors, donors and group (ladder l, phase p -> 2 l + p) of the H-bonds of every ladder in
-    both phases: in phase p the partner pairs p, p + 2, ... are H-bonded, each both ways."""
+    both phases: in phase p the partner pairs (i, j) number p, p + 2, ... are bridges. An
+    antiparallel bridge is bonded both ways, C=O(i)...H-N(j) and C=O(j)...H-N(i); a parallel one
+    C=O(i-1)...H-N(j) and C=O(j)...H-N(i+1) (Kabsch & Sander 1983; the next bridge of the ladder,
+    (i+1, j+1), shares the second bond: DSSP's other parallel pattern)."""
     acc, don, grp = [], [], []
-    for g, lad in enumerate(ladders):
+    for g, (lad, par) in enumerate(zip(ladders, parallel)):
         for phase in (0, 1):
             q = np.asarray(lad)[phase::2]
-            acc += [*q[:, 0], *q[:, 1]]
-            don += [*q[:, 1], *q[:, 0]]
+            if par:
+                acc += [*(q[:, 0] - 1), *q[:, 1]]
+                don += [*q[:, 1], *(q[:, 0] + 1)]
+            else:
+                acc += [*q[:, 0], *q[:, 1]]
+                don += [*q[:, 1], *q[:, 0]]
             grp += [2 * g + phase] * (2 * len(q))
     return tuple(torch.as_tensor(np.asarray(v, dtype=np.int64), device=device) for v in (acc, don, grp))
 
@@ -273,7 +293,7 @@ def relax(x: torch.Tensor, r: Restraints, *, iters: int = 30, anchor: float = 1e
     pi, pj = (torch.as_tensor(r.ladder[:, k], device=dev) for k in (0, 1))
     tw = torch.as_tensor(r.twist, device=dev)
     ladders = r.hbond_ladders
-    hb_acc, hb_don, hb_group = _hbond_index(ladders, dev)
+    hb_acc, hb_don, hb_group = _hbond_index(ladders, r.hbond_parallel or (False,) * len(ladders), dev)
     with torch.inference_mode(False), torch.enable_grad():
         x0 = x.detach().clone()
         lo, hi = lo.clone(), hi.clone()
@@ -295,7 +315,7 @@ def relax(x: torch.Tensor, r: Restraints, *, iters: int = 30, anchor: float = 1e
                                 + (((rij * vi).sum(-1).abs() - PLEAT_ACROSS).clamp_min(0) ** 2).sum())
             if tw.numel():
                 e = e + unit * ((pseudo_dihedral_sin(y, tw) - TWIST_SIN).clamp_min(0) ** 2).sum()
-            if hb_acc.numel():  # antiparallel: every other partner pair H-bonded both ways, in the phase that fits
+            if hb_acc.numel():  # every other partner pair a bridge (_hbond_index), in the phase that fits
                 pen = (strand_hbond_energy(y * scale, hb_acc, hb_don) - HBOND_TARGET).clamp_min(0) ** 2  # (B, H)
                 per = torch.zeros(y.shape[0], 2 * len(ladders), dtype=y.dtype, device=dev).index_add_(1, hb_group, pen)
                 e = e + HBOND_WEIGHT / scale ** 2 * per.view(-1, len(ladders), 2).min(-1).values.sum()

@@ -95,7 +95,7 @@ def test_run_benchmark_end_to_end_with_a_tiny_checkpoint(tmp_path):
     """The whole benchmark on a two-step tiny checkpoint: every row, the bracket, report and plots."""
     import json
 
-    from diffsci.benchmarks.protein_bench import SS_ROW, SYSTEM_ORDER, run_benchmark
+    from diffsci.benchmarks.protein_bench import PRIOR_ROW, SS_ROW, SYSTEM_ORDER, run_benchmark
     from diffsci.core.cli import main
     from diffsci.protein.dataset import bundled_dataset_path
     from diffsci.protein.diffusion import ProteinModelConfig
@@ -110,10 +110,12 @@ def test_run_benchmark_end_to_end_with_a_tiny_checkpoint(tmp_path):
     systems = payload["systems"]
     assert list(systems) == SYSTEM_ORDER
     assert len(systems["real (held-out)"]["per_sample"]) == 25
-    assert [len(systems[n]["per_sample"]) for n in SYSTEM_ORDER[2:] if n != SS_ROW] == [4] * 4  # lengths 60-128
+    assert [len(systems[n]["per_sample"]) for n in SYSTEM_ORDER[2:] if n not in (SS_ROW, PRIOR_ROW)] == [4] * 4
     # the SS row: num designs of the beta-rich request with the shipped SS checkpoint and its restraints
     assert [r["length"] for r in systems[SS_ROW]["per_sample"]] == [64]
     assert payload["sheet_table"][SS_ROW]["dssp_strand"] > 0.1
+    # the prior row: 2 num designs at L = 100, topologies drawn from the training chains
+    assert [r["length"] for r in systems[PRIOR_ROW]["per_sample"]] == [100, 100]
     # the filtered real row is exactly the held-out chains that pass the default training filters
     kept = systems["real (held-out, training filters)"]["per_sample"]
     assert 0 < len(kept) < 25

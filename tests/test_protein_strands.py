@@ -47,8 +47,13 @@ def test_antiparallel_and_parallel_registers_and_bounds():
     assert len({j - i for i, j in par}) == 1 and {j - i for i, j in par} == {c0 - a0}
     assert all(rows[(i, j)] == (PAIR_LO, PAIR_HI) for i, j in anti + par)
     assert rows[(a0, b1 - 1)] == DIAGONAL[False] and rows[(a0, c0 + 1)] == DIAGONAL[True]
-    # H-bond ladders only for the antiparallel pair, interior residues only
-    assert len(r.hbond_ladders) == 1 and all(a0 < i < a1 and b0 < j < b1 for i, j in r.hbond_ladders[0].tolist())
+    # H-bond ladders: every registered pair whose bond atoms can be built (two residues either side)
+    assert r.hbond_parallel == (False, True)
+    assert [tuple(p) for p in r.hbond_ladders[0].tolist()] == anti
+    assert [tuple(p) for p in r.hbond_ladders[1].tolist()] == par
+    # a strand at the chain's start: its first two residues have no C=O/N-H the restraint can build
+    start = strand_restraints(parse_ss("E6L3E6L2"), [(0, 1, False)])
+    assert [i for i, _ in start.hbond_ladders[0].tolist()] == [2, 3, 4, 5]
     assert set(r.framed.tolist()) == {i for lo, hi in strand_segments(codes) for i in range(lo, hi + 1)}
 
 
@@ -60,7 +65,7 @@ def test_request_restraints_use_the_given_pairs_else_hairpins():
     codes, pairs = ss_condition(REQUEST, None, "1-3:P")
     given = request_restraints(codes, pairs)
     (a0, _), _, (c0, _) = strand_segments(codes)
-    assert {j - i for i, j in given.ladder.tolist()} == {c0 - a0} and not given.hbond_ladders
+    assert {j - i for i, j in given.ladder.tolist()} == {c0 - a0} and given.hbond_parallel == (True,)
     with pytest.raises(DiffsciError, match="strand pair 1-3"):
         strand_restraints(parse_ss("L2E6L3E6L2"), [(0, 2, False)])
 
@@ -116,6 +121,34 @@ def test_strand_hbond_energy_agrees_with_dssp_on_the_rebuilt_backbone(heldout_st
     got = {c for c, v in zip(cand, e.tolist()) if v < -0.5}
     assert got == want & set(cand)
     assert sum(lab[a] == "E" and lab[d] == "E" for a, d in got) >= 10  # the strands' bonds are among them
+
+
+def test_parallel_hbond_pattern_is_dssps_on_real_parallel_ladders(heldout_strands):
+    """On held-out parallel ladders (the evaluation's DSSP bridges), one phase of the restraint's
+    bonds (_hbond_index) is the set of H-bonds DSSP finds on the real backbone, and the restraint's
+    energy on the CA trace alone calls most of them bonds."""
+    from diffsci.protein.metrics import dssp_bridges
+    from diffsci.protein.strands import _hbond_index
+
+    checked = 0
+    for x, _ in heldout_strands:
+        br = dssp_bridges(x.astype(np.float32))
+        par = {(int(i), int(j)) for i, j, p in br.tolist() if p}
+        acc, don = dssp_hbonds(x.astype(np.float32))
+        bonds = set(zip(acc.tolist(), don.tolist()))
+        for i, j in sorted(par):
+            q = [(i + k, j + k) for k in range(4)]
+            if not set(q) <= par or i < 3 or j + 5 > len(x):
+                continue
+            a, d, g = _hbond_index([np.array(q)], [True], "cpu")
+            phases = [{(int(u), int(v)) for u, v, w in zip(a, d, g) if w == p} for p in (0, 1)]
+            fits = [ph for ph in phases if ph <= bonds]
+            assert len(fits) == 1, (i, j, phases, bonds & (phases[0] | phases[1]))
+            a, d = (torch.tensor(v) for v in zip(*sorted(fits[0])))
+            e = strand_hbond_energy(torch.tensor(x[:, 1]), a, d)
+            assert (e < -0.5).float().mean() >= 0.5
+            checked += 1
+    assert checked >= 3
 
 
 def test_pseudo_dihedral_sin_matches_an_independent_dihedral():
