@@ -476,7 +476,7 @@ def sample_backbones(bundle: Bundle, lengths, num: int, *, seed: int = 0, steps:
     if ss_inputs == SS_PRIOR:
         from diffsci.protein.topology import TopologyLibrary
 
-        library = TopologyLibrary()
+        library = TopologyLibrary(config=cfg)  # the chains this checkpoint was trained on
         for length in lengths:
             library.candidates(length)  # refuses a length no training chain can give
     if strand_restraints is None:

@@ -7,16 +7,21 @@ An unconditional design samples ``p(x)``; an SS-conditioned network can sample i
 which strands pair, in which register) from the training chains, then sample a backbone that
 has it (the SS conditioning plus the strand restraints, :mod:`diffsci.protein.strands`). This is
 the scaffold library of RFdiffusion's fold conditioning (Watson et al. 2023: secondary
-structure and block adjacency of real scaffolds) with the library drawn at random, and the label
-sampling Proteina uses for fold-class conditioning (Geffner et al. 2025). The small network
+structure and block adjacency of real scaffolds) with the library drawn at random (Proteina,
+Geffner et al. 2025, likewise conditions one network on fold labels). The small network
 alone makes almost no sheet unconditionally (protein/data/CHECKPOINT.md): the prior gives it the
 strand content of real chains.
 
-A draw for length ``L`` (:meth:`TopologyLibrary.draw`): a training-split chain of at least ``L``
-residues, uniformly, and a window of ``L`` residues in it, uniformly; its pydssp DSSP classes
+The library (:class:`TopologyLibrary`) holds the training-split chains that pass the
+checkpoint's training filters (the chains its network learned from: 107 of the 222 bundled
+training chains; 45 of the 63 chains of the ribosome 6ZU5, many with long extended loops, do not
+pass). A draw for length ``L`` (:meth:`TopologyLibrary.draw`):
+a chain of ``L / NEAR`` to ``NEAR L`` residues (else one of at least ``L``), uniformly, and a
+window of ``L`` residues in it, or holding it with loop termini, uniformly; its pydssp DSSP classes
 (:func:`diffsci.protein.dataset.ss_arrays`) and the DSSP bridges inside the window. A strand
 residue whose every bridge partner lies outside the window is made loop (in the design there is
-nothing for it to pair with); strand segments pair as their bridges say
+nothing for it to pair with), and so is a strand segment of fewer than :data:`MIN_STRAND`
+residues; strand segments pair as their bridges say
 (:func:`diffsci.protein.ss.segment_pairs_from_bridges`), in the register of their bridges (the
 median of ``i + j`` for an antiparallel pair, of ``j - i`` for a parallel one). The held-out
 split is never drawn from.
@@ -112,15 +117,21 @@ def window_topology(codes, bridges, start: int, length: int, source: str = "", c
 
 class TopologyLibrary:
     """Topologies of the training split of a :class:`~diffsci.protein.dataset.BackboneDataset`
-    (None: the bundled chains); :meth:`draw` one for a design (module docstring)."""
+    (None: the bundled chains); :meth:`draw` one for a design (module docstring). ``config``: a
+    :class:`~diffsci.protein.diffusion.ProteinModelConfig` whose training filters
+    (:func:`~diffsci.protein.diffusion.filter_reason`: radius of gyration, P-SEA coil) a chain must
+    pass, so that the library holds the chains that checkpoint was trained on (None: every chain)."""
 
-    def __init__(self, dataset=None, split: str = "train"):
+    def __init__(self, dataset=None, split: str = "train", config=None):
         from diffsci.protein.dataset import bundled_dataset_path, load_dataset, with_ss_labels
+        from diffsci.protein.diffusion import filter_reason
 
         ds = load_dataset(bundled_dataset_path()) if dataset is None else dataset
         ds = with_ss_labels(ds)
         self.chains = []  # (dataset index, label, classes (L,), bridges (P, 3))
         for i in map(int, ds.indices(split)):
+            if config is not None and filter_reason(np.asarray(ds.chain(i).coords)[:, 1], config) is not None:
+                continue
             codes, bridges = ds.chain_ss(i)
             self.chains.append((i, _label(ds, i), np.asarray(codes, dtype=np.int64), bridges))
         if not self.chains:

@@ -92,6 +92,19 @@ def test_library_draws_training_windows_whose_strands_are_all_partnered(library)
         library.draw(int(longest * 1.25) + 1, gen)
 
 
+def test_library_with_a_config_holds_the_chains_that_checkpoint_trains_on(library):
+    from diffsci.protein.diffusion import ProteinModelConfig, filter_reason
+
+    cfg = ProteinModelConfig()
+    ds = load_dataset(bundled_dataset_path())
+    trained = {int(i) for i in ds.indices("train") if filter_reason(np.asarray(ds.chain(int(i)).coords)[:, 1], cfg) is None}
+    filtered = TopologyLibrary(config=cfg)
+    assert {c for c, *_ in filtered.chains} == trained
+    assert 0 < len(trained) < len(library.chains) == len(ds.indices("train"))
+    gen = torch.Generator().manual_seed(0)
+    assert all(filtered.draw(100, gen).chain in trained for _ in range(10))
+
+
 def test_prior_designs_record_their_topology_and_are_reproducible():
     from diffsci.protein.sampling import load_model, sample_backbones
 
