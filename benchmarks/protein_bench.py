@@ -216,7 +216,9 @@ def run_benchmark(out, *, quick: bool = False, num: int | None = None, checkpoin
     pngs = _plots(out, results)
     payload = {"systems": {n: jsonable({k: v for k, v in r.items() if k != "_coords"}) for n, r in results.items()},
                "lengths": lengths, "num_per_length": num, "checkpoint": lm.source, "timings_s": timings,
-               "command": " ".join(["diffsci", "bench", "protein", "--out", str(out)] + (["--quick"] if quick else [])),
+               "command": " ".join(["diffsci", "bench", "protein", "--out", str(out)] + (["--quick"] if quick else [])
+                                   + ([f"--num {num}"] if num != 4 else []) + ([f"--seed {seed}"] if seed else [])
+                                   + ([f"--checkpoint {checkpoint}"] if checkpoint is not None else [])),
                "wall_s": round(time.time() - t_start, 1)}
     payload["bracket"] = _bracket(payload["systems"])
     payload["sheet_table"] = {n: {k: _mean(r, k) for k, _, _ in SHEET_COLUMNS} for n, r in payload["systems"].items()}

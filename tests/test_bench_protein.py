@@ -116,6 +116,7 @@ def test_run_benchmark_end_to_end_with_a_tiny_checkpoint(tmp_path):
     assert payload["sheet_table"][SS_ROW]["dssp_strand"] > 0.1
     # the prior row: 2 num designs at L = 100, topologies drawn from the training chains
     assert [r["length"] for r in systems[PRIOR_ROW]["per_sample"]] == [100, 100]
+    assert payload["command"].endswith(f"--quick --num 1 --checkpoint {tmp_path / 'run' / 'latest.pt'}")
     # the filtered real row is exactly the held-out chains that pass the default training filters
     kept = systems["real (held-out, training filters)"]["per_sample"]
     assert 0 < len(kept) < 25
