@@ -253,9 +253,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--symmetry", help="cyclic symmetry Cn (e.g. C3): n chains of --length residues (not with --contig)")
     p.add_argument("--ss", help="secondary structure per chain, one letter per residue over H/E/L (HHHHLLEEEE) or "
                                 "run-length (L2E8L3E8L3H16L2); its length must match --length (or sets it); needs "
-                                "an SS-conditioned checkpoint. 'prior': draw each design's SS and strand pairs "
-                                "from a window of a training chain (unconditional designs with real chains' "
-                                "strand content; the draw is recorded as 'topology')")
+                                "an SS-conditioned checkpoint. 'prior' (with --length): draw each design's SS and "
+                                "strand pairs from a training chain the checkpoint learned from (unconditional "
+                                "designs with sheets; the draw is recorded as 'topology')")
     p.add_argument("--ss-pairs", help="with --ss: strand pairs, E segments numbered from 1 in order, A antiparallel, "
                                       "P parallel (e.g. 1-2:A,2-3:A,3-4:P); other segment pairs are 'not paired'")
     p.add_argument("--guidance-scale", type=float, default=None,

@@ -24,6 +24,9 @@ with the unconditional one (all classes unknown) by the core's classifier-free g
 ``D_u + w (D_c - D_u)`` (1: the conditional model alone, 0: the unconditional one). A request
 with a strand is sampled with the strand restraints by default (``strand_restraints``;
 :mod:`diffsci.protein.strands`): each step's clean prediction is relaxed towards a β-sheet.
+``ss="prior"`` draws each design's request and strand pairs from the training chains instead
+(:mod:`diffsci.protein.topology`): unconditional designs with the sheets the network alone
+does not draw.
 
 Cyclic symmetry ``Cn``: the state holds n chains of L residues; after every step it is
 symmetrised (each chain mapped back by its n-fold rotation about z, averaged, rotations
@@ -434,7 +437,10 @@ def sample_backbones(bundle: Bundle, lengths, num: int, *, seed: int = 0, steps:
     in place; None: where the model is); see the module docstring.
     ``ss``, ``ss_pairs``, ``guidance_scale``: secondary-structure conditioning of every chain
     (:func:`diffsci.protein.ss.ss_condition`; ``ss`` must describe each of ``lengths``; an
-    SS-conditioned checkpoint only; not with a contig); see the module docstring.
+    SS-conditioned checkpoint only; not with a contig); see the module docstring. ``ss="prior"``:
+    each design draws its own SS and strand pairs (with their registers) from the training chains
+    the checkpoint learned from (:mod:`diffsci.protein.topology`; single chains; recorded in
+    ``Design.ss``, ``ss_pairs`` and ``topology``).
     ``strand_restraints``: strength in [0, 1] of the strand restraints (:mod:`diffsci.protein.strands`;
     with ``ss``, not with symmetry; 0: none; None: 1 for a single-chain ``ss`` request with a
     strand segment, else 0).
