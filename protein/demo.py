@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["demo", "plot_traces", "plot_ss_designs", "ss_demo"]
+__all__ = ["demo", "plot_traces", "plot_ss_designs", "ss_demo", "prior_demo"]
 
 SSE_COLORS = {"a": "tab:red", "b": "tab:blue", "c": "0.6"}
 DSSP_COLORS = {"H": "tab:red", "E": "tab:blue", "-": "0.6"}
@@ -72,9 +72,10 @@ def plot_ss_designs(designs, path: Path, title: str) -> Path:
         ax_s.imshow(np.array([asked, got]), cmap=cmap, vmin=0, vmax=2, aspect="auto", interpolation="nearest")
         ax_s.set_yticks([0, 1], ["asked", "DSSP"])
         ax_s.set_xlabel("residue")
-        a = ss_agreement(labels, d.ss)
-        ax_s.set_title(f"agreement {a['ss_agreement']:.2f} (strand {a['ss_agreement_E']:.2f}, "
-                       f"helix {a['ss_agreement_H']:.2f})", fontsize=9)
+        a = {k: "-" if v is None or v != v else f"{v:.2f}" for k, v in ss_agreement(labels, d.ss).items()}
+        source = f"{d.topology}: " if getattr(d, "topology", None) else ""
+        ax_s.set_title(f"{source}agreement {a['ss_agreement']} (strand {a['ss_agreement_E']}, "
+                       f"helix {a['ss_agreement_H']})", fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 0.93))
     return save_figure(fig, path, title=title + "\n(red: helix, blue: strand, grey: loop)")
 
@@ -94,6 +95,7 @@ def demo(out: Path) -> Path:
           f"{np.mean([x['ca_ca_ok'] for x in m]):.2f}, helix+strand (P-SEA): "
           f"{np.mean([x['helix'] + x['strand'] for x in m]):.2f}")
     ss_demo(out / "ss")
+    prior_demo(out / "prior")
     return png
 
 
@@ -115,4 +117,23 @@ def ss_demo(out: Path) -> Path:
     mean = {k: np.mean([a[k] for a in agree]) for k in ("ss_agreement", "ss_agreement_E", "ss_agreement_H")}
     print(f"[demo] protein: SS request {BETA_REQUEST} -> {out}/, {png}; DSSP agreement {mean['ss_agreement']:.2f} "
           f"(strand {mean['ss_agreement_E']:.2f}, helix {mean['ss_agreement_H']:.2f})")
+    return png
+
+
+def prior_demo(out: Path, num: int = 3, steps: int = 100) -> Path:
+    """``num`` unconditional designs at L = 100 whose topologies are drawn from the training chains
+    (``--ss prior``, :mod:`diffsci.protein.topology`; seed 0: some draws are all-helix, as real
+    chains are), their files in ``out`` and a PNG of drawn request against DSSP."""
+    from diffsci.protein.metrics import dssp_labels
+    from diffsci.protein.sample_cmd import write_designs
+    from diffsci.protein.sampling import load_model, sample_backbones
+
+    lm = load_model("ss")
+    designs = sample_backbones(lm, [100], num, seed=0, steps=steps, ss="prior")
+    write_designs(designs, out, checkpoint=lm.source)
+    png = plot_ss_designs(designs, out / "prior_designs.png",
+                          "diffsci protein sample --checkpoint ss --ss prior --length 100 (topology drawn from a "
+                          "training chain; 'asked' = the drawn one)")
+    strand = np.mean([np.mean(dssp_labels(d.coords[0]) == "E") for d in designs])
+    print(f"[demo] protein: {num} designs with --ss prior -> {out}/, {png}; DSSP strand fraction {strand:.2f}")
     return png

@@ -147,3 +147,13 @@ def test_prior_designs_have_sheets_the_network_alone_does_not_draw():
     assert asked.sum() >= 40 and got[asked].mean() >= 0.3 and got.mean() >= 0.12
     alone = sample_backbones(lm, [80], 2, steps=30, progress=False, seed=1)
     assert np.mean([dssp_labels(d.coords[0]) == "E" for d in alone]) < 0.03
+
+
+def test_demo_prior_panel_writes_designs_and_their_drawn_topologies(tmp_path, capsys):
+    from diffsci.protein.demo import prior_demo
+
+    png = prior_demo(tmp_path / "prior", num=2, steps=3)
+    assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 10_000
+    recs = [json.loads((tmp_path / "prior" / f"len100_00{i}.json").read_text()) for i in range(2)]
+    assert all(r["topology"] and len(r["ss"]) == 100 for r in recs)
+    assert "--ss prior" in capsys.readouterr().out
