@@ -54,8 +54,9 @@ class Topology:
     register)`` (segments numbered as :func:`diffsci.protein.ss.strand_segments`; register:
     ``i + j`` of antiparallel partners, ``j - i`` of parallel ones) and where it came from
     (``source``: ``"<PDB id>_<chain>[ piece k/n] residues <first>..<last>"``, residues numbered
-    from 0 in the dataset's chain, negative or past its end for loop termini; ``chain``, ``start``: the dataset index of that chain and the window's first
-    residue; -1 and 0 when not drawn from a dataset)."""
+    from 0 in the dataset's chain, negative or past its end for loop termini; ``chain``,
+    ``start``: the dataset index of that chain and the window's first residue; -1 and 0 when not
+    drawn from a dataset)."""
 
     codes: np.ndarray
     pairs: tuple
