@@ -50,6 +50,7 @@ Cost: one L-BFGS solve (15 iterations) per step; measured in protein/data/CHECKP
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Callable
 
 import numpy as np
@@ -121,6 +122,12 @@ class Restraints:
     hbond_ladders: tuple = ()
     #: per entry of ``hbond_ladders``: True for a parallel pair
     hbond_parallel: tuple = ()
+
+    @cached_property
+    def hbond_index(self) -> tuple:
+        """Acceptors, donors and groups of the ladders' H-bonds (:func:`_hbond_index`), built once
+        per request rather than at every relaxation."""
+        return _hbond_index(self.hbond_ladders, self.hbond_parallel or (False,) * len(self.hbond_ladders))
 
 
 def strand_restraints(codes, segment_pairs, chain_index=None) -> Restraints:
@@ -254,7 +261,7 @@ def strand_hbond_energy(ca: torch.Tensor, acceptor: torch.Tensor, donor: torch.T
     return 0.084 * 332.0 * (1 / r_on + 1 / r_ch - 1 / r_oh - 1 / r_cn)
 
 
-def _hbond_index(ladders, parallel, device):
+def _hbond_index(ladders, parallel):
     """Acceptors, donors and group (ladder l, phase p -> 2 l + p) of the H-bonds of every ladder in
     both phases: in phase p the partner pairs (i, j) number p, p + 2, ... are bridges. An
     antiparallel bridge is bonded both ways, C=O(i)...H-N(j) and C=O(j)...H-N(i); a parallel one
@@ -271,7 +278,7 @@ def _hbond_index(ladders, parallel, device):
                 acc += [*q[:, 0], *q[:, 1]]
                 don += [*q[:, 1], *q[:, 0]]
             grp += [2 * g + phase] * (2 * len(q))
-    return tuple(torch.as_tensor(np.asarray(v, dtype=np.int64), device=device) for v in (acc, don, grp))
+    return tuple(np.asarray(v, dtype=np.int64) for v in (acc, don, grp))
 
 
 def relax(x: torch.Tensor, r: Restraints, *, iters: int = 30, anchor: float = 1e-3,
@@ -293,7 +300,7 @@ def relax(x: torch.Tensor, r: Restraints, *, iters: int = 30, anchor: float = 1e
     pi, pj = (torch.as_tensor(r.ladder[:, k], device=dev) for k in (0, 1))
     tw = torch.as_tensor(r.twist, device=dev)
     ladders = r.hbond_ladders
-    hb_acc, hb_don, hb_group = _hbond_index(ladders, r.hbond_parallel or (False,) * len(ladders), dev)
+    hb_acc, hb_don, hb_group = (torch.as_tensor(v, device=dev) for v in r.hbond_index)
     with torch.inference_mode(False), torch.enable_grad():
         x0 = x.detach().clone()
         lo, hi = lo.clone(), hi.clone()

@@ -140,7 +140,7 @@ def test_parallel_hbond_pattern_is_dssps_on_real_parallel_ladders(heldout_strand
             q = [(i + k, j + k) for k in range(4)]
             if not set(q) <= par or i < 3 or j + 5 > len(x):
                 continue
-            a, d, g = _hbond_index([np.array(q)], [True], "cpu")
+            a, d, g = _hbond_index([np.array(q)], [True])
             phases = [{(int(u), int(v)) for u, v, w in zip(a, d, g) if w == p} for p in (0, 1)]
             fits = [ph for ph in phases if ph <= bonds]
             assert len(fits) == 1, (i, j, phases, bonds & (phases[0] | phases[1]))
