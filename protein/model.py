@@ -35,6 +35,7 @@ chain.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -45,6 +46,7 @@ from torch import nn
 
 from diffsci.core.errors import DiffsciError
 from diffsci.core.io import check_int
+from diffsci.protein.fused_tp import FusedTensorProduct
 from diffsci.protein.ss import PAIR_ANTIPARALLEL, PAIR_CLASSES, PAIR_PARALLEL, PAIR_UNKNOWN, SS_CLASSES, SS_UNKNOWN
 
 __all__ = ["FrameNetConfig", "FrameDenoiserNet", "gram_schmidt", "sinusoidal"]
@@ -112,6 +114,17 @@ def _radial_basis(d: torch.Tensor, n: int, cutoff: float) -> torch.Tensor:
     return torch.exp(-(((d[..., None] - centers) / width) ** 2))
 
 
+def _linear(lin: o3.Linear, x: torch.Tensor, frozen: dict | None) -> torch.Tensor:
+    """``lin(x)`` for an e3nn ``Linear`` without biases; while weights are frozen (``frozen`` a
+    dict), as one matmul with the dense matrix ``lin(I)`` (built once: the map is linear)."""
+    if frozen is None or torch.is_grad_enabled():
+        return lin(x)
+    key = ("linear", id(lin))
+    if key not in frozen:
+        frozen[key] = lin(torch.eye(lin.irreps_in.dim, dtype=x.dtype, device=x.device))
+    return x @ frozen[key]
+
+
 class _ConvLayer(nn.Module):
     """One equivariant message-passing layer: TP(node[src], SH(edge)) weighted by an MLP of edge
     scalars, mean-aggregated at the receiver, gated, residual."""
@@ -124,6 +137,7 @@ class _ConvLayer(nn.Module):
         gates = o3.Irreps([(gated.num_irreps, "0e")])
         self.gate = Gate(scalars, [torch.nn.functional.silu], gates, [torch.sigmoid], gated)
         self.tp = o3.FullyConnectedTensorProduct(irreps_in, irreps_sh, self.gate.irreps_in, shared_weights=False)
+        self.fused = FusedTensorProduct(self.tp)  # evaluates self.tp faster (its docstring); no parameters
         self.fc = nn.Sequential(nn.Linear(edge_scalars, 64), nn.SiLU(), nn.Linear(64, self.tp.weight_numel))
         self.sc_fc = None
         if sc_scalars:
@@ -133,18 +147,53 @@ class _ConvLayer(nn.Module):
         self.self_int = o3.Linear(irreps_in, self.gate.irreps_in)
         self.irreps_out = self.gate.irreps_out
         self.residual = irreps_in == self.irreps_out
+        # the gate written out (_gate): exact when e3nn keeps the order scalars | gates | gated
+        n_s, n_g = scalars.dim, gates.dim
+        self._gate_split = None
+        if tuple((scalars + gates + gated).sort().p) == tuple(range(len(scalars + gates + gated))) and n_g:
+            expand = torch.cat([torch.full((ir.dim,), i) for i, (_, ir) in
+                                enumerate(o3.Irreps([(1, ir) for mul, ir in gated for _ in range(mul)]))])
+            self._gate_split = (n_s, n_g)
+            self.register_buffer("_gate_expand", expand, persistent=False)
+        self._frozen = None  # a dict while the net's weights are frozen (FrameDenoiserNet.frozen_weights)
 
-    def forward(self, h, src, dst, sh, edge_s, n_nodes, sc_s=None):
-        if self.sc_fc is None:
-            w = self.fc(edge_s)
-        else:  # fc(edge_s) + sc_fc(sc_s) as one matmul over the joined hidden features (no second (E, W) array)
-            hidden = torch.cat([self.fc[1](self.fc[0](edge_s)), self.sc_fc[1](self.sc_fc[0](sc_s))], -1)
-            w = nn.functional.linear(hidden, torch.cat([self.fc[2].weight, self.sc_fc[2].weight], 1),
-                                     self.fc[2].bias + self.sc_fc[2].bias)
-        msg = self.tp(h[src], sh, w)
+    def _gate(self, x):
+        """``self.gate(x)`` written out (the same e3nn activations, normalised to unit second
+        moment): the scalars through their activation, each gated irrep times its activated gate."""
+        if self._gate_split is None:
+            return self.gate(x)
+        n_s, n_g = self._gate_split
+        gates = self.gate.act_gates.acts[0](x[:, n_s : n_s + n_g])
+        return torch.cat([self.gate.act_scalars.acts[0](x[:, :n_s]), x[:, n_s + n_g :] * gates[:, self._gate_expand]], 1)
+
+    def _weights(self):
+        """The edge MLP's hidden-to-weight layer (fc's last layer, with sc_fc's beside it) in the
+        fused product's stacked layout; built once while the weights are frozen."""
+        frozen = self._frozen if not torch.is_grad_enabled() else None
+        if frozen is not None and "tp" in frozen:
+            return frozen["tp"]
+        weight, bias = self.fc[2].weight, self.fc[2].bias
+        if self.sc_fc is not None:  # fc(edge_s) + sc_fc(sc_s) as one matmul over the joined hidden features
+            weight, bias = torch.cat([weight, self.sc_fc[2].weight], 1), bias + self.sc_fc[2].bias
+        if self.fused_tp:
+            weight, bias = self.fused.weight_layout(weight, bias)
+        if frozen is not None:
+            frozen["tp"] = (weight, bias)
+        return weight, bias
+
+    #: evaluate the tensor product with :class:`FusedTensorProduct` (False: e3nn's own, one path at a
+    #: time; the same numbers to float rounding, slower; kept for the tests that compare the two)
+    fused_tp = True
+
+    def forward(self, h, src, dst, sh, edge_s, n_nodes, sc_s=None, coupling=None):
+        hidden = self.fc[1](self.fc[0](edge_s))
+        if self.sc_fc is not None:
+            hidden = torch.cat([hidden, self.sc_fc[1](self.sc_fc[0](sc_s))], -1)
+        w = nn.functional.linear(hidden, *self._weights())
+        msg = self.fused(h[src], sh, w, coupling) if self.fused_tp else self.tp(h[src], sh, w)
         agg = torch.zeros(n_nodes, msg.shape[-1], dtype=msg.dtype, device=msg.device).index_add_(0, dst, msg)
         deg = torch.zeros(n_nodes, dtype=msg.dtype, device=msg.device).index_add_(0, dst, torch.ones_like(dst, dtype=msg.dtype))
-        out = self.gate(self.self_int(h) + agg / deg.clamp_min(1)[:, None])
+        out = self._gate(_linear(self.self_int, h, self._frozen) + agg / deg.clamp_min(1)[:, None])
         return h + out if self.residual else out
 
 
@@ -180,11 +229,32 @@ class FrameDenoiserNet(nn.Module):
             irr = layer.irreps_out
         self.layers = nn.ModuleList(layers)
         self.readout = o3.Linear(irr, o3.Irreps("3x1o"))
+        self._frozen = None  # a dict inside frozen_weights()
         if cfg.ss_conditioning:
             self.ss_embed = nn.Embedding(SS_CLASSES, self.n_time + self.n_idx)
             self.pair_embed = nn.Embedding(PAIR_CLASSES, edge_scalars)
             nn.init.zeros_(self.ss_embed.weight)
             nn.init.zeros_(self.pair_embed.weight)
+
+    @contextlib.contextmanager
+    def frozen_weights(self):
+        """Within this context, without gradients, the weights are taken as constant: what the
+        layers derive from them (the tensor products' stacked weight layers, the e3nn linears as
+        dense matrices) is built at the first call and reused (the sampler's many calls). The
+        numbers are those of the plain forward to float rounding. Changing a parameter inside
+        the context is an error the net cannot see: do not."""
+        if torch.is_grad_enabled():
+            yield self
+            return
+        mods = [self] + list(self.layers)
+        prev = [m._frozen for m in mods]
+        for m in mods:
+            m._frozen = {}
+        try:
+            yield self
+        finally:
+            for m, p in zip(mods, prev):
+                m._frozen = p
 
     # ------------------------------------------------------------------ graph
     def build_edges(self, x: torch.Tensor, mask: torch.Tensor, res_idx: torch.Tensor, chain: torch.Tensor,
@@ -277,9 +347,10 @@ class FrameDenoiserNet(nn.Module):
             else:
                 sf = sc_trans.reshape(b * n, 3).to(dtype)
                 sc_s = _radial_basis((sf[src] - sf[dst]).norm(dim=-1), self.cfg.radial, self.cfg.max_radius_nm).to(dtype)
+        coupling = {}  # the tensor products' sh couplings, shared by the layers (FusedTensorProduct.coupling)
         for layer in self.layers:
-            h = layer(h, src, dst, sh, edge_s, b * n, sc_s)
-        out = self.readout(h).reshape(b, n, 3, 3)  # three 1o vectors
+            h = layer(h, src, dst, sh, edge_s, b * n, sc_s, coupling)
+        out = _linear(self.readout, h, self._frozen).reshape(b, n, 3, 3)  # three 1o vectors
         dx, da, db = out.unbind(-2)
         trans0 = trans + dx
         rots0 = gram_schmidt(rots[..., 0] + da, rots[..., 1] + db)

@@ -35,6 +35,7 @@ projected back onto SO(3), and the n copies rebuilt), so the chains are exact co
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import re
@@ -56,6 +57,7 @@ from diffsci.protein.contig import (MAX_LENGTH, MIN_LENGTH, Motif, contig_length
 from diffsci.protein.diffusion import (ANGSTROM_PER_NM, KIND, ProteinCond, ProteinModelConfig, SelfConditioned, build_space,
                                       ss_checkpoint)
 from diffsci.protein.frames import backbone_from_frames
+from diffsci.protein.model import FrameDenoiserNet
 from diffsci.protein.motif import METHODS as MOTIF_METHODS
 from diffsci.protein.motif import TAPER, condition_on_motif
 from diffsci.protein.ss import PAIR_UNKNOWN, SS_LETTERS, pair_classes, ss_condition
@@ -330,8 +332,12 @@ def sample_states(bundle: Bundle, n_res: int, generator, *, steps: int, sampler:
         known = tree_map(lambda v: v.to(device), known)
         denoise, constraint = condition_on_motif(space, denoise, known, method=motif_method, taper=motif_taper,
                                                  constraint=constraint, generator=generator, chain_index=chain[0])
-    return get_sampler(sampler)(denoise, x, times, space=space, cond=cond, generator=generator, constraint=constraint,
-                                callback=callback)
+    with contextlib.ExitStack() as stack:  # the weights are constant while sampling (FrameDenoiserNet.frozen_weights)
+        for net in bundle.model.modules():
+            if isinstance(net, FrameDenoiserNet):
+                stack.enter_context(net.frozen_weights())
+        return get_sampler(sampler)(denoise, x, times, space=space, cond=cond, generator=generator,
+                                    constraint=constraint, callback=callback)
 
 
 def _to_atoms(trans, rots, n_copies: int, chain_lengths=None) -> np.ndarray:

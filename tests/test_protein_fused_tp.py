@@ -1,0 +1,130 @@
+"""The fused tensor product and the frozen-weight inference path against e3nn's own evaluation."""
+
+import pytest
+import torch
+from e3nn import o3
+
+from diffsci.core.errors import DiffsciError
+from diffsci.protein.fused_tp import FusedTensorProduct
+from diffsci.protein.model import FrameDenoiserNet, FrameNetConfig, _ConvLayer
+
+SH = o3.Irreps.spherical_harmonics(2)
+
+
+def _inputs(tp, e=37, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(e, tp.irreps_in1.dim, generator=g, dtype=dtype)
+    sh = o3.spherical_harmonics(SH, torch.randn(e, 3, generator=g, dtype=dtype), True, normalization="component")
+    w = torch.randn(e, tp.weight_numel, generator=g, dtype=dtype)
+    return x, sh, w
+
+
+@pytest.mark.parametrize("irreps_in, irreps_out", [
+    ("32x0e + 3x1o", "16x0e + 8x0e + 8x1o"),  # the frame network's first layer
+    ("16x0e + 8x1o", "16x0e + 8x0e + 8x1o"),  # its other layers
+    ("16x0e + 8x1o + 4x2e", "16x0e + 12x0e + 8x1o + 4x2e"),  # with tensors
+    ("4x1o + 3x0e + 2x2e + 1x1e", "5x2e + 3x1o + 2x0e + 4x1o + 2x1e"),  # interleaved, repeated output irreps
+])
+def test_fused_product_equals_e3nn_with_gradients(irreps_in, irreps_out):
+    tp = o3.FullyConnectedTensorProduct(irreps_in, SH, irreps_out, shared_weights=False).double()
+    fused = FusedTensorProduct(tp).double()
+    x, sh, w = _inputs(tp)
+    for t in (x, sh, w):
+        t.requires_grad_(True)
+    ref = tp(x, sh, w)
+    got = fused(x, sh, w[:, fused.perm] * fused.scale)
+    assert got.shape == ref.shape
+    # to e3nn's float32 constants (its Wigner 3j buffers are stored in float32)
+    assert torch.allclose(got, ref, atol=1e-6, rtol=1e-6)
+    probe = torch.randn_like(ref)
+    g_ref = torch.autograd.grad((ref * probe).sum(), (x, sh, w))
+    g_got = torch.autograd.grad((got * probe).sum(), (x, sh, w))
+    for a, b in zip(g_ref, g_got):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-6)
+
+
+def test_weight_layout_maps_a_linear_layer_exactly():
+    tp = o3.FullyConnectedTensorProduct("16x0e + 8x1o", SH, "16x0e + 8x0e + 8x1o", shared_weights=False).double()
+    fused = FusedTensorProduct(tp).double()
+    lin = torch.nn.Linear(5, tp.weight_numel).double()
+    x, sh, _ = _inputs(tp)
+    hidden = torch.randn(x.shape[0], 5, dtype=torch.float64)
+    weight, bias = fused.weight_layout(lin.weight, lin.bias)
+    got = fused(x, sh, torch.nn.functional.linear(hidden, weight, bias))
+    assert torch.allclose(got, tp(x, sh, lin(hidden)), atol=1e-6, rtol=1e-6)
+    # every e3nn weight appears once (a permutation), scaled by its path's weight
+    assert sorted(fused.perm.tolist()) == list(range(tp.weight_numel))
+
+
+def test_unsupported_products_are_refused():
+    shared = o3.FullyConnectedTensorProduct("4x0e", SH, "4x0e", shared_weights=True)
+    with pytest.raises(DiffsciError, match="per-edge"):
+        FusedTensorProduct(shared)
+    two = o3.FullyConnectedTensorProduct("4x0e", "2x1o", "4x1o", shared_weights=False)
+    with pytest.raises(DiffsciError, match="multiplicity 1"):
+        FusedTensorProduct(two)
+    sparse = o3.TensorProduct("4x0e + 2x1o", "1x0e", "4x0e + 2x1o", [(0, 0, 0, "uvw", True)], shared_weights=False)
+    with pytest.raises(DiffsciError, match="fully connected"):
+        FusedTensorProduct(sparse)
+
+
+@pytest.mark.parametrize("tensors", [0, 3])
+def test_written_out_gate_equals_e3nn_gate(tensors):
+    hidden = FrameNetConfig(scalars=6, vectors=5, tensors=tensors).hidden_irreps
+    layer = _ConvLayer(o3.Irreps("6x0e + 5x1o"), hidden, SH, 10)
+    assert layer._gate_split is not None  # the written-out gate is the one in use
+    x = torch.randn(20, layer.gate.irreps_in.dim, generator=torch.Generator().manual_seed(3))
+    assert torch.allclose(layer._gate(x), layer.gate(x), atol=1e-6)
+
+
+def _net_inputs(net, b=2, n=30, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    trans = torch.randn(b, n, 3, generator=g) * 1.2
+    rots = torch.linalg.qr(torch.randn(b, n, 3, 3, generator=g))[0]
+    mask = torch.ones(b, n, dtype=torch.bool)
+    mask[1, -4:] = False
+    idx = torch.arange(n).expand(b, n)
+    return (trans, rots, torch.rand(b, generator=g), mask, idx, torch.zeros(b, n, dtype=torch.long),
+            trans + 0.1 * torch.randn(b, n, 3, generator=g))
+
+
+@pytest.mark.parametrize("tensors", [0, 2])
+def test_net_fused_and_frozen_paths_equal_e3nn(monkeypatch, tensors):
+    torch.manual_seed(0)
+    net = FrameDenoiserNet(FrameNetConfig(scalars=8, vectors=4, tensors=tensors, layers=3, self_condition=True)).eval()
+    for p in net.parameters():  # the zero-initialised self-conditioning layers too
+        torch.nn.init.normal_(p, std=0.3)
+    args = _net_inputs(net)
+    with torch.no_grad():
+        fused = net(*args)
+        with net.frozen_weights():
+            frozen, again = net(*args), net(*args)
+        monkeypatch.setattr(_ConvLayer, "fused_tp", False)
+        monkeypatch.setattr(_ConvLayer, "_gate", lambda self, x: self.gate(x))  # e3nn's Gate
+        plain = net(*args)
+    for a, b, c, d in zip(fused, frozen, again, plain):
+        assert torch.allclose(a, d, atol=1e-5)
+        assert torch.allclose(b, d, atol=1e-5)
+        assert torch.equal(b, c)
+    assert all(m._frozen is None for m in [net, *net.layers])  # the context cleans up
+
+
+def test_frozen_weights_are_rebuilt_per_context_and_skipped_with_gradients():
+    torch.manual_seed(0)
+    net = FrameDenoiserNet(FrameNetConfig(scalars=8, vectors=4, layers=2)).eval()
+    args = _net_inputs(net)[:6]
+    with torch.no_grad():
+        with net.frozen_weights():
+            before = net(*args)[0]
+        for p in net.parameters():
+            p.add_(0.05)
+        with net.frozen_weights():
+            after = net(*args)[0]
+        plain = net(*args)[0]
+    assert not torch.allclose(before, after)
+    assert torch.allclose(after, plain, atol=1e-6)
+    # with gradients the context does nothing: the weights train as usual
+    with net.frozen_weights():
+        out = net(*args)[0]
+        out.sum().backward()
+    assert net.layers[0].fc[2].weight.grad is not None and net.layers[0].fc[2].weight.grad.abs().sum() > 0
