@@ -141,10 +141,14 @@ class FusedTensorProduct(nn.Module):
             off += u_total * w_out
             parts.append(torch.bmm(z.transpose(1, 2), wg).transpose(1, 2))  # (E, W, k)
         if len(parts) == 1 and len(self._groups[0][2]) == 1:
-            return parts[0].reshape(e, -1)
-        out = []
-        for b, gi, k in self._order:
-            blocks = self._groups[gi][2]
-            start = sum(self.irreps_out[bb].mul for bb in blocks[:k])
-            out.append(parts[gi][:, start : start + self.irreps_out[b].mul].reshape(e, -1))
-        return torch.cat(out, 1)
+            out = parts[0].reshape(e, -1)
+        else:
+            blocks_out = []
+            for b, gi, k in self._order:
+                blocks = self._groups[gi][2]
+                start = sum(self.irreps_out[bb].mul for bb in blocks[:k])
+                blocks_out.append(parts[gi][:, start : start + self.irreps_out[b].mul].reshape(e, -1))
+            out = torch.cat(blocks_out, 1)
+        # under autocast the products run in bfloat16; the output keeps x's dtype, as e3nn's does
+        # (the e3nn layers after it refuse mixed dtypes)
+        return out.to(x.dtype)

@@ -122,7 +122,7 @@ def _linear(lin: o3.Linear, x: torch.Tensor, frozen: dict | None) -> torch.Tenso
     key = ("linear", id(lin))
     if key not in frozen:
         frozen[key] = lin(torch.eye(lin.irreps_in.dim, dtype=x.dtype, device=x.device))
-    return x @ frozen[key]
+    return (x @ frozen[key]).to(x.dtype)
 
 
 class _ConvLayer(nn.Module):

@@ -128,3 +128,19 @@ def test_frozen_weights_are_rebuilt_per_context_and_skipped_with_gradients():
         out = net(*args)[0]
         out.sum().backward()
     assert net.layers[0].fc[2].weight.grad is not None and net.layers[0].fc[2].weight.grad.abs().sum() > 0
+
+
+def test_net_trains_under_bfloat16_autocast():
+    """The CUDA training path autocasts to bfloat16 (core.train); on the CPU the same autocast
+    checks that the fused products hand e3nn's layers the residual stream's dtype (e3nn's
+    linears refuse mixed dtypes) and stay close to float32."""
+    torch.manual_seed(0)
+    net = FrameDenoiserNet(FrameNetConfig(scalars=8, vectors=4, layers=2, self_condition=True))
+    args = _net_inputs(net)
+    ref = net(*args)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = net(*args)
+        out[0].float().pow(2).sum().backward()
+    assert out[0].dtype == torch.float32
+    assert (out[0] - ref[0]).abs().max() < 0.05 * ref[0].abs().max()
+    assert all(p.grad is not None for p in net.layers[1].fc.parameters())
