@@ -115,9 +115,9 @@ def _radial_basis(d: torch.Tensor, n: int, cutoff: float) -> torch.Tensor:
 
 
 def _linear(lin: o3.Linear, x: torch.Tensor, frozen: dict | None) -> torch.Tensor:
-    """``lin(x)`` for an e3nn ``Linear`` without biases; while weights are frozen (``frozen`` a
-    dict), as one matmul with the dense matrix ``lin(I)`` (built once: the map is linear)."""
-    if frozen is None or torch.is_grad_enabled():
+    """``lin(x)`` of an e3nn ``Linear``; while weights are frozen (``frozen`` a dict) and ``lin`` has
+    no biases, as one matmul with the dense matrix ``lin(I)`` (built once: the map is linear)."""
+    if frozen is None or torch.is_grad_enabled() or lin.bias.numel():  # with biases the map is affine
         return lin(x)
     key = ("linear", id(lin))
     if key not in frozen:
