@@ -99,8 +99,10 @@ class FusedTensorProduct(nn.Module):
                                  persistent=False)
         self._slices1 = self.irreps_in1.slices()
         self._slices2 = self.irreps_in2.slices()
-        self._order = sorted((b, gi, k) for gi, (_, _, blocks, _, _) in enumerate(self._groups)
-                             for k, b in enumerate(blocks))
+        # output blocks in e3nn's order: (group, first column in the group's W, multiplicity)
+        self._order = [(gi, sum(self.irreps_out[bb].mul for bb in self._groups[gi][2][:k]), self.irreps_out[b].mul)
+                       for b, gi, k in sorted((b, gi, k) for gi, (_, _, blocks, _, _) in enumerate(self._groups)
+                                              for k, b in enumerate(blocks))]
 
     def weight_layout(self, weight: torch.Tensor, bias: torch.Tensor | None):
         """A linear layer's ``weight`` (W, F) and ``bias`` (W,) that produce e3nn's flat weights,
@@ -143,12 +145,7 @@ class FusedTensorProduct(nn.Module):
         if len(parts) == 1 and len(self._groups[0][2]) == 1:
             out = parts[0].reshape(e, -1)
         else:
-            blocks_out = []
-            for b, gi, k in self._order:
-                blocks = self._groups[gi][2]
-                start = sum(self.irreps_out[bb].mul for bb in blocks[:k])
-                blocks_out.append(parts[gi][:, start : start + self.irreps_out[b].mul].reshape(e, -1))
-            out = torch.cat(blocks_out, 1)
+            out = torch.cat([parts[gi][:, start : start + mul].reshape(e, -1) for gi, start, mul in self._order], 1)
         # under autocast the products run in bfloat16; the output keeps x's dtype, as e3nn's does
         # (the e3nn layers after it refuse mixed dtypes)
         return out.to(x.dtype)

@@ -125,6 +125,12 @@ def _linear(lin: o3.Linear, x: torch.Tensor, frozen: dict | None) -> torch.Tenso
     return (x @ frozen[key]).to(x.dtype)
 
 
+def _in_degree(dst: torch.Tensor, n_nodes: int, dtype) -> torch.Tensor:
+    """(n_nodes, 1): the number of edges into each node, at least 1."""
+    ones = torch.ones_like(dst, dtype=dtype)
+    return torch.zeros(n_nodes, dtype=dtype, device=dst.device).index_add_(0, dst, ones).clamp_min(1)[:, None]
+
+
 class _ConvLayer(nn.Module):
     """One equivariant message-passing layer: TP(node[src], SH(edge)) weighted by an MLP of edge
     scalars, mean-aggregated at the receiver, gated, residual."""
@@ -185,15 +191,16 @@ class _ConvLayer(nn.Module):
     #: time; the same numbers to float rounding, slower; kept for the tests that compare the two)
     fused_tp = True
 
-    def forward(self, h, src, dst, sh, edge_s, n_nodes, sc_s=None, coupling=None):
+    def forward(self, h, src, dst, sh, edge_s, n_nodes, sc_s=None, coupling=None, deg=None):
         hidden = self.fc[1](self.fc[0](edge_s))
         if self.sc_fc is not None:
             hidden = torch.cat([hidden, self.sc_fc[1](self.sc_fc[0](sc_s))], -1)
         w = nn.functional.linear(hidden, *self._weights())
         msg = self.fused(h[src], sh, w, coupling) if self.fused_tp else self.tp(h[src], sh, w)
         agg = torch.zeros(n_nodes, msg.shape[-1], dtype=msg.dtype, device=msg.device).index_add_(0, dst, msg)
-        deg = torch.zeros(n_nodes, dtype=msg.dtype, device=msg.device).index_add_(0, dst, torch.ones_like(dst, dtype=msg.dtype))
-        out = self._gate(_linear(self.self_int, h, self._frozen) + agg / deg.clamp_min(1)[:, None])
+        if deg is None:  # messages per receiver, at least 1 (the same for every layer: the net passes it)
+            deg = _in_degree(dst, n_nodes, msg.dtype)
+        out = self._gate(_linear(self.self_int, h, self._frozen) + agg / deg)
         return h + out if self.residual else out
 
 
@@ -348,8 +355,9 @@ class FrameDenoiserNet(nn.Module):
                 sf = sc_trans.reshape(b * n, 3).to(dtype)
                 sc_s = _radial_basis((sf[src] - sf[dst]).norm(dim=-1), self.cfg.radial, self.cfg.max_radius_nm).to(dtype)
         coupling = {}  # the tensor products' sh couplings, shared by the layers (FusedTensorProduct.coupling)
+        deg = _in_degree(dst, b * n, dtype)
         for layer in self.layers:
-            h = layer(h, src, dst, sh, edge_s, b * n, sc_s, coupling)
+            h = layer(h, src, dst, sh, edge_s, b * n, sc_s, coupling, deg)
         out = _linear(self.readout, h, self._frozen).reshape(b, n, 3, 3)  # three 1o vectors
         dx, da, db = out.unbind(-2)
         trans0 = trans + dx
