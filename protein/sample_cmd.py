@@ -266,7 +266,7 @@ def add_parser(subparsers) -> None:
                         "right-twisted strands; paired strands in register, pleats aligned, backbone H-bonds; "
                         "strands pair as --ss-pairs says, else strands joined by a loop of <= 5 residues pair as "
                         "hairpins) by this fraction in [0, 1] (default: 1 when --ss has a strand and no "
-                        "--symmetry, else 0; 0 turns it off). Slower: ~14 s per L=64 design")
+                        "--symmetry, else 0; 0 turns it off). Slower: ~10 s per L=64 design")
     p.add_argument("--trajectory", action="store_true",
                    help="also write trajectories/NAME.pdb: the model's x0 prediction at every step, one MODEL per step")
     p.add_argument("--device", default="cpu",

@@ -65,7 +65,7 @@ from diffsci.protein.ss import PAIR_ANTIPARALLEL, PAIR_PARALLEL, PAIR_UNKNOWN, s
 
 __all__ = ["HAIRPIN_LOOP", "Restraints", "hairpin_pairs", "strand_restraints", "request_restraints", "relax",
            "ca_trace_frames", "strand_frames", "pseudo_dihedral_sin", "strand_hbond_energy",
-           "StrandRestraints"]
+           "restraint_energy", "StrandRestraints"]
 
 #: the longest loop (residues) between two strands that are paired as a hairpin by default
 HAIRPIN_LOOP = 5
@@ -231,21 +231,26 @@ def pseudo_dihedral_sin(ca: torch.Tensor, first: torch.Tensor, eps: float = 1e-8
     return -(m1 * n2).sum(-1) / (n1.norm(dim=-1) * n2.norm(dim=-1)).clamp_min(eps)
 
 
-def strand_hbond_energy(ca: torch.Tensor, acceptor: torch.Tensor, donor: torch.Tensor) -> torch.Tensor:
+def strand_hbond_energy(ca: torch.Tensor, acceptor: torch.Tensor, donor: torch.Tensor,
+                        frames: torch.Tensor | None = None) -> torch.Tensor:
     """DSSP energies (kcal/mol) of the H-bonds C=O(acceptor) ... H-N(donor), (..., K), of a strand
     whose backbone is rebuilt from its CA trace ``ca`` (..., N, 3) in Å (:func:`strand_frames`,
     ideal geometry, O as :func:`diffsci.protein.frames.backbone_from_frames` places it; H on the
     bisector of C(d-1)->N(d) and CA(d)->N(d) as DSSP places it):
-    ``0.084 * 332 * (1/r_ON + 1/r_CH - 1/r_OH - 1/r_CN)`` (Kabsch & Sander 1983). Only the atoms
-    the bonds need are built: ``acceptor + 1`` and ``donor - 1`` need both chain neighbours too."""
+    ``0.084 * 332 * (1/r_ON + 1/r_CH - 1/r_OH - 1/r_CN)`` (Kabsch & Sander 1983). The bonds need
+    the atoms of residues ``acceptor``, ``acceptor + 1``, ``donor - 1`` and ``donor``, which must
+    lie in 1..N-2 (a residue's frame needs both chain neighbours). ``frames``: the trace's
+    :func:`strand_frames` (..., N-2, 3, 3) where the caller has them (the relaxation builds the
+    frames once per energy evaluation, for this term and the pleat term)."""
     from diffsci.protein.frames import IDEAL_LOCAL, _O_ALONG, _O_PERP
 
+    if frames is None:
+        frames = strand_frames(ca)
     n_loc = torch.tensor(IDEAL_LOCAL["N"], dtype=ca.dtype, device=ca.device)
     c_loc = torch.tensor(IDEAL_LOCAL["C"], dtype=ca.dtype, device=ca.device)
 
     def atom(k, local):  # (..., K, 3): atom of residues k from their CA-trace strand frames
-        f = strand_frames(torch.stack([ca[..., k - 1, :], ca[..., k, :], ca[..., k + 1, :]], -2))[..., 0, :, :]
-        return ca[..., k, :] + (f @ local[:, None])[..., 0]
+        return ca[..., k, :] + frames[..., k - 1, :, :] @ local
 
     def unit(v):
         return v / v.norm(dim=-1, keepdim=True).clamp_min(1e-8)
@@ -281,55 +286,75 @@ def _hbond_index(ladders, parallel):
     return tuple(np.asarray(v, dtype=np.int64) for v in (acc, don, grp))
 
 
+def restraint_energy(r: Restraints, *, anchor: float = 1e-3, scale: float = 1.0):
+    """``energy(y, x0) -> (B,)``: the flat-bottom energy :func:`relax` minimises for CA positions
+    ``y`` (B, N, 3) anchored at ``x0``, the restraints ``r`` with distances divided by ``scale``
+    (10 for nm). Invariant under a common rigid motion of ``y`` and ``x0``. Index tensors are
+    built at the first call, on its device."""
+    cache = {}
+    unit = PLEAT_WEIGHT / scale ** 2
+    n_ladders = len(r.hbond_ladders)
+
+    def energy(y: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        key = (y.device, y.dtype, torch.is_inference_mode_enabled())  # no inference tensors in a graph
+        if key not in cache:
+            dev, dt = y.device, y.dtype
+            cache[key] = (
+                torch.as_tensor(r.i, device=dev), torch.as_tensor(r.j, device=dev),
+                torch.as_tensor(r.lo, dtype=dt, device=dev) / scale, torch.as_tensor(r.hi, dtype=dt, device=dev) / scale,
+                *(torch.as_tensor(r.ladder[:, k], device=dev) for k in (0, 1)), torch.as_tensor(r.twist, device=dev),
+                *(torch.as_tensor(v, device=dev) for v in r.hbond_index), torch.tensor(STRAND_Q, dtype=dt, device=dev))
+        i, j, lo, hi, pi, pj, tw, hb_acc, hb_don, hb_group, strand_q = cache[key]
+        d = (y[:, j] - y[:, i]).norm(dim=-1)
+        e = (((lo - d).clamp_min(0) + (d - hi).clamp_min(0)) ** 2).sum(-1) + anchor * ((y - x0) ** 2).sum((-1, -2))
+        frames = ca_trace_frames(y) if pi.numel() or hb_acc.numel() else None  # (B, N-2, 3, 3): residues 1..N-2
+        if pi.numel():
+            v = frames[..., 1]
+            vi, vj = v[:, pi - 1], v[:, pj - 1]
+            rij = y[:, pj] - y[:, pi]
+            rij = rij / rij.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+            e = e + unit * (((PLEAT_DOT - (vi * vj).sum(-1)).clamp_min(0) ** 2).sum(-1)
+                            + (((rij * vi).sum(-1).abs() - PLEAT_ACROSS).clamp_min(0) ** 2).sum(-1))
+        if tw.numel():
+            e = e + unit * ((pseudo_dihedral_sin(y, tw) - TWIST_SIN).clamp_min(0) ** 2).sum(-1)
+        if hb_acc.numel():  # every other partner pair a bridge (_hbond_index), in the phase that fits
+            # the frames of y * scale are those of y (scale > 0): built once for both terms
+            hb = strand_hbond_energy(y * scale, hb_acc, hb_don, frames=frames @ strand_q)
+            pen = (hb - HBOND_TARGET).clamp_min(0) ** 2  # (B, H)
+            per = torch.zeros(y.shape[0], 2 * n_ladders, dtype=y.dtype, device=y.device).index_add_(1, hb_group, pen)
+            e = e + HBOND_WEIGHT / scale ** 2 * per.view(-1, n_ladders, 2).min(-1).values.sum(-1)
+        return e
+
+    return energy
+
+
 def relax(x: torch.Tensor, r: Restraints, *, iters: int = 30, anchor: float = 1e-3,
           scale: float = 1.0) -> torch.Tensor:
     """CA positions ``x`` (B, N, 3) moved to (near) the closest positions that satisfy the
     restraints ``r`` (its distances divided by ``scale``: 10 for nm).
 
     Minimises by L-BFGS (``iters`` iterations, strong-Wolfe line search) the flat-bottom energy
+    (:func:`restraint_energy`, summed over the batch)
     ``sum(distance violation^2) + sum(pleat violation^2) + anchor |y - x|^2``: the pleat terms ask
     registered partners for pleats that agree, ``v_i . v_j >= PLEAT_DOT``, and lie across the
     sheet, ``|r_ij . v_i| <= PLEAT_ACROSS`` (``v``: :func:`ca_trace_frames`' second axis; ``r_ij``
     the unit vector to the partner), and the twist term asks strands to twist right-handed,
     ``sin(pseudo-dihedral) <= TWIST_SIN``; these scaled to Å^2 like the distance terms. The anchor keeps the
     move small and the minimum unique. Works under ``torch.no_grad`` and ``inference_mode``."""
-    dev, dt = x.device, x.dtype
-    i, j = torch.as_tensor(r.i, device=dev), torch.as_tensor(r.j, device=dev)
-    lo = torch.as_tensor(r.lo, dtype=dt, device=dev) / scale
-    hi = torch.as_tensor(r.hi, dtype=dt, device=dev) / scale
-    pi, pj = (torch.as_tensor(r.ladder[:, k], device=dev) for k in (0, 1))
-    tw = torch.as_tensor(r.twist, device=dev)
-    ladders = r.hbond_ladders
-    hb_acc, hb_don, hb_group = (torch.as_tensor(v, device=dev) for v in r.hbond_index)
+    energy_of = restraint_energy(r, anchor=anchor, scale=scale)
     with torch.inference_mode(False), torch.enable_grad():
         x0 = x.detach().clone()
-        lo, hi = lo.clone(), hi.clone()
         y = x0.clone().requires_grad_(True)
         opt = torch.optim.LBFGS([y], lr=1.0, max_iter=iters, line_search_fn="strong_wolfe",
                                 tolerance_grad=1e-10, tolerance_change=1e-14)
-        unit = PLEAT_WEIGHT / scale ** 2
 
-        def energy():
+        def closure():
             opt.zero_grad()
-            d = (y[:, j] - y[:, i]).norm(dim=-1)
-            e = (((lo - d).clamp_min(0) + (d - hi).clamp_min(0)) ** 2).sum() + anchor * ((y - x0) ** 2).sum()
-            if pi.numel():
-                v = ca_trace_frames(y)[..., 1]  # (B, N-2, 3): residues 1..N-2
-                vi, vj = v[:, pi - 1], v[:, pj - 1]
-                rij = y[:, pj] - y[:, pi]
-                rij = rij / rij.norm(dim=-1, keepdim=True).clamp_min(1e-8)
-                e = e + unit * (((PLEAT_DOT - (vi * vj).sum(-1)).clamp_min(0) ** 2).sum()
-                                + (((rij * vi).sum(-1).abs() - PLEAT_ACROSS).clamp_min(0) ** 2).sum())
-            if tw.numel():
-                e = e + unit * ((pseudo_dihedral_sin(y, tw) - TWIST_SIN).clamp_min(0) ** 2).sum()
-            if hb_acc.numel():  # every other partner pair a bridge (_hbond_index), in the phase that fits
-                pen = (strand_hbond_energy(y * scale, hb_acc, hb_don) - HBOND_TARGET).clamp_min(0) ** 2  # (B, H)
-                per = torch.zeros(y.shape[0], 2 * len(ladders), dtype=y.dtype, device=dev).index_add_(1, hb_group, pen)
-                e = e + HBOND_WEIGHT / scale ** 2 * per.view(-1, len(ladders), 2).min(-1).values.sum()
+            e = energy_of(y, x0).sum()
             e.backward()
             return e
 
-        opt.step(energy)
+        opt.step(closure)
         return y.detach().clone()
 
 
