@@ -153,10 +153,13 @@ class _ConvLayer(nn.Module):
         self.self_int = o3.Linear(irreps_in, self.gate.irreps_in)
         self.irreps_out = self.gate.irreps_out
         self.residual = irreps_in == self.irreps_out
-        # the gate written out (_gate): exact when e3nn keeps the order scalars | gates | gated
+        # the gate written out (_gate): exact when e3nn keeps the order scalars | gates | gated and
+        # the scalars and the gates are one irrep block each (one activation function each)
         n_s, n_g = scalars.dim, gates.dim
         self._gate_split = None
-        if tuple((scalars + gates + gated).sort().p) == tuple(range(len(scalars + gates + gated))) and n_g:
+        in_order = tuple((scalars + gates + gated).sort().p) == tuple(range(len(scalars + gates + gated)))
+        one_act = len(self.gate.act_scalars.acts) == len(self.gate.act_gates.acts) == 1  # one block each
+        if in_order and one_act and n_g:
             expand = torch.cat([torch.full((ir.dim,), i) for i, (_, ir) in
                                 enumerate(o3.Irreps([(1, ir) for mul, ir in gated for _ in range(mul)]))])
             self._gate_split = (n_s, n_g)
