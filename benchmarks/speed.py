@@ -1,8 +1,9 @@
 """``diffsci bench speed [--protein] [--weather]``: wall time and peak memory of the main jobs.
 
 - protein: L = 100 backbones with the shipped checkpoint and its default sampler, at batch 1
-  and batch 16 and at 10, 20 and 100 steps (seconds per backbone); target <= 5 s per backbone
-  at 100 steps, batch 1, on 2 CPU cores.
+  and batch 16 and at 10, 20 and 100 steps (seconds per backbone); target (issue 16) <= 2 s per
+  backbone at 100 steps, batch 1, on 2 CPU cores. ``--reference PAIRS`` also times each row's
+  fast path and e3nn's own evaluation of the network back to back (:func:`protein_speed`).
 - weather: the emulator's 50-member, 24-step (hourly, 24 h) ensemble at 32x64 with the shipped
   checkpoint and its default sampler, and the simulator's perfect-model ensemble of the same
   size and length from the same initial state, with the same torch threads (the simulator runs
@@ -19,9 +20,11 @@ row through ``/proc/self/clear_refs``; elsewhere the process's peak so far,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -67,14 +70,19 @@ def synchronize(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def protein_speed(length: int = 100, steps=(10, 20, 100), batches=(1, 16), device="cpu") -> dict:
+def protein_speed(length: int = 100, steps=(10, 20, 100), batches=(1, 16), device="cpu", reference: int = 0) -> dict:
     """Time ``sample_states`` of the shipped checkpoint on ``device`` for every (steps, batch) pair.
 
     Each row uses the sampler ``protein sample`` uses at its step count (``default_sampler``).
     Returns ``length``, ``threads``, ``device`` and ``rows``: one dict per pair with ``steps``,
     ``batch``, ``sampler``, ``seconds_total``, ``seconds_per_backbone`` and :func:`peak_memory`'s
-    keys (``cuda_peak_mb`` on CUDA)."""
+    keys (``cuda_peak_mb`` on CUDA). ``reference`` > 0: after that, ``reference`` pairs of runs,
+    the fast path then e3nn's own evaluation (:func:`diffsci.protein.model.e3nn_reference`) back
+    to back, so that a busy host slows both alike; the row gets ``reference``: ``pairs``, the
+    ``seconds_per_backbone`` and ``reference_seconds_per_backbone`` of each pair and
+    ``median_ratio`` (median of fast / reference over the pairs)."""
     from diffsci.core.utils import make_generator, resolve_device
+    from diffsci.protein.model import e3nn_reference
     from diffsci.protein.sampling import default_sampler, load_model, sample_states
 
     check_int(length, "length")
@@ -94,6 +102,20 @@ def protein_speed(length: int = 100, steps=(10, 20, 100), batches=(1, 16), devic
             dt = time.perf_counter() - t0
             rows.append({"steps": n, "batch": b, "sampler": sampler, "seconds_total": round(dt, 3),
                          "seconds_per_backbone": round(dt / b, 4), **peak_memory(dev)})
+            if reference:
+                fast, ref = [], []
+                for _ in range(check_int(reference, "reference")):
+                    for times, ctx in ((fast, contextlib.nullcontext()), (ref, e3nn_reference())):
+                        with ctx:
+                            synchronize(dev)
+                            t0 = time.perf_counter()
+                            sample_states(lm, length, gens, steps=n, sampler=sampler, batch=b)
+                            synchronize(dev)
+                            times.append(round((time.perf_counter() - t0) / b, 4))
+                ratios = sorted(f / r for f, r in zip(fast, ref))
+                rows[-1]["reference"] = {"pairs": reference, "seconds_per_backbone": fast,
+                                         "reference_seconds_per_backbone": ref,
+                                         "median_ratio": round(float(statistics.median(ratios)), 3)}
     return {"length": length, "threads": torch.get_num_threads(), "device": str(dev),
             "rows": rows}
 
@@ -105,11 +127,16 @@ def _run(args) -> int:
     do_w = args.weather or not args.protein
     res = {"load_average": {"start": list(os.getloadavg())}}
     if do_p:
-        res["protein"] = protein_speed(args.length, args.steps, args.batches, device=args.device)
+        res["protein"] = protein_speed(args.length, args.steps, args.batches, device=args.device,
+                                       reference=args.reference)
         for r in res["protein"]["rows"]:
             cuda = f", CUDA peak {r['cuda_peak_mb']} MB" if "cuda_peak_mb" in r else ""
             print(f"protein: L={args.length}, {r['steps']} steps ({r['sampler']}), batch {r['batch']}: {r['seconds_per_backbone']} s/backbone, "
                   f"peak RSS {r['peak_rss_mb']} MB{cuda}")
+            if "reference" in r:
+                ref = r["reference"]
+                print(f"  against e3nn's evaluation, {ref['pairs']} pairs back to back: {ref['seconds_per_backbone']} vs "
+                      f"{ref['reference_seconds_per_backbone']} s/backbone, median ratio {ref['median_ratio']}")
     if do_w:
         w = weather_forecast_speed(members=args.members, lead_hours=args.lead_hours, threads=args.threads,
                                    device=args.device, simulator=True)
@@ -120,6 +147,7 @@ def _run(args) -> int:
     words = ["diffsci", "bench", "speed"] + (["--protein"] if args.protein else []) + (["--weather"] if args.weather else [])
     if do_p:
         words += ["--length", str(args.length), "--steps", *map(str, args.steps), "--batches", *map(str, args.batches)]
+        words += ["--reference", str(args.reference)] if args.reference else []
     if do_w:
         words += ["--members", str(args.members), "--lead-hours", str(args.lead_hours), "--threads", str(args.threads)]
     words += ["--device", args.device]
@@ -137,6 +165,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--length", type=int, default=100, help="protein length (default 100)")
     p.add_argument("--steps", type=int, nargs="+", default=[10, 20, 100], help="protein sampling steps (default 10 20 100)")
     p.add_argument("--batches", type=int, nargs="+", default=[1, 16], help="protein batch sizes (default 1 16)")
+    p.add_argument("--reference", type=int, default=0, metavar="PAIRS",
+                   help="protein: also time PAIRS pairs of runs per row, the fast path and e3nn's own evaluation "
+                        "back to back (the speed-up on a busy host; default 0: off)")
     p.add_argument("--members", type=int, default=50, help="weather ensemble size (default 50)")
     p.add_argument("--lead-hours", type=int, default=24, help="weather forecast length (default 24)")
     p.add_argument("--threads", type=int, default=1,

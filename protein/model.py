@@ -49,7 +49,7 @@ from diffsci.core.io import check_int
 from diffsci.protein.fused_tp import FusedTensorProduct
 from diffsci.protein.ss import PAIR_ANTIPARALLEL, PAIR_CLASSES, PAIR_PARALLEL, PAIR_UNKNOWN, SS_CLASSES, SS_UNKNOWN
 
-__all__ = ["FrameNetConfig", "FrameDenoiserNet", "gram_schmidt", "sinusoidal"]
+__all__ = ["FrameNetConfig", "FrameDenoiserNet", "gram_schmidt", "sinusoidal", "e3nn_reference"]
 
 
 @dataclass(frozen=True)
@@ -114,10 +114,28 @@ def _radial_basis(d: torch.Tensor, n: int, cutoff: float) -> torch.Tensor:
     return torch.exp(-(((d[..., None] - centers) / width) ** 2))
 
 
+#: True inside :func:`e3nn_reference`
+_REFERENCE = False
+
+
+@contextlib.contextmanager
+def e3nn_reference():
+    """Within this context every frame network is evaluated with e3nn's own modules, as before the
+    fused evaluation: the tensor product one path at a time, e3nn's ``Gate`` and ``Linear``, and no
+    frozen-weight caches. The same numbers to float rounding (``tests/test_protein_fused_tp.py``);
+    the baseline that ``diffsci bench speed --protein --reference`` times the fast path against."""
+    global _REFERENCE
+    prev, _REFERENCE = _REFERENCE, True
+    try:
+        yield
+    finally:
+        _REFERENCE = prev
+
+
 def _linear(lin: o3.Linear, x: torch.Tensor, frozen: dict | None) -> torch.Tensor:
     """``lin(x)`` of an e3nn ``Linear``; while weights are frozen (``frozen`` a dict) and ``lin`` has
     no biases, as one matmul with the dense matrix ``lin(I)`` (built once: the map is linear)."""
-    if frozen is None or torch.is_grad_enabled() or lin.bias.numel():  # with biases the map is affine
+    if frozen is None or _REFERENCE or torch.is_grad_enabled() or lin.bias.numel():  # with biases: affine
         return lin(x)
     key = ("linear", id(lin))
     if key not in frozen:
@@ -169,7 +187,7 @@ class _ConvLayer(nn.Module):
     def _gate(self, x):
         """``self.gate(x)`` written out (the same e3nn activations, normalised to unit second
         moment): the scalars through their activation, each gated irrep times its activated gate."""
-        if self._gate_split is None:
+        if self._gate_split is None or _REFERENCE:
             return self.gate(x)
         n_s, n_g = self._gate_split
         gates = self.gate.act_gates.acts[0](x[:, n_s : n_s + n_g])
@@ -178,28 +196,24 @@ class _ConvLayer(nn.Module):
     def _weights(self):
         """The edge MLP's hidden-to-weight layer (fc's last layer, with sc_fc's beside it) in the
         fused product's stacked layout; built once while the weights are frozen."""
-        frozen = self._frozen if not torch.is_grad_enabled() else None
+        frozen = self._frozen if not (torch.is_grad_enabled() or _REFERENCE) else None
         if frozen is not None and "tp" in frozen:
             return frozen["tp"]
         weight, bias = self.fc[2].weight, self.fc[2].bias
         if self.sc_fc is not None:  # fc(edge_s) + sc_fc(sc_s) as one matmul over the joined hidden features
             weight, bias = torch.cat([weight, self.sc_fc[2].weight], 1), bias + self.sc_fc[2].bias
-        if self.fused_tp:
+        if not _REFERENCE:
             weight, bias = self.fused.weight_layout(weight, bias)
         if frozen is not None:
             frozen["tp"] = (weight, bias)
         return weight, bias
-
-    #: evaluate the tensor product with :class:`FusedTensorProduct` (False: e3nn's own, one path at a
-    #: time; the same numbers to float rounding, slower; kept for the tests that compare the two)
-    fused_tp = True
 
     def forward(self, h, src, dst, sh, edge_s, n_nodes, sc_s=None, coupling=None, deg=None):
         hidden = self.fc[1](self.fc[0](edge_s))
         if self.sc_fc is not None:
             hidden = torch.cat([hidden, self.sc_fc[1](self.sc_fc[0](sc_s))], -1)
         w = nn.functional.linear(hidden, *self._weights())
-        msg = self.fused(h[src], sh, w, coupling) if self.fused_tp else self.tp(h[src], sh, w)
+        msg = self.tp(h[src], sh, w) if _REFERENCE else self.fused(h[src], sh, w, coupling)
         agg = torch.zeros(n_nodes, msg.shape[-1], dtype=msg.dtype, device=msg.device).index_add_(0, dst, msg)
         if deg is None:  # messages per receiver, at least 1 (the same for every layer: the net passes it)
             deg = _in_degree(dst, n_nodes, msg.dtype)

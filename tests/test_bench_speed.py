@@ -26,6 +26,26 @@ def test_protein_rows_at_each_steps_and_batch(tmp_path):
     assert res["protein"]["device"] == "cpu" and all("cuda_peak_mb" not in r for r in rows)
 
 
+def test_protein_reference_pairs_time_both_evaluations(tmp_path, monkeypatch):
+    from diffsci.protein import model
+
+    seen = []  # the evaluation each sampling run used
+    real = model.FrameDenoiserNet._forward
+    monkeypatch.setattr(model.FrameDenoiserNet, "_forward",
+                        lambda self, *a: (seen.append(model._REFERENCE), real(self, *a))[1])
+    out = tmp_path / "r.json"
+    assert main(["bench", "speed", "--protein", "--length", "12", "--steps", "2", "--batches", "1",
+                 "--reference", "2", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    ref = res["protein"]["rows"][0]["reference"]
+    assert ref["pairs"] == 2 and len(ref["seconds_per_backbone"]) == len(ref["reference_seconds_per_backbone"]) == 2
+    ratios = [f / r for f, r in zip(ref["seconds_per_backbone"], ref["reference_seconds_per_backbone"])]
+    assert ref["median_ratio"] == pytest.approx(sum(ratios) / 2, abs=2e-3)  # the median of two
+    assert res["command"].endswith("--batches 1 --reference 2 --device cpu")
+    # warm-up (2 steps), the timed row (2 steps), then fast / reference / fast / reference (2 steps each)
+    assert seen == [False] * 4 + [False, False, True, True] * 2
+
+
 def test_weather_emulator_against_simulator(tmp_path):
     out = tmp_path / "w.json"
     assert main(["bench", "speed", "--weather", "--members", "2", "--lead-hours", "1", "--out", str(out)]) == 0

@@ -6,7 +6,7 @@ from e3nn import o3
 
 from diffsci.core.errors import DiffsciError
 from diffsci.protein.fused_tp import FusedTensorProduct
-from diffsci.protein.model import FrameDenoiserNet, FrameNetConfig, _ConvLayer
+from diffsci.protein.model import FrameDenoiserNet, FrameNetConfig, _ConvLayer, e3nn_reference
 
 SH = o3.Irreps.spherical_harmonics(2)
 
@@ -89,19 +89,25 @@ def _net_inputs(net, b=2, n=30, seed=1):
 
 
 @pytest.mark.parametrize("tensors", [0, 2])
-def test_net_fused_and_frozen_paths_equal_e3nn(monkeypatch, tensors):
+def test_net_fused_and_frozen_paths_equal_e3nn(tensors):
     torch.manual_seed(0)
     net = FrameDenoiserNet(FrameNetConfig(scalars=8, vectors=4, tensors=tensors, layers=3, self_condition=True)).eval()
     for p in net.parameters():  # the zero-initialised self-conditioning layers too
         torch.nn.init.normal_(p, std=0.3)
     args = _net_inputs(net)
+    calls = {"tp": 0, "fused": 0, "gate": 0}
+    for layer in net.layers:  # which evaluation ran: e3nn's modules or the fused ones
+        for name in calls:
+            getattr(layer, name).register_forward_hook(lambda *a, name=name: calls.__setitem__(name, calls[name] + 1))
     with torch.no_grad():
         fused = net(*args)
+        assert calls == {"tp": 0, "fused": 3, "gate": 0}
         with net.frozen_weights():
             frozen, again = net(*args), net(*args)
-        monkeypatch.setattr(_ConvLayer, "fused_tp", False)
-        monkeypatch.setattr(_ConvLayer, "_gate", lambda self, x: self.gate(x))  # e3nn's Gate
-        plain = net(*args)
+        with e3nn_reference(), net.frozen_weights():  # e3nn's product, Gate and Linear; no caches
+            plain = net(*args)
+            assert all(m._frozen == {} for m in [net, *net.layers])  # nothing was cached
+        assert calls == {"tp": 3, "fused": 9, "gate": 3}
     for a, b, c, d in zip(fused, frozen, again, plain):
         assert torch.allclose(a, d, atol=1e-5)
         assert torch.allclose(b, d, atol=1e-5)
