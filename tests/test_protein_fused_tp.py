@@ -15,18 +15,21 @@ def _inputs(tp, e=37, seed=0, dtype=torch.float64):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(e, tp.irreps_in1.dim, generator=g, dtype=dtype)
     sh = o3.spherical_harmonics(SH, torch.randn(e, 3, generator=g, dtype=dtype), True, normalization="component")
+    if tp.irreps_in2 != SH:  # any second input
+        sh = torch.randn(e, tp.irreps_in2.dim, generator=g, dtype=dtype)
     w = torch.randn(e, tp.weight_numel, generator=g, dtype=dtype)
     return x, sh, w
 
 
-@pytest.mark.parametrize("irreps_in, irreps_out", [
-    ("32x0e + 3x1o", "16x0e + 8x0e + 8x1o"),  # the frame network's first layer
-    ("16x0e + 8x1o", "16x0e + 8x0e + 8x1o"),  # its other layers
-    ("16x0e + 8x1o + 4x2e", "16x0e + 12x0e + 8x1o + 4x2e"),  # with tensors
-    ("4x1o + 3x0e + 2x2e + 1x1e", "5x2e + 3x1o + 2x0e + 4x1o + 2x1e"),  # interleaved, repeated output irreps
+@pytest.mark.parametrize("irreps_in, irreps_out, irreps_in2", [
+    ("32x0e + 3x1o", "16x0e + 8x0e + 8x1o", SH),  # the frame network's first layer
+    ("16x0e + 8x1o", "16x0e + 8x0e + 8x1o", SH),  # its other layers
+    ("16x0e + 8x1o + 4x2e", "16x0e + 12x0e + 8x1o + 4x2e", SH),  # with tensors
+    ("4x1o + 3x0e + 2x2e + 1x1e", "5x2e + 3x1o + 2x0e + 4x1o + 2x1e", SH),  # interleaved, repeated outputs
+    ("3x1o + 2x1e", "2x0e + 2x0o + 3x1o + 1x1e", "1x0e + 1x1o + 1x1e"),  # a second input with 1o and 1e
 ])
-def test_fused_product_equals_e3nn_with_gradients(irreps_in, irreps_out):
-    tp = o3.FullyConnectedTensorProduct(irreps_in, SH, irreps_out, shared_weights=False).double()
+def test_fused_product_equals_e3nn_with_gradients(irreps_in, irreps_out, irreps_in2):
+    tp = o3.FullyConnectedTensorProduct(irreps_in, irreps_in2, irreps_out, shared_weights=False).double()
     fused = FusedTensorProduct(tp).double()
     x, sh, w = _inputs(tp)
     for t in (x, sh, w):
