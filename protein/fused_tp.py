@@ -63,7 +63,7 @@ class FusedTensorProduct(nn.Module):
         for i_out, mul_ir in enumerate(self.irreps_out):
             groups.setdefault(mul_ir.ir, []).append(i_out)
         perm, scale = [], []
-        self._groups = []  # (ir dim, [(i_in1, i_in2, l triple)], [i_out blocks], U, W)
+        self._groups = []  # ([(i_in1, i_in2, l triple)], [i_out blocks], U, W) per output irrep
         self._couplings = set()  # (i_in2, l1, l2, l3) with l1, l2 > 0
         for ir, blocks in groups.items():
             pairs = sorted((i1, i2) for i1, (_, ir1) in enumerate(self.irreps_in1)
@@ -89,7 +89,7 @@ class FusedTensorProduct(nn.Module):
                     self._couplings.add((i2,) + key)
                 rows.append((i1, i2, key))
             u_total = sum(self.irreps_in1[i1].mul for i1, _ in pairs)
-            self._groups.append((ir.dim, rows, blocks, u_total, w_out))
+            self._groups.append((rows, blocks, u_total, w_out))
         if sorted(perm) != list(range(self.weight_numel)):
             raise DiffsciError("FusedTensorProduct: the weight layout does not cover e3nn's weights once each")
         self.register_buffer("perm", torch.tensor(perm, dtype=torch.long), persistent=False)
@@ -100,8 +100,8 @@ class FusedTensorProduct(nn.Module):
         self._slices1 = self.irreps_in1.slices()
         self._slices2 = self.irreps_in2.slices()
         # output blocks in e3nn's order: (group, first column in the group's W, multiplicity)
-        self._order = [(gi, sum(self.irreps_out[bb].mul for bb in self._groups[gi][2][:k]), self.irreps_out[b].mul)
-                       for b, gi, k in sorted((b, gi, k) for gi, (_, _, blocks, _, _) in enumerate(self._groups)
+        self._order = [(gi, sum(self.irreps_out[bb].mul for bb in self._groups[gi][1][:k]), self.irreps_out[b].mul)
+                       for b, gi, k in sorted((b, gi, k) for gi, (_, blocks, _, _) in enumerate(self._groups)
                                               for k, b in enumerate(blocks))]
 
     def weight_layout(self, weight: torch.Tensor, bias: torch.Tensor | None):
@@ -127,7 +127,7 @@ class FusedTensorProduct(nn.Module):
         coupling = self.coupling(sh, coupling)
         xs = [x[:, s].reshape(e, mul_ir.mul, mul_ir.ir.dim) for s, mul_ir in zip(self._slices1, self.irreps_in1)]
         parts, off = [], 0
-        for dim, rows, blocks, u_total, w_out in self._groups:
+        for rows, _, u_total, w_out in self._groups:
             zs = []
             for i1, i2, (l1, l2, l3) in rows:
                 x1 = xs[i1]
@@ -142,7 +142,7 @@ class FusedTensorProduct(nn.Module):
             wg = w[:, off : off + u_total * w_out].reshape(e, u_total, w_out)
             off += u_total * w_out
             parts.append(torch.bmm(z.transpose(1, 2), wg).transpose(1, 2))  # (E, W, k)
-        if len(parts) == 1 and len(self._groups[0][2]) == 1:
+        if len(parts) == 1 and len(self._groups[0][1]) == 1:
             out = parts[0].reshape(e, -1)
         else:
             out = torch.cat([parts[gi][:, start : start + mul].reshape(e, -1) for gi, start, mul in self._order], 1)
