@@ -94,12 +94,16 @@ def protein_speed(length: int = 100, steps=(10, 20, 100), batches=(1, 16), devic
         sampler = default_sampler(lm.config, check_int(n, "steps"))
         for b in batches:
             gens = [make_generator(0, "speed", i, device=dev) for i in range(check_int(b, "batches"))]
+
+            def timed():  # seconds of one sampling run of this row
+                synchronize(dev)
+                t0 = time.perf_counter()
+                sample_states(lm, length, gens, steps=check_int(n, "steps"), sampler=sampler, batch=b)
+                synchronize(dev)
+                return time.perf_counter() - t0
+
             reset_peak_memory(dev)
-            synchronize(dev)
-            t0 = time.perf_counter()
-            sample_states(lm, length, gens, steps=check_int(n, "steps"), sampler=sampler, batch=b)
-            synchronize(dev)
-            dt = time.perf_counter() - t0
+            dt = timed()
             rows.append({"steps": n, "batch": b, "sampler": sampler, "seconds_total": round(dt, 3),
                          "seconds_per_backbone": round(dt / b, 4), **peak_memory(dev)})
             if reference:
@@ -107,12 +111,8 @@ def protein_speed(length: int = 100, steps=(10, 20, 100), batches=(1, 16), devic
                 for _ in range(check_int(reference, "reference")):
                     for times, ctx in ((fast, contextlib.nullcontext()), (ref, e3nn_reference())):
                         with ctx:
-                            synchronize(dev)
-                            t0 = time.perf_counter()
-                            sample_states(lm, length, gens, steps=n, sampler=sampler, batch=b)
-                            synchronize(dev)
-                            times.append(round((time.perf_counter() - t0) / b, 4))
-                ratios = sorted(f / r for f, r in zip(fast, ref))
+                            times.append(round(timed() / b, 4))
+                ratios = [f / r for f, r in zip(fast, ref)]
                 rows[-1]["reference"] = {"pairs": reference, "seconds_per_backbone": fast,
                                          "reference_seconds_per_backbone": ref,
                                          "median_ratio": round(float(statistics.median(ratios)), 3)}

@@ -94,7 +94,7 @@ class FusedTensorProduct(nn.Module):
             raise DiffsciError("FusedTensorProduct: the weight layout does not cover e3nn's weights once each")
         self.register_buffer("perm", torch.tensor(perm, dtype=torch.long), persistent=False)
         self.register_buffer("scale", torch.tensor(scale, dtype=torch.float64), persistent=False)
-        for _, l1, l2, l3 in sorted(self._couplings):
+        for l1, l2, l3 in sorted({c[1:] for c in self._couplings}):  # one buffer per (l1, l2, l3)
             self.register_buffer(f"w3j_{l1}_{l2}_{l3}", o3.wigner_3j(l1, l2, l3, dtype=torch.float64),
                                  persistent=False)
         self._slices1 = self.irreps_in1.slices()
