@@ -208,10 +208,11 @@ class _ConvLayer(nn.Module):
             frozen["tp"] = (weight, bias)
         return weight, bias
 
-    def forward(self, h, src, dst, sh, edge_s, n_nodes, sc_s=None, coupling=None, deg=None):
-        hidden = self.fc[1](self.fc[0](edge_s))
-        if self.sc_fc is not None:
-            hidden = torch.cat([hidden, self.sc_fc[1](self.sc_fc[0](sc_s))], -1)
+    def forward(self, h, src, dst, sh, edge_s, n_nodes, sc_s=None, coupling=None, deg=None, hidden=None):
+        if hidden is None:  # the edge MLPs' hidden features (the net passes them when it computed them at once)
+            hidden = self.fc[1](self.fc[0](edge_s))
+            if self.sc_fc is not None:
+                hidden = torch.cat([hidden, self.sc_fc[1](self.sc_fc[0](sc_s))], -1)
         w = nn.functional.linear(hidden, *self._weights())
         msg = self.tp(h[src], sh, w) if _REFERENCE else self.fused(h[src], sh, w, coupling)
         agg = torch.zeros(n_nodes, msg.shape[-1], dtype=msg.dtype, device=msg.device).index_add_(0, dst, msg)
@@ -254,6 +255,8 @@ class FrameDenoiserNet(nn.Module):
         self.layers = nn.ModuleList(layers)
         self.readout = o3.Linear(irr, o3.Irreps("3x1o"))
         self._frozen = None  # a dict inside frozen_weights()
+        # e3nn's spherical_harmonics() builds this module at every call (it has no state)
+        object.__setattr__(self, "_sh", o3.SphericalHarmonics(self.irreps_sh, True, "component"))
         if cfg.ss_conditioning:
             self.ss_embed = nn.Embedding(SS_CLASSES, self.n_time + self.n_idx)
             self.pair_embed = nn.Embedding(PAIR_CLASSES, edge_scalars)
@@ -321,6 +324,16 @@ class FrameDenoiserNet(nn.Module):
         rel_rot = torch.einsum("eji,ejk->eik", r_dst, r[src]).reshape(-1, 9)
         return torch.cat([torch.tanh(local), rel_rot], -1)
 
+    def _offset_table(self, dtype, device) -> torch.Tensor:
+        """(65, 14): the sinusoidal features of the sequence offsets -32..32 (the edges' clamped
+        offsets index it; the same numbers as computing them per edge)."""
+        key = (dtype, device)
+        table = self.__dict__.setdefault("_offset_tables", {}).get(key)
+        if table is None:
+            table = sinusoidal(torch.arange(-32, 33, device=device), 14, 100.0).to(dtype)
+            self._offset_tables[key] = table
+        return table
+
     def _add_ss(self, node_s, edge_s, ss, ss_pair, src, dst, b: int, n: int):
         """Node scalars (B N, F) plus the SS-class embedding and edge scalars (E, F_e) plus the
         pairing-class embedding of (receiver, sender); absent labels are unknown."""
@@ -343,6 +356,34 @@ class FrameDenoiserNet(nn.Module):
             return tuple(torch.cat(p) for p in zip(*parts))
         return self._forward(trans, rots, t, mask, res_idx, chain, sc_trans, ss, ss_pair)
 
+    def _edge_hidden(self, edge_s, sc_s):
+        """While the weights are frozen: every layer's edge-MLP hidden features (the SiLU of
+        ``fc[0](edge_s)`` beside that of ``sc_fc[0](sc_s)``) from one matmul with the first
+        layers stacked block-wise, as a list of (E, F) column views; None otherwise."""
+        frozen = self._frozen
+        if frozen is None or _REFERENCE or torch.is_grad_enabled():
+            return None
+        if "hidden" not in frozen:
+            n_e = edge_s.shape[1]
+            blocks, sizes = [], []
+            for layer in self.layers:
+                if not isinstance(layer.fc[1], nn.SiLU) or (layer.sc_fc is not None and not isinstance(layer.sc_fc[1], nn.SiLU)):
+                    frozen["hidden"] = None
+                    return None
+                w = [nn.functional.pad(layer.fc[0].weight, (0, 0 if sc_s is None else sc_s.shape[1]))]
+                b = [layer.fc[0].bias]
+                if layer.sc_fc is not None:
+                    w.append(nn.functional.pad(layer.sc_fc[0].weight, (n_e, 0)))
+                    b.append(layer.sc_fc[0].bias)
+                blocks.append((torch.cat(w), torch.cat(b)))
+                sizes.append(blocks[-1][1].shape[0])
+            frozen["hidden"] = (torch.cat([w for w, _ in blocks]), torch.cat([b for _, b in blocks]), sizes)
+        if frozen["hidden"] is None:
+            return None
+        weight, bias, sizes = frozen["hidden"]
+        x = edge_s if sc_s is None else torch.cat([edge_s, sc_s], -1)
+        return list(nn.functional.silu(nn.functional.linear(x, weight.to(x.dtype), bias.to(x.dtype))).split(sizes, -1))
+
     def _forward(self, trans, rots, t, mask, res_idx, chain, sc_trans, ss, ss_pair):
         b, n, _ = trans.shape
         dtype = trans.dtype
@@ -350,14 +391,14 @@ class FrameDenoiserNet(nn.Module):
         xf = trans.reshape(b * n, 3)
         rel = xf[src] - xf[dst]  # (E, 3) sender relative to receiver
         dist = rel.norm(dim=-1)
-        sh = o3.spherical_harmonics(self.irreps_sh, rel, normalize=True, normalization="component")
+        sh = self._sh(rel)
         t_emb = sinusoidal(t * 1000.0, self.n_time).to(dtype)  # (B, n_time)
         bidx = torch.arange(b, device=trans.device).repeat_interleave(n)
         seq_off = (res_idx.reshape(-1)[src] - res_idx.reshape(-1)[dst]).clamp(-32, 32)
         same = (chain.reshape(-1)[src] == chain.reshape(-1)[dst]).to(dtype)
         edge_s = torch.cat(
             [_radial_basis(dist, self.cfg.radial, self.cfg.max_radius_nm).to(dtype),
-             sinusoidal(seq_off, 14, 100.0).to(dtype) * same[:, None], same[:, None], (1 - same)[:, None],
+             self._offset_table(dtype, trans.device)[seq_off + 32] * same[:, None], same[:, None], (1 - same)[:, None],
              t_emb[bidx[dst]]] + ([self.frame_edge_features(trans, rots, src, dst)] if self.cfg.frame_edges else []), -1)
         node_s = torch.cat([t_emb[bidx], sinusoidal(res_idx.reshape(-1), self.n_idx, 1000.0).to(dtype)], -1)
         if self.cfg.ss_conditioning:
@@ -373,8 +414,9 @@ class FrameDenoiserNet(nn.Module):
                 sc_s = _radial_basis((sf[src] - sf[dst]).norm(dim=-1), self.cfg.radial, self.cfg.max_radius_nm).to(dtype)
         coupling = {}  # the tensor products' sh couplings, shared by the layers (FusedTensorProduct.coupling)
         deg = _in_degree(dst, b * n, dtype)
-        for layer in self.layers:
-            h = layer(h, src, dst, sh, edge_s, b * n, sc_s, coupling, deg)
+        hidden = self._edge_hidden(edge_s, sc_s) or [None] * len(self.layers)
+        for layer, hid in zip(self.layers, hidden):
+            h = layer(h, src, dst, sh, edge_s, b * n, sc_s, coupling, deg, hid)
         out = _linear(self.readout, h, self._frozen).reshape(b, n, 3, 3)  # three 1o vectors
         dx, da, db = out.unbind(-2)
         trans0 = trans + dx

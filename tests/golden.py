@@ -30,7 +30,9 @@ one case and nothing else (``weather_shipped`` when a new weather checkpoint is 
 ``protein_evaluate`` when the frame network's tensor product was fused (session 5): the designs
 of ``protein_sample`` and ``protein_motif`` still match their record to the PDB's last digit,
 1e-3 Å, but the metrics of designs that moved by 1e-3 Å differ by up to 2% (a near-zero mean),
-so the evaluation of the current designs was re-recorded).
+so the evaluation of the current designs was re-recorded; again in session 6, when the edge
+MLPs' first layers became one matmul while sampling: the same designs to 1e-3 Å, their metrics
+re-recorded).
 ``tests/test_golden.py`` recomputes every case and compares within float rounding.
 """
 

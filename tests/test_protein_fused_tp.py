@@ -107,6 +107,7 @@ def test_net_fused_and_frozen_paths_equal_e3nn(tensors):
         assert calls == {"tp": 0, "fused": 3, "gate": 0}
         with net.frozen_weights():
             frozen, again = net(*args), net(*args)
+            assert net._frozen["hidden"] is not None  # the edge MLPs' first layers ran as one matmul
         with e3nn_reference(), net.frozen_weights():  # e3nn's product, Gate and Linear; no caches
             plain = net(*args)
             assert all(m._frozen == {} for m in [net, *net.layers])  # nothing was cached
@@ -153,3 +154,12 @@ def test_net_trains_under_bfloat16_autocast():
     assert out[0].dtype == torch.float32
     assert (out[0] - ref[0]).abs().max() < 0.05 * ref[0].abs().max()
     assert all(p.grad is not None for p in net.layers[1].fc.parameters())
+
+
+def test_sequence_offset_table_equals_per_edge_features():
+    from diffsci.protein.model import sinusoidal
+
+    net = FrameDenoiserNet(FrameNetConfig(scalars=8, vectors=4, layers=1))
+    off = torch.randint(-32, 33, (500,), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(net._offset_table(torch.float32, off.device)[off + 32], sinusoidal(off, 14, 100.0))
+    assert net._offset_table(torch.float64, off.device).dtype == torch.float64
