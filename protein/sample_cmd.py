@@ -149,8 +149,9 @@ def _ss_lengths(args) -> list[int]:
             if value is not None:
                 raise DiffsciError(f"{option} needs --ss (a secondary-structure request)")
         return lengths
-    if args.contig:
-        raise DiffsciError("--ss cannot be combined with --contig (the contig draws the length); use --length")
+    if args.contig and args.ss == "prior":
+        raise DiffsciError("--ss prior cannot be combined with --contig (the prior draws whole chains); give an SS "
+                           "string of the design's total length")
     if args.guidance_scale is not None and not 0 <= args.guidance_scale <= 100:
         raise DiffsciError(f"--guidance-scale must lie in [0, 100], got {args.guidance_scale}")
     if args.strand_restraints is not None and not 0 <= args.strand_restraints <= 1:
@@ -169,6 +170,9 @@ def _ss_lengths(args) -> list[int]:
     if args.symmetry and args.strand_restraints is None and (codes == SS_LETTERS.index("E")).any():
         print("note: --ss with --symmetry: the strand restraints (the default for a strand request) apply to "
               "single chains only, so these strands come from the network alone", file=sys.stderr)
+    if args.contig:  # the request's length is the design's total (checked against the contig when it is read)
+        ss_condition(args.ss, None, args.ss_pairs, name="--ss", pairs_name="--ss-pairs")
+        return lengths
     lengths = lengths or [len(codes)]
     for length in lengths:
         ss_condition(args.ss, length, args.ss_pairs, name="--ss", pairs_name="--ss-pairs")
@@ -252,7 +256,9 @@ def add_parser(subparsers) -> None:
                                           "scaffold lengths are redrawn until the total fits")
     p.add_argument("--symmetry", help="cyclic symmetry Cn (e.g. C3): n chains of --length residues (not with --contig)")
     p.add_argument("--ss", help="secondary structure per chain, one letter per residue over H/E/L (HHHHLLEEEE) or "
-                                "run-length (L2E8L3E8L3H16L2); its length must match --length (or sets it); needs "
+                                "run-length (L2E8L3E8L3H16L2); its length must match --length (or sets it); with "
+                                "a --contig (one chain, each scaffold segment one length, e.g. 24/A712-725/2) it "
+                                "covers the whole design, motif residues included; needs "
                                 "an SS-conditioned checkpoint. 'prior' (with --length): draw each design's SS and "
                                 "strand pairs from a training chain the checkpoint learned from (unconditional "
                                 "designs with sheets; the draw is recorded as 'topology')")

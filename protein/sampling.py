@@ -24,6 +24,8 @@ with the unconditional one (all classes unknown) by the core's classifier-free g
 ``D_u + w (D_c - D_u)`` (1: the conditional model alone, 0: the unconditional one). A request
 with a strand is sampled with the strand restraints by default (``strand_restraints``;
 :mod:`diffsci.protein.strands`): each step's clean prediction is relaxed towards a β-sheet.
+With a contig of one chain whose scaffold segments each have one length, the request covers
+the whole design, letter by residue, motif residues included.
 ``ss="prior"`` draws each design's request and strand pairs from the training chains instead
 (:mod:`diffsci.protein.topology`): unconditional designs with the sheets the network alone
 does not draw.
@@ -403,8 +405,11 @@ def _ss_inputs(cfg: ProteinModelConfig, source: str, ss: str | None, ss_pairs: s
     if not cfg.net.ss_conditioning:
         raise DiffsciError(f"ss: checkpoint {source} has no secondary-structure conditioning (net.ss_conditioning "
                            f"is false); train one with protein/data/ss_train.json")
-    if contig is not None:
-        raise DiffsciError("ss cannot be combined with a contig (its length is drawn); use lengths")
+    if contig is not None and ss == SS_PRIOR:
+        raise DiffsciError("ss prior: not with a contig (the prior draws whole chains; give an ss request of the "
+                           "design's length)")
+    if contig is not None:  # the request's length is the design's: the contig's total is fixed to it
+        lengths = [len(ss_condition(ss, None, ss_pairs)[0])]
     if ss == SS_PRIOR:
         if ss_pairs is not None:
             raise DiffsciError("ss_pairs: the prior draws each design's strand pairs (give an ss request to choose them)")
@@ -443,7 +448,8 @@ def sample_backbones(bundle: Bundle, lengths, num: int, *, seed: int = 0, steps:
     in place; None: where the model is); see the module docstring.
     ``ss``, ``ss_pairs``, ``guidance_scale``: secondary-structure conditioning of every chain
     (:func:`diffsci.protein.ss.ss_condition`; ``ss`` must describe each of ``lengths``; an
-    SS-conditioned checkpoint only; not with a contig); see the module docstring. ``ss="prior"``:
+    SS-conditioned checkpoint only; with a contig: one chain, every scaffold segment of one length,
+    the request letter by residue over the whole design, motif included); see the module docstring. ``ss="prior"``:
     each design draws its own SS and strand pairs (with their registers) from the training chains
     the checkpoint learned from (:mod:`diffsci.protein.topology`; single chains; recorded in
     ``Design.ss``, ``ss_pairs`` and ``topology``).
@@ -476,14 +482,28 @@ def sample_backbones(bundle: Bundle, lengths, num: int, *, seed: int = 0, steps:
     total = parse_length_range(total_length)
     check_design_options(lengths, contig=contig, motif=motif is not None, total_length=total, symmetry=symmetry)
     plan, limits, parsed = None, None, None
+    ss_inputs = _ss_inputs(cfg, bundle.source, ss, ss_pairs, guidance_scale, lengths, n_copies, contig)
     if contig is not None:
         parsed = parse_contig(contig)
         plan = resolve_contig(parsed, motif)
         limits = contig_length_limits(plan, total, text=contig)
+        if ss_inputs is not None:  # an SS request: letter i is residue i of the one chain, motif included
+            n = len(ss_inputs[0])
+            if len(plan) > 1:
+                raise DiffsciError(f"ss with contig {contig!r}: one designed chain only (this contig has {len(plan)} "
+                                   f"chains)")
+            fixed = contig_length_limits(plan, None, text=contig)
+            if fixed[0] != fixed[1]:
+                raise DiffsciError(f"ss with contig {contig!r}: give every scaffold segment one length (e.g. 20, not "
+                                   f"10-30), so the request's letters fall on known residues; this contig gives "
+                                   f"{fixed[0]}..{fixed[1]} residues")
+            if not limits[0] <= n <= limits[1]:
+                raise DiffsciError(f"ss: the request has {n} residues, but contig {contig!r} gives {fixed[0]} "
+                                   f"(with --total-length, if given: {limits[0]}..{limits[1]}); the request "
+                                   f"describes the whole design, motif residues included")
     else:
         for length in lengths:
             check_int(length, "length", minimum=MIN_LENGTH, maximum=MAX_LENGTH)
-    ss_inputs = _ss_inputs(cfg, bundle.source, ss, ss_pairs, guidance_scale, lengths, n_copies, contig)
     library = None
     if ss_inputs == SS_PRIOR:
         from diffsci.protein.topology import TopologyLibrary
@@ -552,7 +572,11 @@ def sample_backbones(bundle: Bundle, lengths, num: int, *, seed: int = 0, steps:
             time_power, rate, chain_lengths=lay.chain_lengths, residue_names=lay.residue_names,
             motif_labels=lay.motif_labels, contig=contig, drawn_contig=lay.drawn,
             motif_file=motif.path if motif is not None and parsed.has_motif else None,
-            total_length_limits=limits, trajectory=traj, trajectory_times=times)
+            total_length_limits=limits, trajectory=traj, trajectory_times=times,
+            ss=None if inputs is None else "".join(SS_LETTERS[c] for c in inputs[0]),
+            ss_pairs=ss_pairs if inputs is not None else None,
+            guidance_scale=None if inputs is None else float(guidance_scale),
+            strand_restraints=None if inputs is None else float(strength))
 
     def work(share: range) -> list[Design]:
         return [design(*jobs[j]) for j in progress_bar(share, desc="sample", enabled=progress and is_root())]

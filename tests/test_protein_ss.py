@@ -319,13 +319,40 @@ def test_sample_ss_guidance_changes_designs_and_symmetry_tiles_the_request(ss_ch
     (["--ss", "L20E10L10", "--ss-pairs", "1-2:A"], "--ss-pairs '1-2:A': strands are numbered 1..1"),
     (["--ss-pairs", "1-2:A", "--length", "40"], "--ss-pairs needs --ss"),
     (["--guidance-scale", "2", "--length", "40"], "--guidance-scale needs --ss"),
-    (["--ss", "L40", "--contig", "40"], "--ss cannot be combined with --contig"),
+    (["--ss", "prior", "--contig", "40"], "--ss prior cannot be combined with --contig"),
+    (["--ss", "L40", "--contig", "30-50"], "give every scaffold segment one length"),
+    (["--ss", "L30", "--contig", "40"], "the request has 30 residues, but contig '40' gives 40"),
 ])
 def test_sample_cli_refuses_bad_ss_options(ss_checkpoint, tmp_path, capsys, extra, needle):
     base = ["protein", "sample", "--checkpoint", str(ss_checkpoint), "--steps", "2", "--out", str(tmp_path / "o")]
     assert main([*base, *extra]) == 2
     err = capsys.readouterr().err
     assert needle in err and "Traceback" not in err
+
+
+def test_ss_request_with_a_motif_scaffold_covers_the_motif_and_holds_it(ss_checkpoint, tmp_path):
+    """--ss with a fixed-length one-chain contig: letter i is residue i of the design, motif
+    residues included; the motif is still held exactly, and the request is recorded."""
+    from diffsci.benchmarks.motif_bench import score_design, write_motif_file
+    from diffsci.protein.contig import load_motif
+
+    ch = load_dataset(bundled_dataset_path()).chain(0)
+    motif = load_motif(write_motif_file(ch, tmp_path / "m.pdb"))
+    r = ch.res_ids
+    spec = "L2E8L4H12L4E8L2"  # 40 residues; the 12 motif residues are the H segment
+    bundle = load_model(ss_checkpoint)
+    (d,) = sample_backbones(bundle, [], 1, steps=3, progress=False, motif=motif, contig=f"14/A{r[5]}-{r[16]}/14",
+                            ss=spec)
+    assert d.coords.shape == (1, 40, 4, 3) and list(d.motif_index) == list(range(14, 26))
+    assert d.ss == "LL" + "E" * 8 + "LLLL" + "H" * 12 + "LLLL" + "E" * 8 + "LL" and d.strand_restraints == 1.0  # a strand: restraints on
+    assert score_design(d.coords[0], d.motif_index, d.motif_coords)["motif_rmsd"] < 0.1
+    (plain,) = sample_backbones(bundle, [], 1, steps=3, progress=False, motif=motif, contig=f"14/A{r[5]}-{r[16]}/14")
+    assert plain.ss is None and not np.allclose(plain.coords, d.coords)  # the request reached the network
+    with pytest.raises(DiffsciError, match="one designed chain only"):
+        sample_backbones(bundle, [], 1, steps=2, progress=False, motif=motif, contig=f"A{r[5]}-{r[16]}/0 40",
+                         ss="L52")
+    with pytest.raises(DiffsciError, match="ss prior: not with a contig"):
+        sample_backbones(bundle, [], 1, steps=2, progress=False, contig="40", ss="prior")
 
 
 def test_ss_refused_for_a_checkpoint_without_ss_conditioning(tmp_path, capsys):
