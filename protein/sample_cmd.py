@@ -179,6 +179,20 @@ def _ss_lengths(args) -> list[int]:
     return lengths
 
 
+def _note_motif_ss(motif, contig: str, ss: str) -> None:
+    """A note on stderr where --ss asks a motif residue for another class than the motif file's DSSP."""
+    from diffsci.protein.sampling import motif_ss_mismatches
+
+    try:
+        bad = motif_ss_mismatches(motif, contig, ss)
+    except DiffsciError:  # a contig the SS request cannot take: sample_backbones refuses it, naming why
+        return
+    if bad:
+        shown = ", ".join(f"{label} {req} (DSSP {nat})" for label, req, nat in bad[:6]) + (" ..." if len(bad) > 6 else "")
+        print(f"note: --ss asks {len(bad)} motif residue(s) for another class than the motif file's own DSSP: "
+              f"{shown}; the motif is held as it is, so these letters cannot be met", file=sys.stderr)
+
+
 def _run(args) -> int:
     from diffsci.core.distributed import rank_device
     from diffsci.core.utils import resolve_device
@@ -194,6 +208,8 @@ def _run(args) -> int:
     if args.contig:
         total = parse_length_range(args.total_length)
         contig_length_limits(resolve_contig(parse_contig(args.contig), motif), total, text=args.contig)
+    if args.contig and motif is not None and args.ss not in (None, "prior"):
+        _note_motif_ss(motif, args.contig, args.ss)
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise DiffsciError(f"--out {args.out}: exists and is not a folder")
     old = existing_outputs(args.out)

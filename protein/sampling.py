@@ -68,7 +68,7 @@ from diffsci.protein.strands import strand_restraints as strand_restraints_of
 
 __all__ = [
     "load_model", "cyclic_constraint", "Design", "check_design_options", "default_sampler", "sampling_rotation_rate",
-    "sample_states", "sample_backbones", "TIME_POWER", "FEW_STEPS", "ss_denoiser",
+    "sample_states", "sample_backbones", "TIME_POWER", "FEW_STEPS", "ss_denoiser", "motif_ss_mismatches",
 ]
 
 # sampling time grid t_i = 0.999 u_i^TIME_POWER (u uniform 1 -> 0): more of the steps near the clean
@@ -423,6 +423,32 @@ def _ss_inputs(cfg: ProteinModelConfig, source: str, ss: str | None, ss_pairs: s
     for k in range(n_copies):
         tiled[k * n : (k + 1) * n, k * n : (k + 1) * n] = pair
     return torch.from_numpy(np.tile(codes, n_copies)), torch.from_numpy(tiled)
+
+
+def motif_ss_mismatches(motif: Motif, contig: str, ss: str) -> list[tuple[str, str, str]]:
+    """Where an SS request with a contig (one chain, fixed segment lengths; as
+    :func:`sample_backbones` takes it) asks another class for a motif residue than the motif
+    has in its own file: ``(label, requested, motif's DSSP)`` per such residue, e.g. ``("A712",
+    "E", "H")``, with DSSP (:func:`diffsci.protein.metrics.dssp_labels`, loop as ``L``) of all
+    the motif file's residues in file order (chain breaks are seen from the CA spacing). The
+    motif is held as it is, so those letters cannot be met. Empty when all agree."""
+    from diffsci.protein.metrics import dssp_labels
+
+    plan = resolve_contig(parse_contig(contig), motif)
+    codes = "".join(SS_LETTERS[c] for c in ss_condition(ss, None, None)[0])
+    keys = list(motif.residues)
+    labels = dssp_labels(np.stack([motif.residues[k] for k in keys]))
+    native = {k: "L" if c == "-" else c for k, c in zip(keys, labels)}
+    out, pos = [], 0
+    for block in plan[0]:
+        if block.seg.chain is None:
+            pos += block.seg.lo
+            continue
+        for key in block.keys:
+            if pos < len(codes) and codes[pos] != native[key]:
+                out.append((f"{key[0]}{key[1]}{key[2]}", codes[pos], native[key]))
+            pos += 1
+    return out
 
 
 def sample_backbones(bundle: Bundle, lengths, num: int, *, seed: int = 0, steps: int = 100, sampler: str | None = None,

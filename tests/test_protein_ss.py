@@ -355,6 +355,31 @@ def test_ss_request_with_a_motif_scaffold_covers_the_motif_and_holds_it(ss_check
         sample_backbones(bundle, [], 1, steps=2, progress=False, contig="40", ss="prior")
 
 
+def test_motif_ss_mismatches_compare_the_request_with_the_motif_files_dssp(ss_checkpoint, tmp_path, capsys):
+    from diffsci.benchmarks.motif_bench import write_motif_file
+    from diffsci.protein.contig import load_motif
+    from diffsci.protein.sampling import motif_ss_mismatches
+
+    ch = load_dataset(bundled_dataset_path()).chain(0)
+    labels = "".join("L" if c == "-" else c for c in dssp_labels(ch.coords))
+    start = labels.find("H" * 12)  # a 12-residue helix of the chain, in its own structure
+    assert start > 0
+    path = write_motif_file(ch, tmp_path / "m.pdb")
+    r = ch.res_ids
+    contig = f"14/A{r[start]}-{r[start + 11]}/14"
+    motif = load_motif(path)
+    assert motif_ss_mismatches(motif, contig, "L2E8L4H12L4E8L2") == []
+    bad = motif_ss_mismatches(motif, contig, "L2E8L4E12L4E8L2")
+    assert bad == [(f"A{r[start + i]}", "E", "H") for i in range(12)]
+    # the CLI says so before sampling (and samples: the request is the user's to make)
+    out = tmp_path / "o"
+    assert main(["protein", "sample", "--checkpoint", str(ss_checkpoint), "--motif", str(path), "--contig", contig,
+                 "--ss", "L2E8L4E12L4E8L2", "--steps", "2", "--quiet", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "note: --ss asks 12 motif residue(s) for another class" in err and f"A{r[start]} E (DSSP H)" in err
+    assert json.loads((out / "motif_000.json").read_text())["ss"][14:26] == "E" * 12
+
+
 def test_ss_refused_for_a_checkpoint_without_ss_conditioning(tmp_path, capsys):
     out = tmp_path / "o"
     assert main(["protein", "sample", "--ss", "L2E8L3E8L3H16L2", "--steps", "2", "--out", str(out)]) == 2
