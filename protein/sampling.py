@@ -508,11 +508,15 @@ def sample_backbones(bundle: Bundle, lengths, num: int, *, seed: int = 0, steps:
     total = parse_length_range(total_length)
     check_design_options(lengths, contig=contig, motif=motif is not None, total_length=total, symmetry=symmetry)
     plan, limits, parsed = None, None, None
-    ss_inputs = _ss_inputs(cfg, bundle.source, ss, ss_pairs, guidance_scale, lengths, n_copies, contig)
     if contig is not None:
         parsed = parse_contig(contig)
         plan = resolve_contig(parsed, motif)
         limits = contig_length_limits(plan, total, text=contig)
+    else:
+        for length in lengths:
+            check_int(length, "length", minimum=MIN_LENGTH, maximum=MAX_LENGTH)
+    ss_inputs = _ss_inputs(cfg, bundle.source, ss, ss_pairs, guidance_scale, lengths, n_copies, contig)
+    if contig is not None:
         if ss_inputs is not None:  # an SS request: letter i is residue i of the one chain, motif included
             n = len(ss_inputs[0])
             if len(plan) > 1:
@@ -527,9 +531,6 @@ def sample_backbones(bundle: Bundle, lengths, num: int, *, seed: int = 0, steps:
                 raise DiffsciError(f"ss: the request has {n} residues, but contig {contig!r} gives {fixed[0]} "
                                    f"(with --total-length, if given: {limits[0]}..{limits[1]}); the request "
                                    f"describes the whole design, motif residues included")
-    else:
-        for length in lengths:
-            check_int(length, "length", minimum=MIN_LENGTH, maximum=MAX_LENGTH)
     library = None
     if ss_inputs == SS_PRIOR:
         from diffsci.protein.topology import TopologyLibrary
@@ -571,6 +572,9 @@ def sample_backbones(bundle: Bundle, lengths, num: int, *, seed: int = 0, steps:
             kw["strand_pairs"] = list(topo.pairs)
         if inputs is not None:
             kw.update(ss=inputs[0], ss_pair=inputs[1], guidance_scale=guidance_scale, strand_restraints=strength)
+        ss_record = {} if inputs is None else dict(
+            ss="".join(SS_LETTERS[c] for c in inputs[0][:length]), guidance_scale=float(guidance_scale),
+            strand_restraints=float(strength), ss_pairs=ss_pairs if topo is None else topo.pairs_text)
         traj, times = ([], []) if trajectory else (None, None)
         chain_lengths = lay.chain_lengths if lay is not None else (length,)
         if trajectory:
@@ -586,11 +590,7 @@ def sample_backbones(bundle: Bundle, lengths, num: int, *, seed: int = 0, steps:
             return Design(f"len{length}_{i:03d}", coords, length, i, seed, time.time() - t0, sampler, steps,
                           time_power=time_power, rotation_rate=rate, symmetry=symmetry,
                           trajectory=traj, trajectory_times=times,
-                          ss=None if inputs is None else "".join(SS_LETTERS[c] for c in inputs[0][:length]),
-                          ss_pairs=ss_pairs if topo is None else topo.pairs_text,
-                          guidance_scale=None if inputs is None else float(guidance_scale),
-                          strand_restraints=None if inputs is None else float(strength),
-                          topology=None if topo is None else topo.source)
+                          topology=None if topo is None else topo.source, **ss_record)
         name = f"{'motif' if parsed.has_motif else 'contig'}_{i:03d}"
         return Design(
             name, coords, length, i, seed, time.time() - t0, sampler, steps,
@@ -598,11 +598,7 @@ def sample_backbones(bundle: Bundle, lengths, num: int, *, seed: int = 0, steps:
             time_power, rate, chain_lengths=lay.chain_lengths, residue_names=lay.residue_names,
             motif_labels=lay.motif_labels, contig=contig, drawn_contig=lay.drawn,
             motif_file=motif.path if motif is not None and parsed.has_motif else None,
-            total_length_limits=limits, trajectory=traj, trajectory_times=times,
-            ss=None if inputs is None else "".join(SS_LETTERS[c] for c in inputs[0]),
-            ss_pairs=ss_pairs if inputs is not None else None,
-            guidance_scale=None if inputs is None else float(guidance_scale),
-            strand_restraints=None if inputs is None else float(strength))
+            total_length_limits=limits, trajectory=traj, trajectory_times=times, **ss_record)
 
     def work(share: range) -> list[Design]:
         return [design(*jobs[j]) for j in progress_bar(share, desc="sample", enabled=progress and is_root())]
