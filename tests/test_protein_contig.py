@@ -195,3 +195,17 @@ def test_out_that_is_a_file_is_refused(tmp_path, capsys):
     code = main(["protein", "sample", "--checkpoint", str(tmp_path / "no_such.pt"), "--length", "40", "--out", str(f)])
     err = capsys.readouterr().err
     assert code == 2 and "not a folder" in err and f.read_text() == "keep me"
+
+
+def test_motif_ss_mismatches_on_a_deposited_entry_with_insertion_codes(real_files):
+    """The SS request with a motif from a multi-chain entry (insertion codes, waters): the
+    antibody strand H77-H82A (DSSP E in the entry, 82A an insertion code) agrees with E letters
+    and is reported residue by residue, labels with their insertion codes, against H letters."""
+    from diffsci.protein.sampling import motif_ss_mismatches
+
+    motif = load_motif(real_files["path"])
+    contig = "10/H77-82A/23"
+    assert motif_ss_mismatches(motif, contig, "L10E7L23") == []
+    bad = motif_ss_mismatches(motif, contig, "L10H7L23")
+    assert [b[0] for b in bad] == ["H77", "H78", "H79", "H80", "H81", "H82", "H82A"]
+    assert {b[1:] for b in bad} == {("H", "E")}
