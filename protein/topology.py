@@ -21,7 +21,8 @@ window of ``L`` residues in it, or holding it with loop termini, uniformly; its 
 (:func:`diffsci.protein.dataset.ss_arrays`) and the DSSP bridges inside the window. A strand
 residue whose every bridge partner lies outside the window is made loop (in the design there is
 nothing for it to pair with), and so is a strand segment of fewer than :data:`MIN_STRAND`
-residues; strand segments pair as their bridges say
+residues, repeated until nothing changes (a strand whose only partner was such a short segment
+is loop too); strand segments pair as their bridges say
 (:func:`diffsci.protein.ss.segment_pairs_from_bridges`), in the register of their bridges (the
 median of ``i + j`` for an antiparallel pair, of ``j - i`` for a parallel one). The held-out
 split is never drawn from.
@@ -91,14 +92,17 @@ def window_topology(codes, bridges, start: int, length: int, source: str = "", c
     inside = (bridges[:, 0] >= start) & (bridges[:, 1] < start + length)
     b = bridges[inside].copy()
     b[:, :2] -= start
-    partnered = np.zeros(length, dtype=bool)
-    partnered[b[:, 0]] = partnered[b[:, 1]] = True
-    w[(w == STRAND) & ~partnered] = LOOP
-    for lo, hi in strand_segments(w):
-        if hi - lo + 1 < MIN_STRAND:
-            w[lo : hi + 1] = LOOP
-    keep = (w[b[:, 0]] == STRAND) & (w[b[:, 1]] == STRAND)
-    b = b[keep]
+    while True:  # until nothing changes: dropping a short strand can leave its partners unpartnered
+        b = b[(w[b[:, 0]] == STRAND) & (w[b[:, 1]] == STRAND)]
+        partnered = np.zeros(length, dtype=bool)
+        partnered[b[:, 0]] = partnered[b[:, 1]] = True
+        before = w.copy()
+        w[(w == STRAND) & ~partnered] = LOOP
+        for lo, hi in strand_segments(w):
+            if hi - lo + 1 < MIN_STRAND:
+                w[lo : hi + 1] = LOOP
+        if np.array_equal(w, before):
+            break
     segs = strand_segments(w)
     segment = np.full(length, -1, dtype=np.int64)
     for k, (lo, hi) in enumerate(segs):

@@ -45,6 +45,17 @@ def test_window_keeps_pairs_inside_and_their_registers():
             window_topology(codes, bridges, start, length)
 
 
+def test_strand_whose_only_partner_is_too_short_becomes_loop():
+    # every residue of strand 2-4 pairs only with the 2-residue strand 8-9, which is too short to
+    # keep: once that is loop, 2-4 has no partner left and is loop too; 13-16 and 20-23 pair as before
+    codes = parse_ss("L2E3L3E2L3E4L3E4L2")
+    bridges = _bridges([(2, 9, 0), (3, 9, 0), (3, 8, 0), (4, 8, 0), (13, 23, 0), (14, 22, 0), (15, 21, 0),
+                        (16, 20, 0)])
+    topo = window_topology(codes, bridges, 0, 26)
+    assert topo.ss == "L" * 13 + "EEEE" + "LLL" + "EEEE" + "LL"
+    assert topo.pairs == ((0, 1, False, 36),)
+
+
 def test_restraints_take_the_register_of_the_pair():
     codes = parse_ss("L2E4L3E4L2E4L3E3L5")
     r = strand_restraints(codes, [(0, 1, False, 13), (1, 2, True, 5)])
