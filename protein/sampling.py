@@ -425,17 +425,36 @@ def _ss_inputs(cfg: ProteinModelConfig, source: str, ss: str | None, ss_pairs: s
     return torch.from_numpy(np.tile(codes, n_copies)), torch.from_numpy(tiled)
 
 
+def _check_contig_request(plan, contig: str, n: int, limits) -> None:
+    """Refuse an SS request of ``n`` residues with a resolved contig unless letter i can be residue
+    i of the design: one chain, every scaffold segment of one length, that length ``n`` (within
+    ``limits``, the totals :func:`contig_length_limits` allows)."""
+    if len(plan) > 1:
+        raise DiffsciError(f"ss with contig {contig!r}: one designed chain only (this contig has {len(plan)} chains)")
+    fixed = contig_length_limits(plan, None, text=contig)
+    if fixed[0] != fixed[1]:
+        raise DiffsciError(f"ss with contig {contig!r}: give every scaffold segment one length (e.g. 20, not "
+                           f"10-30), so the request's letters fall on known residues; this contig gives "
+                           f"{fixed[0]}..{fixed[1]} residues")
+    if not limits[0] <= n <= limits[1]:
+        raise DiffsciError(f"ss: the request has {n} residues, but contig {contig!r} gives {fixed[0]} "
+                           f"(with --total-length, if given: {limits[0]}..{limits[1]}); the request "
+                           f"describes the whole design, motif residues included")
+
+
 def motif_ss_mismatches(motif: Motif, contig: str, ss: str) -> list[tuple[str, str, str]]:
     """Where an SS request with a contig (one chain, fixed segment lengths; as
     :func:`sample_backbones` takes it) asks another class for a motif residue than the motif
     has in its own file: ``(label, requested, motif's DSSP)`` per such residue, e.g. ``("A712",
     "E", "H")``, with DSSP (:func:`diffsci.protein.metrics.dssp_labels`, loop as ``L``) of all
     the motif file's residues in file order (chain breaks are seen from the CA spacing). The
-    motif is held as it is, so those letters cannot be met. Empty when all agree."""
+    motif is held as it is, so those letters cannot be met. Empty when all agree; refuses a contig
+    the request cannot take, as :func:`sample_backbones` does."""
     from diffsci.protein.metrics import dssp_labels
 
     plan = resolve_contig(parse_contig(contig), motif)
     codes = "".join(SS_LETTERS[c] for c in ss_condition(ss, None, None)[0])
+    _check_contig_request(plan, contig, len(codes), contig_length_limits(plan, None, text=contig))
     keys = list(motif.residues)
     labels = dssp_labels(np.stack([motif.residues[k] for k in keys]))
     native = {k: "L" if c == "-" else c for k, c in zip(keys, labels)}
@@ -445,7 +464,7 @@ def motif_ss_mismatches(motif: Motif, contig: str, ss: str) -> list[tuple[str, s
             pos += block.seg.lo
             continue
         for key in block.keys:
-            if pos < len(codes) and codes[pos] != native[key]:
+            if codes[pos] != native[key]:
                 out.append((f"{key[0]}{key[1]}{key[2]}", codes[pos], native[key]))
             pos += 1
     return out
@@ -517,20 +536,8 @@ def sample_backbones(bundle: Bundle, lengths, num: int, *, seed: int = 0, steps:
             check_int(length, "length", minimum=MIN_LENGTH, maximum=MAX_LENGTH)
     ss_inputs = _ss_inputs(cfg, bundle.source, ss, ss_pairs, guidance_scale, lengths, n_copies, contig)
     if contig is not None:
-        if ss_inputs is not None:  # an SS request: letter i is residue i of the one chain, motif included
-            n = len(ss_inputs[0])
-            if len(plan) > 1:
-                raise DiffsciError(f"ss with contig {contig!r}: one designed chain only (this contig has {len(plan)} "
-                                   f"chains)")
-            fixed = contig_length_limits(plan, None, text=contig)
-            if fixed[0] != fixed[1]:
-                raise DiffsciError(f"ss with contig {contig!r}: give every scaffold segment one length (e.g. 20, not "
-                                   f"10-30), so the request's letters fall on known residues; this contig gives "
-                                   f"{fixed[0]}..{fixed[1]} residues")
-            if not limits[0] <= n <= limits[1]:
-                raise DiffsciError(f"ss: the request has {n} residues, but contig {contig!r} gives {fixed[0]} "
-                                   f"(with --total-length, if given: {limits[0]}..{limits[1]}); the request "
-                                   f"describes the whole design, motif residues included")
+        if ss_inputs is not None:
+            _check_contig_request(plan, contig, len(ss_inputs[0]), limits)
     library = None
     if ss_inputs == SS_PRIOR:
         from diffsci.protein.topology import TopologyLibrary

@@ -209,3 +209,5 @@ def test_motif_ss_mismatches_on_a_deposited_entry_with_insertion_codes(real_file
     bad = motif_ss_mismatches(motif, contig, "L10H7L23")
     assert [b[0] for b in bad] == ["H77", "H78", "H79", "H80", "H81", "H82", "H82A"]
     assert {b[1:] for b in bad} == {("H", "E")}
+    with pytest.raises(DiffsciError, match="give every scaffold segment one length"):
+        motif_ss_mismatches(motif, "8-12/H77-82A/23", "L10E7L23")  # letters would not fall on known residues
