@@ -11,7 +11,9 @@ was dropped (missing backbone atoms or a non-standard residue); broken chains ar
 skipped or rejected (the training-data reader, ``prepare``), or kept whole with their breaks
 reported (``on_break="keep"``, the evaluation reader: an evaluator measures what it is given),
 never glued silently. A file with a non-finite (NaN or infinite) backbone coordinate in a chain
-that is read is refused with one :class:`DiffsciError` naming the file, chain and residue.
+that is read is refused with one :class:`DiffsciError` naming the file, chain and residue; a PDB
+file with an ATOM/HETATM record cut short inside its coordinates or occupancy (``-13.684``
+cut to ``-1``) is refused naming the file and the line.
 
 Example
 -------
@@ -195,15 +197,42 @@ def _load_atoms(path: pathlib.Path):
     return atoms
 
 
-def _pad_pdb_records(text: str) -> str:
-    """Fill blank occupancy / B-factor columns of ATOM/HETATM records (e.g. OPM dummy atoms).
+# Columns (1-based, inclusive) of the PDB coordinate-record fields this reader uses.
+_PDB_COORDS_END = 54  # x 31-38, y 39-46, z 47-54
+_PDB_OCCUPANCY_END = 60  # occupancy 55-60 (chooses the altloc)
+
+
+def _check_pdb_record(line: str, number: int, path: pathlib.Path) -> None:
+    """Refuse an ATOM/HETATM record cut inside its coordinates or occupancy.
+
+    The fields are right-justified in fixed columns, so a complete record's text runs at least
+    to column 54 (the end of z) and, when it has an occupancy, to column 60. A record that ends
+    before (``-13.684`` cut to ``-1``) would be padded and read as a wrong number.
+    """
+    end = len(line.rstrip())
+    if end < _PDB_COORDS_END:
+        where = "its coordinates (x, y, z: columns 31-54)"
+    elif _PDB_COORDS_END < end < _PDB_OCCUPANCY_END:
+        where = "its occupancy (columns 55-60)"
+    else:
+        return
+    raise DiffsciError(
+        f"{path}: line {number}: {line[:6].strip()} record cut short at column {end}, inside {where}; "
+        "the file is truncated or corrupt"
+    )
+
+
+def _pad_pdb_records(text: str, path: pathlib.Path) -> str:
+    """Refuse cut coordinate records; fill blank occupancy / B-factor columns (e.g. OPM dummy atoms).
 
     biotite cannot parse a coordinate record whose occupancy or temperature factor is blank;
-    those columns are not used here, so they get the defaults 1.00 and 0.00.
+    a blank occupancy gets the default 1.00, a blank B-factor 0.00 (not used here). A record cut
+    inside its coordinates or occupancy raises :class:`DiffsciError` naming the file and line.
     """
     out = []
-    for line in text.splitlines():
+    for number, line in enumerate(text.splitlines(), start=1):
         if line.startswith(("ATOM", "HETATM")):
+            _check_pdb_record(line, number, path)
             line = line.ljust(80)
             if not line[54:60].strip():
                 line = line[:54] + "  1.00" + line[60:]
@@ -221,7 +250,7 @@ def _parse(fmt: str, data: bytes, path: pathlib.Path):
         text = data.decode("utf-8", errors="replace")
         if not any(line.startswith(("ATOM", "HETATM")) for line in text.splitlines()):
             raise DiffsciError(f"{path}: no ATOM/HETATM records (not a PDB file, or no coordinates)")
-        return pdb.PDBFile.read(io.StringIO(_pad_pdb_records(text))).get_structure(model=1, altloc="first")
+        return pdb.PDBFile.read(io.StringIO(_pad_pdb_records(text, path))).get_structure(model=1, altloc="first")
     if fmt == "cif":
         cif = pdbx.CIFFile.read(io.StringIO(data.decode("utf-8", errors="replace")))
         return pdbx.get_structure(cif, model=1, altloc="first", use_author_fields=True)

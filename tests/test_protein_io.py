@@ -369,3 +369,69 @@ def test_dataset_refuses_nan(chain):
         BackboneDataset(coords=coords, offsets=np.array([0, len(chain)]), sequences=(chain.sequence,),
                         chain_ids=("A",), res_ids=np.asarray(chain.res_ids), ins_codes=np.asarray(chain.ins_codes),
                         provenance=({},), split=("train",), cluster_ids=np.array([0]))
+
+
+# ----------------------------------------------------------------------- truncated records (issue 27)
+
+
+def _cut_line(path: pathlib.Path, res: int, atom: str, column: int) -> int:
+    """Cut the ATOM record of ``atom`` of residue ``res`` after ``column`` characters, as a file
+    cut in transit or by a careless edit looks (``-13.684`` becomes ``-1``); returns its line number."""
+    lines = path.read_text().splitlines()
+    k = next(i for i, ln in enumerate(lines)
+             if ln.startswith("ATOM") and ln[12:16].strip() == atom and ln[22:26].strip() == str(res))
+    lines[k] = lines[k][:column]
+    path.write_text("\n".join(lines) + "\n")
+    return k + 1
+
+
+@pytest.mark.parametrize("column", [48, 40, 33, 57])  # inside z, y, x; inside the occupancy
+def test_truncated_coordinate_record_is_refused_naming_file_and_line(chain, tmp_path, column):
+    """Seen: a record cut inside its z coordinate (``-13.684`` -> ``-1``) was padded and read as -1.0."""
+    path = tmp_path / "cut.pdb"
+    write_backbone_pdb(path, chain.coords, sequence=chain.sequence)
+    number = _cut_line(path, 9, "CA", column)
+    with pytest.raises(DiffsciError, match=rf"cut\.pdb: line {number}: ATOM record cut short at column {column}"):
+        read_structure_chains(path, on_break="keep")
+
+
+def test_short_records_that_are_complete_are_read(chain, tmp_path):
+    """Records that end after the coordinates (no occupancy / B-factor, as OPM writes its dummy
+    atoms) or after the B-factor (no element column, as older programs write) are complete."""
+    path = tmp_path / "short.pdb"
+    write_backbone_pdb(path, chain.coords[:10], sequence=chain.sequence[:10])
+    lines = path.read_text().splitlines()
+    atom = [i for i, ln in enumerate(lines) if ln.startswith("ATOM")]
+    for k in atom[:8]:
+        lines[k] = lines[k][:54]
+    for k in atom[8:16]:
+        lines[k] = lines[k][:66]
+    path.write_text("\n".join(lines) + "\n")
+    (c,) = read_structure_chains(path)
+    np.testing.assert_allclose(c.coords, chain.coords[:10], atol=1e-3)
+
+
+def test_truncated_record_through_the_cli(chain, tmp_path, capsys):
+    """``evaluate`` skips the cut file with one warning naming it and the line; ``sample --motif``
+    refuses it with one error line (exit 2) before any model is loaded."""
+    d = tmp_path / "designs"
+    d.mkdir()
+    write_backbone_pdb(d / "good.pdb", chain.coords, sequence=chain.sequence)
+    write_backbone_pdb(d / "cut.pdb", chain.coords, sequence=chain.sequence)
+    number = _cut_line(d / "cut.pdb", 9, "CA", 48)
+    code = main(["protein", "evaluate", str(d), "--out", str(tmp_path / "m.json"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    warns = [ln for ln in err.splitlines() if ln.startswith("warning:")]
+    assert len(warns) == 1 and "cut.pdb" in warns[0] and f"line {number}:" in warns[0], err
+    assert "Traceback" not in err
+    import json
+
+    assert [r["file"] for r in json.loads((tmp_path / "m.json").read_text())["per_sample"]] == ["good.pdb"]
+    out = tmp_path / "out"
+    code = main(["protein", "sample", "--checkpoint", str(tmp_path / "no_such.pt"), "--steps", "2", "--quiet",
+                 "--motif", str(d / "cut.pdb"), "--contig", "10-20/A5-15/10-20", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("error:") and "cut.pdb" in err and f"line {number}:" in err and "no_such.pt" not in err
+    assert not out.exists()
