@@ -2,7 +2,9 @@
 
 Dimension letters: L residues, 4 backbone atoms (N, CA, C, O), 3 Cartesian coordinates (Å).
 
-The reader keeps the first model, the first alternate location of each atom and the 20
+The reader keeps the first model, per residue the alternate location (altloc) of highest
+occupancy (biotite's ``altloc="occupancy"``: the altloc whose atoms' occupancies sum highest,
+the first letter on a tie; the first altloc for an mmCIF without occupancies), and the 20
 standard amino acids plus selenomethionine (MSE, read as MET / ``M``). Every other residue
 (waters, ligands, nucleotides, other modified residues) is ignored. A residue missing any of
 N, CA, C, O is dropped and reported. A chain is *broken* between two kept consecutive residues
@@ -242,20 +244,30 @@ def _pad_pdb_records(text: str, path: pathlib.Path) -> str:
     return "\n".join(out) + "\n"
 
 
+def _cif_altloc(cif) -> str:
+    """``"occupancy"``, or ``"first"`` for an mmCIF without an occupancy column (nothing to choose
+    by; biotite 1.6 raises for ``altloc="occupancy"`` there instead of falling back)."""
+    try:
+        return "occupancy" if "occupancy" in cif.block["atom_site"] else "first"
+    except Exception:  # no block or no atom_site: get_structure reports it
+        return "occupancy"
+
+
 def _parse(fmt: str, data: bytes, path: pathlib.Path):
-    """biotite AtomArray of the first model, first altloc (may raise biotite's errors)."""
+    """biotite AtomArray of the first model; per residue the altloc of highest occupancy (may raise
+    biotite's errors)."""
     from biotite.structure.io import pdb, pdbx
 
     if fmt == "pdb":
         text = data.decode("utf-8", errors="replace")
         if not any(line.startswith(("ATOM", "HETATM")) for line in text.splitlines()):
             raise DiffsciError(f"{path}: no ATOM/HETATM records (not a PDB file, or no coordinates)")
-        return pdb.PDBFile.read(io.StringIO(_pad_pdb_records(text, path))).get_structure(model=1, altloc="first")
+        return pdb.PDBFile.read(io.StringIO(_pad_pdb_records(text, path))).get_structure(model=1, altloc="occupancy")
     if fmt == "cif":
         cif = pdbx.CIFFile.read(io.StringIO(data.decode("utf-8", errors="replace")))
-        return pdbx.get_structure(cif, model=1, altloc="first", use_author_fields=True)
-    bcif = pdbx.BinaryCIFFile.read(io.BytesIO(data))
-    return pdbx.get_structure(bcif, model=1, altloc="first", use_author_fields=True)
+    else:
+        cif = pdbx.BinaryCIFFile.read(io.BytesIO(data))
+    return pdbx.get_structure(cif, model=1, altloc=_cif_altloc(cif), use_author_fields=True)
 
 
 def _residue_label(res_id: int, ins: str, res_name: str) -> str:
@@ -482,7 +494,8 @@ def read_structure_chains(path: str | os.PathLike, chains: Sequence[str] | None 
     ----------
     path
         PDB (``.pdb``, ``.ent``), mmCIF (``.cif``, ``.mmcif``) or BinaryCIF (``.bcif``) file,
-        each optionally gzipped (``.gz``). The first model and the first altloc are used.
+        each optionally gzipped (``.gz``). The first model is used and, per residue, the altloc of
+        highest occupancy.
     chains
         Author chain ids to read (all chains with an amino-acid backbone when None).
     on_break

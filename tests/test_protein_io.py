@@ -184,7 +184,7 @@ def test_non_standard_residue_breaks_chain(chain, tmp_path):
     assert [len(c) for c in read_structure_chains(path)] == [24, len(chain) - 25]
 
 
-def test_altloc_first_kept(chain, tmp_path):
+def test_altloc_on_one_atom_higher_occupancy_kept(chain, tmp_path):
     path = tmp_path / "plain.pdb"
     write_backbone_pdb(path, chain.coords[:12], sequence=chain.sequence[:12])
     lines = []
@@ -200,7 +200,7 @@ def test_altloc_first_kept(chain, tmp_path):
     alt.write_text("\n".join(lines) + "\n")
     (c,) = read_structure_chains(alt)
     assert len(c) == 12
-    assert np.abs(c.coords - chain.coords[:12]).max() < 1e-3  # altloc A, not the shifted B
+    assert np.abs(c.coords - chain.coords[:12]).max() < 1e-3  # altloc A (0.60), not the shifted B (0.40)
 
 
 def test_insertion_codes_distinct(chain, tmp_path):
@@ -435,3 +435,90 @@ def test_truncated_record_through_the_cli(chain, tmp_path, capsys):
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert err.startswith("error:") and "cut.pdb" in err and f"line {number}:" in err and "no_such.pt" not in err
     assert not out.exists()
+
+
+# ----------------------------------------------------------------------- altlocs by occupancy (issue 27)
+
+
+def _altloc_records(ch: BackboneChain, res: int, shift: np.ndarray):
+    """(record fields) per atom of ``ch`` as a deposited entry lists a residue in two conformers:
+    interleaved per atom, altloc A (occupancy 0.30, shifted by ``shift``) before B (0.70, in place)."""
+    rows = []
+    for r, aa, xyz in zip(ch.res_ids, ch.sequence, ch.coords):
+        for k, (atom, el) in enumerate((("N", "N"), ("CA", "C"), ("C", "C"), ("O", "O"))):
+            if int(r) == res:
+                rows.append((atom, el, "A", ONE_TO_THREE[aa], int(r), xyz[k] + shift, 0.30))
+                rows.append((atom, el, "B", ONE_TO_THREE[aa], int(r), xyz[k], 0.70))
+            else:
+                rows.append((atom, el, "", ONE_TO_THREE[aa], int(r), xyz[k], 1.00))
+    return rows
+
+
+def _altloc_pdb(rows, path: pathlib.Path) -> pathlib.Path:
+    lines = [f"ATOM  {i + 1:5d}  {atom:<3s}{alt or ' ':1s}{name:>3s} A{r:4d}    {x:8.3f}{y:8.3f}{z:8.3f}"
+             f"{occ:6.2f} 20.00           {el:>2s}" for i, (atom, el, alt, name, r, (x, y, z), occ) in enumerate(rows)]
+    path.write_text("\n".join(lines) + "\nTER\nEND\n")
+    return path
+
+
+def _altloc_cif(rows, path: pathlib.Path, occupancy: bool = True) -> pathlib.Path:
+    """The mmCIF atom_site loop of the same records, as the PDB writes it (label_alt_id '.' when none)."""
+    cols = ["group_PDB", "id", "type_symbol", "label_atom_id", "label_alt_id", "label_comp_id", "label_asym_id",
+            "label_entity_id", "label_seq_id", "pdbx_PDB_ins_code", "Cartn_x", "Cartn_y", "Cartn_z",
+            *(["occupancy"] if occupancy else []), "B_iso_or_equiv", "auth_seq_id", "auth_comp_id",
+            "auth_asym_id", "auth_atom_id", "pdbx_PDB_model_num"]
+    lines = ["data_ALT", "#", "loop_", *[f"_atom_site.{c}" for c in cols]]
+    for i, (atom, el, alt, name, r, (x, y, z), occ) in enumerate(rows):
+        occ_col = [f"{occ:.2f}"] if occupancy else []
+        lines.append(" ".join(["ATOM", str(i + 1), el, atom, alt or ".", name, "A", "1", str(r), "?",
+                               f"{x:.3f}", f"{y:.3f}", f"{z:.3f}", *occ_col, "20.00", str(r), name, "A", atom, "1"]))
+    path.write_text("\n".join(lines) + "\n#\n")
+    return path
+
+
+def _away_from_neighbours(ch: BackboneChain, res: int, size: float) -> np.ndarray:
+    """A shift of residue ``res`` away from its two neighbours' CAs, so that its CA-CA to each
+    grows beyond sqrt(3.8^2 + size^2) (> 4.2 Å for size 2)."""
+    i = int(np.flatnonzero(ch.res_ids == res)[0])
+    ca = ch.coords[:, 1].astype(np.float64)
+    d = 2 * ca[i] - ca[i - 1] - ca[i + 1]
+    return (size * d / np.linalg.norm(d)).astype(np.float32)
+
+
+@pytest.mark.parametrize("fmt", ["pdb", "cif"])
+def test_altloc_highest_occupancy_is_read(chain, tmp_path, fmt, capsys):
+    """Seen: the first altloc (occupancy 0.30) was read over the 0.70 one, and evaluate reported a
+    chain break the deposited model does not have."""
+    ch = BackboneChain(chain.coords[:30], chain.sequence[:30], "A", np.arange(1, 31), np.full(30, "", "<U1"), "x")
+    rows = _altloc_records(ch, 12, _away_from_neighbours(ch, 12, 2.0))
+    d = tmp_path / "in"
+    d.mkdir()
+    path = (_altloc_pdb if fmt == "pdb" else _altloc_cif)(rows, d / f"alt.{fmt}")
+    # independently: the lower-occupancy conformer A is the one listed first, and it is broken
+    first = (pdb.PDBFile.read(str(path)).get_structure(model=1, altloc="first") if fmt == "pdb" else
+             pdbx.get_structure(pdbx.CIFFile.read(str(path)), model=1, altloc="first"))
+    ca_first = first.coord[first.atom_name == "CA"]
+    assert np.sum(np.linalg.norm(np.diff(ca_first, axis=0), axis=-1) > 4.2) == 2
+    (c,), report = read_report(path, on_break="keep")
+    np.testing.assert_allclose(c.coords, ch.coords, atol=1e-3)  # conformer B, in place
+    assert not any("break" in r.reason for r in report)
+    code = main(["protein", "evaluate", str(d), "--out", str(tmp_path / "m.json"), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    import json
+
+    (row,) = json.loads((tmp_path / "m.json").read_text())["per_sample"]
+    assert row["chain_breaks"] == 0
+
+
+def test_altloc_ties_and_cif_without_occupancy_read_the_first(chain, tmp_path):
+    """Equal occupancies keep the first altloc letter (A); an mmCIF without an occupancy column
+    (nothing to choose by) reads the first altloc instead of failing."""
+    ch = BackboneChain(chain.coords[:20], chain.sequence[:20], "A", np.arange(1, 21), np.full(20, "", "<U1"), "x")
+    shift = np.array([0.5, 0.0, 0.0], dtype=np.float32)
+    rows = [(*r[:6], 0.5) if r[2] else r for r in _altloc_records(ch, 8, shift)]
+    want = ch.coords.copy()
+    want[7] += shift
+    (c,) = read_structure_chains(_altloc_pdb(rows, tmp_path / "tie.pdb"))
+    np.testing.assert_allclose(c.coords, want, atol=1e-3)
+    (c,) = read_structure_chains(_altloc_cif(_altloc_records(ch, 8, shift), tmp_path / "noocc.cif", occupancy=False))
+    np.testing.assert_allclose(c.coords, want, atol=1e-3)
