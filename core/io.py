@@ -38,6 +38,7 @@ __all__ = [
     "check_int",
     "check_range",
     "check_choice",
+    "check_output_path",
 ]
 
 
@@ -171,3 +172,44 @@ def check_choice(value, name: str, choices: Sequence) -> Any:
     if value not in choices:
         raise DiffsciError(f"{name} must be one of {', '.join(map(str, choices))}, got {value!r}")
     return value
+
+
+def check_output_path(out, *, inputs=(), folder: bool = False, flag: str = "--out") -> Path:
+    """Refuse an output that is one of ``inputs`` or cannot be written, before any work.
+
+    ``out`` equal to an input (after resolving symlinks), inside an input store (zarr
+    folder), a folder where a file is expected (or the reverse), a missing parent folder (for
+    a file), or a folder where a test file cannot be created -> :class:`DiffsciError`.
+    ``folder=True``: ``out`` is a run folder, created later with its parents.
+    """
+    p = Path(out)
+    rp = p.resolve()
+    for inp in inputs:
+        if inp is None or not isinstance(inp, (str, os.PathLike)):  # e.g. an in-memory dataset
+            continue
+        ri = Path(inp).resolve()
+        if rp == ri:
+            raise DiffsciError(f"{flag} {out} is the input {inp}: refusing to overwrite it")
+        if ri.is_dir() and ri in rp.parents:
+            raise DiffsciError(f"{flag} {out} lies inside the input store {inp}")
+    if folder:
+        if p.exists() and not p.is_dir():
+            raise DiffsciError(f"{flag} {out}: exists and is not a folder")
+        probe = p
+        while not probe.exists():
+            probe = probe.parent
+        if not probe.is_dir():
+            raise DiffsciError(f"{flag} {out}: {probe} is not a folder")
+    else:
+        if p.is_dir():
+            raise DiffsciError(f"{flag} {out}: is a folder, expected a file name")
+        probe = p.parent if str(p.parent) else Path(".")
+        if not probe.is_dir():
+            raise DiffsciError(f"{flag} {out}: folder {probe} does not exist")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".diffsci-write-test.", dir=probe)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise DiffsciError(f"{flag} {out}: cannot write in {probe} ({exc.strerror or exc})") from None
+    return p

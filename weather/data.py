@@ -29,8 +29,6 @@ Dimension letters: T time, C channels, H latitude, W longitude, S static feature
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,7 +37,7 @@ import pandas as pd
 import xarray as xr
 
 from diffsci.core.errors import DiffsciError
-from diffsci.core.io import check_range
+from diffsci.core.io import check_output_path, check_range  # noqa: F401  (re-exported)
 from diffsci.weather.layouts import G, NON_WEATHER, _check_monotonic, normalize_layout, short_name
 
 # re-exported: weather.forecast imports these names from here
@@ -293,47 +291,6 @@ def time_step(ds: xr.Dataset) -> pd.Timedelta | None:
     if t.size < 2:
         return None
     return pd.Timedelta(t[1] - t[0])
-
-
-def check_output_path(out, *, inputs=(), folder: bool = False, flag: str = "--out") -> Path:
-    """Refuse an output that is one of ``inputs`` or cannot be written, before any work.
-
-    ``out`` equal to an input (after resolving symlinks), inside an input store (zarr
-    folder), a folder where a file is expected (or the reverse), a missing parent folder (for
-    a file), or a folder where a test file cannot be created -> :class:`DiffsciError`.
-    ``folder=True``: ``out`` is a run folder, created later with its parents.
-    """
-    p = Path(out)
-    rp = p.resolve()
-    for inp in inputs:
-        if inp is None or isinstance(inp, xr.Dataset):
-            continue
-        ri = Path(inp).resolve()
-        if rp == ri:
-            raise DiffsciError(f"{flag} {out} is the input {inp}: refusing to overwrite it")
-        if ri.is_dir() and ri in rp.parents:
-            raise DiffsciError(f"{flag} {out} lies inside the input store {inp}")
-    if folder:
-        if p.exists() and not p.is_dir():
-            raise DiffsciError(f"{flag} {out}: exists and is not a folder")
-        probe = p
-        while not probe.exists():
-            probe = probe.parent
-        if not probe.is_dir():
-            raise DiffsciError(f"{flag} {out}: {probe} is not a folder")
-    else:
-        if p.is_dir():
-            raise DiffsciError(f"{flag} {out}: is a folder, expected a file name")
-        probe = p.parent if str(p.parent) else Path(".")
-        if not probe.is_dir():
-            raise DiffsciError(f"{flag} {out}: folder {probe} does not exist")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".diffsci-write-test.", dir=probe)
-        os.close(fd)
-        os.unlink(tmp)
-    except OSError as exc:
-        raise DiffsciError(f"{flag} {out}: cannot write in {probe} ({exc.strerror or exc})") from None
-    return p
 
 
 def check_grid(ds: xr.Dataset, latitude, longitude, *, what: str = "checkpoint", atol: float = 1e-3) -> None:
