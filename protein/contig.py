@@ -43,7 +43,9 @@ MIN_LENGTH, MAX_LENGTH = 40, 512  # residues per design
 class Segment:
     """A contig segment: scaffold (``chain`` None, length drawn in [lo, hi]) or the motif
     residues of ``chain`` from number ``lo`` (insertion code ``lo_ins``) to ``hi`` (``hi_ins``)
-    of the motif file, in file order (``A163-181``; ``A52A``; ``A50-52B``)."""
+    of the motif file, in file order (``A163-181``; ``A52A``; ``A50-52B``; ``H112C-112A`` on a
+    chain numbered 112C, 112B, 112A as Kabat-style entries are). Whether the end comes before
+    the start is known only from the file (:meth:`Motif.keys`)."""
 
     lo: int
     hi: int
@@ -119,8 +121,8 @@ def parse_contig(contig: str) -> Contig:
             if m:
                 a, ai = int(m.group("a")), m.group("ai").upper()
                 b, bi = (int(m.group("b")), m.group("bi").upper()) if m.group("b") else (a, ai)
-                if (b, bi) < (a, ai):
-                    raise DiffsciError(f"contig: motif segment {part!r} ends before it starts")
+                # no order check here: a range follows the motif file's order (Kabat numbering
+                # runs 112C, 112B, 112A, 112), checked when it is resolved (Motif.keys)
                 current.append(Segment(a, b, m.group("chain"), ai, bi))
                 continue
             m = _SCAFFOLD_SEG.match(part)
@@ -174,7 +176,9 @@ class Motif:
     names: dict = field(default_factory=dict)
 
     def keys(self, seg: Segment) -> list[tuple]:
-        """The residue keys of a motif segment, in file order; refuses missing or non-finite residues."""
+        """The residue keys of a motif segment: from its start residue to its end residue as they
+        appear in the file (insertion codes in file order, whatever their letters); refuses an end
+        that comes before the start in the file, and missing or non-finite residues."""
         start, end = (seg.chain, seg.lo, seg.lo_ins), (seg.chain, seg.hi, seg.hi_ins)
         order = [k for k in self.residues if k[0] == seg.chain]
         missing = [_label(k) for k in (start, end) if k not in self.residues]

@@ -211,3 +211,60 @@ def test_motif_ss_mismatches_on_a_deposited_entry_with_insertion_codes(real_file
     assert {b[1:] for b in bad} == {("H", "E")}
     with pytest.raises(DiffsciError, match="give every scaffold segment one length"):
         motif_ss_mismatches(motif, "8-12/H77-82A/23", "L10E7L23")  # letters would not fall on known residues
+
+
+# ----------------------------------------------------------------------- ranges in file order (issue 27)
+
+
+@pytest.fixture(scope="module")
+def reverse_insertions(real_files, tmp_path_factory):
+    """An antibody heavy chain numbered as Kabat-style entries with reverse insertion codes are:
+    111, 111A, 111B, 112C, 112B, 112A, 112 (the insertions before 112 count down towards it).
+    Built from the shipped 7CTH chain H: its residues 105-111 renumbered so, in file order."""
+    h = real_files["heavy"]
+    start = int(np.flatnonzero((h.res_ids == 105) & (h.ins_codes == ""))[0])
+    numbers = [(111, ""), (111, "A"), (111, "B"), (112, "C"), (112, "B"), (112, "A"), (112, "")]
+    res_ids, ins = np.array(h.res_ids[:start + 7]), np.array(h.ins_codes[:start + 7])
+    res_ids[start:] = [n for n, _ in numbers]
+    ins[start:] = [c for _, c in numbers]
+    from diffsci.protein.structure import BackboneChain
+
+    ch = BackboneChain(h.coords[:start + 7], h.sequence[:start + 7], "H", res_ids, ins, "7CTH H renumbered")
+    lines, _ = _atom_lines(ch, "H")
+    path = tmp_path_factory.mktemp("kabat") / "reverse.pdb"
+    path.write_text("\n".join(lines) + "\nEND\n")
+    return {"path": path, "chain": ch, "start": start}
+
+
+def test_insertion_code_range_follows_file_order(reverse_insertions):
+    """Seen: ``[20/H112C-112A/20]`` refused as "ends before it starts" (C > A alphabetically)
+    although 112C comes before 112A in the file."""
+    m = load_motif(reverse_insertions["path"])
+    ch, start = reverse_insertions["chain"], reverse_insertions["start"]
+    blocks = resolve_contig(parse_contig("[20/H112C-112A/20]"), m)[0]
+    assert [f"{r}{i}" for _, r, i in blocks[1].keys] == ["112C", "112B", "112A"]
+    np.testing.assert_array_equal(blocks[1].atoms, ch.coords[start + 3:start + 6])
+    (blocks,) = resolve_contig(parse_contig("H111-112"), m)
+    assert [f"{r}{i}" for _, r, i in blocks[0].keys] == ["111", "111A", "111B", "112C", "112B", "112A", "112"]
+    (blocks,) = resolve_contig(parse_contig("H111B-112B"), m)
+    assert [f"{r}{i}" for _, r, i in blocks[0].keys] == ["111B", "112C", "112B"]
+    # the end truly before the start in the file: refused, naming both and the file
+    for text, first, second in (("H112A-112C", "H112C", "H112A"), ("H112-111A", "H111A", "H112")):
+        with pytest.raises(DiffsciError, match=rf"reverse\.pdb, {first} comes before {second}"):
+            resolve_contig(parse_contig(text), m)
+
+
+def test_insertion_code_range_through_the_cli(reverse_insertions, tmp_path, capsys):
+    """``sample --contig [20/H112C-112A/20]`` on the renumbered chain gets past the contig (to the
+    checkpoint, which does not exist); the reversed range is one error line naming the file."""
+    path = str(reverse_insertions["path"])
+    out = tmp_path / "out"
+    args = ["protein", "sample", "--checkpoint", str(tmp_path / "no_such.pt"), "--steps", "2", "--quiet",
+            "--motif", path, "--out", str(out)]
+    code = main([*args, "--contig", "[20/H112C-112A/20]"])
+    err = capsys.readouterr().err
+    assert code == 2 and "no_such.pt" in err and "before" not in err, err
+    code = main([*args, "--contig", "[20/H112A-112C/20]"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "H112C comes before H112A" in err, err
+    assert "reverse.pdb" in err and "no_such.pt" not in err and not out.exists()
