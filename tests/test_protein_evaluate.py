@@ -356,6 +356,42 @@ def test_json_is_strict(tmp_path, capsys):
     assert rep["pairwise_tm"][0][2] is None  # TM-align needs 3 residues
 
 
+# Per-design fields undefined for a chain of 1 or 2 residues (no denominator), from their definitions:
+# consecutive CA-CA (L - 1 distances), non-adjacent pairs ((L-1)(L-2)/2), peptide-bond terms (L - 1),
+# Ramachandran (L - 2 interior residues), sheet pairing (no E / P-SEA strand residue), contact order
+# (no contact at separation >= 6), novelty (no reference given). Every other field is a count, or a
+# fraction or mean over the L >= 1 residues, and is defined.
+UNDEFINED_SHORT = {
+    1: {"ca_ca_max", "ca_ca_mean", "ca_ca_ok", "clash_fraction", "bond_C_N_mad", "angle_CA_C_N_mad",
+        "angle_C_N_CA_mad"},
+    2: {"clash_fraction"},
+}
+UNDEFINED_BOTH = {"rama_alpha", "rama_beta", "rama_left", "rama_other", "paired_fraction", "psea_strand_paired",
+                  "contact_order", "absolute_contact_order", "max_tm_reference"}
+
+
+def test_one_and_two_residue_chains_have_null_exactly_where_undefined(tmp_path, capsys):
+    """Seen: a 1-residue chain had clash_fraction 0.0 where the docs say undefined values are null."""
+    for n in (1, 2):
+        write_backbone_pdb(tmp_path / f"len{n}.pdb", ideal_backbone(n, -57.0, -47.0))
+    out = tmp_path / "out" / "m.json"
+    out.parent.mkdir()
+    code, _, err = _run(["protein", "evaluate", str(tmp_path), "--out", str(out), "--quiet"], capsys)
+    assert code == 0, err
+    rep = _strict_json(out)
+    for row, n in zip(rep["per_sample"], (1, 2)):
+        assert row["length"] == n
+        nulls = {k for k in M.NUMERIC_FIELDS if row[k] is None}
+        assert nulls == UNDEFINED_SHORT[n] | UNDEFINED_BOTH, (n, nulls)
+        assert row["clashes"] == 0 and row["chain_breaks"] == 0 and row["ca_contacts"] == 0
+        ca = ideal_backbone(n, -57.0, -47.0)[:, 1]
+        assert row["radius_of_gyration"] == pytest.approx(np.sqrt(((ca - ca.mean(0)) ** 2).sum(1).mean()), abs=2e-3)
+    assert rep["summary"]["mean_clash_fraction"] is None  # no chain with a defined fraction
+    csv_head, *csv_rows = out.with_suffix(".csv").read_text().splitlines()
+    k = csv_head.split(",").index("clash_fraction")
+    assert [r.split(",")[k] for r in csv_rows] == ["", ""]
+
+
 def test_index_files_are_not_warned_about(tmp_path, capsys):
     """Seen: evaluate warned about the samples.csv that sample writes."""
     write_backbone_pdb(tmp_path / "len40_000.pdb", ideal_backbone(40, -57.0, -47.0))

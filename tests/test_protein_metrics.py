@@ -140,6 +140,17 @@ def test_ca_ca_and_clashes():
     assert count == 1 and frac == pytest.approx(1 / (9 * 8 / 2))
 
 
+@pytest.mark.parametrize("length", [1, 2])
+def test_clash_fraction_undefined_without_non_adjacent_pairs(length):
+    """Seen: a 1-residue chain had clash_fraction 0.0; with (L-1)(L-2)/2 = 0 non-adjacent pairs it
+    is undefined (NaN, null in JSON). The count of clashes is 0 (there is no pair to clash)."""
+    ca = 3.8 * np.arange(length, dtype=float)[:, None] * np.array([[1.0, 0.0, 0.0]])
+    count, frac = M.ca_clashes(ca)
+    assert count == 0 and np.isnan(frac)
+    # from 3 residues on there is a pair (0, 2): one clash of one pair is a fraction of 1
+    assert M.ca_clashes(np.array([[0.0, 0.0, 0.0], [3.8, 0.0, 0.0], [0.0, 2.0, 0.0]])) == (1, 1.0)
+
+
 # ----------------------------------------------------------------------------- secondary structure
 
 

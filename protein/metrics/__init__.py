@@ -21,7 +21,8 @@ Per-sample metrics (:func:`sample_metrics`)
     within 3.8 ± 0.3 Å (trans peptide ~3.80 Å).
 ``clashes``, ``clash_fraction``
     Number of non-adjacent CA pairs (``|i - j| >= 2``) closer than 3.0 Å, and that count
-    divided by the number of non-adjacent pairs ``(L - 1)(L - 2) / 2``.
+    divided by the number of non-adjacent pairs ``(L - 1)(L - 2) / 2`` (NaN when L < 3: no
+    such pair).
 ``radius_of_gyration``
     CA radius of gyration, ``sqrt(mean_i |x_i - mean(x)|^2)`` (Å).
 ``ca_contacts``

@@ -125,12 +125,13 @@ def ca_clashes(ca: np.ndarray, threshold: float = CLASH_DISTANCE) -> tuple[int, 
 
     Returns
     -------
-    (count, fraction of the (L-1)(L-2)/2 non-adjacent pairs); fraction is 0 when L < 3.
+    (count, fraction of the (L-1)(L-2)/2 non-adjacent pairs); when L < 3 there is no such pair:
+    the count is 0 and the fraction NaN (undefined; null in a JSON report).
     """
     x = _ca(ca)
     n = x.shape[0]
     if n < 3:
-        return 0, 0.0
+        return 0, float("nan")
     i, j, d = _close_pairs(x, threshold)
     count = int(np.sum((d < threshold) & (j - i >= 2)))
     return count, count / ((n - 1) * (n - 2) / 2)
