@@ -123,7 +123,9 @@ class ReportRow:
 
     ``status`` is ``"kept"``, ``"dropped"`` (the chain or piece was left out, see ``reason``),
     ``"warning"`` (kept, but something was removed, e.g. a residue missing backbone atoms), or
-    ``"error"`` (the whole file could not be used).
+    ``"error"`` (the whole file could not be used). A ``"dropped"`` row's ``kind`` says why in one
+    word: ``"short"`` / ``"long"`` (outside min_length / max_length), ``"broken"`` (a chain break,
+    ``on_break='skip'``) or ``"no_backbone"`` (a chain without an amino-acid backbone).
     """
 
     file: str
@@ -132,6 +134,7 @@ class ReportRow:
     length: int = 0
     reason: str = ""
     piece: str = field(default="")
+    kind: str = ""
 
     def __str__(self) -> str:
         chain = f" chain {self.chain_id!r}" if self.chain_id is not None else ""
@@ -396,6 +399,97 @@ def _refuse_non_finite(path: pathlib.Path, by_chain: dict[str, list]) -> None:
         )
 
 
+def _chains_to_read(path: pathlib.Path, chains, by_chain: dict[str, list], all_chains: list[str]) -> list[str]:
+    """The chain ids to read, in order: ``chains`` (deduplicated, each checked to exist and to have
+    a complete backbone residue) or every chain of the file (at least one with a backbone)."""
+    if chains is None:
+        if not any(r[3] is not None for recs in by_chain.values() for r in recs):
+            raise DiffsciError(f"{path}: no amino-acid chain with a complete N/CA/C/O backbone")
+        return all_chains
+    wanted = list(dict.fromkeys(c.strip() for c in chains))
+    absent = [c for c in wanted if c not in all_chains]
+    if absent:
+        raise DiffsciError(
+            f"{path}: chain(s) {', '.join(repr(c) for c in absent)} not found "
+            f"(chains present: {', '.join(repr(c) for c in all_chains) or 'none'})"
+        )
+    no_bb = [c for c in wanted if not any(r[3] is not None for r in by_chain.get(c, []))]
+    if no_bb:
+        raise DiffsciError(
+            f"{path}: chain(s) {', '.join(repr(c) for c in no_bb)} have no amino-acid residue with a complete N/CA/C/O backbone"
+        )
+    return wanted
+
+
+@dataclass(frozen=True)
+class _ChainRule:
+    """How :func:`read_report` treats each chain: break handling and the length window."""
+
+    on_break: str
+    min_length: int
+    max_length: int | None
+    max_ca_distance: float
+
+    def length_problem(self, n: int) -> tuple[str, str] | None:
+        """(kind, reason) when ``n`` residues lie outside the window, else None."""
+        if n < self.min_length:
+            return "short", f"shorter than min_length {self.min_length}"
+        if self.max_length is not None and n > self.max_length:
+            return "long", f"longer than max_length {self.max_length}"
+        return None
+
+
+def _keep_whole(fname: str, cid: str, pieces, breaks, rule: _ChainRule):
+    """``on_break='keep'``: the whole chain (its complete residues), breaks reported, never split."""
+    kept = [r for piece in pieces for r in piece]
+    problem = rule.length_problem(len(kept))
+    if problem:
+        return [], [ReportRow(fname, cid, "dropped", len(kept), problem[1], kind=problem[0])]
+    why = f"{len(breaks)} chain break(s) kept, not split: {'; '.join(breaks)}" if breaks else ""
+    return [_to_chain(kept, cid, f"{fname} chain {cid}")], [ReportRow(fname, cid, "kept", len(kept), why)]
+
+
+def _split_pieces(fname: str, cid: str, pieces, breaks, rule: _ChainRule):
+    """``on_break='split'`` (or an unbroken chain): each piece kept or dropped on its length."""
+    out, rows = [], []
+    n_pieces = len(pieces)
+    for k, piece in enumerate(pieces):
+        first, last = piece[0], piece[-1]
+        span = f"residues {first[0]}{first[1]}-{last[0]}{last[1]}"
+        label = f"piece {k + 1}/{n_pieces} {span}" if n_pieces > 1 else ""
+        problem = rule.length_problem(len(piece))
+        if problem:
+            rows.append(ReportRow(fname, cid, "dropped", len(piece), problem[1], label, kind=problem[0]))
+            continue
+        source = f"{fname} chain {cid}" + (f" {label}" if label else "")
+        out.append(_to_chain(piece, cid, source))
+        around = ([f"after {breaks[k - 1]}"] if k > 0 else []) + ([f"before {breaks[k]}"] if k < len(breaks) else [])
+        why = f"piece of a broken chain: {'; '.join(around)}" if n_pieces > 1 else ""
+        rows.append(ReportRow(fname, cid, "kept", len(piece), why, label))
+    return out, rows
+
+
+def _read_chain(path: pathlib.Path, cid: str, records, rule: _ChainRule):
+    """The chains (or pieces) kept of one chain's residue records, and its report rows."""
+    fname = str(path)
+    if not any(r[3] is not None for r in records):
+        return [], [ReportRow(fname, cid, "dropped", 0, "no amino-acid residue with a complete backbone",
+                              kind="no_backbone")]
+    pieces, breaks, dropped = _segment(records, rule.max_ca_distance)
+    rows = [ReportRow(fname, cid, "warning", 0, f"residue {d} left out") for d in dropped]
+    if rule.on_break == "keep":
+        got, more = _keep_whole(fname, cid, pieces, breaks, rule)
+        return got, rows + more
+    if breaks and rule.on_break == "error":
+        raise DiffsciError(f"{path}: chain {cid!r} is broken ({breaks[0]}; {len(breaks)} break(s) in all)")
+    if breaks and rule.on_break == "skip":
+        total = sum(len(p) for p in pieces)
+        return [], rows + [ReportRow(fname, cid, "dropped", total, f"chain break ({len(breaks)}): {'; '.join(breaks)}",
+                                     kind="broken")]
+    got, more = _split_pieces(fname, cid, pieces, breaks, rule)
+    return got, rows + more
+
+
 def read_report(
     path: str | os.PathLike,
     chains: Sequence[str] | None = None,
@@ -416,74 +510,18 @@ def read_report(
     if on_break not in _ON_BREAK:
         raise DiffsciError(f"on_break must be one of {_ON_BREAK}, got {on_break!r}")
     check_int(min_length, "min_length")
+    rule = _ChainRule(on_break, min_length, max_length, max_ca_distance)
     path = pathlib.Path(path)
     atoms = _load_atoms(path)
     by_chain, all_chains = _chain_residues(atoms, path)
-    wanted = list(dict.fromkeys(c.strip() for c in chains)) if chains is not None else None
-    if wanted is not None:
-        absent = [c for c in wanted if c not in all_chains]
-        if absent:
-            raise DiffsciError(
-                f"{path}: chain(s) {', '.join(repr(c) for c in absent)} not found "
-                f"(chains present: {', '.join(repr(c) for c in all_chains) or 'none'})"
-            )
-        no_bb = [c for c in wanted if not any(r[3] is not None for r in by_chain.get(c, []))]
-        if no_bb:
-            raise DiffsciError(
-                f"{path}: chain(s) {', '.join(repr(c) for c in no_bb)} have no amino-acid residue with a complete N/CA/C/O backbone"
-            )
-    else:
-        if not any(r[3] is not None for recs in by_chain.values() for r in recs):
-            raise DiffsciError(f"{path}: no amino-acid chain with a complete N/CA/C/O backbone")
-    order = wanted if wanted is not None else all_chains
+    order = _chains_to_read(path, chains, by_chain, all_chains)
     _refuse_non_finite(path, {cid: by_chain.get(cid, []) for cid in order})
     out: list[BackboneChain] = []
     report: list[ReportRow] = []
-    fname = str(path)
     for cid in order:
-        records = by_chain.get(cid, [])
-        if not any(r[3] is not None for r in records):
-            report.append(ReportRow(fname, cid, "dropped", 0, "no amino-acid residue with a complete backbone"))
-            continue
-        pieces, breaks, dropped = _segment(records, max_ca_distance)
-        for d in dropped:
-            report.append(ReportRow(fname, cid, "warning", 0, f"residue {d} left out"))
-        if on_break == "keep":  # the whole chain, breaks measured and reported, never split
-            kept = [r for piece in pieces for r in piece]
-            why = f"{len(breaks)} chain break(s) kept, not split: {'; '.join(breaks)}" if breaks else ""
-            if len(kept) < min_length:
-                report.append(ReportRow(fname, cid, "dropped", len(kept), f"shorter than min_length {min_length}"))
-            elif max_length is not None and len(kept) > max_length:
-                report.append(ReportRow(fname, cid, "dropped", len(kept), f"longer than max_length {max_length}"))
-            else:
-                out.append(_to_chain(kept, cid, f"{fname} chain {cid}"))
-                report.append(ReportRow(fname, cid, "kept", len(kept), why))
-            continue
-        if breaks:
-            if on_break == "error":
-                raise DiffsciError(f"{path}: chain {cid!r} is broken ({breaks[0]}; {len(breaks)} break(s) in all)")
-            if on_break == "skip":
-                total = sum(len(p) for p in pieces)
-                report.append(
-                    ReportRow(fname, cid, "dropped", total, f"chain break ({len(breaks)}): {'; '.join(breaks)}")
-                )
-                continue
-        n_pieces = len(pieces)
-        for k, piece in enumerate(pieces):
-            first, last = piece[0], piece[-1]
-            span = f"residues {first[0]}{first[1]}-{last[0]}{last[1]}"
-            label = f"piece {k + 1}/{n_pieces} {span}" if n_pieces > 1 else ""
-            if len(piece) < min_length:
-                report.append(ReportRow(fname, cid, "dropped", len(piece), f"shorter than min_length {min_length}", label))
-                continue
-            if max_length is not None and len(piece) > max_length:
-                report.append(ReportRow(fname, cid, "dropped", len(piece), f"longer than max_length {max_length}", label))
-                continue
-            source = f"{fname} chain {cid}" + (f" {label}" if label else "")
-            out.append(_to_chain(piece, cid, source))
-            around = ([f"after {breaks[k - 1]}"] if k > 0 else []) + ([f"before {breaks[k]}"] if k < len(breaks) else [])
-            why = f"piece of a broken chain: {'; '.join(around)}" if n_pieces > 1 else ""
-            report.append(ReportRow(fname, cid, "kept", len(piece), why, label))
+        got, rows = _read_chain(path, cid, by_chain.get(cid, []), rule)
+        out.extend(got)
+        report.extend(rows)
     return out, report
 
 
