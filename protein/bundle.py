@@ -25,7 +25,7 @@ import zipfile
 from dataclasses import dataclass
 
 from diffsci.core.errors import DiffsciError
-from diffsci.protein.dataset import Source, build_dataset, save_dataset
+from diffsci.protein.dataset import DatasetOptions, Source, build_dataset, save_dataset
 
 __all__ = ["PACKAGES", "SourceRow", "read_sources", "download", "extract", "main"]
 
@@ -158,7 +158,7 @@ def build(sources_tsv: pathlib.Path, out: pathlib.Path, cache: pathlib.Path) -> 
                 },
             )
         )
-    ds, report = build_dataset(sources, min_length=40, max_length=512, on_break="split", progress=True)
+    ds, report = build_dataset(sources, DatasetOptions(min_length=40, max_length=512, on_break="split"), progress=True)
     save_dataset(ds, out)
     status = collections.Counter(r.status for r in report)
     for r in report:

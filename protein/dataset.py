@@ -51,6 +51,7 @@ __all__ = [
     "MAPPED",
     "PROVENANCE_KEYS",
     "BackboneDataset",
+    "DatasetOptions",
     "Source",
     "build_dataset",
     "bundled_dataset_path",
@@ -315,16 +316,86 @@ def find_structure_files(paths: Iterable[str | os.PathLike]) -> list[pathlib.Pat
     return out
 
 
+@dataclass(frozen=True)
+class DatasetOptions:
+    """What :func:`build_dataset` keeps and how it splits (the options of ``diffsci protein prepare``).
+
+    Attributes
+    ----------
+    min_length, max_length
+        Chains or pieces outside this range are dropped (and reported).
+    on_break
+        ``"split"`` or ``"skip"`` broken chains (see :func:`read_structure_chains`).
+    chains
+        Chain ids to read from plain paths (all when None; files lacking them are reported).
+    identity, heldout_fraction, seed
+        The cluster split (:func:`cluster_split`).
+    """
+
+    min_length: int = 40
+    max_length: int = 512
+    on_break: str = "split"
+    chains: tuple[str, ...] | None = None
+    identity: float = 0.30
+    heldout_fraction: float = 0.1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.on_break not in ("split", "skip"):
+            raise DiffsciError(f"on_break must be 'split' or 'skip' when building a dataset, got {self.on_break!r}")
+        if self.min_length < 1 or self.max_length < self.min_length:
+            raise DiffsciError(f"need 1 <= min_length <= max_length, got {self.min_length}, {self.max_length}")
+        if self.chains is not None:
+            object.__setattr__(self, "chains", tuple(self.chains))
+
+
+def _sources(sources: Iterable[str | os.PathLike | Source], chains: tuple[str, ...] | None) -> list[Source]:
+    """:class:`Source` items as given, then the structure files under the plain paths."""
+    items: list[Source] = []
+    plain: list[str | os.PathLike] = []
+    for s in sources:
+        if isinstance(s, Source):
+            items.append(s)
+        else:
+            plain.append(s)
+    for f in find_structure_files(plain):
+        items.append(Source(f, chains, {"file": str(f)}))
+    if not items:
+        raise DiffsciError("no structure files found (expected .pdb .ent .cif .bcif, optionally .gz)")
+    return items
+
+
+def _provenance(src: Source, chain: BackboneChain, row: ReportRow) -> dict[str, str]:
+    prov = {k: "" for k in PROVENANCE_KEYS}
+    prov.update({k: str(v) for k, v in src.provenance.items()})
+    if not prov.get("file"):
+        prov["file"] = str(src.path)
+    prov["chain"] = chain.chain_id
+    prov["piece"] = row.piece
+    return prov
+
+
+def _read_sources(items: list[Source], options: DatasetOptions, report: list[ReportRow], progress: bool):
+    """(chain, provenance) of every chain kept; report rows appended as files are read, a file
+    that cannot be read as one ``"error"`` row."""
+    kept: list[tuple[BackboneChain, dict[str, str]]] = []
+    for src in progress_bar(items, desc="reading structures", enabled=progress):
+        try:
+            got, rows = read_report(src.path, src.chains, on_break=options.on_break,
+                                    min_length=options.min_length, max_length=options.max_length)
+        except DiffsciError as exc:
+            report.append(ReportRow(str(src.path), "", "error", 0, str(exc)))
+            continue
+        report.extend(rows)
+        kept_rows = [r for r in rows if r.status == "kept"]
+        kept.extend((chain, _provenance(src, chain, row)) for chain, row in zip(got, kept_rows))
+    return kept
+
+
 def build_dataset(
     sources: Iterable[str | os.PathLike | Source],
+    options: DatasetOptions | None = None,
     *,
-    min_length: int = 40,
-    max_length: int = 512,
-    on_break: str = "split",
-    chains: Sequence[str] | None = None,
-    identity: float = 0.30,
-    heldout_fraction: float = 0.1,
-    seed: int = 0,
     progress: bool = False,
     report: list[ReportRow] | None = None,
 ) -> tuple[BackboneDataset, list[ReportRow]]:
@@ -335,12 +406,9 @@ def build_dataset(
     sources
         Files, folders (searched recursively for structure files) or :class:`Source` items
         (one file with its chains and provenance).
-    min_length, max_length
-        Chains or pieces outside this range are dropped (and reported).
-    on_break
-        ``"split"`` or ``"skip"`` broken chains (see :func:`read_structure_chains`).
-    chains
-        Chain ids to read from plain paths (all when None; files lacking them are reported).
+    options
+        Lengths, broken chains, chains to read and the split (:class:`DatasetOptions`; its
+        defaults when None).
     report
         A list to append the report rows to as files are read (so a caller still has them
         when no chain is usable and :class:`DiffsciError` is raised).
@@ -351,58 +419,25 @@ def build_dataset(
         Files that cannot be read appear in the report with status ``"error"`` and are skipped.
         Raises :class:`DiffsciError` when no chain is usable.
     """
-    if on_break not in ("split", "skip"):
-        raise DiffsciError(f"on_break must be 'split' or 'skip' when building a dataset, got {on_break!r}")
-    if min_length < 1 or max_length < min_length:
-        raise DiffsciError(f"need 1 <= min_length <= max_length, got {min_length}, {max_length}")
-    items: list[Source] = []
-    plain: list[str | os.PathLike] = []
-    for s in sources:
-        if isinstance(s, Source):
-            items.append(s)
-        else:
-            plain.append(s)
-    for f in find_structure_files(plain):
-        items.append(Source(f, tuple(chains) if chains is not None else None, {"file": str(f)}))
-    if not items:
-        raise DiffsciError("no structure files found (expected .pdb .ent .cif .bcif, optionally .gz)")
-    kept: list[tuple[BackboneChain, dict[str, str]]] = []
-    if report is None:
-        report = []
-    for src in progress_bar(items, desc="reading structures", enabled=progress):
-        try:
-            got, rows = read_report(
-                src.path, src.chains, on_break=on_break, min_length=min_length, max_length=max_length
-            )
-        except DiffsciError as exc:
-            report.append(ReportRow(str(src.path), "", "error", 0, str(exc)))
-            continue
-        report.extend(rows)
-        kept_rows = [r for r in rows if r.status == "kept"]
-        for chain, row in zip(got, kept_rows):
-            prov = {k: "" for k in PROVENANCE_KEYS}
-            prov.update({k: str(v) for k, v in src.provenance.items()})
-            prov.setdefault("file", str(src.path))
-            if not prov["file"]:
-                prov["file"] = str(src.path)
-            prov["chain"] = chain.chain_id
-            prov["piece"] = row.piece
-            kept.append((chain, prov))
+    options = DatasetOptions() if options is None else options
+    items = _sources(sources, options.chains)
+    report = [] if report is None else report
+    kept = _read_sources(items, options, report, progress)
     if not kept:
         raise DiffsciError(
             f"no usable chains found in {len(items)} file(s) "
-            f"(need a complete backbone, length {min_length}-{max_length})"
+            f"(need a complete backbone, length {options.min_length}-{options.max_length})"
         )
     groups = [(p.get("package", ""), p.get("file", ""), p["chain"]) for _, p in kept]
     cluster_ids, split = cluster_split(
         [c.sequence for c, _ in kept],
-        identity=identity,
-        heldout_fraction=heldout_fraction,
-        seed=seed,
+        identity=options.identity,
+        heldout_fraction=options.heldout_fraction,
+        seed=options.seed,
         groups=groups,
         progress=progress,
     )
-    ds = _assemble(kept, cluster_ids, split, meta={"identity": str(identity), "seed": str(seed)})
+    ds = _assemble(kept, cluster_ids, split, meta={"identity": str(options.identity), "seed": str(options.seed)})
     return ds, report
 
 

@@ -17,7 +17,7 @@ import sys
 import numpy as np
 
 from diffsci.core.errors import DiffsciError
-from diffsci.protein.dataset import build_dataset, save_dataset
+from diffsci.protein.dataset import DatasetOptions, build_dataset, save_dataset
 from diffsci.protein.structure import ReportRow
 
 __all__ = ["add_parser", "run", "format_report"]
@@ -68,20 +68,12 @@ def run(args: argparse.Namespace) -> int:
     out = pathlib.Path(args.out)
     if not out.parent.is_dir():
         raise DiffsciError(f"--out {out}: folder {out.parent} does not exist")
+    options = DatasetOptions(min_length=args.min_length, max_length=args.max_length, on_break=args.on_break,
+                             chains=chains, identity=args.identity, heldout_fraction=args.heldout_fraction,
+                             seed=args.seed)
     report: list[ReportRow] = []
     try:
-        ds, _ = build_dataset(
-            args.sources,
-            min_length=args.min_length,
-            max_length=args.max_length,
-            on_break=args.on_break,
-            chains=chains,
-            identity=args.identity,
-            heldout_fraction=args.heldout_fraction,
-            seed=args.seed,
-            progress=sys.stderr.isatty(),
-            report=report,
-        )
+        ds, _ = build_dataset(args.sources, options, progress=sys.stderr.isatty(), report=report)
     except DiffsciError:
         for line in format_report(report):
             print(line)

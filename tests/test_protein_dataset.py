@@ -11,6 +11,7 @@ import torch
 from diffsci.core.errors import DiffsciError
 from diffsci.protein.dataset import (
     BackboneDataset,
+    DatasetOptions,
     build_dataset,
     bundled_dataset_path,
     cluster_split,
@@ -128,7 +129,7 @@ def test_build_save_load_round_trip(ds, tmp_path):
     for k, i in enumerate(idx):
         c = ds.chain(int(i))
         write_backbone_pdb(src / f"c{k}.pdb", c.coords, sequence=c.sequence)
-    built, report = build_dataset([src], min_length=40, max_length=512)
+    built, report = build_dataset([src], DatasetOptions(min_length=40, max_length=512))
     assert len(built) == 3 and sum(r.status == "kept" for r in report) == 3
     for k, i in enumerate(idx):
         assert built.sequences[k] == ds.sequences[i]
@@ -142,7 +143,7 @@ def test_build_save_load_round_trip(ds, tmp_path):
     assert back.provenance == built.provenance and np.array_equal(back.cluster_ids, built.cluster_ids)
     # max_length drops, and nothing usable raises
     with pytest.raises(DiffsciError, match="no usable chains"):
-        build_dataset([src], min_length=40, max_length=41)
+        build_dataset([src], DatasetOptions(min_length=40, max_length=41))
 
 
 def test_load_bad_dataset(tmp_path):
