@@ -236,14 +236,14 @@ def run_problems(lm, problems, folder: Path, *, num: int, steps: int, seed: int,
     backend: a proxy, not a designability rate)."""
     from diffsci.protein.contig import load_motif
     from diffsci.protein.sampling import sample_backbones
+    from diffsci.protein.request import DesignRequest
 
     folder.mkdir(parents=True, exist_ok=True)
     results, coords = [], []
     for k, (prob, chain) in enumerate(problems):
         t0 = time.time()
         path = write_motif_file(chain, folder / f"motif_{k:02d}.pdb")
-        designs = sample_backbones(lm, [], num, seed=seed, steps=steps, motif=load_motif(path), contig=prob.contig,
-                                   progress=False, motif_method=method, **({} if taper is None else {"motif_taper": taper}))
+        designs = sample_backbones(lm, DesignRequest(lengths=[], num=num, seed=seed, steps=steps, motif=load_motif(path), contig=prob.contig, motif_method=method, **{} if taper is None else {"motif_taper": taper}), progress=False)
         rows = []
         for d in designs:
             row = score_design(d.coords[0], d.motif_index, d.motif_coords)

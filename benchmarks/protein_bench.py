@@ -95,9 +95,10 @@ def random_walk_backbone(length: int, generator: torch.Generator, step: float = 
 
 def _designs(lm, lengths, num, steps, seed, **kw):
     from diffsci.protein.sampling import sample_backbones
+    from diffsci.protein.request import DesignRequest
 
     return [(f"{d.name}", d.coords[0])
-            for d in sample_backbones(lm, lengths, num, seed=seed, steps=steps, progress=False, **kw)]
+            for d in sample_backbones(lm, DesignRequest(lengths=lengths, num=num, seed=seed, steps=steps, **kw), progress=False)]
 
 
 def _ss_designs(num, seed):

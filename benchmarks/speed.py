@@ -83,12 +83,15 @@ def protein_speed(length: int = 100, steps=(10, 20, 100), batches=(1, 16), devic
     ``median_ratio`` (median of fast / reference over the pairs)."""
     from diffsci.core.utils import make_generator, resolve_device
     from diffsci.protein.model import e3nn_reference
-    from diffsci.protein.sampling import default_sampler, load_model, sample_states
+    from diffsci.protein.builder import DesignInputs, SamplerSettings, sample_states
+    from diffsci.protein.request import default_sampler
+    from diffsci.protein.sampling import load_model
 
     check_int(length, "length")
     dev = resolve_device(device)
     lm = load_model(device=dev)
-    sample_states(lm, length, make_generator(0, "warmup", device=dev), steps=2, sampler=default_sampler(lm.config))
+    inputs = DesignInputs(length)
+    sample_states(lm, inputs, SamplerSettings(default_sampler(lm.config), 2), make_generator(0, "warmup", device=dev))
     rows = []
     for n in steps:
         sampler = default_sampler(lm.config, check_int(n, "steps"))
@@ -98,7 +101,7 @@ def protein_speed(length: int = 100, steps=(10, 20, 100), batches=(1, 16), devic
             def timed():  # seconds of one sampling run of this row
                 synchronize(dev)
                 t0 = time.perf_counter()
-                sample_states(lm, length, gens, steps=check_int(n, "steps"), sampler=sampler, batch=b)
+                sample_states(lm, inputs, SamplerSettings(sampler, check_int(n, "steps")), gens, batch=b)
                 synchronize(dev)
                 return time.perf_counter() - t0
 

@@ -84,10 +84,11 @@ def demo(out: Path) -> Path:
     from diffsci.protein.metrics import sample_metrics
     from diffsci.protein.sample_cmd import write_designs
     from diffsci.protein.sampling import load_model, sample_backbones
+    from diffsci.protein.request import DesignRequest
 
     out = Path(out) / "protein"
     lm = load_model()
-    designs = sample_backbones(lm, [60, 80, 100, 128], 2, seed=0, steps=100)
+    designs = sample_backbones(lm, DesignRequest(lengths=[60, 80, 100, 128], num=2, seed=0, steps=100))
     write_designs(designs, out, checkpoint=lm.source)
     png = plot_traces(designs, out / "backbones.png", "diffsci: 8 designed backbones (shipped checkpoint)")
     m = [sample_metrics(d.coords[0]) for d in designs]
@@ -109,10 +110,11 @@ def ss_demo(out: Path) -> Path:
     from diffsci.protein.metrics.secondary import ss_agreement
     from diffsci.protein.sample_cmd import write_designs
     from diffsci.protein.sampling import load_model, sample_backbones
+    from diffsci.protein.request import DesignRequest
     from diffsci.protein.ss import BETA_REQUEST, parse_ss
 
     lm = load_model("ss")
-    designs = sample_backbones(lm, [len(parse_ss(BETA_REQUEST))], 4, seed=0, steps=100, ss=BETA_REQUEST)
+    designs = sample_backbones(lm, DesignRequest(lengths=[len(parse_ss(BETA_REQUEST))], num=4, seed=0, steps=100, ss=BETA_REQUEST))
     write_designs(designs, out, checkpoint=lm.source)
     png = plot_ss_designs(designs, out / "ss_designs.png",
                           f"diffsci protein sample --checkpoint ss --ss {BETA_REQUEST} (strand restraints on)")
@@ -130,9 +132,10 @@ def prior_demo(out: Path, num: int = 3, steps: int = 100) -> Path:
     from diffsci.protein.metrics import dssp_labels
     from diffsci.protein.sample_cmd import write_designs
     from diffsci.protein.sampling import load_model, sample_backbones
+    from diffsci.protein.request import DesignRequest
 
     lm = load_model("ss")
-    designs = sample_backbones(lm, [100], num, seed=0, steps=steps, ss="prior")
+    designs = sample_backbones(lm, DesignRequest(lengths=[100], num=num, seed=0, steps=steps, ss="prior"))
     write_designs(designs, out, checkpoint=lm.source)
     png = plot_ss_designs(designs, out / "prior_designs.png",
                           "diffsci protein sample --checkpoint ss --ss prior --length 100 (topology drawn from a "

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from diffsci.protein.request import DesignRequest
 from diffsci.benchmarks.protein_bench import _bracket, random_walk_backbone
 from diffsci.protein.metrics import sample_metrics
 
@@ -174,7 +175,7 @@ def test_bench_protein_rates_through_the_cli(tmp_path, capsys):
     lines = printed.splitlines()
     assert lines[0].startswith("| rate | n | CA-CA ok |") and len(lines) == 4
     assert "| helix + strand | DSSP H | DSSP E |" in lines[0]
-    designs = sample_backbones(load_model(ck), [40], 1, seed=3, steps=2, progress=False, rotation_rate=2)
+    designs = sample_backbones(load_model(ck), DesignRequest(lengths=[40], num=1, seed=3, steps=2, rotation_rate=2), progress=False)
     assert want[0]["dssp_helix"] == dssp_fractions(designs[0].coords[0])["dssp_helix"]
     assert lines[2].startswith(f"| 2 | 1 | {want[0]['ca_ca_ok']:.3f} |")
 

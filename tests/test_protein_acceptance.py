@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from diffsci.protein.request import DesignRequest
 from diffsci.core.errors import DiffsciError
 from diffsci.protein.dataset import bundled_dataset_path, load_dataset
 from diffsci.protein.metrics import (
@@ -74,7 +75,7 @@ def test_figures_equal_the_script_on_real_chains(real_cas):
 
 def test_figures_equal_the_script_on_designs():
     lm = load_model(untrained=True)
-    designs = sample_backbones(lm, [40, 44], 2, seed=5, steps=3, progress=False)
+    designs = sample_backbones(lm, DesignRequest(lengths=[40, 44], num=2, seed=5, steps=3), progress=False)
     got = acceptance_figures(designs)
     assert got == _renamed(_script_figures([d.coords[0][:, 1] for d in designs]))
     assert got["n"] == 4
@@ -127,7 +128,7 @@ def test_rate_sweep_rows_are_the_figures_of_each_rate(untrained):
     assert [r["rate"] for r in rows] == [2.0, 20.0] and all(r["seed"] == 2 and r["n"] == 2 for r in rows)
     assert all(r["seconds"] >= 0 for r in rows)
     for row in rows:  # independently: sample at that rate, then measure
-        designs = sample_backbones(untrained, [40, 44], 1, seed=2, steps=5, progress=False, rotation_rate=row["rate"])
+        designs = sample_backbones(untrained, DesignRequest(lengths=[40, 44], num=1, seed=2, steps=5, rotation_rate=row["rate"]), progress=False)
         want = _renamed(_script_figures([d.coords[0][:, 1] for d in designs]))
         assert {k: row[k] for k in want} == want
     figures = [{k: v for k, v in r.items() if k not in ("rate", "seconds")} for r in rows]

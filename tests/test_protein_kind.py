@@ -18,7 +18,8 @@ from diffsci.protein.dataset import bundled_dataset_path
 from diffsci.protein.diffusion import (KIND, TRAIN_DEFAULTS, ProteinModelConfig, build_model, build_space,
                                        shipped_checkpoint, upgrade_v0, upgrade_v1)
 from diffsci.protein.model import FrameNetConfig
-from diffsci.protein.sampling import load_model, sampling_rotation_rate
+from diffsci.protein.request import sampling_rotation_rate
+from diffsci.protein.sampling import load_model
 
 TINY = {"scalars": 8, "vectors": 4, "tensors": 0, "layers": 1, "k_neighbors": 6}
 

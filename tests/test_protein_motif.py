@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from diffsci.protein.request import DesignRequest
 from diffsci.core.errors import DiffsciError
 from diffsci.core.so3 import random_rotations
 from diffsci.protein.diffusion import ANGSTROM_PER_NM
@@ -109,8 +110,7 @@ def test_motif_exact_under_inference_mode(tmp_path):
     r = ch.res_ids
     lm = load_model(untrained=True)
     with torch.inference_mode():
-        (d,) = sample_backbones(lm, [], 1, steps=4, motif=load_motif(path), contig=f"20/A{r[5]}-{r[16]}/20",
-                                progress=False)
+        (d,) = sample_backbones(lm, DesignRequest(lengths=[], num=1, steps=4, motif=load_motif(path), contig=f"20/A{r[5]}-{r[16]}/20"), progress=False)
     s = score_design(d.coords[0], d.motif_index, d.motif_coords)
     assert s["motif_rmsd"] < 0.1  # ideal N, CA, C from the frames vs the deposited atoms
     assert list(d.motif_index) == list(range(20, 32))
@@ -151,9 +151,7 @@ def test_two_segment_motif_scaffold_joins_the_motif(tmp_path):
     lm = sampling.load_model()
 
     def junction_ok(method):
-        designs = sampling.sample_backbones(lm, [], 3, steps=50, motif=load_motif(path),
-                                           contig="9-12/A41-48/3-6/A52-59/9-12", progress=False,
-                                           motif_method=method)
+        designs = sampling.sample_backbones(lm, DesignRequest(lengths=[], num=3, steps=50, motif=load_motif(path), contig="9-12/A41-48/3-6/A52-59/9-12", motif_method=method), progress=False)
         scores = [score_design(d.coords[0], d.motif_index, d.motif_coords) for d in designs]
         assert all(s["motif_rmsd"] < 0.1 for s in scores)
         junc = np.array([j for s in scores for j in s["junction_ca_ca"]])

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from diffsci.protein.request import DesignRequest
 from diffsci.core.cli import main
 from diffsci.core.errors import DiffsciError
 from diffsci.protein.dataset import bundled_dataset_path, load_dataset
@@ -72,8 +73,8 @@ def test_same_seed_same_files(tiny_checkpoint, tmp_path):
 
 def test_time_grid_power_is_used_and_recorded(tiny_checkpoint, tmp_path):
     lm = load_model(tiny_checkpoint)
-    (a,) = sample_backbones(lm, [40], 1, steps=4, progress=False, time_power=1.0)
-    (b,) = sample_backbones(lm, [40], 1, steps=4, progress=False, time_power=2.0)
+    (a,) = sample_backbones(lm, DesignRequest(lengths=[40], num=1, steps=4, time_power=1.0), progress=False)
+    (b,) = sample_backbones(lm, DesignRequest(lengths=[40], num=1, steps=4, time_power=2.0), progress=False)
     assert not np.allclose(a.coords, b.coords)  # another grid, another trajectory from the same prior
     out = tmp_path / "o"
     assert main(["protein", "sample", "--checkpoint", str(tiny_checkpoint), "--length", "40", "--steps", "3",
@@ -83,10 +84,11 @@ def test_time_grid_power_is_used_and_recorded(tiny_checkpoint, tmp_path):
 
 def test_rotation_rate_overrides_the_checkpoint_and_is_recorded(tiny_checkpoint, tmp_path):
     lm = load_model(tiny_checkpoint)
-    kw = dict(steps=4, progress=False)
-    (base,) = sample_backbones(lm, [40], 1, **kw)
-    (same,) = sample_backbones(lm, [40], 1, rotation_rate=lm.config.inference_rate, **kw)
-    (plain,) = sample_backbones(lm, [40], 1, rotation_rate=1.0, **kw)
+    kw = dict(steps=4)
+    (base,) = sample_backbones(lm, DesignRequest(lengths=[40], num=1, **kw), progress=False)
+    (same,) = sample_backbones(lm, DesignRequest(lengths=[40], num=1, rotation_rate=lm.config.inference_rate, **kw),
+                               progress=False)
+    (plain,) = sample_backbones(lm, DesignRequest(lengths=[40], num=1, rotation_rate=1.0, **kw), progress=False)
     np.testing.assert_array_equal(base.coords, same.coords)  # the checkpoint's rate is the default
     assert not np.allclose(base.coords, plain.coords)
     assert base.rotation_rate == lm.config.inference_rate and plain.rotation_rate == 1.0
@@ -99,8 +101,7 @@ def test_rotation_rate_overrides_the_checkpoint_and_is_recorded(tiny_checkpoint,
 def test_motif_is_held_fixed(tiny_checkpoint, motif_file):
     lm = load_model(tiny_checkpoint)
 
-    designs = sample_backbones(lm, [], 2, steps=8, motif=load_motif(motif_file), contig="10-20/A5-20/30-40",
-                               progress=False)
+    designs = sample_backbones(lm, DesignRequest(lengths=[], num=2, steps=8, motif=load_motif(motif_file), contig="10-20/A5-20/30-40"), progress=False)
     for d in designs:
         assert 10 + 16 + 30 <= d.length <= 20 + 16 + 40
         got = d.coords[0][d.motif_index, 1]  # CA of the motif positions
@@ -111,7 +112,7 @@ def test_motif_is_held_fixed(tiny_checkpoint, motif_file):
 
 def test_cyclic_symmetry_is_exact(tiny_checkpoint):
     lm = load_model(tiny_checkpoint)
-    (d,) = sample_backbones(lm, [40], 1, steps=6, symmetry="C3", progress=False)
+    (d,) = sample_backbones(lm, DesignRequest(lengths=[40], num=1, steps=6, symmetry="C3"), progress=False)
     ca = d.coords[:, :, 1]  # (3, L, 3)
     for k in range(3):
         ang = 2 * np.pi * k / 3
@@ -134,7 +135,7 @@ def test_cyclic_copies_are_exact_including_each_chains_last_oxygen(tiny_checkpoi
     """Every atom of chain k (N, CA, C and O, the last O included) is chain A rotated by 2 pi k / 3;
     the last O of chains A and B used to be placed from the next chain's N (1.37 A off)."""
     lm = load_model(tiny_checkpoint)
-    (d,) = sample_backbones(lm, [40], 1, steps=4, symmetry="C3", progress=False)
+    (d,) = sample_backbones(lm, DesignRequest(lengths=[40], num=1, steps=4, symmetry="C3"), progress=False)
     for k in range(3):
         np.testing.assert_allclose(d.coords[0] @ _rz(k, 3).T, d.coords[k], atol=1e-3)
     out = tmp_path / "o"
@@ -206,14 +207,14 @@ def test_binder_beside_a_fixed_target(tiny_checkpoint, motif_file, tmp_path, mon
     seen = {}
     real = sampling.sample_states
 
-    def spy(*a, **kw):
-        seen.update(kw)
-        return real(*a, **kw)
+    def spy(bundle, inputs, *a, **kw):
+        seen.update(chain_index=inputs.chain_index, res_index=inputs.res_index)
+        return real(bundle, inputs, *a, **kw)
 
     monkeypatch.setattr(sampling, "sample_states", spy)
     lm = load_model(tiny_checkpoint)
     motif = load_motif(motif_file)
-    (d,) = sample_backbones(lm, [], 1, steps=3, motif=motif, contig="[A5-30/0 40-44]", progress=False)
+    (d,) = sample_backbones(lm, DesignRequest(lengths=[], num=1, steps=3, motif=motif, contig="[A5-30/0 40-44]"), progress=False)
     n = d.chain_lengths[0]
     assert 40 <= n <= 44 and d.chain_lengths == (n, 26) and d.drawn_contig == f"{n}/0 A5-30"
     np.testing.assert_array_equal(seen["chain_index"].numpy(), [0] * n + [1] * 26)
@@ -295,8 +296,8 @@ def test_reused_output_folder_is_refused_unless_overwrite(tiny_checkpoint, tmp_p
     (["--contig", "10/A5-90/10", "--motif", "MOTIF"], "not in the motif file"),
     (["--contig", "10/A5-9/10", "--motif", "/no/such.pdb"], "not found"),
     (["--contig", "10/Q/10", "--motif", "MOTIF"], "cannot parse"),
-    (["--length", "50", "--time-power", "0"], "time_power must lie in (0, 10]"),
-    (["--length", "50", "--rotation-rate", "-1"], "rotation_rate must lie in (0, 100]"),
+    (["--length", "50", "--time-power", "0"], "--time-power must lie in (0, 10]"),
+    (["--length", "50", "--rotation-rate", "-1"], "--rotation-rate must lie in (0, 100]"),
 ])
 def test_bad_input_one_line_exit_2(tiny_checkpoint, motif_file, tmp_path, capsys, args, needle):
     args = [str(motif_file) if a == "MOTIF" else a for a in args]
@@ -358,20 +359,22 @@ def test_heun_refused_with_the_rate_scaled_rotation_flow():
     bundle = load_model(untrained=True)
     assert bundle.config.formulation == "flow" and bundle.config.inference_rate != 1.0
     with pytest.raises(DiffsciError, match="second-order samplers \(heun\) overshoot"):
-        sample_backbones(bundle, [40], 1, steps=2, sampler="heun", progress=False)
-    (d,) = sample_backbones(bundle, [40], 1, steps=2, sampler="heun", rotation_rate=1.0, progress=False)
+        sample_backbones(bundle, DesignRequest(lengths=[40], num=1, steps=2, sampler="heun"), progress=False)
+    (d,) = sample_backbones(bundle, DesignRequest(lengths=[40], num=1, steps=2, sampler="heun", rotation_rate=1.0), progress=False)
     assert np.isfinite(d.coords).all()
 
 
 def test_device_argument_on_cpu_gives_the_same_designs(tiny_checkpoint, motif_file, tmp_path):
     lm = load_model(tiny_checkpoint)
-    kw = dict(steps=3, progress=False)
-    base = sample_backbones(lm, [40], 2, **kw)
+    kw = dict(steps=3)
+    base = sample_backbones(lm, DesignRequest(lengths=[40], num=2, **kw), progress=False)
     for device in ("cpu", torch.device("cpu")):
-        for a, b in zip(base, sample_backbones(lm, [40], 2, device=device, **kw)):
+        for a, b in zip(base, sample_backbones(lm, DesignRequest(lengths=[40], num=2, device=device, **kw),
+                                               progress=False)):
             np.testing.assert_array_equal(a.coords, b.coords)
     motif = dict(motif=load_motif(motif_file), contig="10-20/A5-20/30-40", **kw)
-    (m0,), (m1,) = sample_backbones(lm, [], 1, **motif), sample_backbones(lm, [], 1, device="cpu", **motif)
+    (m0,) = sample_backbones(lm, DesignRequest(num=1, **motif), progress=False)
+    (m1,) = sample_backbones(lm, DesignRequest(num=1, device="cpu", **motif), progress=False)
     np.testing.assert_array_equal(m0.coords, m1.coords)
     assert m0.drawn_contig == m1.drawn_contig
     args = ["protein", "sample", "--checkpoint", str(tiny_checkpoint), "--length", "40", "--steps", "3", "--quiet"]
@@ -401,11 +404,12 @@ def test_every_tensor_the_sampler_makes_is_on_the_models_device(tiny_checkpoint,
     lm = load_model(tiny_checkpoint, device=torch.device("cuda"))
     checker = _DeviceChecker(lm.model)
     bundle = dataclasses.replace(lm, model=checker)
-    kw = dict(steps=3, progress=False, device=torch.device("cuda"))
+    kw = dict(steps=3, device=torch.device("cuda"))
     if design in ("align", "noised"):
         kw.update(motif=load_motif(motif_file), contig="10-20/A5-20/30-40", motif_method=design)
-    (d,) = sample_backbones(bundle, [] if "motif" in kw else [40], 1, symmetry="C2" if design == "symmetric" else None,
-                            **kw)
+    (d,) = sample_backbones(bundle, DesignRequest(lengths=[] if "motif" in kw else [40], num=1,
+                                                  symmetry="C2" if design == "symmetric" else None, **kw),
+                            progress=False)
     assert {dev.type for dev in checker.seen} == {"cuda"}
     assert isinstance(d.coords, np.ndarray) and np.isfinite(d.coords).all()
 
@@ -413,11 +417,11 @@ def test_every_tensor_the_sampler_makes_is_on_the_models_device(tiny_checkpoint,
 def test_a_generator_on_another_device_type_is_refused(tiny_checkpoint):
     from types import SimpleNamespace
 
-    from diffsci.protein.sampling import sample_states
+    from diffsci.protein.builder import DesignInputs, SamplerSettings, sample_states
 
     lm = load_model(tiny_checkpoint)
     with pytest.raises(DiffsciError, match="generator: on cuda:0, but the model is on cpu"):
-        sample_states(lm, 40, SimpleNamespace(device=torch.device("cuda", 0)), steps=2, sampler="euler")
+        sample_states(lm, DesignInputs(40), SamplerSettings("euler", 2), SimpleNamespace(device=torch.device("cuda", 0)))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -427,7 +431,7 @@ def test_cuda_designs_match_cpu_statistics():
 
     stats = {}
     for device in ("cpu", "cuda"):
-        designs = sample_backbones(load_model(device=device), [60], 4, steps=20, progress=False)
+        designs = sample_backbones(load_model(device=device), DesignRequest(lengths=[60], num=4, steps=20), progress=False)
         assert all(np.isfinite(d.coords).all() and d.coords.shape == (1, 60, 4, 3) for d in designs)
         stats[device] = np.mean([ca_ca_stats(d.coords[0])[1] for d in designs])
     assert stats["cuda"] >= 0.8 and abs(stats["cuda"] - stats["cpu"]) <= 0.1, stats
@@ -437,15 +441,15 @@ def test_few_steps_default_to_the_renoise_sampler(tiny_checkpoint):
     """Below FEW_STEPS a flow checkpoint samples with ``renoise`` (recorded in the design), from it
     on with ``euler``; a score model keeps Euler-Maruyama; an explicit sampler wins."""
     from diffsci.protein.diffusion import ProteinModelConfig
-    from diffsci.protein.sampling import FEW_STEPS, default_sampler
+    from diffsci.protein.request import FEW_STEPS, default_sampler
 
     lm = load_model(tiny_checkpoint)
     assert default_sampler(lm.config, FEW_STEPS - 1) == "renoise"
     assert default_sampler(lm.config, FEW_STEPS) == default_sampler(lm.config) == "euler"
     assert default_sampler(ProteinModelConfig(formulation="score"), 5) == "euler_maruyama"
-    (few,) = sample_backbones(lm, [40], 1, steps=4, progress=False)
-    (ren,) = sample_backbones(lm, [40], 1, steps=4, sampler="renoise", progress=False)
-    (eul,) = sample_backbones(lm, [40], 1, steps=4, sampler="euler", progress=False)
+    (few,) = sample_backbones(lm, DesignRequest(lengths=[40], num=1, steps=4), progress=False)
+    (ren,) = sample_backbones(lm, DesignRequest(lengths=[40], num=1, steps=4, sampler="renoise"), progress=False)
+    (eul,) = sample_backbones(lm, DesignRequest(lengths=[40], num=1, steps=4, sampler="euler"), progress=False)
     assert few.sampler == "renoise" and eul.sampler == "euler"
     np.testing.assert_array_equal(few.coords, ren.coords)
     assert not np.allclose(few.coords, eul.coords)

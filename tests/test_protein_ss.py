@@ -12,6 +12,7 @@ import pytest
 import torch
 from equivariance import assert_frames_equivariant
 
+from diffsci.protein.request import DesignRequest
 from diffsci.core import so3
 from diffsci.core.checkpoint import load_checkpoint, save_checkpoint
 from diffsci.core.cli import main
@@ -22,7 +23,8 @@ from diffsci.protein.dataset import bundled_dataset_path, load_dataset
 from diffsci.protein.diffusion import KIND, BackboneTask, ProteinCond, ProteinModelConfig, build_model, build_space
 from diffsci.protein.metrics import dssp_bridges, dssp_labels
 from diffsci.protein.model import FrameNetConfig
-from diffsci.protein.sampling import load_model, sample_backbones, ss_denoiser
+from diffsci.protein.builder import ss_denoiser
+from diffsci.protein.sampling import load_model, sample_backbones
 from diffsci.protein.ss import (PAIR_ANTIPARALLEL, PAIR_NONE, PAIR_PARALLEL, PAIR_UNKNOWN, SS_UNKNOWN, pair_classes,
                                 parse_ss, parse_ss_pairs, segment_pairs_from_bridges, ss_codes, ss_condition,
                                 ss_segments, strand_segments)
@@ -303,13 +305,12 @@ def test_sample_cli_ss_sets_the_length_and_records_the_request(ss_checkpoint, tm
 def test_sample_ss_guidance_changes_designs_and_symmetry_tiles_the_request(ss_checkpoint):
     bundle = load_model(ss_checkpoint)
     spec = "L8E10L4E10L8"
-    plain = sample_backbones(bundle, [40], 1, steps=3, progress=False)[0]
-    one = sample_backbones(bundle, [40], 1, steps=3, progress=False, ss=spec)[0]
+    plain = sample_backbones(bundle, DesignRequest(lengths=[40], num=1, steps=3), progress=False)[0]
+    one = sample_backbones(bundle, DesignRequest(lengths=[40], num=1, steps=3, ss=spec), progress=False)[0]
     assert not np.allclose(plain.coords, one.coords) and one.ss == "L" * 8 + "E" * 10 + "LLLL" + "E" * 10 + "L" * 8
-    zero = sample_backbones(bundle, [40], 1, steps=3, progress=False, ss=spec, guidance_scale=0.0,
-                            strand_restraints=0.0)[0]
+    zero = sample_backbones(bundle, DesignRequest(lengths=[40], num=1, steps=3, ss=spec, guidance_scale=0.0, strand_restraints=0.0), progress=False)[0]
     np.testing.assert_allclose(zero.coords, plain.coords, atol=1e-5)  # scale 0: the unconditional model
-    sym = sample_backbones(bundle, [40], 1, steps=2, progress=False, ss=spec, ss_pairs="1-2:A", symmetry="C2")[0]
+    sym = sample_backbones(bundle, DesignRequest(lengths=[40], num=1, steps=2, ss=spec, ss_pairs="1-2:A", symmetry="C2"), progress=False)[0]
     assert sym.coords.shape == (2, 40, 4, 3) and sym.ss_pairs == "1-2:A"
 
 
@@ -319,7 +320,7 @@ def test_sample_ss_guidance_changes_designs_and_symmetry_tiles_the_request(ss_ch
     (["--ss", "L20E10L10", "--ss-pairs", "1-2:A"], "--ss-pairs '1-2:A': strands are numbered 1..1"),
     (["--ss-pairs", "1-2:A", "--length", "40"], "--ss-pairs needs --ss"),
     (["--guidance-scale", "2", "--length", "40"], "--guidance-scale needs --ss"),
-    (["--ss", "prior", "--contig", "40"], "--ss prior cannot be combined with --contig"),
+    (["--ss", "prior", "--contig", "40"], "--ss prior: not with a contig"),
     (["--ss", "L40", "--contig", "30-50"], "give every scaffold segment one length"),
     (["--ss", "L30", "--contig", "40"], "the request has 30 residues, but contig '40' gives 40"),
 ])
@@ -341,18 +342,16 @@ def test_ss_request_with_a_motif_scaffold_covers_the_motif_and_holds_it(ss_check
     r = ch.res_ids
     spec = "L2E8L4H12L4E8L2"  # 40 residues; the 12 motif residues are the H segment
     bundle = load_model(ss_checkpoint)
-    (d,) = sample_backbones(bundle, [], 1, steps=3, progress=False, motif=motif, contig=f"14/A{r[5]}-{r[16]}/14",
-                            ss=spec)
+    (d,) = sample_backbones(bundle, DesignRequest(lengths=[], num=1, steps=3, motif=motif, contig=f"14/A{r[5]}-{r[16]}/14", ss=spec), progress=False)
     assert d.coords.shape == (1, 40, 4, 3) and list(d.motif_index) == list(range(14, 26))
     assert d.ss == "LL" + "E" * 8 + "LLLL" + "H" * 12 + "LLLL" + "E" * 8 + "LL" and d.strand_restraints == 1.0  # a strand: restraints on
     assert score_design(d.coords[0], d.motif_index, d.motif_coords)["motif_rmsd"] < 0.1
-    (plain,) = sample_backbones(bundle, [], 1, steps=3, progress=False, motif=motif, contig=f"14/A{r[5]}-{r[16]}/14")
+    (plain,) = sample_backbones(bundle, DesignRequest(lengths=[], num=1, steps=3, motif=motif, contig=f"14/A{r[5]}-{r[16]}/14"), progress=False)
     assert plain.ss is None and not np.allclose(plain.coords, d.coords)  # the request reached the network
     with pytest.raises(DiffsciError, match="one designed chain only"):
-        sample_backbones(bundle, [], 1, steps=2, progress=False, motif=motif, contig=f"A{r[5]}-{r[16]}/0 40",
-                         ss="L52")
+        sample_backbones(bundle, DesignRequest(lengths=[], num=1, steps=2, motif=motif, contig=f"A{r[5]}-{r[16]}/0 40", ss="L52"), progress=False)
     with pytest.raises(DiffsciError, match="ss prior: not with a contig"):
-        sample_backbones(bundle, [], 1, steps=2, progress=False, contig="40", ss="prior")
+        sample_backbones(bundle, DesignRequest(lengths=[], num=1, steps=2, contig="40", ss="prior"), progress=False)
 
 
 def test_motif_ss_mismatches_compare_the_request_with_the_motif_files_dssp(ss_checkpoint, tmp_path, capsys):
@@ -386,8 +385,8 @@ def test_ss_refused_for_a_checkpoint_without_ss_conditioning(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--ss: checkpoint" in err and "not trained with secondary-structure conditioning" in err
     assert not out.exists()
-    with pytest.raises(DiffsciError, match="no secondary-structure conditioning"):
-        sample_backbones(load_model(), [42], 1, steps=2, progress=False, ss="L2E8L3E8L3H16L2")
+    with pytest.raises(DiffsciError, match="^ss: checkpoint .* not trained with secondary-structure conditioning"):
+        sample_backbones(load_model(), DesignRequest(lengths=[42], num=1, steps=2, ss="L2E8L3E8L3H16L2"), progress=False)
 
 
 def test_ss_recipe_warm_starts_the_shipped_net_with_only_the_ss_options_changed():

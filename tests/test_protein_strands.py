@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from diffsci.protein.request import DesignRequest
 from diffsci.core import so3
 from diffsci.core.cli import main
 from diffsci.core.errors import DiffsciError
@@ -278,7 +279,7 @@ def test_restraints_make_the_shipped_ss_model_draw_strands():
     codes = parse_ss(REQUEST)
     e = {}
     for strength in (0.0, None):
-        (d,) = sample_backbones(lm, [40], 1, steps=30, progress=False, ss=REQUEST, strand_restraints=strength, seed=1)
+        (d,) = sample_backbones(lm, DesignRequest(lengths=[40], num=1, steps=30, ss=REQUEST, strand_restraints=strength, seed=1), progress=False)
         e[strength] = np.mean(dssp_labels(d.coords[0])[codes == 2] == "E")
         assert d.strand_restraints == (1.0 if strength is None else 0.0)
     assert e[None] >= 0.4 and e[None] - e[0.0] >= 0.3
@@ -286,7 +287,7 @@ def test_restraints_make_the_shipped_ss_model_draw_strands():
 
 @pytest.mark.parametrize("extra, needle", [
     (["--ss", "L2E8L3E8L19", "--strand-restraints", "2"], "--strand-restraints must lie in [0, 1]"),
-    (["--ss", "L2E8L3E8L19", "--strand-restraints", "1", "--symmetry", "C2"], "cannot be combined with --symmetry"),
+    (["--ss", "L2E8L3E8L19", "--strand-restraints", "1", "--symmetry", "C2"], "--strand-restraints cannot be combined with symmetry"),
     (["--length", "40", "--strand-restraints", "1"], "--strand-restraints needs --ss"),
 ])
 def test_cli_refuses_bad_strand_restraint_options(tmp_path, capsys, extra, needle):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from diffsci.protein.request import DesignRequest
 from diffsci.core.cli import main
 from diffsci.core.errors import DiffsciError
 from diffsci.protein.dataset import bundled_dataset_path, load_dataset, with_ss_labels
@@ -120,23 +121,23 @@ def test_prior_designs_record_their_topology_and_are_reproducible():
     from diffsci.protein.sampling import load_model, sample_backbones
 
     lm = load_model("ss")
-    a = sample_backbones(lm, [48], 2, steps=3, progress=False, ss="prior", seed=5)
-    b = sample_backbones(lm, [48], 2, steps=3, progress=False, ss="prior", seed=5)
+    a = sample_backbones(lm, DesignRequest(lengths=[48], num=2, steps=3, ss="prior", seed=5), progress=False)
+    b = sample_backbones(lm, DesignRequest(lengths=[48], num=2, steps=3, ss="prior", seed=5), progress=False)
     for da, db in zip(a, b):
         assert da.topology == db.topology and np.allclose(da.coords, db.coords)
         assert len(da.ss) == 48 and " residues " in da.topology
         assert da.strand_restraints == (1.0 if "E" in da.ss else 0.0)
     assert a[0].topology != a[1].topology
     with pytest.raises(DiffsciError, match="ss_pairs"):
-        sample_backbones(lm, [48], 1, steps=3, progress=False, ss="prior", ss_pairs="1-2:A")
+        sample_backbones(lm, DesignRequest(lengths=[48], num=1, steps=3, ss="prior", ss_pairs="1-2:A"), progress=False)
     with pytest.raises(DiffsciError, match="single-chain"):
-        sample_backbones(lm, [48], 1, steps=3, progress=False, ss="prior", symmetry="C2")
+        sample_backbones(lm, DesignRequest(lengths=[48], num=1, steps=3, ss="prior", symmetry="C2"), progress=False)
 
 
 def test_cli_prior_needs_a_length_and_writes_the_topology(tmp_path, capsys):
     assert main(["protein", "sample", "--checkpoint", "ss", "--ss", "prior", "--steps", "2",
                  "--out", str(tmp_path / "o")]) == 2
-    assert "--ss prior needs --length" in capsys.readouterr().err
+    assert "--ss prior needs a length" in capsys.readouterr().err
     assert main(["protein", "sample", "--checkpoint", "ss", "--ss", "prior", "--length", "40", "--steps", "2",
                  "--quiet", "--out", str(tmp_path / "p")]) == 0
     rec = json.loads((tmp_path / "p" / "len40_000.json").read_text())
@@ -154,11 +155,11 @@ def test_prior_designs_have_sheets_the_network_alone_does_not_draw():
     from diffsci.protein.sampling import load_model, sample_backbones
 
     lm = load_model("ss")
-    designs = sample_backbones(lm, [80], 4, steps=30, progress=False, ss="prior", seed=1)
+    designs = sample_backbones(lm, DesignRequest(lengths=[80], num=4, steps=30, ss="prior", seed=1), progress=False)
     asked = np.concatenate([np.array(list(d.ss)) == "E" for d in designs])
     got = np.concatenate([dssp_labels(d.coords[0]) == "E" for d in designs])
     assert asked.sum() >= 80 and got[asked].mean() >= 0.2 and got.mean() >= 0.08
-    alone = sample_backbones(lm, [80], 2, steps=30, progress=False, seed=1)
+    alone = sample_backbones(lm, DesignRequest(lengths=[80], num=2, steps=30, seed=1), progress=False)
     assert np.mean([dssp_labels(d.coords[0]) == "E" for d in alone]) < 0.03
 
 

@@ -137,10 +137,10 @@ def sample_acceptance(model, *, rotation_rate: float | None = None, lengths: Seq
     fractions, beside the P-SEA ones) and ``seconds`` (sampling and measuring, wall clock).
     """
     from diffsci.protein.sampling import sample_backbones
+    from diffsci.protein.request import DesignRequest
 
     t0 = time.perf_counter()
-    designs = sample_backbones(model, list(lengths), num, seed=seed, steps=steps, progress=False,
-                               rotation_rate=rotation_rate)
+    designs = sample_backbones(model, DesignRequest(lengths=list(lengths), num=num, seed=seed, steps=steps, rotation_rate=rotation_rate), progress=False)
     figures = acceptance_figures(designs)
     dssp = [dssp_fractions(np.asarray(d.coords)[0]) for d in designs]
     for key in ("dssp_helix", "dssp_strand"):

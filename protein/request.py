@@ -1,0 +1,298 @@
+"""The design request: everything a user asks of ``protein sample``, validated once.
+
+:class:`DesignRequest` is built the same way from the command line (``protein/sample_cmd.py``
+only parses) and from Python, and checked in its constructor: option ranges, which options go
+together, the contig against the motif file, the secondary-structure (SS) request against the
+design lengths. What needs the checkpoint (its SS conditioning, its formulation, the default
+sampler) is checked once more against the model by :func:`diffsci.protein.sampling.sample_backbones`
+before the first design is drawn (:meth:`DesignRequest.against`).
+
+Example
+-------
+>>> r = DesignRequest(lengths=[60], num=2, ss="L5H50L5")
+>>> r.lengths, r.ss_lengths_match
+((60,), True)
+>>> DesignRequest(lengths=[60], ss_pairs="1-2:A")
+Traceback (most recent call last):
+...
+diffsci.core.errors.DiffsciError: ss_pairs needs ss (the E segments it numbers)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from diffsci.core.errors import DiffsciError
+from diffsci.core.io import check_choice, check_int, check_range
+from diffsci.core.samplers import get_sampler
+from diffsci.protein.contig import (MAX_LENGTH, MIN_LENGTH, Motif, contig_length_limits, parse_contig,
+                                    parse_length_range, resolve_contig)
+from diffsci.protein.diffusion import ProteinModelConfig, build_space
+from diffsci.protein.motif import METHODS as MOTIF_METHODS
+from diffsci.protein.motif import TAPER
+from diffsci.protein.ss import PAIR_UNKNOWN, SS_LETTERS, parse_ss, ss_condition
+
+__all__ = ["DesignRequest", "CheckedRequest", "SS_PRIOR", "TIME_POWER", "FEW_STEPS", "symmetry_order",
+           "default_sampler", "sampling_rotation_rate"]
+
+#: ``ss`` value that draws each design's topology from the training chains (:mod:`diffsci.protein.topology`)
+SS_PRIOR = "prior"
+
+# sampling time grid t_i = 0.999 u_i^TIME_POWER (u uniform 1 -> 0): more of the steps near the clean
+# end, where local geometry (CA spacing, helices) is settled; measured in protein/data/CHECKPOINT.md
+TIME_POWER = 2.0
+
+# below this many steps a flow checkpoint samples with the re-noising sampler by default (at L = 100,
+# 10 steps: CA-CA ok 0.87 -> 0.94..0.96 against euler; protein/data/CHECKPOINT.md, "Few-step sampling");
+# from it on with euler
+FEW_STEPS = 20
+
+
+def symmetry_order(symmetry) -> int:
+    """n of a cyclic symmetry ``"Cn"`` (n >= 2); 1 for none."""
+    if not symmetry:
+        return 1
+    m = re.fullmatch(r"[Cc](\d+)", str(symmetry))
+    if not m or int(m.group(1)) < 2:
+        raise DiffsciError(f"symmetry {symmetry!r}: use Cn with n >= 2 (e.g. C3)")
+    return int(m.group(1))
+
+
+def default_sampler(cfg: ProteinModelConfig, steps: int | None = None) -> str:
+    """The sampler a checkpoint is sampled with by default: ``euler_maruyama`` for a score model;
+    for a flow model ``renoise`` (:func:`~diffsci.core.samplers.sample_renoise`: translations
+    drawn afresh around each clean prediction, rotations by the rate step) below
+    :data:`FEW_STEPS` steps, else ``euler`` (also when ``steps`` is None)."""
+    if cfg.formulation != "flow":
+        return "euler_maruyama"
+    return "renoise" if steps is not None and steps < FEW_STEPS else "euler"
+
+
+def sampling_rotation_rate(cfg: ProteinModelConfig, rotation_rate: float | None = None) -> float | None:
+    """The rotation rate a flow model samples with: ``rotation_rate``, else the checkpoint's
+    ``inference_rate``; None for a score model (it has no such rate)."""
+    if cfg.formulation != "flow":
+        return None
+    return cfg.inference_rate if rotation_rate is None else float(rotation_rate)
+
+
+@dataclass(frozen=True)
+class DesignRequest:
+    """What to design; every field is checked when the request is made.
+
+    Lengths or a contig: ``lengths`` (chain lengths, ``num`` designs each; with ``symmetry``
+    ``"Cn"`` each design is n copies of a chain of that length), or an RFdiffusion ``contig``
+    (:mod:`diffsci.protein.contig`; ``num`` designs) with the ``motif`` it names
+    (:func:`~diffsci.protein.contig.load_motif`) and an optional ``total_length`` range (``(lo, hi)``
+    or ``"80-120"``) for the residues of the designed chains (RFdiffusion's ``contigmap.length``:
+    fixed chains such as a binder's target do not count).
+
+    Secondary structure: ``ss`` per chain (``"L2E8L3H16"``; :func:`diffsci.protein.ss.ss_condition`;
+    with a contig: one chain, every scaffold segment of one length, the letters covering the
+    whole design, motif included; without lengths and contig it sets the length) or ``"prior"``
+    (each design draws its SS and strand pairs from the checkpoint's training chains,
+    :mod:`diffsci.protein.topology`); ``ss_pairs`` the strand pairs; ``guidance_scale`` the
+    classifier-free guidance scale; ``strand_restraints`` the strength in [0, 1] of the strand
+    restraints (:mod:`diffsci.protein.strands`; None: 1 for a single-chain request with a strand).
+
+    Motif: ``motif_method`` and ``motif_taper`` (:func:`diffsci.protein.motif.condition_on_motif`).
+    Sampler: ``sampler`` (None: :func:`default_sampler`), ``steps``, ``time_power`` (time grid
+    ``0.999 u^time_power``), ``rotation_rate`` (flow checkpoints; None: the checkpoint's). ``seed``
+    (design i of a length draws from ``(seed, "protein-sample", "L100", i)``), ``device`` (None:
+    where the model is; ``"auto"``, ``"cpu"``, ``"cuda:1"``), ``trajectory`` (keep every step's clean
+    prediction).
+    """
+
+    lengths: tuple[int, ...] = ()
+    num: int = 1
+    contig: str | None = None
+    motif: Motif | None = None
+    total_length: tuple[int, int] | str | None = None
+    symmetry: str | None = None
+    ss: str | None = None
+    ss_pairs: str | None = None
+    guidance_scale: float = 1.0
+    strand_restraints: float | None = None
+    motif_method: str = "align"
+    motif_taper: int = TAPER
+    sampler: str | None = None
+    steps: int = 100
+    time_power: float = TIME_POWER
+    rotation_rate: float | None = None
+    seed: int = 0
+    device: str | None = None
+    trajectory: bool = False
+    # derived in __post_init__
+    n_copies: int = field(init=False, default=1)
+    plan: list | None = field(init=False, default=None, repr=False, compare=False)
+    limits: tuple[int, int] | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        lengths = tuple(int(n) for n in self.lengths) if self.lengths is not None else ()
+        object.__setattr__(self, "lengths", lengths)
+        object.__setattr__(self, "total_length", parse_length_range(self.total_length, "total_length"))
+        object.__setattr__(self, "n_copies", symmetry_order(self.symmetry))
+        self._check_sampler_options()
+        self._check_combinations()
+        if self.contig is not None:
+            plan = resolve_contig(parse_contig(self.contig), self.motif)
+            object.__setattr__(self, "plan", plan)
+            object.__setattr__(self, "limits", contig_length_limits(plan, self.total_length, text=self.contig))
+        self._check_ss()
+        for length in self.lengths:
+            check_int(length, "length", minimum=MIN_LENGTH, maximum=MAX_LENGTH)
+
+    # ------------------------------------------------------------------ checks without a model
+    def _check_sampler_options(self) -> None:
+        check_int(self.steps, "steps")
+        check_int(self.num, "num")
+        check_int(self.seed, "seed", minimum=-(2**63))
+        if self.sampler is not None:
+            get_sampler(self.sampler)  # fail early on an unknown name
+        check_range(self.time_power, "time_power", 0, 10, lo_open=True)
+        if self.rotation_rate is not None:
+            check_range(self.rotation_rate, "rotation_rate", 0, 100, lo_open=True)
+        check_choice(self.motif_method, "motif_method", MOTIF_METHODS)
+        check_int(self.motif_taper, "motif_taper", minimum=0)
+        check_range(self.guidance_scale, "guidance_scale", 0, 100)
+        if self.strand_restraints is not None:
+            check_range(self.strand_restraints, "strand_restraints", 0, 1)
+
+    def _check_combinations(self) -> None:
+        if self.contig is not None:
+            if self.lengths:
+                raise DiffsciError("lengths cannot be combined with a contig: the contig sets the length "
+                                   "(use a scaffold range, or a total length such as 80-120)")
+            if self.symmetry:
+                raise DiffsciError("symmetry cannot be combined with a contig or motif: placing a motif in every "
+                                   "subunit is not supported; design the symmetric assembly without a motif")
+            if self.motif is not None and not parse_contig(self.contig).has_motif:
+                raise DiffsciError(f"motif {self.motif.path}: contig {self.contig!r} names none of its residues "
+                                   f"(a motif segment looks like A163-181); drop the motif or name its residues")
+            return
+        if self.motif is not None:
+            raise DiffsciError("a motif needs a contig (e.g. 10-20/A5-20/30-40)")
+        if self.total_length is not None:
+            raise DiffsciError("total_length applies to contig designs (give lengths for plain designs)")
+        if not self.lengths and self.ss in (None, SS_PRIOR):
+            raise DiffsciError("give at least one length (or a contig)" if self.ss is None
+                               else "ss prior needs a length (the prior draws a topology of that length)")
+
+    def _check_ss(self) -> None:
+        if self.ss is None:
+            for name, given in (("ss_pairs", self.ss_pairs is not None), ("guidance_scale", self.guidance_scale != 1),
+                                ("strand_restraints", self.strand_restraints is not None)):
+                if given:
+                    raise DiffsciError(f"{name} needs ss" + (" (the E segments it numbers)" if name == "ss_pairs" else
+                                                             " (a secondary-structure request)"))
+            return
+        if self.strand_restraints and self.n_copies > 1:
+            raise DiffsciError("strand_restraints cannot be combined with symmetry (they apply to single chains)")
+        if self.ss == SS_PRIOR:
+            if self.contig is not None:
+                raise DiffsciError("ss prior: not with a contig (the prior draws whole chains; give an ss request of "
+                                   "the design's length)")
+            if self.ss_pairs is not None:
+                raise DiffsciError("ss_pairs: the prior draws each design's strand pairs (give an ss request to "
+                                   "choose them)")
+            if self.n_copies > 1:
+                raise DiffsciError("ss prior: single-chain designs only (not with symmetry)")
+            return
+        codes = parse_ss(self.ss, name="ss")
+        if self.contig is not None:
+            ss_condition(self.ss, None, self.ss_pairs)
+            self._check_contig_request(len(codes))
+            return
+        if not self.lengths:  # the request sets the length
+            object.__setattr__(self, "lengths", (len(codes),))
+        for length in self.lengths:
+            ss_condition(self.ss, length, self.ss_pairs)
+
+    def _check_contig_request(self, n: int) -> None:
+        """Refuse an SS request of ``n`` residues with the contig unless letter i can be residue i
+        of the design: one chain, every scaffold segment of one length, that length ``n``."""
+        contig, plan, limits = self.contig, self.plan, self.limits
+        if len(plan) > 1:
+            raise DiffsciError(f"ss with contig {contig!r}: one designed chain only (this contig has {len(plan)} "
+                               f"chains)")
+        fixed = contig_length_limits(plan, None, text=contig)
+        if fixed[0] != fixed[1]:
+            raise DiffsciError(f"ss with contig {contig!r}: give every scaffold segment one length (e.g. 20, not "
+                               f"10-30), so the request's letters fall on known residues; this contig gives "
+                               f"{fixed[0]}..{fixed[1]} residues")
+        if not limits[0] <= n <= limits[1]:
+            raise DiffsciError(f"ss: the request has {n} residues, but contig {contig!r} gives {fixed[0]} "
+                               f"(with total_length, if given: {limits[0]}..{limits[1]}); the request "
+                               f"describes the whole design, motif residues included")
+
+    # ------------------------------------------------------------------------------ derived
+    @property
+    def ss_lengths_match(self) -> bool:
+        """True when an SS request (not the prior) describes every requested length."""
+        return self.ss not in (None, SS_PRIOR) and all(len(parse_ss(self.ss)) == n for n in self.lengths)
+
+    @property
+    def has_strand_request(self) -> bool:
+        """A fixed SS request with at least one strand residue."""
+        return self.ss not in (None, SS_PRIOR) and bool((parse_ss(self.ss) == SS_LETTERS.index("E")).any())
+
+    def notes(self) -> list[str]:
+        """Lines a user should read before sampling (the request is valid but not all of it can hold)."""
+        out = []
+        if self.n_copies > 1 and self.strand_restraints is None and self.has_strand_request:
+            out.append("ss with symmetry: the strand restraints (the default for a strand request) apply to single "
+                       "chains only, so these strands come from the network alone")
+        return out
+
+    def ss_inputs(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The SS classes (n_copies L,) and pair classes (n_copies L, n_copies L) of a fixed SS
+        request (every chain the same; pairs between copies unknown); None without one or for
+        the prior (drawn per design)."""
+        if self.ss in (None, SS_PRIOR):
+            return None
+        codes, pair = ss_condition(self.ss, None, self.ss_pairs)
+        n, k = len(codes), self.n_copies
+        tiled = np.full((n * k, n * k), PAIR_UNKNOWN, dtype=np.int64)
+        for c in range(k):
+            tiled[c * n : (c + 1) * n, c * n : (c + 1) * n] = pair
+        return torch.from_numpy(np.tile(codes, k)), torch.from_numpy(tiled)
+
+    def with_(self, **changes) -> DesignRequest:
+        """A copy with ``changes`` (checked again)."""
+        return dataclasses.replace(self, **changes)
+
+    def against(self, cfg: ProteinModelConfig, source: str) -> CheckedRequest:
+        """Check the request against a checkpoint's config (``source`` names it in errors) and fill
+        in what the checkpoint decides: the sampler, the rotation rate, the strand restraints'
+        strength."""
+        if self.ss is not None and not cfg.net.ss_conditioning:
+            raise DiffsciError(f"ss: checkpoint {source} was not trained with secondary-structure conditioning "
+                               f"(net.ss_conditioning is false); use the shipped SS checkpoint (load_model('ss'), "
+                               f"--checkpoint ss; protein/data/CHECKPOINT.md, 'SS conditioning')")
+        if self.rotation_rate is not None and cfg.formulation != "flow":
+            raise DiffsciError("rotation_rate applies to flow checkpoints only (this one is a score model)")
+        sampler = self.sampler or default_sampler(cfg, self.steps)
+        rate = sampling_rotation_rate(cfg, self.rotation_rate)
+        if sampler == "heun" and rate is not None:
+            build_space(cfg, rotation_rate=rate).check_second_order()  # refused before the first design
+        strength = self.strand_restraints
+        if strength is None:
+            strength = 1.0 if (self.ss == SS_PRIOR or self.has_strand_request) and self.n_copies == 1 else 0.0
+        return CheckedRequest(self, sampler, rate, float(strength))
+
+
+@dataclass(frozen=True)
+class CheckedRequest:
+    """A :class:`DesignRequest` checked against one checkpoint, with what it decides filled in:
+    ``sampler`` (a name of :data:`~diffsci.core.samplers.SAMPLERS`), ``rotation_rate`` (None for a
+    score model) and ``strand_restraints`` (the strength used where a design has strands)."""
+
+    request: DesignRequest
+    sampler: str
+    rotation_rate: float | None
+    strand_restraints: float
