@@ -392,6 +392,47 @@ def _read_sources(items: list[Source], options: DatasetOptions, report: list[Rep
     return kept
 
 
+def _file_failure(rows: list[ReportRow], options: DatasetOptions) -> str:
+    """Why one file gave no chain, in words that follow "<file> ..." / "all N files ..."."""
+    if any(r.status == "error" for r in rows):
+        return "could not be read"
+    dropped = [r for r in rows if r.status == "dropped"]
+    kinds = {r.kind for r in dropped} - {"no_backbone"} or {r.kind for r in dropped}
+    if len(kinds) != 1:
+        words = {"short": f"shorter than {options.min_length} residues", "broken": "broken",
+                 "long": f"longer than {options.max_length} residues", "no_backbone": "without a backbone"}
+        return "had no usable chain (" + ", ".join(sorted(words.get(k, "unusable") for k in kinds)) + ")"
+    (kind,) = kinds
+    pieces = " between chain breaks" if any(r.piece for r in dropped if r.kind == kind) else ""
+    return {
+        "short": f"had no protein chain of >= {options.min_length} residues{pieces}",
+        "long": f"had no protein chain of <= {options.max_length} residues{pieces}",
+        "broken": f"had only broken chains (skipped: on_break {options.on_break!r})",
+        "no_backbone": "had no chain with an amino-acid backbone",
+    }.get(kind, "had no usable chain")
+
+
+def _nothing_usable(report: list[ReportRow], options: DatasetOptions) -> str:
+    """The error when no file gave a chain: the one reason all files share (naming the file when
+    there is one, quoting the first read error), or the count of files per reason."""
+    by_file: dict[str, list[ReportRow]] = {}
+    for r in report:
+        by_file.setdefault(r.file, []).append(r)
+    reasons = {f: _file_failure(rows, options) for f, rows in by_file.items()}
+    counts: dict[str, int] = {}
+    for why in reasons.values():
+        counts[why] = counts.get(why, 0) + 1
+    first_error = next((r.reason for r in report if r.status == "error"), "")
+    if len(counts) == 1:
+        (why,) = counts
+        if why == "could not be read":
+            why += f" (first: {first_error})"
+        who = next(iter(reasons)) if len(reasons) == 1 else f"all {len(reasons)} files"
+        return f"no usable chains found: {who} {why}"
+    parts = ", ".join(f"{n} {why}" for why, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    return f"no usable chains found in {len(reasons)} files: {parts}"
+
+
 def build_dataset(
     sources: Iterable[str | os.PathLike | Source],
     options: DatasetOptions | None = None,
@@ -417,17 +458,16 @@ def build_dataset(
     -------
     (dataset, report)
         Files that cannot be read appear in the report with status ``"error"`` and are skipped.
-        Raises :class:`DiffsciError` when no chain is usable.
+        Raises :class:`DiffsciError` when no chain is usable, saying why: the reason all files
+        share (``no usable chains found: all 3 files had no protein chain of >= 40 residues``)
+        or the number of files per reason.
     """
     options = DatasetOptions() if options is None else options
     items = _sources(sources, options.chains)
     report = [] if report is None else report
     kept = _read_sources(items, options, report, progress)
     if not kept:
-        raise DiffsciError(
-            f"no usable chains found in {len(items)} file(s) "
-            f"(need a complete backbone, length {options.min_length}-{options.max_length})"
-        )
+        raise DiffsciError(_nothing_usable(report, options))
     groups = [(p.get("package", ""), p.get("file", ""), p["chain"]) for _, p in kept]
     cluster_ids, split = cluster_split(
         [c.sequence for c, _ in kept],

@@ -4,7 +4,8 @@ Reads PDB / mmCIF / BinaryCIF files (and ``.gz`` versions) given directly or fou
 recursively in folders, prints what was kept and dropped per file, and writes the dataset
 (:func:`diffsci.protein.dataset.save_dataset`) atomically, with each residue's pydssp DSSP class
 and the DSSP strand bridges (for SS-conditioned training). Exits 2 with one error line when
-nothing usable was found.
+nothing usable was found, naming why: the reason all files share (``no usable chains found: all 3
+files had no protein chain of >= 40 residues``) or the number of files per reason.
 """
 
 from __future__ import annotations

@@ -222,3 +222,15 @@ def test_training_from_a_mapped_dataset_is_unchanged(ds, tmp_path):
                      "--device", "cpu"]) == 0
         losses = [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
         np.testing.assert_allclose(losses, RECORDED_LOSSES, rtol=1e-5)
+
+
+def test_nothing_usable_says_why_per_file(ds, tmp_path):
+    """A file whose chains fail for different reasons (one too short, one too long) says both."""
+    short, long_ = ds.chain(int(np.argmin(ds.lengths))), ds.chain(int(np.argmax(ds.lengths)))
+    path = tmp_path / "two.pdb"
+    write_backbone_pdb(path, [short.coords, long_.coords + 100.0], chain_ids=["A", "B"])
+    lo, hi = len(short) + 1, len(long_) - 1
+    with pytest.raises(DiffsciError) as err:
+        build_dataset([path], DatasetOptions(min_length=lo, max_length=hi))
+    assert str(err.value) == (f"no usable chains found: {path} had no usable chain "
+                              f"(longer than {hi} residues, shorter than {lo} residues)")

@@ -522,3 +522,53 @@ def test_altloc_ties_and_cif_without_occupancy_read_the_first(chain, tmp_path):
     np.testing.assert_allclose(c.coords, want, atol=1e-3)
     (c,) = read_structure_chains(_altloc_cif(_altloc_records(ch, 8, shift), tmp_path / "noocc.cif", occupancy=False))
     np.testing.assert_allclose(c.coords, want, atol=1e-3)
+
+
+# ----------------------------------------------------------------------- prepare: why nothing was usable (issue 27)
+
+
+def _prepare_error(src, capsys, *extra):
+    out = src.parent / "ds.npz"
+    code = main(["protein", "prepare", str(src), "--out", str(out), *extra])
+    captured = capsys.readouterr()
+    err = [ln for ln in captured.err.splitlines() if ln.strip()]
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: no usable chains found"), captured.err
+    assert "Traceback" not in captured.out + captured.err and not out.exists()
+    return err[0]
+
+
+def test_prepare_names_the_reason_nothing_was_usable(chain, tmp_path, capsys):
+    """Seen: the last line was always the generic "no usable chains found", whatever the files had."""
+    src = tmp_path / "short"
+    src.mkdir()
+    for k in range(3):
+        write_backbone_pdb(src / f"s{k}.pdb", chain.coords[:30] + 50.0 * k, sequence=chain.sequence[:30])
+    line = _prepare_error(src, capsys)
+    assert line.endswith("no usable chains found: all 3 files had no protein chain of >= 40 residues"), line
+    # one file: named
+    one = tmp_path / "one"
+    one.mkdir()
+    write_backbone_pdb(one / "only.pdb", chain.coords, sequence=chain.sequence)
+    line = _prepare_error(one, capsys, "--min-length", "10", "--max-length", "20")
+    assert line.endswith(f"{one / 'only.pdb'} had no protein chain of <= 20 residues"), line
+    # chains split at a break: the pieces are what is too short
+    atoms = to_atoms(chain)
+    write_pdb_atoms(atoms[atoms.res_id != 30], one / "only.pdb")
+    line = _prepare_error(one, capsys, "--min-length", str(len(chain) - 5))
+    assert line.endswith("had no protein chain of >= %d residues between chain breaks" % (len(chain) - 5)), line
+    line = _prepare_error(one, capsys, "--on-break", "skip")
+    assert line.endswith("only.pdb had only broken chains (skipped: on_break 'skip')"), line
+    # unreadable files: the first error is quoted
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "a.pdb").write_text("")
+    (bad / "b.cif").write_text("nonsense\n")
+    line = _prepare_error(bad, capsys)
+    assert "no usable chains found: all 2 files could not be read (first: " in line and "a.pdb" in line, line
+    # different reasons: counted per reason
+    for f in src.iterdir():
+        (bad / f.name).write_bytes(f.read_bytes())
+    (bad / "a.pdb").unlink()
+    line = _prepare_error(bad, capsys)
+    assert line.endswith("no usable chains found in 4 files: 3 had no protein chain of >= 40 residues, "
+                         "1 could not be read"), line
