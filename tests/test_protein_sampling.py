@@ -7,36 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from diffsci.protein.request import DesignRequest
 from diffsci.core.cli import main
 from diffsci.core.errors import DiffsciError
-from diffsci.protein.dataset import bundled_dataset_path, load_dataset
-from diffsci.protein.pdb_io import _ONE_TO_THREE, write_backbone_pdb
 from diffsci.protein.contig import load_motif, parse_contig
+from diffsci.protein.pdb_io import _ONE_TO_THREE
+from diffsci.protein.request import DesignRequest
 from diffsci.protein.sampling import load_model, sample_backbones
 from diffsci.protein.structure import read_structure_chains
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    """A real (two-step) training run of a tiny model through the CLI."""
-    d = tmp_path_factory.mktemp("ck")
-    cfg = d / "cfg.json"
-    cfg.write_text(json.dumps({"model": {"net": {"scalars": 8, "vectors": 4, "tensors": 0, "layers": 2, "k_neighbors": 6},
-                                         "max_length": 32},
-                               "train": {"batch_size": 2, "ckpt_every": 2}}))
-    assert main(["protein", "train", "--data", str(bundled_dataset_path()), "--out", str(d / "run"),
-                 "--config", str(cfg), "--steps", "2", "--device", "cpu"]) == 0
-    return d / "run" / "latest.pt"
-
-
-@pytest.fixture(scope="module")
-def motif_file(tmp_path_factory):
-    ds = load_dataset(bundled_dataset_path())
-    ch = ds.chain(0)
-    path = tmp_path_factory.mktemp("motif") / "motif.pdb"
-    write_backbone_pdb(path, ch.coords[:40], res_ids=ch.res_ids[:40], sequence=ch.sequence[:40])
-    return path
 
 
 def _kabsch_rmsd(a, b):

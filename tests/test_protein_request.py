@@ -1,0 +1,126 @@
+"""The design request (validated once) and the builder (one list of conditioners)."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from diffsci.core.cli import main
+from diffsci.core.errors import DiffsciError
+from diffsci.protein import builder
+from diffsci.protein.builder import BuildContext, DesignInputs, SamplerSettings, Stage, build_stage, sample_states
+from diffsci.protein.contig import load_motif
+from diffsci.protein.diffusion import SelfConditioned
+from diffsci.protein.request import SS_PRIOR, DesignRequest
+from diffsci.protein.sample_cmd import _as_options
+from diffsci.protein.sampling import load_model, sample_backbones
+from diffsci.core.utils import make_generator
+
+
+def test_an_ss_request_sets_the_length_and_the_request_is_frozen():
+    r = DesignRequest(ss="L5H50L5", num=2)
+    assert r.lengths == (60,) and r.ss_lengths_match and not r.has_strand_request
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        r.num = 3
+    assert DesignRequest(lengths=[60, 70]).lengths == (60, 70)  # a list is kept as a tuple
+
+
+@pytest.mark.parametrize("kw, needle", [
+    (dict(), "give at least one length"),
+    (dict(lengths=[60], contig="40"), "lengths cannot be combined with a contig"),
+    (dict(lengths=[60], ss_pairs="1-2:A"), "ss_pairs needs ss"),
+    (dict(lengths=[60], guidance_scale=2.0), "guidance_scale needs ss"),
+    (dict(lengths=[60], strand_restraints=0.5), "strand_restraints needs ss"),
+    (dict(lengths=[60], ss=SS_PRIOR, symmetry="C2"), "single-chain designs only"),
+    (dict(ss=SS_PRIOR), "ss prior needs a length"),
+    (dict(lengths=[40], ss="L2E8L3E8L19", strand_restraints=1.0, symmetry="C2"), "cannot be combined with symmetry"),
+    (dict(lengths=[60], symmetry="D2"), "symmetry 'D2'"),
+    (dict(lengths=[60], steps=0), "steps must be"),
+    (dict(lengths=[60], total_length="80-120"), "total_length applies to contig designs"),
+])
+def test_the_request_refuses_what_does_not_go_together(kw, needle):
+    with pytest.raises(DiffsciError, match=needle):
+        DesignRequest(**kw)
+
+
+def test_a_motif_file_with_a_contig_that_names_none_of_it_is_refused(motif_file, tmp_path, capsys):
+    """Issue 27 item 11: --motif FILE --contig '[79-79]' wrote unconditional designs with
+    motif_file: null and no word."""
+    motif = load_motif(motif_file)
+    with pytest.raises(DiffsciError, match="names none of its residues"):
+        DesignRequest(contig="[79-79]", motif=motif)
+    out = tmp_path / "o"
+    code = main(["protein", "sample", "--motif", str(motif_file), "--contig", "[79-79]", "--steps", "2",
+                 "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "names none of its residues" in err and not out.exists()
+    DesignRequest(contig="[79-79]")  # without a motif the contig is a plain design of 79 residues
+
+
+def test_the_command_names_its_options_in_a_refusal():
+    assert _as_options("ss_pairs needs ss (the E segments it numbers)") == "--ss-pairs needs --ss (the E segments it numbers)"
+    assert _as_options("--ss 'L10': bad") == "--ss 'L10': bad"  # already an option: left alone
+    assert _as_options("guidance_scale must lie in [0, 100]") == "--guidance-scale must lie in [0, 100]"
+    assert _as_options("the class of a residue") == "the class of a residue"  # 'ss' only as a word
+
+
+def test_checked_request_fills_in_what_the_checkpoint_decides(tiny_checkpoint):
+    lm = load_model(tiny_checkpoint)
+    c = DesignRequest(lengths=[40], steps=10).against(lm.config, lm.source)
+    assert c.sampler == "renoise" and c.rotation_rate == lm.config.inference_rate and c.strand_restraints == 0.0
+    c = DesignRequest(lengths=[40], steps=30, sampler="euler", rotation_rate=2.0).against(lm.config, lm.source)
+    assert (c.sampler, c.rotation_rate) == ("euler", 2.0)
+    with pytest.raises(DiffsciError, match="not trained with secondary-structure conditioning"):
+        DesignRequest(lengths=[40], ss="L40").against(lm.config, lm.source)
+
+
+def _ctx(lm, inputs, batch=1):
+    from diffsci.protein.builder import _cond
+    from diffsci.protein.diffusion import build_space
+
+    cond = _cond(inputs, batch, torch.device("cpu"))
+    return BuildContext(lm, build_space(lm.config, cond.mask), cond, inputs, make_generator(0, "t"))
+
+
+def test_a_plain_design_gets_the_bare_model_and_no_constraint(tiny_checkpoint):
+    lm = load_model(tiny_checkpoint)
+    stage = build_stage(_ctx(lm, DesignInputs(40)))
+    assert stage.constraint is None
+    assert isinstance(stage.denoise, SelfConditioned) == bool(lm.config.net.self_condition)
+    sym = build_stage(_ctx(lm, DesignInputs(3 * 40, n_chains=3)))
+    assert sym.constraint is not None and type(sym.denoise) is type(stage.denoise)
+
+
+def test_a_new_conditioner_enters_through_the_list(tiny_checkpoint, monkeypatch):
+    """A potential on the clean prediction is one more entry of CONDITIONERS: here one that moves
+    every predicted CA by +1 nm in x. Sampling with it gives other states; removing it gives the
+    same states as before; the symmetry constraint still makes exact copies after it."""
+    lm = load_model(tiny_checkpoint)
+    settings, gen = SamplerSettings("euler", 4), lambda: make_generator(1, "t")
+    inputs = DesignInputs(2 * 40, n_chains=2)
+    base = sample_states(lm, inputs, settings, gen())
+
+    def shift(stage: Stage, ctx: BuildContext) -> Stage:
+        def denoise(x, t, cond):
+            trans, rots = stage.denoise(x, t, cond)
+            return trans + torch.tensor([1.0, 0.0, 0.0]), rots
+        return Stage(denoise, stage.constraint)
+
+    monkeypatch.setattr(builder, "CONDITIONERS", [*builder.CONDITIONERS, ("shift", shift)])
+    moved = sample_states(lm, inputs, settings, gen())
+    assert not torch.allclose(base[0], moved[0])
+    a, b = moved[0][0, :40], moved[0][0, 40:]
+    rz = torch.tensor([[-1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, 1.0]])  # C2 about z
+    torch.testing.assert_close(b, a @ rz.T, atol=1e-4, rtol=0)
+    monkeypatch.setattr(builder, "CONDITIONERS", [c for c in builder.CONDITIONERS if c[0] != "shift"])
+    again = sample_states(lm, inputs, settings, gen())
+    torch.testing.assert_close(again[0], base[0], atol=0, rtol=0)
+
+
+def test_sample_backbones_takes_a_request_only(tiny_checkpoint):
+    lm = load_model(tiny_checkpoint)
+    with pytest.raises(DiffsciError, match="must be a DesignRequest"):
+        sample_backbones(lm, [40])
+    (d,) = sample_backbones(lm, DesignRequest(lengths=[40], steps=2), progress=False)
+    assert d.coords.shape == (1, 40, 4, 3) and np.isfinite(d.coords).all()
