@@ -165,44 +165,58 @@ def evaluate_structures(
     if not items:
         raise DiffsciError("no structures to evaluate")
     samples = [_as_sample(it) for it in items]
+    rows, ca_list = _per_sample_rows(samples, progress)
+    n_ref, notes = _add_novelty(rows, ca_list, reference, reference_split, progress)
+    for row in rows:  # the sheet and contact-order columns after the others
+        row.update({k: row.pop(k) for k in TOPOLOGY_FIELDS})
+    tm, tm_notes = _pairwise(ca_list, _groups(smp.file for smp in samples), progress)
+    out = _assemble_evaluation(rows, tm, n_ref, thresholds, link)
+    out["notes"] = notes + tm_notes
+    return out
+
+
+def _per_sample_rows(samples: Sequence[EvalSample], progress: bool) -> tuple[list[dict[str, Any]], list[np.ndarray]]:
+    """One row per sample (``file``, ``source_file``, ``chain`` and :func:`sample_metrics`) and
+    each sample's CA coordinates, Shape (L, 3)."""
     rows: list[dict[str, Any]] = []
-    coords_list = []
+    ca_list = []
     for smp in progress_bar(samples, total=len(samples), desc="per-sample metrics", enabled=progress, leave=False):
         x = _backbone(smp.coords, smp.name)
         row: dict[str, Any] = {"file": smp.name, "source_file": smp.file, "chain": smp.chain}
         row.update(sample_metrics(x, res_ids=smp.res_ids, ins_codes=smp.ins_codes))
         rows.append(row)
-        coords_list.append(x)
-    ca_list = [c[:, 1] for c in coords_list]
-    notes: list[str] = []
-    if reference is not None:
-        ref_ca, ref_seqs = reference_ca_list(reference, split=reference_split)
-        nov = novelty(ca_list, ref_ca, reference_seqs=ref_seqs, progress=progress)
-        for row, v in zip(rows, nov):
-            row["max_tm_reference"] = float(v)
-        n_ref = len(ref_ca)
-        longest = max(len(r) for r in ref_ca)
-        for row, ca in zip(rows, ca_list):
-            if len(ca) * longest > MAX_TM_RESIDUE_PRODUCT:
-                notes.append(f"{row['file']}: novelty leaves out reference chains with length x {len(ca)} > "
-                             f"{MAX_TM_RESIDUE_PRODUCT} (TM-align memory)")
-    else:
+        ca_list.append(x[:, 1])
+    return rows, ca_list
+
+
+def _add_novelty(rows, ca_list, reference, reference_split, progress: bool) -> tuple[int, list[str]]:
+    """Sets each row's ``max_tm_reference`` (None without a reference); returns the number of
+    reference chains and notes on reference chains left out for TM-align's memory."""
+    if reference is None:
         for row in rows:
             row["max_tm_reference"] = None
-        n_ref = 0
-    for row in rows:  # the sheet and contact-order columns after the others
-        row.update({k: row.pop(k) for k in TOPOLOGY_FIELDS})
-    groups = _groups(smp.file for smp in samples)
+        return 0, []
+    ref_ca, ref_seqs = reference_ca_list(reference, split=reference_split)
+    nov = novelty(ca_list, ref_ca, reference_seqs=ref_seqs, progress=progress)
+    for row, v in zip(rows, nov):
+        row["max_tm_reference"] = float(v)
+    longest = max(len(r) for r in ref_ca)
+    notes = [f"{row['file']}: novelty leaves out reference chains with length x {len(ca)} > "
+             f"{MAX_TM_RESIDUE_PRODUCT} (TM-align memory)"
+             for row, ca in zip(rows, ca_list) if len(ca) * longest > MAX_TM_RESIDUE_PRODUCT]
+    return len(ref_ca), notes
+
+
+def _pairwise(ca_list, groups, progress: bool) -> tuple[np.ndarray, list[str]]:
+    """The pairwise TM matrix (chains of one design not aligned) and a note on pairs too long to align."""
     tm = pairwise_tm(ca_list, groups=groups, progress=progress)
+    n = len(ca_list)
     skipped = sum(
-        1 for i in range(len(ca_list)) for j in range(len(ca_list))
+        1 for i in range(n) for j in range(n)
         if i != j and groups[i] != groups[j] and len(ca_list[i]) * len(ca_list[j]) > MAX_TM_RESIDUE_PRODUCT
     )
-    if skipped:
-        notes.append(f"pairwise TM: {skipped} ordered pair(s) not aligned (length product > {MAX_TM_RESIDUE_PRODUCT})")
-    out = _assemble_evaluation(rows, tm, n_ref, thresholds, link)
-    out["notes"] = notes
-    return out
+    notes = [f"pairwise TM: {skipped} ordered pair(s) not aligned (length product > {MAX_TM_RESIDUE_PRODUCT})"]
+    return tm, notes if skipped else []
 
 
 def subset_evaluation(result: dict[str, Any], indices: Sequence[int], *, thresholds: Sequence[float] = (0.5, 0.6),

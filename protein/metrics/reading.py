@@ -106,14 +106,8 @@ def read_samples(
     skipped with one warning each; the folder's index files (:data:`INDEX_FILE_NAMES`) are
     recognised and skipped silently.
     """
-    from diffsci.protein.structure import read_report
-
     folder = pathlib.Path(folder)
-    if not folder.is_dir():
-        raise DiffsciError(f"{folder}: not a folder")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
-    if not files:
-        raise DiffsciError(f"{folder}: empty folder, no structure files to evaluate")
+    files = _folder_files(folder)
     names = {p.name for p in files}
     warns: list[str] = []
     notes: list[str] = []
@@ -137,30 +131,48 @@ def read_samples(
                 warn(f"{path}: not a structure file (expected .pdb, .ent, .cif, .mmcif, .bcif, optionally .gz); skipped")
             continue
         n_structure += 1
-        try:
-            got, report = read_report(path, wanted, on_break="keep")
-        except DiffsciError as exc:
-            warn(f"{exc}; skipped")
-            continue
-        except Exception as exc:  # a reader crash on a malformed file is still one file's problem
-            warn(f"{path}: unreadable ({type(exc).__name__}: {exc}); skipped")
-            continue
-        for row in report:
-            if row.status == "dropped":
-                tail = " (not a protein chain)" if row.length == 0 else ""
-                note(f"{path.name}: chain {row.chain_id!r} ignored: {row.reason}{tail}")
-            elif row.status == "warning" or (row.status == "kept" and row.reason):
-                note(f"{path.name}: chain {row.chain_id!r}: {row.reason}")
-        multi = len(got) > 1 or wanted is not None
-        for ch in got:
-            name = f"{path.name}:{ch.chain_id or '_'}" if multi else path.name
-            samples.append(
-                EvalSample(name, path.name, ch.chain_id, np.asarray(ch.coords, dtype=np.float32),
-                           np.asarray(ch.res_ids), np.asarray(ch.ins_codes))
-            )
+        samples.extend(_read_file(path, wanted, warn, note))
     if not samples:
         raise DiffsciError(f"{folder}: no readable protein chain in {n_structure} structure file(s)")
     return samples, warns, notes
+
+
+def _folder_files(folder: pathlib.Path) -> list[pathlib.Path]:
+    """The files of a folder (not hidden, not recursive), sorted; refuses a missing or empty folder."""
+    if not folder.is_dir():
+        raise DiffsciError(f"{folder}: not a folder")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    if not files:
+        raise DiffsciError(f"{folder}: empty folder, no structure files to evaluate")
+    return files
+
+
+def _read_file(path: pathlib.Path, wanted: list[str] | None, warn: Callable[[str], None],
+               note: Callable[[str], None]) -> list[EvalSample]:
+    """The samples of one structure file (each chain whole), its notes through ``note``; a file
+    that cannot be read is one ``warn`` and no sample."""
+    from diffsci.protein.structure import read_report
+
+    try:
+        got, report = read_report(path, wanted, on_break="keep")
+    except DiffsciError as exc:
+        warn(f"{exc}; skipped")
+        return []
+    except Exception as exc:  # a reader crash on a malformed file is still one file's problem
+        warn(f"{path}: unreadable ({type(exc).__name__}: {exc}); skipped")
+        return []
+    for row in report:
+        if row.status == "dropped":
+            tail = " (not a protein chain)" if row.length == 0 else ""
+            note(f"{path.name}: chain {row.chain_id!r} ignored: {row.reason}{tail}")
+        elif row.status == "warning" or (row.status == "kept" and row.reason):
+            note(f"{path.name}: chain {row.chain_id!r}: {row.reason}")
+    multi = len(got) > 1 or wanted is not None
+    return [
+        EvalSample(f"{path.name}:{ch.chain_id or '_'}" if multi else path.name, path.name, ch.chain_id,
+                   np.asarray(ch.coords, dtype=np.float32), np.asarray(ch.res_ids), np.asarray(ch.ins_codes))
+        for ch in got
+    ]
 
 
 def read_folder(
