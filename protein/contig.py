@@ -33,7 +33,7 @@ from diffsci.protein.frames import frames_from_backbone
 
 __all__ = [
     "MIN_LENGTH", "MAX_LENGTH", "Segment", "Contig", "parse_contig", "parse_length_range", "Motif", "load_motif",
-    "resolve_contig", "contig_length_limits", "Layout", "draw_layout",
+    "resolve_contig", "contig_length_limits", "fixed_residues", "Layout", "draw_layout",
 ]
 
 MIN_LENGTH, MAX_LENGTH = 40, 512  # residues per design
@@ -264,19 +264,32 @@ def _length(b: _Block, which: str) -> int:
     return len(b.keys) if b.seg.chain else getattr(b.seg, which)
 
 
+def fixed_residues(plan) -> int:
+    """Residues of the contig's fixed chains (chains of motif segments only, such as a binder's
+    target): RFdiffusion's ``contigmap.length`` does not count them."""
+    return sum(len(b.keys) for ch in plan if all(b.seg.chain for b in ch) for b in ch)
+
+
 def contig_length_limits(plan, total_length=None, *, text: str = "") -> tuple[int, int]:
-    """The totals a design may have: [MIN_LENGTH, MAX_LENGTH] and ``total_length`` intersected
-    with what the contig can give; refuses a contig that can never fit."""
+    """The totals (every residue of the design, fixed chains included) a design may have:
+    [MIN_LENGTH, MAX_LENGTH] intersected with what the contig can give and, when given,
+    ``total_length`` (``(lo, hi)``, RFdiffusion's ``contigmap.length``), which bounds the residues
+    of the designed chains only (chains with a scaffold segment; fixed chains do not count, as in
+    RFdiffusion). Refuses a contig that can never fit."""
     mn = sum(_length(b, "lo") for ch in plan for b in ch)
     mx = sum(_length(b, "hi") for ch in plan for b in ch)
     lo, hi = MIN_LENGTH, MAX_LENGTH
-    limits = f"{MIN_LENGTH}..{MAX_LENGTH} residues"
-    if total_length is not None:
-        lo, hi = max(lo, total_length[0]), min(hi, total_length[1])
-        limits += f" and --total-length {total_length[0]}-{total_length[1]}"
     if max(lo, mn) > min(hi, mx):
         raise DiffsciError(f"contig {text!r}: its total length is {mn}..{mx} residues, which can never fit "
-                           f"{limits}")
+                           f"{MIN_LENGTH}..{MAX_LENGTH} residues")
+    if total_length is not None:
+        fixed = fixed_residues(plan)
+        lo, hi = max(lo, total_length[0] + fixed), min(hi, total_length[1] + fixed)
+        if max(lo, mn) > min(hi, mx):
+            note = f" (fixed chains, {fixed} residues, do not count)" if fixed else ""
+            raise DiffsciError(f"contig {text!r}: its designed chains have {mn - fixed}..{mx - fixed} residues"
+                               f"{note}, which can never fit --total-length {total_length[0]}-{total_length[1]}"
+                               f" within {MIN_LENGTH}..{MAX_LENGTH} residues in all")
     return max(lo, mn), min(hi, mx)
 
 

@@ -161,7 +161,7 @@ def test_binder_layout_two_chains_target_fixed(real_files):
     (["--contig", "10-40/B17-29/10-40", "--motif", "MOTIF", "--symmetry", "C3"], "symmetry cannot be combined"),
     (["--contig", "10-40/B90-120/10-40", "--motif", "MOTIF"], "not in the motif file"),
     (["--contig", "10-40/B17-29/10-40", "--motif", "NANFILE"], "NaN"),
-    (["--length", "60", "--total-length", "80-90"], "total_length applies to contig designs"),
+    (["--length", "60", "--total-length", "80-90"], "--total-length applies to contig designs"),
 ])
 def test_refused_before_sampling_one_line_nothing_written(real_files, tmp_path, capsys, args, needle):
     """Refused before the model is loaded: a checkpoint that does not exist is never opened."""

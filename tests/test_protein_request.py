@@ -124,3 +124,26 @@ def test_sample_backbones_takes_a_request_only(tiny_checkpoint):
         sample_backbones(lm, [40])
     (d,) = sample_backbones(lm, DesignRequest(lengths=[40], steps=2), progress=False)
     assert d.coords.shape == (1, 40, 4, 3) and np.isfinite(d.coords).all()
+
+
+def test_total_length_counts_the_designed_chains_only(motif_file, tiny_checkpoint, tmp_path):
+    """Issue 27 item 12: RFdiffusion's contigmap.length bounds the diffused chains; a fixed target
+    chain does not count. [A5-30/0 40-80] with total length 50-52: the binder has 50..52 residues
+    (counting the 26 target residues too, the old reading, this was 'can never fit')."""
+    from diffsci.protein.contig import contig_length_limits, fixed_residues, parse_contig, resolve_contig
+
+    motif = load_motif(motif_file)
+    plan = resolve_contig(parse_contig("[A5-30/0 40-80]"), motif)
+    assert fixed_residues(plan) == 26
+    assert contig_length_limits(plan, (50, 52)) == (76, 78)  # every residue of the design: 26 fixed + 50..52
+    assert contig_length_limits(plan) == (66, 106)
+    with pytest.raises(DiffsciError, match=r"designed chains have 40\.\.80 residues \(fixed chains, 26 residues, "
+                                           r"do not count\), which can never fit --total-length 90-100"):
+        contig_length_limits(plan, (90, 100))
+    # a chain with a motif segment and a scaffold segment counts whole, motif included (as RFdiffusion)
+    plan = resolve_contig(parse_contig("10-40/A5-20/10-40"), motif)
+    assert fixed_residues(plan) == 0 and contig_length_limits(plan, (50, 60)) == (50, 60)
+    lm = load_model(tiny_checkpoint)
+    designs = sample_backbones(lm, DesignRequest(contig="[A5-30/0 40-80]", motif=motif, total_length="50-52", num=3,
+                                                 steps=2), progress=False)
+    assert all(50 <= d.chain_lengths[0] <= 52 and d.chain_lengths[1] == 26 for d in designs)
