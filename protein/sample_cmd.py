@@ -130,8 +130,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--contig",
                    help="RFdiffusion contig, e.g. 10-40/A163-181/10-40 or '[10-40/A163-181/10-40]'; A52A = insertion "
                         "code; '[B1-100/0 60-80]' designs a 60-80 residue chain beside chain B held fixed")
-    p.add_argument("--total-length", help="with --contig: range of the total length, e.g. 80-120 (contigmap.length); "
-                                          "scaffold lengths are redrawn until the total fits")
+    p.add_argument("--total-length", help="with --contig: range of the designed chains' total length, e.g. 80-120 "
+                                          "(RFdiffusion's contigmap.length: fixed chains such as a binder's target do "
+                                          "not count); scaffold lengths are redrawn until it fits")
     p.add_argument("--symmetry", help="cyclic symmetry Cn (e.g. C3): n chains of --length residues (not with --contig)")
     p.add_argument("--ss", help="secondary structure per chain, one letter per residue over H/E/L (HHHHLLEEEE) or "
                                 "run-length (L2E8L3E8L3H16L2); its length must match --length (or sets it); with "
