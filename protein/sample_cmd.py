@@ -22,10 +22,6 @@ import sys
 
 from diffsci.core.errors import DiffsciError
 from diffsci.core.io import check_output_path
-from diffsci.protein.contig import load_motif
-from diffsci.protein.output import existing_outputs, remove_outputs, write_designs
-from diffsci.protein.request import SS_PRIOR, TIME_POWER, DesignRequest
-from diffsci.protein.sampling import load_model, motif_ss_mismatches, sample_backbones
 
 __all__ = ["add_parser", "request_from_args"]
 
@@ -41,9 +37,12 @@ def _as_options(message: str) -> str:
     return _FIELD.sub(lambda m: _OPTIONS[m.group(1)], message)
 
 
-def request_from_args(args) -> DesignRequest:
+def request_from_args(args):
     """The :class:`~diffsci.protein.request.DesignRequest` of the parsed options (the motif file
     is read here); its refusals name the options."""
+    from diffsci.protein.contig import load_motif
+    from diffsci.protein.request import TIME_POWER, DesignRequest
+
     try:
         return DesignRequest(
             lengths=tuple(args.length or ()), num=args.num, contig=args.contig,
@@ -57,9 +56,12 @@ def request_from_args(args) -> DesignRequest:
         raise DiffsciError(_as_options(str(exc))) from None
 
 
-def _notes(request: DesignRequest) -> list[str]:
+def _notes(request) -> list[str]:
     """What the user should read before sampling: the request's notes and motif residues the SS
     request gives another class than the motif file's DSSP."""
+    from diffsci.protein.request import SS_PRIOR
+    from diffsci.protein.sampling import motif_ss_mismatches
+
     notes = [_as_options(n) for n in request.notes()]
     if request.motif is not None and request.ss not in (None, SS_PRIOR):
         bad = motif_ss_mismatches(request.motif, request.contig, request.ss)
@@ -72,6 +74,8 @@ def _notes(request: DesignRequest) -> list[str]:
 
 
 def _check_out(args) -> None:
+    from diffsci.protein.output import existing_outputs
+
     check_output_path(args.out, inputs=[args.motif, args.checkpoint], folder=True)
     old = existing_outputs(args.out)
     if old and not args.overwrite:
@@ -81,6 +85,9 @@ def _check_out(args) -> None:
 
 
 def _run(args) -> int:
+    from diffsci.protein.output import remove_outputs, write_designs
+    from diffsci.protein.sampling import load_model, sample_backbones
+
     # everything a user gave is checked before the model is loaded or anything is written
     request = request_from_args(args)
     _check_out(args)
