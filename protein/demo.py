@@ -82,7 +82,7 @@ def plot_ss_designs(designs, path: Path, title: str) -> Path:
 
 def demo(out: Path) -> Path:
     from diffsci.protein.metrics import sample_metrics
-    from diffsci.protein.sample_cmd import write_designs
+    from diffsci.protein.output import write_designs
     from diffsci.protein.sampling import load_model, sample_backbones
     from diffsci.protein.request import DesignRequest
 
@@ -108,7 +108,7 @@ def ss_demo(out: Path) -> Path:
     session 5: 0.69, 0.48, 0.92, 0.83)."""
     from diffsci.protein.metrics import dssp_labels
     from diffsci.protein.metrics.secondary import ss_agreement
-    from diffsci.protein.sample_cmd import write_designs
+    from diffsci.protein.output import write_designs
     from diffsci.protein.sampling import load_model, sample_backbones
     from diffsci.protein.request import DesignRequest
     from diffsci.protein.ss import BETA_REQUEST, parse_ss
@@ -130,7 +130,7 @@ def prior_demo(out: Path, num: int = 3, steps: int = 100) -> Path:
     (``--ss prior``, :mod:`diffsci.protein.topology`; seed 0: some draws are all-helix, as real
     chains are), their files in ``out`` and a PNG of drawn request against DSSP."""
     from diffsci.protein.metrics import dssp_labels
-    from diffsci.protein.sample_cmd import write_designs
+    from diffsci.protein.output import write_designs
     from diffsci.protein.sampling import load_model, sample_backbones
     from diffsci.protein.request import DesignRequest
 

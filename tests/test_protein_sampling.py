@@ -207,7 +207,7 @@ def test_binder_beside_a_fixed_target(tiny_checkpoint, motif_file, tmp_path, mon
     assert _kabsch_rmsd(target[:, :3].reshape(-1, 3), src.coords[4:30, :3].reshape(-1, 3)) < 0.1
     assert d.residue_mapping() == {f"A{r}": f"B{r - 4}" for r in range(5, 31)}
     out = tmp_path / "o"
-    from diffsci.protein.sample_cmd import write_designs
+    from diffsci.protein.output import write_designs
 
     write_designs([d], out, checkpoint="x")
     chains = read_structure_chains(out / "motif_000.pdb", max_ca_distance=1e9)
