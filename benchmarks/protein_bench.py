@@ -416,11 +416,11 @@ def _write_figures(out, stem: str, payload: dict, title: str) -> str:
 def run_rate_sweep(out, rates: Sequence[float], *, checkpoint=None, seed: int = 0, num: int = 4,
                    lengths: Sequence[int] = ACCEPTANCE_LENGTHS, steps: int = 100, command: str = "") -> dict:
     """The acceptance figures of one checkpoint at each rotation rate
-    (:func:`diffsci.protein.metrics.rate_sweep`), written to ``OUT/rates.json`` and ``OUT/rates.md``.
+    (:func:`diffsci.benchmarks.protein_acceptance.rate_sweep`), written to ``OUT/rates.json`` and ``OUT/rates.md``.
 
     Returns the ``rates.json`` payload: ``command``, ``checkpoint``, ``lengths``, ``num_per_length``,
     ``steps``, ``seed`` and ``rows`` (one per rate)."""
-    from diffsci.protein.metrics import rate_sweep
+    from diffsci.benchmarks.protein_acceptance import rate_sweep
     from diffsci.protein.sampling import load_model
 
     lm = load_model(checkpoint)
@@ -434,9 +434,9 @@ def run_rate_sweep(out, rates: Sequence[float], *, checkpoint=None, seed: int = 
 def run_acceptance(out, *, checkpoint=None, seed: int = 0, num: int = 8, lengths: Sequence[int] = ACCEPTANCE_LENGTHS,
                    steps: int = 100, command: str = "") -> dict:
     """The acceptance figures of one checkpoint at its own rotation rate
-    (:func:`diffsci.protein.metrics.sample_acceptance`), written to ``OUT/acceptance.json`` and
+    (:func:`diffsci.benchmarks.protein_acceptance.sample_acceptance`), written to ``OUT/acceptance.json`` and
     ``OUT/acceptance.md``; returns the payload (as :func:`run_rate_sweep`'s, one row)."""
-    from diffsci.protein.metrics import sample_acceptance
+    from diffsci.benchmarks.protein_acceptance import sample_acceptance
     from diffsci.protein.sampling import load_model
 
     lm = load_model(checkpoint)

@@ -23,51 +23,16 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import resource
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 
+from diffsci.benchmarks.measure import peak_memory, reset_peak_memory, synchronize
 from diffsci.core.io import check_int, write_json
 
-__all__ = ["reset_peak_memory", "peak_memory", "synchronize", "protein_speed", "add_parser"]
-
-
-def reset_peak_memory(device=None) -> None:
-    """Start a new peak: the resident-set high-water mark (Linux) and CUDA's peak counter."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
-    if device is not None and torch.device(device).type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def peak_memory(device=None) -> dict:
-    """``peak_rss_mb`` (the high-water mark since :func:`reset_peak_memory` where Linux keeps
-    one, else the process's peak), ``process_peak_rss_mb`` (``getrusage``) and, on CUDA,
-    ``cuda_peak_mb`` (``max_memory_allocated``). Values in MiB."""
-    process = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    hwm = None
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                hwm = int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    out = {"peak_rss_mb": round(process if hwm is None else hwm, 1), "process_peak_rss_mb": round(process, 1)}
-    if device is not None and torch.device(device).type == "cuda":
-        out["cuda_peak_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
-    return out
-
-
-def synchronize(device) -> None:
-    """Wait for the work queued on a CUDA ``device`` (nothing elsewhere): call before reading a clock."""
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
+__all__ = ["protein_speed", "add_parser"]
 
 
 def protein_speed(length: int = 100, steps=(10, 20, 100), batches=(1, 16), device="cpu", reference: int = 0) -> dict:

@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from diffsci.benchmarks.speed import peak_memory, reset_peak_memory
+from diffsci.benchmarks.measure import peak_memory, reset_peak_memory
 from diffsci.core.io import write_json
 
 __all__ = ["weather_forecast_speed", "main"]
@@ -37,7 +37,7 @@ def weather_forecast_speed(*, checkpoint=None, members: int = 16, lead_hours: in
     simulator restarted from the same state, ``members`` x ``lead_hours``; it runs on one
     thread) and add ``simulator_seconds``, ``emulator_to_simulator`` (seconds / simulator
     seconds) and ``simulator_peak_rss_mb``. Returns a JSON-able dict (memory: MiB,
-    :func:`diffsci.benchmarks.speed.peak_memory`)."""
+    :func:`diffsci.benchmarks.measure.peak_memory`)."""
     from diffsci.weather.forecast import CHUNK, forecast, load_forecaster, sampling_settings
     from diffsci.weather.predictor import WeatherCond
     from diffsci.weather.generator import generate, perfect_model_ensemble

@@ -28,8 +28,9 @@ import numpy as np
 import torch
 
 from diffsci.core.errors import DiffsciError
-from diffsci.protein.diffusion import ANGSTROM_PER_NM
-from diffsci.protein.frames import frames_from_backbone
+from diffsci.protein.frames import ANGSTROM_PER_NM, frames_from_backbone
+from diffsci.protein.pdb_io import _ONE_TO_THREE
+from diffsci.protein.structure import read_structure_chains
 
 __all__ = [
     "MIN_LENGTH", "MAX_LENGTH", "Segment", "Contig", "parse_contig", "parse_length_range", "Motif", "load_motif",
@@ -215,9 +216,6 @@ def _label(key) -> str:
 
 def load_motif(path) -> Motif:
     """Read the motif file (PDB/mmCIF): every residue with a complete backbone, with its name."""
-    from diffsci.protein.pdb_io import _ONE_TO_THREE
-    from diffsci.protein.structure import read_structure_chains
-
     if not Path(path).exists():
         raise DiffsciError(f"motif file {path}: file not found")
     chains = read_structure_chains(path, on_break="split")

@@ -54,16 +54,18 @@ from diffsci.core.errors import DiffsciError
 from diffsci.core.io import check_choice, check_range
 from diffsci.core.schedules import FlowMatching, LogLinear, VPLinear
 from diffsci.core.spaces import EuclideanCoM, Product, SO3Diffusion, SO3Flow, remove_com
-from diffsci.protein.frames import backbone_from_frames, frames_from_backbone
+from diffsci.protein.dataset import load_dataset, with_ss_labels
+from diffsci.protein.frames import ANGSTROM_PER_NM, backbone_from_frames, frames_from_backbone
+from diffsci.protein.metrics.geometry import expected_radius_of_gyration
+from diffsci.protein.metrics.secondary import psea_fractions
 from diffsci.protein.model import FrameDenoiserNet, FrameNetConfig
 from diffsci.protein.ss import PAIR_UNKNOWN, SS_UNKNOWN, pair_classes, segment_pairs_from_bridges, ss_segments
 
 __all__ = ["ProteinModelConfig", "ProteinCond", "FrameDenoiser", "SelfConditioned", "build_space", "build_model",
            "BackboneBatch", "BackboneTask", "ProteinData", "make_task", "upgrade_v0", "shipped_checkpoint", "KIND",
-           "ANGSTROM_PER_NM", "TRAIN_DEFAULTS", "filter_reason", "upgrade_v1", "ss_checkpoint"]
+           "TRAIN_DEFAULTS", "filter_reason", "upgrade_v1", "ss_checkpoint"]
 
 KIND = "protein-frames"
-ANGSTROM_PER_NM = 10.0
 
 
 @dataclass(frozen=True)
@@ -208,8 +210,6 @@ class BackboneTask:
         if len(idx) == 0:
             raise DiffsciError(f"dataset has no chains in split {split!r}")
         if cfg.net.ss_conditioning:
-            from diffsci.protein.dataset import with_ss_labels
-
             dataset = with_ss_labels(dataset, note="dataset has no secondary-structure labels; computing pydssp DSSP")
         self.chains, strand, self.ss_labels = [], [], []
         self.skipped = {"coil": 0, "rg": 0}
@@ -223,8 +223,6 @@ class BackboneTask:
             if cfg.net.ss_conditioning:
                 self.ss_labels.append(dataset.chain_ss(int(i)))  # classes (L,), bridges (P, 3)
             if cfg.strand_power:
-                from diffsci.protein.metrics import psea_fractions
-
                 strand.append(psea_fractions(np.asarray(ch.coords)[:, 1])["strand"])
         if not self.chains:
             raise DiffsciError(f"all {len(idx)} chains were filtered out (max_coil={cfg.max_coil}, "
@@ -360,14 +358,10 @@ def filter_reason(ca: np.ndarray, cfg: ProteinModelConfig) -> str | None:
     """Why a chain (CA (L, 3) Å) is not trained on under ``cfg``'s filters (``"rg"``: radius of
     gyration above ``max_rg_ratio`` x 2.2 L^0.38; ``"coil"``: P-SEA coil above ``max_coil``), or None."""
     if cfg.max_rg_ratio is not None:
-        from diffsci.protein.metrics.geometry import expected_radius_of_gyration
-
         rg = float(np.sqrt(((ca - ca.mean(0)) ** 2).sum(1).mean()))
         if rg > cfg.max_rg_ratio * expected_radius_of_gyration(len(ca)):
             return "rg"
     if cfg.max_coil is not None:
-        from diffsci.protein.metrics import psea_fractions
-
         if psea_fractions(ca)["coil"] > cfg.max_coil:
             return "coil"
     return None
@@ -405,8 +399,6 @@ def make_task(recipe) -> BackboneTask:
     """The training task of a :class:`diffsci.core.train.Recipe` of this kind: reads
     ``recipe.data`` (:class:`ProteinData`), records its provenance (file digest, seed, split)
     and prints what the training-set filters kept to stderr."""
-    from diffsci.protein.dataset import load_dataset
-
     data = recipe.data
     if not Path(data.path).is_file():
         raise DiffsciError(f"data.path {data.path}: dataset file not found")

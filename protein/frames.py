@@ -15,12 +15,16 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "ANGSTROM_PER_NM",
     "IDEAL_LOCAL",
     "frames_from_backbone",
     "backbone_from_frames",
     "to_local",
     "to_global",
 ]
+
+#: the model works in nanometres (translations, CA coordinates); files and metrics in Å
+ANGSTROM_PER_NM = 10.0
 
 IDEAL_LOCAL: dict[str, tuple[float, float, float]] = {
     "N": (-0.525, 1.363, 0.0),

@@ -46,8 +46,7 @@ import torch
 from diffsci.core.errors import DiffsciError
 from diffsci.core.samplers import fix_known
 from diffsci.core.spaces import remove_com
-from diffsci.protein.diffusion import ANGSTROM_PER_NM
-from diffsci.protein.frames import IDEAL_LOCAL, to_global
+from diffsci.protein.frames import ANGSTROM_PER_NM, IDEAL_LOCAL, to_global
 
 __all__ = ["METHODS", "kabsch", "motif_atoms", "AlignedMotif", "condition_on_motif"]
 

@@ -50,8 +50,8 @@ from diffsci.core.io import progress as progress_bar
 from diffsci.core.utils import make_generator, resolve_device
 from diffsci.protein.builder import DesignInputs, SamplerSettings, sample_states
 from diffsci.protein.contig import Motif, draw_layout
-from diffsci.protein.diffusion import ANGSTROM_PER_NM, KIND, ss_checkpoint
-from diffsci.protein.frames import backbone_from_frames
+from diffsci.protein.diffusion import KIND, ss_checkpoint
+from diffsci.protein.frames import ANGSTROM_PER_NM, backbone_from_frames
 from diffsci.protein.metrics.secondary import dssp_labels
 from diffsci.protein.request import SS_PRIOR, TIME_POWER, CheckedRequest, DesignRequest
 from diffsci.protein.ss import SS_LETTERS, pair_classes, parse_ss

@@ -60,7 +60,7 @@ from torch import nn
 from diffsci.core.errors import DiffsciError
 from diffsci.core.so3 import geodesic
 from diffsci.core.spaces import remove_com
-from diffsci.protein.diffusion import ANGSTROM_PER_NM
+from diffsci.protein.frames import _O_ALONG, _O_PERP, ANGSTROM_PER_NM, IDEAL_LOCAL
 from diffsci.protein.ss import PAIR_ANTIPARALLEL, PAIR_PARALLEL, PAIR_UNKNOWN, strand_segments
 
 __all__ = ["HAIRPIN_LOOP", "Restraints", "hairpin_pairs", "strand_restraints", "request_restraints", "relax",
@@ -242,8 +242,6 @@ def strand_hbond_energy(ca: torch.Tensor, acceptor: torch.Tensor, donor: torch.T
     lie in 1..N-2 (a residue's frame needs both chain neighbours). ``frames``: the trace's
     :func:`strand_frames` (..., N-2, 3, 3) where the caller has them (the relaxation builds the
     frames once per energy evaluation, for this term and the pleat term)."""
-    from diffsci.protein.frames import IDEAL_LOCAL, _O_ALONG, _O_PERP
-
     if frames is None:
         frames = strand_frames(ca)
     n_loc = torch.tensor(IDEAL_LOCAL["N"], dtype=ca.dtype, device=ca.device)

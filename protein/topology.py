@@ -36,6 +36,8 @@ import numpy as np
 import torch
 
 from diffsci.core.errors import DiffsciError
+from diffsci.protein.dataset import bundled_dataset_path, load_dataset, with_ss_labels
+from diffsci.protein.diffusion import filter_reason
 from diffsci.protein.ss import SS_LETTERS, segment_pairs_from_bridges, strand_segments
 
 __all__ = ["Topology", "TopologyLibrary", "window_topology"]
@@ -128,9 +130,6 @@ class TopologyLibrary:
     pass, so that the library holds the chains that checkpoint was trained on (None: every chain)."""
 
     def __init__(self, dataset=None, split: str = "train", config=None):
-        from diffsci.protein.dataset import bundled_dataset_path, load_dataset, with_ss_labels
-        from diffsci.protein.diffusion import filter_reason
-
         ds = load_dataset(bundled_dataset_path()) if dataset is None else dataset
         ds = with_ss_labels(ds)
         self.chains = []  # (dataset index, label, classes (L,), bridges (P, 3))

@@ -152,7 +152,8 @@ def test_bench_protein_rates_through_the_cli(tmp_path, capsys):
     import json
 
     from diffsci.core.cli import main
-    from diffsci.protein.metrics import dssp_fractions, rate_sweep
+    from diffsci.benchmarks.protein_acceptance import rate_sweep
+    from diffsci.protein.metrics import dssp_fractions
     from diffsci.protein.sampling import sample_backbones
     from diffsci.core.checkpoint import default_checkpoint_path
     from diffsci.protein.diffusion import KIND

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffsci.benchmarks.speed import peak_memory, reset_peak_memory
+from diffsci.benchmarks.measure import peak_memory, reset_peak_memory
 from diffsci.core.cli import main
 
 
@@ -65,7 +65,7 @@ def test_peak_memory_sees_an_allocation():
 
 
 def test_synchronize_waits_on_cuda_only(monkeypatch):
-    from diffsci.benchmarks.speed import synchronize
+    from diffsci.benchmarks.measure import synchronize
 
     calls = []
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: calls.append(torch.device(device)))

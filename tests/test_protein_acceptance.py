@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from diffsci.protein.request import DesignRequest
+from diffsci.benchmarks.protein_acceptance import rate_sweep, sample_acceptance
 from diffsci.core.errors import DiffsciError
 from diffsci.protein.dataset import bundled_dataset_path, load_dataset
 from diffsci.protein.metrics import (
@@ -21,9 +21,8 @@ from diffsci.protein.metrics import (
     ca_contacts,
     expected_radius_of_gyration,
     psea_fractions,
-    rate_sweep,
-    sample_acceptance,
 )
+from diffsci.protein.request import DesignRequest
 from diffsci.protein.sampling import load_model, sample_backbones
 
 #: the script's result keys -> the library's

@@ -8,8 +8,7 @@ import torch
 from diffsci.protein.request import DesignRequest
 from diffsci.core.errors import DiffsciError
 from diffsci.core.so3 import random_rotations
-from diffsci.protein.diffusion import ANGSTROM_PER_NM
-from diffsci.protein.frames import frames_from_backbone
+from diffsci.protein.frames import ANGSTROM_PER_NM, frames_from_backbone
 from diffsci.protein.motif import AlignedMotif, condition_on_motif, kabsch, motif_atoms
 
 

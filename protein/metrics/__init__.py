@@ -98,14 +98,79 @@ agreement), :mod:`~diffsci.protein.metrics.topology` (bridges, ladders, sheets, 
 and the rotation-rate sweep).
 """
 
-from diffsci.protein.metrics import acceptance, evaluate, geometry, reading, secondary, similarity, topology
-from diffsci.protein.metrics.acceptance import *  # noqa: F403
-from diffsci.protein.metrics.evaluate import *  # noqa: F403
-from diffsci.protein.metrics.geometry import *  # noqa: F403
-from diffsci.protein.metrics.reading import *  # noqa: F403
-from diffsci.protein.metrics.secondary import *  # noqa: F403
-from diffsci.protein.metrics.similarity import *  # noqa: F403
-from diffsci.protein.metrics.topology import *  # noqa: F403
+from importlib import import_module
 
-__all__ = [*geometry.__all__, *secondary.__all__, *topology.__all__, *similarity.__all__, *reading.__all__,
-           *evaluate.__all__, *acceptance.__all__]
+# name -> submodule; imported on first use, so that importing one metric module (the dataset
+# reader needs DSSP) does not import the folder evaluation, which reads datasets
+_EXPORTS = {
+    # geometry
+    "IDEAL_BONDS": "geometry",
+    "IDEAL_ANGLES": "geometry",
+    "RAMA_REGIONS": "geometry",
+    "CA_CA_IDEAL": "geometry",
+    "CA_CA_TOL": "geometry",
+    "CA_CA_BREAK": "geometry",
+    "CLASH_DISTANCE": "geometry",
+    "RG_PREFACTOR": "geometry",
+    "RG_EXPONENT": "geometry",
+    "expected_radius_of_gyration": "geometry",
+    "ca_ca_distances": "geometry",
+    "ca_ca_stats": "geometry",
+    "ca_clashes": "geometry",
+    "ca_contacts": "geometry",
+    "chain_breaks": "geometry",
+    "radius_of_gyration": "geometry",
+    "backbone_geometry_deviation": "geometry",
+    "backbone_dihedrals": "geometry",
+    "ramachandran_fractions": "geometry",
+    # secondary
+    "DSSP_CUTOFF": "secondary",
+    "DSSP_MIN_LENGTH": "secondary",
+    "psea_labels": "secondary",
+    "psea_fractions": "secondary",
+    "psea_label_fractions": "secondary",
+    "dssp_hbonds": "secondary",
+    "dssp_labels": "secondary",
+    "dssp_fractions": "secondary",
+    "dssp_label_fractions": "secondary",
+    "ss_agreement": "secondary",
+    # topology
+    "MIN_BRIDGE_SEPARATION": "topology",
+    "TOPOLOGY_FIELDS": "topology",
+    "Ladder": "topology",
+    "SheetTopology": "topology",
+    "dssp_bridges": "topology",
+    "sheet_topology": "topology",
+    "pairing_metrics": "topology",
+    "contact_order": "topology",
+    # similarity
+    "MAX_TM_RESIDUE_PRODUCT": "similarity",
+    "tm_score": "similarity",
+    "pairwise_tm": "similarity",
+    "cluster_by_tm": "similarity",
+    "novelty": "similarity",
+    # reading
+    "INDEX_FILE_NAMES": "reading",
+    "EvalSample": "reading",
+    "read_samples": "reading",
+    "read_folder": "reading",
+    "reference_ca_list": "reading",
+    # evaluate
+    "NUMERIC_FIELDS": "evaluate",
+    "sample_metrics": "evaluate",
+    "evaluate_structures": "evaluate",
+    "subset_evaluation": "evaluate",
+    "evaluate_folder": "evaluate",
+    # acceptance
+    "ACCEPTANCE_CA_CA_WINDOW": "acceptance",
+    "ACCEPTANCE_RG_TOLERANCE": "acceptance",
+    "ACCEPTANCE_LENGTHS": "acceptance",
+    "acceptance_figures": "acceptance",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(import_module(f"diffsci.protein.metrics.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'diffsci.protein.metrics' has no attribute {name!r}")

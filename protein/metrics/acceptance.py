@@ -1,4 +1,5 @@
-"""Acceptance figures of a checkpoint's designs, and the sweep of the rotation rate at sampling.
+"""Acceptance figures of a checkpoint's designs (sampling them is the benchmark's job:
+:mod:`diffsci.benchmarks.protein_acceptance`).
 
 The figures that chose the shipped checkpoint (``protein/data/CHECKPOINT.md``): pooled CA-CA
 spacing, CA clashes, P-SEA secondary structure, radius of gyration against 2.2 L^0.38 and
@@ -10,14 +11,12 @@ Dimension letters: L residues, 4 backbone atoms (N, CA, C, O), 3 Cartesian coord
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from diffsci.core.errors import DiffsciError
-from diffsci.core.io import check_range
 from diffsci.protein.metrics.geometry import (
     _ca,
     ca_ca_distances,
@@ -26,15 +25,13 @@ from diffsci.protein.metrics.geometry import (
     expected_radius_of_gyration,
     radius_of_gyration,
 )
-from diffsci.protein.metrics.secondary import dssp_fractions, psea_fractions
+from diffsci.protein.metrics.secondary import psea_fractions
 
 __all__ = [
     "ACCEPTANCE_CA_CA_WINDOW",
     "ACCEPTANCE_RG_TOLERANCE",
     "ACCEPTANCE_LENGTHS",
     "acceptance_figures",
-    "sample_acceptance",
-    "rate_sweep",
 ]
 
 ACCEPTANCE_CA_CA_WINDOW: tuple[float, float] = (3.5, 4.1)
@@ -114,55 +111,3 @@ def acceptance_figures(designs: Sequence[Any]) -> dict[str, float | int]:
         "rg_ok": float(np.mean(rg_ok)),
         "contacts6": float(np.mean(contacts)),
     }
-
-
-def sample_acceptance(model, *, rotation_rate: float | None = None, lengths: Sequence[int] = ACCEPTANCE_LENGTHS,
-                      num: int = 8, seed: int = 0, steps: int = 100) -> dict[str, Any]:
-    """Sample ``num`` designs per length and measure their :func:`acceptance_figures`.
-
-    Parameters
-    ----------
-    model
-        A loaded model (:func:`diffsci.protein.sampling.load_model`, a :class:`~diffsci.core.checkpoint.Bundle`).
-    rotation_rate
-        FrameFlow's rotation rate at sampling (None: the checkpoint's ``inference_rate``).
-    lengths, num, seed, steps
-        Design lengths, designs per length, sampling seed and sampler steps
-        (:func:`~diffsci.protein.sampling.sample_backbones`, default time grid and sampler).
-
-    Returns
-    -------
-    dict with ``rate`` (the rate used; None for a score checkpoint), ``seed``, the figures,
-    ``dssp_helix`` and ``dssp_strand`` (mean over designs of pydssp's DSSP helix and strand
-    fractions, beside the P-SEA ones) and ``seconds`` (sampling and measuring, wall clock).
-    """
-    from diffsci.protein.sampling import sample_backbones
-    from diffsci.protein.request import DesignRequest
-
-    t0 = time.perf_counter()
-    designs = sample_backbones(model, DesignRequest(lengths=list(lengths), num=num, seed=seed, steps=steps, rotation_rate=rotation_rate), progress=False)
-    figures = acceptance_figures(designs)
-    dssp = [dssp_fractions(np.asarray(d.coords)[0]) for d in designs]
-    for key in ("dssp_helix", "dssp_strand"):
-        figures[key] = float(np.mean([f[key] for f in dssp]))
-    rate = designs[0].rotation_rate if rotation_rate is None else rotation_rate
-    return {"rate": rate, "seed": seed, **figures, "seconds": round(time.perf_counter() - t0, 1)}
-
-
-def rate_sweep(model, rates: Sequence[float], *, lengths: Sequence[int] = ACCEPTANCE_LENGTHS, num: int = 4,
-               seed: int = 0, steps: int = 100) -> list[dict[str, Any]]:
-    """:func:`sample_acceptance` of one checkpoint at each rotation rate in ``rates``.
-
-    Every rate samples with the same ``seed``, so the rows differ by the rate alone. The rates
-    are checked before the first design is sampled (the other arguments by
-    :func:`~diffsci.protein.sampling.sample_backbones`, before its first design).
-
-    Returns
-    -------
-    One dict per rate, in the order given: ``rate``, ``seed``, the :func:`acceptance_figures`
-    and ``seconds``.
-    """
-    if len(rates) == 0:
-        raise DiffsciError("rates: give at least one rotation rate")
-    rates = [check_range(r, "rates", 0, 100, lo_open=True) for r in rates]
-    return [sample_acceptance(model, rotation_rate=r, lengths=lengths, num=num, seed=seed, steps=steps) for r in rates]
