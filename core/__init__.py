@@ -10,40 +10,64 @@ the registry of model kinds and :func:`~diffsci.core.checkpoint.load_bundle`;
 writers, progress bar and argument validators. Nothing here knows about proteins or weather.
 """
 
-from diffsci.core.checkpoint import (Bundle, default_checkpoint_path, load_bundle, load_checkpoint, register_kind,
-                                     save_checkpoint)
-from diffsci.core.config import Provenance, from_dict, to_dict
-from diffsci.core.errors import CheckpointError, DiffsciError
-from diffsci.core.precond import EDMPrecond, edm_coefficients, edm_loss_weight
-from diffsci.core.samplers import (
-    SAMPLERS,
-    classifier_free_guidance,
-    ddim_invert,
-    fix_known,
-    get_sampler,
-    sample_ddim,
-    sample_ddpm,
-    sample_dpmpp_2m,
-    sample_dpmpp_2s,
-    sample_euler,
-    sample_euler_maruyama,
-    sample_heun,
-)
-from diffsci.core.schedules import EDM, SCHEDULES, FlowMatching, LogLinear, VPCosine, VPLinear, get_schedule, karras_sigmas
-from diffsci.core.spaces import Euclidean, EuclideanCoM, Product, SO3Diffusion, SO3Flow, Space
-from diffsci.core.train import EMA, Recipe, TrainConfig, fit, train
-from diffsci.core.utils import append_dims, derive_seed, make_generator
+from importlib import import_module
 
-__all__ = [
-    "CheckpointError", "DiffsciError",
-    "EDMPrecond", "edm_coefficients", "edm_loss_weight",
-    "SAMPLERS", "classifier_free_guidance", "ddim_invert", "fix_known", "get_sampler",
-    "sample_ddim", "sample_ddpm", "sample_dpmpp_2m", "sample_dpmpp_2s", "sample_euler",
-    "sample_euler_maruyama", "sample_heun",
-    "EDM", "SCHEDULES", "FlowMatching", "LogLinear", "VPCosine", "VPLinear", "get_schedule", "karras_sigmas",
-    "Euclidean", "EuclideanCoM", "Product", "SO3Diffusion", "SO3Flow", "Space",
-    "Bundle", "default_checkpoint_path", "load_bundle", "load_checkpoint", "register_kind", "save_checkpoint",
-    "Provenance", "from_dict", "to_dict",
-    "EMA", "Recipe", "TrainConfig", "fit", "train",
-    "append_dims", "derive_seed", "make_generator",
-]
+# name -> module of diffsci.core; imported on first use (PEP 562), so that importing one core
+# module does not import them all (and ``diffsci --help`` does not import torch's training stack)
+_EXPORTS = {
+    "Bundle": "checkpoint",
+    "default_checkpoint_path": "checkpoint",
+    "load_bundle": "checkpoint",
+    "load_checkpoint": "checkpoint",
+    "register_kind": "checkpoint",
+    "save_checkpoint": "checkpoint",
+    "Provenance": "config",
+    "from_dict": "config",
+    "to_dict": "config",
+    "CheckpointError": "errors",
+    "DiffsciError": "errors",
+    "EDMPrecond": "precond",
+    "edm_coefficients": "precond",
+    "edm_loss_weight": "precond",
+    "SAMPLERS": "samplers",
+    "classifier_free_guidance": "samplers",
+    "ddim_invert": "samplers",
+    "fix_known": "samplers",
+    "get_sampler": "samplers",
+    "sample_ddim": "samplers",
+    "sample_ddpm": "samplers",
+    "sample_dpmpp_2m": "samplers",
+    "sample_dpmpp_2s": "samplers",
+    "sample_euler": "samplers",
+    "sample_euler_maruyama": "samplers",
+    "sample_heun": "samplers",
+    "EDM": "schedules",
+    "SCHEDULES": "schedules",
+    "FlowMatching": "schedules",
+    "LogLinear": "schedules",
+    "VPCosine": "schedules",
+    "VPLinear": "schedules",
+    "get_schedule": "schedules",
+    "karras_sigmas": "schedules",
+    "Euclidean": "spaces",
+    "EuclideanCoM": "spaces",
+    "Product": "spaces",
+    "SO3Diffusion": "spaces",
+    "SO3Flow": "spaces",
+    "Space": "spaces",
+    "EMA": "train",
+    "Recipe": "train",
+    "TrainConfig": "train",
+    "fit": "train",
+    "train": "train",
+    "append_dims": "utils",
+    "derive_seed": "utils",
+    "make_generator": "utils",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(import_module(f"diffsci.core.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'diffsci.core' has no attribute {name!r}")
