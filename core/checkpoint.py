@@ -23,9 +23,12 @@ checkpoint under its final name.
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
+import shutil
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -99,9 +102,6 @@ def register_kind(name: str, config_cls: type, build: Callable, **options) -> Ki
 def _import_kind(name: str) -> None:
     """Import the module that registers ``name``, as listed in the ``diffsci.kinds`` entry-point
     group (pyproject.toml), so loading a checkpoint needs no domain import first."""
-    import importlib
-    from importlib.metadata import entry_points
-
     for ep in entry_points(group="diffsci.kinds"):
         if ep.name == name:
             importlib.import_module(ep.value)
@@ -240,8 +240,6 @@ def link_latest(ckpt: Path) -> Path:
     try:
         os.link(ckpt, tmp)
     except OSError:
-        import shutil
-
         shutil.copyfile(ckpt, tmp)
     os.replace(tmp, latest)
     return latest

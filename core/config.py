@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from diffsci.core.errors import DiffsciError
 
 __all__ = ["from_dict", "to_dict", "Provenance", "DataFile", "file_record"]
@@ -140,8 +142,6 @@ class Provenance:
     def overlaps(self, start, end) -> bool:
         """Whether [start, end] (anything ``numpy.datetime64`` reads) meets the training period;
         False when no period is recorded."""
-        import numpy as np
-
         if self.time_start is None or self.time_end is None:
             return False
         return bool(np.datetime64(start) <= np.datetime64(self.time_end)

@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
+import torch
+from tqdm.auto import tqdm
 
 from diffsci.core.errors import DiffsciError
 
@@ -113,8 +115,6 @@ def write_netcdf(ds, path, *, must_have_folder: bool = False, **kwargs) -> Path:
 
 def write_torch(path, obj: Any) -> Path:
     """``torch.save(obj)`` to ``path`` atomically, fsync'd before the rename (checkpoints, caches)."""
-    import torch
-
     with atomic_output(path) as tmp:
         with open(tmp, "wb") as fh:
             torch.save(obj, fh)
@@ -131,8 +131,6 @@ def progress(iterable: Iterable | None = None, *, total: int | None = None, desc
     Use as an iterable wrapper (``for x in progress(items, desc="read")``) or as a bar
     (``bar = progress(total=n, desc="sample"); bar.update(1); bar.close()``; also a context
     manager). ``enabled=False`` gives a silent bar with the same methods."""
-    from tqdm.auto import tqdm
-
     return tqdm(iterable, total=total, desc=desc, disable=not enabled, initial=initial, unit=unit, leave=leave,
                 mininterval=1.0, file=sys.stderr)
 

@@ -10,6 +10,8 @@ which is what the sampler tests compare against (STYLE.md: analytic references).
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -17,7 +19,9 @@ import torch
 from torch import nn
 
 from diffsci.core.checkpoint import register_kind
-from diffsci.core.schedules import Schedule
+from diffsci.core.precond import EDMPrecond, edm_loss_weight
+from diffsci.core.schedules import EDM, Schedule
+from diffsci.core.train import Recipe, fit
 from diffsci.core.utils import append_dims
 
 __all__ = ["GaussianMixture", "ring_mixture", "MLPDenoiserNet", "ToyConfig", "ToyTask", "build_toy"]
@@ -131,8 +135,6 @@ class ToyTask:
     kind = "toy2d"
 
     def __init__(self, cfg: ToyConfig = ToyConfig()):
-        from diffsci.core.schedules import EDM
-
         self.cfg = self.config = cfg
         self.mixture = ring_mixture(k=cfg.mixture_k)
         self.schedule = EDM(sigma_min=cfg.sigma_min, sigma_max=cfg.sigma_max, rho=cfg.rho, sigma_data=cfg.sigma_data)
@@ -142,8 +144,6 @@ class ToyTask:
         return build_toy(self.cfg)
 
     def model_config(self) -> dict:
-        import dataclasses
-
         return dataclasses.asdict(self.cfg)
 
     def sample_batch(self, generator, batch_size):
@@ -153,8 +153,6 @@ class ToyTask:
         return ToyBatch(x0, t, eps)
 
     def loss(self, model, batch: ToyBatch):
-        from diffsci.core.precond import edm_loss_weight
-
         sigma = self.schedule.sigma(batch.t)
         x_t = batch.x0 + append_dims(sigma, 2) * batch.eps
         x0_hat = model(x_t, batch.t)
@@ -164,9 +162,6 @@ class ToyTask:
 
 def build_toy(cfg: ToyConfig) -> nn.Module:
     """The EDM-preconditioned MLP denoiser ``(x_t (B, 2), t (B,)) -> x0_hat (B, 2)``."""
-    from diffsci.core.precond import EDMPrecond
-    from diffsci.core.schedules import EDM
-
     schedule = EDM(sigma_min=cfg.sigma_min, sigma_max=cfg.sigma_max, rho=cfg.rho, sigma_data=cfg.sigma_data)
     return EDMPrecond(MLPDenoiserNet(2, cfg.hidden, cfg.depth), schedule, cfg.sigma_data)
 
@@ -183,10 +178,6 @@ register_kind("toy2d", ToyConfig, build_toy, version=1, migrations={0: _upgrade_
 
 def main(argv=None) -> int:
     """``python -m diffsci.core.toy --out RUN [--steps N] [--resume]``: train the 2-D toy."""
-    import argparse
-
-    from diffsci.core.train import Recipe, fit
-
     p = argparse.ArgumentParser(prog="python -m diffsci.core.toy", description=main.__doc__)
     p.add_argument("--out", required=True)
     p.add_argument("--steps", type=int, default=2000)

@@ -34,6 +34,7 @@ import os
 import random
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,8 +44,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from diffsci.core.checkpoint import (CHECKPOINT_FORMAT, get_kind, latest_checkpoint, link_latest, load_checkpoint,
-                                     migrate, registered_kinds, save_checkpoint)
+from diffsci.core.checkpoint import (
+    CHECKPOINT_FORMAT,
+    get_kind,
+    latest_checkpoint,
+    link_latest,
+    load_checkpoint,
+    migrate,
+    registered_kinds,
+    save_checkpoint,
+)
 from diffsci.core.config import from_dict, to_dict
 from diffsci.core.distributed import dist_info
 from diffsci.core.errors import CheckpointError, DiffsciError
@@ -469,8 +478,6 @@ def fit(recipe: Recipe, out_dir, *, resume: bool = False, progress: bool = True)
 
 
 def _is_main_thread() -> bool:
-    import threading
-
     return threading.current_thread() is threading.main_thread()
 
 

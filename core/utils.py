@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
+import tomllib
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -99,16 +102,12 @@ def load_config_file(path) -> dict:
     """Read a JSON or TOML configuration file (``None`` -> ``{}``); errors name the file."""
     if not path:
         return {}
-    import json
-    from pathlib import Path
 
     p = Path(path)
     if not p.exists():
         raise DiffsciError(f"config file {path}: not found")
     try:
         if p.suffix == ".toml":
-            import tomllib
-
             return tomllib.loads(p.read_text())
         return json.loads(p.read_text())
     except Exception as exc:

@@ -36,10 +36,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from biotite.sequence import ProteinSequence
+from biotite.sequence.align import SubstitutionMatrix, align_optimal, get_sequence_identity
 
 from diffsci.core.errors import DiffsciError
 from diffsci.core.io import atomic_output
 from diffsci.core.io import progress as progress_bar
+from diffsci.protein.metrics.secondary import dssp_labels
+from diffsci.protein.metrics.topology import dssp_bridges
+from diffsci.protein.ss import ss_codes
 from diffsci.protein.structure import (
     STRUCTURE_SUFFIXES,
     BackboneChain,
@@ -208,9 +213,6 @@ def sequence_identity(a: str, b: str) -> float:
     the bundled chains then reached 30%, chaining most chains into one single-linkage cluster.
     With the local alignment the 99th percentile of random pairs is ~21%.)
     """
-    from biotite.sequence import ProteinSequence
-    from biotite.sequence.align import SubstitutionMatrix, align_optimal, get_sequence_identity
-
     if not a or not b:
         return 0.0
     matrix = SubstitutionMatrix.std_protein_matrix()
@@ -506,9 +508,6 @@ def ss_arrays(chains: Iterable[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     (each (L, 4, 3) Å, concatenated in order): pydssp's three-state DSSP classes
     (:func:`diffsci.protein.metrics.dssp_labels`, ``'-'``/``'H'``/``'E'`` -> 0/1/2) and the DSSP
     bridges (:func:`diffsci.protein.metrics.dssp_bridges`) shifted to dataset residue indices."""
-    from diffsci.protein.metrics import dssp_bridges, dssp_labels
-    from diffsci.protein.ss import ss_codes
-
     ss, bridges, start = [], [], 0
     for coords in chains:
         x = np.asarray(coords, dtype=np.float64)

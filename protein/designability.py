@@ -41,10 +41,12 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+import torch
 
 from diffsci.core.errors import DiffsciError
 from diffsci.core.io import check_int, check_range
 from diffsci.core.io import progress as progress_bar
+from diffsci.core.utils import resolve_device
 
 __all__ = [
     "MPNN_INSTALL",
@@ -129,10 +131,7 @@ class ESMFoldBackend:
         self._tokenizer = None
 
     def _load(self) -> None:
-        import torch
         from transformers import AutoTokenizer, EsmForProteinFolding
-
-        from diffsci.core.utils import resolve_device
 
         try:
             self._tokenizer = AutoTokenizer.from_pretrained(str(self.path), local_files_only=True)

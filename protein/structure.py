@@ -35,7 +35,9 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import biotite.structure as struc
 import numpy as np
+from biotite.structure.io import pdb, pdbx
 
 from diffsci.core.errors import DiffsciError
 from diffsci.core.io import check_int
@@ -181,8 +183,6 @@ def _read_bytes(path: pathlib.Path, gz: bool) -> bytes:
 
 def _load_atoms(path: pathlib.Path):
     """Parse a structure file into a biotite AtomArray of its first model."""
-    import biotite.structure as struc
-
     fmt, gz = structure_format(path)
     data = _read_bytes(path, gz)
     try:
@@ -259,8 +259,6 @@ def _cif_altloc(cif) -> str:
 def _parse(fmt: str, data: bytes, path: pathlib.Path):
     """biotite AtomArray of the first model; per residue the altloc of highest occupancy (may raise
     biotite's errors)."""
-    from biotite.structure.io import pdb, pdbx
-
     if fmt == "pdb":
         text = data.decode("utf-8", errors="replace")
         if not any(line.startswith(("ATOM", "HETATM")) for line in text.splitlines()):
@@ -284,8 +282,6 @@ def _chain_residues(atoms, path: pathlib.Path):
     (res_id, ins_code, res_name, coords (4, 3) or None, missing atom names).
     Also returns the set of chain ids that have any atom at all.
     """
-    import biotite.structure as struc
-
     starts = struc.get_residue_starts(atoms, add_exclusive_stop=True)
     chains: dict[str, list] = {}
     all_chains: list[str] = []

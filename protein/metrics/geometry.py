@@ -8,6 +8,7 @@ Definitions of the per-sample fields: :mod:`diffsci.protein.metrics`.
 from __future__ import annotations
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 from diffsci.core.errors import DiffsciError
 
@@ -163,8 +164,6 @@ def _close_pairs(x: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray, 
     -------
     (i, j, distance), each Shape (P,), i < j.
     """
-    from scipy.spatial import cKDTree
-
     pairs = cKDTree(x).query_pairs(radius, output_type="ndarray")
     if pairs.size == 0:
         empty = np.zeros(0, dtype=np.int64)

@@ -14,14 +14,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from diffsci.core.errors import DiffsciError
+from diffsci.protein.dataset import BackboneDataset, load_dataset
 from diffsci.protein.metrics.geometry import _ca
+from diffsci.protein.structure import STRUCTURE_SUFFIXES, read_report
 
 __all__ = ["INDEX_FILE_NAMES", "EvalSample", "read_samples", "read_folder", "reference_ca_list"]
 
 
 def _structure_suffix(path: pathlib.Path) -> bool:
-    from diffsci.protein.structure import STRUCTURE_SUFFIXES
-
     name = path.name.lower()
     if name.endswith(".gz"):
         name = name[:-3]
@@ -151,8 +151,6 @@ def _read_file(path: pathlib.Path, wanted: list[str] | None, warn: Callable[[str
                note: Callable[[str], None]) -> list[EvalSample]:
     """The samples of one structure file (each chain whole), its notes through ``note``; a file
     that cannot be read is one ``warn`` and no sample."""
-    from diffsci.protein.structure import read_report
-
     try:
         got, report = read_report(path, wanted, on_break="keep")
     except DiffsciError as exc:
@@ -200,8 +198,6 @@ def reference_ca_list(reference, *, split: str | None = None) -> tuple[list[np.n
     -------
     (ca_list, sequences)
     """
-    from diffsci.protein.dataset import BackboneDataset, load_dataset
-
     if isinstance(reference, (str, os.PathLike)):
         path = pathlib.Path(reference)
         if path.is_dir():

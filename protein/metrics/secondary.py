@@ -8,7 +8,9 @@ P hydrogen bonds.
 
 from __future__ import annotations
 
+import biotite.structure as struc
 import numpy as np
+from scipy.spatial import cKDTree
 
 from diffsci.core.errors import DiffsciError
 from diffsci.protein.metrics.geometry import CA_CA_BREAK, _backbone, _ca
@@ -30,8 +32,6 @@ DSSP_MIN_LENGTH = 6
 """Chains shorter than this (which pydssp cannot process) are all coil."""
 
 def _ca_atom_array(ca: np.ndarray, res_ids=None, ins_codes=None):
-    import biotite.structure as struc
-
     n = ca.shape[0]
     atoms = struc.AtomArray(n)
     atoms.coord = ca.astype(np.float32)
@@ -58,8 +58,6 @@ def psea_labels(ca: np.ndarray, res_ids=None, ins_codes=None) -> np.ndarray:
         biotite, a residue number that jumps by more than one marks a discontinuity, so the
         labels equal ``annotate_sse`` on the chain's atoms read from its file.
     """
-    import biotite.structure as struc
-
     x = _ca(ca)
     for name, v in (("res_ids", res_ids), ("ins_codes", ins_codes)):
         if v is not None and len(v) != x.shape[0]:
@@ -130,8 +128,6 @@ def dssp_hbonds(coords: np.ndarray, donor_mask=None) -> tuple[np.ndarray, np.nda
     -------
     (acceptor i, donor j), each Shape (P,) int64.
     """
-    from scipy.spatial import cKDTree
-
     x = _backbone(coords)
     n_res = x.shape[0]
     empty = np.zeros(0, dtype=np.int64)
