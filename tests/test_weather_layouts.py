@@ -158,7 +158,11 @@ def test_values_that_lie_about_their_units(tmp_path):
 @pytest.mark.parametrize("mutate,needle", [
     (lambda d: d.rename(latitude="y"), "no latitude dimension: expected one of ['latitude', 'lat']"),
     (lambda d: d.rename(time="date").drop_vars("valid_time"), "no time dimension: expected 'time'"),
-    (lambda d: d.rename(isobaricInhPa="hybrid"), "variable 'z' has dims ['hybrid'] besides the expected"),
+    # cfgrib's model levels (the attributes it gives them; a dim with pressure attributes is a pressure level)
+    (lambda d: d.rename(isobaricInhPa="hybrid").assign_coords(hybrid=("hybrid", [60.0, 90.0], {
+        "long_name": "hybrid level", "units": "1", "positive": "down", "stored_direction": "increasing",
+        "standard_name": "atmosphere_hybrid_sigma_pressure_coordinate"})),
+     "variable 'z' has dims ['hybrid'] besides the expected"),
     (lambda d: d.expand_dims(member=[0]), "several ensemble dims ['number', 'member']"),
 ])
 def test_unknown_layouts_one_line(tmp_path, capsys, mutate, needle):
@@ -226,3 +230,74 @@ def test_short_name_and_normalize_unit():
     ds = wf.cds_netcdf()
     ds["z"].attrs["units"] = " M^2 S^-2"
     assert open_weather(ds)["z"].attrs["units"] == CANONICAL_UNITS["z"]
+
+
+# ------------------------------------------------------------------ issue 27: real inputs
+def test_every_cf_pressure_coordinate_is_a_level(tmp_path):
+    """Issue 27.3: a pressure level is recognised by its CF attributes, not only by a known name:
+    iris's scalar ``air_pressure`` (Pa), a dim with ``standard_name: air_pressure``, a dim with
+    ``positive``/``axis: Z`` in a pressure unit. Old: the scalar was dropped (the field lost its
+    level), the dims refused as unknown."""
+    iris = open_weather(wf.write(wf.iris_netcdf(level_hpa=850), tmp_path / "iris.nc"))
+    assert iris["t"].dims == ("time", "level", "latitude", "longitude") and list(iris.level.values) == [850.0]
+    lat, lon = wf.grid(5, 8, descending=False)
+    np.testing.assert_array_equal(iris["t"].values[:, 0], wf.fields(iris.time.values, [850], lat, lon)["t"][0][:, 0])
+    ref = open_weather(wf.cds_netcdf())
+    for dim, attrs, scale in (("p", {"standard_name": "air_pressure", "units": "Pa"}, 100.0),
+                              ("isobaric", {"positive": "down", "units": "mbar"}, 1.0),
+                              ("plevel", {"axis": "Z", "units": "hPa"}, 1.0)):
+        ds = wf.cds_netcdf().rename(pressure_level=dim)
+        ds = ds.assign_coords({dim: (dim, ds[dim].values * scale, attrs)})
+        got = open_weather(ds)
+        assert list(got.level.values) == [500.0, 850.0], dim
+        np.testing.assert_array_equal(got["z"].values, ref["z"].values)
+    two = wf.iris_netcdf().assign_coords(pressure=((), 500.0, {"units": "hPa", "positive": "down"}))
+    with pytest.raises(DiffsciError, match=r"several pressure levels as scalar coordinates \(air_pressure 850 hPa, "
+                                           r"pressure 500 hPa\)"):
+        normalize_layout(two, path="two.nc")
+    # a height is not a pressure level: cfgrib's 2 m temperature stays a single-level field
+    assert open_weather(wf.cfgrib_surface())["t2m"].dims == ("time", "latitude", "longitude")
+
+
+def test_cfgrib_one_time_layout_is_read(tmp_path):
+    """Issue 27.6: cfgrib squeezes a dim of length 1, so one analysis time has scalar ``time``,
+    ``step`` and ``valid_time``, and one forecast run scalar ``time`` with a ``step`` dim and
+    ``valid_time(step)``. Old: 'no time dimension' for both, though documented as read."""
+    t0 = pd.Timestamp("2020-01-01T06")
+    one = wf.cfgrib_era5(times=[t0]).isel(time=0)
+    assert one.time.ndim == one.step.ndim == one.valid_time.ndim == 0
+    got = open_weather(wf.write(one, tmp_path / "one.nc"))
+    assert got["z"].dims == ("time", "level", "latitude", "longitude")
+    np.testing.assert_array_equal(got.time.values, [t0.to_datetime64()])
+    np.testing.assert_array_equal(got["z"].values, _expected([t0], [850, 500])["z"][0])
+    run = wf.cfgrib_era5(times=[t0], steps_hours=[0, 6, 12], members=2).isel(time=0)
+    assert run.time.ndim == 0 and run.valid_time.dims == ("step",)
+    p = wf.write(run, tmp_path / "run.nc")
+    states = open_weather(p)  # a truth: the run's states at their valid times
+    valid = t0 + pd.to_timedelta([0, 6, 12], unit="h")
+    np.testing.assert_array_equal(states.time.values, valid.values)
+    np.testing.assert_array_equal(states["t"].values, _expected(valid, [850, 500], members=2)["t"])
+    fc = open_weather(p, forecast=True)  # a forecast: one init, three leads
+    assert fc["t"].dims == ("realization", "time", "prediction_timedelta", "level", "latitude", "longitude")
+    np.testing.assert_array_equal(fc.time.values, [t0.to_datetime64()])
+    np.testing.assert_array_equal(fc["t"].values[:, 0], states["t"].values)
+
+
+def test_leads_as_numbers_with_time_units(tmp_path):
+    """Issue 27.7: cfgrib's own netCDF stores ``step`` as float hours, the new CDS
+    ``forecast_period`` as int64 hours (``units: hours``): read as timedeltas (old: refused). A
+    number without time units is still refused. iris's scalar ``forecast_period`` beside a CF
+    ``time`` (already the validity time) does not move the states."""
+    fc = wf.cfgrib_era5(members=2, steps_hours=[6, 12])
+    ref = open_weather(fc, forecast=True)
+    attrs = {"units": "hours", "long_name": "time since forecast_reference_time", "standard_name": "forecast_period"}
+    for dtype in (np.float64, np.int64):
+        num = fc.assign_coords(step=("step", np.array([6, 12], dtype), attrs))
+        got = open_weather(wf.write(num, tmp_path / f"num_{np.dtype(dtype).name}.nc"), forecast=True)
+        np.testing.assert_array_equal(got.prediction_timedelta.values, ref.prediction_timedelta.values)
+        np.testing.assert_array_equal(got["z"].values, ref["z"].values)
+    bare = fc.assign_coords(step=("step", np.array([6.0, 12.0])))
+    with pytest.raises(DiffsciError, match="lead coordinate is float64, expected a time interval"):
+        open_weather(bare, forecast=True)
+    iris = wf.iris_netcdf().assign_coords(forecast_period=((), 6.0, {"units": "hours"}))
+    np.testing.assert_array_equal(open_weather(iris).time.values, iris.time.values)

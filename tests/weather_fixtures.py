@@ -22,6 +22,10 @@ Layouts (what each tool writes; dims, coordinates, attributes and dtypes as the 
 * :func:`ncep_reanalysis` -- NCEP/NCAR Reanalysis 1: ``lat``/``lon`` float32, ``level`` (or
   ``pressure``/``lev``) in millibar, ``hgt`` in metres (geopotential height, packed int16),
   ``air`` in degK, time as hours since 1800.
+* :func:`iris_netcdf` -- a single-level cube saved by iris (``iris.save``): the pressure level a
+  *scalar* coordinate named by its standard name, ``air_pressure`` (units Pa), listed in the
+  variable's ``coordinates`` beside scalar ``forecast_reference_time`` and ``forecast_period``
+  (a number of hours); ``time`` the validity time; bounds variables and a grid-mapping variable.
 
 :func:`write` writes netCDF with engine netcdf4 (``.nc``) or zarr (``.zarr``).
 """
@@ -37,7 +41,7 @@ import xarray as xr
 G = 9.80665  # standard gravity, m s-2 (WMO)
 
 __all__ = ["G", "isa_height", "isa_temperature", "fields", "cfgrib_era5", "cfgrib_surface", "cds_netcdf",
-           "cds_legacy_netcdf", "wb2_dataset", "ncep_reanalysis", "write", "grid"]
+           "cds_legacy_netcdf", "wb2_dataset", "ncep_reanalysis", "iris_netcdf", "write", "grid"]
 
 
 def isa_height(p_hpa):
@@ -351,6 +355,58 @@ def ncep_reanalysis(*, times=None, levels=(1000, 850, 500), nlat: int = 5, nlon:
     if packed:
         for v, scale, offset in (("hgt", np.float32(1.0), np.float32(32066.0)), ("air", np.float32(0.01), np.float32(477.66))):
             ds[v].encoding.update(dtype="int16", scale_factor=scale, add_offset=offset, _FillValue=np.int16(32767))
+    return ds
+
+
+def iris_netcdf(*, times=None, level_hpa: float = 850.0, level_units: str = "Pa", nlat: int = 5, nlon: int = 8,
+                seed: int = 0) -> xr.Dataset:
+    """Temperature on one pressure level as iris saves a cube (``iris.save(cube, "t850.nc")``).
+
+    The variable is named by the cube's ``var_name`` (``t``) with its CF ``standard_name``; dims
+    ``time, latitude, longitude`` (latitude ascending, as the Met Office stores it); the level is a
+    scalar coordinate named by its standard name, ``air_pressure``, in ``level_units`` (``"Pa"``
+    or ``"hPa"``), and ``forecast_reference_time`` (the analysis time) and ``forecast_period`` (a
+    number of hours, 0) are scalar coordinates too, all four listed in the variable's
+    ``coordinates``; ``time`` is the validity time (CF ``standard_name: time``, hours since 1970);
+    ``latitude_bnds``/``longitude_bnds`` and the grid-mapping variable ``latitude_longitude``.
+    """
+    times = pd.date_range("2020-01-01", periods=4, freq="6h") if times is None else pd.DatetimeIndex(times)
+    lat, lon = grid(nlat, nlon, descending=False)
+    a = fields(times, [level_hpa], lat, lon, seed=seed)["t"][0][:, 0]  # (T, H, W)
+    level = float(level_hpa) * (100.0 if level_units == "Pa" else 1.0)
+    dlat, dlon = 180.0 / (nlat - 1), 360.0 / nlon
+    t = xr.Variable(("time", "latitude", "longitude"), a, {
+        "standard_name": "air_temperature", "units": "K", "um_stash_source": "m01s16i203",
+        "grid_mapping": "latitude_longitude"})
+    t.encoding["coordinates"] = "forecast_period forecast_reference_time air_pressure"
+    coords = {
+        "time": ("time", times.values.astype("datetime64[ns]"), {"axis": "T", "bounds": "time_bnds",
+                                                                  "standard_name": "time"}),
+        "latitude": ("latitude", lat, {"axis": "Y", "bounds": "latitude_bnds", "units": "degrees_north",
+                                       "standard_name": "latitude"}),
+        "longitude": ("longitude", lon, {"axis": "X", "bounds": "longitude_bnds", "units": "degrees_east",
+                                         "standard_name": "longitude"}),
+        "air_pressure": ((), level, {"units": level_units, "standard_name": "air_pressure"}),
+        "forecast_reference_time": ((), times.values[0].astype("datetime64[ns]"),
+                                    {"standard_name": "forecast_reference_time"}),
+        "forecast_period": ((), 0.0, {"units": "hours", "standard_name": "forecast_period"}),
+    }
+    data_vars = {
+        "t": t,
+        "latitude_longitude": ((), np.int32(-2147483647), {
+            "grid_mapping_name": "latitude_longitude", "longitude_of_prime_meridian": 0.0,
+            "earth_radius": 6371229.0}),
+        "latitude_bnds": (("latitude", "bnds"), np.stack([np.clip(lat - dlat / 2, -90, 90),
+                                                          np.clip(lat + dlat / 2, -90, 90)], 1)),
+        "longitude_bnds": (("longitude", "bnds"), np.stack([lon - dlon / 2, lon + dlon / 2], 1)),
+    }
+    ds = xr.Dataset(data_vars, coords=coords, attrs={
+        "source": "Data from Met Office Unified Model", "um_version": "11.2", "Conventions": "CF-1.7"})
+    for name in list(ds.coords) + ["latitude_bnds", "longitude_bnds"]:
+        ds[name].encoding["_FillValue"] = None  # iris writes no fill value on coordinates
+    ds["time"].encoding.update(units="hours since 1970-01-01 00:00:00", calendar="standard", dtype="float64")
+    ds["forecast_reference_time"].encoding.update(units="hours since 1970-01-01 00:00:00", calendar="standard",
+                                                  dtype="float64")
     return ds
 
 

@@ -45,6 +45,7 @@ import re
 import warnings
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 
 from diffsci.core.errors import DiffsciError
@@ -59,8 +60,11 @@ __all__ = [
     "CANONICAL_UNITS",
     "short_name",
     "normalize_unit",
+    "CLIMATOLOGY_DIMS",
+    "is_pressure_coordinate",
     "contiguous_longitudes",
     "normalize_layout",
+    "normalize_climatology",
 ]
 
 G = 9.80665  # standard gravity (m s-2): geopotential = G * geopotential height
@@ -99,6 +103,14 @@ LEVEL_NAMES = ("level", "pressure_level", "isobaricInhPa", "plev", "pressure", "
 _LAT_NAMES = ("latitude", "lat")
 _LON_NAMES = ("longitude", "lon")
 _LEAD_NAMES = ("prediction_timedelta", "step", "forecast_period", "lead_time")
+#: dims a climatology may have besides level, latitude and longitude (WeatherBench 2's)
+CLIMATOLOGY_DIMS = ("dayofyear", "hour")
+_PRESSURE_UNITS = frozenset({"pa", "hpa", "millibar", "millibars", "mbar", "mb", "hectopascal", "hectopascals"})
+#: units of a lead stored as a number (CF time units, as cfgrib and the CDS write them) -> pandas unit
+_TIME_UNITS = {"hours": "h", "hour": "h", "hrs": "h", "hr": "h", "h": "h", "minutes": "min", "minute": "min",
+               "min": "min", "seconds": "s", "second": "s", "s": "s", "days": "D", "day": "D", "d": "D"}
+#: attributes of the internal ``level`` coordinate
+LEVEL_ATTRS = {"units": "hPa", "long_name": "pressure level", "standard_name": "air_pressure", "positive": "down"}
 # data variables that are not weather fields (the generator's simulator state)
 NON_WEATHER = frozenset({"sim_state"})
 
@@ -165,40 +177,197 @@ def _scalar_coords(ds: xr.Dataset, names) -> list[str]:
     return [n for n in names if n in ds.coords and ds[n].ndim == 0]
 
 
-def _level_to_hpa(ds: xr.Dataset, name: str) -> xr.Dataset:
-    lev = ds["level"]
-    std = lev.attrs.get("standard_name")
+def _source(ds: xr.Dataset, path) -> str:
+    return str(path) if path is not None else ds.attrs.get("diffsci_source", "<dataset>")
+
+
+# ------------------------------------------------------------------------------ horizontal
+def _horizontal(ds: xr.Dataset, name: str) -> xr.Dataset:
+    """``lat``/``lon`` dims renamed ``latitude``/``longitude`` (values are set by :func:`_grid`)."""
+    for names, target in ((_LAT_NAMES, "latitude"), (_LON_NAMES, "longitude")):
+        dim = next((n for n in names if n in ds.dims), None)
+        if dim is None:
+            raise DiffsciError(f"{name}: no {target} dimension: expected one of {list(names)} "
+                               f"(dims: {sorted(map(str, ds.dims))})")
+        if dim != target:
+            if target in ds.variables:
+                raise DiffsciError(f"{name}: has a '{dim}' dim and a separate '{target}' variable; expected one "
+                                   f"1-D {target} coordinate (a curvilinear grid is not supported)")
+            ds = ds.rename({dim: target})
+    return ds
+
+
+def _ensemble(ds: xr.Dataset, name: str) -> xr.Dataset:
+    ens = _one_of(ds, ENSEMBLE_DIMS, "ensemble", name)
+    ds = ds.drop_vars(_scalar_coords(ds, ENSEMBLE_DIMS))
+    return ds.rename({ens: "realization"}) if ens not in (None, "realization") else ds
+
+
+# -------------------------------------------------------------------------------- vertical
+def is_pressure_coordinate(coord: xr.DataArray, coord_name: str) -> bool:
+    """Whether a coordinate is a pressure level, by the CF conventions (section 4.3): a name of
+    ``LEVEL_NAMES``, ``standard_name: air_pressure``, or a vertical axis (a ``positive``
+    attribute or ``axis: Z``) in units of pressure (Pa, hPa, mbar...). A height (``positive:
+    up``, units m: cfgrib's ``heightAboveGround``) is not one."""
+    attrs = coord.attrs
+    if coord_name in LEVEL_NAMES or attrs.get("standard_name") == "air_pressure":
+        return True
+    vertical = "positive" in attrs or str(attrs.get("axis", "")).upper() == "Z"
+    return vertical and normalize_unit(attrs.get("units", "")) in _PRESSURE_UNITS
+
+
+def _pressure_hpa(coord: xr.DataArray, name: str) -> np.ndarray:
+    """The values of a pressure coordinate in hPa (converted from Pa when its units say so)."""
+    std = coord.attrs.get("standard_name")
     if std and std != "air_pressure":
         raise DiffsciError(f"{name}: level coordinate is {std!r}: expected pressure levels (air_pressure)")
-    units = normalize_unit(lev.attrs.get("units", ""))
-    values = np.asarray(lev.values)
+    units = normalize_unit(coord.attrs.get("units", ""))
+    values = np.asarray(coord.values)
     if units == "pa":
-        values, units = values / 100.0, "hpa"
-    elif units in ("hpa", "millibar", "millibars", "mbar", "mb", "hectopascal", "hectopascals"):
-        units = "hpa"
-    elif units in ("", "1"):
-        if np.nanmax(np.abs(values)) > 1100:
+        return values / 100.0
+    if units in _PRESSURE_UNITS:
+        return values
+    if units in ("", "1"):
+        if values.size and np.nanmax(np.abs(values)) > 1100:
             raise DiffsciError(f"{name}: pressure levels up to {np.nanmax(values):g} without units: "
                                "expected hPa (give the level coordinate units 'Pa' or 'hPa')")
-    else:
-        raise DiffsciError(f"{name}: level coordinate in {lev.attrs.get('units')!r}: expected pressure levels in hPa or Pa")
-    attrs = {"units": "hPa", "long_name": "pressure level", "standard_name": "air_pressure", "positive": "down"}
-    return ds.assign_coords(level=("level", values, attrs))
+        return values
+    raise DiffsciError(f"{name}: level coordinate in {coord.attrs.get('units')!r}: expected pressure levels in hPa or Pa")
 
 
-def _time_axis(ds: xr.Dataset, name: str, forecast: bool) -> xr.Dataset:
-    """Make ``time`` the time dim (valid time; init time for a forecast) and the lead ``step``."""
-    if "forecast_reference_time" in ds.dims and "time" not in ds.variables:
-        ds = ds.rename({"forecast_reference_time": "time"})
+def _vertical(ds: xr.Dataset, name: str) -> xr.Dataset:
+    """The pressure-level dim (any name :func:`is_pressure_coordinate` accepts) -> ``level`` in hPa;
+    a level given only as scalar coordinate(s) -> a ``level`` dim of length 1 on every field."""
+    dims = [str(d) for d in ds.dims if d in LEVEL_NAMES or (d in ds.coords and is_pressure_coordinate(ds[d], str(d)))]
+    if len(dims) > 1:
+        raise DiffsciError(f"{name}: several pressure-level dims {dims}; expected one")
+    scalars = [str(c) for c in ds.coords if ds[c].ndim == 0 and is_pressure_coordinate(ds[c], str(c))]
+    if dims:
+        ds = ds.drop_vars(scalars)
+        if dims[0] != "level":
+            ds = ds.rename({dims[0]: "level"})
+        return ds.assign_coords(level=("level", _pressure_hpa(ds["level"], name), LEVEL_ATTRS))
+    if not scalars:
+        return ds
+    hpa = {c: float(_pressure_hpa(ds[c], name)) for c in scalars}
+    if len({round(v, 6) for v in hpa.values()}) > 1:
+        shown = ", ".join(f"{c} {v:g} hPa" for c, v in hpa.items())
+        raise DiffsciError(f"{name}: several pressure levels as scalar coordinates ({shown}): which field is at "
+                           "which level is not said; give one level per file or a level dim")
+    level = hpa[scalars[0]]
+    ds = ds.drop_vars(scalars)
+    fields = [v for v in ds.data_vars if {"latitude", "longitude"} <= set(ds[v].dims)]
+    for v in fields:
+        ds[v] = ds[v].expand_dims(level=[level])
+    return ds.assign_coords(level=("level", [level], LEVEL_ATTRS)) if fields else ds
+
+
+def _merge_expver(ds: xr.Dataset) -> xr.Dataset:
+    """ERA5 / ERA5T mixture of the old CDS netCDF: each time is valid in one ``expver`` slot."""
+    if "expver" not in ds.dims:
+        return ds
+    parts = [ds.isel(expver=i, drop=True) for i in range(ds.sizes["expver"])]
+    merged = parts[0]
+    for part in parts[1:]:
+        merged = merged.combine_first(part)
+    return merged
+
+
+# ------------------------------------------------------------------------------------ time
+def _promote_scalar_time(ds: xr.Dataset) -> xr.Dataset:
+    """cfgrib squeezes a dim of length 1: one analysis time (or one forecast run) has a scalar
+    ``time`` (or ``forecast_reference_time``) and ``valid_time``; make them dims of length 1."""
+    if "time" in ds.dims or "valid_time" in ds.dims or "forecast_reference_time" in ds.dims:
+        return ds
+    ref = next((c for c in ("time", "forecast_reference_time") if c in ds.coords and ds[c].ndim == 0), None)
+    if ref is None:
+        return ds
+    ds = ds.expand_dims(ref)
+    if "valid_time" in ds.coords and ds["valid_time"].ndim == 0:
+        ds = ds.assign_coords(valid_time=(ref, [ds["valid_time"].values], ds["valid_time"].attrs))
+    return ds
+
+
+def _lead_to_timedelta(ds: xr.Dataset) -> xr.Dataset:
+    """A lead ``step`` stored as a number with time units (cfgrib's own netCDF: float hours; the
+    new CDS ``forecast_period``: int64 hours) -> timedelta64[ns]; other leads are left as they are."""
+    step = ds["step"]
+    unit = _TIME_UNITS.get(normalize_unit(step.attrs.get("units", "")))
+    if np.issubdtype(step.dtype, np.timedelta64) or unit is None or not np.issubdtype(step.dtype, np.number):
+        return ds
+    values = np.asarray(step.values, dtype=np.float64)
+    td = pd.to_timedelta(values.ravel(), unit=unit).to_numpy().reshape(values.shape)
+    attrs = {k: a for k, a in step.attrs.items() if k != "units"}
+    return ds.assign_coords(step=(step.dims, td, attrs))
+
+
+def _lead_as_step(ds: xr.Dataset, name: str) -> xr.Dataset:
+    """The lead (dim, else scalar: ``prediction_timedelta``, ``step``, ``forecast_period``,
+    ``lead_time``) renamed ``step``, as a timedelta where its units allow."""
     lead = _one_of(ds, _LEAD_NAMES, "lead-time", name)
     if lead is None:
         scal = _scalar_coords(ds, _LEAD_NAMES)
         lead = scal[0] if scal else None
-    if lead is not None and lead != "step":
+    if lead is None:
+        return ds
+    if lead != "step":
         if "step" in ds.variables:
             ds = ds.drop_vars("step")
         ds = ds.rename({lead: "step"})
-    has_step_dim = "step" in ds.dims
+    return _lead_to_timedelta(ds)
+
+
+def _forecast_axes(ds: xr.Dataset, name: str) -> xr.Dataset:
+    """A forecast: ``time`` the init time, the lead ``step`` (dim or scalar) -> ``prediction_timedelta``."""
+    if ds["time"].attrs.get("standard_name") == "time" and "forecast_reference_time" in ds.coords:
+        raise DiffsciError(f"{name}: 'time' is the validity time (standard_name time) beside a "
+                           "'forecast_reference_time'; expected init times along 'time' and the lead as a dim "
+                           "('prediction_timedelta', 'step' or 'forecast_period')")
+    if "step" not in ds.dims:
+        if "step" not in ds.coords:
+            raise DiffsciError(f"{name}: a forecast needs a lead dim ('prediction_timedelta' or cfgrib's "
+                               f"'step') (dims: {sorted(map(str, ds.dims))})")
+        step = ds["step"].values
+        ds = ds.drop_vars("step").expand_dims(step=[step])
+    ds = ds.drop_vars([c for c in ("valid_time",) if c in ds.variables])
+    if not np.issubdtype(ds["step"].dtype, np.timedelta64):
+        raise DiffsciError(f"{name}: lead coordinate is {ds['step'].dtype}, expected a time interval "
+                           "(a timedelta, or a number with units 'hours')")
+    return ds.rename({"step": "prediction_timedelta"})
+
+
+def _state_axis(ds: xr.Dataset, name: str) -> xr.Dataset:
+    """States (an analysis, a truth, training data): ``time`` the valid time of each state."""
+    if "step" in ds.dims:
+        if ds.sizes["step"] == 1:
+            ds = ds.isel(step=0)
+        elif ds.sizes["time"] == 1:  # one forecast run used as a sequence of states
+            t0 = ds["time"].values[0]
+            ds = ds.isel(time=0).drop_vars([c for c in ("time", "valid_time") if c in ds.variables])
+            return ds.assign_coords(step=t0 + ds["step"].values).rename({"step": "time"})
+        else:
+            raise DiffsciError(f"{name}: forecast layout (time x step = {ds.sizes['time']} x {ds.sizes['step']}); "
+                               "expected states along one time axis (an analysis, one step, or one forecast run)")
+    step = ds.coords.get("step")
+    if "valid_time" in ds.coords and ds["valid_time"].dims == ("time",):
+        valid = ds["valid_time"].values
+    elif (step is not None and step.ndim == 0 and np.issubdtype(step.dtype, np.timedelta64)
+          and ds["time"].attrs.get("standard_name") != "time"):  # CF 'time' is already the validity time (iris)
+        valid = ds["time"].values + step.values
+    else:
+        valid = None
+    ds = ds.drop_vars([c for c in ("valid_time", "step") if c in ds.variables])
+    if valid is not None:
+        ds = ds.assign_coords(time=("time", np.asarray(valid), {"standard_name": "time", "long_name": "valid time"}))
+    return ds
+
+
+def _time_axis(ds: xr.Dataset, name: str, forecast: bool) -> xr.Dataset:
+    """Make ``time`` the time dim (valid time; init time for a forecast) and the lead ``step``."""
+    ds = _promote_scalar_time(ds)
+    if "forecast_reference_time" in ds.dims and "time" not in ds.variables:
+        ds = ds.rename({"forecast_reference_time": "time"})
+    ds = _lead_as_step(ds, name)
     if "valid_time" in ds.dims:  # new CDS layout: valid_time is the time axis
         if "time" in ds.dims:
             raise DiffsciError(f"{name}: both 'time' and 'valid_time' are dims; expected one time axis")
@@ -210,39 +379,15 @@ def _time_axis(ds: xr.Dataset, name: str, forecast: bool) -> xr.Dataset:
     if "time" not in ds.dims:
         raise DiffsciError(f"{name}: no time dimension: expected 'time' (with 'step'/'valid_time' as cfgrib writes "
                            f"them) or 'valid_time' (dims: {sorted(map(str, ds.dims))})")
-    if forecast:
-        if not has_step_dim:
-            if "step" not in ds.coords:
-                raise DiffsciError(f"{name}: a forecast needs a lead dim ('prediction_timedelta' or cfgrib's "
-                                   f"'step') (dims: {sorted(map(str, ds.dims))})")
-            step = ds["step"].values
-            ds = ds.drop_vars("step")
-            ds = ds.expand_dims(step=[step])
-        ds = ds.drop_vars([c for c in ("valid_time",) if c in ds.variables])
-        if not np.issubdtype(ds["step"].dtype, np.timedelta64):
-            raise DiffsciError(f"{name}: lead coordinate is {ds['step'].dtype}, expected a time interval")
-        return ds.rename({"step": "prediction_timedelta"})
-    # analysis / truth: the time axis is the valid time of each state
-    if has_step_dim:
-        if ds.sizes["step"] == 1:
-            ds = ds.isel(step=0)
-        elif ds.sizes["time"] == 1:  # one forecast run used as a sequence of states
-            t0 = ds["time"].values[0]
-            ds = ds.isel(time=0).drop_vars([c for c in ("time", "valid_time") if c in ds.variables])
-            ds = ds.assign_coords(step=t0 + ds["step"].values).rename({"step": "time"})
-            return ds
-        else:
-            raise DiffsciError(f"{name}: forecast layout (time x step = {ds.sizes['time']} x {ds.sizes['step']}); "
-                               "expected states along one time axis (an analysis, one step, or one forecast run)")
-    if "valid_time" in ds.coords and ds["valid_time"].dims == ("time",):
-        valid = ds["valid_time"].values
-    elif "step" in ds.coords and ds["step"].ndim == 0 and np.issubdtype(ds["step"].dtype, np.timedelta64):
-        valid = ds["time"].values + ds["step"].values
-    else:
-        valid = None
-    ds = ds.drop_vars([c for c in ("valid_time", "step") if c in ds.variables])
-    if valid is not None:
-        ds = ds.assign_coords(time=("time", np.asarray(valid), {"standard_name": "time", "long_name": "valid time"}))
+    return _forecast_axes(ds, name) if forecast else _state_axis(ds, name)
+
+
+# ------------------------------------------------------------------------- names and units
+def _short_names(ds: xr.Dataset) -> xr.Dataset:
+    for table in (LONG_TO_SHORT, NCEP_TO_SHORT):
+        ren = {k: s for k, s in table.items() if k in ds.data_vars and s not in ds.variables}
+        if ren:
+            ds = ds.rename(ren)
     return ds
 
 
@@ -269,11 +414,12 @@ def _convert_units(ds: xr.Dataset, name: str) -> xr.Dataset:
             raise DiffsciError(f"{name}: variable {v!r} in {got!r}: expected {canon!r} "
                                "(or a unit convertible to it without doubt)")
     if notes:
-        warnings.warn(f"{name}: " + "; ".join(notes), stacklevel=3)
+        warnings.warn(f"{name}: " + "; ".join(notes), stacklevel=4)
         ds.attrs["diffsci_notes"] = "; ".join(notes)
     return ds
 
 
+# ----------------------------------------------------------------------------- coordinates
 def contiguous_longitudes(lon360) -> np.ndarray:
     """Longitudes in [0, 360) -> the values the internal convention uses, same order.
 
@@ -294,6 +440,55 @@ def contiguous_longitudes(lon360) -> np.ndarray:
     return np.where(lon >= east_start, lon - 360.0, lon)
 
 
+def _grid(ds: xr.Dataset, name: str) -> xr.Dataset:
+    """Latitude checked and made ascending; longitude in [0, 360) (or one contiguous run across
+    0 deg for a regional domain), ascending; pressure levels ascending."""
+    lat = np.asarray(ds["latitude"].values, dtype=np.float64)
+    _check_monotonic(lat, "latitude", name)
+    if np.any(np.abs(lat) > 90 + 1e-6):
+        raise DiffsciError(f"{name}: latitude outside [-90, 90]")
+    lon = np.asarray(ds["longitude"].values, dtype=np.float64)
+    # a regional domain across 0 deg may be stored as 350..359, 0..40: monotonic once unwrapped
+    _check_monotonic(np.unwrap(lon, period=360.0) if lon.size > 1 else lon, "longitude", name)
+    lon360 = np.mod(lon, 360.0)
+    lon360[np.isclose(lon360, 360.0)] = 0.0
+    if np.unique(np.round(lon360, 6)).size != lon360.size:
+        raise DiffsciError(f"{name}: longitude has duplicate values modulo 360")
+    lon360 = contiguous_longitudes(lon360)
+    lat_attrs = {k: a for k, a in ds["latitude"].attrs.items() if k not in ("stored_direction", "actual_range")}
+    lon_attrs = {k: a for k, a in ds["longitude"].attrs.items() if k != "actual_range"}
+    ds = ds.assign_coords(latitude=("latitude", lat, lat_attrs), longitude=("longitude", lon360, lon_attrs))
+    ds = ds.sortby("longitude")
+    if lat.size > 1 and lat[0] > lat[-1]:
+        ds = ds.isel(latitude=slice(None, None, -1))
+    if "level" in ds.dims:
+        levs = np.asarray(ds["level"].values)
+        _check_monotonic(levs, "level", name)
+        if levs.size > 1 and levs[0] > levs[-1]:
+            ds = ds.isel(level=slice(None, None, -1))
+    return ds
+
+
+def _finish(ds: xr.Dataset, name: str, leading: tuple[str, ...]) -> xr.Dataset:
+    """What every role shares once its dims are named: short names, bookkeeping coordinates
+    dropped (expver, surface, heightAboveGround, number, valid_time...; ``trajectory`` kept),
+    the grid, units, and data variables transposed to ``(*leading, [level,] latitude, longitude)``."""
+    ds = _short_names(ds)
+    ds = ds.drop_vars([c for c in ds.coords if c not in ds.dims and c != "trajectory"])
+    ds = _convert_units(_grid(ds, name), name)
+    order = [d for d in (*leading, "level", "latitude", "longitude") if d in ds.dims]
+    expected = " ".join(f"[{d},]" if d != "time" else "time," for d in leading)
+    for v in ds.data_vars:
+        extra = [d for d in ds[v].dims if d not in order]
+        if extra and {"latitude", "longitude"} <= set(ds[v].dims) and v not in NON_WEATHER:
+            raise DiffsciError(f"{name}: variable {v!r} has dims {extra} besides the expected "
+                               f"({expected} [level,] latitude, longitude)")
+    ds = ds.transpose(*order, ...)
+    ds.attrs["diffsci_source"] = name
+    return ds
+
+
+# ------------------------------------------------------------------------------ the readers
 def normalize_layout(ds: xr.Dataset, *, path=None, forecast: bool = False) -> xr.Dataset:
     """Bring a dataset in any recognised layout to the internal convention (module docstring).
 
@@ -322,88 +517,22 @@ def normalize_layout(ds: xr.Dataset, *, path=None, forecast: bool = False) -> xr
     DiffsciError
         One line naming the file and what was expected.
     """
-    name = str(path) if path is not None else ds.attrs.get("diffsci_source", "<dataset>")
-    # --- horizontal ---
-    for names, target, what in ((_LAT_NAMES, "latitude", "latitude"), (_LON_NAMES, "longitude", "longitude")):
-        dim = next((n for n in names if n in ds.dims), None)
-        if dim is None:
-            raise DiffsciError(f"{name}: no {what} dimension: expected one of {list(names)} "
-                               f"(dims: {sorted(map(str, ds.dims))})")
-        if dim != target:
-            if target in ds.variables:
-                raise DiffsciError(f"{name}: has a '{dim}' dim and a separate '{target}' variable; expected one "
-                                   f"1-D {what} coordinate (a curvilinear grid is not supported)")
-            ds = ds.rename({dim: target})
-    # --- ensemble ---
-    ens = _one_of(ds, ENSEMBLE_DIMS, "ensemble", name)
-    ds = ds.drop_vars([c for c in _scalar_coords(ds, ENSEMBLE_DIMS)])
-    if ens is not None and ens != "realization":
-        ds = ds.rename({ens: "realization"})
-    # --- vertical ---
-    lev = _one_of(ds, LEVEL_NAMES, "pressure-level", name)
-    scalar_lev = _scalar_coords(ds, LEVEL_NAMES)
-    if lev is not None:
-        ds = ds.drop_vars(scalar_lev)
-        if lev != "level":
-            ds = ds.rename({lev: "level"})
-        ds = _level_to_hpa(ds, name)
-    elif scalar_lev:  # one pressure level selected (cfgrib): a level dim of size 1
-        coord = ds[scalar_lev[0]]
-        ds = ds.drop_vars(scalar_lev)
-        fields = [v for v in ds.data_vars if {"latitude", "longitude"} <= set(ds[v].dims)]
-        for v in fields:
-            ds[v] = ds[v].expand_dims(level=[coord.values.item()])
-        if fields:
-            ds = ds.assign_coords(level=("level", ds["level"].values, coord.attrs))
-            ds = _level_to_hpa(ds, name)
-    # --- ERA5 / ERA5T mixture of the old CDS netCDF: each time is valid in one expver slot ---
-    if "expver" in ds.dims:
-        parts = [ds.isel(expver=i, drop=True) for i in range(ds.sizes["expver"])]
-        merged = parts[0]
-        for part in parts[1:]:
-            merged = merged.combine_first(part)
-        ds = merged
-    # --- time ---
-    ds = _time_axis(ds, name, forecast)
-    # --- names ---
-    for table in (LONG_TO_SHORT, NCEP_TO_SHORT):
-        ren = {k: s for k, s in table.items() if k in ds.data_vars and s not in ds.variables}
-        if ren:
-            ds = ds.rename(ren)
-    # bookkeeping coords (expver, surface, heightAboveGround, number, valid_time...) go
-    drop = [c for c in ds.coords if c not in ds.dims and c != "trajectory"]
-    ds = ds.drop_vars(drop)
-    # --- coordinates ---
-    lat = np.asarray(ds["latitude"].values, dtype=np.float64)
-    _check_monotonic(lat, "latitude", name)
-    if np.any(np.abs(lat) > 90 + 1e-6):
-        raise DiffsciError(f"{name}: latitude outside [-90, 90]")
-    lon = np.asarray(ds["longitude"].values, dtype=np.float64)
-    # a regional domain across 0 deg may be stored as 350..359, 0..40: monotonic once unwrapped
-    _check_monotonic(np.unwrap(lon, period=360.0) if lon.size > 1 else lon, "longitude", name)
-    lon360 = np.mod(lon, 360.0)
-    lon360[np.isclose(lon360, 360.0)] = 0.0
-    if np.unique(np.round(lon360, 6)).size != lon360.size:
-        raise DiffsciError(f"{name}: longitude has duplicate values modulo 360")
-    lon360 = contiguous_longitudes(lon360)
-    lat_attrs = {k: a for k, a in ds["latitude"].attrs.items() if k not in ("stored_direction", "actual_range")}
-    lon_attrs = {k: a for k, a in ds["longitude"].attrs.items() if k != "actual_range"}
-    ds = ds.assign_coords(latitude=("latitude", lat, lat_attrs), longitude=("longitude", lon360, lon_attrs))
-    ds = ds.sortby("longitude")
-    if lat.size > 1 and lat[0] > lat[-1]:
-        ds = ds.isel(latitude=slice(None, None, -1))
-    if "level" in ds.dims:
-        levs = np.asarray(ds["level"].values)
-        _check_monotonic(levs, "level", name)
-        if levs.size > 1 and levs[0] > levs[-1]:
-            ds = ds.isel(level=slice(None, None, -1))
-    ds = _convert_units(ds, name)
-    order = [d for d in ("realization", "time", "prediction_timedelta", "level", "latitude", "longitude") if d in ds.dims]
-    for v in ds.data_vars:
-        extra = [d for d in ds[v].dims if d not in order]
-        if extra and {"latitude", "longitude"} <= set(ds[v].dims) and v not in NON_WEATHER:
-            raise DiffsciError(f"{name}: variable {v!r} has dims {extra} besides the expected "
-                               "([realization,] time, [prediction_timedelta,] [level,] latitude, longitude)")
-    ds = ds.transpose(*order, ...)
-    ds.attrs["diffsci_source"] = name
-    return ds
+    name = _source(ds, path)
+    ds = _vertical(_ensemble(_horizontal(ds, name), name), name)
+    ds = _time_axis(_merge_expver(ds), name, forecast)
+    return _finish(ds, name, ("realization", "time", "prediction_timedelta"))
+
+
+def normalize_climatology(ds: xr.Dataset, *, path=None) -> xr.Dataset:
+    """A climatology in any layout the truth may have (names, grid, levels, units: as
+    :func:`normalize_layout` reads them) -> dims ``[dayofyear,] [hour,] [level,] latitude,
+    longitude`` (WeatherBench 2's climatology dims; ``hour`` the hour of day, ``dayofyear``
+    1..366). A climatology has no time axis: a ``time`` dim is refused."""
+    name = _source(ds, path)
+    ds = _vertical(_ensemble(_horizontal(ds, name), name), name)
+    timed = [str(d) for d in ("time", "valid_time", "forecast_reference_time", "step") if d in ds.dims]
+    if timed:
+        raise DiffsciError(f"{name}: a climatology has no time axis (found a {timed[0]!r} dim); expected dims "
+                           "[dayofyear,] [hour,] [level,] latitude, longitude, as WeatherBench 2's climatologies "
+                           "(e.g. data.groupby('time.hour').mean())")
+    return _finish(ds, name, CLIMATOLOGY_DIMS)
