@@ -421,3 +421,163 @@ def test_rank_histogram_keys_two_single_level_variables_and_climatology():
     assert list(res["rank_histogram"]) == ["t2m", "u10"]
     for key, hist in res["rank_histogram"].items():
         assert list(hist) == ["6", "12"], (key, list(hist))
+
+
+# ------------------------------------------------------------------ issue 27: real inputs
+def _acc(x, y, c, lat) -> float:
+    """WB2's ACC of the ensemble mean ``x`` (I, H, W) against ``y`` (I, H, W) with climatology
+    ``c`` (I, H, W): per init sum(w fa oa) / sqrt(sum(w fa^2) sum(w oa^2)), then the mean."""
+    w = wb2_weights(lat)[:, None]
+    per = [np.sum(w * fa * oa) / np.sqrt(np.sum(w * fa**2) * np.sum(w * oa**2)) for fa, oa in zip(x - c, y - c)]
+    return float(np.mean(per))
+
+
+def test_climatology_made_from_an_ncep_truth_goes_through_the_truth_reader(tmp_path):
+    """Issue 27.1: a climatology made the obvious way from an NCEP truth (its time mean: NCEP names,
+    ``lat``/``lon``, the ``pressure`` dim, ``hgt`` in metres) crashed in ``_num`` (TypeError: a
+    per-level array); it is now read like the truth (names, levels, units: hgt x g)."""
+    ncep = wf.ncep_reanalysis(times=TIMES, levels=(1000, 850, 500), level_name="pressure")
+    tpath = wf.write(ncep, tmp_path / "ncep.nc")
+    with xr.open_dataset(tpath) as raw:
+        raw.mean("time", keep_attrs=True).to_netcdf(tmp_path / "clim.nc")
+    fpath = wf.write(forecast_ds(INITS, [6, 12], 3, variables=("z", "t")), tmp_path / "fc.nc")
+    out = tmp_path / "m.json"
+    assert main(["weather", "evaluate", str(fpath), "--truth", str(tpath), "--climatology", str(tmp_path / "clim.nc"),
+                 "--out", str(out)]) == 0
+    res = strict_json(out)
+    assert list(res["variables"]) == ["z500", "z850", "t500", "t850"]
+    # independent: the files read with plain xarray, latitude flipped to the forecast's ascending order
+    fc = xr.open_dataset(fpath)
+    with xr.open_dataset(tpath) as raw, xr.open_dataset(tmp_path / "clim.nc") as clim:
+        for key, v, ncep_name, scale in (("z500", "z", "hgt", wf.G), ("t850", "t", "air", 1.0)):
+            lev = float(key[1:])
+            valid = INITS + pd.Timedelta(hours=12)
+            y = raw[ncep_name].sel(pressure=lev, time=valid).values[:, ::-1].astype(np.float64) * scale
+            c = clim[ncep_name].sel(pressure=lev).values[::-1].astype(np.float64) * scale
+            x = fc[v].sel(level=lev).isel(prediction_timedelta=1).values.astype(np.float64).mean(1)
+            ref = _acc(x, y, c[None], fc.latitude.values)
+            assert res["variables"][key]["acc"][1] == pytest.approx(ref, rel=1e-5), key
+
+
+def test_climatology_in_other_units_converted_like_the_truth(tmp_path, capsys):
+    """Issue 27.2: a climatology of geopotential height in metres (units ``m``): the old code took it
+    as geopotential (ACC ~1.0 against a truth in m**2 s**-2); it is converted (x g) as the truth
+    would be, with the same warning, and the ACC is the one against the converted climatology."""
+    lat, lon = wf.grid(5, 8, descending=False)
+    z = wf.fields(pd.date_range("2019-01-01", periods=24, freq="h"), (500, 850), lat, lon, seed=5)["z"][0]
+    clim = xr.Dataset({"geopotential": (("hour", "level", "latitude", "longitude"), z / wf.G, {"units": "m"})},
+                      coords={"hour": np.arange(24), "level": [500, 850], "latitude": lat, "longitude": lon})
+    clim.to_netcdf(tmp_path / "clim.nc")
+    fc = forecast_ds(INITS, [6, 12], 3, variables=("z",))
+    rc, out = evaluate(tmp_path, fc, truth_ds(TIMES, variables=("z",)), "--climatology", str(tmp_path / "clim.nc"))
+    assert rc == 0
+    assert "clim.nc: z: geopotential height in m multiplied by g" in capsys.readouterr().err
+    got = strict_json(out)["variables"]["z500"]["acc"]
+    for k, h in enumerate((6, 12)):
+        valid = INITS + pd.Timedelta(hours=h)
+        x = fc.z.isel(prediction_timedelta=k, level=0).values.astype(np.float64).mean(1)
+        y = wf.fields(valid, (500,), lat, lon)["z"][0][:, 0].astype(np.float64)
+        c = (z / wf.G)[valid.hour.values, 0].astype(np.float64) * wf.G
+        assert got[k] == pytest.approx(_acc(x, y, c, lat), rel=1e-5)
+        assert got[k] < 0.9  # the old value was 0.9999...
+
+
+def test_level_given_as_a_cf_scalar_coordinate(tmp_path, capsys):
+    """Issue 27.3: the level as a CF scalar coordinate named ``air_pressure`` (as iris writes it,
+    units Pa or hPa) was dropped on both sides, so t at 850 hPa was scored against t at 200 hPa
+    without a word. Both are read as levels: a mismatch is refused by name, a match is scored."""
+    fc = forecast_ds(INITS, [6], 3, levels=(850,), variables=("t",)).isel(level=0)
+    fc = fc.rename(level="air_pressure").assign_coords(
+        air_pressure=((), 85000.0, {"units": "Pa", "standard_name": "air_pressure"}))
+    assert "level" not in fc.t.dims
+    rc, out = evaluate(tmp_path, fc, wf.iris_netcdf(times=TIMES, level_hpa=200))
+    err = capsys.readouterr().err
+    assert rc == 2 and not out.exists()
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert "t850" in err and "200 hPa" in err
+    rc, out = evaluate(tmp_path, fc, wf.iris_netcdf(times=TIMES, level_hpa=850, level_units="hPa"))
+    assert rc == 0
+    res = strict_json(out)
+    assert list(res["variables"]) == ["t850"]
+    lat, lon = wf.grid(5, 8, descending=False)
+    y = wf.fields(INITS + pd.Timedelta(hours=6), [850], lat, lon)["t"][0][:, 0].astype(np.float64)
+    x = np.moveaxis(fc.t.isel(prediction_timedelta=0).values.astype(np.float64), 1, -1)
+    assert res["variables"]["t850"]["crps"][0] == pytest.approx(area_mean_over_inits(fair_crps(x, y), lat), rel=1e-5)
+
+
+def test_forecast_with_impossible_values_is_scored_with_a_warning(tmp_path, capsys):
+    """Issue 27.4: t in degC labelled K scored CRPS ~273 K without a word. It is still scored (a
+    forecast is measured, not refused) but a warning names the variable and its range, against
+    the bounds the truth is refused by."""
+    fc = forecast_ds(INITS, [6], 3, variables=("t",))
+    fc["t"] = (fc["t"] - 273.15).assign_attrs(units="K")
+    rc, out = evaluate(tmp_path, fc, truth_ds(TIMES, variables=("t",)))
+    assert rc == 0 and strict_json(out)["variables"]["t500"]["crps"][0] > 200
+    lines = [x for x in capsys.readouterr().err.splitlines() if "physically possible" in x]
+    assert len(lines) == 1 and lines[0].startswith("warning: ") and "fc.nc: t ranges" in lines[0]
+    lo, hi = float(fc.t.min()), float(fc.t.max())
+    assert f"{lo:.6g}..{hi:.6g} K" in lines[0] and "100..400 K" in lines[0]
+    assert "physically possible" in " ".join(strict_json(out)["warnings"])
+    rc, out = evaluate(tmp_path, forecast_ds(INITS, [6], 3, variables=("t",)), truth_ds(TIMES, variables=("t",)))
+    assert rc == 0 and "physically possible" not in capsys.readouterr().err
+
+
+def test_leads_and_inits_without_truth_are_named_and_every_lead_has_the_same_inits(tmp_path, capsys):
+    """Issue 27.5: a 6-hourly forecast against a 12-hourly truth lost leads +6/+18 without a word,
+    and an init whose long leads fall after the truth's end was scored at the short leads only,
+    so the leads averaged different init sets. Now the dropped leads and inits are named and
+    each lead is scored over the same inits (counted per lead in ``init_times``)."""
+    truth_times = pd.date_range("2020-01-01", periods=5, freq="12h")  # 00 h .. +48 h
+    inits = pd.DatetimeIndex(["2020-01-01T00", "2020-01-01T03", "2020-01-01T12", "2020-01-02T00", "2020-01-02T12"])
+    fc = forecast_ds(inits, [6, 12, 18, 24], 3, variables=("t2m",))
+    rc, out = evaluate(tmp_path, fc, truth_ds(truth_times, variables=("t2m",)))
+    assert rc == 0
+    err = capsys.readouterr().err
+    res = strict_json(out)
+    assert res["lead_hours"] == [12, 24] and res["init_times"] == [3, 3]
+    assert "+6, +18 h" in err and "2020-01-01T03:00" in err and "2020-01-02T12:00" in err
+    lat, lon = wf.grid(5, 8, descending=False)
+    common = inits[[0, 2, 3]]
+    for k, h in enumerate((12, 24)):
+        x = np.moveaxis(fc.t2m.sel(time=common).isel(prediction_timedelta=2 * k + 1).values.astype(np.float64), 1, -1)
+        y = wf.fields(common + pd.Timedelta(hours=h), [500], lat, lon)["t2m"][0].astype(np.float64)
+        ref = area_mean_over_inits(fair_crps(x, y), lat)
+        assert res["variables"]["t2m"]["crps"][k] == pytest.approx(ref, rel=1e-5), h
+
+
+def test_cfgrib_one_time_files_evaluated(tmp_path):
+    """Issue 27.6: cfgrib squeezes a dim of length 1, so one analysis time, or one forecast run
+    with one step, has scalar ``time``, ``step`` and ``valid_time``; both were refused ("no time
+    dimension"). A one-step ensemble run scored against a one-time analysis."""
+    t0 = pd.Timestamp("2020-01-01T06")
+    fc = wf.cfgrib_era5(times=[t0], members=3, steps_hours=[6]).isel(time=0, step=0)
+    truth = wf.cfgrib_era5(times=[t0 + pd.Timedelta(hours=6)]).isel(time=0)
+    assert fc.time.ndim == fc.step.ndim == fc.valid_time.ndim == truth.time.ndim == truth.valid_time.ndim == 0
+    rc, out = evaluate(tmp_path, fc, truth)
+    assert rc == 0
+    res = strict_json(out)
+    assert res["lead_hours"] == [6] and res["members"] == 3
+    z = fc.z.sel(isobaricInhPa=500).values[:, ::-1].astype(np.float64)  # (M, H, W), latitude ascending
+    y = truth.z.sel(isobaricInhPa=500).values[::-1].astype(np.float64)
+    lat = wf.grid(5, 8, descending=False)[0]
+    ref = area_mean_over_inits(fair_crps(np.moveaxis(z, 0, -1)[None], y[None]), lat)
+    assert res["variables"]["z500"]["crps"][0] == pytest.approx(ref, rel=1e-5)
+
+
+@pytest.mark.parametrize("layout", ["cfgrib", "cds"])
+def test_leads_stored_as_numbers_of_hours(tmp_path, layout):
+    """Issue 27.7: leads as numbers with ``units: hours`` (cfgrib's own netCDF writes ``step`` so;
+    the new CDS ``forecast_period`` is int64 hours) were refused; they score as timedeltas do."""
+    fc = forecast_ds(INITS, [6, 12], 3, variables=("t2m",))
+    rc, out = evaluate(tmp_path, fc, truth_ds(TIMES, variables=("t2m",)), name="ref.json")
+    ref = strict_json(out)["variables"]["t2m"]
+    name, dtype = ("step", np.float64) if layout == "cfgrib" else ("forecast_period", np.int64)
+    num = fc.rename(prediction_timedelta=name, realization="number")
+    num = num.assign_coords({name: (name, np.array([6, 12], dtype), {"units": "hours", "standard_name": "forecast_period"})})
+    if layout == "cds":
+        num = num.rename(time="forecast_reference_time")
+    rc, out = evaluate(tmp_path, num, truth_ds(TIMES, variables=("t2m",)), name="num.json")
+    assert rc == 0
+    got = strict_json(out)
+    assert got["lead_hours"] == [6, 12]
+    assert got["variables"]["t2m"]["crps"] == pytest.approx(ref["crps"], rel=1e-12)

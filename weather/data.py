@@ -29,6 +29,7 @@ Dimension letters: T time, C channels, H latitude, W longitude, S static feature
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,7 +39,7 @@ import xarray as xr
 
 from diffsci.core.errors import DiffsciError
 from diffsci.core.io import check_output_path, check_range  # noqa: F401  (re-exported)
-from diffsci.weather.layouts import G, NON_WEATHER, _check_monotonic, normalize_layout, short_name
+from diffsci.weather.layouts import G, NON_WEATHER, _check_monotonic, normalize_climatology, normalize_layout, short_name
 
 # re-exported: weather.forecast imports these names from here
 from diffsci.weather.layouts import CANONICAL_UNITS, normalize_unit as _norm_unit
@@ -46,6 +47,7 @@ from diffsci.weather.layouts import CANONICAL_UNITS, normalize_unit as _norm_uni
 __all__ = [
     "PHYSICAL_RANGES",
     "open_weather",
+    "open_climatology",
     "time_step",
     "check_grid",
     "check_output_path",
@@ -133,7 +135,7 @@ def open_weather(
     chunks="auto",
     chunk_mb: float | None = None,
     check_nans: bool = True,
-    check_values: bool | None = None,
+    check_values: bool | str | None = None,
     forecast: bool = False,
 ) -> xr.Dataset:
     """Open ERA5 / WB2 / NCEP style data (netCDF, zarr or an in-memory Dataset) lazily, normalised.
@@ -153,11 +155,12 @@ def open_weather(
         they hold a few chunks in memory, not the file.
     check_nans : bool
         Count NaNs per variable (streams over the data once) and raise if any.
-    check_values : bool, optional
+    check_values : bool or "warn", optional
         Refuse values outside ``PHYSICAL_RANGES`` and ``z`` level means far from the standard
-        atmosphere (same pass over the data as the NaN count). Default: on for states (data,
-        initial conditions, truth), off for a forecast (an evaluator scores a forecast that went
-        wrong; it does not refuse it).
+        atmosphere (same pass over the data as the NaN count); ``"warn"``: a warning naming the
+        variable and its range instead. Default: on for states (data, initial conditions,
+        truth), off for a forecast (an evaluator scores a forecast that went wrong, with
+        ``"warn"``; it does not refuse it).
     forecast : bool
         The file is a forecast (init ``time`` and a lead dim, see :func:`normalize_layout`):
         init times must be distinct (they are sorted) but need not be regular.
@@ -233,10 +236,36 @@ def open_weather(
     return ds
 
 
-def _check_values(ds: xr.Dataset, keep, name: str, *, check_nans: bool, check_values: bool,
+def open_climatology(path_or_dataset) -> xr.Dataset:
+    """Open a climatology (the reference of the anomaly correlation) with the truth's reader.
+
+    ``path_or_dataset``: a netCDF file, zarr store or Dataset in any layout :func:`open_weather`
+    reads (short, WB2 long or NCEP names; ``lat``/``lon``; levels named ``pressure``, ``lev``,
+    ``isobaricInhPa``... or any CF pressure coordinate; units converted as the truth's, with the
+    same warning), with dims ``[dayofyear,] [hour,] [level,] latitude, longitude``
+    (:func:`~diffsci.weather.layouts.normalize_climatology`). Variables float32; NaNs and
+    physically impossible values are refused, as in a truth.
+    """
+    ds, name = _open(path_or_dataset, "auto", None)
+    ds = normalize_climatology(ds, path=name)
+    keep = [str(v) for v in ds.data_vars if v not in NON_WEATHER and {"latitude", "longitude"} <= set(ds[v].dims)]
+    if not keep:
+        raise DiffsciError(f"{name}: no variable with latitude and longitude dims")
+    ds = ds[keep]
+    for v in keep:
+        if ds[v].dtype != np.float32:
+            ds[v] = ds[v].astype(np.float32)
+    _check_values(ds, keep, name, check_nans=True, check_values=True)
+    ds.attrs["diffsci_source"] = name
+    return ds
+
+
+def _check_values(ds: xr.Dataset, keep, name: str, *, check_nans: bool, check_values: bool | str,
                   scheduler: str | None = None) -> None:
     """NaN counts, ranges and z level means in one pass over the data (dask ``scheduler``:
-    ``"synchronous"`` reads one chunk at a time, None the default threads)."""
+    ``"synchronous"`` reads one chunk at a time, None the default threads). NaNs and impossible
+    values raise :class:`DiffsciError`; with ``check_values="warn"`` the impossible values are
+    a warning each instead."""
     import dask
 
     keys, tasks = [], []
@@ -255,25 +284,33 @@ def _check_values(ds: xr.Dataset, keep, name: str, *, check_nans: bool, check_va
     if bad:
         shown = ", ".join(f"{v}: {n} NaN of {ds[v].size}" for v, n in bad.items())
         raise DiffsciError(f"{name}: NaN values ({shown})")
-    for v in keep:
-        if (v, "min") not in got:
-            continue
-        lo, hi = PHYSICAL_RANGES[v]
-        vmin, vmax = float(got[(v, "min")]), float(got[(v, "max")])
-        units = ds[v].attrs.get("units", CANONICAL_UNITS.get(v, "?"))
-        if np.isfinite(vmin) and (vmin < lo or vmax > hi):
-            raise DiffsciError(f"{name}: {v} ranges {vmin:.6g}..{vmax:.6g} {units}, outside the physically "
-                               f"possible {lo:g}..{hi:g} {CANONICAL_UNITS.get(v, '')} (wrong units?)")
-        if (v, "level_mean") in got:
-            means = np.asarray(got[(v, "level_mean")].values, dtype=np.float64)
-            levels = np.asarray(ds["level"].values, dtype=np.float64)
-            expect = _isa_height(levels)
-            off = (means / G < 0.5 * expect - 1000.0) | (means / G > 1.5 * expect + 1000.0)
-            if np.any(off):
-                k = int(np.argmax(off))
-                raise DiffsciError(
-                    f"{name}: z at {levels[k]:g} hPa averages {means[k]:.6g} {units}, far from the standard "
-                    f"atmosphere's {G * expect[k]:.6g} m**2 s**-2 (geopotential height in m labelled as geopotential?)")
+    problems = [p for v in keep if (v, "min") in got for p in _impossible_values(ds, v, got, name)]
+    if problems and check_values == "warn":
+        for p in problems:
+            warnings.warn(f"{p}; scored as given", stacklevel=3)
+    elif problems:
+        raise DiffsciError(problems[0])
+
+
+def _impossible_values(ds: xr.Dataset, v: str, got: dict, name: str) -> list[str]:
+    """What is physically impossible in ``v`` given its min, max (and z level means) in ``got``."""
+    lo, hi = PHYSICAL_RANGES[v]
+    vmin, vmax = float(got[(v, "min")]), float(got[(v, "max")])
+    units = ds[v].attrs.get("units", CANONICAL_UNITS.get(v, "?"))
+    out = []
+    if np.isfinite(vmin) and (vmin < lo or vmax > hi):
+        out.append(f"{name}: {v} ranges {vmin:.6g}..{vmax:.6g} {units}, outside the physically "
+                   f"possible {lo:g}..{hi:g} {CANONICAL_UNITS.get(v, '')} (wrong units?)")
+    if (v, "level_mean") in got:
+        means = np.asarray(got[(v, "level_mean")].values, dtype=np.float64)
+        levels = np.asarray(ds["level"].values, dtype=np.float64)
+        expect = _isa_height(levels)
+        off = (means / G < 0.5 * expect - 1000.0) | (means / G > 1.5 * expect + 1000.0)
+        if np.any(off):
+            k = int(np.argmax(off))
+            out.append(f"{name}: z at {levels[k]:g} hPa averages {means[k]:.6g} {units}, far from the standard "
+                       f"atmosphere's {G * expect[k]:.6g} m**2 s**-2 (geopotential height in m labelled as geopotential?)")
+    return out
 
 
 def _isa_height(p_hpa) -> np.ndarray:

@@ -5,11 +5,7 @@ from __future__ import annotations
 
 import sys
 import warnings
-from pathlib import Path
 
-import xarray as xr
-
-from diffsci.core.errors import DiffsciError
 from diffsci.weather.data import check_output_path
 from diffsci.weather.metrics import evaluate_forecast, write_metrics
 
@@ -18,18 +14,9 @@ __all__ = ["add_parser"]
 
 def _run(args) -> int:
     check_output_path(args.out, inputs=(args.forecast, args.truth, args.climatology))
-    clim = None
-    if args.climatology:
-        if not Path(args.climatology).exists():
-            raise DiffsciError(f"{args.climatology}: file not found")
-        try:
-            clim = xr.open_dataset(args.climatology)
-        except Exception as exc:
-            raise DiffsciError(f"{args.climatology}: cannot open as netCDF ({type(exc).__name__}: {exc})") from None
-        clim.attrs["diffsci_source"] = str(args.climatology)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        res = evaluate_forecast(args.forecast, args.truth, variables=args.variables, climatology=clim)
+        res = evaluate_forecast(args.forecast, args.truth, variables=args.variables, climatology=args.climatology)
     for msg in dict.fromkeys(str(w.message) for w in caught):  # the reader's (unit conversions) and ours
         print(f"warning: {msg}", file=sys.stderr)
     out = write_metrics(res, args.out)
@@ -56,5 +43,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--variables", nargs="+", metavar="NAME",
                    help="fields to score: a variable (z, geopotential: all its levels) or one level (z500); "
                         "default: every forecast variable, each of which the truth must have")
-    p.add_argument("--climatology", help="climatology netCDF for ACC (dims hour?, level?, latitude, longitude)")
+    p.add_argument("--climatology",
+                   help="climatology netCDF/zarr for ACC, read like the truth (names, levels, units), with dims "
+                        "[dayofyear,] [hour,] [level,] latitude, longitude (WeatherBench 2's); by hour of day and day "
+                        "of year of the valid time where it has those dims")
     p.set_defaults(func=_run)

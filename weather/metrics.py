@@ -48,11 +48,12 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 
 from diffsci.core.errors import DiffsciError
 from diffsci.core.io import write_json
-from diffsci.weather.data import open_weather
+from diffsci.weather.data import open_climatology, open_weather
 from diffsci.weather.grid import cell_area_weights
 from diffsci.weather.layouts import short_name
 
@@ -317,23 +318,32 @@ def _fields(forecast: xr.Dataset, variables, fname: str) -> list[tuple[str, str,
     return out
 
 
+def _lacking(truth: xr.Dataset, key: str, v: str, lev) -> str | None:
+    """Why the truth cannot score the forecast field ``key`` (None: it can)."""
+    if v not in truth.data_vars:
+        return key
+    has_levels = "level" in truth[v].dims
+    if lev is None:
+        return f"{key} (the truth's {v} has pressure levels, the forecast's has none)" if has_levels else None
+    if not has_levels:
+        return f"{key} (the truth's {v} has no pressure level)"
+    levels = np.asarray(truth["level"].values, dtype=np.float64)
+    if np.isclose(levels, float(lev)).any():
+        return None
+    return f"{key} (the truth's {v} is at {', '.join(f'{x:g}' for x in levels)} hPa)"
+
+
 def _check_truth_has(truth: xr.Dataset, fields, tname: str) -> None:
-    missing = []
-    for key, v, lev in fields:
-        if v not in truth.data_vars:
-            missing.append(key)
-        elif lev is None and "level" in truth[v].dims:
-            missing.append(f"{key} (the truth's {v} has pressure levels, the forecast's has none)")
-        elif lev is not None and ("level" not in truth[v].dims
-                                  or not np.isclose(truth["level"].values, float(lev)).any()):
-            missing.append(key)
-    if missing and len(missing) == len(fields):
+    """Every forecast field must be in the truth, at its level: a mismatch is named."""
+    missing = [m for m in (_lacking(truth, key, v, lev) for key, v, lev in fields) if m is not None]
+    if not missing:
+        return
+    if not any(v in truth.data_vars for _, v, _ in fields):
         have = sorted(str(v) for v in truth.data_vars)
         raise DiffsciError(f"{tname}: forecast and truth share no variable "
                            f"(forecast: {', '.join(k for k, _, _ in fields)}; truth: {', '.join(have)})")
-    if missing:
-        raise DiffsciError(f"{tname}: the truth lacks {', '.join(missing)}, which the forecast has; "
-                           "score the others with --variables")
+    others = "; score the others with --variables" if len(missing) < len(fields) else ""
+    raise DiffsciError(f"{tname}: the truth lacks {', '.join(missing)}, which the forecast has{others}")
 
 
 def _match_grid(forecast: xr.Dataset, truth: xr.Dataset, fname: str, tname: str, what: str = "truth") -> xr.Dataset:
@@ -379,23 +389,143 @@ def _lead_label(lead) -> int | float:
 
 
 def _climatology_field(climatology: xr.Dataset, v: str, lev, lead, t: xr.Dataset) -> xr.DataArray:
-    """The climatology of one field at the valid times of ``t`` (by hour of day if it has ``hour``)."""
-    clim = climatology.rename({k: short_name(k) for k in climatology.data_vars if short_name(k) != k})
-    clim = clim.rename({a: b for a, b in (("lat", "latitude"), ("lon", "longitude")) if a in clim.dims})
-    name = clim.attrs.get("diffsci_source", "climatology")
-    if v not in clim:
+    """The climatology (from :func:`~diffsci.weather.data.open_climatology`) of one field at the
+    valid times of ``t`` (the truth at ``lead``): its level ``lev`` (hPa, or None), at ``t``'s
+    grid points, by hour of day and day of year of the VALID time where it has those dims."""
+    name = climatology.attrs.get("diffsci_source", "climatology")
+    if v not in climatology:
         raise DiffsciError(f"{name}: the climatology lacks variable {v!r}")
-    if lev is not None and "level" in clim[v].dims:
-        hit = np.nonzero(np.isclose(clim["level"].values.astype(np.float64), float(lev)))[0]
+    c = climatology[v]
+    key = field_key(v, lev)
+    if (lev is None) != ("level" not in c.dims):
+        has = "has pressure levels" if lev is None else "has no pressure level"
+        raise DiffsciError(f"{name}: the climatology's {v} {has}; the forecast's {key} needs "
+                           + ("a single-level field" if lev is None else f"the level {float(lev):g} hPa"))
+    if lev is not None:
+        hit = np.nonzero(np.isclose(c["level"].values.astype(np.float64), float(lev)))[0]
         if not hit.size:
             raise DiffsciError(f"{name}: the climatology has no level {float(lev):g} hPa for {v}")
-        clim = clim.isel(level=int(hit[0]), drop=True)
-    c = _match_grid(t, clim[[v]], "forecast", name, "climatology")[v]  # by coordinate value, as the truth
-    if "hour" in c.dims:  # climatology by hour of day of the VALID time
-        valid_hour = xr.DataArray((t.time.values + lead).astype("datetime64[h]").astype(np.int64) % 24,
-                                  dims="time", coords={"time": t.time.values})
-        c = c.sel(hour=valid_hour).drop_vars("hour", errors="ignore")
-    return c
+        c = c.isel(level=int(hit[0]), drop=True)
+    c = _match_grid(t, c.to_dataset(name=v), "forecast", name, "climatology")[v]  # by coordinate value
+    valid = pd.DatetimeIndex(t.time.values + lead)
+    picks = {}
+    for dim, want in (("hour", valid.hour), ("dayofyear", valid.dayofyear)):
+        if dim in c.dims:
+            absent = sorted(set(want.tolist()) - set(np.asarray(c[dim].values).tolist()))
+            if absent:
+                raise DiffsciError(f"{name}: the climatology has no {dim} {absent[:5]} (valid times at lead "
+                                   f"+{_lead_label(lead)} h)")
+            picks[dim] = xr.DataArray(np.asarray(want), dims="time", coords={"time": t.time.values})
+    return c.sel(picks).drop_vars(list(picks), errors="ignore") if picks else c
+
+
+class _Warnings:
+    """The warnings of one evaluation: each message said once (``warnings.warn``) and kept, in
+    order, for the result's ``warnings``."""
+
+    def __init__(self):
+        self.said: list[str] = []
+
+    def __call__(self, msg: str) -> None:
+        if msg not in self.said:
+            self.said.append(msg)
+            warnings.warn(msg, stacklevel=3)
+
+
+def _read_inputs(forecast, truth, climatology, warn: _Warnings):
+    """Forecast, truth (one member) and climatology (or None) through the one reader; what it
+    warns about (unit conversions, impossible forecast values) goes to ``warn``."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        # a forecast is scored whatever its values (a diverged model scores badly, it is not refused)
+        forecast = open_weather(forecast, forecast=True, check_nans=False, check_values="warn")
+        truth = open_weather(truth, check_nans=False)
+        climatology = None if climatology is None else open_climatology(climatology)
+    for w in caught:
+        if w.category is UserWarning:
+            warn(str(w.message))
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if MEMBER in truth.dims:
+        if truth.sizes[MEMBER] != 1:
+            raise DiffsciError(f"{truth.attrs['diffsci_source']}: the truth has {truth.sizes[MEMBER]} ensemble "
+                               "members; select one")
+        truth = truth.isel({MEMBER: 0}, drop=True)
+    return forecast, truth, climatology
+
+
+def _stamp(t) -> str:
+    return str(np.datetime_as_string(np.datetime64(t, "ns"), unit="m"))
+
+
+def _scored_inits(forecast: xr.Dataset, truth: xr.Dataset, warn: _Warnings) -> list[tuple[object, np.ndarray]]:
+    """``(lead, init indices)`` of each lead to score. A lead without truth at any of its valid
+    times is left out; then the inits without truth at every scored lead are left out of all
+    leads, so each lead averages the same inits (when no init has truth at every lead, each lead
+    keeps its own). Every such choice is said through ``warn``."""
+    fname, tname = forecast.attrs["diffsci_source"], truth.attrs["diffsci_source"]
+    inits, leads = forecast["time"].values, forecast[LEAD].values
+    has = np.isin(inits[:, None] + leads[None, :], truth["time"].values)  # (I, L)
+    if not has.any():
+        raise DiffsciError(f"{fname}: forecast valid times (init + lead) do not overlap the truth's times ({tname})")
+    scored = has.any(0)
+    if not scored.all():
+        shown = ", ".join(f"+{_lead_label(x)}" for x in leads[~scored])
+        warn(f"{fname}: leads {shown} h have no truth at their valid times in {tname}: not scored")
+    common = has[:, scored].all(1)
+    if not common.any():
+        warn(f"{fname}: no init time has truth at every scored lead in {tname}: each lead is scored over its own "
+             "init times (counted in init_times)")
+        return [(lead, np.nonzero(has[:, j])[0]) for j, lead in enumerate(leads) if scored[j]]
+    if not common.all():
+        out = inits[~common]
+        shown = ", ".join(_stamp(t) for t in out[:5]) + (f" and {out.size - 5} more" if out.size > 5 else "")
+        warn(f"{fname}: {out.size} init time(s) lack truth at some scored lead in {tname} ({shown}): left out, so "
+             f"every lead is scored over the same {int(common.sum())} init times")
+    return [(lead, np.nonzero(common)[0]) for lead in leads[scored]]
+
+
+def _field_at(f: xr.Dataset, t: xr.Dataset, v: str, lev) -> tuple[xr.DataArray, xr.DataArray]:
+    """Forecast and truth of one field (variable ``v`` at level ``lev`` or None) as float64, loaded."""
+    fv, tv = f[v], t[v]
+    if lev is not None:  # the truth's level matched by value (500 vs 500.0)
+        fv = fv.sel(level=lev, drop=True)
+        tv = tv.sel(level=float(lev), method="nearest", tolerance=1e-6, drop=True)
+    return fv.load().astype(np.float64), tv.load().astype(np.float64)
+
+
+def _score_field(fv: xr.DataArray, tv: xr.DataArray, clim, key: str, names: tuple[str, str], seed: int,
+                 warn: _Warnings) -> tuple[dict, list | None]:
+    """Every metric of one field at one lead (``clim``: its climatology for ACC, or None) and
+    the rank-histogram counts (None with fewer than 2 valid members). ``names``: the forecast's
+    and the truth's file names, for the warnings."""
+    fname, tname = names
+    n_nan = int(tv.isnull().sum())
+    if n_nan:
+        warn(f"{tname}: {key} has NaN truth values: masked and counted in truth_nan_points")
+    n_members = int(valid_members(fv).max()) if fv.size else 0  # before the truth mask
+    ens = MEMBER in fv.dims and n_members >= 2
+    if ens:  # member slots with any value (an all-NaN member would empty every rank-histogram bin)
+        slots = np.nonzero(fv.notnull().any([d for d in fv.dims if d != MEMBER]).values)[0]
+    fv = fv.where(tv.notnull())  # every metric over the same points
+    m = valid_members(fv)
+    r = {"truth_nan_points": n_nan, "forecast_nan_points": int(((m == 0) & tv.notnull()).sum()),
+         "rmse": _num(ensemble_mean_rmse(fv, tv)), "mae": _num(mae(fv, tv))}
+    if r["forecast_nan_points"]:
+        warn(f"{fname}: {key} has points where every member is NaN: masked and counted in forecast_nan_points")
+    hist = None
+    if ens:
+        if int(((m == 1) & tv.notnull()).sum()):
+            warn(f"{fname}: {key} has points with one valid member: left out of CRPS, spread and SSR")
+        r.update(crps=_num(crps(fv, tv)), spread=_num(spread(fv)), ssr=_num(spread_skill_ratio(fv, tv)))
+        hist = rank_histogram(fv.isel({MEMBER: slots}), tv, seed=seed).tolist()
+    else:
+        warn(f"{fname}: {key}: fewer than 2 valid members (M = {n_members}): CRPS, spread and "
+             "spread/skill are null (the fair CRPS needs 2 members; see mae)")
+        r.update(crps=None, spread=None, ssr=None)
+    if clim is not None:
+        r["acc"] = _num(acc(fv, tv, clim))
+    return r, hist
 
 
 def evaluate_forecast(forecast, truth, *, variables=None, climatology=None, seed: int = 0) -> dict:
@@ -403,89 +533,46 @@ def evaluate_forecast(forecast, truth, *, variables=None, climatology=None, seed
 
     ``forecast`` and ``truth``: paths or Datasets, each normalised by the same reader
     (:func:`diffsci.weather.data.open_weather`; the forecast keeps its init ``time`` and its
-    lead dim ``prediction_timedelta``). Fields are keyed ``z500`` (variable + level in hPa)
-    for pressure-level variables and by name (``t2m``) otherwise. Truth NaNs are masked and
-    counted (``truth_nan_points``); metrics that need 2 valid members are ``None`` for a
-    forecast with fewer, with a warning in ``warnings``.
+    lead dim ``prediction_timedelta``); ``climatology`` (for ACC; path or Dataset) by the same
+    reader too (:func:`diffsci.weather.data.open_climatology`). Fields are keyed ``z500``
+    (variable + level in hPa) for pressure-level variables and by name (``t2m``) otherwise.
+    Leads without truth are left out, and so are inits without truth at every scored lead, so
+    each lead is scored over the same inits (``init_times``: their count per lead); both said in
+    ``warnings``. Truth NaNs are masked and counted (``truth_nan_points``); metrics that need 2
+    valid members are ``None`` for a forecast with fewer, with a warning in ``warnings``.
     """
-    # a forecast is scored whatever its values (a diverged model scores badly, it is not refused)
-    forecast = open_weather(forecast, forecast=True, check_nans=False, check_values=False)
-    truth = open_weather(truth, check_nans=False)
+    warn = _Warnings()
+    forecast, truth, climatology = _read_inputs(forecast, truth, climatology, warn)
     fname, tname = forecast.attrs["diffsci_source"], truth.attrs["diffsci_source"]
-    if MEMBER in truth.dims:
-        if truth.sizes[MEMBER] != 1:
-            raise DiffsciError(f"{tname}: the truth has {truth.sizes[MEMBER]} ensemble members; select one")
-        truth = truth.isel({MEMBER: 0}, drop=True)
     _refuse_duplicates(forecast, fname)
     fields = _fields(forecast, variables, fname)
     _check_truth_has(truth, fields, tname)
     truth = _match_grid(forecast, truth, fname, tname)
-    members = int(forecast.sizes.get(MEMBER, 1))
     keys = [k for k, _, _ in fields]
     per_field = ("crps", "rmse", "spread", "ssr", "mae", "truth_nan_points", "forecast_nan_points")
     per_field += ("acc",) if climatology is not None else ()
-    result = {"lead_hours": [], "variables": {k: {m: [] for m in per_field} for k in keys},
-              "rank_histogram": {k: {} for k in keys}, "members": members}
-    warned: list[str] = []
-
-    def warn(msg):
-        if msg not in warned:
-            warned.append(msg)
-            warnings.warn(msg, stacklevel=3)
-
-    any_overlap = False
-    for lead in forecast[LEAD].values:
-        f, t = align(forecast, truth, lead)
-        if f.sizes["time"] == 0:
-            continue
-        any_overlap = True
+    result = {"lead_hours": [], "init_times": [], "variables": {k: {m: [] for m in per_field} for k in keys},
+              "rank_histogram": {k: {} for k in keys}, "members": int(forecast.sizes.get(MEMBER, 1))}
+    for lead, inits in _scored_inits(forecast, truth, warn):
+        f, t = align(forecast.isel(time=inits), truth, lead)
         lead_h = _lead_label(lead)
         result["lead_hours"].append(lead_h)
+        result["init_times"].append(int(f.sizes["time"]))
         for key, v, lev in fields:
-            fv, tv = f[v], t[v]
-            if lev is not None:  # the truth's level matched by value (500 vs 500.0)
-                fv = fv.sel(level=lev, drop=True)
-                tv = tv.sel(level=float(lev), method="nearest", tolerance=1e-6, drop=True)
-            fv, tv = fv.load().astype(np.float64), tv.load().astype(np.float64)
-            r = result["variables"][key]
-            n_nan = int(tv.isnull().sum())
-            if n_nan:
-                warn(f"{tname}: {key} has NaN truth values: masked and counted in truth_nan_points")
-            n_members = int(valid_members(fv).max()) if fv.size else 0  # before the truth mask
-            ens = MEMBER in fv.dims and n_members >= 2
-            if ens:  # member slots with any value (an all-NaN member would empty every rank-histogram bin)
-                slots = np.nonzero(fv.notnull().any([d for d in fv.dims if d != MEMBER]).values)[0]
-            fv = fv.where(tv.notnull())  # every metric over the same points
-            m = valid_members(fv)
-            r["truth_nan_points"].append(n_nan)
-            r["forecast_nan_points"].append(int(((m == 0) & tv.notnull()).sum()))
-            if r["forecast_nan_points"][-1]:
-                warn(f"{fname}: {key} has points where every member is NaN: masked and counted in forecast_nan_points")
-            r["rmse"].append(_num(ensemble_mean_rmse(fv, tv)))
-            r["mae"].append(_num(mae(fv, tv)))
-            if ens:
-                if int(((m == 1) & tv.notnull()).sum()):
-                    warn(f"{fname}: {key} has points with one valid member: left out of CRPS, spread and SSR")
-                r["crps"].append(_num(crps(fv, tv)))
-                r["spread"].append(_num(spread(fv)))
-                r["ssr"].append(_num(spread_skill_ratio(fv, tv)))
-                rh = rank_histogram(fv.isel({MEMBER: slots}), tv, seed=seed)
-                result["rank_histogram"][key][str(lead_h)] = rh.tolist()
-            else:
-                warn(f"{fname}: {key}: fewer than 2 valid members (M = {n_members}): CRPS, spread and "
-                     "spread/skill are null (the fair CRPS needs 2 members; see mae)")
-                r["crps"].append(None)
-                r["spread"].append(None)
-                r["ssr"].append(None)
-            if climatology is not None:
-                r["acc"].append(_num(acc(fv, tv, _climatology_field(climatology, v, lev, lead, t))))
-    if not any_overlap:
-        raise DiffsciError(f"{fname}: forecast valid times (init + lead) do not overlap the truth's times ({tname})")
-    result["warnings"] = warned
+            fv, tv = _field_at(f, t, v, lev)
+            clim = None if climatology is None else _climatology_field(climatology, v, lev, lead, t)
+            scores, hist = _score_field(fv, tv, clim, key, (fname, tname), seed, warn)
+            for m in per_field:
+                result["variables"][key][m].append(scores[m])
+            if hist is not None:
+                result["rank_histogram"][key][str(lead_h)] = hist
+    result["warnings"] = warn.said
     result["notes"] = {"crps": "fair estimator, per-point valid member count; null with fewer than 2 members",
                        "rmse": "ensemble-mean RMSE, sqrt after time averaging",
                        "ssr": "sqrt(<(M+1)/M var>) / RMSE, M the valid members per point",
-                       "masking": "truth NaNs and all-NaN forecast points are left out of every metric"}
+                       "masking": "truth NaNs and all-NaN forecast points are left out of every metric",
+                       "init_times": "the inits each lead is scored over (the same for every lead when the truth "
+                                     "allows)"}
     return result
 
 
