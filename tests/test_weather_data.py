@@ -222,7 +222,7 @@ def test_window_starts_never_cross_trajectories(made):
 
 
 def test_check_output_path(tmp_path):
-    from diffsci.weather.data import check_output_path
+    from diffsci.core.io import check_output_path
 
     store = tmp_path / "in.zarr"
     store.mkdir()

@@ -21,8 +21,8 @@ chunks of at most M MiB, :func:`compute_norm_stats` streams over blocks of time,
 
 Also here: per-channel normalisation statistics (:class:`NormStats`), training windows, static
 input features (sin/cos of latitude and longitude; the time-invariant fields of the data, such as
-the land-sea mask, are read by :mod:`diffsci.weather.static`), and the checks run before any work (:func:`check_grid`,
-:func:`check_output_path`).
+the land-sea mask, are read by :mod:`diffsci.weather.static`), and the grid check run before any
+work (:func:`check_grid`; an output path is checked by :func:`diffsci.core.io.check_output_path`).
 
 Dimension letters: T time, C channels, H latitude, W longitude, S static features.
 """
@@ -38,7 +38,7 @@ import pandas as pd
 import xarray as xr
 
 from diffsci.core.errors import DiffsciError
-from diffsci.core.io import check_output_path, check_range  # noqa: F401  (re-exported)
+from diffsci.core.io import check_range
 from diffsci.weather.layouts import G, NON_WEATHER, _check_monotonic, normalize_climatology, normalize_layout, short_name
 
 # re-exported: weather.forecast imports these names from here
@@ -50,7 +50,6 @@ __all__ = [
     "open_climatology",
     "time_step",
     "check_grid",
-    "check_output_path",
     "channel_names",
     "stack_channels",
     "StateReader",

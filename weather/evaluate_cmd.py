@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 import warnings
 
-from diffsci.weather.data import check_output_path
+from diffsci.core.io import check_output_path
 from diffsci.weather.metrics import evaluate_forecast, write_metrics
 
 __all__ = ["add_parser"]

@@ -17,9 +17,8 @@ def _run(args) -> int:
     import torch
 
     from diffsci.core.distributed import rank_device
-    from diffsci.core.io import check_int
+    from diffsci.core.io import check_int, check_output_path
     from diffsci.core.utils import resolve_device
-    from diffsci.weather.data import check_output_path
     from diffsci.weather.forecast import forecast, load_forecaster, write_forecast
 
     check_int(args.threads, "--threads")

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import argparse
 
-from diffsci.core.io import write_netcdf
+from diffsci.core.io import check_output_path, write_netcdf
 
 __all__ = ["add_parser", "run"]
 
 
 def run(args: argparse.Namespace) -> int:
     """Check ``--out``, generate (the generator validates the grid and counts) and write the file."""
-    from diffsci.weather.data import check_output_path
     from diffsci.weather.generator import generate
 
     check_output_path(args.out)
