@@ -42,6 +42,7 @@ from diffsci.benchmarks.scorecard import SCORECARD_REFERENCES, crps_or_mae, plot
 from diffsci.core.errors import DiffsciError
 from diffsci.core.figures import save_figure
 from diffsci.core.io import check_choice, write_netcdf
+from diffsci.weather.forecast_cmd import STEPS_HELP, CheckpointHelpFormatter
 from diffsci.weather.metrics import evaluate_forecast, rank_histogram_delta, reliability_index
 
 __all__ = ["run_benchmark", "check_heldout", "select_init_times", "summarize", "calibration", "render_report",
@@ -396,6 +397,7 @@ def add_parser(subparsers) -> None:
     p = add_benchmark_parser(subparsers, "weather", run_benchmark, help="weather benchmark: diffusion ensemble vs baselines",
                              doc=__doc__, outputs="report.md, results.json, PNGs",
                              quick="6 init times, 8 members, short climatology (<= 15 min on 2 CPU cores)")
+    p.formatter_class = CheckpointHelpFormatter  # the shipped checkpoint's sampling settings, read when printed
     p.add_argument("--members", type=int, help="ensemble size (default 16, quick 8)")
     p.add_argument("--inits", type=int, help="number of init times (default 20, quick 6)")
     p.add_argument("--lead-hours", type=int, default=24, help="forecast length in hours (default 24)")
@@ -405,9 +407,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--data", help="held-out data written by make-data, with the simulator state (default: generated, seed 12345)")
     p.add_argument("--train-data", help="training-period data for the climatologies (default: regenerated from seed 0)")
     p.add_argument("--seed", type=int, default=0, help="seed of the ensembles")
-    p.add_argument("--sampler", help="default: the checkpoint's own sampler (heun for the shipped one)")
-    p.add_argument("--steps", type=int, help="noise levels per forecast step (default: the checkpoint's with its own "
-                                             "sampler, else 5)")
+    p.add_argument("--sampler", help="default: the checkpoint's own sampler, recorded with it (the shipped "
+                                     "checkpoint's: {shipped_sampling})")
+    p.add_argument("--steps", type=int, help=STEPS_HELP + " (default: the checkpoint's with its own sampler, else 5)")
     p.add_argument("--churn", type=float, help="EDM churn, heun/euler samplers (default: the checkpoint's with its "
                                                "own sampler, else 2.5)")
     p.add_argument("--scorecard-reference", default="persistence", choices=SCORECARD_REFERENCES,

@@ -23,6 +23,7 @@ import torch
 
 from diffsci.benchmarks.measure import peak_memory, reset_peak_memory
 from diffsci.core.io import write_json
+from diffsci.weather.forecast_cmd import STEPS_HELP
 
 __all__ = ["weather_forecast_speed", "main"]
 
@@ -81,7 +82,7 @@ def main(argv=None) -> int:
     p.add_argument("--checkpoint", help="default: the shipped checkpoint")
     p.add_argument("--members", type=int, default=16)
     p.add_argument("--lead-hours", type=int, default=24)
-    p.add_argument("--steps", type=int, help="noise levels (default: the forecast default)")
+    p.add_argument("--steps", type=int, help=STEPS_HELP + " (default: the forecast default)")
     p.add_argument("--sampler", help="default: the forecast default")
     p.add_argument("--churn", type=float)
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1, as 'diffsci weather forecast')")

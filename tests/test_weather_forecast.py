@@ -406,3 +406,23 @@ def test_effective_churn_is_what_the_sampler_uses():
 
     assert effective_churn("heun", 2.5) == 2.5 and effective_churn("euler", 1) == 1.0
     assert effective_churn("dpmpp_2m", 2.5) == 0.0 and effective_churn("ddim", 2.5) == 0.0
+
+
+# ------------------------------------------------------------------ issue 27.7
+@pytest.mark.parametrize("argv", [["weather", "forecast", "--help"], ["bench", "weather", "--help"]])
+def test_help_names_the_shipped_checkpoints_own_sampler(argv, capsys):
+    """Seen: both helps named heun as the shipped sampler while the checkpoint records euler over 2
+    noise levels. The help now reads the settings from the shipped checkpoint (here read
+    independently, from the file's model_config)."""
+    from diffsci.core.checkpoint import default_checkpoint_path, load_checkpoint
+    from diffsci.weather.diffusion import KIND
+
+    mc = load_checkpoint(default_checkpoint_path(KIND))["model_config"]
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"the shipped checkpoint's: {mc['sampler']}, {mc['sampler_steps']} noise levels" in text
+    assert "heun for the shipped" not in text
+    assert "noise levels per forecast step: the diffusion sampler's grid of noise levels" in text
+

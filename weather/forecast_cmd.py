@@ -6,11 +6,42 @@ spread over the ranks; rank 0 writes the one output file (bitwise that of one pr
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 import warnings
 
-__all__ = ["add_parser"]
+from diffsci.core.errors import DiffsciError
+
+__all__ = ["add_parser", "CheckpointHelpFormatter", "STEPS_HELP"]
+
+#: what ``--steps`` means in the weather commands (in ``protein sample`` it counts ODE steps)
+STEPS_HELP = ("noise levels per forecast step: the diffusion sampler's grid of noise levels, run once for every "
+              "model time step of the rollout (so 2 levels = 2 network evaluations per step with euler); not the "
+              "number of forecast steps, which is --lead-hours over the checkpoint's time step")
+
+
+def shipped_sampling() -> str:
+    """The shipped checkpoint's own sampling settings, read from it: ``"euler, 2 noise levels"``."""
+    from diffsci.weather.forecast import load_forecaster, sampling_settings
+
+    try:
+        sampler, steps, churn = sampling_settings(load_forecaster().config)
+    except DiffsciError:  # no shipped checkpoint in this install: say where the settings come from
+        return "those recorded in it"
+    return f"{sampler}, {steps} noise levels" + (f", churn {churn:g}" if churn else "")
+
+
+class CheckpointHelpFormatter(argparse.HelpFormatter):
+    """Help texts with ``{shipped_sampling}`` replaced, when the help is printed (never while
+    parsing), by the shipped checkpoint's own settings (:func:`shipped_sampling`), so the help
+    says what the checkpoint records, whichever checkpoint is shipped."""
+
+    def _get_help_string(self, action):
+        text = super()._get_help_string(action)
+        if text and "{shipped_sampling}" in text:
+            text = text.replace("{shipped_sampling}", shipped_sampling())
+        return text
 
 
 def _run(args) -> int:
@@ -49,7 +80,8 @@ def _run(args) -> int:
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("forecast", help="ensemble forecast with the graph diffusion model",
-                              description="Autoregressive ensemble forecast in WeatherBench 2 layout (netCDF).")
+                              description="Autoregressive ensemble forecast in WeatherBench 2 layout (netCDF).",
+                              formatter_class=CheckpointHelpFormatter)
     p.add_argument("--checkpoint", help="model checkpoint (default: the shipped one)")
     p.add_argument("--init", required=True,
                    help="initial conditions: netCDF/zarr (cfgrib, CDS, WB2 or NCEP layout) with at least two states "
@@ -60,10 +92,11 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out", required=True, help="output netCDF (not an input; its folder must exist)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sampler", default=None,
-                   help="sampler name (default: the checkpoint's own, recorded with it; heun for the shipped one)")
+                   help="sampler name (default: the checkpoint's own, recorded with it; the shipped checkpoint's: "
+                        "{shipped_sampling})")
     p.add_argument("--steps", type=int, default=None,
-                   help="noise levels per forecast step (default: the checkpoint's with its own sampler; else 5, "
-                        "20 for euler_maruyama, whose first-order SDE steps diverge on a coarser grid)")
+                   help=STEPS_HELP + " (default: the checkpoint's with its own sampler; else 5, 20 for "
+                        "euler_maruyama, whose first-order SDE steps diverge on a coarser grid)")
     p.add_argument("--churn", type=float, default=None,
                    help="EDM stochastic churn for the heun/euler samplers (default: the checkpoint's with its own "
                         "sampler, else 2.5; 0: deterministic ODE steps)")
