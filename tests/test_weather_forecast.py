@@ -426,3 +426,17 @@ def test_help_names_the_shipped_checkpoints_own_sampler(argv, capsys):
     assert "heun for the shipped" not in text
     assert "noise levels per forecast step: the diffusion sampler's grid of noise levels" in text
 
+
+def test_train_shows_warnings_as_lines(tmp_path, capsys):
+    """Seen: ``weather train`` printed Python's raw ``FILE:LINE: UserWarning: ...`` and the source
+    line for the reader's unit conversion (NCEP hgt in metres); now one ``warning:`` line, as the
+    other commands show their warnings."""
+    data = wf.write(wf.ncep_reanalysis(times=pd.date_range("2020-01-01", periods=6, freq="6h"), nlat=9, nlon=16),
+                    tmp_path / "ncep.nc")
+    (tmp_path / "cfg.json").write_text(json.dumps(TINY))
+    assert main(["weather", "train", "--data", str(data), "--out", str(tmp_path / "run"), "--config",
+                 str(tmp_path / "cfg.json"), "--steps", "1", "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    lines = [x for x in err.splitlines() if "multiplied by g" in x]
+    assert lines == [f"warning: {data}: z: geopotential height in m multiplied by g = 9.80665 m s-2"]
+    assert "UserWarning" not in err and "Warning:" not in err

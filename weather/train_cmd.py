@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from diffsci.core.cli import add_train_arguments, run_train_command
 from diffsci.core.io import check_output_path
+from diffsci.weather.cli import warning_lines
 
 __all__ = ["add_parser"]
 
@@ -18,8 +19,9 @@ def _run(args) -> int:
     from diffsci.weather.diffusion import KIND, KIND_DETERMINISTIC
 
     check_output_path(args.out, inputs=[args.data], folder=True)  # before any work
-    return run_train_command(KIND_DETERMINISTIC if args.deterministic else KIND, args,
-                             data={"path": args.data, "variables": args.variables})
+    with warning_lines():  # the reader's unit conversions, xarray's warnings: one line each
+        return run_train_command(KIND_DETERMINISTIC if args.deterministic else KIND, args,
+                                 data={"path": args.data, "variables": args.variables})
 
 
 def add_parser(subparsers) -> None:
