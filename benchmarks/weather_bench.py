@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 
 from diffsci.benchmarks import baselines_weather as baselines
@@ -42,10 +43,11 @@ from diffsci.benchmarks.scorecard import SCORECARD_REFERENCES, crps_or_mae, plot
 from diffsci.core.errors import DiffsciError
 from diffsci.core.figures import save_figure
 from diffsci.core.io import check_choice, write_netcdf
+from diffsci.weather.data import check_grid, time_step
 from diffsci.weather.forecast_cmd import STEPS_HELP, CheckpointHelpFormatter
 from diffsci.weather.metrics import evaluate_forecast, rank_histogram_delta, reliability_index
 
-__all__ = ["run_benchmark", "check_heldout", "select_init_times", "summarize", "calibration", "render_report",
+__all__ = ["run_benchmark", "check_heldout", "check_data", "select_init_times", "summarize", "calibration", "render_report",
            "report_tables", "calibration_tables", "crps_or_mae", "add_parser", "HELDOUT_SEED", "DEFAULT_DET_CHECKPOINT",
            "MIN_LEAD_HOURS"]
 
@@ -193,6 +195,31 @@ def check_heldout(data, train_data, provenance=None) -> None:
                                f"{held[:12]}...); give held-out data")
 
 
+def _check_grid(ds: xr.Dataset, forecaster, flag: str) -> None:
+    try:
+        check_grid(ds, forecaster.config.latitude, forecaster.config.longitude)
+    except DiffsciError as exc:
+        raise DiffsciError(f"{flag} {exc}") from None
+
+
+def check_data(raw: xr.Dataset, truth: xr.Dataset, forecaster, flag: str = "--data") -> None:
+    """Refuse held-out data the benchmark cannot use, before any system runs: ``raw`` (the file as
+    written) must hold the generator's simulator state (the perfect-model baseline restarts from
+    it), and ``truth`` (the same file through the reader) one run on the checkpoint's grid with
+    the checkpoint's time step."""
+    name = truth.attrs.get("diffsci_source", flag)
+    if "sim_state" not in raw or "generator_config" not in raw.attrs:
+        raise DiffsciError(f"{flag} {name}: no simulator state ('sim_state' and the 'generator_config' attribute): "
+                           "the perfect-model baseline restarts the generator from it; give a file written by "
+                           "'diffsci weather make-data' without --no-state")
+    if "realization" in truth.dims:
+        raise DiffsciError(f"{flag} {name}: an ensemble ({truth.sizes['realization']} members); give one run")
+    _check_grid(truth, forecaster, flag)
+    step, want = time_step(truth), pd.Timedelta(hours=forecaster.config.time_step_hours)
+    if step is not None and step != want:
+        raise DiffsciError(f"{flag} {name}: states every {step}, but the checkpoint steps {want}")
+
+
 def run_benchmark(out, *, quick: bool = False, members: int | None = None, inits: int | None = None,
                   lead_hours: int = 24, checkpoint=None, det_checkpoint=None, data=None, train_data=None,
                   seed: int = 0, steps: int | None = None, sampler: str | None = None, churn: float | None = None,
@@ -245,6 +272,7 @@ def run_benchmark(out, *, quick: bool = False, members: int | None = None, inits
                                   seed=HELDOUT_SEED, spinup_hours=240, progress=False), data)
     raw = xr.open_dataset(data, engine="netcdf4")
     truth = open_weather(data, variables=variables).load()
+    check_data(raw, truth, forecaster)  # before any work: a file the perfect model or the forecast cannot use
     if train_data is None:
         shipped = baselines.SHIPPED_TRAINING_PERIOD
         period = baselines.TrainingPeriod(grid=grid) if grid != shipped.grid else shipped
@@ -255,6 +283,8 @@ def run_benchmark(out, *, quick: bool = False, members: int | None = None, inits
             write_netcdf(period.generate(hours, trajs, progress=True), train_data)
     check_heldout(data, train_data, forecaster.provenance)
     train = open_weather(train_data, variables=variables).load()
+    _check_grid(train, forecaster, "--train-data")
+    clim = hourly_climatology(train, variables)  # refuses a period without every hour of the day
     init_times = select_init_times(truth, n_inits, lead_hours)
     log(f"{len(init_times)} init times, {members} members, leads 1..{lead_hours} h")
     forecasts, timings = {}, {}
@@ -266,7 +296,6 @@ def run_benchmark(out, *, quick: bool = False, members: int | None = None, inits
         log(f"{name}: {timings[name]} s")
 
     timed("persistence", lambda: persistence(truth, init_times, lead_hours, variables))
-    clim = hourly_climatology(train, variables)
     timed("climatology", lambda: climatology(clim, truth, init_times, lead_hours, variables))
     timed("prob_climatology", lambda: prob_climatology(train, truth, init_times, lead_hours, variables, members, seed))
     det = det_checkpoint or (DEFAULT_DET_CHECKPOINT if DEFAULT_DET_CHECKPOINT.exists() else None)
