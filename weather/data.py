@@ -33,6 +33,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import dask
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -178,52 +179,8 @@ def open_weather(
     """
     ds, name = _open(path_or_dataset, chunks, chunk_mb)
     ds = normalize_layout(ds, path=name, forecast=forecast)
-    if variables is None:
-        keep = [
-            str(v) for v in ds.data_vars
-            if v not in NON_WEATHER and {"time", "latitude", "longitude"} <= set(ds[v].dims)
-        ]
-        if not keep:
-            raise DiffsciError(f"{name}: no variable with time, latitude and longitude dims")
-    else:
-        keep = [short_name(v) for v in variables]
-        missing = [v for v, k in zip(variables, keep) if k not in ds.data_vars]
-        if missing:
-            avail = sorted(str(v) for v in ds.data_vars if v not in NON_WEATHER)
-            raise DiffsciError(f"{name}: missing variables {missing} (has {avail})")
-        timeless = [v for v, k in zip(variables, keep) if "time" not in ds[k].dims]
-        if timeless:
-            raise DiffsciError(f"{name}: variables {timeless} have no time dim; a time-invariant field (land-sea "
-                               "mask, orography) is a static input: name it in the model's static_fields")
-    keep = list(dict.fromkeys(keep))
-    ds = ds[keep]
-
-    # --- time ---
-    times = np.asarray(ds["time"].values)
-    if not np.issubdtype(times.dtype, np.datetime64):
-        raise DiffsciError(f"{name}: time coordinate is {times.dtype}, expected dates (CF units 'hours since ...')")
-    if forecast:
-        uniq, counts = np.unique(times, return_counts=True)
-        if np.any(counts > 1):
-            dup = [str(pd.Timestamp(t)) for t in uniq[counts > 1][:5]]
-            raise DiffsciError(f"{name}: duplicate init times {dup}")
-        ds = ds.sortby("time")
-    else:
-        _check_monotonic(times, "time", name)
-        if times.size > 1 and np.any(np.diff(times) < np.timedelta64(0)):
-            raise DiffsciError(f"{name}: time is decreasing")
-        if times.size > 2:
-            d = np.diff(times)
-            step = pd.Series(d).mode().iloc[0]
-            bad = np.nonzero(d != step)[0]
-            if bad.size:
-                shown = ", ".join(f"{pd.Timestamp(times[i])} -> {pd.Timestamp(times[i + 1])}" for i in bad[:5])
-                raise DiffsciError(
-                    f"{name}: irregular time steps (usual step {pd.Timedelta(step)}): {shown}"
-                    + (f" and {bad.size - 5} more" if bad.size > 5 else "")
-                )
-
-    # --- values ---
+    keep = _weather_variables(ds, variables, name)
+    ds = _check_times(ds[keep], name, forecast)
     for v in keep:
         if ds[v].dtype != np.float32:
             ds[v] = ds[v].astype(np.float32)
@@ -232,6 +189,58 @@ def open_weather(
     _check_values(ds, keep, name, check_nans=check_nans, check_values=check_values,
                   scheduler=None if chunk_mb is None else "synchronous")
     ds.attrs["diffsci_source"] = name
+    return ds
+
+
+def _weather_variables(ds: xr.Dataset, variables, name: str) -> list[str]:
+    """The short names of the variables to keep, in order, each once: ``variables`` (short,
+    long or NCEP names; each must be there, with a time dim), else every variable with time,
+    latitude and longitude dims."""
+    if variables is None:
+        keep = [
+            str(v) for v in ds.data_vars
+            if v not in NON_WEATHER and {"time", "latitude", "longitude"} <= set(ds[v].dims)
+        ]
+        if not keep:
+            raise DiffsciError(f"{name}: no variable with time, latitude and longitude dims")
+        return keep
+    keep = [short_name(v) for v in variables]
+    missing = [v for v, k in zip(variables, keep) if k not in ds.data_vars]
+    if missing:
+        avail = sorted(str(v) for v in ds.data_vars if v not in NON_WEATHER)
+        raise DiffsciError(f"{name}: missing variables {missing} (has {avail})")
+    timeless = [v for v, k in zip(variables, keep) if "time" not in ds[k].dims]
+    if timeless:
+        raise DiffsciError(f"{name}: variables {timeless} have no time dim; a time-invariant field (land-sea "
+                           "mask, orography) is a static input: name it in the model's static_fields")
+    return list(dict.fromkeys(keep))
+
+
+def _check_times(ds: xr.Dataset, name: str, forecast: bool) -> xr.Dataset:
+    """Times must be dates; a forecast's init times distinct (then sorted), a series' increasing
+    and regular (the step is the most common one; the others are named)."""
+    times = np.asarray(ds["time"].values)
+    if not np.issubdtype(times.dtype, np.datetime64):
+        raise DiffsciError(f"{name}: time coordinate is {times.dtype}, expected dates (CF units 'hours since ...')")
+    if forecast:
+        uniq, counts = np.unique(times, return_counts=True)
+        if np.any(counts > 1):
+            dup = [str(pd.Timestamp(t)) for t in uniq[counts > 1][:5]]
+            raise DiffsciError(f"{name}: duplicate init times {dup}")
+        return ds.sortby("time")
+    _check_monotonic(times, "time", name)
+    if times.size > 1 and np.any(np.diff(times) < np.timedelta64(0)):
+        raise DiffsciError(f"{name}: time is decreasing")
+    if times.size > 2:
+        d = np.diff(times)
+        step = pd.Series(d).mode().iloc[0]
+        bad = np.nonzero(d != step)[0]
+        if bad.size:
+            shown = ", ".join(f"{pd.Timestamp(times[i])} -> {pd.Timestamp(times[i + 1])}" for i in bad[:5])
+            raise DiffsciError(
+                f"{name}: irregular time steps (usual step {pd.Timedelta(step)}): {shown}"
+                + (f" and {bad.size - 5} more" if bad.size > 5 else "")
+            )
     return ds
 
 
@@ -265,8 +274,6 @@ def _check_values(ds: xr.Dataset, keep, name: str, *, check_nans: bool, check_va
     ``"synchronous"`` reads one chunk at a time, None the default threads). NaNs and impossible
     values raise :class:`DiffsciError`; with ``check_values="warn"`` the impossible values are
     a warning each instead."""
-    import dask
-
     keys, tasks = [], []
     for v in keep:
         if check_nans:
@@ -399,7 +406,7 @@ def stack_channels(ds: xr.Dataset, variables, *, as_torch: bool = False):
     names = channel_names(ds, variables)
     x = _stack(ds, variables)
     if as_torch:
-        import torch
+        import torch  # kept here: torch is heavy and reading or scoring weather files never needs it
 
         return torch.from_numpy(x), names
     return x, names
@@ -425,8 +432,6 @@ class StateReader:
         return self.ds.sizes["time"]
 
     def __getitem__(self, index) -> np.ndarray:
-        import dask
-
         index = np.asarray(index, dtype=np.int64)
         if index.ndim != 1:
             raise DiffsciError(f"StateReader: index must be 1-D, got shape {index.shape}")
