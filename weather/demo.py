@@ -6,14 +6,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import xarray as xr
+
+from diffsci.core.figures import panel_grid, save_figure
+from diffsci.core.io import write_netcdf
+from diffsci.weather.forecast import forecast, load_forecaster, write_forecast
+from diffsci.weather.generator import generate
 
 __all__ = ["demo", "plot_forecast"]
 
 
 def plot_forecast(fc, truth, var: str, leads, path: Path, members_shown: int = 3) -> Path:
     """Rows: leads; columns: truth, a few members, ensemble mean, ensemble spread."""
-    from diffsci.core.figures import panel_grid, save_figure
-
     init = fc.time.values[0]
     fig, axes = panel_grid(len(leads), 3 + members_shown, (2.6, 1.7), extra_height=0.6)
     for r, lead in enumerate(leads):
@@ -34,12 +38,6 @@ def plot_forecast(fc, truth, var: str, leads, path: Path, members_shown: int = 3
 
 
 def demo(out: Path) -> Path:
-    import xarray as xr
-
-    from diffsci.core.io import write_netcdf
-    from diffsci.weather.forecast import forecast, load_forecaster, write_forecast
-    from diffsci.weather.generator import generate
-
     out = Path(out) / "weather"
     out.mkdir(parents=True, exist_ok=True)
     data = out / "demo_data.nc"

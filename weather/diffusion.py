@@ -39,11 +39,13 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
+import xarray as xr
 from torch import nn
 
 from diffsci.core.checkpoint import register_kind
-from diffsci.core.config import Provenance, file_record
+from diffsci.core.config import Provenance, file_record, to_dict
 from diffsci.core.errors import CheckpointError, DiffsciError
 from diffsci.core.io import check_choice, check_int, check_range
 from diffsci.core.losses import fair_crps
@@ -51,8 +53,10 @@ from diffsci.core.precond import EDMPrecond, edm_loss_weight
 from diffsci.core.samplers import get_sampler
 from diffsci.core.schedules import EDM
 from diffsci.core.spaces import Euclidean
-from diffsci.weather.data import NormStats, StateReader, static_features
-from diffsci.weather.static import normalize_static_fields
+from diffsci.weather.data import (NormStats, StateReader, compute_norm_stats, open_weather, static_features,
+                                  time_step, window_starts)
+from diffsci.weather.layouts import short_name
+from diffsci.weather.static import normalize_static_fields, read_static_fields
 from diffsci.weather.graph import cached_graph, is_global_grid
 from diffsci.weather.grid import boundary_mask, cell_area_weights
 from diffsci.weather.model import GraphNet, GraphNetConfig
@@ -331,8 +335,6 @@ class ResidualTask:
     def model_config(self) -> dict:
         """The config as a dict; without static fields their two empty keys are left out, so such
         a checkpoint's config is the one written before static fields existed (resumable by both)."""
-        from diffsci.core.config import to_dict
-
         config = to_dict(self.config)
         if not self.config.static_fields:
             del config["static_fields"], config["static_values"]
@@ -438,12 +440,6 @@ def make_task(recipe) -> ResidualTask:
     own states (:class:`~diffsci.weather.data.StateReader`). The model's ``static_fields`` are
     read from the same file (:func:`~diffsci.weather.static.read_static_fields`), never modelled as
     variables, and their values go into the config."""
-    import pandas as pd
-
-    from diffsci.weather.data import compute_norm_stats, open_weather, time_step, window_starts
-    from diffsci.weather.layouts import short_name
-    from diffsci.weather.static import read_static_fields
-
     data: WeatherData = recipe.data
     static = recipe.model.static_fields
     if isinstance(static, str) or not all(isinstance(f, str) for f in static):
@@ -485,8 +481,6 @@ def members_as_trajectories(ds):
     """An ensemble (ERA5 EDA, a perfect-model ensemble): each member becomes its own run of
     states, laid end to end along ``time`` with its own ``trajectory`` ids, so no training
     window and no residual statistic crosses from one member to another."""
-    import xarray as xr
-
     nt = ds.sizes["time"]
     base = np.asarray(ds["trajectory"].values) if "trajectory" in ds.coords else np.zeros(nt, dtype=np.int64)
     span = int(base.max()) + 1

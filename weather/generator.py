@@ -63,7 +63,9 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 import pandas as pd
 import torch
+import torch_harmonics as th
 import xarray as xr
+
 from diffsci.core.errors import DiffsciError
 from diffsci.core.io import check_int, check_range
 from diffsci.core.io import progress as progress_bar
@@ -204,8 +206,6 @@ class Simulator:
     """Spectral transforms, operators and time stepping for one grid (see module doc)."""
 
     def __init__(self, config: GeneratorConfig) -> None:
-        import torch_harmonics as th
-
         self.config = c = config
         L = c.truncation + 1
         self.L = L
