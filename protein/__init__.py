@@ -3,7 +3,7 @@
 Public API (imported lazily, so ``diffsci --help`` stays fast)::
 
     from diffsci.protein import read_structure_chains, load_dataset, bundled_dataset_path
-    from diffsci.protein import load_model, sample_backbones, write_backbone_pdb
+    from diffsci.protein import DesignRequest, load_model, sample_backbones, write_designs, write_backbone_pdb
     from diffsci.protein import evaluate_structures, sample_metrics
     from diffsci.protein import parse_contig, load_motif, condition_on_motif, read_remarks
 
@@ -24,6 +24,7 @@ _EXPORTS = {
     "FrameDenoiserNet": "model", "FrameNetConfig": "model",
     "ProteinModelConfig": "diffusion", "BackboneTask": "diffusion", "build_model": "diffusion", "build_space": "diffusion",
     "load_model": "sampling", "sample_backbones": "sampling", "sample_states": "sampling",
+    "DesignRequest": "request", "write_designs": "output",
     "parse_contig": "contig", "load_motif": "contig", "draw_layout": "contig", "resolve_contig": "contig",
     "contig_length_limits": "contig",
     "condition_on_motif": "motif", "AlignedMotif": "motif", "kabsch": "motif",
