@@ -203,13 +203,14 @@ def perfect_model(raw: xr.Dataset, init_times, lead_hours: int, variables, membe
 
 def deterministic_forecast(checkpoint, truth: xr.Dataset, init_times, lead_hours: int) -> xr.Dataset:
     """Roll out the MSE-trained graph network (one realization) with the diffusion model's code."""
-    from diffsci.weather.forecast import forecast, load_forecaster
+    from diffsci.weather.forecast import ForecastSettings, forecast, load_forecaster
 
     forecaster = load_forecaster(checkpoint)
     if not forecaster.deterministic:
         raise DiffsciError(f"{checkpoint}: not a deterministic weather checkpoint (train with --deterministic)")
     inits = pd.DatetimeIndex(np.atleast_1d(np.asarray(init_times, dtype="datetime64[ns]")))
-    out = forecast(forecaster, truth, init_times=[str(t) for t in inits], lead_hours=lead_hours, members=1, progress=False)
+    settings = ForecastSettings(init_times=[str(t) for t in inits], lead_hours=lead_hours, members=1)
+    out = forecast(forecaster, truth, settings, progress=False)
     out.attrs["system"] = "deterministic"
     return out
 

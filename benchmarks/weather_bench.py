@@ -234,7 +234,7 @@ def run_benchmark(out, *, quick: bool = False, members: int | None = None, inits
     (:func:`~diffsci.weather.forecast.sampling_settings`). Returns the results.json payload.
     """
     from diffsci.weather.data import open_weather
-    from diffsci.weather.forecast import forecast, load_forecaster, sampling_settings
+    from diffsci.weather.forecast import ForecastSettings, forecast, load_forecaster, sampling_settings
     from diffsci.weather.generator import generate
 
     members = members if members is not None else (8 if quick else 16)
@@ -313,9 +313,9 @@ def run_benchmark(out, *, quick: bool = False, members: int | None = None, inits
     else:
         log("no deterministic checkpoint (quick run): that system is skipped")
     timed("perfect_model", lambda: perfect_model(raw, init_times, lead_hours, variables, members, seed, progress=True))
-    timed("diffsci", lambda: forecast(forecaster, truth, init_times=[str(t) for t in init_times], lead_hours=lead_hours,
-                                      members=members, seed=seed, sampler=used[0], steps=used[1], churn=used[2],
-                                      progress=True))
+    settings = ForecastSettings(init_times=[str(t) for t in init_times], lead_hours=lead_hours, members=members,
+                                seed=seed, sampler=used[0], steps=used[1], churn=used[2])
+    timed("diffsci", lambda: forecast(forecaster, truth, settings, progress=True))
     results = {name: evaluate_forecast(fc, truth, variables=variables, climatology=clim)
                for name, fc in forecasts.items()}
     default = lambda value, usual: None if value == usual else value  # noqa: E731

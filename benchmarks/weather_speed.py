@@ -39,7 +39,7 @@ def weather_forecast_speed(*, checkpoint=None, members: int = 16, lead_hours: in
     thread) and add ``simulator_seconds``, ``emulator_to_simulator`` (seconds / simulator
     seconds) and ``simulator_peak_rss_mb``. Returns a JSON-able dict (memory: MiB,
     :func:`diffsci.benchmarks.measure.peak_memory`)."""
-    from diffsci.weather.forecast import CHUNK, forecast, load_forecaster, sampling_settings
+    from diffsci.weather.forecast import CHUNK, ForecastSettings, forecast, load_forecaster, sampling_settings
     from diffsci.weather.predictor import WeatherCond
     from diffsci.weather.generator import generate, perfect_model_ensemble
 
@@ -62,7 +62,7 @@ def weather_forecast_speed(*, checkpoint=None, members: int = 16, lead_hours: in
         eval_ms = (time.perf_counter() - t0) / 5 * 1000
     reset_peak_memory(dev)
     t0 = time.perf_counter()
-    forecast(forecaster, ds, lead_hours=lead_hours, members=members, progress=False, **opts)
+    forecast(forecaster, ds, ForecastSettings(lead_hours=lead_hours, members=members, **opts), progress=False)
     seconds = time.perf_counter() - t0
     out = {"grid": list(forecaster.config.grid_shape), "members": members, "lead_hours": lead_hours, **opts,
            "seconds": round(seconds, 3), "target_seconds": 60, "chunk": CHUNK, "device": str(dev),

@@ -126,9 +126,9 @@ def test_forecast_defaults_are_the_checkpoints_sampling_settings(crps_run):
     v0 = load_forecaster(shipped_checkpoint().parents[2] / "benchmarks" / "data" / "weather_denoise_v0.pt")
     assert sampling_settings(v0.config) == ("heun", 5, 2.5)  # written before sampling settings were recorded
     ds = generate(grid=(16, 32), hours=3, trajectories=1, seed=9, spinup_hours=6, progress=False)
-    from diffsci.weather.forecast import forecast
+    from diffsci.weather.forecast import ForecastSettings, forecast
 
-    fds = forecast(fc, ds, lead_hours=1, members=2, progress=False)
+    fds = forecast(fc, ds, ForecastSettings(lead_hours=1, members=2), progress=False)
     assert (fds.attrs.get("sampler"), int(fds.attrs.get("noise_levels")), float(fds.attrs.get("churn"))) == ("euler", 2, 0.0)
 
 

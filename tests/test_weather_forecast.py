@@ -132,7 +132,7 @@ def test_forecast_values_follow_the_model(setup, tmp_path):
 
     from diffsci.core.utils import make_generator
     from diffsci.weather.data import open_weather, stack_channels
-    from diffsci.weather.forecast import forecast, load_forecaster
+    from diffsci.weather.forecast import ForecastSettings, forecast, load_forecaster
     from diffsci.weather.predictor import WeatherCond, hour_features
 
     d, data, ck = setup
@@ -141,8 +141,8 @@ def test_forecast_values_follow_the_model(setup, tmp_path):
     with torch.no_grad():  # a barely trained model predicts ~0 residuals: randomise it so the check bites
         for prm in forecaster.model.parameters():
             prm.normal_(0.0, 0.2)
-    opts = dict(lead_hours=1, members=1, seed=3, steps=1, sampler="euler", churn=0.0, progress=False)
-    fds = forecast(forecaster, data, device="cpu", **opts)
+    settings = ForecastSettings(lead_hours=1, members=1, seed=3, steps=1, sampler="euler", churn=0.0)
+    fds = forecast(forecaster, data, settings, device="cpu", progress=False)
     cfg = forecaster.config
     ds = open_weather(data, variables=list(cfg.variables))
     pair, _ = stack_channels(ds.isel(time=[-2, -1]), cfg.variables)
@@ -163,7 +163,7 @@ def test_forecast_values_follow_the_model(setup, tmp_path):
         assert np.abs(step).max() > 0
         assert np.allclose(got, step, rtol=1e-3, atol=1e-3 * np.abs(step).max()), name
     # the device given explicitly, or taken from the model: the same numbers
-    xr.testing.assert_identical(forecast(forecaster, data, **opts).drop_attrs(), fds.drop_attrs())
+    xr.testing.assert_identical(forecast(forecaster, data, settings, progress=False).drop_attrs(), fds.drop_attrs())
 
 
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
@@ -171,21 +171,22 @@ def test_cuda_forecast_agrees_with_cpu(setup):
     """On CUDA the members draw their noise from CUDA generators (another stream than the
     CPU's), so member-for-member agreement is checked with the deterministic baseline, and the
     diffusion model's CUDA members are checked for reproducibility and a CPU-like spread."""
-    from diffsci.weather.forecast import forecast, load_forecaster
+    from diffsci.weather.forecast import ForecastSettings, forecast, load_forecaster
 
     d, data, ck = setup
     det = tmp = d / "det_run"
     assert main(["weather", "train", "--data", str(data), "--out", str(tmp), "--config", str(d / "cfg.json"),
                  "--steps", "2", "--device", "cpu", "--deterministic"]) == 0
-    opts = dict(lead_hours=3, members=1, progress=False)
-    cpu = forecast(load_forecaster(det, device="cpu"), data, **opts)
-    gpu = forecast(load_forecaster(det), data, device="cuda", **opts)
+    one = ForecastSettings(lead_hours=3, members=1)
+    cpu = forecast(load_forecaster(det, device="cpu"), data, one, progress=False)
+    gpu = forecast(load_forecaster(det), data, one, device="cuda", progress=False)
     for v in cpu.data_vars:
         np.testing.assert_allclose(gpu[v].values, cpu[v].values, rtol=1e-4, atol=1e-4 * float(np.abs(cpu[v]).max()))
     forecaster = load_forecaster(ck, device="cuda")
-    a = forecast(forecaster, data, members=5, lead_hours=2, seed=1, progress=False)
-    b = forecast(forecaster, data, members=8, lead_hours=2, seed=1, progress=False)
-    c = forecast(load_forecaster(ck), data, members=8, lead_hours=2, seed=1, progress=False, device="cpu")
+    a = forecast(forecaster, data, ForecastSettings(members=5, lead_hours=2, seed=1), progress=False)
+    b = forecast(forecaster, data, ForecastSettings(members=8, lead_hours=2, seed=1), progress=False)
+    c = forecast(load_forecaster(ck), data, ForecastSettings(members=8, lead_hours=2, seed=1), progress=False,
+                 device="cpu")
     for v in a.data_vars:
         np.testing.assert_array_equal(a[v].values, b[v].isel(realization=slice(0, 5)).values)
         spread_gpu, spread_cpu = float(b[v].std("realization").mean()), float(c[v].std("realization").mean())
@@ -307,7 +308,7 @@ def test_units_converted_or_refused_in_forecast(levels6h, tmp_path, capsys):
     import dataclasses
 
     from diffsci.core.errors import DiffsciError
-    from diffsci.weather.forecast import forecast, load_forecaster
+    from diffsci.weather.forecast import ForecastSettings, forecast, load_forecaster
 
     d, data, ck = levels6h
     raw = xr.open_dataset(data).load()
@@ -329,7 +330,7 @@ def test_units_converted_or_refused_in_forecast(levels6h, tmp_path, capsys):
     forecaster = load_forecaster(ck)
     forecaster.config = dataclasses.replace(forecaster.config, units=("m**2 s**-2", "degF"))
     with pytest.raises(DiffsciError, match=r"t in 'K', but the checkpoint was trained on 'degF'"):
-        forecast(forecaster, data, lead_hours=6, members=1, progress=False)
+        forecast(forecaster, data, ForecastSettings(lead_hours=6, members=1), progress=False)
 
 
 def _digest(path):

@@ -167,6 +167,33 @@ def test_forecast_from_init_files_with_and_without_the_field(files, runs, tmp_pa
     assert "other.nc: static field 'lsm' differs from the one the checkpoint" in capsys.readouterr().err
 
 
+def test_forecast_opens_the_init_file_once_and_resolves_the_device_once(files, runs, tmp_path, monkeypatch):
+    """Issue 28: with static fields the init file was opened and checked twice (once for the
+    states, once for the fields), and the device resolved three times (command, load, forecast)."""
+    from diffsci.core import utils
+    from diffsci.weather import forecast
+
+    opened, resolved = [], []
+    real_open, real_resolve = xr.open_dataset, utils.resolve_device
+
+    def counting_open(path_or_dataset, *args, **kwargs):
+        opened.append(str(path_or_dataset))
+        return real_open(path_or_dataset, *args, **kwargs)
+
+    def counting_resolve(*args, **kwargs):
+        resolved.append(args)
+        return real_resolve(*args, **kwargs)
+
+    monkeypatch.setattr(xr, "open_dataset", counting_open)
+    monkeypatch.setattr(utils, "resolve_device", counting_resolve)
+    monkeypatch.setattr(forecast, "resolve_device", counting_resolve)
+    assert main(["weather", "forecast", "--checkpoint", str(runs["lsm"]), "--init", str(files / "lsm.nc"),
+                 "--out", str(tmp_path / "fc.nc"), "--quiet", "--steps", "2", "--members", "2", "--lead-hours", "1",
+                 "--device", "cpu"]) == 0
+    assert opened.count(str(files / "lsm.nc")) == 1
+    assert len(resolved) == 1
+
+
 def test_shipped_checkpoints_load_without_static_fields():
     for path in (shipped_checkpoint(), shipped_checkpoint().parents[2] / "benchmarks" / "data" / "weather_denoise_v0.pt"):
         fc = load_forecaster(path)

@@ -7,7 +7,7 @@ registered with :mod:`diffsci.core.checkpoint` when :mod:`diffsci.weather.diffus
 Public API (imported lazily, so ``diffsci --help`` stays fast)::
 
     from diffsci.weather import open_weather, normalize_layout, generate, build_graph
-    from diffsci.weather import load_forecaster, forecast, write_forecast
+    from diffsci.weather import load_forecaster, forecast, ForecastSettings, write_forecast
     from diffsci.weather import rollout, NormalizedResidual, DiffusionStep, DirectStep
     from diffsci.weather import evaluate_forecast, crps_ensemble
 """
@@ -26,7 +26,7 @@ _EXPORTS = {
     "build_direct_net": "diffusion",
     "StepPredictor": "predictor", "NormalizedResidual": "predictor", "DiffusionStep": "predictor",
     "DirectStep": "predictor", "Normalizer": "predictor", "rollout": "predictor",
-    "load_forecaster": "forecast", "forecast": "forecast", "write_forecast": "forecast",
+    "load_forecaster": "forecast", "forecast": "forecast", "ForecastSettings": "forecast", "write_forecast": "forecast",
     "evaluate_forecast": "metrics", "crps_ensemble": "metrics", "latitude_weights": "metrics",
     "spread_skill_ratio": "metrics", "rank_histogram": "metrics",
 }

@@ -48,11 +48,14 @@ from diffsci.weather.layouts import CANONICAL_UNITS, normalize_unit as _norm_uni
 __all__ = [
     "PHYSICAL_RANGES",
     "open_weather",
+    "open_layout",
+    "checked_weather",
     "open_climatology",
     "time_step",
     "check_grid",
     "channel_names",
     "stack_channels",
+    "split_channels",
     "StateReader",
     "bounded_chunks",
     "NormStats",
@@ -177,8 +180,27 @@ def open_weather(
         Unrecognised layouts, missing variables or coordinates, NaNs, impossible values,
         irregular time steps, duplicate or non-monotonic coordinates; the message names the file.
     """
+    ds = open_layout(path_or_dataset, chunks=chunks, chunk_mb=chunk_mb, forecast=forecast)
+    return checked_weather(ds, variables=variables, forecast=forecast, check_nans=check_nans,
+                           check_values=check_values, scheduler=None if chunk_mb is None else "synchronous")
+
+
+def open_layout(path_or_dataset, *, chunks="auto", chunk_mb: float | None = None, forecast: bool = False) -> xr.Dataset:
+    """The first half of :func:`open_weather`: open (the arguments as there) and bring to the
+    internal layout (:func:`~diffsci.weather.layouts.normalize_layout`), every variable kept
+    (time-invariant fields too), nothing checked or loaded; ``attrs["diffsci_source"]`` names
+    the file. A caller that needs two things from one file (the forecast's initial conditions
+    and their static fields) opens it once with this."""
     ds, name = _open(path_or_dataset, chunks, chunk_mb)
-    ds = normalize_layout(ds, path=name, forecast=forecast)
+    return normalize_layout(ds, path=name, forecast=forecast)
+
+
+def checked_weather(ds: xr.Dataset, *, variables=None, forecast: bool = False, check_nans: bool = True,
+                    check_values: bool | str | None = None, scheduler: str | None = None) -> xr.Dataset:
+    """The second half of :func:`open_weather`, on a dataset from :func:`open_layout`: the
+    variables kept, times, float32 and values checked (arguments as :func:`open_weather`'s;
+    ``scheduler``: the dask scheduler of the checks, ``"synchronous"`` for one chunk at a time)."""
+    name = ds.attrs.get("diffsci_source", "<dataset>")
     keep = _weather_variables(ds, variables, name)
     ds = _check_times(ds[keep], name, forecast)
     for v in keep:
@@ -186,8 +208,7 @@ def open_weather(
             ds[v] = ds[v].astype(np.float32)
     if check_values is None:
         check_values = not forecast
-    _check_values(ds, keep, name, check_nans=check_nans, check_values=check_values,
-                  scheduler=None if chunk_mb is None else "synchronous")
+    _check_values(ds, keep, name, check_nans=check_nans, check_values=check_values, scheduler=scheduler)
     ds.attrs["diffsci_source"] = name
     return ds
 
@@ -410,6 +431,24 @@ def stack_channels(ds: xr.Dataset, variables, *, as_torch: bool = False):
 
         return torch.from_numpy(x), names
     return x, names
+
+
+def split_channels(x: np.ndarray, ds: xr.Dataset, variables) -> dict[str, np.ndarray]:
+    """The inverse of :func:`stack_channels`: ``x`` Shape (..., C, H, W), channels in the order
+    :func:`channel_names` gives for ``ds`` and ``variables`` -> ``{short name: Shape (..., [L,]
+    H, W)}`` (L the levels of ``ds`` for a variable with a level dim); views of ``x``."""
+    out, c0 = {}, 0
+    for v in map(short_name, variables):
+        if "level" in ds[v].dims:
+            n = ds.sizes["level"]
+            out[v] = x[..., c0:c0 + n, :, :]
+        else:
+            n = 1
+            out[v] = x[..., c0, :, :]
+        c0 += n
+    if c0 != x.shape[-3]:
+        raise DiffsciError(f"split_channels: {x.shape[-3]} channels, the variables {list(variables)} give {c0}")
+    return out
 
 
 class StateReader:

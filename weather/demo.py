@@ -10,7 +10,7 @@ import xarray as xr
 
 from diffsci.core.figures import panel_grid, save_figure
 from diffsci.core.io import write_netcdf
-from diffsci.weather.forecast import forecast, load_forecaster, write_forecast
+from diffsci.weather.forecast import ForecastSettings, forecast, load_forecaster, write_forecast
 from diffsci.weather.generator import generate
 
 __all__ = ["demo", "plot_forecast"]
@@ -45,7 +45,7 @@ def demo(out: Path) -> Path:
     write_netcdf(ds, data)
     forecaster = load_forecaster()
     init = ds.time.values[8]
-    fds = forecast(forecaster, data, init_times=[str(init)], lead_hours=24, members=8, seed=0)
+    fds = forecast(forecaster, data, ForecastSettings(init_times=[str(init)], lead_hours=24, members=8, seed=0))
     write_forecast(fds, out / "forecast.nc")
     truth = xr.open_dataset(data)
     png = plot_forecast(xr.open_dataset(out / "forecast.nc"), truth, "z", [6, 24], out / "forecast_z.png")

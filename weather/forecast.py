@@ -40,15 +40,16 @@ from diffsci.core.io import check_int, progress as progress_bar, write_netcdf
 from diffsci.core.samplers import get_sampler
 from diffsci.core.spaces import Euclidean
 from diffsci.core.utils import make_generator, resolve_device
-from diffsci.weather.data import (CANONICAL_UNITS, NormStats, channel_names, check_grid, open_weather, stack_channels,
-                                  time_step)
+from diffsci.weather.data import (CANONICAL_UNITS, NormStats, channel_names, check_grid, checked_weather, open_layout,
+                                  open_weather, split_channels, stack_channels, time_step)
 from diffsci.weather.diffusion import KIND, KIND_DETERMINISTIC, WeatherModelConfig, effective_churn
 from diffsci.weather.grid import boundary_mask
 from diffsci.weather.layouts import normalize_unit
 from diffsci.weather.predictor import DiffusionStep, DirectStep, NormalizedResidual, StepPredictor, rollout
-from diffsci.weather.static import read_static_fields
+from diffsci.weather.static import static_values
 
-__all__ = ["effective_churn", "sampling_settings", "Forecaster", "load_forecaster", "forecast", "write_forecast", "CHUNK", "DEFAULT_STEPS"]
+__all__ = ["effective_churn", "sampling_settings", "ForecastSettings", "Forecaster", "load_forecaster", "forecast",
+           "write_forecast", "CHUNK", "DEFAULT_STEPS"]
 
 CHUNK = 4  # members evaluated together (fixed, so results do not depend on the ensemble size)
 
@@ -67,6 +68,39 @@ STANDARD_NAMES = {  # CF standard names of the CDS short names
     "w": "lagrangian_tendency_of_air_pressure", "msl": "air_pressure_at_mean_sea_level", "sp": "surface_air_pressure",
     "tp": "lwe_thickness_of_precipitation_amount",
 }
+
+
+@dataclass(frozen=True)
+class ForecastSettings:
+    """What one forecast computes (the options of ``diffsci weather forecast``).
+
+    ``lead_hours``: a multiple of the checkpoint's time step; ``members``; ``seed``;
+    ``init_times``: ISO 8601 times of the init file (None: its last time). ``sampler``,
+    ``steps`` (noise levels per forecast step: the sampler's grid, run once per model step) and
+    ``churn``: None takes the checkpoint's own (:func:`sampling_settings`). Regional
+    checkpoints: ``boundary`` values (path or Dataset) and ``boundary_width`` (cells; None: the
+    checkpoint's band). Checked when made.
+    """
+
+    lead_hours: int = 24
+    members: int = 8
+    seed: int = 0
+    init_times: tuple[str, ...] | None = None
+    sampler: str | None = None
+    steps: int | None = None
+    churn: float | None = None
+    boundary: object = None
+    boundary_width: int | None = None
+
+    def __post_init__(self):
+        check_int(self.members, "members")
+        check_int(self.lead_hours, "lead_hours")
+        if isinstance(self.init_times, str):
+            object.__setattr__(self, "init_times", (self.init_times,))
+        elif self.init_times is not None:
+            object.__setattr__(self, "init_times", tuple(self.init_times))
+        if self.sampler is not None:
+            get_sampler(self.sampler)
 
 
 @dataclass
@@ -105,8 +139,9 @@ class Forecaster:
 def load_forecaster(path: str | os.PathLike | None = None, *, device="cpu") -> Forecaster:
     """Load a weather checkpoint of either kind (None: the shipped diffusion model) through
     :func:`diffsci.core.checkpoint.load_bundle` (old checkpoints are migrated); the network is
-    put on ``device``."""
-    bundle = load_bundle(path, (KIND, KIND_DETERMINISTIC), device=resolve_device(device))
+    put on ``device`` (``"auto"``: CUDA when present; under ``torchrun``, a CUDA device is the
+    ``LOCAL_RANK``-th GPU): the one place a forecast's device is resolved."""
+    bundle = load_bundle(path, (KIND, KIND_DETERMINISTIC), device=rank_device(resolve_device(device)))
     return Forecaster(bundle.kind, bundle.config, NormStats.from_dict(bundle.extra["norm_stats"]), bundle.model,
                       bundle.source, bundle.provenance)
 
@@ -150,19 +185,41 @@ def _select_channels(ds: xr.Dataset, forecaster: "Forecaster") -> xr.Dataset:
     return ds
 
 
-def _check_static_fields(init, cfg: WeatherModelConfig, name: str) -> None:
-    """The model uses the static fields stored in its checkpoint; one the init file also carries
-    must be the same (within ``STATIC_TOLERANCE`` of its std), else :class:`DiffsciError`."""
-    got = read_static_fields(init, cfg.static_fields, cfg.latitude, cfg.longitude, required=False)
-    for field, stored in zip(cfg.static_fields, cfg.static_values):
-        if field not in got:
+def _check_static_fields(full: xr.Dataset, cfg: WeatherModelConfig) -> None:
+    """The model uses the static fields stored in its checkpoint; one the init file (``full``,
+    every variable, in the internal layout) also carries must be the same (within
+    ``STATIC_TOLERANCE`` of its std), else :class:`DiffsciError`."""
+    name = full.attrs.get("diffsci_source", "<dataset>")
+    got = static_values(full, cfg.static_fields, required=False)
+    for field_name, stored in zip(cfg.static_fields, cfg.static_values):
+        if field_name not in got:
             continue
         ref = np.asarray(stored, dtype=np.float64).reshape(cfg.grid_shape)
-        diff = float(np.max(np.abs(got[field] - ref)))
+        diff = float(np.max(np.abs(got[field_name] - ref)))
         if diff > STATIC_TOLERANCE * ref.std():
-            raise DiffsciError(f"{name}: static field {field!r} differs from the one the checkpoint was trained "
+            raise DiffsciError(f"{name}: static field {field_name!r} differs from the one the checkpoint was trained "
                                f"with (by up to {diff:.4g}, {diff / ref.std():.3g} of its std); the model uses its "
-                               f"own stored {field!r}: remove it from the file or use a checkpoint trained with it")
+                               f"own stored {field_name!r}: remove it from the file or use a checkpoint trained with it")
+
+
+def _initial_conditions(init, forecaster: Forecaster, step: pd.Timedelta) -> xr.Dataset:
+    """The init file opened once and checked once: one member, the checkpoint's grid, its
+    static fields (when the file has them), units, channels (levels picked) and time step."""
+    cfg = forecaster.config
+    full = open_layout(init)
+    ds = checked_weather(full, variables=list(cfg.variables))
+    name = ds.attrs["diffsci_source"]
+    if "realization" in ds.dims:
+        if ds.sizes["realization"] != 1:
+            raise DiffsciError(f"{name}: initial conditions have {ds.sizes['realization']} ensemble members; give one")
+        ds = ds.isel(realization=0, drop=True)
+    check_grid(ds, cfg.latitude, cfg.longitude)
+    if cfg.static_fields:
+        _check_static_fields(full, cfg)
+    _check_units(ds, forecaster)
+    ds = _select_channels(ds, forecaster)
+    _check_step(ds, step)
+    return ds
 
 
 def _init_indices(ds: xr.Dataset, init_times, step: pd.Timedelta = pd.Timedelta(hours=1)) -> list[int]:
@@ -189,9 +246,34 @@ def _init_indices(ds: xr.Dataset, init_times, step: pd.Timedelta = pd.Timedelta(
     return idx
 
 
-def _boundary_forcing(forecaster: Forecaster, boundary, width, init_stamps, n_steps: int, step: pd.Timedelta):
+@dataclass(frozen=True)
+class _Rollout:
+    """One forecast's units of work: the checked init file ``ds`` (the checkpoint's channels),
+    its ``variables``, the init indices ``idx`` and times ``init_stamps``, ``n_steps`` model
+    steps of ``step``, ``members`` and ``seed``, and for a regional model the boundary band
+    ``band`` (H, W) bool and values ``boundary_values`` (I, L, C, H, W) (None: global)."""
+
+    ds: xr.Dataset
+    variables: tuple[str, ...]
+    idx: list[int]
+    init_stamps: pd.DatetimeIndex
+    step: pd.Timedelta
+    n_steps: int
+    members: int
+    seed: int
+    band: torch.Tensor | None = None
+    boundary_values: torch.Tensor | None = None
+
+    @property
+    def n_chunks(self) -> int:
+        return -(-self.members // CHUNK)
+
+
+def _boundary_forcing(forecaster: Forecaster, settings: ForecastSettings, init_stamps, n_steps: int,
+                      step: pd.Timedelta):
     """Band mask (H, W) bool tensor, boundary values (I, L, C, H, W) float32 and the band width;
     ``(None, None, 0)`` for a global checkpoint without boundary file. Refuses what cannot be used."""
+    boundary, width = settings.boundary, settings.boundary_width
     trained = int(forecaster.config.boundary_width or 0)
     if boundary is None:
         if trained > 0:
@@ -231,85 +313,75 @@ def _boundary_forcing(forecaster: Forecaster, boundary, width, init_stamps, n_st
     return torch.from_numpy(mask), bvals, width
 
 
+def _model_steps(cfg: WeatherModelConfig, lead_hours: int) -> tuple[pd.Timedelta, int]:
+    """One model step (the checkpoint's) and the number of them in ``lead_hours``."""
+    step = pd.Timedelta(hours=cfg.time_step_hours)
+    n_steps = pd.Timedelta(hours=lead_hours) / step
+    if abs(n_steps - round(n_steps)) > 1e-9:
+        raise DiffsciError(f"lead_hours {lead_hours} is not a multiple of the checkpoint's time step {_hours(step)}")
+    return step, int(round(n_steps))
+
+
 @torch.inference_mode()
-def forecast(forecaster: Forecaster, init, *, init_times=None, lead_hours: int = 24, members: int = 8, seed: int = 0,
-             steps: int | None = None, sampler: str | None = None, churn: float | None = None, progress: bool = True,
-             boundary=None, boundary_width: int | None = None, device=None) -> xr.Dataset | None:
+def forecast(forecaster: Forecaster, init, settings: ForecastSettings | None = None, *, device=None,
+             progress: bool = True) -> xr.Dataset | None:
     """Ensemble rollouts from each init time of ``init`` (path or Dataset, ERA5/WB2 style).
 
-    Returns the WB2-layout forecast dataset (not yet written; module docstring). Units are the
-    checkpoint's: the init file is converted where unambiguous (see ``open_weather``) and
-    refused where its units differ. ``lead_hours`` must be a multiple of the checkpoint's step.
-    ``sampler``, ``steps`` (noise levels per step), ``churn``: None takes the checkpoint's own
-    sampling settings (:func:`sampling_settings`).
+    ``settings`` (:class:`ForecastSettings`; None: its defaults): lead, members, seed, init
+    times, sampling (None fields: the checkpoint's own, :func:`sampling_settings`) and, for a
+    regional checkpoint, the boundary values. Returns the WB2-layout forecast dataset (not yet
+    written; module docstring). Units are the checkpoint's: the init file is converted where
+    unambiguous (see ``open_weather``) and refused where its units differ.
     ``device``: where the model runs (``"cpu"``, ``"cuda:1"``, ``"auto"``; None: where the
-    forecaster's network is); the network is moved there.
+    forecaster's network is, placed by :func:`load_forecaster`); the network is moved there.
 
     Under ``torchrun`` every rank calls this with the same arguments: each rolls out its share
     of the (init time, member chunk) units, rank 0 returns the whole forecast and the other
     ranks return None. With several ranks, a CUDA device is the ``LOCAL_RANK``-th GPU.
 
-    Regional checkpoints (``config.boundary_width > 0``) need ``boundary`` (path or Dataset, any
-    layout ``open_weather`` reads, on the checkpoint's grid, with every valid time of the
-    forecast): after every step the lateral boundary band
+    Regional checkpoints (``config.boundary_width > 0``) need ``settings.boundary`` (path or
+    Dataset, any layout ``open_weather`` reads, on the checkpoint's grid, with every valid time
+    of the forecast): after every step the lateral boundary band
     (:func:`diffsci.weather.grid.boundary_mask`, ``boundary_width`` cells at each open edge,
     default the checkpoint's, not less) is replaced by the boundary file's values at that valid
     time, as limited-area models do (neural-lam, Oskarsson et al. 2023).
     """
+    settings = ForecastSettings() if settings is None else settings
     cfg = forecaster.config
-    members = check_int(members, "members")
-    lead_hours = check_int(lead_hours, "lead_hours")
-    step = pd.Timedelta(hours=cfg.time_step_hours)
-    n_steps = pd.Timedelta(hours=lead_hours) / step
-    if abs(n_steps - round(n_steps)) > 1e-9:
-        raise DiffsciError(f"lead_hours {lead_hours} is not a multiple of the checkpoint's time step {_hours(step)}")
-    n_steps = int(round(n_steps))
-    sampler, steps, churn = sampling_settings(cfg, sampler, steps, churn)
-    device = rank_device(forecaster.device if device is None else resolve_device(device))
-    forecaster.model.to(device)
+    step, n_steps = _model_steps(cfg, settings.lead_hours)
+    sampler, steps, churn = sampling_settings(cfg, settings.sampler, settings.steps, settings.churn)
+    if device is not None:
+        forecaster.model.to(rank_device(resolve_device(device)))
     predictor = forecaster.predictor(sampler=sampler, steps=steps, churn=churn)
-    ds = open_weather(init, variables=list(cfg.variables))
-    if "realization" in ds.dims:
-        if ds.sizes["realization"] != 1:
-            raise DiffsciError(f"{ds.attrs['diffsci_source']}: initial conditions have {ds.sizes['realization']} "
-                               "ensemble members; give one")
-        ds = ds.isel(realization=0, drop=True)
-    check_grid(ds, cfg.latitude, cfg.longitude)
-    if cfg.static_fields:
-        _check_static_fields(init, cfg, ds.attrs["diffsci_source"])
-    _check_units(ds, forecaster)
-    ds = _select_channels(ds, forecaster)
-    _check_step(ds, step)
-    idx = _init_indices(ds, init_times, step)
+    ds = _initial_conditions(init, forecaster, step)
+    idx = _init_indices(ds, settings.init_times, step)
     init_stamps = pd.DatetimeIndex(ds.time.values[idx])
-    band, bvals, width = _boundary_forcing(forecaster, boundary, boundary_width, init_stamps, n_steps, step)
-    chunks = _run_chunks(predictor, ds, cfg.variables, idx, init_stamps, step, n_steps, members, seed,
-                         band, bvals, device, progress)
+    band, bvals, width = _boundary_forcing(forecaster, settings, init_stamps, n_steps, step)
+    plan = _Rollout(ds, tuple(cfg.variables), idx, init_stamps, step, n_steps, settings.members, settings.seed,
+                    band, bvals)
+    chunks = _run_chunks(predictor, plan, forecaster.device, progress)
     if chunks is None:
         return None
-    n_chunks = -(-members // CHUNK)
-    h, w = cfg.grid_shape
-    out = np.zeros((len(idx), n_steps, members, len(cfg.channels), h, w), dtype=np.float32)
-    for u, states in enumerate(chunks):
-        k, ch = divmod(u, n_chunks)
-        out[k, :, ch * CHUNK:ch * CHUNK + states.shape[1]] = states
-    fds = _to_dataset(out, ds, forecaster, init_stamps, n_steps, members, seed, steps, sampler, churn)
+    fds = _to_dataset(_assemble(chunks, plan), plan, forecaster, (sampler, steps, churn))
     if band is not None:
-        fds.attrs.update(boundary_file=str(boundary if not isinstance(boundary, xr.Dataset)
-                                           else boundary.attrs.get("diffsci_source", "<dataset>")),
-                         boundary_width=width)
+        fds.attrs.update(boundary_file=_source_name(settings.boundary), boundary_width=width)
     if ds.attrs.get("diffsci_notes"):  # unit conversions of the init file, recorded with the forecast
         fds.attrs["input_notes"] = ds.attrs["diffsci_notes"]
     return fds
 
 
-def _run_chunks(predictor, ds, variables, idx, init_stamps, step, n_steps, members, seed, band, bvals, device,
-                progress):
+def _source_name(path_or_dataset) -> str:
+    if isinstance(path_or_dataset, xr.Dataset):
+        return path_or_dataset.attrs.get("diffsci_source", "<dataset>")
+    return str(path_or_dataset)
+
+
+def _run_chunks(predictor, plan: _Rollout, device, progress: bool):
     """Roll out every (init time k, member chunk) unit of the forecast, spread over the
     ``torchrun`` ranks (:func:`diffsci.core.distributed.gather_shares`). Unit ``u`` is init
     ``u // n_chunks``, chunk ``u % n_chunks``; its result is (L, n_kept, C, H, W) float32.
     Returns every unit's result in order on rank 0, None on the other ranks."""
-    n_chunks = -(-members // CHUNK)
+    n_chunks, n_steps, stamps = plan.n_chunks, plan.n_steps, plan.init_stamps
 
     def work(units):
         bar = progress_bar(total=len(units) * n_steps, desc="forecast", enabled=progress and is_root())
@@ -317,12 +389,12 @@ def _run_chunks(predictor, ds, variables, idx, init_stamps, step, n_steps, membe
         for u in units:
             k, ch = divmod(u, n_chunks)
             if k != pair_k:
-                both, _ = stack_channels(ds.isel(time=[idx[k] - 1, idx[k]]), variables)
+                both, _ = stack_channels(plan.ds.isel(time=[plan.idx[k] - 1, plan.idx[k]]), plan.variables)
                 pair, pair_k = torch.from_numpy(both).to(device), k  # (2, C, H, W)
-            valid_times = np.array([(init_stamps[k] + (j + 1) * step).to_datetime64() for j in range(n_steps)])
-            forcing = None if band is None else (band, bvals[k])
-            first, n_kept = ch * CHUNK, min(CHUNK, members - ch * CHUNK)
-            gens = [make_generator(seed, str(init_stamps[k]), "member" if m < members else "pad", m, device=device)
+            valid_times = np.array([(stamps[k] + (j + 1) * plan.step).to_datetime64() for j in range(n_steps)])
+            forcing = None if plan.band is None else (plan.band, plan.boundary_values[k])
+            first, n_kept = ch * CHUNK, min(CHUNK, plan.members - ch * CHUNK)
+            gens = [make_generator(plan.seed, str(stamps[k]), "member" if m < plan.members else "pad", m, device=device)
                     for m in range(first, first + CHUNK)]
             x_prev, x_cur = (pair[j].expand(CHUNK, -1, -1, -1).clone() for j in (0, 1))
             states = rollout(predictor, x_prev, x_cur, valid_times, gens, boundary=forcing, on_step=lambda: bar.update(1))
@@ -330,53 +402,69 @@ def _run_chunks(predictor, ds, variables, idx, init_stamps, step, n_steps, membe
         bar.close()
         return results
 
-    return gather_shares(len(idx) * n_chunks, work, device=device)
+    return gather_shares(len(plan.idx) * n_chunks, work, device=device)
 
 
-def _to_dataset(out, ds, forecaster, init_stamps, n_steps, members, seed, steps, sampler, churn=0.0) -> xr.Dataset:
-    """``out`` (I, L, M, C, H, W) -> WB2 layout; ``ds`` the normalised init file (its levels)."""
-    step = pd.Timedelta(hours=forecaster.config.time_step_hours).to_timedelta64().astype("timedelta64[ns]")
-    leads = np.arange(1, n_steps + 1) * step
+def _assemble(chunks, plan: _Rollout) -> np.ndarray:
+    """Every unit's (L, n_kept, C, H, W) result in its place: Shape (I, L, M, C, H, W) float32."""
+    first = chunks[0]
+    out = np.zeros((len(plan.idx), plan.n_steps, plan.members) + first.shape[2:], dtype=np.float32)
+    for u, states in enumerate(chunks):
+        k, ch = divmod(u, plan.n_chunks)
+        out[k, :, ch * CHUNK:ch * CHUNK + states.shape[1]] = states
+    return out
+
+
+def _coords(plan: _Rollout, cfg: WeatherModelConfig) -> dict:
+    """The forecast's coordinates (WB2 layout, CF attributes); ``level`` when a variable has one."""
+    step = pd.Timedelta(hours=cfg.time_step_hours).to_timedelta64().astype("timedelta64[ns]")
+    leads = np.arange(1, plan.n_steps + 1) * step
+    stamps = plan.init_stamps.values
     coords = {
-        "time": ("time", init_stamps.values, {"long_name": "forecast initialisation time",
-                                              "standard_name": "forecast_reference_time"}),
+        "time": ("time", stamps, {"long_name": "forecast initialisation time",
+                                  "standard_name": "forecast_reference_time"}),
         "prediction_timedelta": ("prediction_timedelta", leads, {"long_name": "lead time",
                                                                  "standard_name": "forecast_period"}),
-        "realization": ("realization", np.arange(members), {"long_name": "ensemble member",
-                                                            "standard_name": "realization"}),
-        "latitude": ("latitude", np.asarray(forecaster.config.latitude, dtype=np.float64),
+        "realization": ("realization", np.arange(plan.members), {"long_name": "ensemble member",
+                                                                 "standard_name": "realization"}),
+        "latitude": ("latitude", np.asarray(cfg.latitude, dtype=np.float64),
                      {"units": "degrees_north", "standard_name": "latitude", "long_name": "latitude"}),
-        "longitude": ("longitude", np.asarray(forecaster.config.longitude, dtype=np.float64),
+        "longitude": ("longitude", np.asarray(cfg.longitude, dtype=np.float64),
                       {"units": "degrees_east", "standard_name": "longitude", "long_name": "longitude"}),
-        "valid_time": (("time", "prediction_timedelta"), init_stamps.values[:, None] + leads[None, :],
+        "valid_time": (("time", "prediction_timedelta"), stamps[:, None] + leads[None, :],
                        {"long_name": "valid time (init + lead)", "standard_name": "time"}),
     }
-    data_vars = {}
-    c0 = 0
-    dims = ("time", "prediction_timedelta", "realization")
+    if any("level" in plan.ds[v].dims for v in cfg.variables):
+        coords["level"] = ("level", np.asarray(plan.ds.level.values, dtype=np.float64),
+                           {"units": "hPa", "long_name": "pressure level", "standard_name": "air_pressure",
+                            "positive": "down"})
+    return coords
+
+
+def _variable_attrs(var: str, j: int, ds: xr.Dataset, cfg: WeatherModelConfig) -> dict:
+    """CF attributes of forecast variable ``var`` (the ``j``-th): units as in the checkpoint."""
+    src = ds[var].attrs
+    units = cfg.units[j] if cfg.units and cfg.units[j] else src.get("units", CANONICAL_UNITS.get(var, ""))
+    attrs = {"units": units, "standard_name": STANDARD_NAMES.get(var, src.get("standard_name", "")),
+             "long_name": src.get("long_name", var)}
+    return {k: a for k, a in attrs.items() if a}
+
+
+def _to_dataset(out: np.ndarray, plan: _Rollout, forecaster: Forecaster, sampling: tuple[str, int, float]) -> xr.Dataset:
+    """``out`` (I, L, M, C, H, W) -> WB2 layout; ``plan.ds`` the normalised init file (its levels);
+    ``sampling`` the (sampler, noise levels, churn) used."""
     cfg = forecaster.config
-    for j, var in enumerate(cfg.variables):
-        src = ds[var].attrs if var in ds else {}
-        units = cfg.units[j] if cfg.units and cfg.units[j] else src.get("units", CANONICAL_UNITS.get(var, ""))
-        attrs = {"units": units, "standard_name": STANDARD_NAMES.get(var, src.get("standard_name", "")),
-                 "long_name": src.get("long_name", var)}
-        attrs = {k: a for k, a in attrs.items() if a}
-        if "level" in ds[var].dims:
-            n = ds.sizes["level"]
-            coords.setdefault("level", ("level", np.asarray(ds.level.values, dtype=np.float64),
-                                        {"units": "hPa", "long_name": "pressure level",
-                                         "standard_name": "air_pressure", "positive": "down"}))
-            data_vars[var] = (dims + ("level", "latitude", "longitude"), out[:, :, :, c0:c0 + n], attrs)
-        else:
-            n = 1
-            data_vars[var] = (dims + ("latitude", "longitude"), out[:, :, :, c0], attrs)
-        c0 += n
-    fds = xr.Dataset(data_vars, coords=coords)
+    dims = ("time", "prediction_timedelta", "realization")
+    fields = split_channels(out, plan.ds, cfg.variables)  # (I, L, M, [level,] H, W) each
+    data_vars = {var: (dims + (("level",) if "level" in plan.ds[var].dims else ()) + ("latitude", "longitude"),
+                       fields[var], _variable_attrs(var, j, plan.ds, cfg)) for j, var in enumerate(cfg.variables)}
+    fds = xr.Dataset(data_vars, coords=_coords(plan, cfg))
     model = "deterministic graph model" if forecaster.deterministic else "graph diffusion model"
+    sampler, steps, churn = sampling
     fds.attrs.update(
         title="diffsci ensemble forecast",
         source=f"diffsci weather forecast ({model})",
-        checkpoint=forecaster.source, seed=seed, sampler=sampler, noise_levels=steps, churn=churn,
+        checkpoint=forecaster.source, seed=plan.seed, sampler=sampler, noise_levels=steps, churn=churn,
         Conventions="CF-1.8", history=f"created {time.strftime('%Y-%m-%dT%H:%M:%S')}",
     )
     return fds

@@ -47,26 +47,23 @@ class CheckpointHelpFormatter(argparse.HelpFormatter):
 def _run(args) -> int:
     import torch
 
-    from diffsci.core.distributed import rank_device
     from diffsci.core.io import check_int, check_output_path
-    from diffsci.core.utils import resolve_device
-    from diffsci.weather.forecast import forecast, load_forecaster, write_forecast
+    from diffsci.weather.forecast import ForecastSettings, forecast, load_forecaster, write_forecast
 
     check_int(args.threads, "--threads")
     # The network is many small ops: with 2 threads on a 2-core machine that is also running
     # anything else, OpenMP waits make each evaluation ~20x slower (1.2 s instead of 52 ms per
     # 4-member chunk, measured), so forecasts default to one thread.
     torch.set_num_threads(args.threads)
-    device = rank_device(resolve_device(args.device))
+    settings = ForecastSettings(lead_hours=args.lead_hours, members=args.members, seed=args.seed,
+                                init_times=args.init_time, sampler=args.sampler, steps=args.steps, churn=args.churn,
+                                boundary=args.boundary, boundary_width=args.boundary_width)
     check_output_path(args.out, inputs=[args.init, args.checkpoint, args.boundary])  # before any work
-    forecaster = load_forecaster(args.checkpoint, device=device)
+    forecaster = load_forecaster(args.checkpoint, device=args.device)  # the one place the device is resolved
     t0 = time.time()
     with warnings.catch_warnings():  # unit conversions: printed once below as a note
         warnings.simplefilter("ignore", UserWarning)
-        fds = forecast(forecaster, args.init, init_times=args.init_time, lead_hours=args.lead_hours,
-                       members=args.members, seed=args.seed, steps=args.steps, sampler=args.sampler, churn=args.churn,
-                       progress=not args.quiet, boundary=args.boundary, boundary_width=args.boundary_width,
-                       device=device)
+        fds = forecast(forecaster, args.init, settings, progress=not args.quiet)
     if fds is None:  # a torchrun rank other than 0: its members went to rank 0, which writes the file
         return 0
     if fds.attrs.get("input_notes"):

@@ -14,10 +14,10 @@ from __future__ import annotations
 import numpy as np
 
 from diffsci.core.errors import DiffsciError
-from diffsci.weather.data import _open, check_grid
-from diffsci.weather.layouts import NON_WEATHER, normalize_layout, short_name
+from diffsci.weather.data import check_grid, open_layout
+from diffsci.weather.layouts import NON_WEATHER, short_name
 
-__all__ = ["read_static_fields", "normalize_static_fields", "STATIC_CHUNK_MB"]
+__all__ = ["read_static_fields", "static_values", "normalize_static_fields", "STATIC_CHUNK_MB"]
 
 #: MiB per dask chunk when a static field with a time dim is checked for constancy
 STATIC_CHUNK_MB = 64.0
@@ -26,18 +26,25 @@ STATIC_CHUNK_MB = 64.0
 def read_static_fields(path_or_dataset, names, latitude, longitude, *, required: bool = True) -> dict[str, np.ndarray]:
     """The time-invariant fields ``names`` (short, long or NCEP names) of a weather file, checked.
 
-    The file is read in the internal layout (:func:`~diffsci.weather.layouts.normalize_layout`);
-    a field's dims must be ``(latitude, longitude)``, or ``(time, latitude, longitude)`` with the
-    same values at every time (CDS files archive ``lsm`` at each time), on the grid ``latitude``
-    Shape (H,), ``longitude`` Shape (W,) (degrees, :func:`check_grid`), finite and not constant
-    (:func:`normalize_static_fields`).
-
-    Returns ``{short name: Shape (H, W) float32}`` in the file's units, in the order of ``names``;
-    ``required=False`` skips the names the file lacks instead of refusing them.
+    The file is read in the internal layout (:func:`~diffsci.weather.data.open_layout`) and must
+    be on the grid ``latitude`` Shape (H,), ``longitude`` Shape (W,) (degrees,
+    :func:`check_grid`); each field as :func:`static_values` takes it. Returns ``{short name:
+    Shape (H, W) float32}`` in the file's units, in the order of ``names``; ``required=False``
+    skips the names the file lacks instead of refusing them.
     """
-    ds, name = _open(path_or_dataset, None, STATIC_CHUNK_MB)
-    ds = normalize_layout(ds, path=name)
+    ds = open_layout(path_or_dataset, chunks=None, chunk_mb=STATIC_CHUNK_MB)
     check_grid(ds, latitude, longitude, what="model")
+    return static_values(ds, names, required=required)
+
+
+def static_values(ds, names, *, required: bool = True) -> dict[str, np.ndarray]:
+    """The time-invariant fields ``names`` of a dataset in the internal layout (from
+    :func:`~diffsci.weather.data.open_layout`, its grid already checked). A field's dims must be
+    ``(latitude, longitude)``, or ``(time, latitude, longitude)`` with the same values at every
+    time (CDS files archive ``lsm`` at each time), finite and not constant
+    (:func:`normalize_static_fields`). Returns ``{short name: Shape (H, W) float32}``;
+    ``required=False`` skips the names the dataset lacks."""
+    name = ds.attrs.get("diffsci_source", "<dataset>")
     out: dict[str, np.ndarray] = {}
     for asked in names:
         v = short_name(asked)
