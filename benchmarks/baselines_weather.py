@@ -65,12 +65,12 @@ class TrainingPeriod:
 
     def generate(self, hours: int | None = None, trajectories: int | None = None, progress: bool = False) -> xr.Dataset:
         """The first ``hours`` hours of the first ``trajectories`` trajectories (default: all)."""
-        from diffsci.weather.generator import generate
+        from diffsci.weather.generator import GeneratorOutput, generate
 
         hours = min(hours or self.hours, self.hours)
         trajectories = min(trajectories or self.trajectories, self.trajectories)
         return generate(grid=self.grid, hours=hours, trajectories=trajectories, seed=self.seed,
-                        spinup_hours=self.spinup_hours, store_state=False, progress=progress)
+                        spinup_hours=self.spinup_hours, output=GeneratorOutput(store_state=False), progress=progress)
 
 
 #: ``diffsci weather make-data --grid 32x64 --hours 1000 --trajectories 4 --seed 0`` (default

@@ -14,7 +14,7 @@ from diffsci.benchmarks import weather_bench
 from diffsci.core.cli import main
 from diffsci.weather import metrics
 from diffsci.weather.data import open_weather
-from diffsci.weather.generator import generate
+from diffsci.weather.generator import GeneratorOutput, generate
 
 VARS = ["z", "u", "v", "vo"]
 DIMS = ("time", "prediction_timedelta", "realization", "latitude", "longitude")
@@ -154,8 +154,8 @@ def bench_files(tmp_path_factory):
     d = tmp_path_factory.mktemp("wbcli")
     generate(grid=(32, 64), hours=12, trajectories=1, seed=12345, spinup_hours=24, progress=False).to_netcdf(
         d / "heldout.nc", engine="netcdf4")
-    generate(grid=(32, 64), hours=30, trajectories=1, seed=0, spinup_hours=24, store_state=False,
-             progress=False).to_netcdf(d / "train.nc", engine="netcdf4")
+    generate(grid=(32, 64), hours=30, trajectories=1, seed=0, spinup_hours=24,
+             output=GeneratorOutput(store_state=False), progress=False).to_netcdf(d / "train.nc", engine="netcdf4")
     return d
 
 

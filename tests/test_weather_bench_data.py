@@ -6,16 +6,16 @@ import pytest
 
 from diffsci.benchmarks import weather_bench
 from diffsci.core.cli import main
-from diffsci.weather.generator import generate
+from diffsci.weather.generator import GeneratorOutput, generate
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("wbdata")
-    generate(grid=(32, 64), hours=30, trajectories=1, seed=0, spinup_hours=24, store_state=False,
-             progress=False).to_netcdf(d / "train.nc", engine="netcdf4")
-    generate(grid=(32, 64), hours=12, trajectories=1, seed=12345, spinup_hours=24, store_state=False,
-             progress=False).to_netcdf(d / "no_state.nc", engine="netcdf4")
+    generate(grid=(32, 64), hours=30, trajectories=1, seed=0, spinup_hours=24,
+             output=GeneratorOutput(store_state=False), progress=False).to_netcdf(d / "train.nc", engine="netcdf4")
+    generate(grid=(32, 64), hours=12, trajectories=1, seed=12345, spinup_hours=24,
+             output=GeneratorOutput(store_state=False), progress=False).to_netcdf(d / "no_state.nc", engine="netcdf4")
     generate(grid=(16, 32), hours=12, trajectories=1, seed=12345, spinup_hours=24,
              progress=False).to_netcdf(d / "small_grid.nc", engine="netcdf4")
     return d

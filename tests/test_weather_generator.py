@@ -12,6 +12,7 @@ from diffsci.core.cli import main
 from diffsci.core.errors import DiffsciError
 from diffsci.weather.generator import (
     GeneratorConfig,
+    GeneratorOutput,
     Simulator,
     generate,
     hourly_change_ratio,
@@ -38,8 +39,8 @@ def test_same_seed_same_data_different_seed_different():
 
 
 def test_members_independent_of_ensemble_size():
-    e2 = generate(GRID, hours=4, seed=2, spinup_hours=2, members=2, progress=False)
-    e4 = generate(GRID, hours=4, seed=2, spinup_hours=2, members=4, progress=False)
+    e2 = generate(GRID, hours=4, seed=2, spinup_hours=2, output=GeneratorOutput(members=2), progress=False)
+    e4 = generate(GRID, hours=4, seed=2, spinup_hours=2, output=GeneratorOutput(members=4), progress=False)
     assert e4["z"].dims == ("member", "time", "latitude", "longitude")
     np.testing.assert_array_equal(e2["z"].values, e4["z"].isel(member=slice(0, 2)).values)
     np.testing.assert_array_equal(e2["vo"].values, e4["vo"].isel(member=slice(0, 2)).values)

@@ -18,7 +18,7 @@ from diffsci.core.train import Recipe
 from diffsci.core.utils import make_generator
 from diffsci.weather.data import StateReader, open_weather, stack_channels, window_starts
 from diffsci.weather.diffusion import ResidualTask, make_task, members_as_trajectories
-from diffsci.weather.generator import generate
+from diffsci.weather.generator import GeneratorOutput, generate
 
 MODEL = {"latent": 16, "layers": 1, "refinements": 1}
 
@@ -36,7 +36,7 @@ def data(tmp_path_factory):
     d = tmp_path_factory.mktemp("wstream")
     generate(grid=(16, 32), hours=30, trajectories=2, seed=5, spinup_hours=12,
              progress=False).to_netcdf(d / "single.nc", engine="netcdf4")
-    generate(grid=(16, 32), hours=12, trajectories=1, seed=6, spinup_hours=12, members=3,
+    generate(grid=(16, 32), hours=12, trajectories=1, seed=6, spinup_hours=12, output=GeneratorOutput(members=3),
              progress=False).to_netcdf(d / "ensemble.nc", engine="netcdf4")
     return d
 

@@ -17,7 +17,7 @@ from importlib import import_module
 _EXPORTS = {
     "open_weather": "data", "stack_channels": "data", "NormStats": "data", "compute_norm_stats": "data",
     "static_features": "data", "check_grid": "data", "normalize_layout": "layouts", "time_step": "data",
-    "generate": "generator", "perfect_model_ensemble": "generator", "GeneratorConfig": "generator",
+    "generate": "generator", "perfect_model_ensemble": "generator", "GeneratorConfig": "generator", "GeneratorOutput": "generator",
     "build_graph": "graph", "cached_graph": "graph", "icosahedral_mesh": "mesh", "GridMeshGraph": "graph",
     "cell_area_weights": "grid", "cell_areas": "grid", "boundary_mask": "grid",
     "GraphNet": "model", "GraphNetConfig": "model",

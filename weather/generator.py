@@ -30,17 +30,17 @@ including spin-up, on a loaded machine). Transforms run on one thread (much fast
 
 Output conventions (what :func:`generate` returns):
 
-* dims ``time`` (hourly ``datetime64[ns]``, from ``start``), ``latitude`` (WB2 cell centres
+* dims ``time`` (hourly ``datetime64[ns]``, from ``output.start``), ``latitude`` (WB2 cell centres
   ``-90 + (i + 1/2) 180 / nlat``, ascending, no poles: -87.1875..87.1875 for 32 rows),
   ``longitude`` (``j 360 / nlon``, 0..354.375 for 64 columns), and ``member`` when
-  ``members`` is given. Fields are evaluated *exactly* from the spectral state on that grid
+  ``output.members`` is given (:class:`GeneratorOutput`). Fields are evaluated *exactly* from the spectral state on that grid
   (a spectral synthesis on an equiangular grid of twice the resolution, then subsampled), so
   no interpolation error is added.
 * variables ``z`` (m**2 s**-2), ``u``, ``v`` (m s**-1), ``vo`` (s**-1), float32, CF attributes.
 * Several trajectories are laid end to end on ONE contiguous hourly time axis; the integer
   coordinate ``trajectory(time)`` says which run each hour belongs to. A forecast window
   must not cross a change of ``trajectory`` (see ``diffsci.weather.data.window_starts``).
-* ``sim_state(time, sim_field, sim_coeff, sim_reim)`` (float64, only when ``store_state``):
+* ``sim_state(time, sim_field, sim_coeff, sim_reim)`` (float64, only when ``output.store_state``):
   the complete simulator state at each hour (phi, zeta, delta and the forcing F, packed
   lower-triangular spectral coefficients). :func:`perfect_model_ensemble` restarts the
   model from it exactly; the generator configuration is stored as the JSON attribute
@@ -72,6 +72,7 @@ from diffsci.core.io import progress as progress_bar
 
 __all__ = [
     "GeneratorConfig",
+    "GeneratorOutput",
     "Simulator",
     "SimState",
     "generate",
@@ -424,17 +425,64 @@ def _attrs(config: GeneratorConfig, **params) -> dict:
     }
 
 
+@dataclass(frozen=True)
+class GeneratorOutput:
+    """What a generated dataset holds besides the runs' states.
+
+    ``members``: None for one run per trajectory; M for a perfect-model ensemble of M runs from
+    each spun-up state with independent forcing (a leading ``member`` dim). ``start``: the
+    first time stamp. ``store_state``: keep the simulator state ``sim_state`` at every hour (for
+    :func:`perfect_model_ensemble` restarts)."""
+
+    members: int | None = None
+    start: str = "2000-01-01T00:00"
+    store_state: bool = True
+
+    def __post_init__(self):
+        if self.members is not None:
+            check_int(self.members, "members")
+
+
+def _record_run(sim: Simulator, state: SimState, rng: np.random.Generator, hours: int, store_state: bool,
+                bar) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """``hours`` hourly states of one run from ``state`` (the first is ``state`` itself), its
+    forcing noise drawn from ``rng``: fields ``{v: (hours, H, W)}`` and, with ``store_state``,
+    the packed simulator states (hours, ...)."""
+    s = SimState(state.spec.clone(), state.forcing.clone())
+    out, pk = [], []
+    for h in range(hours):
+        if h > 0:
+            s = sim.run_hours(s, [rng], 1, sim.div_rate)
+            bar.update(1)
+        out.append(sim.to_grid(s.spec))
+        if store_state:
+            pk.append(sim.pack(s))
+    bar.update(1)
+    fields = {v: np.concatenate([o[v] for o in out]) for v in VARIABLE_ATTRS}
+    return fields, (np.concatenate(pk) if store_state else None)
+
+
+def _layout(runs: list[list[tuple]], output: GeneratorOutput):
+    """Per trajectory, per run, ``_record_run``'s results -> fields ``{v: ([R,] T, H, W)}``,
+    packed states (or None), the leading dims and the member coordinate (trajectories laid end
+    to end along time)."""
+    fields = {v: np.concatenate([np.stack([r[0][v] for r in traj]) for traj in runs], axis=1) for v in VARIABLE_ATTRS}
+    packed = (np.concatenate([np.stack([r[1] for r in traj]) for traj in runs], axis=1)
+              if output.store_state else None)  # (R, T, ...)
+    if output.members is None:
+        return {v: a[0] for v, a in fields.items()}, (None if packed is None else packed[0]), ("time",), {}
+    return fields, packed, ("member", "time"), {"member": ("member", np.arange(output.members))}
+
+
 def generate(
     grid: tuple[int, int] | str = (32, 64),
     hours: int = 240,
     trajectories: int = 1,
     seed: int = 0,
     spinup_hours: int = 480,
-    members: int | None = None,
     *,
     config: GeneratorConfig | None = None,
-    start: str = "2000-01-01T00:00",
-    store_state: bool = True,
+    output: GeneratorOutput | None = None,
     progress: bool = True,
 ) -> xr.Dataset:
     """Generate hourly synthetic weather in ERA5 conventions (see the module docstring).
@@ -451,11 +499,12 @@ def generate(
         Seed of every random stream.
     spinup_hours : int
         Hours integrated (and discarded) from the balanced initial state.
-    members : int or None
-        If given, a perfect-model ensemble: ``members`` runs per trajectory from the same
-        spun-up state with independent forcing; adds a leading ``member`` dimension.
     config : GeneratorConfig, optional
         Simulator parameters (its nlat/nlon are replaced by ``grid``).
+    output : GeneratorOutput, optional
+        Members (a perfect-model ensemble per trajectory: a leading ``member`` dim), the first
+        time stamp, and whether the simulator state is stored (default: one run, 2000-01-01,
+        stored).
 
     Returns
     -------
@@ -465,60 +514,28 @@ def generate(
     nlat, nlon = _parse_grid(grid)
     check_int(hours, "hours")
     check_int(trajectories, "trajectories")
-    if members is not None:
-        check_int(members, "members")
     check_int(spinup_hours, "spinup_hours", minimum=0)
+    output = GeneratorOutput() if output is None else output
     config = replace(config or GeneratorConfig(), nlat=nlat, nlon=nlon)
     sim = Simulator(config)
-    runs = [None] if members is None else list(range(members))
-    total = trajectories * (spinup_hours + hours * len(runs))
-    bar = progress_bar(total=total, desc="make-data", unit="h", enabled=progress)
-    fields = {k: [] for k in VARIABLE_ATTRS}  # each: list over trajectories of (R, hours, H, W)
-    packed_all = []
+    members = [None] if output.members is None else list(range(output.members))
+    bar = progress_bar(total=trajectories * (spinup_hours + hours * len(members)), desc="make-data", unit="h",
+                       enabled=progress)
+    runs = []  # per trajectory, per member: (fields, packed)
     with torch.no_grad(), _one_thread():
         for k in range(trajectories):
             rng = _rng(seed, k, 0, 0)
             state = sim.spinup(sim.balanced_state(rng), rng, spinup_hours)
             bar.update(spinup_hours)
-            per_run_fields, per_run_packed = [], []
-            for m in runs:
-                r = _rng(seed, k, 1, 0) if m is None else _rng(seed, k, 2, m)
-                s = SimState(state.spec.clone(), state.forcing.clone())
-                out, pk = [], []
-                for h in range(hours):
-                    if h > 0:
-                        s = sim.run_hours(s, [r], 1, sim.div_rate)
-                        bar.update(1)
-                    out.append(sim.to_grid(s.spec))
-                    if store_state:
-                        pk.append(sim.pack(s))
-                bar.update(1)
-                per_run_fields.append({v: np.concatenate([o[v] for o in out]) for v in VARIABLE_ATTRS})
-                if store_state:
-                    per_run_packed.append(np.concatenate(pk))
-            for v in VARIABLE_ATTRS:
-                fields[v].append(np.stack([p[v] for p in per_run_fields]))
-            if store_state:
-                packed_all.append(np.stack(per_run_packed))
+            runs.append([_record_run(sim, state, _rng(seed, k, 1, 0) if m is None else _rng(seed, k, 2, m), hours,
+                                     output.store_state, bar) for m in members])
     bar.close()
-    cat = {v: np.concatenate(fields[v], axis=1) for v in VARIABLE_ATTRS}  # (R, T, H, W)
-    packed = np.concatenate(packed_all, axis=1) if store_state else None
-    if members is None:
-        cat = {v: a[0] for v, a in cat.items()}
-        packed = packed[0] if packed is not None else None
-        dims: tuple[str, ...] = ("time",)
-        extra = {}
-    else:
-        dims = ("member", "time")
-        extra = {"member": ("member", np.arange(members))}
-    times = pd.date_range(pd.Timestamp(start), periods=trajectories * hours, freq="h")
+    fields, packed, dims, extra = _layout(runs, output)
+    times = pd.date_range(pd.Timestamp(output.start), periods=trajectories * hours, freq="h")
     extra["trajectory"] = ("time", np.repeat(np.arange(trajectories), hours))
-    lat, lon = output_grid(nlat, nlon)
-    attrs = _attrs(
-        config, seed=seed, hours=hours, trajectories=trajectories, spinup_hours=spinup_hours,
-        members=members if members is not None else -1,
-    )
-    return _dataset(cat, times, lat, lon, dims, extra, attrs, packed)
+    attrs = _attrs(config, seed=seed, hours=hours, trajectories=trajectories, spinup_hours=spinup_hours,
+                   members=output.members if output.members is not None else -1)
+    return _dataset(fields, times, *output_grid(nlat, nlon), dims, extra, attrs, packed)
 
 
 def perfect_model_ensemble(

@@ -16,7 +16,7 @@ __all__ = ["add_parser", "run"]
 
 def run(args: argparse.Namespace) -> int:
     """Check ``--out``, generate (the generator validates the grid and counts) and write the file."""
-    from diffsci.weather.generator import generate
+    from diffsci.weather.generator import GeneratorOutput, generate
 
     check_output_path(args.out)
     ds = generate(
@@ -25,9 +25,7 @@ def run(args: argparse.Namespace) -> int:
         trajectories=args.trajectories,
         seed=args.seed,
         spinup_hours=args.spinup_hours,
-        members=args.members,
-        start=args.start,
-        store_state=not args.no_state,
+        output=GeneratorOutput(members=args.members, start=args.start, store_state=not args.no_state),
         progress=not args.quiet,
     )
     path = write_netcdf(ds, args.out, must_have_folder=True)
