@@ -246,26 +246,45 @@ def build_graph(
     faces = face_levels[-1]
     finest_edges = mesh_edges(faces)
     max_edge = float(np.linalg.norm(verts[finest_edges[0]] - verts[finest_edges[1]], axis=-1).max())
-    radius = g2m_radius_factor * max_edge
     m_edges = multimesh_edges(face_levels) if multimesh else finest_edges
 
-    # Grid -> mesh by radius, mesh -> grid by containing triangle.
-    g2m = _radius_pairs(grid_xyz, verts, radius)
-    face_of_grid, _ = containing_triangles(grid_xyz, verts, faces)
-    tri = faces[face_of_grid]  # (G, 3)
+    keep = _kept_mesh_nodes(verts, lat, lon, regional, refinements)
+    g2m = _grid_to_mesh(grid_xyz, verts, g2m_radius_factor * max_edge, keep)
+    face_of_grid, _ = containing_triangles(grid_xyz, verts, faces)  # mesh -> grid by containing triangle
 
-    num_verts = len(verts)
-    keep = _inside_domain(verts, lat, lon) if regional else np.ones(num_verts, dtype=bool)
+    new_index = np.full(len(verts), -1, dtype=np.int64)  # old mesh node -> kept node (-1: dropped)
+    new_index[keep] = np.arange(int(keep.sum()))
+    mesh_xyz = verts[keep]
+    both = keep[m_edges[0]] & keep[m_edges[1]]
+    m_edges = new_index[m_edges[:, both]]
+    g2m = np.stack([g2m[0], new_index[g2m[1]]])
+    m2g = _mesh_to_grid(new_index[faces[face_of_grid]], grid_xyz, mesh_xyz)
+    if (m2g[0] < 0).any() or (g2m[1] < 0).any():  # by construction impossible
+        raise RuntimeError("graph build: an edge points at a dropped mesh node")
+    return _graph_tensors(grid_latlon, grid_xyz, mesh_xyz, m_edges, g2m, m2g)
+
+
+def _kept_mesh_nodes(verts: np.ndarray, lat: np.ndarray, lon: np.ndarray, regional: bool,
+                     refinements: int) -> np.ndarray:
+    """The mesh nodes a grid uses: all on a global grid, those inside the domain on a regional
+    one (at least 3). Shape (N,) bool."""
+    keep = _inside_domain(verts, lat, lon) if regional else np.ones(len(verts), dtype=bool)
     if keep.sum() < 3:
         raise DiffsciError(
             f"regional grid {lat.min():g}..{lat.max():g}N, {lon.min():g}..{lon.max():g}E holds {int(keep.sum())} "
             f"mesh node(s) of refinement {refinements}; use more refinements (a finer mesh) for so small a domain"
         )
-    g2m = g2m[:, keep[g2m[1]]]
-    has_g2m = np.zeros(num_verts, dtype=bool)
-    has_g2m[g2m[1]] = True
+    return keep
 
-    # Every kept node without a radius edge hears from its nearest grid point.
+
+def _grid_to_mesh(grid_xyz: np.ndarray, verts: np.ndarray, radius: float, keep: np.ndarray) -> np.ndarray:
+    """Grid -> mesh edges (grid index, mesh index in ``verts``), Shape (2, E), sorted by mesh
+    node: every grid point within ``radius`` (chord) of a kept node, and for a kept node with
+    none its nearest grid point."""
+    g2m = _radius_pairs(grid_xyz, verts, radius)
+    g2m = g2m[:, keep[g2m[1]]]
+    has_g2m = np.zeros(len(verts), dtype=bool)
+    has_g2m[g2m[1]] = True
     orphans = np.nonzero(keep & ~has_g2m)[0]
     if orphans.size:
         _, nearest = cKDTree(grid_xyz).query(verts[orphans], k=1)
@@ -273,30 +292,29 @@ def build_graph(
         g2m = np.concatenate([g2m, extra], axis=1)
         order = np.lexsort((g2m[0], g2m[1]))
         g2m = g2m[:, order]
+    return g2m
 
-    new_index = np.full(num_verts, -1, dtype=np.int64)
-    new_index[keep] = np.arange(int(keep.sum()))
-    mesh_xyz = verts[keep]
-    both = keep[m_edges[0]] & keep[m_edges[1]]
-    m_edges = new_index[m_edges[:, both]]
-    g2m = np.stack([g2m[0], new_index[g2m[1]]])
-    num_grid = len(grid_xyz)
-    senders = new_index[tri]  # (G, 3)
-    cut = (senders < 0).any(axis=1)  # containing triangle lost a vertex (near the domain edge)
+
+def _mesh_to_grid(senders: np.ndarray, grid_xyz: np.ndarray, mesh_xyz: np.ndarray) -> np.ndarray:
+    """Mesh -> grid edges, Shape (2, 3 G): each grid point hears from the 3 (kept) vertices of its
+    containing triangle, ``senders`` Shape (G, 3) (-1 where a vertex was dropped near a regional
+    domain's edge: then from its 3 nearest kept nodes)."""
+    senders = senders.copy()
+    cut = (senders < 0).any(axis=1)
     if cut.any():
         _, near = cKDTree(mesh_xyz).query(grid_xyz[cut], k=3)
         senders[cut] = np.sort(np.asarray(near, dtype=np.int64), axis=1)
-    m2g = np.stack([senders.reshape(-1), np.repeat(np.arange(num_grid, dtype=np.int64), 3)])
-    if (m2g[0] < 0).any() or (g2m[1] < 0).any():  # by construction impossible
-        raise RuntimeError("graph build: an edge points at a dropped mesh node")
+    return np.stack([senders.reshape(-1), np.repeat(np.arange(len(grid_xyz), dtype=np.int64), 3)])
 
+
+def _graph_tensors(grid_latlon: np.ndarray, grid_xyz: np.ndarray, mesh_xyz: np.ndarray, m_edges: np.ndarray,
+                   g2m: np.ndarray, m2g: np.ndarray) -> GridMeshGraph:
+    """Edge and node features of the graph, as float32 / int64 CPU tensors."""
     mesh_lat, mesh_lon = xyz_to_latlon(mesh_xyz)
     mesh_latlon = np.stack([mesh_lat, mesh_lon], axis=-1)
-
     mesh_attr = relative_edge_features(mesh_xyz, mesh_latlon, m_edges[0], m_edges[1])
     g2m_attr = relative_edge_features(grid_xyz, mesh_latlon, g2m[0], g2m[1])
     m2g_attr = relative_edge_features(mesh_xyz, grid_latlon, m2g[0], m2g[1])
-
     f32 = functools.partial(torch.as_tensor, dtype=torch.float32)
     i64 = functools.partial(torch.as_tensor, dtype=torch.int64)
     return GridMeshGraph(
