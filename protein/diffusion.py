@@ -58,7 +58,7 @@ from diffsci.protein.dataset import load_dataset, with_ss_labels
 from diffsci.protein.frames import ANGSTROM_PER_NM, backbone_from_frames, frames_from_backbone
 from diffsci.protein.metrics.geometry import expected_radius_of_gyration
 from diffsci.protein.metrics.secondary import psea_fractions
-from diffsci.protein.model import FrameDenoiserNet, FrameNetConfig
+from diffsci.protein.model import FrameDenoiserNet, FrameNetConfig, ProteinCond
 from diffsci.protein.ss import PAIR_UNKNOWN, SS_UNKNOWN, pair_classes, segment_pairs_from_bridges, ss_segments
 
 __all__ = ["ProteinModelConfig", "ProteinCond", "FrameDenoiser", "SelfConditioned", "build_space", "build_model",
@@ -120,21 +120,6 @@ def build_space(cfg: ProteinModelConfig, mask: torch.Tensor | None = None, *, ro
     return space.with_mask(mask) if mask is not None else space
 
 
-@dataclass(frozen=True)
-class ProteinCond:
-    """Per-residue conditioning. Shapes (B, N): mask (bool), res_idx, chain; ``self_cond``
-    (B, N, 3) nm: the previous clean-translation prediction, for a self-conditioned net (None:
-    none yet); ``ss`` (B, N) SS classes and ``ss_pair`` (B, N, N) pair classes
-    (:mod:`diffsci.protein.ss`), for an SS-conditioned net (None: all unknown)."""
-
-    mask: torch.Tensor
-    res_idx: torch.Tensor
-    chain: torch.Tensor
-    self_cond: torch.Tensor | None = None
-    ss: torch.Tensor | None = None
-    ss_pair: torch.Tensor | None = None
-
-
 class FrameDenoiser(nn.Module):
     """The core's denoiser interface: ``(x_t=(trans, rots), t (B,), cond) -> (trans0, rots0)``."""
 
@@ -145,8 +130,7 @@ class FrameDenoiser(nn.Module):
 
     def forward(self, x, t, cond: ProteinCond):
         trans, rots = x
-        return self.net(trans, rots, t.to(trans.dtype), cond.mask, cond.res_idx, cond.chain, cond.self_cond,
-                        cond.ss, cond.ss_pair)
+        return self.net(trans, rots, t.to(trans.dtype), cond)
 
 
 class SelfConditioned(nn.Module):

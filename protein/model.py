@@ -49,7 +49,7 @@ from diffsci.core.io import check_int
 from diffsci.protein.fused_tp import FusedTensorProduct
 from diffsci.protein.ss import PAIR_ANTIPARALLEL, PAIR_CLASSES, PAIR_PARALLEL, PAIR_UNKNOWN, SS_CLASSES, SS_UNKNOWN
 
-__all__ = ["FrameNetConfig", "FrameDenoiserNet", "gram_schmidt", "sinusoidal", "e3nn_reference"]
+__all__ = ["ProteinCond", "FrameNetConfig", "FrameDenoiserNet", "gram_schmidt", "sinusoidal", "e3nn_reference"]
 
 
 @dataclass(frozen=True)
@@ -149,6 +149,42 @@ def _in_degree(dst: torch.Tensor, n_nodes: int, dtype) -> torch.Tensor:
     return torch.zeros(n_nodes, dtype=dtype, device=dst.device).index_add_(0, dst, ones).clamp_min(1)[:, None]
 
 
+@dataclass(frozen=True)
+class ProteinCond:
+    """Per-residue conditioning of the network. Shapes (B, N): mask (bool), res_idx, chain;
+    ``self_cond`` (B, N, 3) nm: the previous clean-translation prediction, for a self-conditioned
+    net (None: none yet); ``ss`` (B, N) SS classes and ``ss_pair`` (B, N, N) pair classes
+    (:mod:`diffsci.protein.ss`), for an SS-conditioned net (None: all unknown)."""
+
+    mask: torch.Tensor
+    res_idx: torch.Tensor
+    chain: torch.Tensor
+    self_cond: torch.Tensor | None = None
+    ss: torch.Tensor | None = None
+    ss_pair: torch.Tensor | None = None
+
+    def rows(self, lo: int, hi: int) -> ProteinCond:
+        """The conditioning of batch rows lo..hi-1."""
+        return ProteinCond(*(None if v is None else v[lo:hi] for v in
+                             (self.mask, self.res_idx, self.chain, self.self_cond, self.ss, self.ss_pair)))
+
+
+@dataclass
+class _Edges:
+    """What every layer of one forward shares: the edges (src, dst) over the flattened batch of
+    ``n_nodes`` residues, their spherical harmonics ``sh`` and scalars ``edge_s`` (and ``sc_s``,
+    self-conditioning), the receivers' in-degrees ``deg`` and the tensor products' sh couplings."""
+
+    src: torch.Tensor
+    dst: torch.Tensor
+    sh: torch.Tensor
+    edge_s: torch.Tensor
+    n_nodes: int
+    sc_s: torch.Tensor | None = None
+    deg: torch.Tensor | None = None
+    coupling: dict | None = None
+
+
 class _ConvLayer(nn.Module):
     """One equivariant message-passing layer: TP(node[src], SH(edge)) weighted by an MLP of edge
     scalars, mean-aggregated at the receiver, gated, residual."""
@@ -208,28 +244,29 @@ class _ConvLayer(nn.Module):
             frozen["tp"] = (weight, bias)
         return weight, bias
 
-    def forward(self, h, src, dst, sh, edge_s, n_nodes, sc_s=None, coupling=None, deg=None, hidden=None):
+    def forward(self, h, e: _Edges, hidden=None):
         if hidden is None:  # the edge MLPs' hidden features (the net passes them when it computed them at once)
-            hidden = self.fc[1](self.fc[0](edge_s))
+            hidden = self.fc[1](self.fc[0](e.edge_s))
             if self.sc_fc is not None:
-                hidden = torch.cat([hidden, self.sc_fc[1](self.sc_fc[0](sc_s))], -1)
+                hidden = torch.cat([hidden, self.sc_fc[1](self.sc_fc[0](e.sc_s))], -1)
         w = nn.functional.linear(hidden, *self._weights())
-        msg = self.tp(h[src], sh, w) if _REFERENCE else self.fused(h[src], sh, w, coupling)
-        agg = torch.zeros(n_nodes, msg.shape[-1], dtype=msg.dtype, device=msg.device).index_add_(0, dst, msg)
+        msg = self.tp(h[e.src], e.sh, w) if _REFERENCE else self.fused(h[e.src], e.sh, w, e.coupling)
+        agg = torch.zeros(e.n_nodes, msg.shape[-1], dtype=msg.dtype, device=msg.device).index_add_(0, e.dst, msg)
+        deg = e.deg
         if deg is None:  # messages per receiver, at least 1 (the same for every layer: the net passes it)
-            deg = _in_degree(dst, n_nodes, msg.dtype)
+            deg = _in_degree(e.dst, e.n_nodes, msg.dtype)
         out = self._gate(_linear(self.self_int, h, self._frozen) + agg / deg)
         return h + out if self.residual else out
 
 
 class FrameDenoiserNet(nn.Module):
-    """``forward(trans, rots, t, mask, res_idx, chain, sc_trans=None, ss=None, ss_pair=None) -> (trans0_hat, rots0_hat)``.
+    """``forward(trans, rots, t, cond) -> (trans0_hat, rots0_hat)``.
 
-    Shapes: trans (B, N, 3) nm, rots (B, N, 3, 3), t (B,), mask (B, N) bool, res_idx (B, N),
-    chain (B, N) int; ``sc_trans`` (B, N, 3) nm, the previous clean-translation prediction
-    (self-conditioning; None: zero features, as in the first sampling step); ``ss`` (B, N) int SS
-    classes and ``ss_pair`` (B, N, N) int pair classes (:mod:`diffsci.protein.ss`; an
-    SS-conditioned net only; None: all unknown).
+    Shapes: trans (B, N, 3) nm, rots (B, N, 3, 3), t (B,); ``cond`` a :class:`ProteinCond`:
+    mask (B, N) bool, res_idx (B, N), chain (B, N) int; ``self_cond`` (B, N, 3) nm, the previous
+    clean-translation prediction (self-conditioning; None: zero features, as in the first
+    sampling step); ``ss`` (B, N) int SS classes and ``ss_pair`` (B, N, N) int pair classes
+    (:mod:`diffsci.protein.ss`; an SS-conditioned net only; None: all unknown).
     """
 
     # parameters a warm start may lack: they start at zero, so the loaded net is unchanged
@@ -347,14 +384,13 @@ class FrameDenoiserNet(nn.Module):
             pair = ss_pair.long()[src // n, dst % n, src % n]
         return node_s, edge_s + self.pair_embed(pair).to(edge_s.dtype)
 
-    def forward(self, trans, rots, t, mask, res_idx, chain, sc_trans=None, ss=None, ss_pair=None):
-        b = trans.shape[0]
-        if b > self.inference_chunk and not torch.is_grad_enabled():
-            parts = [self._forward(*(None if a is None else a[i : i + self.inference_chunk]
-                                     for a in (trans, rots, t, mask, res_idx, chain, sc_trans, ss, ss_pair)))
-                     for i in range(0, b, self.inference_chunk)]
+    def forward(self, trans, rots, t, cond: ProteinCond):
+        b, k = trans.shape[0], self.inference_chunk
+        if b > k and not torch.is_grad_enabled():
+            parts = [self._forward(trans[i : i + k], rots[i : i + k], t[i : i + k], cond.rows(i, i + k))
+                     for i in range(0, b, k)]
             return tuple(torch.cat(p) for p in zip(*parts))
-        return self._forward(trans, rots, t, mask, res_idx, chain, sc_trans, ss, ss_pair)
+        return self._forward(trans, rots, t, cond)
 
     def _edge_hidden(self, edge_s, sc_s):
         """While the weights are frozen: every layer's edge-MLP hidden features (the SiLU of
@@ -384,10 +420,11 @@ class FrameDenoiserNet(nn.Module):
         x = edge_s if sc_s is None else torch.cat([edge_s, sc_s], -1)
         return list(nn.functional.silu(nn.functional.linear(x, weight.to(x.dtype), bias.to(x.dtype))).split(sizes, -1))
 
-    def _forward(self, trans, rots, t, mask, res_idx, chain, sc_trans, ss, ss_pair):
+    def _forward(self, trans, rots, t, cond: ProteinCond):
         b, n, _ = trans.shape
         dtype = trans.dtype
-        src, dst = self.build_edges(trans, mask, res_idx, chain, ss_pair)
+        mask, res_idx, chain, sc_trans = cond.mask, cond.res_idx, cond.chain, cond.self_cond
+        src, dst = self.build_edges(trans, mask, res_idx, chain, cond.ss_pair)
         xf = trans.reshape(b * n, 3)
         rel = xf[src] - xf[dst]  # (E, 3) sender relative to receiver
         dist = rel.norm(dim=-1)
@@ -402,7 +439,7 @@ class FrameDenoiserNet(nn.Module):
              t_emb[bidx[dst]]] + ([self.frame_edge_features(trans, rots, src, dst)] if self.cfg.frame_edges else []), -1)
         node_s = torch.cat([t_emb[bidx], sinusoidal(res_idx.reshape(-1), self.n_idx, 1000.0).to(dtype)], -1)
         if self.cfg.ss_conditioning:
-            node_s, edge_s = self._add_ss(node_s, edge_s, ss, ss_pair, src, dst, b, n)
+            node_s, edge_s = self._add_ss(node_s, edge_s, cond.ss, cond.ss_pair, src, dst, b, n)
         axes = rots.reshape(b * n, 3, 3).transpose(-1, -2).reshape(b * n, 9)  # rows = frame axes (3x1o)
         h = torch.cat([node_s, axes], -1)
         sc_s = None
@@ -412,11 +449,11 @@ class FrameDenoiserNet(nn.Module):
             else:
                 sf = sc_trans.reshape(b * n, 3).to(dtype)
                 sc_s = _radial_basis((sf[src] - sf[dst]).norm(dim=-1), self.cfg.radial, self.cfg.max_radius_nm).to(dtype)
-        coupling = {}  # the tensor products' sh couplings, shared by the layers (FusedTensorProduct.coupling)
-        deg = _in_degree(dst, b * n, dtype)
+        # the in-degrees and the tensor products' sh couplings (FusedTensorProduct.coupling): shared by the layers
+        edges = _Edges(src, dst, sh, edge_s, b * n, sc_s, _in_degree(dst, b * n, dtype), {})
         hidden = self._edge_hidden(edge_s, sc_s) or [None] * len(self.layers)
         for layer, hid in zip(self.layers, hidden):
-            h = layer(h, src, dst, sh, edge_s, b * n, sc_s, coupling, deg, hid)
+            h = layer(h, edges, hid)
         out = _linear(self.readout, h, self._frozen).reshape(b, n, 3, 3)  # three 1o vectors
         dx, da, db = out.unbind(-2)
         trans0 = trans + dx

@@ -1,12 +1,14 @@
 """The fused tensor product and the frozen-weight inference path against e3nn's own evaluation."""
 
+import dataclasses
+
 import pytest
 import torch
 from e3nn import o3
 
 from diffsci.core.errors import DiffsciError
 from diffsci.protein.fused_tp import FusedTensorProduct
-from diffsci.protein.model import FrameDenoiserNet, FrameNetConfig, _ConvLayer, e3nn_reference
+from diffsci.protein.model import FrameDenoiserNet, FrameNetConfig, ProteinCond, _ConvLayer, e3nn_reference
 
 SH = o3.Irreps.spherical_harmonics(2)
 
@@ -87,8 +89,9 @@ def _net_inputs(net, b=2, n=30, seed=1):
     mask = torch.ones(b, n, dtype=torch.bool)
     mask[1, -4:] = False
     idx = torch.arange(n).expand(b, n)
-    return (trans, rots, torch.rand(b, generator=g), mask, idx, torch.zeros(b, n, dtype=torch.long),
-            trans + 0.1 * torch.randn(b, n, 3, generator=g))
+    t = torch.rand(b, generator=g)
+    cond = ProteinCond(mask, idx, torch.zeros(b, n, dtype=torch.long), trans + 0.1 * torch.randn(b, n, 3, generator=g))
+    return trans, rots, t, cond
 
 
 @pytest.mark.parametrize("tensors", [0, 2])
@@ -122,7 +125,8 @@ def test_net_fused_and_frozen_paths_equal_e3nn(tensors):
 def test_frozen_weights_are_rebuilt_per_context_and_skipped_with_gradients():
     torch.manual_seed(0)
     net = FrameDenoiserNet(FrameNetConfig(scalars=8, vectors=4, layers=2)).eval()
-    args = _net_inputs(net)[:6]
+    trans, rots, t, cond = _net_inputs(net)
+    args = (trans, rots, t, dataclasses.replace(cond, self_cond=None))
     with torch.no_grad():
         with net.frozen_weights():
             before = net(*args)[0]
