@@ -9,7 +9,8 @@ Each case runs a user-facing command in-process (``diffsci ...`` through
 - ``protein_motif``: a motif-scaffolding design (a motif cut from a bundled chain, contig
   ``20/A..-../20``, 20 steps);
 - ``protein_evaluate``: ``diffsci protein evaluate`` on the two designs of ``protein_sample``
-  (numeric per-sample fields and summary means);
+  with their recorded coordinates (numeric per-sample fields and summary means), so that the
+  evaluation is compared on the same input on every processor;
 - ``weather_generate``: the ERA5-style generator (32x64 grid, seed 7), which makes the
   benchmark data;
 - ``weather_forecast`` / ``weather_direct``: ``diffsci weather forecast`` with the denoising
@@ -32,7 +33,9 @@ of ``protein_sample`` and ``protein_motif`` still match their record to the PDB'
 1e-3 Å, but the metrics of designs that moved by 1e-3 Å differ by up to 2% (a near-zero mean),
 so the evaluation of the current designs was re-recorded; again in session 6, when the edge
 MLPs' first layers became one matmul while sampling: the same designs to 1e-3 Å, their metrics
-re-recorded).
+re-recorded; on 2026-12-05, when the evaluation began to read the recorded designs instead of
+the freshly sampled ones, whose last digit differs between processors: the code of e468e53 and
+the restructured code give the same 104 numbers bit for bit on them).
 ``tests/test_golden.py`` recomputes every case and compares within float rounding.
 """
 
@@ -69,6 +72,28 @@ def _numeric(d: dict, prefix: str, out: dict) -> None:
             out[f"{prefix}{k}"] = np.asarray(float(v))
 
 
+def _use_recorded_designs(folder: Path) -> None:
+    """Put the recorded ``protein_sample`` coordinates into the designs' PDB files (when recorded
+    and of the same shape), so that ``protein_evaluate`` scores the same input on every CPU: the
+    sampler's last-digit rounding differs between processors (1e-3 Å, within its own tolerance)
+    and moves the angle and bond deviations by up to 1e-4 relative."""
+    if not GOLDEN.is_file():
+        return
+    with np.load(GOLDEN) as z:
+        for i, pdb in enumerate(sorted(folder.glob("*.pdb"))):
+            key = f"protein_sample/{i}"
+            if key not in z.files:
+                continue
+            lines = pdb.read_text().splitlines(keepends=True)
+            atoms = [j for j, line in enumerate(lines) if line.startswith("ATOM")]
+            if len(atoms) != len(z[key]):
+                continue
+            for j, xyz in zip(atoms, z[key]):
+                line = lines[j]
+                lines[j] = line[:30] + "".join(f"{v:8.3f}" for v in xyz) + line[54:]
+            pdb.write_text("".join(lines))
+
+
 def protein_cases(tmp: Path) -> dict[str, np.ndarray]:
     from diffsci.benchmarks.motif_bench import write_motif_file
     from diffsci.protein.dataset import bundled_dataset_path, load_dataset
@@ -88,6 +113,7 @@ def protein_cases(tmp: Path) -> dict[str, np.ndarray]:
     (pdb,) = sorted(motif_dir.glob("*.pdb"))
     out["protein_motif/0"] = _pdb_coords(pdb)
 
+    _use_recorded_designs(sample_dir)
     report_path = tmp / "eval.json"
     _cli("protein", "evaluate", sample_dir, "--out", report_path, "--quiet")
     report = json.loads(report_path.read_text())
