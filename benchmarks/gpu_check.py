@@ -58,8 +58,8 @@ def check_protein_sampling(device, *, length: int = 100, steps: int = 100, batch
     ``device`` (``finite``, ``ca_ca_ok``: mean fraction of CA-CA distances within 3.8 ± 0.3 Å)."""
     from diffsci.benchmarks.speed import protein_speed
     from diffsci.protein.metrics import ca_ca_stats
-    from diffsci.protein.sampling import load_model, sample_backbones
-    from diffsci.protein.request import DesignRequest
+    from diffsci.protein.design.sampling import load_model, sample_backbones
+    from diffsci.protein.design.request import DesignRequest
 
     dev = protein_speed(length, (steps,), batches, device=device)
     cpu = protein_speed(length, (steps,), batches, device="cpu")
@@ -87,7 +87,7 @@ def check_train_bf16(device, workdir, *, steps: int = 3, protein_model: dict | N
     (``protein_model``: the recipe's model table, None: the default model), each in its own
     folder under ``workdir``; ``ok`` when both last losses are finite."""
     from diffsci.core.train import Recipe, fit
-    from diffsci.protein.dataset import bundled_dataset_path
+    from diffsci.protein.io.dataset import bundled_dataset_path
 
     train = {"steps": steps, "device": str(device), "bf16": True, "ckpt_every": steps, "log_every": 1,
              "warmup_steps": 0}

@@ -6,7 +6,7 @@ problems): a continuous helix, a continuous strand, and discontinuous two-segmen
 (two secondary-structure elements with a loop between them), chosen by biotite's P-SEA
 (``annotate_sse``) on the whole chain. Each chain is written as a PDB file (chain A, its own
 residue numbers and sequence) and designed through the public API
-(:func:`diffsci.protein.sampling.sample_backbones` with an RFdiffusion contig such as
+(:func:`diffsci.protein.design.sampling.sample_backbones` with an RFdiffusion contig such as
 ``[13-33/A27-40/13-33]``).
 
 Per design: motif RMSD (N, CA, C after Kabsch superposition), the CA-CA distance at every
@@ -162,7 +162,7 @@ def motif_problems(ds, split: str = "heldout", *, max_problems: int | None = Non
 
 def write_motif_file(chain, path: Path) -> Path:
     """The chain as a PDB file (chain A, its residue numbers and sequence)."""
-    from diffsci.protein.pdb_io import write_backbone_pdb
+    from diffsci.protein.io.pdb import write_backbone_pdb
 
     write_backbone_pdb(path, np.asarray(chain.coords), chain_ids=["A"], sequence=chain.sequence,
                        res_ids=np.asarray(chain.res_ids))
@@ -170,7 +170,7 @@ def write_motif_file(chain, path: Path) -> Path:
 
 
 def _kabsch_rmsd(a: np.ndarray, b: np.ndarray) -> float:
-    from diffsci.protein.designability import kabsch_superpose
+    from diffsci.protein.metrics.designability import kabsch_superpose
 
     moved = kabsch_superpose(a, b)
     return float(np.sqrt(np.mean(np.sum((moved - b) ** 2, axis=-1))))
@@ -228,15 +228,15 @@ def run_problems(lm, problems, folder: Path, *, num: int, steps: int, seed: int,
                  designability: bool = False, method: str = "align", taper: int | None = None) -> list[dict]:
     """Design ``num`` backbones per problem; returns one result dict per problem (rows + summary).
 
-    ``method``, ``taper``: how the motif is held (:func:`diffsci.protein.motif.condition_on_motif`;
+    ``method``, ``taper``: how the motif is held (:func:`diffsci.protein.design.motif.condition_on_motif`;
     ``"fixed"`` pins the motif at its input position, the baseline method; taper None: the default).
 
     ``designability``: add ProteinMPNN's ``mpnn_nll_proxy`` per design, all designs in one
-    ProteinMPNN run (:func:`diffsci.protein.designability.designability` without a folding
+    ProteinMPNN run (:func:`diffsci.protein.metrics.designability.designability` without a folding
     backend: a proxy, not a designability rate)."""
-    from diffsci.protein.contig import load_motif
-    from diffsci.protein.sampling import sample_backbones
-    from diffsci.protein.request import DesignRequest
+    from diffsci.protein.design.contig import load_motif
+    from diffsci.protein.design.sampling import sample_backbones
+    from diffsci.protein.design.request import DesignRequest
 
     folder.mkdir(parents=True, exist_ok=True)
     results, coords = [], []
@@ -258,7 +258,7 @@ def run_problems(lm, problems, folder: Path, *, num: int, steps: int, seed: int,
             log(f"{prob.name} {prob.contig}: rmsd max {s['motif_rmsd_max']:.2f}, junctions "
                 f"{s['junction_within_0.5']:.2f} within 0.5 Å, success {s['success_rate']:.2f} ({res['seconds']} s)")
     if designability:
-        from diffsci.protein.designability import designability as mpnn
+        from diffsci.protein.metrics.designability import designability as mpnn
 
         items = [(f"p{k}_{j}", c) for k, cs in enumerate(coords) for j, c in enumerate(cs)]
         nll = iter(r["mpnn_nll_proxy"] for r in mpnn(items, None, progress=False))
@@ -325,8 +325,8 @@ def run_benchmark(out, *, quick: bool = False, num: int | None = None, steps: in
     and the motif PDB files under ``motifs/``); returns the JSON payload."""
     import torch
 
-    from diffsci.protein.dataset import bundled_dataset_path, load_dataset
-    from diffsci.protein.sampling import load_model
+    from diffsci.protein.io.dataset import bundled_dataset_path, load_dataset
+    from diffsci.protein.design.sampling import load_model
 
     torch.set_num_threads(min(torch.get_num_threads(), 2))
     out = Path(out)
@@ -340,7 +340,7 @@ def run_benchmark(out, *, quick: bool = False, num: int | None = None, steps: in
     probs = motif_problems(ds, split, max_problems=n_problems)
     lm = load_model(checkpoint)
     if designability:
-        from diffsci.protein.designability import require_proteinmpnn
+        from diffsci.protein.metrics.designability import require_proteinmpnn
 
         require_proteinmpnn()  # before any sampling
     results = run_problems(lm, probs, out / "motifs", num=num, steps=steps, seed=seed, log=log,

@@ -16,8 +16,8 @@ from diffsci.core.errors import DiffsciError
 from diffsci.core.io import check_range
 from diffsci.protein.metrics.acceptance import ACCEPTANCE_LENGTHS, acceptance_figures
 from diffsci.protein.metrics.secondary import dssp_fractions
-from diffsci.protein.request import DesignRequest
-from diffsci.protein.sampling import sample_backbones
+from diffsci.protein.design.request import DesignRequest
+from diffsci.protein.design.sampling import sample_backbones
 
 __all__ = ["sample_acceptance", "rate_sweep"]
 
@@ -29,12 +29,12 @@ def sample_acceptance(model, *, rotation_rate: float | None = None, lengths: Seq
     Parameters
     ----------
     model
-        A loaded model (:func:`diffsci.protein.sampling.load_model`, a :class:`~diffsci.core.checkpoint.Bundle`).
+        A loaded model (:func:`diffsci.protein.design.sampling.load_model`, a :class:`~diffsci.core.checkpoint.Bundle`).
     rotation_rate
         FrameFlow's rotation rate at sampling (None: the checkpoint's ``inference_rate``).
     lengths, num, seed, steps
         Design lengths, designs per length, sampling seed and sampler steps
-        (:func:`~diffsci.protein.sampling.sample_backbones`, default time grid and sampler).
+        (:func:`~diffsci.protein.design.sampling.sample_backbones`, default time grid and sampler).
 
     Returns
     -------
@@ -59,7 +59,7 @@ def rate_sweep(model, rates: Sequence[float], *, lengths: Sequence[int] = ACCEPT
 
     Every rate samples with the same ``seed``, so the rows differ by the rate alone. The rates
     are checked before the first design is sampled (the other arguments by
-    :func:`~diffsci.protein.sampling.sample_backbones`, before its first design).
+    :func:`~diffsci.protein.design.sampling.sample_backbones`, before its first design).
 
     Returns
     -------

@@ -13,7 +13,7 @@ the same run:
   its strand restraints (the default of ``protein sample --ss``): what a strand request gives,
   beside the unconditional rows (left out with ``ss_row=False``);
 - ``diffsci --ss prior (SS checkpoint, restraints)``: ``2 num`` designs at L = 100 whose secondary
-  structure and strand pairs are drawn from the training chains (:mod:`diffsci.protein.topology`,
+  structure and strand pairs are drawn from the training chains (:mod:`diffsci.protein.design.topology`,
   ``protein sample --ss prior``): unconditional designs with real chains' strand content (left
   out with ``ss_row=False``);
 - ``untrained``: the same architecture with its initial weights;
@@ -74,7 +74,7 @@ def random_walk_backbone(length: int, generator: torch.Generator, step: float = 
     """A self-avoiding random walk of ``step`` Å (no non-adjacent CA pair closer than ``min_dist``),
     as a backbone (L, 4, 3) with N, C, O from ideal geometry on Gram-Schmidt frames of the trace."""
     from diffsci.protein.frames import backbone_from_frames
-    from diffsci.protein.model import gram_schmidt
+    from diffsci.protein.model.network import gram_schmidt
 
     ca = [np.zeros(3)]
     while len(ca) < length:
@@ -94,22 +94,22 @@ def random_walk_backbone(length: int, generator: torch.Generator, step: float = 
 
 
 def _designs(lm, lengths, num, steps, seed, **kw):
-    from diffsci.protein.sampling import sample_backbones
-    from diffsci.protein.request import DesignRequest
+    from diffsci.protein.design.sampling import sample_backbones
+    from diffsci.protein.design.request import DesignRequest
 
     return [(f"{d.name}", d.coords[0])
             for d in sample_backbones(lm, DesignRequest(lengths=lengths, num=num, seed=seed, steps=steps, **kw), progress=False)]
 
 
 def _ss_designs(num, seed):
-    from diffsci.protein.sampling import load_model
+    from diffsci.protein.design.sampling import load_model
     from diffsci.protein.ss import BETA_REQUEST, parse_ss
 
     return _designs(load_model("ss"), [len(parse_ss(BETA_REQUEST))], num, 100, seed, ss=BETA_REQUEST)
 
 
 def _prior_designs(num, seed):
-    from diffsci.protein.sampling import load_model
+    from diffsci.protein.design.sampling import load_model
 
     return _designs(load_model("ss"), [PRIOR_LENGTH], 2 * num, 100, seed, ss="prior")
 
@@ -168,10 +168,10 @@ def run_benchmark(out, *, quick: bool = False, num: int | None = None, checkpoin
 
     Novelty is measured against ``n_reference`` evenly spaced train chains (default: all; 40
     with ``quick``)."""
-    from diffsci.protein.dataset import bundled_dataset_path, load_dataset
-    from diffsci.protein.diffusion import filter_reason
+    from diffsci.protein.io.dataset import bundled_dataset_path, load_dataset
+    from diffsci.protein.model.diffusion import filter_reason
     from diffsci.protein.metrics import evaluate_structures, subset_evaluation
-    from diffsci.protein.sampling import load_model
+    from diffsci.protein.design.sampling import load_model
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -421,7 +421,7 @@ def run_rate_sweep(out, rates: Sequence[float], *, checkpoint=None, seed: int = 
     Returns the ``rates.json`` payload: ``command``, ``checkpoint``, ``lengths``, ``num_per_length``,
     ``steps``, ``seed`` and ``rows`` (one per rate)."""
     from diffsci.benchmarks.protein_acceptance import rate_sweep
-    from diffsci.protein.sampling import load_model
+    from diffsci.protein.design.sampling import load_model
 
     lm = load_model(checkpoint)
     rows = rate_sweep(lm, rates, lengths=lengths, num=num, seed=seed, steps=steps)
@@ -437,7 +437,7 @@ def run_acceptance(out, *, checkpoint=None, seed: int = 0, num: int = 8, lengths
     (:func:`diffsci.benchmarks.protein_acceptance.sample_acceptance`), written to ``OUT/acceptance.json`` and
     ``OUT/acceptance.md``; returns the payload (as :func:`run_rate_sweep`'s, one row)."""
     from diffsci.benchmarks.protein_acceptance import sample_acceptance
-    from diffsci.protein.sampling import load_model
+    from diffsci.protein.design.sampling import load_model
 
     lm = load_model(checkpoint)
     row = sample_acceptance(lm, lengths=lengths, num=num, seed=seed, steps=steps)

@@ -42,15 +42,15 @@ def protein_speed(length: int = 100, steps=(10, 20, 100), batches=(1, 16), devic
     Returns ``length``, ``threads``, ``device`` and ``rows``: one dict per pair with ``steps``,
     ``batch``, ``sampler``, ``seconds_total``, ``seconds_per_backbone`` and :func:`peak_memory`'s
     keys (``cuda_peak_mb`` on CUDA). ``reference`` > 0: after that, ``reference`` pairs of runs,
-    the fast path then e3nn's own evaluation (:func:`diffsci.protein.model.e3nn_reference`) back
+    the fast path then e3nn's own evaluation (:func:`diffsci.protein.model.network.e3nn_reference`) back
     to back, so that a busy host slows both alike; the row gets ``reference``: ``pairs``, the
     ``seconds_per_backbone`` and ``reference_seconds_per_backbone`` of each pair and
     ``median_ratio`` (median of fast / reference over the pairs)."""
     from diffsci.core.utils import make_generator, resolve_device
-    from diffsci.protein.model import e3nn_reference
-    from diffsci.protein.builder import DesignInputs, SamplerSettings, sample_states
-    from diffsci.protein.request import default_sampler
-    from diffsci.protein.sampling import load_model
+    from diffsci.protein.model.network import e3nn_reference
+    from diffsci.protein.design.builder import DesignInputs, SamplerSettings, sample_states
+    from diffsci.protein.design.request import default_sampler
+    from diffsci.protein.design.sampling import load_model
 
     check_int(length, "length")
     dev = resolve_device(device)

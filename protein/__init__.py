@@ -9,26 +9,31 @@ Public API (imported lazily, so ``diffsci --help`` stays fast)::
 
 ``load_model`` returns a :class:`diffsci.core.checkpoint.Bundle` (``.model``, ``.config``,
 ``.source``). The model kind ``protein-frames`` is registered with the core's checkpoint
-registry by :mod:`diffsci.protein.diffusion` (imported by every protein loader and trainer).
+registry by :mod:`diffsci.protein.model.diffusion` (imported by every protein loader and trainer).
 """
 
 from importlib import import_module
 
 _EXPORTS = {
-    "BackboneChain": "structure", "read_structure_chains": "structure",
+    # io: reading, writing, datasets
+    "BackboneChain": "io.structure", "read_structure_chains": "io.structure",
+    "write_backbone_pdb": "io.pdb", "read_remarks": "io.pdb",
+    "BackboneDataset": "io.dataset", "build_dataset": "io.dataset", "DatasetOptions": "io.dataset",
+    "load_dataset": "io.dataset", "save_dataset": "io.dataset", "bundled_dataset_path": "io.dataset",
+    # frames
     "frames_from_backbone": "frames", "backbone_from_frames": "frames",
-    "write_backbone_pdb": "pdb_io",
-    "BackboneDataset": "dataset", "build_dataset": "dataset", "DatasetOptions": "dataset", "load_dataset": "dataset",
-    "save_dataset": "dataset",
-    "bundled_dataset_path": "dataset",
-    "FrameDenoiserNet": "model", "FrameNetConfig": "model",
-    "ProteinModelConfig": "diffusion", "BackboneTask": "diffusion", "build_model": "diffusion", "build_space": "diffusion",
-    "load_model": "sampling", "sample_backbones": "sampling", "sample_states": "sampling",
-    "DesignRequest": "request", "write_designs": "output",
-    "parse_contig": "contig", "load_motif": "contig", "draw_layout": "contig", "resolve_contig": "contig",
-    "contig_length_limits": "contig",
-    "condition_on_motif": "motif", "AlignedMotif": "motif", "kabsch": "motif",
-    "read_remarks": "pdb_io",
+    # model: the network and its training task
+    "FrameDenoiserNet": "model.network", "FrameNetConfig": "model.network", "ProteinCond": "model.network",
+    "ProteinModelConfig": "model.diffusion", "BackboneTask": "model.diffusion", "build_model": "model.diffusion",
+    "build_space": "model.diffusion",
+    # design: request -> builder -> sampler -> output
+    "DesignRequest": "design.request", "load_model": "design.sampling", "sample_backbones": "design.sampling",
+    "Design": "design.sampling", "sample_states": "design.builder", "DesignInputs": "design.builder",
+    "SamplerSettings": "design.builder", "CONDITIONERS": "design.builder", "write_designs": "design.output",
+    "parse_contig": "design.contig", "load_motif": "design.contig", "draw_layout": "design.contig",
+    "resolve_contig": "design.contig", "contig_length_limits": "design.contig",
+    "condition_on_motif": "design.motif", "AlignedMotif": "design.motif", "kabsch": "design.motif",
+    # metrics
     "evaluate_structures": "metrics", "evaluate_folder": "metrics", "sample_metrics": "metrics", "pairwise_tm": "metrics",
 }
 __all__ = sorted(_EXPORTS)

@@ -82,9 +82,9 @@ def plot_ss_designs(designs, path: Path, title: str) -> Path:
 
 def demo(out: Path) -> Path:
     from diffsci.protein.metrics import sample_metrics
-    from diffsci.protein.output import write_designs
-    from diffsci.protein.sampling import load_model, sample_backbones
-    from diffsci.protein.request import DesignRequest
+    from diffsci.protein.design.output import write_designs
+    from diffsci.protein.design.sampling import load_model, sample_backbones
+    from diffsci.protein.design.request import DesignRequest
 
     out = Path(out) / "protein"
     lm = load_model()
@@ -108,9 +108,9 @@ def ss_demo(out: Path) -> Path:
     session 5: 0.69, 0.48, 0.92, 0.83)."""
     from diffsci.protein.metrics import dssp_labels
     from diffsci.protein.metrics.secondary import ss_agreement
-    from diffsci.protein.output import write_designs
-    from diffsci.protein.sampling import load_model, sample_backbones
-    from diffsci.protein.request import DesignRequest
+    from diffsci.protein.design.output import write_designs
+    from diffsci.protein.design.sampling import load_model, sample_backbones
+    from diffsci.protein.design.request import DesignRequest
     from diffsci.protein.ss import BETA_REQUEST, parse_ss
 
     lm = load_model("ss")
@@ -127,12 +127,12 @@ def ss_demo(out: Path) -> Path:
 
 def prior_demo(out: Path, num: int = 3, steps: int = 100) -> Path:
     """``num`` unconditional designs at L = 100 whose topologies are drawn from the training chains
-    (``--ss prior``, :mod:`diffsci.protein.topology`; seed 0: some draws are all-helix, as real
+    (``--ss prior``, :mod:`diffsci.protein.design.topology`; seed 0: some draws are all-helix, as real
     chains are), their files in ``out`` and a PNG of drawn request against DSSP."""
     from diffsci.protein.metrics import dssp_labels
-    from diffsci.protein.output import write_designs
-    from diffsci.protein.sampling import load_model, sample_backbones
-    from diffsci.protein.request import DesignRequest
+    from diffsci.protein.design.output import write_designs
+    from diffsci.protein.design.sampling import load_model, sample_backbones
+    from diffsci.protein.design.request import DesignRequest
 
     lm = load_model("ss")
     designs = sample_backbones(lm, DesignRequest(lengths=[100], num=num, seed=0, steps=steps, ss="prior"))

@@ -12,7 +12,7 @@ are skipped with one warning each; samples.csv and *.json records in the folder 
 Writes METRICS.json (``per_sample``, ``pairwise_tm``, ``cluster_labels``, ``summary``,
 ``notes``, ``warnings`` and, with ``--designability``, ``designability``; strict JSON: an
 undefined value is null) and METRICS.csv beside it (one row per sample). See
-:mod:`diffsci.protein.metrics` and :mod:`diffsci.protein.designability` for the definitions.
+:mod:`diffsci.protein.metrics` and :mod:`diffsci.protein.metrics.designability` for the definitions.
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def _warn(msg: str) -> None:
 
 def _designability_setup(args: argparse.Namespace):
     """(folding backend or None, MPNNConfig) for --designability, checked before any scoring."""
-    from diffsci.protein import designability as dz
+    from diffsci.protein.metrics import designability as dz
 
     dz.require_proteinmpnn()
     config = dz.MPNNConfig(num_sequences=args.num_seqs, temperature=args.temperature, seed=args.seed)
@@ -118,7 +118,7 @@ def _designability_setup(args: argparse.Namespace):
 
 def _designability(args, report: dict[str, Any], chains, split, backend, config, progress: bool) -> None:
     """Adds the designability fields to the report's rows and its ``designability`` section."""
-    from diffsci.protein import designability as dz
+    from diffsci.protein.metrics import designability as dz
     from diffsci.protein.metrics import read_folder
 
     items, _ = read_folder(args.folder, chains=chains)
@@ -192,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _reference_items(reference: str, split: str | None, limit: int):
     """Reference chains as (name, coords (L, 4, 3)) for the ProteinMPNN proxy."""
-    from diffsci.protein.dataset import load_dataset
+    from diffsci.protein.io.dataset import load_dataset
     from diffsci.protein.metrics import read_folder
 
     path = pathlib.Path(reference)

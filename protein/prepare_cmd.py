@@ -2,7 +2,7 @@
 
 Reads PDB / mmCIF / BinaryCIF files (and ``.gz`` versions) given directly or found
 recursively in folders, prints what was kept and dropped per file, and writes the dataset
-(:func:`diffsci.protein.dataset.save_dataset`) atomically, with each residue's pydssp DSSP class
+(:func:`diffsci.protein.io.dataset.save_dataset`) atomically, with each residue's pydssp DSSP class
 and the DSSP strand bridges (for SS-conditioned training). Exits 2 with one error line when
 nothing usable was found, naming why: the reason all files share (``no usable chains found: all 3
 files had no protein chain of >= 40 residues``) or the number of files per reason.
@@ -18,8 +18,8 @@ import sys
 import numpy as np
 
 from diffsci.core.errors import DiffsciError
-from diffsci.protein.dataset import DatasetOptions, build_dataset, save_dataset
-from diffsci.protein.structure import ReportRow
+from diffsci.protein.io.dataset import DatasetOptions, build_dataset, save_dataset
+from diffsci.protein.io.structure import ReportRow
 
 __all__ = ["add_parser", "run", "format_report"]
 

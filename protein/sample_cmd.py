@@ -38,10 +38,10 @@ def _as_options(message: str) -> str:
 
 
 def request_from_args(args):
-    """The :class:`~diffsci.protein.request.DesignRequest` of the parsed options (the motif file
+    """The :class:`~diffsci.protein.design.request.DesignRequest` of the parsed options (the motif file
     is read here); its refusals name the options."""
-    from diffsci.protein.contig import load_motif
-    from diffsci.protein.request import TIME_POWER, DesignRequest
+    from diffsci.protein.design.contig import load_motif
+    from diffsci.protein.design.request import TIME_POWER, DesignRequest
 
     try:
         return DesignRequest(
@@ -59,8 +59,8 @@ def request_from_args(args):
 def _notes(request) -> list[str]:
     """What the user should read before sampling: the request's notes and motif residues the SS
     request gives another class than the motif file's DSSP."""
-    from diffsci.protein.request import SS_PRIOR
-    from diffsci.protein.sampling import motif_ss_mismatches
+    from diffsci.protein.design.request import SS_PRIOR
+    from diffsci.protein.design.sampling import motif_ss_mismatches
 
     notes = [_as_options(n) for n in request.notes()]
     if request.motif is not None and request.ss not in (None, SS_PRIOR):
@@ -74,7 +74,7 @@ def _notes(request) -> list[str]:
 
 
 def _check_out(args) -> None:
-    from diffsci.protein.output import existing_outputs
+    from diffsci.protein.design.output import existing_outputs
 
     check_output_path(args.out, inputs=[args.motif, args.checkpoint], folder=True)
     old = existing_outputs(args.out)
@@ -85,8 +85,8 @@ def _check_out(args) -> None:
 
 
 def _run(args) -> int:
-    from diffsci.protein.output import remove_outputs, write_designs
-    from diffsci.protein.sampling import load_model, sample_backbones
+    from diffsci.protein.design.output import remove_outputs, write_designs
+    from diffsci.protein.design.sampling import load_model, sample_backbones
 
     # everything a user gave is checked before the model is loaded or anything is written
     request = request_from_args(args)
@@ -125,7 +125,7 @@ def add_parser(subparsers) -> None:
                         "(removed once the new designs are sampled, just before they are written)")
     p.add_argument("--steps", type=int, default=100, help="sampling steps (default 100)")
     p.add_argument("--time-power", type=float, default=None,
-                   help="sampling time grid 0.999 u^P, u uniform from 1 to 0 (default: diffsci.protein.sampling.TIME_POWER; "
+                   help="sampling time grid 0.999 u^P, u uniform from 1 to 0 (default: diffsci.protein.design.request.TIME_POWER = 2; "
                         "1 = uniform steps)")
     p.add_argument("--rotation-rate", type=float, default=None,
                    help="flow checkpoints: FrameFlow's exponential rotation rate at sampling (default: the checkpoint's "

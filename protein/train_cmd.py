@@ -1,7 +1,7 @@
 """``diffsci protein train``: train the backbone model on a prepared dataset.
 
 The command only parses: its options and config file become a :class:`diffsci.core.train.Recipe`
-of the kind ``protein-frames`` (defaults: :data:`diffsci.protein.diffusion.TRAIN_DEFAULTS`),
+of the kind ``protein-frames`` (defaults: :data:`diffsci.protein.model.diffusion.TRAIN_DEFAULTS`),
 which :func:`diffsci.core.train.fit` runs.
 """
 
@@ -13,7 +13,7 @@ __all__ = ["add_parser"]
 
 
 def _run_cli(args) -> int:
-    from diffsci.protein.diffusion import KIND
+    from diffsci.protein.model.diffusion import KIND
 
     return run_train_command(KIND, args, data={"path": args.data})
 

@@ -26,7 +26,7 @@ import pytest  # noqa: E402
 def tiny_checkpoint(tmp_path_factory):
     """A real (two-step) training run of a tiny model through the CLI."""
     from diffsci.core.cli import main
-    from diffsci.protein.dataset import bundled_dataset_path
+    from diffsci.protein.io.dataset import bundled_dataset_path
 
     d = tmp_path_factory.mktemp("ck")
     cfg = d / "cfg.json"
@@ -41,8 +41,8 @@ def tiny_checkpoint(tmp_path_factory):
 @pytest.fixture(scope="session")
 def motif_file(tmp_path_factory):
     """The first 40 residues of the first bundled chain, as a PDB file (residue numbers and names kept)."""
-    from diffsci.protein.dataset import bundled_dataset_path, load_dataset
-    from diffsci.protein.pdb_io import write_backbone_pdb
+    from diffsci.protein.io.dataset import bundled_dataset_path, load_dataset
+    from diffsci.protein.io.pdb import write_backbone_pdb
 
     ch = load_dataset(bundled_dataset_path()).chain(0)
     path = tmp_path_factory.mktemp("motif") / "motif.pdb"

@@ -96,7 +96,7 @@ def _use_recorded_designs(folder: Path) -> None:
 
 def protein_cases(tmp: Path) -> dict[str, np.ndarray]:
     from diffsci.benchmarks.motif_bench import write_motif_file
-    from diffsci.protein.dataset import bundled_dataset_path, load_dataset
+    from diffsci.protein.io.dataset import bundled_dataset_path, load_dataset
 
     out: dict[str, np.ndarray] = {}
     sample_dir = tmp / "designs"

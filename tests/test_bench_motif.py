@@ -7,9 +7,9 @@ import pytest
 
 from diffsci.benchmarks.motif_bench import junctions, motif_problems, score_design, summarise
 from diffsci.core.cli import main
-from diffsci.protein.dataset import bundled_dataset_path, load_dataset
+from diffsci.protein.io.dataset import bundled_dataset_path, load_dataset
 from diffsci.protein.metrics import psea_labels
-from diffsci.protein.contig import parse_contig
+from diffsci.protein.design.contig import parse_contig
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +102,7 @@ def test_bench_motif_records_and_runs_the_comparison_method(tmp_path, capsys):
 def test_bench_motif_designability_proxy_lands_on_its_design(tmp_path, monkeypatch):
     """--designability: one ProteinMPNN run for all designs; each NLL goes back to its own row
     (a stand-in for ProteinMPNN returns each backbone's length as its NLL)."""
-    import diffsci.protein.designability as des
+    import diffsci.protein.metrics.designability as des
 
     calls = []
 

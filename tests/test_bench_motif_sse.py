@@ -5,7 +5,7 @@ import pathlib
 import numpy as np
 
 from diffsci.benchmarks.motif_bench import motif_problems, motif_secondary_structure
-from diffsci.protein.dataset import bundled_dataset_path, load_dataset
+from diffsci.protein.io.dataset import bundled_dataset_path, load_dataset
 from diffsci.protein.metrics import dssp_labels, psea_labels
 
 

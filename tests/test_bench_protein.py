@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffsci.protein.request import DesignRequest
+from diffsci.protein.design.request import DesignRequest
 from diffsci.benchmarks.protein_bench import _bracket, random_walk_backbone
 from diffsci.protein.metrics import sample_metrics
 
@@ -98,8 +98,8 @@ def test_run_benchmark_end_to_end_with_a_tiny_checkpoint(tmp_path):
 
     from diffsci.benchmarks.protein_bench import PRIOR_ROW, SS_ROW, SYSTEM_ORDER, run_benchmark
     from diffsci.core.cli import main
-    from diffsci.protein.dataset import bundled_dataset_path
-    from diffsci.protein.diffusion import ProteinModelConfig
+    from diffsci.protein.io.dataset import bundled_dataset_path
+    from diffsci.protein.model.diffusion import ProteinModelConfig
 
     cfg = tmp_path / "cfg.json"
     cfg.write_text(json.dumps({"model": {"net": {"scalars": 8, "vectors": 4, "layers": 1, "k_neighbors": 6},
@@ -154,10 +154,10 @@ def test_bench_protein_rates_through_the_cli(tmp_path, capsys):
     from diffsci.core.cli import main
     from diffsci.benchmarks.protein_acceptance import rate_sweep
     from diffsci.protein.metrics import dssp_fractions
-    from diffsci.protein.sampling import sample_backbones
+    from diffsci.protein.design.sampling import sample_backbones
     from diffsci.core.checkpoint import default_checkpoint_path
-    from diffsci.protein.diffusion import KIND
-    from diffsci.protein.sampling import load_model
+    from diffsci.protein.model.diffusion import KIND
+    from diffsci.protein.design.sampling import load_model
 
     ck = default_checkpoint_path(KIND)
     out = tmp_path / "sweep"
@@ -185,7 +185,7 @@ def test_bench_protein_acceptance_at_the_checkpoint_rate(tmp_path, capsys):
     import json
 
     from diffsci.core.cli import main
-    from diffsci.protein.sampling import load_model
+    from diffsci.protein.design.sampling import load_model
 
     out = tmp_path / "acc"
     assert main(["bench", "protein", "--out", str(out), "--acceptance", "--num", "1", "--lengths", "40",

@@ -27,7 +27,7 @@ def test_protein_rows_at_each_steps_and_batch(tmp_path):
 
 
 def test_protein_reference_pairs_time_both_evaluations(tmp_path, monkeypatch):
-    from diffsci.protein import model
+    from diffsci.protein.model import network as model
 
     seen = []  # the evaluation each sampling run used
     real = model.FrameDenoiserNet._forward

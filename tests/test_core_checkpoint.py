@@ -143,7 +143,7 @@ def test_kind_module_imported_on_demand():
 
     code = ("import sys, torch\n"
             "from diffsci.core.checkpoint import load_bundle\n"
-            "assert 'diffsci.protein.diffusion' not in sys.modules\n"
+            "assert 'diffsci.protein.model.diffusion' not in sys.modules\n"
             "state = torch.random.get_rng_state()\n"
             "a = load_bundle(None, 'protein-frames', weights='init')\n"
             "b = load_bundle(None, 'protein-frames', weights='init')\n"

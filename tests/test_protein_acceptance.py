@@ -13,7 +13,7 @@ import pytest
 
 from diffsci.benchmarks.protein_acceptance import rate_sweep, sample_acceptance
 from diffsci.core.errors import DiffsciError
-from diffsci.protein.dataset import bundled_dataset_path, load_dataset
+from diffsci.protein.io.dataset import bundled_dataset_path, load_dataset
 from diffsci.protein.metrics import (
     ACCEPTANCE_CA_CA_WINDOW,
     acceptance_figures,
@@ -22,8 +22,8 @@ from diffsci.protein.metrics import (
     expected_radius_of_gyration,
     psea_fractions,
 )
-from diffsci.protein.request import DesignRequest
-from diffsci.protein.sampling import load_model, sample_backbones
+from diffsci.protein.design.request import DesignRequest
+from diffsci.protein.design.sampling import load_model, sample_backbones
 
 #: the script's result keys -> the library's
 OLD_KEYS = {"n": "n", "caca": "ca_ca_ok", "clash": "ca_clash_fraction", "helix": "helix", "strand": "strand",

@@ -1,15 +1,17 @@
 """RFdiffusion's contig language: brackets, chain breaks (binder beside a fixed target),
 insertion codes, total-length ranges, redrawn lengths, and refusals before any sampling."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
 from diffsci.core.cli import main
 from diffsci.core.errors import DiffsciError
-from diffsci.protein.dataset import bundled_dataset_path, load_dataset
-from diffsci.protein.pdb_io import _ONE_TO_THREE
-from diffsci.protein.contig import (
+from diffsci.protein.io.dataset import bundled_dataset_path, load_dataset
+from diffsci.protein.io.pdb import _ONE_TO_THREE
+from diffsci.protein.design.contig import (
     MAX_LENGTH,
     MIN_LENGTH,
     Motif,
@@ -94,10 +96,13 @@ def test_missing_residues_and_nan_are_refused(real_files):
         resolve_contig(parse_contig("10/B90-120/10"), m)  # chain B ends at 99
     with pytest.raises(DiffsciError, match="not in the motif file"):
         resolve_contig(parse_contig("10/H52D/10"), m)
-    bad = dict(m.residues)
-    bad[("B", 20, "")] = np.full((4, 3), np.nan, dtype=np.float32)
+    chains = []
+    for ch in m.chains:  # B20 with NaN coordinates
+        coords = ch.coords.copy()
+        coords[(np.asarray(ch.res_ids) == 20) & (ch.chain_id == "B")] = np.nan
+        chains.append(dataclasses.replace(ch, coords=coords))
     with pytest.raises(DiffsciError, match="B20 have NaN"):
-        resolve_contig(parse_contig("10/B17-29/30"), Motif(m.path, bad, m.names))
+        resolve_contig(parse_contig("10/B17-29/30"), Motif(m.path, tuple(chains)))
     with pytest.raises(DiffsciError, match="give the motif file"):
         resolve_contig(parse_contig("10/B17-29/30"), None)
 
@@ -201,7 +206,7 @@ def test_motif_ss_mismatches_on_a_deposited_entry_with_insertion_codes(real_file
     """The SS request with a motif from a multi-chain entry (insertion codes, waters): the
     antibody strand H77-H82A (DSSP E in the entry, 82A an insertion code) agrees with E letters
     and is reported residue by residue, labels with their insertion codes, against H letters."""
-    from diffsci.protein.sampling import motif_ss_mismatches
+    from diffsci.protein.design.sampling import motif_ss_mismatches
 
     motif = load_motif(real_files["path"])
     contig = "10/H77-82A/23"
@@ -227,7 +232,7 @@ def reverse_insertions(real_files, tmp_path_factory):
     res_ids, ins = np.array(h.res_ids[:start + 7]), np.array(h.ins_codes[:start + 7])
     res_ids[start:] = [n for n, _ in numbers]
     ins[start:] = [c for _, c in numbers]
-    from diffsci.protein.structure import BackboneChain
+    from diffsci.protein.io.structure import BackboneChain
 
     ch = BackboneChain(h.coords[:start + 7], h.sequence[:start + 7], "H", res_ids, ins, "7CTH H renumbered")
     lines, _ = _atom_lines(ch, "H")

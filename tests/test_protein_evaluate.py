@@ -20,7 +20,7 @@ import pytest
 
 from diffsci.core.cli import main
 from diffsci.protein import metrics as M
-from diffsci.protein.pdb_io import write_backbone_pdb
+from diffsci.protein.io.pdb import write_backbone_pdb
 
 pytest.importorskip("tmtools", reason="tmtools (dev extra) is not installed")
 
@@ -158,7 +158,7 @@ def test_psea_equals_biotite_on_real_chains():
     import biotite.structure as struc
     from biotite.structure.io import pdb
 
-    from diffsci.protein.structure import read_structure_chains
+    from diffsci.protein.io.structure import read_structure_chains
 
     for path in sorted(DSSP_DIR.glob("*.pdb.gz"))[:4]:
         (chain,) = read_structure_chains(path, on_break="keep")
@@ -298,7 +298,7 @@ def test_real_multichain_file(tmp_path, capsys, fmt):
     assert any("'C'" in n and "not a protein chain" in n for n in res["notes"]), res["notes"]
     assert res["warnings"] == []
     # P-SEA equals biotite's annotate_sse on the whole chain A read from the file (gap by residue number)
-    from diffsci.protein.structure import _load_atoms
+    from diffsci.protein.io.structure import _load_atoms
 
     atoms = _load_atoms(d / name)
     chain_a = atoms[(atoms.chain_id == "A") & struc.filter_amino_acids(atoms)]

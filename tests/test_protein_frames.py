@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffsci.protein.dataset import bundled_dataset_path, load_dataset
+from diffsci.protein.io.dataset import bundled_dataset_path, load_dataset
 from diffsci.protein.frames import (
     IDEAL_LOCAL,
     backbone_from_frames,

@@ -7,8 +7,8 @@ import torch
 from e3nn import o3
 
 from diffsci.core.errors import DiffsciError
-from diffsci.protein.fused_tp import FusedTensorProduct
-from diffsci.protein.model import FrameDenoiserNet, FrameNetConfig, ProteinCond, _ConvLayer, e3nn_reference
+from diffsci.protein.model.fused_tp import FusedTensorProduct
+from diffsci.protein.model.network import FrameDenoiserNet, FrameNetConfig, ProteinCond, _ConvLayer, e3nn_reference
 
 SH = o3.Irreps.spherical_harmonics(2)
 
@@ -161,7 +161,7 @@ def test_net_trains_under_bfloat16_autocast():
 
 
 def test_sequence_offset_table_equals_per_edge_features():
-    from diffsci.protein.model import sinusoidal
+    from diffsci.protein.model.network import sinusoidal
 
     net = FrameDenoiserNet(FrameNetConfig(scalars=8, vectors=4, layers=1))
     off = torch.randint(-32, 33, (500,), generator=torch.Generator().manual_seed(0))

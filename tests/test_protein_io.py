@@ -12,9 +12,9 @@ from biotite.structure.io import pdb, pdbx
 
 from diffsci.core.cli import main
 from diffsci.core.errors import DiffsciError
-from diffsci.protein.dataset import bundled_dataset_path, load_dataset
-from diffsci.protein.pdb_io import write_backbone_pdb
-from diffsci.protein.structure import BackboneChain, read_report, read_structure_chains
+from diffsci.protein.io.dataset import bundled_dataset_path, load_dataset
+from diffsci.protein.io.pdb import write_backbone_pdb
+from diffsci.protein.io.structure import BackboneChain, read_report, read_structure_chains
 
 ONE_TO_THREE = {
     "A": "ALA", "R": "ARG", "N": "ASN", "D": "ASP", "C": "CYS", "Q": "GLN", "E": "GLU", "G": "GLY",
@@ -361,7 +361,7 @@ def test_prepare_never_writes_nan(chain, tmp_path, capsys):
 
 
 def test_dataset_refuses_nan(chain):
-    from diffsci.protein.dataset import BackboneDataset
+    from diffsci.protein.io.dataset import BackboneDataset
 
     coords = np.array(chain.coords)
     coords[3, 1, 0] = np.nan

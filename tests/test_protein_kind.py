@@ -14,12 +14,12 @@ from diffsci.core.config import file_record, to_dict
 from diffsci.core.errors import DiffsciError
 from diffsci.core.spaces import SO3Diffusion, SO3Flow
 from diffsci.core.train import Recipe, fit
-from diffsci.protein.dataset import bundled_dataset_path
-from diffsci.protein.diffusion import (KIND, TRAIN_DEFAULTS, ProteinModelConfig, build_model, build_space,
+from diffsci.protein.io.dataset import bundled_dataset_path
+from diffsci.protein.model.diffusion import (KIND, TRAIN_DEFAULTS, ProteinModelConfig, build_model, build_space,
                                        shipped_checkpoint, upgrade_v0, upgrade_v1)
-from diffsci.protein.model import FrameNetConfig
-from diffsci.protein.request import sampling_rotation_rate
-from diffsci.protein.sampling import load_model
+from diffsci.protein.model.network import FrameNetConfig
+from diffsci.protein.design.request import sampling_rotation_rate
+from diffsci.protein.design.sampling import load_model
 
 TINY = {"scalars": 8, "vectors": 4, "tensors": 0, "layers": 1, "k_neighbors": 6}
 

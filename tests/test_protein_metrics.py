@@ -19,8 +19,8 @@ from diffsci.core.cli import main
 from diffsci.core.errors import DiffsciError
 from diffsci.protein import metrics as M
 from diffsci.protein.metrics.secondary import _dssp_search_radius
-from diffsci.protein.pdb_io import write_backbone_pdb
-from diffsci.protein.structure import read_structure_chains
+from diffsci.protein.io.pdb import write_backbone_pdb
+from diffsci.protein.io.structure import read_structure_chains
 
 tmtools = pytest.importorskip("tmtools", reason="tmtools (dev extra) is not installed")
 pytest.importorskip("pydssp", reason="pydssp (dev extra) is not installed")
@@ -497,7 +497,7 @@ def test_sheet_topology_of_known_folds(real_chains):
     """3A4R A, a ubiquitin-like (beta-grasp) domain: one mixed sheet b2-b1-b5-b3-b4 (b1/b5
     parallel, the rest antiparallel); 2CVI A, a ferredoxin-like (b-a-b-b-a-b) domain: one
     antiparallel sheet in the order b4-b1-b3-b2; an all-helical chain (2I39 A): no sheet."""
-    from diffsci.protein.dataset import bundled_dataset_path, load_dataset
+    from diffsci.protein.io.dataset import bundled_dataset_path, load_dataset
 
     def pairs(top):
         return {tuple(sorted((_strand_of(top, lad.first[0]), _strand_of(top, lad.second[0])))): lad.parallel

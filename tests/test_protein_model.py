@@ -11,9 +11,9 @@ from equivariance import assert_frames_equivariant
 from diffsci.core import so3
 from diffsci.core.cli import main
 from diffsci.core.errors import DiffsciError
-from diffsci.protein.dataset import bundled_dataset_path, load_dataset
-from diffsci.protein.diffusion import BackboneBatch, BackboneTask, ProteinCond, ProteinModelConfig, build_model
-from diffsci.protein.model import FrameNetConfig, gram_schmidt
+from diffsci.protein.io.dataset import bundled_dataset_path, load_dataset
+from diffsci.protein.model.diffusion import BackboneBatch, BackboneTask, ProteinCond, ProteinModelConfig, build_model
+from diffsci.protein.model.network import FrameNetConfig, gram_schmidt
 
 TINY = FrameNetConfig(scalars=8, vectors=4, tensors=2, layers=2, k_neighbors=6)
 
@@ -211,7 +211,7 @@ def test_self_conditioned_net_is_equivariant_and_uses_its_input():
 def test_self_conditioning_in_training_and_sampling():
     """Half the training batches carry a flag; on those the loss feeds the first pass's prediction
     back (gradients reach the branch); at sampling each call gets the previous call's prediction."""
-    from diffsci.protein.diffusion import SelfConditioned
+    from diffsci.protein.model.diffusion import SelfConditioned
 
     ds = load_dataset(bundled_dataset_path())
     task = BackboneTask(ProteinModelConfig(net=SC, max_length=40), ds)

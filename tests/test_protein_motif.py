@@ -1,15 +1,15 @@
-"""Motif conditioning (protein/motif.py): Kabsch, the aligned-replacement denoiser, and designs
+"""Motif conditioning (protein/design/motif.py): Kabsch, the aligned-replacement denoiser, and designs
 whose motif is exact and whose junctions are bonded."""
 
 import numpy as np
 import pytest
 import torch
 
-from diffsci.protein.request import DesignRequest
+from diffsci.protein.design.request import DesignRequest
 from diffsci.core.errors import DiffsciError
 from diffsci.core.so3 import random_rotations
 from diffsci.protein.frames import ANGSTROM_PER_NM, frames_from_backbone
-from diffsci.protein.motif import AlignedMotif, condition_on_motif, kabsch, motif_atoms
+from diffsci.protein.design.motif import AlignedMotif, condition_on_motif, kabsch, motif_atoms
 
 
 def _rigid(n=5, dtype=torch.float64, seed=0):
@@ -99,9 +99,9 @@ def test_motif_exact_under_inference_mode(tmp_path):
     """Even an untrained net (predictions unrelated to the motif) ends with the motif < 1 Å
     (N, CA, C after superposition), under torch.inference_mode()."""
     from diffsci.benchmarks.motif_bench import score_design, write_motif_file
-    from diffsci.protein.dataset import bundled_dataset_path, load_dataset
-    from diffsci.protein.contig import load_motif
-    from diffsci.protein.sampling import load_model, sample_backbones
+    from diffsci.protein.io.dataset import bundled_dataset_path, load_dataset
+    from diffsci.protein.design.contig import load_motif
+    from diffsci.protein.design.sampling import load_model, sample_backbones
 
     ds = load_dataset(bundled_dataset_path())
     ch = ds.chain(0)
@@ -119,7 +119,7 @@ def test_motif_exact_under_inference_mode(tmp_path):
 
 
 def test_spread_weights_piecewise_linear():
-    from diffsci.protein.motif import spread_weights
+    from diffsci.protein.design.motif import spread_weights
 
     index = torch.tensor([3, 4, 8, 9])  # two segments, a 3-residue gap, flanks of 3 and 5
     w = spread_weights(index, 15, taper=3)
@@ -139,10 +139,10 @@ def test_two_segment_motif_scaffold_joins_the_motif(tmp_path):
     motif cut from a train chain (4E43, one of the problems the method was tuned on), the
     shipped checkpoint, 3 designs x 4 junctions, 50 steps (seen: align 12/12 within 3.8 +- 0.5 Å,
     fixed 4/12)."""
-    import diffsci.protein.sampling as sampling
+    import diffsci.protein.design.sampling as sampling
     from diffsci.benchmarks.motif_bench import score_design, write_motif_file
-    from diffsci.protein.contig import load_motif
-    from diffsci.protein.dataset import bundled_dataset_path, load_dataset
+    from diffsci.protein.design.contig import load_motif
+    from diffsci.protein.io.dataset import bundled_dataset_path, load_dataset
 
     ds = load_dataset(bundled_dataset_path())
     (i,) = [i for i in ds.indices("train") if "4E43" in ds.chain(int(i)).source]
@@ -164,7 +164,7 @@ def test_two_segment_motif_scaffold_joins_the_motif(tmp_path):
 def test_spread_weights_stay_in_their_chain():
     """Binder layout: a designed chain 0 without motif beside an all-motif target chain 1; a
     chain-0 scaffold with one motif residue: nothing is carried across the chain boundary."""
-    from diffsci.protein.motif import spread_weights
+    from diffsci.protein.design.motif import spread_weights
 
     chain = torch.tensor([0] * 5 + [1] * 4)
     w = spread_weights(torch.tensor([5, 6, 7, 8]), 9, taper=3, chain_index=chain)
@@ -176,7 +176,7 @@ def test_spread_weights_stay_in_their_chain():
 
 
 def test_spread_weights_take_lists_and_tensors_alike():
-    from diffsci.protein.motif import spread_weights
+    from diffsci.protein.design.motif import spread_weights
 
     a = spread_weights(torch.tensor([2, 5]), 8, taper=3, chain_index=torch.tensor([0] * 4 + [1] * 4))
     b = spread_weights([2, 5], 8, taper=3, chain_index=[0] * 4 + [1] * 4)

@@ -8,13 +8,13 @@ import torch
 
 from diffsci.core.cli import main
 from diffsci.core.errors import DiffsciError
-from diffsci.protein import builder
-from diffsci.protein.builder import BuildContext, DesignInputs, SamplerSettings, Stage, build_stage, sample_states
-from diffsci.protein.contig import load_motif
-from diffsci.protein.diffusion import SelfConditioned
-from diffsci.protein.request import SS_PRIOR, DesignRequest
+from diffsci.protein.design import builder
+from diffsci.protein.design.builder import BuildContext, DesignInputs, SamplerSettings, Stage, build_stage, sample_states
+from diffsci.protein.design.contig import load_motif
+from diffsci.protein.model.diffusion import SelfConditioned
+from diffsci.protein.design.request import SS_PRIOR, DesignRequest
 from diffsci.protein.sample_cmd import _as_options
-from diffsci.protein.sampling import load_model, sample_backbones
+from diffsci.protein.design.sampling import load_model, sample_backbones
 from diffsci.core.utils import make_generator
 
 
@@ -76,8 +76,8 @@ def test_checked_request_fills_in_what_the_checkpoint_decides(tiny_checkpoint):
 
 
 def _ctx(lm, inputs, batch=1):
-    from diffsci.protein.builder import _cond
-    from diffsci.protein.diffusion import build_space
+    from diffsci.protein.design.builder import _cond
+    from diffsci.protein.model.diffusion import build_space
 
     cond = _cond(inputs, batch, torch.device("cpu"))
     return BuildContext(lm, build_space(lm.config, cond.mask), cond, inputs, make_generator(0, "t"))
@@ -130,7 +130,7 @@ def test_total_length_counts_the_designed_chains_only(motif_file, tiny_checkpoin
     """Issue 27 item 12: RFdiffusion's contigmap.length bounds the diffused chains; a fixed target
     chain does not count. [A5-30/0 40-80] with total length 50-52: the binder has 50..52 residues
     (counting the 26 target residues too, the old reading, this was 'can never fit')."""
-    from diffsci.protein.contig import contig_length_limits, fixed_residues, parse_contig, resolve_contig
+    from diffsci.protein.design.contig import contig_length_limits, fixed_residues, parse_contig, resolve_contig
 
     motif = load_motif(motif_file)
     plan = resolve_contig(parse_contig("[A5-30/0 40-80]"), motif)

@@ -9,11 +9,11 @@ import torch
 
 from diffsci.core.cli import main
 from diffsci.core.errors import DiffsciError
-from diffsci.protein.contig import load_motif, parse_contig
-from diffsci.protein.pdb_io import _ONE_TO_THREE
-from diffsci.protein.request import DesignRequest
-from diffsci.protein.sampling import load_model, sample_backbones
-from diffsci.protein.structure import read_structure_chains
+from diffsci.protein.design.contig import load_motif, parse_contig
+from diffsci.protein.io.pdb import _ONE_TO_THREE
+from diffsci.protein.design.request import DesignRequest
+from diffsci.protein.design.sampling import load_model, sample_backbones
+from diffsci.protein.io.structure import read_structure_chains
 
 
 def _kabsch_rmsd(a, b):
@@ -137,7 +137,7 @@ def _columns(pdb_text):
 def test_motif_designs_carry_their_provenance(tiny_checkpoint, motif_file, tmp_path):
     """Residue names of the motif kept, flagged by B-factor 1.00, a JSON record with the drawn
     contig and the input -> output mapping, matching samples.csv columns, REMARKs joined back."""
-    from diffsci.protein.pdb_io import read_remarks
+    from diffsci.protein.io.pdb import read_remarks
 
     src = read_structure_chains(motif_file)[0]
     out = tmp_path / "o"
@@ -179,7 +179,7 @@ def test_motif_designs_carry_their_provenance(tiny_checkpoint, motif_file, tmp_p
 def test_binder_beside_a_fixed_target(tiny_checkpoint, motif_file, tmp_path, monkeypatch):
     """[A5-30/0 40-44]: a new chain A of 40-44 residues beside the target (input chain A 5-30),
     written as chain B with its residue names; the model is told the two chains apart."""
-    import diffsci.protein.sampling as sampling
+    import diffsci.protein.design.sampling as sampling
 
     seen = {}
     real = sampling.sample_states
@@ -207,7 +207,7 @@ def test_binder_beside_a_fixed_target(tiny_checkpoint, motif_file, tmp_path, mon
     assert _kabsch_rmsd(target[:, :3].reshape(-1, 3), src.coords[4:30, :3].reshape(-1, 3)) < 0.1
     assert d.residue_mapping() == {f"A{r}": f"B{r - 4}" for r in range(5, 31)}
     out = tmp_path / "o"
-    from diffsci.protein.output import write_designs
+    from diffsci.protein.design.output import write_designs
 
     write_designs([d], out, checkpoint="x")
     chains = read_structure_chains(out / "motif_000.pdb", max_ca_distance=1e9)
@@ -317,7 +317,7 @@ def test_shipped_protein_checkpoint_is_the_recorded_self_conditioned_soup():
 
 
 def test_long_remarks_wrap_at_80_columns_and_join_back():
-    from diffsci.protein.pdb_io import format_backbone_pdb, read_remarks
+    from diffsci.protein.io.pdb import format_backbone_pdb, read_remarks
 
     remarks = {"mapping": ",".join(f"A{i}>B{i + 7}" for i in range(150, 260)), "note": "word " * 40 + "end",
                "one": "x" * 200, "seed": 3}
@@ -331,7 +331,7 @@ def test_long_remarks_wrap_at_80_columns_and_join_back():
 def test_heun_refused_with_the_rate_scaled_rotation_flow():
     """Heun's averaged velocity overshoots the rate-scaled rotation step of a flow checkpoint
     (CA-CA ok 0.44 against 0.96 with euler): refused with one line, allowed at rate 1."""
-    from diffsci.protein.sampling import load_model, sample_backbones
+    from diffsci.protein.design.sampling import load_model, sample_backbones
 
     bundle = load_model(untrained=True)
     assert bundle.config.formulation == "flow" and bundle.config.inference_rate != 1.0
@@ -394,7 +394,7 @@ def test_every_tensor_the_sampler_makes_is_on_the_models_device(tiny_checkpoint,
 def test_a_generator_on_another_device_type_is_refused(tiny_checkpoint):
     from types import SimpleNamespace
 
-    from diffsci.protein.builder import DesignInputs, SamplerSettings, sample_states
+    from diffsci.protein.design.builder import DesignInputs, SamplerSettings, sample_states
 
     lm = load_model(tiny_checkpoint)
     with pytest.raises(DiffsciError, match="generator: on cuda:0, but the model is on cpu"):
@@ -417,8 +417,8 @@ def test_cuda_designs_match_cpu_statistics():
 def test_few_steps_default_to_the_renoise_sampler(tiny_checkpoint):
     """Below FEW_STEPS a flow checkpoint samples with ``renoise`` (recorded in the design), from it
     on with ``euler``; a score model keeps Euler-Maruyama; an explicit sampler wins."""
-    from diffsci.protein.diffusion import ProteinModelConfig
-    from diffsci.protein.request import FEW_STEPS, default_sampler
+    from diffsci.protein.model.diffusion import ProteinModelConfig
+    from diffsci.protein.design.request import FEW_STEPS, default_sampler
 
     lm = load_model(tiny_checkpoint)
     assert default_sampler(lm.config, FEW_STEPS - 1) == "renoise"

@@ -12,19 +12,19 @@ import pytest
 import torch
 from equivariance import assert_frames_equivariant
 
-from diffsci.protein.request import DesignRequest
+from diffsci.protein.design.request import DesignRequest
 from diffsci.core import so3
 from diffsci.core.checkpoint import load_checkpoint, save_checkpoint
 from diffsci.core.cli import main
 from diffsci.core.config import to_dict
 from diffsci.core.errors import DiffsciError
 from diffsci.core.train import Recipe, fit
-from diffsci.protein.dataset import bundled_dataset_path, load_dataset
-from diffsci.protein.diffusion import KIND, BackboneTask, ProteinCond, ProteinModelConfig, build_model, build_space
+from diffsci.protein.io.dataset import bundled_dataset_path, load_dataset
+from diffsci.protein.model.diffusion import KIND, BackboneTask, ProteinCond, ProteinModelConfig, build_model, build_space
 from diffsci.protein.metrics import dssp_bridges, dssp_labels
-from diffsci.protein.model import FrameNetConfig
-from diffsci.protein.builder import ss_denoiser
-from diffsci.protein.sampling import load_model, sample_backbones
+from diffsci.protein.model.network import FrameNetConfig
+from diffsci.protein.design.builder import ss_denoiser
+from diffsci.protein.design.sampling import load_model, sample_backbones
 from diffsci.protein.ss import (PAIR_ANTIPARALLEL, PAIR_NONE, PAIR_PARALLEL, PAIR_UNKNOWN, SS_UNKNOWN, pair_classes,
                                 parse_ss, parse_ss_pairs, segment_pairs_from_bridges, ss_codes, ss_condition,
                                 ss_segments, strand_segments)
@@ -183,7 +183,7 @@ def test_ss_conditioned_net_is_equivariant():
 
 
 def test_pair_edges_join_every_requested_pair_and_keep_the_net_equivariant():
-    from diffsci.protein.model import FrameDenoiserNet
+    from diffsci.protein.model.network import FrameDenoiserNet
 
     with pytest.raises(DiffsciError, match="pair_edges needs ss_conditioning"):
         FrameNetConfig(**TINY, pair_edges=True)
@@ -335,7 +335,7 @@ def test_ss_request_with_a_motif_scaffold_covers_the_motif_and_holds_it(ss_check
     """--ss with a fixed-length one-chain contig: letter i is residue i of the design, motif
     residues included; the motif is still held exactly, and the request is recorded."""
     from diffsci.benchmarks.motif_bench import score_design, write_motif_file
-    from diffsci.protein.contig import load_motif
+    from diffsci.protein.design.contig import load_motif
 
     ch = load_dataset(bundled_dataset_path()).chain(0)
     motif = load_motif(write_motif_file(ch, tmp_path / "m.pdb"))
@@ -356,8 +356,8 @@ def test_ss_request_with_a_motif_scaffold_covers_the_motif_and_holds_it(ss_check
 
 def test_motif_ss_mismatches_compare_the_request_with_the_motif_files_dssp(ss_checkpoint, tmp_path, capsys):
     from diffsci.benchmarks.motif_bench import write_motif_file
-    from diffsci.protein.contig import load_motif
-    from diffsci.protein.sampling import motif_ss_mismatches
+    from diffsci.protein.design.contig import load_motif
+    from diffsci.protein.design.sampling import motif_ss_mismatches
 
     ch = load_dataset(bundled_dataset_path()).chain(0)
     labels = "".join("L" if c == "-" else c for c in dssp_labels(ch.coords))
@@ -392,7 +392,7 @@ def test_ss_refused_for_a_checkpoint_without_ss_conditioning(tmp_path, capsys):
 def test_ss_recipe_warm_starts_the_shipped_net_with_only_the_ss_options_changed():
     from diffsci.core.checkpoint import load_bundle
     from diffsci.core.utils import load_config_file
-    from diffsci.protein.diffusion import shipped_checkpoint
+    from diffsci.protein.model.diffusion import shipped_checkpoint
 
     recipe_file = Path(__file__).parents[1] / "protein" / "data" / "ss_train.json"
     recipe = Recipe.from_tables(KIND, load_config_file(recipe_file), data={"path": str(bundled_dataset_path())},
@@ -408,7 +408,7 @@ def test_shipped_ss_checkpoint_is_named_ss_and_honours_a_helix_request(tmp_path)
     """``--checkpoint ss`` is the shipped SS-conditioned file; a 20-step all-helix request at
     L = 40 gives mostly DSSP helix (the file's notes: 0.83-0.97 on requested helix at 100 steps)."""
     from diffsci.protein.metrics import dssp_labels
-    from diffsci.protein.sampling import load_model
+    from diffsci.protein.design.sampling import load_model
 
     lm = load_model("ss")
     assert lm.config.net.ss_conditioning and lm.source.endswith("ss_checkpoint.pt")

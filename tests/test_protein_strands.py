@@ -1,4 +1,4 @@
-"""Strand restraints (diffsci.protein.strands): the restraint lists, the CA-trace strand frames and
+"""Strand restraints (diffsci.protein.design.strands): the restraint lists, the CA-trace strand frames and
 H-bond energy against real chains and an independent DSSP, the relaxation's bounds and
 equivariance, the denoiser wrapper, and sampling with the shipped SS checkpoint."""
 
@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 import torch
 
-from diffsci.protein.request import DesignRequest
+from diffsci.protein.design.request import DesignRequest
 from diffsci.core import so3
 from diffsci.core.cli import main
 from diffsci.core.errors import DiffsciError
-from diffsci.protein.dataset import bundled_dataset_path, load_dataset
+from diffsci.protein.io.dataset import bundled_dataset_path, load_dataset
 from diffsci.protein.frames import backbone_from_frames, frames_from_backbone
 from diffsci.protein.metrics import dssp_labels
 from diffsci.protein.metrics.secondary import dssp_hbonds
 from diffsci.protein.ss import parse_ss, ss_condition, strand_segments
-from diffsci.protein.strands import (CA_CA, DIAGONAL, PAIR_HI, PAIR_LO, PLEAT_DOT, STRAND_Q, STRAND_SPAN, TWIST_SIN,
+from diffsci.protein.design.strands import (CA_CA, DIAGONAL, PAIR_HI, PAIR_LO, PLEAT_DOT, STRAND_Q, STRAND_SPAN, TWIST_SIN,
                                      StrandRestraints, ca_trace_frames, hairpin_pairs, pseudo_dihedral_sin, relax,
                                      request_restraints, restraint_energy, strand_frames, strand_hbond_energy,
                                      strand_restraints)
@@ -130,7 +130,7 @@ def test_parallel_hbond_pattern_is_dssps_on_real_parallel_ladders(heldout_strand
     bonds (_hbond_index) is the set of H-bonds DSSP finds on the real backbone, and the restraint's
     energy on the CA trace alone calls most of them bonds."""
     from diffsci.protein.metrics import dssp_bridges
-    from diffsci.protein.strands import _hbond_index
+    from diffsci.protein.design.strands import _hbond_index
 
     checked = 0
     for x, _ in heldout_strands:
@@ -273,7 +273,7 @@ def test_wrapper_strength_zero_is_the_denoiser_and_one_gives_strand_frames():
 def test_restraints_make_the_shipped_ss_model_draw_strands():
     """30 steps at L = 40, one design: DSSP calls most requested strand residues E with the
     restraints and few without (checkpoint notes: 0.57 vs 0.00 E agreement at L = 64, 100 steps)."""
-    from diffsci.protein.sampling import load_model, sample_backbones
+    from diffsci.protein.design.sampling import load_model, sample_backbones
 
     lm = load_model("ss")
     codes = parse_ss(REQUEST)

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from diffsci.protein.request import DesignRequest
+from diffsci.protein.design.request import DesignRequest
 from diffsci.core.cli import main
 from diffsci.core.errors import DiffsciError
-from diffsci.protein.dataset import bundled_dataset_path, load_dataset, with_ss_labels
+from diffsci.protein.io.dataset import bundled_dataset_path, load_dataset, with_ss_labels
 from diffsci.protein.ss import parse_ss, strand_segments
-from diffsci.protein.strands import strand_restraints
-from diffsci.protein.topology import TopologyLibrary, window_topology
+from diffsci.protein.design.strands import strand_restraints
+from diffsci.protein.design.topology import TopologyLibrary, window_topology
 
 
 def _bridges(rows):
@@ -105,7 +105,7 @@ def test_library_draws_training_windows_whose_strands_are_all_partnered(library)
 
 
 def test_library_with_a_config_holds_the_chains_that_checkpoint_trains_on(library):
-    from diffsci.protein.diffusion import ProteinModelConfig, filter_reason
+    from diffsci.protein.model.diffusion import ProteinModelConfig, filter_reason
 
     cfg = ProteinModelConfig()
     ds = load_dataset(bundled_dataset_path())
@@ -118,7 +118,7 @@ def test_library_with_a_config_holds_the_chains_that_checkpoint_trains_on(librar
 
 
 def test_prior_designs_record_their_topology_and_are_reproducible():
-    from diffsci.protein.sampling import load_model, sample_backbones
+    from diffsci.protein.design.sampling import load_model, sample_backbones
 
     lm = load_model("ss")
     a = sample_backbones(lm, DesignRequest(lengths=[48], num=2, steps=3, ss="prior", seed=5), progress=False)
@@ -152,7 +152,7 @@ def test_prior_designs_have_sheets_the_network_alone_does_not_draw():
     on-strand agreement of a pair ranges 0.2-0.7 with the seed, and moves that much when float
     rounding changes (the fused tensor product against e3nn's: 0.42 and 0.40 over ten designs)."""
     from diffsci.protein.metrics import dssp_labels
-    from diffsci.protein.sampling import load_model, sample_backbones
+    from diffsci.protein.design.sampling import load_model, sample_backbones
 
     lm = load_model("ss")
     designs = sample_backbones(lm, DesignRequest(lengths=[80], num=4, steps=30, ss="prior", seed=1), progress=False)

@@ -58,7 +58,7 @@ def acceptance_figures(designs: Sequence[Any]) -> dict[str, float | int]:
     Parameters
     ----------
     designs
-        :class:`~diffsci.protein.sampling.Design` objects (their first copy is measured) or
+        :class:`~diffsci.protein.design.sampling.Design` objects (their first copy is measured) or
         coordinate arrays, each Shape (L, 3) CA or (L, 4, 3) backbone in Å.
 
     Returns

@@ -45,7 +45,7 @@ CA_CA_IDEAL = 3.8
 """Consecutive CA-CA distance of a trans peptide (Å)."""
 CA_CA_TOL = 0.3
 """``ca_ca_ok`` counts consecutive CA-CA distances within ``CA_CA_IDEAL ± CA_CA_TOL`` Å."""
-CA_CA_BREAK = 4.2  # the same threshold as diffsci.protein.structure.CA_CA_BREAK
+CA_CA_BREAK = 4.2  # the same threshold as diffsci.protein.io.structure.CA_CA_BREAK
 CLASH_DISTANCE = 3.0
 RG_PREFACTOR = 2.2
 RG_EXPONENT = 0.38

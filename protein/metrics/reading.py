@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from diffsci.core.errors import DiffsciError
-from diffsci.protein.dataset import BackboneDataset, load_dataset
+from diffsci.protein.io.dataset import BackboneDataset, load_dataset
 from diffsci.protein.metrics.geometry import _ca
-from diffsci.protein.structure import STRUCTURE_SUFFIXES, read_report
+from diffsci.protein.io.structure import STRUCTURE_SUFFIXES, read_report
 
 __all__ = ["INDEX_FILE_NAMES", "EvalSample", "read_samples", "read_folder", "reference_ca_list"]
 
@@ -78,7 +78,7 @@ def read_samples(
 ) -> tuple[list[EvalSample], list[str], list[str]]:
     """Read every structure file of a folder (not recursive): one sample per protein chain, never split.
 
-    Each chain is read whole (:func:`diffsci.protein.structure.read_report` with
+    Each chain is read whole (:func:`diffsci.protein.io.structure.read_report` with
     ``on_break="keep"``): a gap (consecutive CA-CA > 4.2 Å, or a residue left out for missing
     backbone atoms) is measured by :func:`sample_metrics` (``chain_breaks``, ``ca_ca_max``) and
     described in a note, never cut. A sample is named by its file, with ``:chain`` appended when
@@ -188,8 +188,8 @@ def reference_ca_list(reference, *, split: str | None = None) -> tuple[list[np.n
     Parameters
     ----------
     reference
-        A dataset ``.npz`` (:func:`diffsci.protein.dataset.load_dataset`), a folder of
-        structure files, a :class:`~diffsci.protein.dataset.BackboneDataset`, or a sequence
+        A dataset ``.npz`` (:func:`diffsci.protein.io.dataset.load_dataset`), a folder of
+        structure files, a :class:`~diffsci.protein.io.dataset.BackboneDataset`, or a sequence
         of arrays Shape (L, 3) / (L, 4, 3).
     split
         For datasets: ``"train"``, ``"heldout"`` or None (all chains).

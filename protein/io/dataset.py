@@ -17,7 +17,7 @@ them computed by ``load_dataset(path, ss_labels=True)`` with a one-line note.
 
 Example
 -------
->>> from diffsci.protein.dataset import bundled_dataset_path, load_dataset
+>>> from diffsci.protein.io.dataset import bundled_dataset_path, load_dataset
 >>> ds = load_dataset(bundled_dataset_path())
 >>> ds.chain(0).coords.shape[1:]
 (4, 3)
@@ -45,7 +45,7 @@ from diffsci.core.io import progress as progress_bar
 from diffsci.protein.metrics.secondary import dssp_labels
 from diffsci.protein.metrics.topology import dssp_bridges
 from diffsci.protein.ss import ss_codes
-from diffsci.protein.structure import (
+from diffsci.protein.io.structure import (
     STRUCTURE_SUFFIXES,
     BackboneChain,
     ReportRow,
@@ -663,5 +663,5 @@ def bundled_dataset_path() -> pathlib.Path:
     ref = importlib.resources.files("diffsci.protein").joinpath("data", "chains.npz")
     path = pathlib.Path(str(ref))
     if not path.is_file():
-        raise DiffsciError(f"{path}: bundled dataset missing (rebuild with 'python -m diffsci.protein.bundle')")
+        raise DiffsciError(f"{path}: bundled dataset missing (rebuild with 'python -m diffsci.protein.io.bundle')")
     return path

@@ -46,7 +46,7 @@ from torch import nn
 
 from diffsci.core.errors import DiffsciError
 from diffsci.core.io import check_int
-from diffsci.protein.fused_tp import FusedTensorProduct
+from diffsci.protein.model.fused_tp import FusedTensorProduct
 from diffsci.protein.ss import PAIR_ANTIPARALLEL, PAIR_CLASSES, PAIR_PARALLEL, PAIR_UNKNOWN, SS_CLASSES, SS_UNKNOWN
 
 __all__ = ["ProteinCond", "FrameNetConfig", "FrameDenoiserNet", "gram_schmidt", "sinusoidal", "e3nn_reference"]

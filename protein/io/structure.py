@@ -19,7 +19,7 @@ cut to ``-1``) is refused naming the file and the line.
 
 Example
 -------
->>> from diffsci.protein.structure import read_structure_chains  # doctest: +SKIP
+>>> from diffsci.protein.io.structure import read_structure_chains  # doctest: +SKIP
 >>> chains = read_structure_chains("1abc.cif.gz", chains=["A"])  # doctest: +SKIP
 >>> chains[0].coords.shape  # doctest: +SKIP
 (120, 4, 3)

@@ -21,7 +21,8 @@ MIN_LENGTH..MAX_LENGTH and the optional total-length range (``contigmap.length``
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +30,8 @@ import torch
 
 from diffsci.core.errors import DiffsciError
 from diffsci.protein.frames import ANGSTROM_PER_NM, frames_from_backbone
-from diffsci.protein.pdb_io import _ONE_TO_THREE
-from diffsci.protein.structure import read_structure_chains
+from diffsci.protein.io.pdb import _ONE_TO_THREE
+from diffsci.protein.io.structure import read_structure_chains
 
 __all__ = [
     "MIN_LENGTH", "MAX_LENGTH", "Segment", "Contig", "parse_contig", "parse_length_range", "Motif", "load_motif",
@@ -167,14 +168,25 @@ def parse_length_range(value, what: str = "--total-length") -> tuple[int, int] |
 
 @dataclass
 class Motif:
-    """Motif residues from a structure file.
+    """Motif residues from a structure file: ``chains``, the file's chains as read (the one
+    backbone type, :class:`~diffsci.protein.io.structure.BackboneChain`, split at gaps), in file
+    order.
 
     ``residues`` maps (chain, residue number, insertion code) to backbone coords (4, 3) Å, in
-    file order; ``names`` the same keys to three-letter residue names (GLY when unknown)."""
+    file order, and ``names`` the same keys to three-letter residue names (UNK when unknown):
+    views of ``chains``."""
 
     path: str
-    residues: dict
-    names: dict = field(default_factory=dict)
+    chains: tuple
+
+    @cached_property
+    def residues(self) -> dict:
+        return {key: np.asarray(xyz, dtype=np.float32) for ch in self.chains
+                for key, xyz in zip(_keys(ch), ch.coords)}
+
+    @cached_property
+    def names(self) -> dict:
+        return {key: _ONE_TO_THREE.get(aa, "UNK") for ch in self.chains for key, aa in zip(_keys(ch), ch.sequence)}
 
     def keys(self, seg: Segment) -> list[tuple]:
         """The residue keys of a motif segment: from its start residue to its end residue as they
@@ -214,20 +226,19 @@ def _label(key) -> str:
     return f"{key[0]}{key[1]}{key[2]}"
 
 
+def _keys(ch) -> list[tuple]:
+    """(chain, residue number, insertion code) of each residue of a BackboneChain."""
+    return [(ch.chain_id, int(r), str(ins).strip().upper()) for r, ins in zip(ch.res_ids, ch.ins_codes)]
+
+
 def load_motif(path) -> Motif:
     """Read the motif file (PDB/mmCIF): every residue with a complete backbone, with its name."""
     if not Path(path).exists():
         raise DiffsciError(f"motif file {path}: file not found")
-    chains = read_structure_chains(path, on_break="split")
-    residues, names = {}, {}
-    for ch in chains:
-        for r, ins, aa, xyz in zip(ch.res_ids, ch.ins_codes, ch.sequence, ch.coords):
-            key = (ch.chain_id, int(r), str(ins).strip().upper())
-            residues[key] = np.asarray(xyz, dtype=np.float32)
-            names[key] = _ONE_TO_THREE.get(aa, "UNK")
-    if not residues:
+    chains = tuple(ch for ch in read_structure_chains(path, on_break="split") if len(ch))
+    if not chains:
         raise DiffsciError(f"motif file {path}: no residue with a complete backbone")
-    return Motif(str(path), residues, names)
+    return Motif(str(path), chains)
 
 
 @dataclass(frozen=True)

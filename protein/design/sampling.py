@@ -12,10 +12,10 @@ designs come back as numpy arrays on the CPU. A contig's layout is drawn on the 
 has the same layout on every device; its noise, and so its coordinates, are reproducible on one
 device type, not across them (CUDA draws other numbers than the CPU from the same seed).
 
-Motif scaffolding: a contig (:mod:`diffsci.protein.contig`) is parsed and checked against the
+Motif scaffolding: a contig (:mod:`diffsci.protein.design.contig`) is parsed and checked against the
 motif file before sampling; each design draws its own layout (scaffold lengths, motif
 positions), and the motif residues are kept exact up to a rigid motion during sampling by
-:func:`diffsci.protein.motif.condition_on_motif`.
+:func:`diffsci.protein.design.motif.condition_on_motif`.
 
 Secondary-structure conditioning (an SS-conditioned checkpoint, :mod:`diffsci.protein.ss`): ``ss``
 requests each residue's class (``--ss L2E8L3H16``; every chain of a symmetric design gets it),
@@ -23,11 +23,11 @@ requests each residue's class (``--ss L2E8L3H16``; every chain of a symmetric de
 with the unconditional one (all classes unknown) by the core's classifier-free guidance,
 ``D_u + w (D_c - D_u)`` (1: the conditional model alone, 0: the unconditional one). A request
 with a strand is sampled with the strand restraints by default (``strand_restraints``;
-:mod:`diffsci.protein.strands`): each step's clean prediction is relaxed towards a β-sheet.
+:mod:`diffsci.protein.design.strands`): each step's clean prediction is relaxed towards a β-sheet.
 With a contig of one chain whose scaffold segments each have one length, the request covers
 the whole design, letter by residue, motif residues included.
 ``ss="prior"`` draws each design's request and strand pairs from the training chains instead
-(:mod:`diffsci.protein.topology`): unconditional designs with the sheets the network alone
+(:mod:`diffsci.protein.design.topology`): unconditional designs with the sheets the network alone
 does not draw.
 
 Cyclic symmetry ``Cn``: the state holds n chains of L residues; after every step it is
@@ -48,21 +48,21 @@ from diffsci.core.distributed import gather_shares, is_root, rank_device
 from diffsci.core.errors import DiffsciError
 from diffsci.core.io import progress as progress_bar
 from diffsci.core.utils import make_generator, resolve_device
-from diffsci.protein.builder import DesignInputs, SamplerSettings, sample_states
-from diffsci.protein.contig import Motif, draw_layout
-from diffsci.protein.diffusion import KIND, ss_checkpoint
+from diffsci.protein.design.builder import DesignInputs, SamplerSettings, sample_states
+from diffsci.protein.design.contig import Motif, draw_layout
+from diffsci.protein.model.diffusion import KIND, ss_checkpoint
 from diffsci.protein.frames import ANGSTROM_PER_NM, backbone_from_frames
 from diffsci.protein.metrics.secondary import dssp_labels
-from diffsci.protein.request import SS_PRIOR, TIME_POWER, CheckedRequest, DesignRequest
+from diffsci.protein.design.request import SS_PRIOR, TIME_POWER, CheckedRequest, DesignRequest
 from diffsci.protein.ss import SS_LETTERS, pair_classes, parse_ss
-from diffsci.protein.topology import TopologyLibrary
+from diffsci.protein.design.topology import TopologyLibrary
 
 __all__ = ["load_model", "Design", "sample_backbones", "motif_ss_mismatches"]
 
 
 def load_model(checkpoint=None, *, untrained: bool = False, device="cpu") -> Bundle:
     """Load a protein checkpoint (file or run folder; None: the shipped one; ``"ss"``: the
-    shipped SS-conditioned one, :func:`~diffsci.protein.diffusion.ss_checkpoint`) as a
+    shipped SS-conditioned one, :func:`~diffsci.protein.model.diffusion.ss_checkpoint`) as a
     :class:`~diffsci.core.checkpoint.Bundle` (``.model`` with its EMA weights, ``.config``,
     ``.source``), migrated to the current config version.
 
@@ -94,7 +94,7 @@ class Design:
     ``ss``: the requested secondary structure of a chain, one letter per residue (H/E/L), with
     ``ss_pairs``, ``guidance_scale`` and ``strand_restraints`` as given (None: unconditional);
     with ``--ss prior`` the drawn ones, and ``topology`` the training chain and window they were
-    drawn from (:mod:`diffsci.protein.topology`)."""
+    drawn from (:mod:`diffsci.protein.design.topology`)."""
 
     name: str
     coords: np.ndarray
@@ -200,7 +200,7 @@ def motif_ss_mismatches(motif: Motif, contig: str, ss: str) -> list[tuple[str, s
     "E", "H")``, with DSSP (:func:`diffsci.protein.metrics.dssp_labels`, loop as ``L``) of all
     the motif file's residues in file order (chain breaks are seen from the CA spacing). The
     motif is held as it is, so those letters cannot be met. Empty when all agree; refuses a contig
-    the request cannot take, as :class:`~diffsci.protein.request.DesignRequest` does."""
+    the request cannot take, as :class:`~diffsci.protein.design.request.DesignRequest` does."""
     request = DesignRequest(contig=contig, motif=motif, ss=ss)
     codes = "".join(SS_LETTERS[c] for c in parse_ss(ss))
     keys = list(motif.residues)
@@ -315,7 +315,7 @@ class _Designer:
 
 
 def sample_backbones(bundle: Bundle, request: DesignRequest, *, progress: bool = True) -> list[Design] | None:
-    """Design the backbones of ``request`` (:class:`~diffsci.protein.request.DesignRequest`) with a
+    """Design the backbones of ``request`` (:class:`~diffsci.protein.design.request.DesignRequest`) with a
     loaded model (:func:`load_model`): ``num`` per length, or per contig. See the module docstring.
 
     The request is checked against the checkpoint (:meth:`DesignRequest.against`) before the first

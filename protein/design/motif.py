@@ -3,7 +3,7 @@
 Dimension legend: B batch, N residues in the designed state, M motif residues, K = 3 M motif
 atoms (N, CA, C).
 
-The state lives in ``Product((EuclideanCoM, SO3))`` (:func:`diffsci.protein.diffusion.build_space`):
+The state lives in ``Product((EuclideanCoM, SO3))`` (:func:`diffsci.protein.model.diffusion.build_space`):
 CA positions with zero centre of mass and one rotation per residue. The model is
 unconditional, so a motif is imposed at sampling time. Methods (``method=``):
 
@@ -183,12 +183,12 @@ def condition_on_motif(space, denoise: Callable, known, *, method: str = "align"
         The state's space (``build_space(cfg, mask, rotation_rate=...)``).
     denoise
         The denoiser to wrap (for a self-conditioned net, the
-        :class:`~diffsci.protein.diffusion.SelfConditioned` wrapper, which keeps feeding the
+        :class:`~diffsci.protein.model.diffusion.SelfConditioned` wrapper, which keeps feeding the
         net's own prediction back).
     known
         ``((trans (1, N, 3) nm, rots (1, N, 3, 3)), mask (1, N) bool)``: the motif's frames at
         the motif positions (centred motif; other entries ignored), as
-        :func:`diffsci.protein.contig.draw_layout` builds it (``Layout.known``), on the state's
+        :func:`diffsci.protein.design.contig.draw_layout` builds it (``Layout.known``), on the state's
         device.
     method
         ``"align"`` (default), ``"fixed"`` or ``"noised"`` (see the module docstring).

@@ -12,10 +12,10 @@ wrappers. Today's entries:
 1. ``ss_guidance``: an SS-conditioned prediction, with classifier-free guidance
    (:func:`ss_denoiser`); it replaces the base denoiser, so it comes first;
 2. ``strand_restraints``: the clean prediction relaxed towards a β-sheet
-   (:class:`~diffsci.protein.strands.StrandRestraints`);
+   (:class:`~diffsci.protein.design.strands.StrandRestraints`);
 3. ``symmetry``: a Cn-symmetrising constraint (:func:`cyclic_constraint`);
 4. ``motif``: the motif aligned onto the clean prediction, or held in a fixed frame
-   (:func:`~diffsci.protein.motif.condition_on_motif`).
+   (:func:`~diffsci.protein.design.motif.condition_on_motif`).
 
 A new way of steering sampling (a potential on the clean prediction, a constraint on the
 state) is one more function ``(stage, ctx) -> stage`` in that list: nothing else changes.
@@ -36,11 +36,11 @@ from diffsci.core.errors import DiffsciError
 from diffsci.core.samplers import classifier_free_guidance, get_sampler
 from diffsci.core.spaces import Product
 from diffsci.core.utils import tree_map
-from diffsci.protein.diffusion import ProteinCond, SelfConditioned, build_space
-from diffsci.protein.model import FrameDenoiserNet
-from diffsci.protein.motif import TAPER, condition_on_motif
-from diffsci.protein.request import TIME_POWER, sampling_rotation_rate
-from diffsci.protein.strands import StrandRestraints, request_restraints, strand_restraints
+from diffsci.protein.model.diffusion import ProteinCond, SelfConditioned, build_space
+from diffsci.protein.model.network import FrameDenoiserNet
+from diffsci.protein.design.motif import TAPER, condition_on_motif
+from diffsci.protein.design.request import TIME_POWER, sampling_rotation_rate
+from diffsci.protein.design.strands import StrandRestraints, request_restraints, strand_restraints
 
 __all__ = ["DesignInputs", "SamplerSettings", "Stage", "BuildContext", "CONDITIONERS", "build_stage", "sample_states",
            "ss_denoiser", "cyclic_constraint"]
@@ -53,7 +53,7 @@ class DesignInputs:
     ``n_res`` residues in the state (all copies); ``n_chains`` symmetric copies (Cn: n; the
     state is n equal chains); ``chain_index``, ``res_index`` (N,) the chain and residue number of
     each residue (None: ``n_chains`` equal chains numbered from 0); ``known`` the motif
-    (:class:`~diffsci.protein.contig.Layout` ``.known``), held with ``motif_method`` and
+    (:class:`~diffsci.protein.design.contig.Layout` ``.known``), held with ``motif_method`` and
     ``motif_taper``; ``ss`` (N,) SS classes and ``ss_pair`` (N, N) pair classes (an SS-conditioned
     checkpoint; None: unknown) with ``guidance_scale``; ``strand_restraints`` their strength (0:
     none; needs ``ss``, one chain) with the strand segments paired as ``strand_pairs`` says
@@ -100,7 +100,7 @@ class Stage:
 @dataclass(frozen=True)
 class BuildContext:
     """What a conditioner may read: the ``bundle``, the ``space``, the conditioning ``cond``
-    (:class:`~diffsci.protein.diffusion.ProteinCond`, on the model's device), the design's
+    (:class:`~diffsci.protein.model.diffusion.ProteinCond`, on the model's device), the design's
     ``inputs`` and the noise ``generator``."""
 
     bundle: Bundle

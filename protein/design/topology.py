@@ -5,7 +5,7 @@ Dimension legend: L residues, P bridges.
 An unconditional design samples ``p(x)``; an SS-conditioned network can sample it in two steps,
 ``p(x) = sum_s p(s) p(x | s)``: draw a topology ``s`` (which residues are helix, strand, loop and
 which strands pair, in which register) from the training chains, then sample a backbone that
-has it (the SS conditioning plus the strand restraints, :mod:`diffsci.protein.strands`). This is
+has it (the SS conditioning plus the strand restraints, :mod:`diffsci.protein.design.strands`). This is
 the scaffold library of RFdiffusion's fold conditioning (Watson et al. 2023: secondary
 structure and block adjacency of real scaffolds) with the library drawn at random (Proteina,
 Geffner et al. 2025, likewise conditions one network on fold labels). The small network
@@ -18,7 +18,7 @@ training chains; 45 of the 63 chains of the ribosome 6ZU5, many with long extend
 pass). A draw for length ``L`` (:meth:`TopologyLibrary.draw`):
 a chain of ``L / NEAR`` to ``NEAR L`` residues (else one of at least ``L``), uniformly, and a
 window of ``L`` residues in it, or holding it with loop termini, uniformly; its pydssp DSSP classes
-(:func:`diffsci.protein.dataset.ss_arrays`) and the DSSP bridges inside the window. A strand
+(:func:`diffsci.protein.io.dataset.ss_arrays`) and the DSSP bridges inside the window. A strand
 residue whose every bridge partner lies outside the window is made loop (in the design there is
 nothing for it to pair with), and so is a strand segment of fewer than :data:`MIN_STRAND`
 residues, repeated until nothing changes (a strand whose only partner was such a short segment
@@ -36,8 +36,8 @@ import numpy as np
 import torch
 
 from diffsci.core.errors import DiffsciError
-from diffsci.protein.dataset import bundled_dataset_path, load_dataset, with_ss_labels
-from diffsci.protein.diffusion import filter_reason
+from diffsci.protein.io.dataset import bundled_dataset_path, load_dataset, with_ss_labels
+from diffsci.protein.model.diffusion import filter_reason
 from diffsci.protein.ss import SS_LETTERS, segment_pairs_from_bridges, strand_segments
 
 __all__ = ["Topology", "TopologyLibrary", "window_topology"]
@@ -123,10 +123,10 @@ def window_topology(codes, bridges, start: int, length: int, source: str = "", c
 
 
 class TopologyLibrary:
-    """Topologies of the training split of a :class:`~diffsci.protein.dataset.BackboneDataset`
+    """Topologies of the training split of a :class:`~diffsci.protein.io.dataset.BackboneDataset`
     (None: the bundled chains); :meth:`draw` one for a design (module docstring). ``config``: a
-    :class:`~diffsci.protein.diffusion.ProteinModelConfig` whose training filters
-    (:func:`~diffsci.protein.diffusion.filter_reason`: radius of gyration, P-SEA coil) a chain must
+    :class:`~diffsci.protein.model.diffusion.ProteinModelConfig` whose training filters
+    (:func:`~diffsci.protein.model.diffusion.filter_reason`: radius of gyration, P-SEA coil) a chain must
     pass, so that the library holds the chains that checkpoint was trained on (None: every chain)."""
 
     def __init__(self, dataset=None, split: str = "train", config=None):
