@@ -143,7 +143,9 @@ def _designability(args, report: dict[str, Any], chains, split, backend, config,
 def _summary_line(report: dict[str, Any]) -> str:
     s = report["summary"]
     line = (
-        f"{s['n_samples']} samples ({s['n_files']} files, {s['n_broken']} with a chain break): "
+        f"{s['n_samples']} samples ({s['n_files']} files, {s['n_broken']} with a chain break"
+        + (f" or chains through each other ({s['n_interchain_clashing']} with an inter-chain clash)"
+           if s["n_interchain_clashing"] else "") + "): "
         f"mean pairwise TM {s['mean_pairwise_tm']}, clusters@0.5 {s['clusters_tm0.5']}, "
         f"clusters@0.6 {s['clusters_tm0.6']}, mean novelty {s['mean_novelty']}"
     )

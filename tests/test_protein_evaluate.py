@@ -367,7 +367,8 @@ UNDEFINED_SHORT = {
     2: {"clash_fraction"},
 }
 UNDEFINED_BOTH = {"rama_alpha", "rama_beta", "rama_left", "rama_other", "paired_fraction", "psea_strand_paired",
-                  "contact_order", "absolute_contact_order", "max_tm_reference"}
+                  "contact_order", "absolute_contact_order", "max_tm_reference",
+                  "interchain_clashes", "interchain_min_ca", "interface_residues"}  # one chain per design
 
 
 def test_one_and_two_residue_chains_have_null_exactly_where_undefined(tmp_path, capsys):
@@ -458,7 +459,7 @@ def test_sheet_and_contact_order_columns(tmp_path, capsys):
               "dssp_helix", "dssp_strand", "dssp_coil", "bond_N_CA_mad", "bond_CA_C_mad", "bond_C_N_mad",
               "angle_N_CA_C_mad", "angle_CA_C_N_mad", "angle_C_N_CA_mad", "rama_alpha", "rama_beta", "rama_left",
               "rama_other", "max_tm_reference"]
-    assert header == before + list(M.TOPOLOGY_FIELDS)
+    assert header == before + list(M.TOPOLOGY_FIELDS) + ["interchain_clashes", "interchain_min_ca", "interface_residues"]
     rep = _strict_json(out)
     rows = {r["file"]: r for r in rep["per_sample"]}
     ubl, helix = rows["ubl.pdb.gz"], rows["helix.pdb"]

@@ -15,10 +15,17 @@ Per-sample metrics (:func:`sample_metrics`)
 ``chain_breaks``, ``ca_ca_max``
     Number of consecutive CA-CA distances above 4.2 Å (a chain break: a missing residue, a
     design whose chain does not connect) and the largest consecutive CA-CA distance (Å).
-    The summary counts the samples with a break (``n_broken``, ``broken_fraction``).
+    The summary counts the samples with a break or an inter-chain clash (``n_broken``, ``broken_fraction``).
 ``ca_ca_mean``, ``ca_ca_ok``
     Mean consecutive CA-CA distance (Å) and the fraction of consecutive CA-CA distances
     within 3.8 ± 0.3 Å (trans peptide ~3.80 Å).
+``interchain_clashes``, ``interchain_min_ca``, ``interface_residues``
+    Between the chains of one design (one file: a binder and its target, oligomer copies):
+    CA pairs of this chain and another closer than 3.0 Å (chains passing through each other;
+    real complexes keep CA >= ~4 Å apart), the smallest such CA-CA distance (Å), and this
+    chain's residues with a CA within 10 Å of another chain's (the interface). Null for a
+    single-chain design. A design with an inter-chain clash counts as broken in the summary
+    (``n_broken``), beside chain breaks; ``n_interchain_clashing`` counts those samples.
 ``clashes``, ``clash_fraction``
     Number of non-adjacent CA pairs (``|i - j| >= 2``) closer than 3.0 Å, and that count
     divided by the number of non-adjacent pairs ``(L - 1)(L - 2) / 2`` (NaN when L < 3: no
@@ -117,6 +124,9 @@ _EXPORTS = {
     "ca_ca_distances": "geometry",
     "ca_ca_stats": "geometry",
     "ca_clashes": "geometry",
+    "between_chains": "geometry",
+    "INTERCHAIN_CLASH": "geometry",
+    "INTERFACE_DISTANCE": "geometry",
     "ca_contacts": "geometry",
     "chain_breaks": "geometry",
     "radius_of_gyration": "geometry",

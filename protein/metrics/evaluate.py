@@ -21,6 +21,7 @@ from diffsci.core.io import progress as progress_bar
 from diffsci.protein.metrics.geometry import (
     _backbone,
     backbone_geometry_deviation,
+    between_chains,
     ca_ca_stats,
     ca_clashes,
     ca_contacts,
@@ -63,6 +64,9 @@ NUMERIC_FIELDS: tuple[str, ...] = (
     "rama_other",
     "max_tm_reference",
     *TOPOLOGY_FIELDS,
+    "interchain_clashes",
+    "interchain_min_ca",
+    "interface_residues",
 )
 """Numeric per-sample fields, in the order of the CSV columns (after ``file``, ``source_file``, ``chain``)."""
 
@@ -169,7 +173,9 @@ def evaluate_structures(
     n_ref, notes = _add_novelty(rows, ca_list, reference, reference_split, progress)
     for row in rows:  # the sheet and contact-order columns after the others
         row.update({k: row.pop(k) for k in TOPOLOGY_FIELDS})
-    tm, tm_notes = _pairwise(ca_list, _groups(smp.file for smp in samples), progress)
+    groups = _groups(smp.file for smp in samples)
+    _add_between_chains(rows, ca_list, groups)
+    tm, tm_notes = _pairwise(ca_list, groups, progress)
     out = _assemble_evaluation(rows, tm, n_ref, thresholds, link)
     out["notes"] = notes + tm_notes
     return out
@@ -187,6 +193,14 @@ def _per_sample_rows(samples: Sequence[EvalSample], progress: bool) -> tuple[lis
         rows.append(row)
         ca_list.append(x[:, 1])
     return rows, ca_list
+
+
+def _add_between_chains(rows, ca_list, groups) -> None:
+    """Each row's :func:`~diffsci.protein.metrics.geometry.between_chains` against the other
+    chains of its design (its group), as its last columns."""
+    for k, row in enumerate(rows):
+        others = [ca for j, ca in enumerate(ca_list) if j != k and groups[j] == groups[k]]
+        row.update(between_chains(ca_list[k], others))
 
 
 def _add_novelty(rows, ca_list, reference, reference_split, progress: bool) -> tuple[int, list[str]]:
@@ -236,6 +250,10 @@ def _groups(files) -> list[Any]:
     return [("file", f) if f is not None else ("item", k) for k, f in enumerate(files)]
 
 
+def _positive(v) -> bool:
+    return v is not None and not (isinstance(v, float) and math.isnan(v)) and v > 0
+
+
 def _assemble_evaluation(rows, tm, n_ref, thresholds, link) -> dict[str, Any]:
     n = len(rows)
     groups = _groups(r.get("source_file") for r in rows)
@@ -243,13 +261,15 @@ def _assemble_evaluation(rows, tm, n_ref, thresholds, link) -> dict[str, Any]:
     tm = np.asarray(tm, dtype=np.float64)
     off = tm[~np.eye(n, dtype=bool)]
     off = off[np.isfinite(off)]
-    broken = sum(1 for r in rows if (r.get("chain_breaks") or 0) > 0)
+    clashing = sum(1 for r in rows if _positive(r.get("interchain_clashes")))
+    broken = sum(1 for r in rows if _positive(r.get("chain_breaks")) or _positive(r.get("interchain_clashes")))
     summary: dict[str, Any] = {
         "n_samples": n,
         "n_files": n_files,
         "n_reference": n_ref,
         "n_broken": broken,
         "broken_fraction": broken / n,
+        "n_interchain_clashing": clashing,
         "mean_pairwise_tm": float(off.mean()) if off.size else None,
         "cluster_link": link,
     }

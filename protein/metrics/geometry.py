@@ -7,12 +7,17 @@ Definitions of the per-sample fields: :mod:`diffsci.protein.metrics`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from scipy.spatial import cKDTree
 
 from diffsci.core.errors import DiffsciError
 
 __all__ = [
+    "INTERCHAIN_CLASH",
+    "INTERFACE_DISTANCE",
+    "between_chains",
     "IDEAL_BONDS",
     "IDEAL_ANGLES",
     "RAMA_REGIONS",
@@ -170,6 +175,43 @@ def _close_pairs(x: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray, 
         return empty, empty, np.zeros(0)
     i, j = pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64)
     return i, j, np.linalg.norm(x[i] - x[j], axis=-1)
+
+
+INTERCHAIN_CLASH = 3.0
+"""Å: two CA of different chains closer than this overlap (real complexes keep them >= ~4 Å)."""
+INTERFACE_DISTANCE = 10.0
+"""Å: a residue is at the interface when its CA lies within this of another chain's CA."""
+
+
+def between_chains(ca: np.ndarray, others: Sequence[np.ndarray], *, clash: float = INTERCHAIN_CLASH,
+                   interface: float = INTERFACE_DISTANCE) -> dict[str, float]:
+    """How one chain meets the other chains of its design (a binder and its target, the copies
+    of an oligomer).
+
+    Parameters
+    ----------
+    ca : np.ndarray
+        Shape (L, 3) this chain's CA (Å).
+    others : sequence of np.ndarray
+        The other chains' CA, each Shape (L_k, 3).
+
+    Returns
+    -------
+    ``interchain_clashes``: pairs (a CA of this chain, a CA of another chain) closer than
+    ``clash`` Å; ``interchain_min_ca``: the smallest such CA-CA distance (Å); ``interface_residues``:
+    residues of this chain with a CA within ``interface`` Å of another chain's CA. All NaN when
+    there is no other chain. Memory O(L) (k-d tree).
+    """
+    ca = _ca(ca)
+    rest = [_ca(o, "others") for o in others if len(o)]
+    if not rest or not len(ca):
+        return {"interchain_clashes": float("nan"), "interchain_min_ca": float("nan"),
+                "interface_residues": float("nan")}
+    tree = cKDTree(np.concatenate(rest))
+    nearest, _ = tree.query(ca)
+    return {"interchain_clashes": int(sum(len(h) for h in tree.query_ball_point(ca, clash - 1e-9))),
+            "interchain_min_ca": float(nearest.min()),
+            "interface_residues": int((nearest <= interface).sum())}
 
 
 def chain_breaks(ca: np.ndarray, threshold: float = CA_CA_BREAK) -> tuple[int, float]:
