@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 import sys
+import warnings
 
 from diffsci.core.errors import DiffsciError
 from diffsci.core.io import check_output_path
@@ -94,10 +95,13 @@ def _run(args) -> int:
     for note in _notes(request):
         print(f"note: {note}", file=sys.stderr)
     lm = load_model(args.checkpoint)
-    try:
-        designs = sample_backbones(lm, request, progress=not args.quiet)
-    except DiffsciError as exc:
-        raise DiffsciError(_as_options(str(exc))) from None
+    with warnings.catch_warnings():  # the library's warnings as one line each, when they happen
+        warnings.simplefilter("always", UserWarning)
+        warnings.showwarning = lambda message, *_, **__: print(f"warning: {message}", file=sys.stderr)
+        try:
+            designs = sample_backbones(lm, request, progress=not args.quiet)
+        except DiffsciError as exc:
+            raise DiffsciError(_as_options(str(exc))) from None
     if designs is None:  # a torchrun rank other than 0: its designs went to rank 0, which writes every file
         return 0
     if args.overwrite:

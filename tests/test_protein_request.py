@@ -147,3 +147,21 @@ def test_total_length_counts_the_designed_chains_only(motif_file, tiny_checkpoin
     designs = sample_backbones(lm, DesignRequest(contig="[A5-30/0 40-80]", motif=motif, total_length="50-52", num=3,
                                                  steps=2), progress=False)
     assert all(50 <= d.chain_lengths[0] <= 52 and d.chain_lengths[1] == 26 for d in designs)
+
+
+def test_a_design_longer_than_the_training_crops_gets_one_warning_line(tiny_checkpoint, tmp_path, capsys):
+    """Issue 29, length honesty: the tiny checkpoint was trained on crops of at most 32 residues."""
+    lm = load_model(tiny_checkpoint)
+    assert lm.config.max_length == 32
+    c = DesignRequest(lengths=[40], steps=2).against(lm.config, lm.source)
+    assert len(c.warnings) == 1 and "up to 40 residues" in c.warnings[0] and "at most 32 residues" in c.warnings[0]
+    assert "40 x 2 copies = 80" in DesignRequest(lengths=[40], symmetry="C2").against(lm.config, lm.source).warnings[0]
+    with pytest.warns(UserWarning, match="at most 32 residues"):
+        sample_backbones(lm, DesignRequest(lengths=[40], steps=2), progress=False)
+    code = main(["protein", "sample", "--checkpoint", str(tiny_checkpoint), "--length", "40", "--steps", "2",
+                 "--quiet", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 0 and [line for line in err.splitlines() if line.startswith("warning:")] == [
+        f"warning: {c.warnings[0]}"]
+    shipped = load_model()
+    assert DesignRequest(lengths=[100]).against(shipped.config, shipped.source).warnings == ()

@@ -253,6 +253,7 @@ def test_reused_output_folder_is_refused_unless_overwrite(tiny_checkpoint, tmp_p
     out = tmp_path / "o"
     base = ["protein", "sample", "--checkpoint", str(tiny_checkpoint), "--steps", "2", "--out", str(out), "--quiet"]
     assert main([*base, "--length", "40", "--num", "2"]) == 0
+    capsys.readouterr()  # (the tiny checkpoint's training-length warning)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     assert main([*base, "--length", "45"]) == 2
     err = capsys.readouterr().err

@@ -283,16 +283,34 @@ class DesignRequest:
         strength = self.strand_restraints
         if strength is None:
             strength = 1.0 if (self.ss == SS_PRIOR or self.has_strand_request) and self.n_copies == 1 else 0.0
-        return CheckedRequest(self, sampler, rate, float(strength))
+        return CheckedRequest(self, sampler, rate, float(strength), self._length_warnings(cfg, source))
+
+    def longest_state(self) -> int:
+        """The most residues a design of this request has (every chain and copy together)."""
+        if self.limits is not None:
+            return int(self.limits[1])
+        return max(self.lengths) * self.n_copies
+
+    def _length_warnings(self, cfg: ProteinModelConfig, source: str) -> tuple[str, ...]:
+        """A line when designs are longer than the chains the checkpoint was trained on."""
+        n = self.longest_state()
+        if n <= cfg.max_length:
+            return ()
+        what = f"{max(self.lengths)} x {self.n_copies} copies = {n}" if self.n_copies > 1 else str(n)
+        return (f"designs of up to {what} residues, but checkpoint {source} was trained on chains cropped to at "
+                f"most {cfg.max_length} residues (max_length): longer designs are extrapolation and break more "
+                f"often (docs/benchmarks.md)",)
 
 
 @dataclass(frozen=True)
 class CheckedRequest:
     """A :class:`DesignRequest` checked against one checkpoint, with what it decides filled in:
     ``sampler`` (a name of :data:`~diffsci.core.samplers.SAMPLERS`), ``rotation_rate`` (None for a
-    score model) and ``strand_restraints`` (the strength used where a design has strands)."""
+    score model), ``strand_restraints`` (the strength used where a design has strands) and
+    ``warnings``, lines the user should read (designs longer than the checkpoint's training crops)."""
 
     request: DesignRequest
     sampler: str
     rotation_rate: float | None
     strand_restraints: float
+    warnings: tuple[str, ...] = ()

@@ -38,6 +38,7 @@ projected back onto SO(3), and the n copies rebuilt), so the chains are exact co
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -319,7 +320,7 @@ def sample_backbones(bundle: Bundle, request: DesignRequest, *, progress: bool =
     loaded model (:func:`load_model`): ``num`` per length, or per contig. See the module docstring.
 
     The request is checked against the checkpoint (:meth:`DesignRequest.against`) before the first
-    design is sampled; ``request.device`` (None: where the model is) is where it samples (the model
+    design is sampled (a design longer than the checkpoint's training crops gets a ``UserWarning``); ``request.device`` (None: where the model is) is where it samples (the model
     is moved there, in place). ``progress``: a progress bar on rank 0.
 
     Under ``torchrun`` every rank calls this with the same arguments: the designs are split over
@@ -330,6 +331,8 @@ def sample_backbones(bundle: Bundle, request: DesignRequest, *, progress: bool =
     if not isinstance(request, DesignRequest):
         raise DiffsciError(f"sample_backbones: request must be a DesignRequest, got {type(request).__name__}")
     checked = request.against(bundle.config, bundle.source)
+    for line in checked.warnings:
+        warnings.warn(line, UserWarning, stacklevel=2)
     where = next(bundle.model.parameters()).device if request.device is None else resolve_device(request.device)
     device = rank_device(where)
     bundle.model.to(device)
