@@ -25,7 +25,7 @@ import sys
 from typing import Any
 
 from diffsci.core.errors import DiffsciError
-from diffsci.core.io import jsonable, write_json, write_text
+from diffsci.core.io import check_output_path, jsonable, write_json, write_text
 
 __all__ = ["add_parser", "run"]
 
@@ -84,8 +84,7 @@ def _check_args(args: argparse.Namespace) -> list[str] | None:
     out = pathlib.Path(args.out)
     if out.suffix.lower() != ".json":
         raise DiffsciError(f"--out {out}: expected a .json file name")
-    if not out.parent.is_dir():
-        raise DiffsciError(f"--out {out}: folder {out.parent} does not exist")
+    check_output_path(out, inputs=[r for r in [args.reference] if r and pathlib.Path(r).is_file()])
     if not pathlib.Path(args.folder).is_dir():
         raise DiffsciError(f"{args.folder}: not a folder")
     if args.reference is not None and not pathlib.Path(args.reference).exists():

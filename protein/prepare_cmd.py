@@ -18,6 +18,7 @@ import sys
 import numpy as np
 
 from diffsci.core.errors import DiffsciError
+from diffsci.core.io import check_output_path
 from diffsci.protein.io.dataset import DatasetOptions, build_dataset, save_dataset
 from diffsci.protein.io.structure import ReportRow
 
@@ -66,9 +67,8 @@ def format_report(report: list[ReportRow]) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     chains = [c.strip() for c in args.chains.split(",") if c.strip()] if args.chains else None
-    out = pathlib.Path(args.out)
-    if not out.parent.is_dir():
-        raise DiffsciError(f"--out {out}: folder {out.parent} does not exist")
+    # an input file, a folder, a missing parent: refused (a file inside a source folder is fine)
+    out = check_output_path(args.out, inputs=[s for s in args.sources if pathlib.Path(s).is_file()])
     options = DatasetOptions(min_length=args.min_length, max_length=args.max_length, on_break=args.on_break,
                              chains=chains, identity=args.identity, heldout_fraction=args.heldout_fraction,
                              seed=args.seed)

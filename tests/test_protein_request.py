@@ -8,14 +8,22 @@ import torch
 
 from diffsci.core.cli import main
 from diffsci.core.errors import DiffsciError
-from diffsci.protein.design import builder
-from diffsci.protein.design.builder import BuildContext, DesignInputs, SamplerSettings, Stage, build_stage, sample_states
-from diffsci.protein.design.contig import load_motif
-from diffsci.protein.model.diffusion import SelfConditioned
-from diffsci.protein.design.request import SS_PRIOR, DesignRequest
-from diffsci.protein.sample_cmd import _as_options
-from diffsci.protein.design.sampling import load_model, sample_backbones
 from diffsci.core.utils import make_generator
+from diffsci.protein.design import builder
+from diffsci.protein.design.builder import (
+    BuildContext,
+    DesignInputs,
+    SamplerSettings,
+    Stage,
+    build_stage,
+    sample_states,
+)
+from diffsci.protein.design.contig import load_motif
+from diffsci.protein.design.request import SS_PRIOR, DesignRequest
+from diffsci.protein.design.sampling import load_model, sample_backbones
+from diffsci.protein.io.dataset import bundled_dataset_path
+from diffsci.protein.model.diffusion import SelfConditioned
+from diffsci.protein.sample_cmd import _as_options
 
 
 def test_an_ss_request_sets_the_length_and_the_request_is_frozen():
@@ -165,3 +173,21 @@ def test_a_design_longer_than_the_training_crops_gets_one_warning_line(tiny_chec
         f"warning: {c.warnings[0]}"]
     shipped = load_model()
     assert DesignRequest(lengths=[100]).against(shipped.config, shipped.source).warnings == ()
+
+
+def test_every_protein_command_refuses_a_bad_out_before_any_work(motif_file, tmp_path, capsys):
+    """core.io.check_output_path in prepare, train, evaluate and sample: one line, exit 2."""
+    afile = tmp_path / "a_file.txt"
+    afile.write_text("x")
+    cases = [
+        (["protein", "prepare", str(motif_file), "--out", str(motif_file)], "is the input"),
+        (["protein", "train", "--data", str(bundled_dataset_path()), "--out", str(afile), "--steps", "1"],
+         "exists and is not a folder"),
+        (["protein", "evaluate", str(tmp_path), "--out", str(tmp_path / "no" / "m.json")], "does not exist"),
+        (["protein", "sample", "--length", "40", "--out", str(afile)], "exists and is not a folder"),
+    ]
+    for argv, needle in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert needle in err and err.count("\n") == 1, (argv, err)
+    assert afile.read_text() == "x" and motif_file.stat().st_size > 0
