@@ -17,6 +17,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from backbones import ideal_backbone
 
 from diffsci.core.cli import main
 from diffsci.protein import metrics as M
@@ -28,33 +29,6 @@ DSSP_DIR = pathlib.Path(__file__).parent / "data" / "dssp"
 
 
 # ----------------------------------------------------------------------------- fixtures
-
-
-def _place(a, b, c, bond, angle, torsion):
-    """NeRF: atom d with |cd| = bond, angle(b, c, d) = angle, dihedral(a, b, c, d) = torsion (degrees)."""
-    ang, tor = np.radians(angle), np.radians(torsion)
-    bc = (c - b) / np.linalg.norm(c - b)
-    n = np.cross(b - a, bc)
-    n /= np.linalg.norm(n)
-    m = np.cross(n, bc)
-    d2 = np.array([-bond * np.cos(ang), bond * np.sin(ang) * np.cos(tor), bond * np.sin(ang) * np.sin(tor)])
-    return c + d2[0] * bc + d2[1] * m + d2[2] * n
-
-
-def ideal_backbone(length: int, phi: float, psi: float) -> np.ndarray:
-    """Engh & Huber backbone with constant phi/psi (trans omega); Shape (L, 4, 3)."""
-    atoms = [[np.zeros(3), np.array([1.458, 0, 0]), np.array([1.458 - 1.525 * np.cos(np.radians(111.2)),
-                                                               1.525 * np.sin(np.radians(111.2)), 0])]]
-    for _ in range(length - 1):
-        n0, ca0, c0 = atoms[-1]
-        n1 = _place(n0, ca0, c0, 1.329, 116.2, psi)
-        ca1 = _place(ca0, c0, n1, 1.458, 121.7, 180.0)
-        atoms.append([n1, ca1, _place(c0, n1, ca1, 1.525, 111.2, phi)])
-    out = np.zeros((length, 4, 3))
-    for i, (n0, ca0, c0) in enumerate(atoms):
-        nxt = atoms[i + 1][0] if i + 1 < length else _place(n0, ca0, c0, 1.329, 116.2, psi)
-        out[i] = [n0, ca0, c0, _place(nxt, ca0, c0, 1.231, 120.1, 180.0)]
-    return out
 
 
 def broken_hairpin() -> np.ndarray:
