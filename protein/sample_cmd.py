@@ -28,7 +28,7 @@ __all__ = ["add_parser", "request_from_args"]
 
 # request field -> option, so that a refusal names what the user typed (words such as "motif" or
 # "steps" read the same either way and are left alone)
-_OPTIONS = {"total_length": "--total-length", "ss_pairs": "--ss-pairs", "ss": "--ss", "guidance_scale": "--guidance-scale",
+_OPTIONS = {"potentials": "--potentials", "total_length": "--total-length", "ss_pairs": "--ss-pairs", "ss": "--ss", "guidance_scale": "--guidance-scale",
             "strand_restraints": "--strand-restraints", "time_power": "--time-power", "rotation_rate": "--rotation-rate"}
 _FIELD = re.compile(r"(?<![\w-])(" + "|".join(sorted(_OPTIONS, key=len, reverse=True)) + r")(?![\w-])")
 
@@ -52,7 +52,7 @@ def request_from_args(args):
             guidance_scale=1.0 if args.guidance_scale is None else args.guidance_scale,
             strand_restraints=args.strand_restraints, sampler=args.sampler, steps=args.steps,
             time_power=TIME_POWER if args.time_power is None else args.time_power, rotation_rate=args.rotation_rate,
-            seed=args.seed, device=args.device, trajectory=args.trajectory)
+            seed=args.seed, device=args.device, trajectory=args.trajectory, potentials=args.potentials)
     except DiffsciError as exc:
         raise DiffsciError(_as_options(str(exc))) from None
 
@@ -163,6 +163,10 @@ def add_parser(subparsers) -> None:
                         "strands pair as --ss-pairs says, else strands joined by a loop of <= 5 residues pair as "
                         "hairpins) by this fraction in [0, 1] (default: 1 when --ss has a strand and no "
                         "--symmetry, else 0; 0 turns it off). Slower: ~10 s per L=64 design")
+    p.add_argument("--potentials", default=None, metavar="NAME:WEIGHT,...",
+                   help="sampling-time potentials on each step's clean prediction: connectivity (consecutive CA-CA "
+                        "held to 3.65-3.95 A) and sterics (non-neighbour CA >= 3.8 A, >= 4.0 A between chains), "
+                        "e.g. connectivity:1,sterics:1; 'none' (the default for now): the network alone")
     p.add_argument("--trajectory", action="store_true",
                    help="also write trajectories/NAME.pdb: the model's x0 prediction at every step, one MODEL per step")
     p.add_argument("--device", default="cpu",

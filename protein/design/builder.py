@@ -34,11 +34,13 @@ import torch
 from diffsci.core.checkpoint import Bundle
 from diffsci.core.errors import DiffsciError
 from diffsci.core.samplers import classifier_free_guidance, get_sampler
-from diffsci.core.spaces import Product
+from diffsci.core.spaces import Product, remove_com
 from diffsci.core.utils import tree_map
+from diffsci.protein.frames import ANGSTROM_PER_NM
 from diffsci.protein.model.diffusion import ProteinCond, SelfConditioned, build_space
 from diffsci.protein.model.network import FrameDenoiserNet
 from diffsci.protein.design.motif import TAPER, condition_on_motif
+from diffsci.protein.design.potentials import relax_ca
 from diffsci.protein.design.request import TIME_POWER, sampling_rotation_rate
 from diffsci.protein.design.strands import StrandRestraints, request_restraints, strand_restraints
 
@@ -57,7 +59,8 @@ class DesignInputs:
     ``motif_taper``; ``ss`` (N,) SS classes and ``ss_pair`` (N, N) pair classes (an SS-conditioned
     checkpoint; None: unknown) with ``guidance_scale``; ``strand_restraints`` their strength (0:
     none; needs ``ss``, one chain) with the strand segments paired as ``strand_pairs`` says
-    (``(a, b, parallel[, register])``; None: as ``ss_pair`` says)."""
+    (``(a, b, parallel[, register])``; None: as ``ss_pair`` says); ``potentials`` the sampling-time
+    potentials ``((name, weight), ...)`` (:mod:`diffsci.protein.design.potentials`; empty: none)."""
 
     n_res: int
     n_chains: int = 1
@@ -71,6 +74,7 @@ class DesignInputs:
     guidance_scale: float = 1.0
     strand_restraints: float = 0.0
     strand_pairs: tuple | None = None
+    potentials: tuple = ()
 
     def __post_init__(self):
         if self.strand_restraints and (self.ss is None or self.n_chains > 1):
@@ -148,6 +152,21 @@ def _strand_restraints(stage: Stage, ctx: BuildContext) -> Stage:
                  stage.constraint)
 
 
+def _potentials(stage: Stage, ctx: BuildContext) -> Stage:
+    terms = ctx.inputs.potentials
+    if not terms:
+        return stage
+    chain, res_idx, mask = ctx.cond.chain[0], ctx.cond.res_idx[0], ctx.cond.mask
+    inner = stage.denoise
+
+    def denoise(x, t, cond):
+        trans0, rots0 = inner(x, t, cond)
+        moved = relax_ca(trans0 * ANGSTROM_PER_NM, terms, chain, res_idx) / ANGSTROM_PER_NM
+        return remove_com(moved, mask.expand(trans0.shape[0], -1)), rots0
+
+    return Stage(denoise, stage.constraint)
+
+
 def _rz(angle: float, dtype, device) -> torch.Tensor:
     c, s = math.cos(angle), math.sin(angle)
     return torch.tensor([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]], dtype=dtype, device=device)
@@ -202,8 +221,8 @@ def _motif(stage: Stage, ctx: BuildContext) -> Stage:
 
 #: the conditioners, applied in this order to the base denoiser (module docstring)
 CONDITIONERS: list[tuple[str, Callable[[Stage, BuildContext], Stage]]] = [
-    ("ss_guidance", _ss_guidance), ("strand_restraints", _strand_restraints), ("symmetry", _symmetry),
-    ("motif", _motif),
+    ("ss_guidance", _ss_guidance), ("strand_restraints", _strand_restraints), ("potentials", _potentials),
+    ("symmetry", _symmetry), ("motif", _motif),
 ]
 
 

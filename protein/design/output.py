@@ -41,7 +41,7 @@ def design_record(d, *, checkpoint: str, trajectory: str | None = None) -> dict:
         "b_factor": B_FACTOR_NOTE, "checkpoint": checkpoint, "seconds": round(float(d.seconds), 3),
         "trajectory": trajectory, "generator": "diffsci protein sample",
         "ss": d.ss, "ss_pairs": d.ss_pairs, "guidance_scale": d.guidance_scale,
-        "strand_restraints": d.strand_restraints, "topology": d.topology,
+        "strand_restraints": d.strand_restraints, "topology": d.topology, "potentials": d.potentials,
     }
 
 
@@ -73,7 +73,8 @@ def remove_outputs(out) -> list[Path]:
 def _remarks(rec: dict) -> dict:
     keys = ["generator", "seed", "index", "length", "total_length", "chains", "checkpoint", "sampler", "steps",
             "time_power", "rotation_rate", "symmetry", "contig", "drawn_contig", "motif_file", "motif_positions",
-            "mapping", "b_factor", "ss", "ss_pairs", "guidance_scale", "strand_restraints", "topology"]
+            "mapping", "b_factor", "ss", "ss_pairs", "guidance_scale", "strand_restraints", "topology",
+            "potentials"]
     out = {}
     for k in keys:
         v = rec.get(k)

@@ -35,6 +35,7 @@ from diffsci.protein.design.contig import (MAX_LENGTH, MIN_LENGTH, Motif, contig
 from diffsci.protein.model.diffusion import ProteinModelConfig, build_space
 from diffsci.protein.design.motif import METHODS as MOTIF_METHODS
 from diffsci.protein.design.motif import TAPER
+from diffsci.protein.design.potentials import parse_potentials
 from diffsci.protein.ss import PAIR_UNKNOWN, SS_LETTERS, parse_ss, ss_condition
 
 __all__ = ["DesignRequest", "CheckedRequest", "SS_PRIOR", "TIME_POWER", "FEW_STEPS", "symmetry_order",
@@ -105,7 +106,9 @@ class DesignRequest:
     ``0.999 u^time_power``), ``rotation_rate`` (flow checkpoints; None: the checkpoint's). ``seed``
     (design i of a length draws from ``(seed, "protein-sample", "L100", i)``), ``device`` (None:
     where the model is; ``"auto"``, ``"cpu"``, ``"cuda:1"``), ``trajectory`` (keep every step's clean
-    prediction).
+    prediction). ``potentials``: sampling-time potentials on each step's clean prediction
+    (``"connectivity:1,sterics:1"`` or ``((name, weight), ...)``; None or ``"none"``: off, the
+    network alone; :mod:`diffsci.protein.design.potentials`).
     """
 
     lengths: tuple[int, ...] = ()
@@ -127,6 +130,7 @@ class DesignRequest:
     seed: int = 0
     device: str | None = None
     trajectory: bool = False
+    potentials: tuple | str | None = None
     # derived in __post_init__
     n_copies: int = field(init=False, default=1)
     plan: list | None = field(init=False, default=None, repr=False, compare=False)
@@ -137,6 +141,7 @@ class DesignRequest:
         object.__setattr__(self, "lengths", lengths)
         object.__setattr__(self, "total_length", parse_length_range(self.total_length, "total_length"))
         object.__setattr__(self, "n_copies", symmetry_order(self.symmetry))
+        object.__setattr__(self, "potentials", parse_potentials(self.potentials))
         self._check_sampler_options()
         self._check_combinations()
         if self.contig is not None:

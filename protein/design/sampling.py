@@ -95,7 +95,8 @@ class Design:
     ``ss``: the requested secondary structure of a chain, one letter per residue (H/E/L), with
     ``ss_pairs``, ``guidance_scale`` and ``strand_restraints`` as given (None: unconditional);
     with ``--ss prior`` the drawn ones, and ``topology`` the training chain and window they were
-    drawn from (:mod:`diffsci.protein.design.topology`)."""
+    drawn from (:mod:`diffsci.protein.design.topology`). ``potentials``: the sampling-time potentials
+    used (``connectivity:1,sterics:1``; None: the network alone)."""
 
     name: str
     coords: np.ndarray
@@ -124,6 +125,7 @@ class Design:
     guidance_scale: float | None = None
     strand_restraints: float | None = None
     topology: str | None = None
+    potentials: str | None = None
 
     def __post_init__(self) -> None:
         if not self.chain_lengths:
@@ -279,7 +281,7 @@ class _Designer:
                 res_index=torch.cat([torch.arange(c) for c in lay.chain_lengths]))
         ss_fields, record, topo = self._ss(length, gen)
         inputs = DesignInputs(length * r.n_copies, r.n_copies, motif_method=r.motif_method, motif_taper=r.motif_taper,
-                              **layout_fields, **ss_fields)
+                              potentials=r.potentials, **layout_fields, **ss_fields)
         return _Plan(inputs, length, lay.chain_lengths if lay is not None else (length,), lay, topo, record)
 
     def design(self, length: int, i: int) -> Design:
@@ -301,6 +303,7 @@ class _Designer:
     def _design_record(self, plan: _Plan, coords, i: int, seconds: float, traj, times) -> Design:
         r, c, lay = self.request, self.checked, plan.layout
         common = dict(length=plan.length, index=i, seed=r.seed, seconds=seconds, sampler=c.sampler, steps=r.steps,
+                      potentials=",".join(f"{k}:{w:g}" for k, w in r.potentials) or None,
                       time_power=r.time_power, rotation_rate=c.rotation_rate, trajectory=traj, trajectory_times=times,
                       **(plan.ss_record or {}))
         if lay is None:
