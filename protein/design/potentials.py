@@ -102,6 +102,14 @@ def _pair_gradient(x: torch.Tensor, pairs: torch.Tensor, lo: torch.Tensor | floa
     return energy, grad
 
 
+def _near(x: torch.Tensor, pairs: torch.Tensor, d0: torch.Tensor, reach: float):
+    """The steric pairs closer than ``d0 + reach`` Å in some state of the batch: those that can
+    come within their minimum distance in the next few steps (the list is refreshed every 10)."""
+    d = (x[:, pairs[:, 0]] - x[:, pairs[:, 1]]).norm(dim=-1)  # (B, P)
+    keep = (d < d0.to(x.device) + reach).any(0)
+    return pairs[keep], d0[keep]
+
+
 def relax_ca(ca: torch.Tensor, terms, chain: torch.Tensor, res_idx: torch.Tensor, *, iters: int = 30,
              step: float = 0.1) -> torch.Tensor:
     """``ca`` (B, N, 3) Å moved down the weighted energies ``terms`` (``((name, weight), ...)``)
@@ -113,8 +121,11 @@ def relax_ca(ca: torch.Tensor, terms, chain: torch.Tensor, res_idx: torch.Tensor
         return ca
     x = ca.to(torch.float64)
     bonds = connectivity_pairs(chain, res_idx) if "connectivity" in weights else None
-    clash = steric_pairs(chain, res_idx) if "sterics" in weights else None
-    for _ in range(iters):
+    every = steric_pairs(chain, res_idx) if "sterics" in weights else None
+    clash = None
+    for it in range(iters):
+        if every is not None and it % 10 == 0:  # the pairs near enough to matter, refreshed
+            clash = _near(x, *every, reach=3.0)
         grad = torch.zeros_like(x)
         if bonds is not None:
             grad += weights["connectivity"] * _pair_gradient(x, bonds, *CA_CA_WINDOW)[1]
