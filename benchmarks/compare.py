@@ -81,7 +81,9 @@ def _run(args) -> int:
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("compare", help="compare the numbers of two benchmark results.json files",
-                              description=__doc__.splitlines()[0] + " Exit status 1 when they differ.")
+                              description="Do two benchmark runs give the same numbers? Every numeric leaf of the two "
+                                          "results.json files is matched by its path (wall-clock fields left "
+                                          "out). Exit status 1 when they differ.")
     p.add_argument("a", help="first results.json")
     p.add_argument("b", help="second results.json")
     p.add_argument("--rtol", type=float, default=1e-6, help="relative tolerance (default 1e-6)")
