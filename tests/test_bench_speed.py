@@ -1,6 +1,7 @@
 """diffsci bench speed through the CLI on tiny configurations (seconds are positive; speeds not asserted)."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -56,10 +57,19 @@ def test_weather_emulator_against_simulator(tmp_path):
     assert w["peak_rss_mb"] > 0 and w["simulator_peak_rss_mb"] > 0
 
 
+def _rss_mb() -> float:
+    line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024.0
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
 def test_peak_memory_sees_an_allocation():
     reset_peak_memory()
     before = peak_memory()["peak_rss_mb"]
-    block = np.ones(64 * 2**20 // 8)  # 64 MiB touched
+    # the reset lowers the mark to the current size where the kernel allows it (it did not, once,
+    # in a long test run): touch enough to pass the mark either way
+    size = 64 + max(0.0, before - _rss_mb())
+    block = np.ones(int(size * 2**20) // 8)
     after = peak_memory()["peak_rss_mb"]
     assert after >= before + 60 and block[-1] == 1.0
 
