@@ -40,7 +40,7 @@ from diffsci.protein.frames import ANGSTROM_PER_NM
 from diffsci.protein.model.diffusion import ProteinCond, SelfConditioned, build_space
 from diffsci.protein.model.network import FrameDenoiserNet
 from diffsci.protein.design.motif import TAPER, condition_on_motif
-from diffsci.protein.design.potentials import relax_ca
+from diffsci.protein.design.potentials import Potentials
 from diffsci.protein.design.request import TIME_POWER, sampling_rotation_rate
 from diffsci.protein.design.strands import StrandRestraints, request_restraints, strand_restraints
 
@@ -156,12 +156,12 @@ def _potentials(stage: Stage, ctx: BuildContext) -> Stage:
     terms = ctx.inputs.potentials
     if not terms:
         return stage
-    chain, res_idx, mask = ctx.cond.chain[0], ctx.cond.res_idx[0], ctx.cond.mask
+    potentials, mask = Potentials(terms, ctx.cond.chain[0], ctx.cond.res_idx[0]), ctx.cond.mask  # pairs found once
     inner = stage.denoise
 
     def denoise(x, t, cond):
         trans0, rots0 = inner(x, t, cond)
-        moved = relax_ca(trans0 * ANGSTROM_PER_NM, terms, chain, res_idx) / ANGSTROM_PER_NM
+        moved = potentials.relax(trans0 * ANGSTROM_PER_NM) / ANGSTROM_PER_NM
         return remove_com(moved, mask.expand(trans0.shape[0], -1)), rots0
 
     return Stage(denoise, stage.constraint)

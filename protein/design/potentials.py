@@ -33,7 +33,7 @@ import torch
 
 from diffsci.core.errors import DiffsciError
 
-__all__ = ["POTENTIALS", "parse_potentials", "relax_ca", "energy", "connectivity_pairs", "steric_pairs"]
+__all__ = ["POTENTIALS", "Potentials", "parse_potentials", "relax_ca", "energy", "connectivity_pairs", "steric_pairs"]
 
 CA_CA_WINDOW = (3.65, 3.95)
 STERIC_INTRA, STERIC_INTER = 3.8, 4.0
@@ -110,40 +110,59 @@ def _near(x: torch.Tensor, pairs: torch.Tensor, d0: torch.Tensor, reach: float):
     return pairs[keep], d0[keep]
 
 
+class Potentials:
+    """The requested potentials of one design: ``terms`` ``((name, weight), ...)`` over residues
+    whose chain and residue numbers are ``chain``, ``res_idx`` (N,). The residue pairs each
+    potential restrains are found once here, not at every sampling step."""
+
+    def __init__(self, terms, chain: torch.Tensor, res_idx: torch.Tensor):
+        self.weights = dict(terms)
+        self.bonds = connectivity_pairs(chain, res_idx) if "connectivity" in self.weights else None
+        self.steric = steric_pairs(chain, res_idx) if "sterics" in self.weights else None
+
+    def _terms(self, x: torch.Tensor, steric=None):
+        """(weight, pairs, lo, hi) of each potential; ``steric``: the steric pairs to use (default all)."""
+        out = []
+        if self.bonds is not None:
+            out.append((self.weights["connectivity"], self.bonds, *CA_CA_WINDOW))
+        if self.steric is not None:
+            pairs, d0 = self.steric if steric is None else steric
+            out.append((self.weights["sterics"], pairs, d0.to(x.device), float("inf")))
+        return out
+
+    def energy(self, ca: torch.Tensor) -> torch.Tensor:
+        """The weighted energy (B,) for ``ca`` (B, N, 3) Å (what :meth:`relax` lowers)."""
+        x = ca.to(torch.float64)
+        total = x.new_zeros(x.shape[0])
+        for w, pairs, lo, hi in self._terms(x):
+            total += w * _pair_gradient(x, pairs, lo, hi)[0]
+        return total
+
+    def relax(self, ca: torch.Tensor, *, iters: int = 30, step: float = 0.1) -> torch.Tensor:
+        """``ca`` (B, N, 3) Å moved down :meth:`energy` by ``iters`` gradient steps of size ``step``
+        (Å² per unit energy; stable below ~0.25 / weight for these quadratic penalties). A trace
+        that violates nothing is returned unchanged (every gradient is zero)."""
+        if not self.weights:
+            return ca
+        x, near = ca.to(torch.float64), None
+        for it in range(iters):
+            if self.steric is not None and it % 10 == 0:  # the pairs near enough to matter, refreshed
+                near = _near(x, *self.steric, reach=3.0)
+            grad = torch.zeros_like(x)
+            for w, pairs, lo, hi in self._terms(x, near):
+                grad += w * _pair_gradient(x, pairs, lo, hi)[1]
+            if not grad.any():
+                break
+            x = x - step * grad
+        return x.to(ca.dtype)
+
+
 def relax_ca(ca: torch.Tensor, terms, chain: torch.Tensor, res_idx: torch.Tensor, *, iters: int = 30,
              step: float = 0.1) -> torch.Tensor:
-    """``ca`` (B, N, 3) Å moved down the weighted energies ``terms`` (``((name, weight), ...)``)
-    by ``iters`` gradient steps of size ``step`` (Å² per unit energy; stable below ~0.25 / weight
-    for these quadratic penalties). ``chain``, ``res_idx`` (N,) say which residues are chain
-    neighbours. A trace that violates nothing is returned unchanged (every gradient is zero)."""
-    weights = dict(terms)
-    if not weights:
-        return ca
-    x = ca.to(torch.float64)
-    bonds = connectivity_pairs(chain, res_idx) if "connectivity" in weights else None
-    every = steric_pairs(chain, res_idx) if "sterics" in weights else None
-    clash = None
-    for it in range(iters):
-        if every is not None and it % 10 == 0:  # the pairs near enough to matter, refreshed
-            clash = _near(x, *every, reach=3.0)
-        grad = torch.zeros_like(x)
-        if bonds is not None:
-            grad += weights["connectivity"] * _pair_gradient(x, bonds, *CA_CA_WINDOW)[1]
-        if clash is not None:
-            grad += weights["sterics"] * _pair_gradient(x, clash[0], clash[1].to(x.device), float("inf"))[1]
-        if not grad.any():
-            break
-        x = x - step * grad
-    return x.to(ca.dtype)
+    """:meth:`Potentials.relax` of ``ca`` (B, N, 3) Å for ``terms`` over ``chain``, ``res_idx`` (N,)."""
+    return Potentials(terms, chain, res_idx).relax(ca, iters=iters, step=step)
 
 
 def energy(ca: torch.Tensor, terms, chain: torch.Tensor, res_idx: torch.Tensor) -> torch.Tensor:
-    """The weighted energy (B,) of ``terms`` for ``ca`` (B, N, 3) Å (what :func:`relax_ca` lowers)."""
-    weights, x = dict(terms), ca.to(torch.float64)
-    total = x.new_zeros(x.shape[0])
-    if "connectivity" in weights:
-        total += weights["connectivity"] * _pair_gradient(x, connectivity_pairs(chain, res_idx), *CA_CA_WINDOW)[0]
-    if "sterics" in weights:
-        pairs, d0 = steric_pairs(chain, res_idx)
-        total += weights["sterics"] * _pair_gradient(x, pairs, d0.to(x.device), float("inf"))[0]
-    return total
+    """:meth:`Potentials.energy` of ``ca`` (B, N, 3) Å for ``terms`` over ``chain``, ``res_idx`` (N,)."""
+    return Potentials(terms, chain, res_idx).energy(ca)
