@@ -255,3 +255,67 @@ def test_warm_start_accepts_only_optional_new_parameters(tmp_path):
     with pytest.raises(RuntimeError, match="unexpected keys"):
         _load_warm_start(plain, sc.state_dict())
 
+
+
+V2 = dataclasses.replace(TINY, position="termini", far_neighbors=2, k_neighbors=4)
+
+
+def _perturbed(cfg):
+    model = build_model(ProteinModelConfig(net=cfg)).double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p, generator=None))
+    return model
+
+
+def test_v2_features_keep_equivariance_and_padding_invariance():
+    torch.manual_seed(0)
+    model = _perturbed(V2)
+    trans, rots, cond = _inputs(b=2, n=40)
+    t = torch.tensor([0.3, 0.8], dtype=torch.float64)
+    assert_frames_equivariant(lambda x, r: model((x, r), t, cond), trans, rots, dtype=torch.float64)
+    one = ProteinCond(torch.ones(1, 40, dtype=torch.bool), cond.res_idx[:1], cond.chain[:1])
+    a, _ = model((trans[:1], rots[:1]), t[:1], one)
+    pad_t = torch.cat([trans[:1], torch.randn(1, 30, 3, dtype=torch.float64) * 50], 1)
+    pad_r = torch.cat([rots[:1], so3.random_rotations((1, 30), dtype=torch.float64)], 1)
+    mask = torch.zeros(1, 70, dtype=torch.bool)
+    mask[:, :40] = True
+    b, _ = model((pad_t, pad_r), t[:1], ProteinCond(mask, torch.arange(70)[None], torch.zeros(1, 70, dtype=torch.long)))
+    torch.testing.assert_close(a, b[:, :40], rtol=0, atol=1e-10)
+
+
+def test_termini_position_features_ignore_the_numbering_and_index_features_do_not():
+    """v2 ("termini") sees only relative positions: renumbering a chain from 1000 leaves the
+    prediction unchanged; v1 ("index") embeds the absolute index and changes."""
+    trans, rots, cond = _inputs(b=1, n=30)
+    t = torch.tensor([0.5], dtype=torch.float64)
+    shifted = dataclasses.replace(cond, res_idx=cond.res_idx + 1000)
+    for cfg, same in ((V2, True), (TINY, False)):
+        torch.manual_seed(1)
+        model = _perturbed(cfg)
+        a, _ = model((trans, rots), t, cond)
+        b, _ = model((trans, rots), t, shifted)
+        assert torch.allclose(a, b, atol=1e-10) == same, cfg.position
+
+
+def test_far_neighbours_add_long_range_edges_at_doubling_ranks():
+    from diffsci.protein.model.network import far_ranks, termini_distances
+
+    assert far_ranks(12, 4, 100) == [24, 48, 96]  # 192 is beyond 99 others
+    assert far_ranks(12, 0, 100) == []
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 100, 3, generator=g, dtype=torch.float64)
+    mask = torch.ones(1, 100, dtype=torch.bool)
+    idx, chain = torch.arange(100)[None], torch.zeros(1, 100, dtype=torch.long)
+    near = build_model(ProteinModelConfig(net=dataclasses.replace(TINY, k_neighbors=12))).net
+    far = build_model(ProteinModelConfig(net=dataclasses.replace(TINY, k_neighbors=12, far_neighbors=4))).net
+    e0, e1 = (set(zip(*(t.tolist() for t in m.build_edges(x, mask, idx, chain)))) for m in (near, far))
+    assert e0 < e1
+    d = torch.cdist(x[0], x[0])
+    extra = e1 - e0
+    # every extra edge joins a receiver to its 24th, 48th or 96th nearest other residue
+    order = d.argsort(-1)[:, 1:]  # the others, nearest first (0: the residue itself)
+    expected = {(int(order[i, r]), i) for i in range(100) for r in (24, 48, 96)}
+    assert extra == expected - e0 and len(extra) > 250
+    before, after = termini_distances(idx, chain, mask)
+    assert before[0, :3].tolist() == [0, 1, 2] and after[0, -1] == 0 and before[0, 50] == 32

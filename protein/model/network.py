@@ -75,10 +75,23 @@ class FrameNetConfig:
     # with ss_conditioning: every pair of residues given as paired (parallel or antiparallel) is
     # also an edge, so the pairing request reaches residues that are not yet neighbours in space
     pair_edges: bool = False
+    # what the residue-position node features say: "index", the sinusoidal embedding of the
+    # absolute residue index (v1; it does not extrapolate past the lengths trained on), or
+    # "termini", the embedding of each residue's distance (in residues, clipped at
+    # TERMINUS_CLIP) to the N- and the C-terminus of its chain: the same numbers for every
+    # interior residue at any length, and unchanged by shifting the residue numbering
+    position: str = "index"
+    # long-range edges beside the k nearest: each residue also receives from its 2k-th, 4k-th,
+    # 8k-th... nearest residue (``far_neighbors`` of them), so a strand can hear a partner that is not yet near (the role of
+    # Genie 2's and Proteina's pair features over all pairs, at the cost of a few edges)
+    far_neighbors: int = 0
 
     def __post_init__(self):
         for name in ("scalars", "vectors", "layers", "k_neighbors", "radial"):
             check_int(getattr(self, name), f"FrameNetConfig.{name}")
+        check_int(self.far_neighbors, "FrameNetConfig.far_neighbors", minimum=0, maximum=8)
+        if self.position not in ("index", "termini"):
+            raise DiffsciError(f"FrameNetConfig.position must be 'index' or 'termini', got {self.position!r}")
         if self.pair_edges and not self.ss_conditioning:
             raise DiffsciError("FrameNetConfig.pair_edges needs ss_conditioning (the pairs are SS inputs)")
 
@@ -88,6 +101,26 @@ class FrameNetConfig:
         if self.tensors:
             parts.append((self.tensors, "2e"))
         return o3.Irreps([(m, o3.Irrep(ir)) for m, ir in parts])
+
+
+#: residues from a chain end beyond which the "termini" position features stop changing
+TERMINUS_CLIP = 32
+
+
+def termini_distances(res_idx: torch.Tensor, chain: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each residue's count of residues of its chain before and after it (by residue index;
+    masked residues do not count), clipped at :data:`TERMINUS_CLIP`. Shapes (B, N) each."""
+    same = (chain[:, :, None] == chain[:, None, :]) & mask[:, None, :]
+    before = (same & (res_idx[:, None, :] < res_idx[:, :, None])).sum(-1)
+    after = (same & (res_idx[:, None, :] > res_idx[:, :, None])).sum(-1)
+    return before.clamp(max=TERMINUS_CLIP), after.clamp(max=TERMINUS_CLIP)
+
+
+def far_ranks(k: int, n_far: int, n: int) -> list[int]:
+    """The distance ranks (0 = nearest other residue) of the long-range edges: ``2k, 4k, 8k...``
+    (``n_far`` of them), those below ``n - 1`` (a structure of ``n`` residues; a padded one drops
+    the ranks beyond its own residues later, so padding does not change a structure's edges)."""
+    return [r for r in (k * 2 ** (i + 1) for i in range(n_far)) if r < n - 1] if k > 0 else []
 
 
 def sinusoidal(x: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -335,8 +368,12 @@ class FrameDenoiserNet(nn.Module):
         k = min(self.cfg.k_neighbors, n - 1) if n > 1 else 0
         adj = torch.zeros(b, n, n, dtype=torch.bool, device=x.device)
         if k > 0:
-            idx = d_knn.topk(k, dim=-1, largest=False).indices
-            adj.scatter_(2, idx, True)
+            ranks = far_ranks(k, self.cfg.far_neighbors, n)
+            order = d_knn.topk(max([k - 1] + ranks) + 1, dim=-1, largest=False).indices
+            adj.scatter_(2, order[..., :k], True)
+            if ranks:
+                # a rank beyond a structure's own residues points at padding, removed below
+                adj.scatter_(2, order[..., ranks], True)
         same_chain = chain[:, :, None] == chain[:, None, :]
         seq = (res_idx[:, :, None] - res_idx[:, None, :]).abs() <= self.cfg.seq_window
         adj = adj | (seq & same_chain)
@@ -370,6 +407,14 @@ class FrameDenoiserNet(nn.Module):
             table = sinusoidal(torch.arange(-32, 33, device=device), 14, 100.0).to(dtype)
             self._offset_tables[key] = table
         return table
+
+    def _position_features(self, res_idx, chain, mask) -> torch.Tensor:
+        """(B N, n_idx) node scalars of residue position (``FrameNetConfig.position``)."""
+        if self.cfg.position == "index":
+            return sinusoidal(res_idx.reshape(-1), self.n_idx, 1000.0)
+        before, after = termini_distances(res_idx, chain, mask)
+        half = self.n_idx // 2
+        return torch.cat([sinusoidal(before.reshape(-1), half, 100.0), sinusoidal(after.reshape(-1), half, 100.0)], -1)
 
     def _add_ss(self, node_s, edge_s, ss, ss_pair, src, dst, b: int, n: int):
         """Node scalars (B N, F) plus the SS-class embedding and edge scalars (E, F_e) plus the
@@ -437,7 +482,7 @@ class FrameDenoiserNet(nn.Module):
             [_radial_basis(dist, self.cfg.radial, self.cfg.max_radius_nm).to(dtype),
              self._offset_table(dtype, trans.device)[seq_off + 32] * same[:, None], same[:, None], (1 - same)[:, None],
              t_emb[bidx[dst]]] + ([self.frame_edge_features(trans, rots, src, dst)] if self.cfg.frame_edges else []), -1)
-        node_s = torch.cat([t_emb[bidx], sinusoidal(res_idx.reshape(-1), self.n_idx, 1000.0).to(dtype)], -1)
+        node_s = torch.cat([t_emb[bidx], self._position_features(res_idx, chain, mask).to(dtype)], -1)
         if self.cfg.ss_conditioning:
             node_s, edge_s = self._add_ss(node_s, edge_s, cond.ss, cond.ss_pair, src, dst, b, n)
         axes = rots.reshape(b * n, 3, 3).transpose(-1, -2).reshape(b * n, 9)  # rows = frame axes (3x1o)
