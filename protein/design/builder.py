@@ -60,7 +60,8 @@ class DesignInputs:
     checkpoint; None: unknown) with ``guidance_scale``; ``strand_restraints`` their strength (0:
     none; needs ``ss``, one chain) with the strand segments paired as ``strand_pairs`` says
     (``(a, b, parallel[, register])``; None: as ``ss_pair`` says); ``potentials`` the sampling-time
-    potentials ``((name, weight), ...)`` (:mod:`diffsci.protein.design.potentials`; empty: none)."""
+    potentials ``((name, weight), ...)`` (:mod:`diffsci.protein.design.potentials`; empty: none)
+    with ``hotspots`` the state positions of the hotspot residues (fixed residues of ``known``)."""
 
     n_res: int
     n_chains: int = 1
@@ -75,6 +76,7 @@ class DesignInputs:
     strand_restraints: float = 0.0
     strand_pairs: tuple | None = None
     potentials: tuple = ()
+    hotspots: tuple | None = None
 
     def __post_init__(self):
         if self.strand_restraints and (self.ss is None or self.n_chains > 1):
@@ -156,7 +158,10 @@ def _potentials(stage: Stage, ctx: BuildContext) -> Stage:
     terms = ctx.inputs.potentials
     if not terms:
         return stage
-    potentials, mask = Potentials(terms, ctx.cond.chain[0], ctx.cond.res_idx[0]), ctx.cond.mask  # pairs found once
+    known, mask = ctx.inputs.known, ctx.cond.mask
+    fixed = None if known is None else known[1][0].to(mask.device)  # the motif: placed by the motif conditioner
+    potentials = Potentials(terms, ctx.cond.chain[0], ctx.cond.res_idx[0], fixed=fixed,
+                            hotspots=ctx.inputs.hotspots)  # pairs found once
     inner = stage.denoise
 
     def denoise(x, t, cond):
