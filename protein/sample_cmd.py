@@ -144,7 +144,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--total-length", help="with --contig: range of the designed chains' total length, e.g. 80-120 "
                                           "(RFdiffusion's contigmap.length: fixed chains such as a binder's target do "
                                           "not count); scaffold lengths are redrawn until it fits")
-    p.add_argument("--symmetry", help="cyclic symmetry Cn (e.g. C3): n chains of --length residues (not with --contig)")
+    p.add_argument("--symmetry", help="point-group symmetry: C2..C12 (n copies about the z axis) or D2 (4 copies; "
+                                      "2-fold axes z, x and y), each copy a chain of --length residues (not with "
+                                      "--contig); sampling starts from one copy's noise placed off the axes")
     p.add_argument("--ss", help="secondary structure per chain, one letter per residue over H/E/L (HHHHLLEEEE) or "
                                 "run-length (L2E8L3E8L3H16L2); its length must match --length (or sets it); with "
                                 "a --contig (one chain, each scaffold segment one length, e.g. 24/A712-725/2) it "

@@ -270,7 +270,7 @@ def test_reused_output_folder_is_refused_unless_overwrite(tiny_checkpoint, tmp_p
     (["--length", "0"], "length must be between 40 and 512, got 0"),
     (["--length", "1000"], "length must be between 40 and 512, got 1000"),
     (["--length", "50", "--sampler", "nope"], "unknown sampler"),
-    (["--length", "50", "--symmetry", "D2"], "symmetry 'D2'"),
+    (["--length", "50", "--symmetry", "D3"], "symmetry 'D3'"),
     (["--contig", "10/A5-90/10", "--motif", "MOTIF"], "not in the motif file"),
     (["--contig", "10/A5-9/10", "--motif", "/no/such.pdb"], "not found"),
     (["--contig", "10/Q/10", "--motif", "MOTIF"], "cannot parse"),

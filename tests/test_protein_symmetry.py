@@ -1,18 +1,27 @@
 """Symmetric oligomers: the groups, the symmetrising projection, the symmetric starting noise,
-the copies kept off the axes."""
+the copies kept off the axes, and designs whose copies are exact copies."""
 
 import itertools
+import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
+from diffsci.core.cli import main
 from diffsci.core.errors import DiffsciError
 from diffsci.core.schedules import FlowMatching
 from diffsci.core.spaces import EuclideanCoM, Product, SO3Flow
+from diffsci.core.utils import make_generator
 from diffsci.protein.design import builder
-from diffsci.protein.design.symmetry import (SymmetryGroup, copy_spacing, expected_rg, parse_symmetry, placement,
-                                             symmetric_prior, symmetrise)
+from diffsci.protein.design.builder import BuildContext, DesignInputs, SamplerSettings, _cond, sample_states
+from diffsci.protein.design.request import DesignRequest, symmetry_order
+from diffsci.protein.design.sampling import load_model, sample_backbones
+from diffsci.protein.design.symmetry import (SymmetryGroup, copy_spacing, expected_rg, min_copy_spacing,
+                                             parse_symmetry, placement, symmetric_prior, symmetrise)
+from diffsci.protein.io.structure import read_structure_chains
+from diffsci.protein.model.diffusion import build_space
 
 NAMES = [f"C{n}" for n in range(2, 13)] + ["D2"]
 FLOW = Product((EuclideanCoM(FlowMatching()), SO3Flow()))
@@ -84,6 +93,28 @@ def test_other_symmetries_are_refused_in_one_line_naming_what_is_offered(name):
     msg = str(err.value)
     assert msg.startswith(f"symmetry {name!r}: offered are C2 to C12") and "D2" in msg and "\n" not in msg
     assert parse_symmetry("c7") == SymmetryGroup("C7") and parse_symmetry(None) is None and parse_symmetry("") is None
+
+
+@pytest.mark.parametrize("name", ["C1", "C13", "D3", "T"])
+def test_the_request_refuses_other_symmetries(name):
+    with pytest.raises(DiffsciError, match=f"symmetry {name!r}: offered are C2 to C12"):
+        DesignRequest(lengths=[40], symmetry=name)
+
+
+@pytest.mark.parametrize("name", ["C1", "C13", "D3", "T"])
+def test_the_cli_refuses_other_symmetries_with_exit_2(tiny_checkpoint, tmp_path, capsys, name):
+    code = main(["protein", "sample", "--checkpoint", str(tiny_checkpoint), "--length", "40", "--symmetry", name,
+                 "--out", str(tmp_path / "o"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and f"symmetry {name!r}: offered are C2 to C12" in err and "D2" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
+
+
+def test_the_request_reads_the_group():
+    r = DesignRequest(lengths=[40], symmetry="d2")
+    assert (r.symmetry, r.group, r.n_copies) == ("D2", SymmetryGroup("D2"), 4)
+    assert DesignRequest(lengths=[40], symmetry="c12").n_copies == 12 and DesignRequest(lengths=[40]).group is None
+    assert [symmetry_order(s) for s in (None, "", "C2", "C12", "D2")] == [1, 1, 2, 12, 4]
 
 
 # ----------------------------------------------------------------------------- symmetrise
@@ -166,3 +197,101 @@ def test_the_symmetric_prior_is_one_subunits_noise_placed_off_the_axes(name):
     if name == "D2":  # tetrahedron: all six pairs 2 Rg apart
         torch.testing.assert_close(gaps.min(-1).values, torch.full((b, n), 2 * rg, dtype=torch.float64),
                                    atol=1e-4, rtol=0)
+
+
+def test_a_state_that_is_not_equal_chains_or_a_group_of_another_order_is_refused(tiny_checkpoint):
+    g = SymmetryGroup("C3")
+    with pytest.raises(DiffsciError, match="not 3 equal chains"):
+        symmetrise(g, (torch.zeros(1, 10, 3), torch.eye(3).expand(1, 10, 3, 3)))
+    lm = load_model(tiny_checkpoint)
+    inputs = DesignInputs(4 * 40, n_chains=4)
+    cond = _cond(inputs, 1, torch.device("cpu"))
+    ctx = BuildContext(lm, build_space(lm.config, cond.mask), cond, inputs, make_generator(0, "t"))
+    assert ctx.symmetry == SymmetryGroup("C4")  # old callers: n chains are Cn
+    with pytest.raises(DiffsciError, match="symmetry C3: 3 copies, but the design has 4 chains"):
+        BuildContext(lm, build_space(lm.config, cond.mask), cond, inputs, make_generator(0, "t"), g)
+
+
+# ------------------------------------------------------------------------------------ designs
+def test_a_c6_design_has_exact_copies_kept_apart(tiny_checkpoint):
+    """C6 with the tiny model, the network alone: the six chains are exact copies, rotated by
+    2 pi k / 6 about z, and their centres are at least min_copy_spacing apart."""
+    lm = load_model(tiny_checkpoint)
+    (d,) = sample_backbones(lm, DesignRequest(lengths=[40], num=1, steps=6, symmetry="C6", potentials="none"),
+                            progress=False)
+    assert d.coords.shape == (6, 40, 4, 3) and d.symmetry == "C6"
+    ops = SymmetryGroup("C6").operators().numpy()
+    for k in range(6):  # every atom, the last O included
+        np.testing.assert_allclose(d.coords[0] @ ops[k].T, d.coords[k], atol=1e-3)
+    centres = d.coords[:, :, 1].mean(1)
+    gaps = np.linalg.norm(centres[:, None] - centres[None], axis=-1) + 1e9 * np.eye(6)
+    assert gaps.min() >= min_copy_spacing(40) - 1e-3
+
+
+def test_a_prediction_that_stacks_the_copies_is_moved_out_before_the_potentials(tiny_checkpoint, monkeypatch):
+    """A network that predicts every copy at the origin (here: its prediction shrunk 100-fold
+    before the symmetry conditioner): the design's copies end exactly min_copy_spacing apart,
+    and the potentials (after the symmetry conditioner) saw symmetric, moved-out predictions."""
+    lm = load_model(tiny_checkpoint)
+    g, L = SymmetryGroup("C6"), 40
+    seen = []
+
+    def stack(stage, ctx):
+        def denoise(x, t, cond):
+            trans, rots = stage.denoise(x, t, cond)
+            return trans * 0.01, rots
+        return builder.Stage(denoise, stage.constraint)
+
+    def spy(stage, ctx):  # where the potentials sit: sees what they would relax
+        def denoise(x, t, cond):
+            out = stage.denoise(x, t, cond)
+            seen.append(out)
+            return out
+        return builder.Stage(denoise, stage.constraint)
+
+    names = [c[0] for c in builder.CONDITIONERS]
+    assert names.index("symmetry") < names.index("potentials")
+    spied = [("stack", stack)] + [c for c in builder.CONDITIONERS if c[0] != "potentials"]
+    spied.insert(names.index("potentials") + 1, ("spy", spy))
+    monkeypatch.setattr(builder, "CONDITIONERS", spied)
+    trans, rots = sample_states(lm, DesignInputs(6 * L, n_chains=6), SamplerSettings("euler", 4),
+                                make_generator(2, "t"), symmetry=g)
+    want = torch.tensor([min_copy_spacing(L) / 10])  # nm
+    for x0 in seen:
+        _is_symmetric(g, (x0[0].double(), x0[1].double()), L, atol=1e-5)
+        torch.testing.assert_close(copy_spacing(g, x0[0][:, :L].mean(1)), want, atol=1e-5, rtol=0)
+    torch.testing.assert_close(copy_spacing(g, trans[:, :L].mean(1)), want, atol=1e-5, rtol=0)
+
+
+def test_the_states_start_from_the_placed_noise(tiny_checkpoint, monkeypatch):
+    """sample_states with a group: the first state the denoiser sees is the symmetric prior."""
+    lm = load_model(tiny_checkpoint)
+    g, L = SymmetryGroup("D2"), 40
+    inputs = DesignInputs(4 * L, n_chains=4)
+    seen = []
+
+    def record(stage, ctx):
+        def denoise(x, t, cond):
+            seen.append(x)
+            return stage.denoise(x, t, cond)
+        return builder.Stage(denoise, stage.constraint)
+
+    monkeypatch.setattr(builder, "CONDITIONERS", [("record", record), *builder.CONDITIONERS])
+    sample_states(lm, inputs, SamplerSettings("euler", 2), make_generator(3, "t"), symmetry=g)
+    cond = _cond(inputs, 1, torch.device("cpu"))
+    like = (torch.zeros(1, 4 * L, 3), torch.eye(3).expand(1, 4 * L, 3, 3).clone())
+    start = symmetric_prior(g, build_space(lm.config, cond.mask), like, make_generator(3, "t"))
+    torch.testing.assert_close(seen[0][0], start[0], atol=1e-6, rtol=0)  # (the sampler symmetrises it once more)
+    torch.testing.assert_close(seen[0][1], start[1], atol=1e-6, rtol=0)
+
+
+def test_a_d2_design_from_the_command_line(tiny_checkpoint, tmp_path):
+    out = tmp_path / "d2"
+    assert main(["protein", "sample", "--checkpoint", str(tiny_checkpoint), "--length", "40", "--symmetry", "d2",
+                 "--steps", "4", "--potentials", "none", "--out", str(out), "--quiet"]) == 0
+    chains = read_structure_chains(out / "len40_000.pdb", max_ca_distance=1e9)
+    assert [c.chain_id for c in chains] == ["A", "B", "C", "D"]
+    ops = SymmetryGroup("D2").operators().numpy()
+    for k in range(4):  # as written (3 decimals): within rounding
+        np.testing.assert_allclose(chains[0].coords @ ops[k].T, chains[k].coords, atol=3e-3)
+    assert json.loads((out / "len40_000.json").read_text())["symmetry"] == "D2"

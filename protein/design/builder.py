@@ -13,9 +13,19 @@ wrappers. Today's entries:
    (:func:`ss_denoiser`); it replaces the base denoiser, so it comes first;
 2. ``strand_restraints``: the clean prediction relaxed towards a β-sheet
    (:class:`~diffsci.protein.design.strands.StrandRestraints`);
-3. ``symmetry``: a Cn-symmetrising constraint (:func:`cyclic_constraint`);
-4. ``motif``: the motif aligned onto the clean prediction, or held in a fixed frame
+3. ``symmetry`` (a symmetric design: ``BuildContext.symmetry``, a
+   :class:`~diffsci.protein.design.symmetry.SymmetryGroup`): the clean prediction symmetrised,
+   its copies kept off the axes, and the state symmetrised after every step
+   (:mod:`diffsci.protein.design.symmetry`); before the potentials, so they relax a symmetric
+   structure whose copies do not sit on one another;
+4. ``potentials``: the clean prediction relaxed by the sampling-time potentials
+   (:class:`~diffsci.protein.design.potentials.Potentials`);
+5. ``motif``: the motif aligned onto the clean prediction, or held in a fixed frame
    (:func:`~diffsci.protein.design.motif.condition_on_motif`).
+
+A symmetric design also starts from symmetric noise
+(:func:`~diffsci.protein.design.symmetry.symmetric_prior`: one subunit's noise, placed off the
+axes and copied by the group's operators).
 
 A new way of steering sampling (a potential on the clean prediction, a constraint on the
 state) is one more function ``(stage, ctx) -> stage`` in that list: nothing else changes.
@@ -25,7 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -43,6 +52,8 @@ from diffsci.protein.design.motif import TAPER, condition_on_motif
 from diffsci.protein.design.potentials import Potentials
 from diffsci.protein.design.request import TIME_POWER, sampling_rotation_rate
 from diffsci.protein.design.strands import StrandRestraints, request_restraints, strand_restraints
+from diffsci.protein.design.symmetry import (SymmetryGroup, min_copy_spacing, symmetric_denoiser, symmetric_prior,
+                                             symmetry_constraint)
 
 __all__ = ["DesignInputs", "SamplerSettings", "Stage", "BuildContext", "CONDITIONERS", "build_stage", "sample_states",
            "ss_denoiser", "cyclic_constraint"]
@@ -107,13 +118,23 @@ class Stage:
 class BuildContext:
     """What a conditioner may read: the ``bundle``, the ``space``, the conditioning ``cond``
     (:class:`~diffsci.protein.model.diffusion.ProteinCond`, on the model's device), the design's
-    ``inputs`` and the noise ``generator``."""
+    ``inputs``, the noise ``generator`` and the design's ``symmetry`` (None with
+    ``inputs.n_chains`` > 1: ``C<n_chains>``; its order must be ``inputs.n_chains``)."""
 
     bundle: Bundle
     space: Product
     cond: ProteinCond
     inputs: DesignInputs
     generator: object
+    symmetry: SymmetryGroup | None = None
+
+    def __post_init__(self):
+        n = self.inputs.n_chains
+        if self.symmetry is None and n > 1:
+            object.__setattr__(self, "symmetry", SymmetryGroup(f"C{n}"))
+        if self.symmetry is not None and self.symmetry.order != n:
+            raise DiffsciError(f"symmetry {self.symmetry.name}: {self.symmetry.order} copies, but the design has "
+                               f"{n} chains (DesignInputs.n_chains)")
 
 
 # ------------------------------------------------------------------------------ conditioners
@@ -172,44 +193,18 @@ def _potentials(stage: Stage, ctx: BuildContext) -> Stage:
     return Stage(denoise, stage.constraint)
 
 
-def _rz(angle: float, dtype, device) -> torch.Tensor:
-    c, s = math.cos(angle), math.sin(angle)
-    return torch.tensor([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]], dtype=dtype, device=device)
-
-
-def _project_so3(m: torch.Tensor) -> torch.Tensor:
-    u, _, vh = torch.linalg.svd(m)
-    d = torch.sign(torch.linalg.det(u @ vh))
-    fix = torch.ones_like(u[..., 0])
-    fix[..., -1] = d
-    return u @ torch.diag_embed(fix) @ vh
-
-
 def cyclic_constraint(n: int):
-    """A sampler ``constraint`` making a state of n equal-length chains Cn-symmetric about z:
-    each chain mapped back by its n-fold rotation, averaged, rotations projected back onto SO(3),
-    and the n copies rebuilt."""
-
-    def constraint(x, t):
-        trans, rots = x
-        b, N = trans.shape[:2]
-        L = N // n
-        rz = torch.stack([_rz(2 * math.pi * k / n, trans.dtype, trans.device) for k in range(n)])  # (n, 3, 3)
-        tr = trans.reshape(b, n, L, 3)
-        ro = rots.reshape(b, n, L, 3, 3)
-        back_t = torch.einsum("kji,bklj->bkli", rz, tr).mean(1)  # R_k^T t_k, averaged
-        back_r = _project_so3(torch.einsum("kji,bkljm->bklim", rz, ro).mean(1))
-        new_t = torch.einsum("kij,blj->bkli", rz, back_t).reshape(b, N, 3)
-        new_r = torch.einsum("kij,bljm->bklim", rz, back_r).reshape(b, N, 3, 3)
-        return new_t, new_r
-
-    return constraint
+    """A sampler ``constraint`` making a state of n equal-length chains Cn-symmetric about z
+    (:func:`~diffsci.protein.design.symmetry.symmetry_constraint` of ``C<n>``; kept for old callers)."""
+    return symmetry_constraint(SymmetryGroup(f"C{n}"))
 
 
 def _symmetry(stage: Stage, ctx: BuildContext) -> Stage:
-    if ctx.inputs.n_chains == 1:
+    group = ctx.symmetry
+    if group is None:
         return stage
-    return Stage(stage.denoise, cyclic_constraint(ctx.inputs.n_chains))
+    spacing = min_copy_spacing(ctx.inputs.n_res // group.order) / ANGSTROM_PER_NM
+    return Stage(symmetric_denoiser(group, stage.denoise, min_spacing=spacing), symmetry_constraint(group))
 
 
 def _motif(stage: Stage, ctx: BuildContext) -> Stage:
@@ -226,8 +221,8 @@ def _motif(stage: Stage, ctx: BuildContext) -> Stage:
 
 #: the conditioners, applied in this order to the base denoiser (module docstring)
 CONDITIONERS: list[tuple[str, Callable[[Stage, BuildContext], Stage]]] = [
-    ("ss_guidance", _ss_guidance), ("strand_restraints", _strand_restraints), ("potentials", _potentials),
-    ("symmetry", _symmetry), ("motif", _motif),
+    ("ss_guidance", _ss_guidance), ("strand_restraints", _strand_restraints), ("symmetry", _symmetry),
+    ("potentials", _potentials), ("motif", _motif),
 ]
 
 
@@ -267,13 +262,15 @@ def _check_generators(generator, device) -> None:
 
 @torch.no_grad()
 def sample_states(bundle: Bundle, inputs: DesignInputs, settings: SamplerSettings, generator, *, batch: int = 1,
-                  callback=None):
+                  callback=None, symmetry: SymmetryGroup | None = None):
     """Sample ``batch`` states of one design (``inputs``) with the bundle's model and
     ``settings``. Returns (trans (batch, N, 3) nm, rots (batch, N, 3, 3)), on the model's device.
 
     ``generator`` (one, or a list of ``batch``) must be on a device of the model's type
     (:func:`~diffsci.core.utils.make_generator` ``device=``); the tensors of ``inputs`` may be
-    anywhere (they are moved). ``callback(i, t, x, x0_hat)`` goes to the sampler."""
+    anywhere (they are moved). ``callback(i, t, x, x0_hat)`` goes to the sampler. ``symmetry``:
+    the group of a design of ``inputs.n_chains`` > 1 copies (None: ``C<n_chains>``; the
+    :class:`BuildContext`); such a design starts from symmetric noise."""
     cfg = bundle.config
     device = next(bundle.model.parameters()).device
     _check_generators(generator, device)
@@ -282,9 +279,10 @@ def sample_states(bundle: Bundle, inputs: DesignInputs, settings: SamplerSetting
     space = build_space(cfg, cond.mask, rotation_rate=1.0 if rate is None else rate)
     n_res = inputs.n_res
     like = (torch.zeros(batch, n_res, 3, device=device), torch.eye(3, device=device).expand(batch, n_res, 3, 3).clone())
-    x = space.prior(like, generator)
+    ctx = BuildContext(bundle, space, cond, inputs, generator, symmetry)
+    x = space.prior(like, generator) if ctx.symmetry is None else symmetric_prior(ctx.symmetry, space, like, generator)
     times = space.spaces[0].schedule.time_grid(settings.steps, power=settings.time_power)
-    stage = build_stage(BuildContext(bundle, space, cond, inputs, generator))
+    stage = build_stage(ctx)
     with contextlib.ExitStack() as stack:  # the weights are constant while sampling (FrameDenoiserNet.frozen_weights)
         for net in bundle.model.modules():
             if isinstance(net, FrameDenoiserNet):

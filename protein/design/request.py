@@ -21,7 +21,6 @@ diffsci.core.errors.DiffsciError: ss_pairs needs ss (the E segments it numbers)
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,6 +35,7 @@ from diffsci.protein.model.diffusion import ProteinModelConfig, build_space
 from diffsci.protein.design.motif import METHODS as MOTIF_METHODS
 from diffsci.protein.design.motif import TAPER
 from diffsci.protein.design.potentials import parse_potentials
+from diffsci.protein.design.symmetry import SymmetryGroup, parse_symmetry
 from diffsci.protein.ss import PAIR_UNKNOWN, SS_LETTERS, parse_ss, ss_condition
 
 __all__ = ["DesignRequest", "CheckedRequest", "SS_PRIOR", "TIME_POWER", "FEW_STEPS", "symmetry_order",
@@ -55,13 +55,10 @@ FEW_STEPS = 20
 
 
 def symmetry_order(symmetry) -> int:
-    """n of a cyclic symmetry ``"Cn"`` (n >= 2); 1 for none."""
-    if not symmetry:
-        return 1
-    m = re.fullmatch(r"[Cc](\d+)", str(symmetry))
-    if not m or int(m.group(1)) < 2:
-        raise DiffsciError(f"symmetry {symmetry!r}: use Cn with n >= 2 (e.g. C3)")
-    return int(m.group(1))
+    """The number of copies of a symmetry (``"C3"``: 3, ``"D2"``: 4;
+    :func:`~diffsci.protein.design.symmetry.parse_symmetry`); 1 for none."""
+    group = parse_symmetry(symmetry)
+    return 1 if group is None else group.order
 
 
 def default_sampler(cfg: ProteinModelConfig, steps: int | None = None) -> str:
@@ -87,7 +84,8 @@ class DesignRequest:
     """What to design; every field is checked when the request is made.
 
     Lengths or a contig: ``lengths`` (chain lengths, ``num`` designs each; with ``symmetry``
-    ``"Cn"`` each design is n copies of a chain of that length), or an RFdiffusion ``contig``
+    ``"C2"`` .. ``"C12"`` or ``"D2"`` (:mod:`diffsci.protein.design.symmetry`; kept as ``group``)
+    each design is the group's order of copies of a chain of that length), or an RFdiffusion ``contig``
     (:mod:`diffsci.protein.design.contig`; ``num`` designs) with the ``motif`` it names
     (:func:`~diffsci.protein.design.contig.load_motif`) and an optional ``total_length`` range (``(lo, hi)``
     or ``"80-120"``) for the residues of the designed chains (RFdiffusion's ``contigmap.length``:
@@ -133,6 +131,7 @@ class DesignRequest:
     potentials: tuple | str | None = None
     # derived in __post_init__
     n_copies: int = field(init=False, default=1)
+    group: SymmetryGroup | None = field(init=False, default=None)
     plan: list | None = field(init=False, default=None, repr=False, compare=False)
     limits: tuple[int, int] | None = field(init=False, default=None)
 
@@ -140,7 +139,10 @@ class DesignRequest:
         lengths = tuple(int(n) for n in self.lengths) if self.lengths is not None else ()
         object.__setattr__(self, "lengths", lengths)
         object.__setattr__(self, "total_length", parse_length_range(self.total_length, "total_length"))
-        object.__setattr__(self, "n_copies", symmetry_order(self.symmetry))
+        group = parse_symmetry(self.symmetry)
+        object.__setattr__(self, "symmetry", None if group is None else group.name)
+        object.__setattr__(self, "group", group)
+        object.__setattr__(self, "n_copies", 1 if group is None else group.order)
         object.__setattr__(self, "potentials", parse_potentials(self.potentials))
         self._check_sampler_options()
         self._check_combinations()

@@ -1,4 +1,4 @@
-"""Designing backbones: unconditional sampling, motif scaffolding (contigs), cyclic symmetry.
+"""Designing backbones: unconditional sampling, motif scaffolding (contigs), symmetric oligomers.
 
 Dimension legend: B batch, N residues in the designed state, L residues per chain, n chains.
 
@@ -30,9 +30,12 @@ the whole design, letter by residue, motif residues included.
 (:mod:`diffsci.protein.design.topology`): unconditional designs with the sheets the network alone
 does not draw.
 
-Cyclic symmetry ``Cn``: the state holds n chains of L residues; after every step it is
-symmetrised (each chain mapped back by its n-fold rotation about z, averaged, rotations
-projected back onto SO(3), and the n copies rebuilt), so the chains are exact copies.
+Symmetry (``Cn``, n = 2..12, or ``D2``; :mod:`diffsci.protein.design.symmetry`): the state holds
+one chain of L residues per copy; sampling starts from one copy's noise placed off the axes and
+copied by the group's rotations, and after every step the state and every clean prediction are
+symmetrised (each chain mapped back by its operator, averaged, rotations projected back onto
+SO(3), the copies rebuilt; the prediction's copies also kept off the axes), so the chains are
+exact copies.
 """
 
 from __future__ import annotations
@@ -296,7 +299,8 @@ class _Designer:
             def callback(step, t, x, x0_hat):
                 traj.append(_to_atoms(x0_hat[0].float(), x0_hat[1].float(), r.n_copies, plan.chain_lengths))
                 times.append(float(t))
-        trans, rots = sample_states(self.bundle, plan.inputs, self.settings, noise, callback=callback)
+        trans, rots = sample_states(self.bundle, plan.inputs, self.settings, noise, callback=callback,
+                                    symmetry=r.group)
         coords = _to_atoms(trans, rots, r.n_copies, plan.chain_lengths)
         return self._design_record(plan, coords, i, time.time() - t0, traj, times)
 
