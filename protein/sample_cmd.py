@@ -52,7 +52,8 @@ def request_from_args(args):
             guidance_scale=1.0 if args.guidance_scale is None else args.guidance_scale,
             strand_restraints=args.strand_restraints, sampler=args.sampler, steps=args.steps,
             time_power=TIME_POWER if args.time_power is None else args.time_power, rotation_rate=args.rotation_rate,
-            seed=args.seed, device=args.device, trajectory=args.trajectory, potentials=args.potentials)
+            seed=args.seed, device=args.device, trajectory=args.trajectory, potentials=args.potentials,
+            hotspots=args.hotspots)
     except DiffsciError as exc:
         raise DiffsciError(_as_options(str(exc))) from None
 
@@ -166,9 +167,16 @@ def add_parser(subparsers) -> None:
                         "hairpins) by this fraction in [0, 1] (default: 1 when --ss has a strand and no "
                         "--symmetry, else 0; 0 turns it off). Slower: ~10 s per L=64 design")
     p.add_argument("--potentials", default=None, metavar="NAME:WEIGHT,...",
-                   help="sampling-time potentials on each step's clean prediction: connectivity (consecutive CA-CA "
-                        "held to 3.65-3.95 A) and sterics (non-neighbour CA >= 3.8 A, >= 4.0 A between chains), "
-                        "e.g. connectivity:1,sterics:1; 'none' (the default for now): the network alone")
+                   help="sampling-time potentials on each step's clean prediction (RFdiffusion-like names): "
+                        "connectivity (consecutive CA-CA held to 3.65-3.95 A), sterics (non-neighbour CA >= 3.8 A, "
+                        ">= 4.0 A between chains), monomer_ROG, binder_ROG (Rg <= 2.2 L^0.38 A), monomer_contacts, "
+                        "olig_contacts (neighbouring copies), interface_contacts (designed chain with a fixed "
+                        "chain), hotspots (with --hotspots); e.g. connectivity:1,sterics:2. Default: "
+                        "connectivity:1,sterics:1, plus interface_contacts:1 beside a fixed chain, olig_contacts:1 "
+                        "with --symmetry and hotspots:1 with --hotspots. 'none': the network alone")
+    p.add_argument("--hotspots", default=None, metavar="B17,B20",
+                   help="residues of a fixed chain (a binder's target, as the motif file numbers them) that the "
+                        "design must touch: a designed CA within 8 A of each (RFdiffusion's ppi.hotspot_res)")
     p.add_argument("--trajectory", action="store_true",
                    help="also write trajectories/NAME.pdb: the model's x0 prediction at every step, one MODEL per step")
     p.add_argument("--device", default="cpu",

@@ -5,9 +5,11 @@ Each case runs a user-facing command in-process (``diffsci ...`` through
 :func:`diffsci.core.cli.main`) and returns named arrays read back from the files it wrote:
 
 - ``protein_sample``: ``diffsci protein sample`` with the shipped checkpoint (2 designs, 60
-  residues, 20 steps, seed 0): the backbone coordinates (Å) read back from the PDB files;
+  residues, 20 steps, seed 0, ``--potentials none``: the network alone, as before the
+  sampling-time potentials became a default): the backbone coordinates (Å) read back from the
+  PDB files;
 - ``protein_motif``: a motif-scaffolding design (a motif cut from a bundled chain, contig
-  ``20/A..-../20``, 20 steps);
+  ``20/A..-../20``, 20 steps, ``--potentials none``);
 - ``protein_evaluate``: ``diffsci protein evaluate`` on the two designs of ``protein_sample``
   with their recorded coordinates (numeric per-sample fields and summary means), so that the
   evaluation is compared on the same input on every processor;
@@ -100,7 +102,8 @@ def protein_cases(tmp: Path) -> dict[str, np.ndarray]:
 
     out: dict[str, np.ndarray] = {}
     sample_dir = tmp / "designs"
-    _cli("protein", "sample", "--length", 60, "--num", 2, "--steps", 20, "--seed", 0, "--out", sample_dir)
+    _cli("protein", "sample", "--length", 60, "--num", 2, "--steps", 20, "--seed", 0, "--potentials", "none",
+         "--out", sample_dir)
     for i, pdb in enumerate(sorted(sample_dir.glob("*.pdb"))):
         out[f"protein_sample/{i}"] = _pdb_coords(pdb)
 
@@ -109,7 +112,7 @@ def protein_cases(tmp: Path) -> dict[str, np.ndarray]:
     r = chain.res_ids
     motif_dir = tmp / "motif"
     _cli("protein", "sample", "--contig", f"20/A{r[5]}-{r[16]}/20", "--motif", motif, "--num", 1, "--steps", 20,
-         "--seed", 3, "--out", motif_dir)
+         "--seed", 3, "--potentials", "none", "--out", motif_dir)
     (pdb,) = sorted(motif_dir.glob("*.pdb"))
     out["protein_motif/0"] = _pdb_coords(pdb)
 

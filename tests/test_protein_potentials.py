@@ -76,16 +76,128 @@ def test_sterics_push_a_chain_out_of_another():
 
 def test_potentials_enter_sampling_through_the_request(tiny_checkpoint, tmp_path):
     lm = load_model(tiny_checkpoint)
-    base = DesignRequest(lengths=[40], steps=6, seed=2)
-    (plain,) = sample_backbones(lm, base, progress=False)
-    (none,) = sample_backbones(lm, base.with_(potentials="none"), progress=False)
-    np.testing.assert_array_equal(plain.coords, none.coords)  # 'none' is the network alone, bit for bit
+    base = DesignRequest(lengths=[40], steps=6, seed=2, potentials="none")
+    (none,) = sample_backbones(lm, base, progress=False)
+    (empty,) = sample_backbones(lm, base.with_(potentials=()), progress=False)
+    np.testing.assert_array_equal(empty.coords, none.coords)
+    assert none.potentials is None
     (held,) = sample_backbones(lm, base.with_(potentials="connectivity:1,sterics:1"), progress=False)
-    assert held.potentials == "connectivity:1,sterics:1" and plain.potentials is None
-    ca_plain, ca_held = plain.coords[0][:, 1], held.coords[0][:, 1]
+    (default,) = sample_backbones(lm, base.with_(potentials=None), progress=False)  # the defaults
+    assert held.potentials == default.potentials == "connectivity:1,sterics:1"
+    np.testing.assert_array_equal(held.coords, default.coords)
+    ca_plain, ca_held = none.coords[0][:, 1], held.coords[0][:, 1]
     d = lambda ca: np.linalg.norm(np.diff(ca, axis=0), axis=-1)  # noqa: E731
     assert np.abs(d(ca_held) - 3.8).max() < np.abs(d(ca_plain) - 3.8).max()
     out = tmp_path / "o"
     assert main(["protein", "sample", "--checkpoint", str(tiny_checkpoint), "--length", "40", "--steps", "4",
                  "--potentials", "connectivity:1", "--quiet", "--out", str(out)]) == 0
     assert json.loads((out / "len40_000.json").read_text())["potentials"] == "connectivity:1"
+
+
+# --------------------------------------------------------------------- guiding potentials
+from diffsci.protein.design.potentials import Potentials, contact_count, default_potentials  # noqa: E402
+
+TARGET = STRAND + torch.tensor([0.0, 0.0, 0.0], dtype=STRAND.dtype)
+
+
+def _two_chains(binder: torch.Tensor, target: torch.Tensor = STRAND):
+    x = torch.cat([binder, target])[None].double()
+    n, m = len(binder), len(target)
+    chain = torch.cat([torch.zeros(n), torch.ones(m)]).long()
+    res = torch.cat([torch.arange(n), torch.arange(m)])
+    fixed = torch.cat([torch.zeros(n, dtype=torch.bool), torch.ones(m, dtype=torch.bool)])
+    return x, chain, res, fixed
+
+
+@pytest.mark.parametrize("terms", [
+    (("monomer_ROG", 1.0),), (("binder_ROG", 1.0),), (("monomer_contacts", 1.0),), (("interface_contacts", 1.0),),
+    (("olig_contacts", 1.0),), (("hotspots", 1.0),),
+    (("connectivity", 1.0), ("sterics", 2.0), ("interface_contacts", 0.5), ("hotspots", 3.0), ("binder_ROG", 1.0)),
+])
+def test_every_potentials_gradient_is_its_energys(terms):
+    g = torch.Generator().manual_seed(1)
+    far = STRAND + torch.tensor([25.0, 3.0, 0.0], dtype=STRAND.dtype) + 2 * torch.randn(STRAND.shape, generator=g,
+                                                                                          dtype=STRAND.dtype)
+    x, chain, res, fixed = _two_chains(far)
+    where = dict(fixed=fixed, hotspots=torch.tensor([40, 45]))
+    pot = Potentials(terms, chain, res, **where)
+    grad = pot._energy_gradient(x)[1]
+    assert grad.abs().max() > 1e-4  # something to check
+    y = x.clone().requires_grad_(True)
+    pot.energy(y).sum().backward()
+    torch.testing.assert_close(grad, y.grad.masked_fill(fixed[None, :, None], 0.0), rtol=1e-7, atol=1e-9)
+    assert (grad[0, fixed] == 0).all()  # the target never moves
+
+
+def test_interface_contacts_and_hotspots_bring_a_distant_binder_to_its_target():
+    far = STRAND + torch.tensor([30.0, 0.0, 0.0], dtype=STRAND.dtype)
+    x, chain, res, fixed = _two_chains(far)
+    terms = (("connectivity", 1.0), ("sterics", 1.0), ("interface_contacts", 1.0), ("hotspots", 1.0))
+    hot = torch.tensor([30 + 5, 30 + 25])  # target residues 5 and 25
+    out = relax_ca(x, terms, chain, res, iters=600, fixed=fixed, hotspots=hot)[0]
+    d = torch.cdist(out[:30], out[30:])
+    assert torch.equal(out[30:], x[0, 30:])  # the target did not move
+    pairs = torch.cartesian_prod(torch.arange(30), torch.arange(30, 60))
+    assert float(contact_count(x, pairs)) < 3 and float(contact_count(out[None], pairs)) > 24  # the target: 25
+    assert d.min() >= 3.0 and int((d.min(1).values < 10).sum()) >= 5  # beside it, with an interface
+    assert (d[:, [5, 25]].min(0).values <= 8.0 + 1e-3).all()  # every hotspot touched
+    assert chain_breaks(out[:30].numpy())[0] == 0
+    # a binder already in contact with the hotspots and the interface is left alone
+    near = STRAND + torch.tensor([0.0, 0.0, 6.0], dtype=STRAND.dtype)
+    x2, *_ = _two_chains(near)
+    assert float(contact_count(x2, torch.cartesian_prod(torch.arange(30), torch.arange(30, 60)))) > 25
+    kept = relax_ca(x2, terms, chain, res, fixed=fixed, hotspots=hot)
+    assert torch.equal(kept, x2)
+
+
+def test_rog_compacts_a_stretched_chain_and_leaves_a_compact_one():
+    straight = torch.zeros(60, 3, dtype=torch.float64)
+    straight[:, 0] = 3.8 * torch.arange(60)  # Rg 65 Å; real chains of 60: ~10 Å
+    chain, res = _one_chain(60)
+    pot = Potentials((("monomer_ROG", 1.0),), chain, res)
+    out = pot.relax(straight[None], iters=200)
+    rg = lambda y: float(((y - y.mean(0)) ** 2).sum(-1).mean().sqrt())  # noqa: E731
+    assert rg(out[0]) < 0.5 * rg(straight)
+    compact = out.clone()
+    compact[0] = (out[0] - out[0].mean(0)) * (2.2 * 60**0.38 * 0.9 / rg(out[0]))  # below the bound
+    assert torch.equal(pot.relax(compact), compact)
+
+
+def test_contacts_pull_apart_copies_together_and_stop_at_their_target():
+    chain = torch.arange(3).repeat_interleave(30)
+    res = torch.arange(30).repeat(3)
+    apart = torch.cat([STRAND + torch.tensor([40.0 * k, 0.0, 0.0], dtype=STRAND.dtype) for k in range(3)])[None]
+    pot = Potentials((("olig_contacts", 1.0), ("sterics", 1.0)), chain, res)
+    assert float(pot.energy(apart)) > 0
+    out = pot.relax(apart, iters=2000)
+    assert float(pot.energy(out)) < 1e-3 * float(pot.energy(apart))
+    d01 = torch.cdist(out[0, :30], out[0, 30:60])
+    assert d01.min() > 3.0 and d01.min() < 8.0
+
+
+def test_default_potentials_follow_the_request():
+    assert default_potentials() == (("connectivity", 1.0), ("sterics", 1.0))
+    names = dict(default_potentials(fixed_chain=True, symmetric=True, hotspots=True))
+    assert {"interface_contacts", "olig_contacts", "hotspots"} <= set(names)
+    assert DesignRequest(lengths=[50]).potentials == default_potentials()
+    assert dict(DesignRequest(lengths=[50], symmetry="C3").potentials).get("olig_contacts") == 1.0
+    assert DesignRequest(lengths=[50], potentials="none").potentials == ()
+
+
+def test_hotspots_are_checked_against_the_fixed_chain(motif_file):
+    from diffsci.protein.design.contig import load_motif
+
+    motif = load_motif(motif_file)
+    chain = motif.chains[0]
+    lo, hi = int(chain.res_ids[0]), int(chain.res_ids[-1])
+    cid = chain.chain_id
+    contig = f"[{cid}{lo}-{hi}/0 30-40]"
+    req = DesignRequest(contig=contig, motif=motif, hotspots=f"{cid}{lo + 2}")
+    assert req.hotspots == (f"{cid}{lo + 2}",) and "interface_contacts" in dict(req.potentials)
+    for kwargs, needle in ((dict(hotspots="Z999"), "not among the fixed"),
+                           (dict(hotspots=f"{cid}{lo}", potentials="connectivity"), "hotspots potential is off"),
+                           (dict(potentials="hotspots"), "needs hotspot residues")):
+        with pytest.raises(DiffsciError, match=needle):
+            DesignRequest(contig=contig, motif=motif, **kwargs)
+    with pytest.raises(DiffsciError, match="fixed chain"):
+        DesignRequest(lengths=[50], hotspots="A5")

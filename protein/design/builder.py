@@ -48,7 +48,7 @@ from diffsci.core.utils import tree_map
 from diffsci.protein.frames import ANGSTROM_PER_NM
 from diffsci.protein.model.diffusion import ProteinCond, SelfConditioned, build_space
 from diffsci.protein.model.network import FrameDenoiserNet
-from diffsci.protein.design.motif import TAPER, condition_on_motif
+from diffsci.protein.design.motif import TAPER, condition_on_motif, kabsch
 from diffsci.protein.design.potentials import Potentials
 from diffsci.protein.design.request import TIME_POWER, sampling_rotation_rate
 from diffsci.protein.design.strands import StrandRestraints, request_restraints, strand_restraints
@@ -175,6 +175,11 @@ def _strand_restraints(stage: Stage, ctx: BuildContext) -> Stage:
                  stage.constraint)
 
 
+#: below this time the potentials relax each clean prediction up to FINAL_ITERS steps, until no
+#: residue moves more than 1e-3 Å (the last ~10 of 100 steps of the default time grid)
+FINAL_T, FINAL_ITERS = 0.01, 300
+
+
 def _potentials(stage: Stage, ctx: BuildContext) -> Stage:
     terms = ctx.inputs.potentials
     if not terms:
@@ -183,14 +188,30 @@ def _potentials(stage: Stage, ctx: BuildContext) -> Stage:
     fixed = None if known is None else known[1][0].to(mask.device)  # the motif: placed by the motif conditioner
     potentials = Potentials(terms, ctx.cond.chain[0], ctx.cond.res_idx[0], fixed=fixed,
                             hotspots=ctx.inputs.hotspots)  # pairs found once
+    motif_ca = None if known is None else known[0][0][0, fixed].to(mask.device)  # (M, 3) nm, the input motif
     inner = stage.denoise
 
     def denoise(x, t, cond):
         trans0, rots0 = inner(x, t, cond)
-        moved = potentials.relax(trans0 * ANGSTROM_PER_NM) / ANGSTROM_PER_NM
+        if motif_ca is not None:  # relax against the motif as it will be placed, not as predicted
+            trans0 = _place_motif(trans0, motif_ca, fixed)
+        # near the clean end the prediction is (nearly) the design: relax it to convergence there
+        last = float(t.max()) < FINAL_T
+        moved = potentials.relax(trans0 * ANGSTROM_PER_NM, iters=FINAL_ITERS if last else 30,
+                                 tol=1e-3 if last else 0.0) / ANGSTROM_PER_NM
         return remove_com(moved, mask.expand(trans0.shape[0], -1)), rots0
 
     return Stage(denoise, stage.constraint)
+
+
+def _place_motif(trans0: torch.Tensor, motif_ca: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
+    """``trans0`` (B, N, 3) with its ``fixed`` residues replaced by the input motif's CAs
+    ``motif_ca`` (M, 3) superimposed on them (Kabsch), as the motif conditioner places them."""
+    mobile = motif_ca[None].expand(trans0.shape[0], -1, -1)
+    r, c = kabsch(mobile, trans0[:, fixed])
+    out = trans0.clone()
+    out[:, fixed] = torch.einsum("bij,bmj->bmi", r, mobile) + c[:, None]
+    return out
 
 
 def cyclic_constraint(n: int):

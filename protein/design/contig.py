@@ -35,7 +35,7 @@ from diffsci.protein.io.structure import read_structure_chains
 
 __all__ = [
     "MIN_LENGTH", "MAX_LENGTH", "Segment", "Contig", "parse_contig", "parse_length_range", "Motif", "load_motif",
-    "resolve_contig", "contig_length_limits", "fixed_residues", "Layout", "draw_layout",
+    "resolve_contig", "contig_length_limits", "fixed_residues", "Layout", "draw_layout", "residue_label",
 ]
 
 MIN_LENGTH, MAX_LENGTH = 40, 512  # residues per design
@@ -194,11 +194,12 @@ class Motif:
         that comes before the start in the file, and missing or non-finite residues."""
         start, end = (seg.chain, seg.lo, seg.lo_ins), (seg.chain, seg.hi, seg.hi_ins)
         order = [k for k in self.residues if k[0] == seg.chain]
-        missing = [_label(k) for k in (start, end) if k not in self.residues]
+        missing = [residue_label(k) for k in (start, end) if k not in self.residues]
         if not missing:
             i, j = order.index(start), order.index(end)
             if j < i:
-                raise DiffsciError(f"contig: in the motif file {self.path}, {_label(end)} comes before {_label(start)}")
+                raise DiffsciError(f"contig: in the motif file {self.path}, {residue_label(end)} comes before "
+                                   f"{residue_label(start)}")
             keys = order[i:j + 1]
             have = {k[1] for k in keys}
             missing = [f"{seg.chain}{r}" for r in range(seg.lo, seg.hi + 1) if r not in have]
@@ -211,7 +212,7 @@ class Motif:
             shown = ", ".join(missing[:6]) + (" ..." if len(missing) > 6 else "")
             raise DiffsciError(f"contig {seg.label}: residues {shown} are not in the motif file {self.path}"
                                " (or have no complete N/CA/C/O backbone)")
-        bad = [_label(k) for k in keys if not np.isfinite(self.residues[k]).all()]
+        bad = [residue_label(k) for k in keys if not np.isfinite(self.residues[k]).all()]
         if bad:
             shown = ", ".join(bad[:6]) + (" ..." if len(bad) > 6 else "")
             raise DiffsciError(f"motif file {self.path}: residues {shown} have NaN or infinite coordinates")
@@ -222,7 +223,8 @@ class Motif:
         return np.stack([self.residues[k] for k in self.keys(seg)])
 
 
-def _label(key) -> str:
+def residue_label(key) -> str:
+    """``A52`` or ``A52A``: a residue key (chain, number, insertion code) as contigs and hotspots name it."""
     return f"{key[0]}{key[1]}{key[2]}"
 
 
@@ -364,7 +366,7 @@ def draw_layout(plan, gen, lo: int, hi: int) -> Layout:
             if b.seg.chain:
                 motif_pos.extend(range(pos, pos + n))
                 motif_atoms.append(b.atoms)
-                labels.extend(_label(k) for k in b.keys)
+                labels.extend(residue_label(k) for k in b.keys)
                 names.extend(b.names)
                 parts.append(b.seg.label)
             elif n:

@@ -42,6 +42,7 @@ def design_record(d, *, checkpoint: str, trajectory: str | None = None) -> dict:
         "trajectory": trajectory, "generator": "diffsci protein sample",
         "ss": d.ss, "ss_pairs": d.ss_pairs, "guidance_scale": d.guidance_scale,
         "strand_restraints": d.strand_restraints, "topology": d.topology, "potentials": d.potentials,
+        "hotspots": d.hotspots,
     }
 
 
@@ -74,7 +75,7 @@ def _remarks(rec: dict) -> dict:
     keys = ["generator", "seed", "index", "length", "total_length", "chains", "checkpoint", "sampler", "steps",
             "time_power", "rotation_rate", "symmetry", "contig", "drawn_contig", "motif_file", "motif_positions",
             "mapping", "b_factor", "ss", "ss_pairs", "guidance_scale", "strand_restraints", "topology",
-            "potentials"]
+            "potentials", "hotspots"]
     out = {}
     for k in keys:
         v = rec.get(k)

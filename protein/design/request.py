@@ -21,6 +21,7 @@ diffsci.core.errors.DiffsciError: ss_pairs needs ss (the E segments it numbers)
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,12 +30,12 @@ import torch
 from diffsci.core.errors import DiffsciError
 from diffsci.core.io import check_choice, check_int, check_range
 from diffsci.core.samplers import get_sampler
-from diffsci.protein.design.contig import (MAX_LENGTH, MIN_LENGTH, Motif, contig_length_limits, parse_contig,
-                                    parse_length_range, resolve_contig)
+from diffsci.protein.design.contig import (MAX_LENGTH, MIN_LENGTH, Motif, contig_length_limits,
+                                           parse_contig, parse_length_range, resolve_contig, residue_label)
 from diffsci.protein.model.diffusion import ProteinModelConfig, build_space
 from diffsci.protein.design.motif import METHODS as MOTIF_METHODS
 from diffsci.protein.design.motif import TAPER
-from diffsci.protein.design.potentials import parse_potentials
+from diffsci.protein.design.potentials import default_potentials, parse_potentials
 from diffsci.protein.design.symmetry import SymmetryGroup, parse_symmetry
 from diffsci.protein.ss import PAIR_UNKNOWN, SS_LETTERS, parse_ss, ss_condition
 
@@ -105,8 +106,11 @@ class DesignRequest:
     (design i of a length draws from ``(seed, "protein-sample", "L100", i)``), ``device`` (None:
     where the model is; ``"auto"``, ``"cpu"``, ``"cuda:1"``), ``trajectory`` (keep every step's clean
     prediction). ``potentials``: sampling-time potentials on each step's clean prediction
-    (``"connectivity:1,sterics:1"`` or ``((name, weight), ...)``; None or ``"none"``: off, the
-    network alone; :mod:`diffsci.protein.design.potentials`).
+    (``"connectivity:1,sterics:1"`` or ``((name, weight), ...)``; ``"none"`` or ``()``: off, the
+    network alone; None: the defaults for the request,
+    :func:`~diffsci.protein.design.potentials.default_potentials`); ``hotspots``: residues of a
+    fixed chain (a binder's target) the design must touch (``"B17,B20"``, RFdiffusion's
+    ``ppi.hotspot_res``; the ``hotspots`` potential).
     """
 
     lengths: tuple[int, ...] = ()
@@ -129,6 +133,7 @@ class DesignRequest:
     device: str | None = None
     trajectory: bool = False
     potentials: tuple | str | None = None
+    hotspots: tuple | str | None = None
     # derived in __post_init__
     n_copies: int = field(init=False, default=1)
     group: SymmetryGroup | None = field(init=False, default=None)
@@ -143,7 +148,6 @@ class DesignRequest:
         object.__setattr__(self, "symmetry", None if group is None else group.name)
         object.__setattr__(self, "group", group)
         object.__setattr__(self, "n_copies", 1 if group is None else group.order)
-        object.__setattr__(self, "potentials", parse_potentials(self.potentials))
         self._check_sampler_options()
         self._check_combinations()
         if self.contig is not None:
@@ -153,6 +157,36 @@ class DesignRequest:
         self._check_ss()
         for length in self.lengths:
             check_int(length, "length", minimum=MIN_LENGTH, maximum=MAX_LENGTH)
+        self._resolve_potentials()
+
+    def _resolve_potentials(self) -> None:
+        """Parse ``potentials`` (None: the request's defaults) and check ``hotspots`` against the
+        contig's fixed chains."""
+        hot = self.hotspots
+        if isinstance(hot, str):
+            hot = tuple(h for h in re.split(r"\s*,\s*", hot.strip()) if h)
+        hot = tuple(str(h) for h in hot) if hot else ()
+        fixed = {} if self.plan is None else {residue_label(k): k for ch in self.plan if all(b.seg.chain for b in ch)
+                                              for b in ch for k in b.keys}
+        if hot and not fixed:
+            raise DiffsciError("hotspots: they are residues of a fixed chain (a binder's target), so they need a "
+                               "contig with one, such as [B1-100/0 60-80]")
+        unknown = [h for h in hot if h not in fixed]
+        if unknown:
+            raise DiffsciError(f"hotspots: {', '.join(unknown)} not among the fixed chains' residues of contig "
+                               f"{self.contig!r} (e.g. {next(iter(fixed))})")
+        object.__setattr__(self, "hotspots", hot or None)
+        if self.potentials is None:
+            terms = default_potentials(fixed_chain=bool(fixed), symmetric=self.n_copies > 1, hotspots=bool(hot))
+        else:
+            terms = parse_potentials(self.potentials)
+        names = dict(terms)
+        if hot and "hotspots" not in names:
+            raise DiffsciError("hotspots: the hotspots potential is off in this request; add hotspots:1 to the "
+                               "potentials (or leave them at their defaults)")
+        if "hotspots" in names and not hot:
+            raise DiffsciError("potentials: hotspots needs hotspot residues (--hotspots B17,B20)")
+        object.__setattr__(self, "potentials", terms)
 
     # ------------------------------------------------------------------ checks without a model
     def _check_sampler_options(self) -> None:

@@ -99,7 +99,8 @@ class Design:
     ``ss_pairs``, ``guidance_scale`` and ``strand_restraints`` as given (None: unconditional);
     with ``--ss prior`` the drawn ones, and ``topology`` the training chain and window they were
     drawn from (:mod:`diffsci.protein.design.topology`). ``potentials``: the sampling-time potentials
-    used (``connectivity:1,sterics:1``; None: the network alone)."""
+    used (``connectivity:1,sterics:1``; None: the network alone), with ``hotspots`` (``B17,B20``).
+    """
 
     name: str
     coords: np.ndarray
@@ -129,6 +130,7 @@ class Design:
     strand_restraints: float | None = None
     topology: str | None = None
     potentials: str | None = None
+    hotspots: str | None = None
 
     def __post_init__(self) -> None:
         if not self.chain_lengths:
@@ -283,6 +285,8 @@ class _Designer:
                     torch.as_tensor(lay.chain_lengths)),
                 res_index=torch.cat([torch.arange(c) for c in lay.chain_lengths]))
         ss_fields, record, topo = self._ss(length, gen)
+        if r.hotspots:  # their positions in this layout's state
+            layout_fields["hotspots"] = tuple(int(lay.motif_index[lay.motif_labels.index(h)]) for h in r.hotspots)
         inputs = DesignInputs(length * r.n_copies, r.n_copies, motif_method=r.motif_method, motif_taper=r.motif_taper,
                               potentials=r.potentials, **layout_fields, **ss_fields)
         return _Plan(inputs, length, lay.chain_lengths if lay is not None else (length,), lay, topo, record)
@@ -308,6 +312,7 @@ class _Designer:
         r, c, lay = self.request, self.checked, plan.layout
         common = dict(length=plan.length, index=i, seed=r.seed, seconds=seconds, sampler=c.sampler, steps=r.steps,
                       potentials=",".join(f"{k}:{w:g}" for k, w in r.potentials) or None,
+                      hotspots=",".join(r.hotspots) if r.hotspots else None,
                       time_power=r.time_power, rotation_rate=c.rotation_rate, trajectory=traj, trajectory_times=times,
                       **(plan.ss_record or {}))
         if lay is None:
