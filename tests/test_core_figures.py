@@ -2,6 +2,7 @@
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pytest
 
 from diffsci.core.figures import panel_grid, save_figure
 
@@ -22,3 +23,23 @@ def test_save_figure_writes_a_png_atomically_and_closes(tmp_path):
     assert fig._suptitle.get_text() == "t"
     assert not plt.fignum_exists(fig.number)
     assert [p.name for p in path.parent.iterdir()] == ["f.png"]
+
+
+def test_training_curve_plots_the_logged_loss_and_its_running_mean(tmp_path):
+    import json
+
+    import numpy as np
+
+    from diffsci.core.errors import DiffsciError
+    from diffsci.core.figures import training_curve
+
+    path = tmp_path / "metrics.jsonl"
+    loss = [5.0, 4.0, 3.0, 2.0, 1.0]
+    path.write_text("".join(json.dumps({"step": 10 * (i + 1), "loss": v}) + "\n" for i, v in enumerate(loss)))
+    out = training_curve(path, tmp_path / "curve.png", window=2)
+    assert out["steps"] == [10, 20, 30, 40, 50] and out["loss"] == loss
+    np.testing.assert_allclose(out["smoothed"], [4.5, 3.5, 2.5, 1.5])
+    assert out["last_smoothed"] == 1.5 and (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(DiffsciError, match="no logged steps"):
+        training_curve(tmp_path / "empty.jsonl", tmp_path / "e.png")
