@@ -243,7 +243,7 @@ def run_problems(lm, problems, folder: Path, *, num: int, steps: int, seed: int,
     for k, (prob, chain) in enumerate(problems):
         t0 = time.time()
         path = write_motif_file(chain, folder / f"motif_{k:02d}.pdb")
-        designs = sample_backbones(lm, DesignRequest(lengths=[], num=num, seed=seed, steps=steps, motif=load_motif(path), contig=prob.contig, motif_method=method, **{} if taper is None else {"motif_taper": taper}), progress=False)
+        designs = sample_backbones(lm, DesignRequest(lengths=[], num=num, seed=seed, steps=steps, motif=load_motif(path), contig=prob.contig, motif_method=method, potentials="none", **{} if taper is None else {"motif_taper": taper}), progress=False)
         rows = []
         for d in designs:
             row = score_design(d.coords[0], d.motif_index, d.motif_coords)

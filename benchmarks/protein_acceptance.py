@@ -43,7 +43,8 @@ def sample_acceptance(model, *, rotation_rate: float | None = None, lengths: Seq
     fractions, beside the P-SEA ones) and ``seconds`` (sampling and measuring, wall clock).
     """
     t0 = time.perf_counter()
-    request = DesignRequest(lengths=list(lengths), num=num, seed=seed, steps=steps, rotation_rate=rotation_rate)
+    request = DesignRequest(lengths=list(lengths), num=num, seed=seed, steps=steps, rotation_rate=rotation_rate,
+                            potentials="none")
     designs = sample_backbones(model, request, progress=False)
     figures = acceptance_figures(designs)
     dssp = [dssp_fractions(np.asarray(d.coords)[0]) for d in designs]

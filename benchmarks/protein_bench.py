@@ -97,8 +97,9 @@ def _designs(lm, lengths, num, steps, seed, **kw):
     from diffsci.protein.design.sampling import sample_backbones
     from diffsci.protein.design.request import DesignRequest
 
-    return [(f"{d.name}", d.coords[0])
-            for d in sample_backbones(lm, DesignRequest(lengths=lengths, num=num, seed=seed, steps=steps, **kw), progress=False)]
+    # the network alone: every sampling-time potential off (they would hide what the checkpoint makes)
+    request = DesignRequest(lengths=lengths, num=num, seed=seed, steps=steps, potentials="none", **kw)
+    return [(f"{d.name}", d.coords[0]) for d in sample_backbones(lm, request, progress=False)]
 
 
 def _ss_designs(num, seed):
