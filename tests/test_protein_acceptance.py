@@ -127,7 +127,7 @@ def test_rate_sweep_rows_are_the_figures_of_each_rate(untrained):
     assert [r["rate"] for r in rows] == [2.0, 20.0] and all(r["seed"] == 2 and r["n"] == 2 for r in rows)
     assert all(r["seconds"] >= 0 for r in rows)
     for row in rows:  # independently: sample at that rate, then measure
-        designs = sample_backbones(untrained, DesignRequest(lengths=[40, 44], num=1, seed=2, steps=5, rotation_rate=row["rate"]), progress=False)
+        designs = sample_backbones(untrained, DesignRequest(lengths=[40, 44], num=1, seed=2, steps=5, rotation_rate=row["rate"], potentials="none"), progress=False)
         want = _renamed(_script_figures([d.coords[0][:, 1] for d in designs]))
         assert {k: row[k] for k in want} == want
     figures = [{k: v for k, v in r.items() if k not in ("rate", "seconds")} for r in rows]

@@ -31,8 +31,10 @@ def test_shipped_checkpoint_loads_through_the_migration():
     assert default_checkpoint_path(KIND) == shipped_checkpoint() and bundle.source == str(shipped_checkpoint())
     assert bundle.migrated_from == 0 and bundle.kind == KIND
     # its net table has frame_edges (nothing for version 1 to fill); version 2 adds SS conditioning, off;
-    # pair_edges (an SS-conditioned net's option) takes its default, off
-    want = {**ck["model_config"], "net": {**ck["model_config"]["net"], "ss_conditioning": False, "pair_edges": False},
+    # pair_edges (an SS-conditioned net's option) takes its default, off, and the v2 options theirs
+    # (absolute-index position features, no long-range edges: the v1 network exactly)
+    want = {**ck["model_config"], "net": {**ck["model_config"]["net"], "ss_conditioning": False, "pair_edges": False,
+                                          "position": "index", "far_neighbors": 0},
             "ss_drop": 0.25, "ss_pair_drop": 0.5, "ss_segment_mask": 0.1}
     assert to_dict(bundle.config) == want and not bundle.config.net.ss_conditioning
     sd = bundle.model.state_dict()
