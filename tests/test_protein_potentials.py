@@ -201,3 +201,10 @@ def test_hotspots_are_checked_against_the_fixed_chain(motif_file):
             DesignRequest(contig=contig, motif=motif, **kwargs)
     with pytest.raises(DiffsciError, match="fixed chain"):
         DesignRequest(lengths=[50], hotspots="A5")
+
+
+def test_with_rederives_defaulted_potentials_for_the_new_mode():
+    plain = DesignRequest(lengths=[50])
+    assert "olig_contacts" in dict(plain.with_(symmetry="C3").potentials)  # defaults follow the mode
+    chosen = DesignRequest(lengths=[50], potentials="sterics:2")
+    assert chosen.with_(symmetry="C3").potentials == (("sterics", 2.0),)  # a choice is kept

@@ -137,6 +137,7 @@ class DesignRequest:
     # derived in __post_init__
     n_copies: int = field(init=False, default=1)
     group: SymmetryGroup | None = field(init=False, default=None)
+    potentials_defaulted: bool = field(init=False, default=False, repr=False, compare=False)
     plan: list | None = field(init=False, default=None, repr=False, compare=False)
     limits: tuple[int, int] | None = field(init=False, default=None)
 
@@ -176,6 +177,7 @@ class DesignRequest:
             raise DiffsciError(f"hotspots: {', '.join(unknown)} not among the fixed chains' residues of contig "
                                f"{self.contig!r} (e.g. {next(iter(fixed))})")
         object.__setattr__(self, "hotspots", hot or None)
+        object.__setattr__(self, "potentials_defaulted", self.potentials is None)
         if self.potentials is None:
             terms = default_potentials(fixed_chain=bool(fixed), symmetric=self.n_copies > 1, hotspots=bool(hot))
         else:
@@ -304,7 +306,10 @@ class DesignRequest:
         return torch.from_numpy(np.tile(codes, k)), torch.from_numpy(tiled)
 
     def with_(self, **changes) -> DesignRequest:
-        """A copy with ``changes`` (checked again)."""
+        """A copy with ``changes`` (checked again); potentials left at their defaults are the new
+        request's defaults (a binder's differ from a monomer's)."""
+        if self.potentials_defaulted and "potentials" not in changes:
+            changes["potentials"] = None
         return dataclasses.replace(self, **changes)
 
     def against(self, cfg: ProteinModelConfig, source: str) -> CheckedRequest:
