@@ -69,6 +69,7 @@ __all__ = [
     "TrainResult",
     "train",
     "EMA",
+    "set_activation_checkpointing",
 ]
 
 
@@ -103,6 +104,10 @@ class TrainConfig:
     """autocast to bfloat16 on CUDA; ignored on CPU"""
     max_minutes: float | None = None
     """stop (with a checkpoint) after this wall time"""
+    activation_checkpointing: bool = False
+    """recompute activations in the backward pass instead of keeping them (less memory, about one
+    more forward pass of time): sets ``activation_checkpointing`` on every submodule of the model
+    that has that attribute; a model without one refuses it"""
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "log_every", "ckpt_every", "keep_checkpoints"):
@@ -114,6 +119,8 @@ class TrainConfig:
         check_range(self.weight_decay, "train.weight_decay", 0)
         if self.max_minutes is not None:
             check_range(self.max_minutes, "train.max_minutes", 0, lo_open=True)
+        if not isinstance(self.activation_checkpointing, bool):
+            raise DiffsciError(f"train.activation_checkpointing must be true or false, got {self.activation_checkpointing!r}")
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -209,6 +216,19 @@ def _load_warm_start(model: nn.Module, weights: dict) -> list[str]:
 
 
 # ------------------------------------------------------------------------------ the loop
+def set_activation_checkpointing(model: nn.Module, on: bool) -> int:
+    """Set ``activation_checkpointing = on`` on every submodule of ``model`` that has the attribute
+    (a flag of the module, not of its weights: never saved). Returns how many modules have it;
+    turning it on in a model without any is refused."""
+    found = [m for m in model.modules() if hasattr(m, "activation_checkpointing")]
+    if on and not found:
+        raise DiffsciError(f"train.activation_checkpointing: {type(model).__name__} does not support activation "
+                           "checkpointing; leave it off")
+    for m in found:
+        m.activation_checkpointing = on
+    return len(found)
+
+
 def _setup_device(cfg: TrainConfig):
     """(device, world, rank, torch.distributed or None) for this process (``torchrun`` aware)."""
     world, rank, local = dist_info()
@@ -331,6 +351,8 @@ def train(
     out_dir = Path(out_dir)
     device, world, rank, dist = _setup_device(cfg)
     model = model.to(device)
+    if cfg.activation_checkpointing:
+        set_activation_checkpointing(model, True)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ema = EMA(model, cfg.ema_decay)
     model_config = task.model_config()

@@ -15,6 +15,15 @@ Architecture (GenCast / GraphCast style, sized for a CPU):
 Every MLP ends in a layer norm whose scale and shift are predicted from the noise level
 embedding (Fourier features of ``c_noise = log(sigma) / 4``), GenCast's conditional layer norm.
 A network without noise conditioning (the deterministic baseline) passes ``c_noise = None``.
+
+Activation checkpointing (``GraphNet.activation_checkpointing = True``, set by training's
+``train.activation_checkpointing``): while gradients are recorded, each processor layer, each
+grid-node MLP and the encoder's and decoder's edge messages in chunks of ``chunk_edges`` edges
+run under :func:`torch.utils.checkpoint.checkpoint` (non-reentrant): their activations are
+recomputed in the backward pass instead of kept, so the saved activations are those at the
+blocks' boundaries (node states and one chunk at a time), not every edge's MLP intermediates.
+The values are the same (the chunked message sums differ by float rounding only); off by default
+and never saved in a checkpoint.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from diffsci.core.errors import DiffsciError
 from diffsci.core.io import check_int
@@ -111,7 +121,14 @@ def _scatter_sum(msg: torch.Tensor, idx: torch.Tensor, n: int) -> torch.Tensor:
 
 
 class GraphNet(nn.Module):
-    """``forward(x (B, G, F), graph, c_noise (B,) or None) -> (B, G, C)``."""
+    """``forward(x (B, G, F), graph, c_noise (B,) or None) -> (B, G, C)``.
+
+    ``activation_checkpointing`` (default False): recompute activations in the backward pass
+    (see the module docstring); ``chunk_edges``: edges per checkpointed chunk of the encoder's
+    and decoder's messages."""
+
+    activation_checkpointing: bool = False
+    chunk_edges: int = 1 << 18
 
     def __init__(self, cfg: GraphNetConfig, graph: GridMeshGraph):
         super().__init__()
@@ -143,6 +160,37 @@ class GraphNet(nn.Module):
         for name, value in graph.tensors().items():
             self.register_buffer(f"g_{name}", value, persistent=False)
         self.n_grid, self.n_mesh = graph.num_grid, graph.num_mesh
+
+    def _run(self, fn, *args):
+        """``fn(*args)``, under non-reentrant activation checkpointing when it is on and gradients
+        are recorded (the network draws no random numbers: no RNG state to restore)."""
+        if self.activation_checkpointing and torch.is_grad_enabled():
+            return checkpoint(fn, *args, use_reentrant=False, preserve_rng_state=False)
+        return fn(*args)
+
+    def _messages(self, mlp: MLP, embed: MLP, name: str, h_src, h_dst, emb, dtype: torch.dtype):
+        """``sum over edges into each destination of mlp(cat(embed(attr), h_src[src], h_dst[dst]))``
+        for the edge set ``name`` (``g2m`` or ``m2g``; edge features cast to ``dtype``), Shape
+        (B, mesh or grid nodes, D). Node features are
+        projected once; the edges go in one piece, or, with activation checkpointing, in
+        checkpointed chunks of ``chunk_edges`` (only one chunk's activations live at a time)."""
+        attr, (src, dst) = getattr(self, f"g_{name}_edge_attr"), getattr(self, f"g_{name}_edge_index")
+        p_src, p_dst = mlp.split_first(h_src, 1, 3, False), mlp.split_first(h_dst, 2, 3, False)
+        b, n_dst = h_src.shape[0], self.n_mesh if name == "g2m" else self.n_grid
+
+        def part(lo: int, hi: int, p_src, p_dst, emb):
+            y = embed(attr[lo:hi].to(dtype).unsqueeze(0), emb)  # (1 or B, E', D): static, per-example norm
+            pre = mlp.split_first(y.expand(b, *y.shape[1:]), 0, 3, True)
+            pre = pre + _gather(p_src, src[lo:hi]) + _gather(p_dst, dst[lo:hi])
+            return _scatter_sum(mlp.finish(pre, emb), dst[lo:hi], n_dst)
+
+        n = attr.shape[0]
+        step = self.chunk_edges if self.activation_checkpointing and torch.is_grad_enabled() else n
+        total = None
+        for lo in range(0, n, step):
+            piece = self._run(part, lo, min(lo + step, n), p_src, p_dst, emb)
+            total = piece if total is None else total + piece
+        return total
 
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor | None = None,
                 grid_bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -176,30 +224,31 @@ class GraphNet(nn.Module):
             pre = pre + _gather(mlp.split_first(h_dst, 2, 3, False), dst)
             return mlp.finish(pre, emb)
 
-        def node_update(mlp, h, agg):  # MLP(cat(h, agg))
-            return mlp.finish(mlp.split_first(h, 0, 2, True) + mlp.split_first(agg, 1, 2, False), emb)
+        def node_update(mlp, h, agg, emb):  # h + MLP(cat(h, agg))
+            return h + mlp.finish(mlp.split_first(h, 0, 2, True) + mlp.split_first(agg, 1, 2, False), emb)
 
-        grid_attr = self.g_grid_node_attr.to(x.dtype).unsqueeze(0).expand(b, -1, -1)
-        if grid_bias is None:
-            hg = self.grid_embed(torch.cat([x, grid_attr], -1), emb)
-        else:
-            hg = self.grid_embed.finish(self.grid_embed.l1(torch.cat([x, grid_attr], -1)) + grid_bias, emb)
+        def grid_embed(x, grid_bias, emb):
+            feats = torch.cat([x, self.g_grid_node_attr.to(x.dtype).unsqueeze(0).expand(b, -1, -1)], -1)
+            if grid_bias is None:
+                return self.grid_embed(feats, emb)
+            return self.grid_embed.finish(self.grid_embed.l1(feats) + grid_bias, emb)
+
+        def processor_layer(edge_mlp, node_mlp, e, hm, emb):
+            src, dst = self.g_mesh_edge_index
+            e = e + edge_update(edge_mlp, e, hm, src, hm, dst)
+            return e, node_update(node_mlp, hm, _scatter_sum(e, dst, self.n_mesh), emb)
+
+        hg = self._run(grid_embed, x, grid_bias, emb)
         hm = static(self.mesh_embed, self.g_mesh_node_attr)
         # encoder: grid -> mesh
-        src, dst = self.g_g2m_edge_index
-        e = static(self.g2m_embed, self.g_g2m_edge_attr)
-        msg = edge_update(self.enc_msg, e, hg, src, hm, dst)
-        hm = hm + node_update(self.enc_mesh, hm, _scatter_sum(msg, dst, self.n_mesh))
-        hg = hg + self.enc_grid(hg, emb)
+        hm = node_update(self.enc_mesh, hm, self._messages(self.enc_msg, self.g2m_embed, "g2m", hg, hm, emb,
+                                                           x.dtype), emb)
+        hg = self._run(lambda h, emb: h + self.enc_grid(h, emb), hg, emb)
         # processor on the mesh
-        src, dst = self.g_mesh_edge_index
         e = static(self.mesh_edge_embed, self.g_mesh_edge_attr)
         for edge_mlp, node_mlp in zip(self.proc_edge, self.proc_node):
-            e = e + edge_update(edge_mlp, e, hm, src, hm, dst)
-            hm = hm + node_update(node_mlp, hm, _scatter_sum(e, dst, self.n_mesh))
+            e, hm = self._run(processor_layer, edge_mlp, node_mlp, e, hm, emb)
         # decoder: mesh -> grid
-        src, dst = self.g_m2g_edge_index
-        e = static(self.m2g_embed, self.g_m2g_edge_attr)
-        msg = edge_update(self.dec_msg, e, hm, src, hg, dst)
-        hg = hg + node_update(self.dec_grid, hg, _scatter_sum(msg, dst, self.n_grid))
+        agg = self._messages(self.dec_msg, self.m2g_embed, "m2g", hm, hg, emb, x.dtype)
+        hg = self._run(node_update, self.dec_grid, hg, agg, emb)
         return self.out(hg)
