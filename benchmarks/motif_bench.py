@@ -9,11 +9,22 @@ residue numbers and sequence) and designed through the public API
 (:func:`diffsci.protein.design.sampling.sample_backbones` with an RFdiffusion contig such as
 ``[13-33/A27-40/13-33]``).
 
+With ``binder=True`` (``--binder``) the benchmark adds :data:`BINDER_PROBLEMS`: a designed chain
+beside a fixed real target (RFdiffusion's ``[A25-109/0 60-80]`` on MDM2, PDB 1YCR, shipped as
+``benchmarks/data/1YCR.pdb``), scored between the chains.
+
 Per design: motif RMSD (N, CA, C after Kabsch superposition), the CA-CA distance at every
-motif-scaffold junction, the fraction of consecutive CA-CA within 3.8 +- 0.3 Å over the chain
+motif-scaffold junction, the fraction of consecutive CA-CA within 3.8 +- 0.3 Å over each chain
 (:func:`diffsci.protein.metrics.ca_ca_stats`), CA clashes (:func:`~diffsci.protein.metrics.ca_clashes`),
-chain breaks (consecutive CA-CA > 4.2 Å, :func:`~diffsci.protein.metrics.chain_breaks`) and
-success (motif RMSD < 1 Å, no chain break, CA-CA ok >= 0.9).
+chain breaks (consecutive CA-CA > 4.2 Å within a chain, :func:`~diffsci.protein.metrics.chain_breaks`),
+between chains (a design of several chains) the CA pairs closer than 3 Å (``interchain_clashes``),
+the minimum inter-chain CA-CA and the designed residues at the interface (CA within 10 Å of
+another chain: :func:`~diffsci.protein.metrics.between_chains`), and success (motif RMSD < 1 Å,
+no chain break, no inter-chain clash, CA-CA ok >= 0.9).
+
+Designs are sampled with every sampling-time potential off (``potentials="none"``: the network
+alone, how a checkpoint is chosen) unless ``potentials`` says otherwise (``"default"``: the
+request's defaults, what a user gets; or ``NAME:WEIGHT,...``).
 """
 
 from __future__ import annotations
@@ -29,7 +40,7 @@ from diffsci.benchmarks.common import add_benchmark_parser, command_line, run_fr
 from diffsci.core.figures import save_figure
 from diffsci.core.io import jsonable
 
-__all__ = ["MotifProblem", "motif_problems", "motif_secondary_structure", "score_design", "run_benchmark", "add_parser"]
+__all__ = ["MotifProblem", "BINDER_PROBLEMS", "motif_problems", "motif_secondary_structure", "score_design", "run_benchmark", "add_parser"]
 
 RMSD_OK = 1.0  # Å
 CA_OK = 0.9
@@ -39,13 +50,25 @@ JUNCTION_TOL = (0.5, 0.3)  # Å around 3.8
 @dataclass(frozen=True)
 class MotifProblem:
     """One motif problem: ``segments`` are (first, last) author residue numbers in ``source``'s
-    chain (written as chain A), ``contig`` the contig that scaffolds them."""
+    chain (written as chain A), ``contig`` the contig that scaffolds them. ``path``: a shipped
+    structure file (relative to ``benchmarks/data``) used as the motif file as it is (None: the
+    chain is written out by :func:`write_motif_file`)."""
 
     name: str
     kind: str
     source: str
     segments: tuple[tuple[int, int], ...]
     contig: str
+    path: str | None = None
+
+
+DATA = Path(__file__).resolve().parent / "data"
+
+#: problems with a fixed chain (``--binder``): a binder designed beside a real target
+BINDER_PROBLEMS = (
+    MotifProblem("binder:1YCR", "binder", "PDB 1YCR chain A (MDM2), RFdiffusion's example copy (CC0)",
+                 ((25, 109),), "[A25-109/0 60-80]", path="1YCR.pdb"),
+)
 
 
 def _runs(labels: np.ndarray, res_ids: np.ndarray, ins: np.ndarray, label: str, min_len: int):
@@ -183,23 +206,41 @@ def junctions(motif_index: np.ndarray, length: int) -> list[tuple[int, int]]:
     return [(i, i + 1) for i in range(length - 1) if inside[i] != inside[i + 1]]
 
 
-def score_design(coords: np.ndarray, motif_index: np.ndarray, motif_coords: np.ndarray) -> dict:
-    """Scores of one design. coords (L, 4, 3) Å; motif_index (M,); motif_coords (M, 4, 3) Å."""
-    from diffsci.protein.metrics import ca_ca_stats, ca_clashes, chain_breaks
+def score_design(coords: np.ndarray, motif_index: np.ndarray, motif_coords: np.ndarray,
+                 chain_lengths=None) -> dict:
+    """Scores of one design. coords (L, 4, 3) Å; motif_index (M,); motif_coords (M, 4, 3) Å;
+    ``chain_lengths``: the design's chains in order (None: one chain)."""
+    from diffsci.protein.metrics import between_chains, ca_ca_distances, ca_clashes, chain_breaks
+    from diffsci.protein.metrics.geometry import INTERFACE_DISTANCE
 
     coords = np.asarray(coords, dtype=np.float64)
     ca = coords[:, 1]
+    ends = np.cumsum([0] + list(chain_lengths or [len(ca)]))
+    chains = [ca[a:b] for a, b in zip(ends[:-1], ends[1:])]
     got = coords[motif_index][:, :3].reshape(-1, 3)
     want = np.asarray(motif_coords, dtype=np.float64)[:, :3].reshape(-1, 3)
-    junc = [float(np.linalg.norm(ca[j] - ca[i])) for i, j in junctions(motif_index, len(ca))]
-    _, ok = ca_ca_stats(ca)
+    same_chain = lambda i, j: np.searchsorted(ends, i, "right") == np.searchsorted(ends, j, "right")  # noqa: E731
+    junc = [float(np.linalg.norm(ca[j] - ca[i])) for i, j in junctions(motif_index, len(ca)) if same_chain(i, j)]
+    steps = np.concatenate([ca_ca_distances(c) for c in chains])
+    ok = float(np.mean(np.abs(steps - 3.8) <= 0.3)) if steps.size else float("nan")
     n_clash, clash_frac = ca_clashes(ca)
     rmsd = _kabsch_rmsd(got, want)
-    breaks, max_step = chain_breaks(ca)
-    return {"length": int(len(ca)), "motif_rmsd": rmsd, "junction_ca_ca": junc, "ca_ca_ok": ok,
-            "clashes": int(n_clash), "clash_fraction": clash_frac, "chain_breaks": breaks,
-            "max_ca_ca": max_step,
-            "success": bool(rmsd < RMSD_OK and breaks == 0 and ok >= CA_OK)}
+    per_chain = [chain_breaks(c) for c in chains]
+    breaks = int(sum(b for b, _ in per_chain))
+    row = {"length": int(len(ca)), "motif_rmsd": rmsd, "junction_ca_ca": junc, "ca_ca_ok": ok,
+           "clashes": int(n_clash), "clash_fraction": clash_frac, "chain_breaks": breaks,
+           "max_ca_ca": float(np.nanmax([m for _, m in per_chain])), "interchain_clashes": 0}
+    if len(chains) > 1:  # each pair of chains counted once; the interface of the designed residues
+        inter = [between_chains(chains[k], chains[k + 1:]) for k in range(len(chains) - 1)]
+        chain_of = np.repeat(np.arange(len(chains)), np.diff(ends))
+        designed = np.setdiff1d(np.arange(len(ca)), motif_index)
+        d = np.linalg.norm(ca[designed, None] - ca[None], axis=-1)
+        d[chain_of[designed][:, None] == chain_of[None]] = np.inf
+        row.update(interchain_clashes=int(sum(x["interchain_clashes"] for x in inter)),
+                   interchain_min_ca=float(min(x["interchain_min_ca"] for x in inter)),
+                   interface_residues=int((d.min(1) <= INTERFACE_DISTANCE).sum()))
+    row["success"] = bool(rmsd < RMSD_OK and breaks == 0 and row["interchain_clashes"] == 0 and ok >= CA_OK)
+    return row
 
 
 def _within(values, tol: float) -> float | None:
@@ -221,15 +262,27 @@ def summarise(rows: list[dict]) -> dict:
             "ca_ca_ok_mean": float(np.mean([r["ca_ca_ok"] for r in rows])),
             "clash_fraction_mean": float(np.mean([r["clash_fraction"] for r in rows])),
             "designs_with_breaks": int(sum(r["chain_breaks"] > 0 for r in rows)),
+            "designs_with_interchain_clashes": int(sum(r.get("interchain_clashes", 0) > 0 for r in rows)),
+            "interchain_min_ca_min": min((r["interchain_min_ca"] for r in rows if "interchain_min_ca" in r), default=None),
+            "interface_residues_min": min((r["interface_residues"] for r in rows if "interface_residues" in r), default=None),
             "success_rate": float(np.mean([r["success"] for r in rows]))}
 
 
+def _potentials_option(potentials: str) -> str | None:
+    """The request's ``potentials`` for a benchmark's ``potentials`` option (``default``: None)."""
+    return None if potentials == "default" else potentials
+
+
 def run_problems(lm, problems, folder: Path, *, num: int, steps: int, seed: int, log=None,
-                 designability: bool = False, method: str = "align", taper: int | None = None) -> list[dict]:
+                 designability: bool = False, method: str = "align", taper: int | None = None,
+                 potentials: str = "none") -> list[dict]:
     """Design ``num`` backbones per problem; returns one result dict per problem (rows + summary).
 
-    ``method``, ``taper``: how the motif is held (:func:`diffsci.protein.design.motif.condition_on_motif`;
-    ``"fixed"`` pins the motif at its input position, the baseline method; taper None: the default).
+    ``problems``: ``(MotifProblem, chain)`` pairs (``chain`` None for a problem with a shipped
+    ``path``). ``method``, ``taper``: how the motif is held
+    (:func:`diffsci.protein.design.motif.condition_on_motif`; ``"fixed"`` pins the motif at its
+    input position, the baseline method; taper None: the default). ``potentials``: the
+    sampling-time potentials (module docstring; default ``"none"``, the network alone).
 
     ``designability``: add ProteinMPNN's ``mpnn_nll_proxy`` per design, all designs in one
     ProteinMPNN run (:func:`diffsci.protein.metrics.designability.designability` without a folding
@@ -242,14 +295,17 @@ def run_problems(lm, problems, folder: Path, *, num: int, steps: int, seed: int,
     results, coords = [], []
     for k, (prob, chain) in enumerate(problems):
         t0 = time.time()
-        path = write_motif_file(chain, folder / f"motif_{k:02d}.pdb")
-        designs = sample_backbones(lm, DesignRequest(lengths=[], num=num, seed=seed, steps=steps, motif=load_motif(path), contig=prob.contig, motif_method=method, potentials="none", **{} if taper is None else {"motif_taper": taper}), progress=False)
+        path = DATA / prob.path if prob.path else write_motif_file(chain, folder / f"motif_{k:02d}.pdb")
+        request = DesignRequest(lengths=[], num=num, seed=seed, steps=steps, motif=load_motif(path), contig=prob.contig,
+                                motif_method=method, potentials=_potentials_option(potentials),
+                                **{} if taper is None else {"motif_taper": taper})
+        designs = sample_backbones(lm, request, progress=False)
         rows = []
         for d in designs:
-            row = score_design(d.coords[0], d.motif_index, d.motif_coords)
+            row = score_design(d.coords[0], d.motif_index, d.motif_coords, d.chain_lengths)
             row["design"] = d.name
             rows.append(row)
-        res = {"problem": asdict(prob), "motif_file": path.name, "rows": rows, "summary": summarise(rows),
+        res = {"problem": asdict(prob), "motif_file": path.name, "potentials": designs[0].potentials, "rows": rows, "summary": summarise(rows),
                "seconds": round(time.time() - t0, 1)}
         results.append(res)
         coords.append([d.coords[0] for d in designs])
@@ -291,18 +347,21 @@ def _report(payload: dict, png: Path) -> str:
     fmt = lambda v, p=2: "n/a" if v is None else f"{v:.{p}f}"  # noqa: E731
     lines = ["# Motif-scaffolding benchmark", "", f"Command: `{payload['command']}`  ",
              f"Checkpoint: `{payload['checkpoint']}`; split `{payload['split']}`; "
-             f"{payload['num']} designs per problem, "
+             f"{payload['num']} designs per problem, potentials `{payload['potentials']}`, "
              f"{payload['steps']} steps, seed {payload['seed']}; wall time {payload['wall_s']} s.", "",
              "Motif RMSD over N, CA, C after superposition; junction: CA-CA across each motif-scaffold boundary; "
-             "CA-CA ok: fraction of consecutive CA-CA within 3.8 ± 0.3 Å; break: CA-CA > 4.2 Å; "
-             "success: RMSD < 1 Å, no break, CA-CA ok >= 0.9. Designability (ProteinMPNN + refolding) is not "
+             "CA-CA ok: fraction of consecutive CA-CA within 3.8 ± 0.3 Å; break: CA-CA > 4.2 Å within a chain; "
+             "inter-chain clash: a design with CA pairs of two chains < 3 Å (min CA / interface: the smallest "
+             "inter-chain CA-CA and designed residues within 10 Å of another chain, worst design); "
+             "success: RMSD < 1 Å, no break, no inter-chain clash, CA-CA ok >= 0.9. Designability (ProteinMPNN + refolding) is not "
              "computed: no folding backend offline; MPNN NLL (with `--designability`) is ProteinMPNN's mean "
              "negative log-likelihood of its designed sequences, a proxy only (lower: easier to design).", "",
              "Motif SS: the motif residues' helix / strand fractions in their source chain by P-SEA (which chose "
              "the motifs) and by DSSP.", "",
              "| problem | contig | motif SS P-SEA a / b | motif SS DSSP H / E | n | RMSD mean / max (Å) | junctions "
-             "| within ±0.5 | within ±0.3 | CA-CA ok | clash | breaks | success | MPNN NLL |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| within ±0.5 | within ±0.3 | CA-CA ok | clash | breaks | inter-chain clash | min CA / interface "
+             "| success | MPNN NLL |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in payload["problems"] + [{"problem": {"name": "**all**", "contig": ""}, "summary": payload["overall"]}]:
         s = r["summary"]
         m = r.get("motif_sse")
@@ -311,7 +370,9 @@ def _report(payload: dict, png: Path) -> str:
         lines.append(f"| {r['problem']['name']} | `{r['problem']['contig']}` | {sse} | {s['designs']} | "
                      f"{fmt(s['motif_rmsd_mean'])} / {fmt(s['motif_rmsd_max'])} | {s['junctions']} | "
                      f"{fmt(s['junction_within_0.5'])} | {fmt(s['junction_within_0.3'])} | {fmt(s['ca_ca_ok_mean'])} | "
-                     f"{fmt(s['clash_fraction_mean'], 4)} | {s['designs_with_breaks']} | {fmt(s['success_rate'])} | "
+                     f"{fmt(s['clash_fraction_mean'], 4)} | {s['designs_with_breaks']} | "
+                     f"{s['designs_with_interchain_clashes']} | {fmt(s['interchain_min_ca_min'])} / "
+                     f"{'n/a' if s['interface_residues_min'] is None else s['interface_residues_min']} | {fmt(s['success_rate'])} | "
                      f"{fmt(s['mpnn_nll_proxy_mean'])} |")
     lines += ["", f"![junctions]({png.name})", ""]
     return "\n".join(lines)
@@ -320,9 +381,10 @@ def _report(payload: dict, png: Path) -> str:
 def run_benchmark(out, *, quick: bool = False, num: int | None = None, steps: int | None = None,
                   problems: int | None = None, checkpoint=None, seed: int = 0, split: str = "heldout",
                   progress: bool = True, designability: bool = False, method: str = "align",
-                  taper: int | None = None) -> dict:
+                  taper: int | None = None, binder: bool = False, potentials: str = "none") -> dict:
     """Run the benchmark into ``out`` (``results.json``, ``report.md``, ``motif_junctions.png``,
-    and the motif PDB files under ``motifs/``); returns the JSON payload."""
+    and the motif PDB files under ``motifs/``); returns the JSON payload. ``binder``: add
+    :data:`BINDER_PROBLEMS`; ``potentials``: module docstring."""
     import torch
 
     from diffsci.protein.io.dataset import bundled_dataset_path, load_dataset
@@ -337,25 +399,28 @@ def run_benchmark(out, *, quick: bool = False, num: int | None = None, steps: in
     steps = steps or 100
     n_problems = problems or (6 if quick else None)
     ds = load_dataset(bundled_dataset_path())
-    probs = motif_problems(ds, split, max_problems=n_problems)
+    probs = motif_problems(ds, split, max_problems=n_problems) + [(b, None) for b in (BINDER_PROBLEMS if binder else ())]
     lm = load_model(checkpoint)
     if designability:
         from diffsci.protein.metrics.designability import require_proteinmpnn
 
         require_proteinmpnn()  # before any sampling
     results = run_problems(lm, probs, out / "motifs", num=num, steps=steps, seed=seed, log=log,
-                           designability=designability, method=method, taper=taper)
+                           designability=designability, method=method, taper=taper, potentials=potentials)
     for res, (prob, chain) in zip(results, probs):
-        res["motif_sse"] = motif_secondary_structure(prob, chain)
+        res["motif_sse"] = None if chain is None else motif_secondary_structure(prob, chain)
     overall = summarise([row for r in results for row in r["rows"]])
     default = lambda value, usual: None if value == usual else value  # noqa: E731
-    command = command_line("motif", out, flags=[("--quick", quick), ("--designability", designability)], options=[
+    command = command_line("motif", out, flags=[("--quick", quick), ("--designability", designability),
+                                                ("--binder", binder)], options=[
+        ("--potentials", default(potentials, "none")),
         ("--split", default(split, "heldout")), ("--method", default(method, "align")), ("--taper", taper),
         ("--num", default(num, 4)), ("--steps", default(steps, 100)),
         ("--problems", None if quick and n_problems == 6 else n_problems), ("--seed", default(seed, 0)),
         ("--checkpoint", checkpoint)])
     payload = jsonable({"command": command, "checkpoint": lm.source, "split": split, "num": num,
                            "steps": steps, "seed": seed, "method": method, "taper": taper,
+                           "potentials": results[0]["potentials"] if results else None,
                            "problems": results, "overall": overall,
                            "wall_s": round(time.time() - t_start, 1)})
     png = _plot(out, results)
@@ -383,6 +448,11 @@ def add_parser(subparsers) -> None:
                    help="how the motif is held (default align; fixed = the motif pinned at its input position, for comparison)")
     p.add_argument("--taper", type=int, default=None,
                    help="align: residues over which the motif's correction fades into a flank (default 6; 0: none)")
+    p.add_argument("--binder", action="store_true",
+                   help="add the binder problem: [A25-109/0 60-80] beside MDM2 (benchmarks/data/1YCR.pdb), scored between chains")
+    p.add_argument("--potentials", default="none", metavar="none|default|NAME:WEIGHT,...",
+                   help="sampling-time potentials (default none: the network alone; default: what "
+                        "'protein sample' uses; see 'protein sample --help')")
     p.add_argument("--designability", action="store_true",
                    help="add ProteinMPNN's sequence-likelihood proxy per design (needs proteinmpnn; no refolding)")
     p.add_argument("--quiet", action="store_true")

@@ -128,3 +128,36 @@ def test_command_line_keeps_order_and_drops_defaults():
     cmd = command_line("motif", "runs/m", flags=[("--quick", True), ("--designability", False)],
                        options=[("--split", None), ("--num", 2), ("--seed", 0), ("--checkpoint", None)])
     assert cmd == "diffsci bench motif --out runs/m --quick --num 2 --seed 0"
+
+
+def test_score_design_counts_between_chains_not_across_their_boundary():
+    """Two chains: the step from the last residue of one to the first of the next is no break
+    and no junction; a designed CA on top of the fixed chain is an inter-chain clash."""
+    target = _ideal_strand(10)  # chain A, fixed (the motif)
+    binder = _ideal_strand(8) + np.array([0.0, 6.0, 0.0])  # chain B, 6 Å beside it, 8 designed residues
+    bb = np.concatenate([target, binder])
+    s = score_design(bb, np.arange(10), target, (10, 8))
+    assert s["chain_breaks"] == 0 and s["junction_ca_ca"] == [] and s["ca_ca_ok"] == 1.0
+    assert s["interchain_clashes"] == 0 and np.isclose(s["interchain_min_ca"], 6.0)
+    assert s["interface_residues"] == 8 and s["success"]
+    as_one = score_design(bb, np.arange(10), target)  # read as one chain: a break between them
+    assert as_one["chain_breaks"] == 1 and "interchain_min_ca" not in as_one
+    bb[12, 1] = target[3, 1] + [0.0, 1.0, 0.0]  # one binder CA 1 Å from a target CA
+    s = score_design(bb, np.arange(10), target, (10, 8))
+    assert s["interchain_clashes"] >= 1 and s["interchain_min_ca"] <= 1.0 + 1e-9 and not s["success"]
+    summary = summarise([s, as_one])
+    assert summary["designs_with_interchain_clashes"] == 1 and summary["interchain_min_ca_min"] <= 1.0 + 1e-9
+
+
+def test_bench_motif_binder_problem_and_potentials(tmp_path):
+    from diffsci.benchmarks.motif_bench import BINDER_PROBLEMS, run_benchmark
+
+    payload = run_benchmark(tmp_path / "b", problems=1, num=1, steps=3, progress=False, binder=True,
+                            potentials="sterics:1")
+    binder = payload["problems"][-1]
+    assert binder["problem"]["name"] == BINDER_PROBLEMS[0].name and binder["motif_sse"] is None
+    (row,) = binder["rows"]
+    assert row["length"] >= 85 + 60 and {"interchain_clashes", "interchain_min_ca", "interface_residues"} <= set(row)
+    assert payload["potentials"] == "sterics:1" and "--binder --potentials sterics:1" in payload["command"]
+    report = (tmp_path / "b" / "report.md").read_text()
+    assert "binder:1YCR" in report and "potentials `sterics:1`" in report
