@@ -128,7 +128,7 @@ class GraphNet(nn.Module):
     and decoder's messages."""
 
     activation_checkpointing: bool = False
-    chunk_edges: int = 1 << 18
+    chunk_edges: int = 1 << 15
 
     def __init__(self, cfg: GraphNetConfig, graph: GridMeshGraph):
         super().__init__()
@@ -160,6 +160,162 @@ class GraphNet(nn.Module):
         for name, value in graph.tensors().items():
             self.register_buffer(f"g_{name}", value, persistent=False)
         self.n_grid, self.n_mesh = graph.num_grid, graph.num_mesh
+        self._chunk_cache = {}
+
+    def _run(self, fn, *args):
+        """``fn(*args)``, under non-reentrant activation checkpointing when it is on and gradients
+        are recorded (the network draws no random numbers: no RNG state to restore)."""
+        if self.activation_checkpointing and torch.is_grad_enabled():
+            return checkpoint(fn, *args, use_reentrant=False, preserve_rng_state=False)
+        return fn(*args)
+
+    def _messages(self, mlp: MLP, embed: MLP, name: str, h_src, h_dst, emb, dtype: torch.dtype):
+        """``sum over edges into each destination of mlp(cat(embed(attr), h_src[src], h_dst[dst]))``
+        for the edge set ``name`` (``g2m`` or ``m2g``; edge features cast to ``dtype``), Shape
+        (B, mesh or grid nodes, D). Node features are projected once; the edges go in one piece,
+        or, with activation checkpointing, in checkpointed chunks (:meth:`_chunked_messages`)."""
+        attr, (src, dst) = getattr(self, f"g_{name}_edge_attr"), getattr(self, f"g_{name}_edge_index")
+        p_src, p_dst = mlp.split_first(h_src, 1, 3, False), mlp.split_first(h_dst, 2, 3, False)
+        b = h_src.shape[0]
+
+        def part(attr, src, dst, p_src, p_dst, emb):  # these edges' messages summed at p_dst's nodes
+            y = embed(attr.to(dtype).unsqueeze(0), emb)  # (1 or B, E', D): static, per-example norm
+            pre = mlp.split_first(y.expand(b, *y.shape[1:]), 0, 3, True)
+            pre = pre + _gather(p_src, src) + _gather(p_dst, dst)
+            return _scatter_sum(mlp.finish(pre, emb), dst, p_dst.shape[1])
+
+        if not (self.activation_checkpointing and torch.is_grad_enabled()):
+            return part(attr, src, dst, p_src, p_dst, emb)
+        return self._chunked_messages(part, name, (attr, src, dst), (p_src, p_dst), emb)
+
+    def _chunked_messages(self, part, name: str, edges, projected, emb):
+        """:meth:`_messages` in checkpointed chunks of about ``chunk_edges`` edges, each chunk the
+        edges of a contiguous block of grid nodes (the edges taken in grid-node order), so that a
+        chunk reads and writes only its block of the grid-sized tensors: the blocks are views
+        of one ``split`` and the decoder's output one ``cat``, and no chunk allocates a
+        grid-sized tensor, forward or backward. The mesh side is read (and, for ``g2m``,
+        summed into) whole."""
+        attr, src, dst = edges
+        to_mesh = name == "g2m"
+        grid_index = src if to_mesh else dst
+        order, edge_cuts, node_cuts = self._edge_chunks(name, grid_index)
+        p_grid = projected[0] if to_mesh else projected[1]
+        blocks = p_grid.split([hi - lo for lo, hi in zip(node_cuts[:-1], node_cuts[1:])], dim=1)
+        pieces = []
+        for k, block in enumerate(blocks):
+            sel = slice(edge_cuts[k], edge_cuts[k + 1]) if order is None else order[edge_cuts[k]:edge_cuts[k + 1]]
+            local = grid_index[sel] - node_cuts[k]
+            if to_mesh:
+                piece = self._run(part, attr[sel], local, dst[sel], block, projected[1], emb)
+                pieces = [piece if not pieces else pieces[0] + piece]
+            else:
+                pieces.append(self._run(part, attr[sel], src[sel], local, projected[0], block, emb))
+        return pieces[0] if to_mesh else torch.cat(pieces, 1)
+
+    def _edge_chunks(self, name: str, grid_index: torch.Tensor):
+        """(order, edge_cuts, node_cuts) of the ``name`` edges: ``order`` the permutation putting
+        them in grid-node order (None: they are), chunk ``k`` the ordered edges
+        ``edge_cuts[k]:edge_cuts[k+1]`` (about ``chunk_edges``, never splitting a node's edges),
+        which touch grid nodes ``node_cuts[k]:node_cuts[k+1]`` only. Cached per graph and size."""
+        key = (name, self.chunk_edges, grid_index.device)
+        if key not in self._chunk_cache:
+            sorted_index = grid_index.cpu()
+            order = None
+            if bool((sorted_index[1:] < sorted_index[:-1]).any()):
+                order = torch.argsort(sorted_index, stable=True)
+                sorted_index = sorted_index[order]
+            n_edges = len(sorted_index)
+            starts = torch.arange(self.chunk_edges, n_edges, self.chunk_edges)
+            edge_cuts = torch.searchsorted(sorted_index, sorted_index[starts]).unique().tolist()  # a node's first edge
+            edge_cuts = [0] + [c for c in edge_cuts if c > 0] + [n_edges]
+            node_cuts = [0] + [int(sorted_index[c]) for c in edge_cuts[1:-1]] + [self.n_grid]
+            self._chunk_cache[key] = (None if order is None else order.to(grid_index.device), edge_cuts, node_cuts)
+        return self._chunk_cache[key]
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor | None) -> torch.Tensor:
+        y = self.norm(x)
+        if self.film is None or emb is None:
+            return y
+        scale, shift = self.film(emb).chunk(2, dim=-1)  # (B, D) each
+        shape = (emb.shape[0],) + (1,) * (x.ndim - 2) + (x.shape[-1],)
+        return torch.addcmul(shift.reshape(shape), y, 1 + scale.reshape(shape))
+
+
+class MLP(nn.Module):
+    """Linear -> SiLU -> Linear -> conditional LayerNorm."""
+
+    def __init__(self, d_in: int, d_out: int, cond_dim: int | None):
+        super().__init__()
+        self.l1 = nn.Linear(d_in, d_out)
+        self.l2 = nn.Linear(d_out, d_out)
+        self.norm = CondLayerNorm(d_out, cond_dim)
+
+    def forward(self, x, emb):
+        return self.norm(self.l2(F.silu(self.l1(x))), emb)
+
+    def split_first(self, x: torch.Tensor, part: int, n_parts: int, bias: bool) -> torch.Tensor:
+        """``x @ W1[:, part]^T`` (+ the bias when ``bias``): the contribution of one block of an
+        input that is the concatenation of ``n_parts`` equal-width blocks. Summing the blocks'
+        contributions equals ``l1(cat(blocks))`` without materialising the concatenation."""
+        d = self.l1.in_features // n_parts
+        w = self.l1.weight[:, part * d:(part + 1) * d]
+        return F.linear(x, w, self.l1.bias if bias else None)
+
+    def finish(self, pre: torch.Tensor, emb):
+        """The rest of the MLP after the first linear layer's pre-activation ``pre``."""
+        return self.norm(self.l2(F.silu(pre)), emb)
+
+
+def _gather(h: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    return h.index_select(1, idx)
+
+
+def _scatter_sum(msg: torch.Tensor, idx: torch.Tensor, n: int) -> torch.Tensor:
+    out = msg.new_zeros(msg.shape[0], n, msg.shape[-1])
+    return out.index_add_(1, idx, msg)
+
+
+class GraphNet(nn.Module):
+    """``forward(x (B, G, F), graph, c_noise (B,) or None) -> (B, G, C)``.
+
+    ``activation_checkpointing`` (default False): recompute activations in the backward pass
+    (see the module docstring); ``chunk_edges``: edges per checkpointed chunk of the encoder's
+    and decoder's messages."""
+
+    activation_checkpointing: bool = False
+    chunk_edges: int = 1 << 15
+
+    def __init__(self, cfg: GraphNetConfig, graph: GridMeshGraph):
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.latent
+        cd = d if cfg.conditional else None
+        self.noise_mlp = (
+            nn.Sequential(nn.Linear(cfg.noise_features, d), nn.SiLU(), nn.Linear(d, d)) if cfg.conditional else None
+        )
+        self.grid_embed = MLP(cfg.in_features + graph.grid_node_attr.shape[1], d, cd)
+        self.mesh_embed = MLP(graph.mesh_node_attr.shape[1], d, cd)
+        self.g2m_embed = MLP(graph.g2m_edge_attr.shape[1], d, cd)
+        self.mesh_edge_embed = MLP(graph.mesh_edge_attr.shape[1], d, cd)
+        self.m2g_embed = MLP(graph.m2g_edge_attr.shape[1], d, cd)
+        self.enc_msg = MLP(3 * d, d, cd)
+        self.enc_mesh = MLP(2 * d, d, cd)
+        self.enc_grid = MLP(d, d, cd)
+        self.proc_edge = nn.ModuleList(MLP(3 * d, d, cd) for _ in range(cfg.layers))
+        self.proc_node = nn.ModuleList(MLP(2 * d, d, cd) for _ in range(cfg.layers))
+        self.dec_msg = MLP(3 * d, d, cd)
+        self.dec_grid = MLP(2 * d, d, cd)
+        self.out = nn.Linear(d, cfg.out_channels)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+        self.set_graph(graph)
+
+    def set_graph(self, graph: GridMeshGraph) -> None:
+        """Attach the (non-trainable) graph tensors as buffers (not saved in the state dict)."""
+        for name, value in graph.tensors().items():
+            self.register_buffer(f"g_{name}", value, persistent=False)
+        self.n_grid, self.n_mesh = graph.num_grid, graph.num_mesh
+        self._chunk_cache = {}
 
     def _run(self, fn, *args):
         """``fn(*args)``, under non-reentrant activation checkpointing when it is on and gradients
