@@ -9,6 +9,11 @@
   size and length from the same initial state, with the same torch threads (the simulator runs
   on one; :func:`diffsci.benchmarks.weather_speed.weather_forecast_speed`); target: emulator /
   simulator time <= 1.
+- weather at a WeatherBench 2 grid (``--grid 121x240``, poles included), instead of the above:
+  an untrained model of the default size built for that grid, one forecast step of
+  ``--grid-members`` members and one training step with and without activation checkpointing
+  (``--checkpointing``), each with seconds per model hour per member and peak memory
+  (:func:`diffsci.benchmarks.weather_speed.weather_scale_speed`; CPU only).
 ``--device`` (default cpu) is where the protein sampler and the weather emulator run (the
 simulator always runs on the CPU); on CUDA the protein timings are bracketed by
 ``torch.cuda.synchronize`` (a forecast ends with its copy to the host).
@@ -30,6 +35,7 @@ import time
 import torch
 
 from diffsci.benchmarks.measure import peak_memory, reset_peak_memory, synchronize
+from diffsci.core.errors import DiffsciError
 from diffsci.core.io import check_int, write_json
 
 __all__ = ["protein_speed", "add_parser"]
@@ -88,8 +94,33 @@ def protein_speed(length: int = 100, steps=(10, 20, 100), batches=(1, 16), devic
             "rows": rows}
 
 
+def _parse_grid(text: str) -> tuple[int, int]:
+    """``"121x240"`` -> (121, 240); anything else: a one-line DiffsciError."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise DiffsciError(f"--grid must be NLATxNLON, e.g. 121x240, got {text!r}") from None
+    return h, w
+
+
+def _scale_lines(res: dict) -> list[str]:
+    """The printed lines of a :func:`weather_scale_speed` result."""
+    h, w = res["grid"]
+    lines = [f"weather {h}x{w} (mesh level {res['refinements']}, {res['mesh_nodes']} mesh nodes, edges {res['edges']}): "
+             f"built in {res['build_seconds']} s, base RSS {res['base_rss_mb']} MB"]
+    if "forecast" in res:
+        f = res["forecast"]
+        lines.append(f"  forecast step, {f['members']} members ({f['sampler']}, {f['sampler_steps']} levels): "
+                     f"{f['seconds_per_step']} s, {f['seconds_per_model_hour_per_member']} s per model hour per member, "
+                     f"peak RSS {f['peak_rss_mb']} MB")
+    for r in res["train"]:
+        lines.append(f"  training step, checkpointing {'on' if r['activation_checkpointing'] else 'off'}: "
+                     f"{r['seconds_per_step']} s, peak RSS {r['peak_rss_mb']} MB, loss {r['loss']:.8f}")
+    return lines
+
+
 def _run(args) -> int:
-    from diffsci.benchmarks.weather_speed import weather_forecast_speed
+    from diffsci.benchmarks.weather_speed import weather_forecast_speed, weather_scale_speed
 
     do_p = args.protein or not args.weather
     do_w = args.weather or not args.protein
@@ -105,7 +136,12 @@ def _run(args) -> int:
                 ref = r["reference"]
                 print(f"  against e3nn's evaluation, {ref['pairs']} pairs back to back: {ref['seconds_per_backbone']} vs "
                       f"{ref['reference_seconds_per_backbone']} s/backbone, median ratio {ref['median_ratio']}")
-    if do_w:
+    if do_w and args.grid:
+        res["weather_scale"] = weather_scale_speed(_parse_grid(args.grid), refinements=args.refinements,
+                                                   checkpointing=args.checkpointing, members=args.grid_members,
+                                                   forecast=args.grid_members > 0, threads=args.threads)
+        print("\n".join(_scale_lines(res["weather_scale"])))
+    elif do_w:
         w = weather_forecast_speed(members=args.members, lead_hours=args.lead_hours, threads=args.threads,
                                    device=args.device, simulator=True)
         res["weather"] = w
@@ -116,7 +152,10 @@ def _run(args) -> int:
     if do_p:
         words += ["--length", str(args.length), "--steps", *map(str, args.steps), "--batches", *map(str, args.batches)]
         words += ["--reference", str(args.reference)] if args.reference else []
-    if do_w:
+    if do_w and args.grid:
+        words += ["--grid", args.grid, "--checkpointing", args.checkpointing, "--grid-members", str(args.grid_members),
+                  "--threads", str(args.threads)] + (["--refinements", str(args.refinements)] if args.refinements else [])
+    elif do_w:
         words += ["--members", str(args.members), "--lead-hours", str(args.lead_hours), "--threads", str(args.threads)]
     words += ["--device", args.device]
     res["command"] = " ".join(words)
@@ -142,5 +181,13 @@ def add_parser(subparsers) -> None:
                    help="torch threads for both weather jobs (default 1: the simulator runs on one)")
     p.add_argument("--device", default="cpu",
                    help="where the protein sampler and the weather emulator run: cpu (default), cuda[:N], auto")
+    p.add_argument("--grid", metavar="NLATxNLON",
+                   help="weather: the cost at this WeatherBench 2 grid (poles included, e.g. 121x240) with an untrained "
+                        "model, instead of the shipped model against the simulator")
+    p.add_argument("--refinements", type=int, help="--grid: mesh level (default: from the grid spacing, 6 at 0.25 deg)")
+    p.add_argument("--checkpointing", choices=("both", "on", "off"), default="both",
+                   help="--grid: training steps with activation checkpointing, without, or both (default)")
+    p.add_argument("--grid-members", type=int, default=2,
+                   help="--grid: members of the timed forecast step (default 2; 0: no forecast row)")
     p.add_argument("--out", help="write the measurements as JSON")
     p.set_defaults(func=_run)
