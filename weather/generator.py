@@ -31,11 +31,15 @@ including spin-up, on a loaded machine). Transforms run on one thread (much fast
 Output conventions (what :func:`generate` returns):
 
 * dims ``time`` (hourly ``datetime64[ns]``, from ``output.start``), ``latitude`` (WB2 cell centres
-  ``-90 + (i + 1/2) 180 / nlat``, ascending, no poles: -87.1875..87.1875 for 32 rows),
+  ``-90 + (i + 1/2) 180 / nlat``, ascending, no poles: -87.1875..87.1875 for 32 rows; or, for a
+  grid with nlat odd and nlon = 2 (nlat - 1), WB2's equiangular grid with poles, -90..90),
   ``longitude`` (``j 360 / nlon``, 0..354.375 for 64 columns), and ``member`` when
   ``output.members`` is given (:class:`GeneratorOutput`). Fields are evaluated *exactly* from the spectral state on that grid
-  (a spectral synthesis on an equiangular grid of twice the resolution, then subsampled), so
-  no interpolation error is added.
+  (a spectral synthesis on an equiangular grid of twice the resolution, then subsampled; on a
+  grid with poles, on that grid itself), so no interpolation error is added. The solver runs
+  at most at 64x128 (T42, :data:`SIM_MAX_NLAT`): a finer output grid is the solver's state
+  evaluated there (attributes ``simulator_grid``, ``output_grid``, ``regridding``); a solver
+  finer than 32x64 spins up at 32x64 but for its last 48 h (:func:`spun_up_state`).
 * variables ``z`` (m**2 s**-2), ``u``, ``v`` (m s**-1), ``vo`` (s**-1), float32, CF attributes.
 * Several trajectories are laid end to end on ONE contiguous hourly time axis; the integer
   coordinate ``trajectory(time)`` says which run each hour belongs to. A forecast window
@@ -73,6 +77,8 @@ from diffsci.core.io import progress as progress_bar
 __all__ = [
     "GeneratorConfig",
     "GeneratorOutput",
+    "simulator_config",
+    "spun_up_state",
     "Simulator",
     "SimState",
     "generate",
@@ -80,6 +86,17 @@ __all__ = [
     "hourly_change_ratio",
     "VARIABLE_ATTRS",
 ]
+
+#: finest solver grid (T42): a larger output grid is the spectral state of this solver evaluated on
+#: it (the forcing is at degrees 6..18; the transform tables grow as nlat^3, a 720-row solver's
+#: would take tens of GB)
+SIM_MAX_NLAT = 64
+#: a solver finer than this spins up here (T21) and only its last ``FINE_SPINUP_HOURS`` at its own
+#: resolution (:func:`spun_up_state`)
+SPINUP_NLAT = 32
+FINE_SPINUP_HOURS = 48
+GRIDS_SUPPORTED = ("nlon must be 2 * nlat with nlat even >= 8 (cell centres, e.g. 32x64) or 2 * (nlat - 1) with nlat "
+                   "odd >= 9 (WeatherBench 2 equiangular with poles, e.g. 33x64, 121x240, 721x1440)")
 
 RADIUS = 6.37122e6
 OMEGA = 7.292e-5
@@ -104,7 +121,7 @@ class GeneratorConfig:
     Attributes
     ----------
     nlat, nlon : int
-        Output (and solver) grid; ``nlon == 2 * nlat``.
+        Solver grid (and the output grid, its cell centres, unless ``out_nlat``); ``nlon == 2 * nlat``.
     mean_depth : float
         Mean fluid depth in m (phi mean = g * mean_depth).
     jet_speed : float
@@ -125,6 +142,11 @@ class GeneratorConfig:
         E-folding time of del^8 hyperdiffusion at the truncation degree.
     steps_per_hour : int
         RK4 steps per hour; 0 means ``ceil(4 * nlat / 32)`` (dt ~ 1 / nlat).
+    out_nlat, out_nlon, out_poles : int, int, bool
+        Output grid when it is not the solver's cell centres (``out_nlat = 0``): ``out_poles``
+        False, cell centres of an ``out_nlat x out_nlon`` grid (nlon = 2 nlat); True, a
+        WeatherBench 2 equiangular grid with poles (nlat odd, nlon = 2 (nlat - 1)). The fields
+        are the spectral state evaluated on it (exact for the band-limited state).
     """
 
     nlat: int = 32
@@ -141,6 +163,9 @@ class GeneratorConfig:
     spinup_div_damping_hours: float = 1.0
     hyperdiff_hours: float = 3.0
     steps_per_hour: int = 0
+    out_nlat: int = 0
+    out_nlon: int = 0
+    out_poles: bool = False
 
     def __post_init__(self) -> None:
         if check_int(self.nlat, "nlat", minimum=8) % 2:
@@ -155,6 +180,13 @@ class GeneratorConfig:
         for name in ("forcing_rms", "eddy_speed"):
             check_range(getattr(self, name), name, 0.0, None)
         check_range(self.jet_speed, "jet_speed")
+        if self.out_nlat or self.out_poles:
+            _check_output_grid(self.out_nlat, self.out_nlon, self.out_poles)
+
+    @property
+    def output_shape(self) -> tuple[int, int]:
+        """(nlat, nlon) of the output grid."""
+        return (self.out_nlat, self.out_nlon) if self.out_nlat else (self.nlat, self.nlon)
 
     @property
     def truncation(self) -> int:
@@ -215,11 +247,13 @@ class Simulator:
         self.isht = th.InverseRealSHT(c.nlat, c.nlon, grid="legendre-gauss", **kw).double()
         self.vsht = th.RealVectorSHT(c.nlat, c.nlon, grid="legendre-gauss", **kw).double()
         self.ivsht = th.InverseRealVectorSHT(c.nlat, c.nlon, grid="legendre-gauss", **kw).double()
-        # output synthesis: equiangular grid with poles, twice the resolution
-        self.isht_out = th.InverseRealSHT(2 * c.nlat + 1, 2 * c.nlon, grid="equiangular", **kw).double()
-        self.ivsht_out = th.InverseRealVectorSHT(
-            2 * c.nlat + 1, 2 * c.nlon, grid="equiangular", **kw
-        ).double()
+        # output synthesis: an equiangular grid with poles, the output grid itself (out_poles) or
+        # twice its resolution, whose odd rows and even columns are the output's cell centres
+        (h, w), poles = c.output_shape, c.out_poles
+        out = (h, w) if poles else (2 * h + 1, 2 * w)
+        self.out_rows, self.out_cols = (slice(None), slice(None)) if poles else (slice(1, -1, 2), slice(None, None, 2))
+        self.isht_out = th.InverseRealSHT(*out, grid="equiangular", **kw).double()
+        self.ivsht_out = th.InverseRealVectorSHT(*out, grid="equiangular", **kw).double()
         cost, _ = th.quadrature.legendre_gauss_weights(c.nlat, -1, 1)
         lats = -torch.arcsin(torch.as_tensor(cost, dtype=torch.float64))  # north -> south
         self.lats = lats
@@ -342,11 +376,23 @@ class Simulator:
     # ---- output ------------------------------------------------------------------------
     def to_grid(self, spec: torch.Tensor) -> dict[str, np.ndarray]:
         """Fields on the output grid (latitude ascending). Shape (B, 3, L, L) -> dict of (B, H, W)."""
-        phi = self.isht_out(spec[:, 0])[:, 1:-1:2, ::2]
-        zeta = self.isht_out(spec[:, 1])[:, 1:-1:2, ::2]
-        uv = self.uv(spec[:, 1:], out=True)[:, :, 1:-1:2, ::2]
+        rows, cols = self.out_rows, self.out_cols
+        phi = self.isht_out(spec[:, 0])[:, rows, cols]
+        zeta = self.isht_out(spec[:, 1])[:, rows, cols]
+        uv = self.uv(spec[:, 1:], out=True)[:, :, rows, cols]
         flip = lambda a: np.ascontiguousarray(a.numpy()[..., ::-1, :]).astype(np.float32)  # noqa: E731
         return {"z": flip(phi), "u": flip(uv[:, 0]), "v": flip(uv[:, 1]), "vo": flip(zeta)}
+
+    def refine(self, state: SimState) -> SimState:
+        """A state of a coarser simulator (lower truncation, the same orthonormal coefficients) as
+        one of this simulator: its coefficients, zero above its truncation (exact, no smoothing)."""
+        lc = state.spec.shape[-1]
+        if lc > self.L:
+            raise DiffsciError(f"refine: a T{lc - 1} state does not fit this T{self.L - 1} simulator")
+        spec = state.spec.new_zeros(*state.spec.shape[:-2], self.L, self.L)
+        forcing = state.forcing.new_zeros(*state.forcing.shape[:-2], self.L, self.L)
+        spec[..., :lc, :lc], forcing[..., :lc, :lc] = state.spec, state.forcing
+        return SimState(spec, forcing)
 
     def pack(self, state: SimState) -> np.ndarray:
         """Packed full state. Returns shape (B, 4, K, 2) float64, K = L (L + 1) / 2."""
@@ -363,11 +409,49 @@ class Simulator:
         return SimState(full[:, :3].clone(), full[:, 3].clone())
 
 
-def output_grid(nlat: int, nlon: int) -> tuple[np.ndarray, np.ndarray]:
-    """WB2-style cell-centre latitudes (ascending) and longitudes from 0."""
-    lat = -90.0 + (np.arange(nlat) + 0.5) * 180.0 / nlat
+def output_grid(nlat: int, nlon: int, poles: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """WB2-style latitudes (ascending) and longitudes from 0: cell centres, or with ``poles``
+    the equiangular grid from -90 to 90 (WB2's ``equiangular_with_poles``)."""
+    lat = np.linspace(-90.0, 90.0, nlat) if poles else -90.0 + (np.arange(nlat) + 0.5) * 180.0 / nlat
     lon = np.arange(nlon) * 360.0 / nlon
     return lat, lon
+
+
+def _check_output_grid(nlat: int, nlon: int, poles: bool) -> None:
+    check_int(nlat, "nlat", minimum=8)
+    check_int(nlon, "nlon")
+    good = nlat % 2 == 1 and nlat >= 9 and nlon == 2 * (nlat - 1) if poles else nlat % 2 == 0 and nlon == 2 * nlat
+    if not good:
+        raise DiffsciError(f"grid: {GRIDS_SUPPORTED}; got {nlat}x{nlon}")
+
+
+def simulator_config(grid, config: GeneratorConfig | None = None) -> GeneratorConfig:
+    """``config`` (default: the defaults) set up for the output ``grid`` (nlat, nlon): cell
+    centres (nlat even, nlon = 2 nlat) or WB2 equiangular with poles (nlat odd, nlon = 2 (nlat - 1)).
+    The solver runs on ``min(nlat, SIM_MAX_NLAT)`` Gauss latitudes (``nlat - 1`` with poles); an
+    output grid other than the solver's cell centres is recorded as ``out_nlat/out_nlon/out_poles``."""
+    nlat, nlon = _parse_grid(grid)
+    poles = nlat % 2 == 1
+    _check_output_grid(nlat, nlon, poles)
+    solver = min(nlat - 1 if poles else nlat, SIM_MAX_NLAT)
+    same = not poles and solver == nlat
+    return replace(config or GeneratorConfig(), nlat=solver, nlon=2 * solver, out_nlat=0 if same else nlat,
+                   out_nlon=0 if same else nlon, out_poles=poles)
+
+
+def spun_up_state(sim: Simulator, rng: np.random.Generator, hours: int) -> SimState:
+    """A balanced initial state after ``hours`` of :meth:`Simulator.spinup`. A solver finer than
+    ``SPINUP_NLAT`` spins up there (T21: a fraction of the cost) for all but the last
+    ``FINE_SPINUP_HOURS`` hours, whose state is refined (:meth:`Simulator.refine`: exact) and run
+    those hours at the solver's own resolution with the normal damping, which fills its smaller
+    scales (hyperdiffusion's e-folding time at the truncation is 3 h); the statistics after it are
+    those of a spin-up at full resolution (docs/weather.md, measured)."""
+    c = sim.config
+    if c.nlat <= SPINUP_NLAT or hours <= FINE_SPINUP_HOURS:
+        return sim.spinup(sim.balanced_state(rng), rng, hours)
+    coarse = Simulator(replace(c, nlat=SPINUP_NLAT, nlon=2 * SPINUP_NLAT, out_nlat=0, out_nlon=0, out_poles=False))
+    state = coarse.spinup(coarse.balanced_state(rng), rng, hours - FINE_SPINUP_HOURS)
+    return sim.run_hours(sim.refine(state), [rng], FINE_SPINUP_HOURS, sim.div_rate)
 
 
 def _parse_grid(grid) -> tuple[int, int]:
@@ -414,13 +498,27 @@ def _dataset(
 
 
 def _attrs(config: GeneratorConfig, **params) -> dict:
+    """The file attributes; the output-grid fields of the config (and the grid attributes) only
+    when the output is not the solver's cell centres, so such files are as before."""
+    stored = asdict(config)
+    grids = {}
+    if config.out_nlat:
+        h, w = config.output_shape
+        grids = {"simulator_grid": f"{config.nlat}x{config.nlon} Gauss, T{config.truncation}",
+                 "output_grid": f"{h}x{w} " + ("equiangular with poles" if config.out_poles else "cell centres"),
+                 "regridding": f"the T{config.truncation} spectral state evaluated on the output grid (spectral "
+                               "synthesis: exact for the band-limited state, no interpolation error)"}
+    else:
+        for key in ("out_nlat", "out_nlon", "out_poles"):
+            del stored[key]
     return {
         "title": "Synthetic ERA5-style weather from a forced shallow-water model on the sphere",
         "source": "diffsci.weather.generator (synthetic, not observations)",
         "synthetic": 1,
         "generator": "diffsci.weather.generator.generate",
-        "generator_config": json.dumps(asdict(config)),
+        "generator_config": json.dumps(stored),
         "Conventions": "CF-1.8",
+        **grids,
         **{k: (json.dumps(v) if isinstance(v, (dict, list, tuple, type(None))) else v) for k, v in params.items()},
     }
 
@@ -490,7 +588,10 @@ def generate(
     Parameters
     ----------
     grid : (nlat, nlon) or "NLATxNLON"
-        Output grid; nlon must be 2 * nlat (32x64 and 64x128 are the tested ones).
+        Output grid: cell centres, nlon = 2 * nlat (32x64 and 64x128 are the tested ones), or a
+        WeatherBench 2 grid with poles, nlat odd, nlon = 2 (nlat - 1) (33x64, 121x240, 721x1440).
+        The solver runs at most at 64x128 (T42, :func:`simulator_config`): a finer output grid
+        is its spectral state evaluated there (the attributes ``simulator_grid``, ``output_grid``).
     hours : int
         Hourly states per trajectory (the first is the state at the end of spin-up).
     trajectories : int
@@ -498,7 +599,8 @@ def generate(
     seed : int
         Seed of every random stream.
     spinup_hours : int
-        Hours integrated (and discarded) from the balanced initial state.
+        Hours integrated (and discarded) from the balanced initial state (above 32x64: at 32x64
+        but for the last 48, :func:`spun_up_state`).
     config : GeneratorConfig, optional
         Simulator parameters (its nlat/nlon are replaced by ``grid``).
     output : GeneratorOutput, optional
@@ -511,12 +613,11 @@ def generate(
     xr.Dataset
         ``z, u, v, vo`` with dims ([member,] time, latitude, longitude) and ``sim_state``.
     """
-    nlat, nlon = _parse_grid(grid)
+    config = simulator_config(grid, config)
     check_int(hours, "hours")
     check_int(trajectories, "trajectories")
     check_int(spinup_hours, "spinup_hours", minimum=0)
     output = GeneratorOutput() if output is None else output
-    config = replace(config or GeneratorConfig(), nlat=nlat, nlon=nlon)
     sim = Simulator(config)
     members = [None] if output.members is None else list(range(output.members))
     bar = progress_bar(total=trajectories * (spinup_hours + hours * len(members)), desc="make-data", unit="h",
@@ -525,7 +626,7 @@ def generate(
     with torch.no_grad(), _one_thread():
         for k in range(trajectories):
             rng = _rng(seed, k, 0, 0)
-            state = sim.spinup(sim.balanced_state(rng), rng, spinup_hours)
+            state = spun_up_state(sim, rng, spinup_hours)
             bar.update(spinup_hours)
             runs.append([_record_run(sim, state, _rng(seed, k, 1, 0) if m is None else _rng(seed, k, 2, m), hours,
                                      output.store_state, bar) for m in members])
@@ -535,7 +636,11 @@ def generate(
     extra["trajectory"] = ("time", np.repeat(np.arange(trajectories), hours))
     attrs = _attrs(config, seed=seed, hours=hours, trajectories=trajectories, spinup_hours=spinup_hours,
                    members=output.members if output.members is not None else -1)
-    return _dataset(fields, times, *output_grid(nlat, nlon), dims, extra, attrs, packed)
+    return _dataset(fields, times, *_output_coords(config), dims, extra, attrs, packed)
+
+
+def _output_coords(config: GeneratorConfig) -> tuple[np.ndarray, np.ndarray]:
+    return output_grid(*config.output_shape, poles=config.out_poles)
 
 
 def perfect_model_ensemble(
@@ -594,7 +699,7 @@ def perfect_model_ensemble(
     config = GeneratorConfig(**json.loads(ds.attrs["generator_config"]))
     sim = Simulator(config)
     state0 = sim.unpack(np.asarray(ds["sim_state"].isel(time=index).values)[None])
-    out = {v: np.empty((members, lead_hours, config.nlat, config.nlon), np.float32) for v in VARIABLE_ATTRS}
+    out = {v: np.empty((members, lead_hours, *config.output_shape), np.float32) for v in VARIABLE_ATTRS}
     with torch.no_grad(), _one_thread():
         for m in progress_bar(range(members), desc="perfect-model ensemble", enabled=progress):
             r = _rng(seed, 3, index, m)
@@ -606,7 +711,7 @@ def perfect_model_ensemble(
                     out[v][m, h] = g[v][0]
     t0 = times[index]
     valid = pd.DatetimeIndex([t0 + pd.Timedelta(hours=h + 1) for h in range(lead_hours)])
-    lat, lon = output_grid(config.nlat, config.nlon)
+    lat, lon = _output_coords(config)
     extra = {
         "member": ("member", np.arange(members)),
         "init_time": ((), np.datetime64(t0, "ns")),

@@ -3,6 +3,13 @@
 Example::
 
     diffsci weather make-data --out train.nc --grid 32x64 --hours 2000 --seed 0
+    diffsci weather make-data --out wb2.nc --grid 121x240 --hours 400 --seed 0   # 1.5 deg, poles
+
+Grids: cell centres (nlon = 2 nlat, nlat even) or WeatherBench 2 equiangular grids with poles
+(nlat odd, nlon = 2 (nlat - 1): 33x64, 121x240, 181x360, 721x1440). The simulator runs at most at
+64x128 (T42); a finer grid gets its spectral state evaluated there (exact, no interpolation;
+recorded in the attributes simulator_grid, output_grid, regridding), and such a simulator spins
+up at 32x64 but for its last 48 hours.
 """
 
 from __future__ import annotations
@@ -38,7 +45,8 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser("make-data", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                               help="generate synthetic ERA5-style weather (shallow water on the sphere) to netCDF")
     p.add_argument("--out", required=True, help="output netCDF file")
-    p.add_argument("--grid", default="32x64", help="NLATxNLON, nlon = 2 nlat (default 32x64)")
+    p.add_argument("--grid", default="32x64", help="NLATxNLON: nlon = 2 nlat (cell centres) or, nlat odd, "
+                                                      "2 (nlat - 1) (WB2 with poles, e.g. 121x240) (default 32x64)")
     p.add_argument("--hours", type=int, required=True, help="hourly states per trajectory")
     p.add_argument("--trajectories", type=int, default=1, help="independent runs laid end to end in time")
     p.add_argument("--seed", type=int, default=0)
