@@ -83,3 +83,15 @@ def test_fine_solver_spins_up_mostly_at_low_resolution(monkeypatch):
     assert json.loads(ds.attrs["generator_config"])["nlat"] == 64 and ds.attrs["output_grid"].startswith("121x240")
     # fields of the T42 state on the 1.5 degree grid: smooth, the poles single-valued
     assert np.ptp(ds["z"].values[:, 0], axis=-1).max() == 0
+
+
+def test_make_data_six_hourly(tmp_path):
+    """--step-hours 6 writes every sixth hour of the same run: a 6 h model step."""
+    out = tmp_path / "six.nc"
+    assert main(["weather", "make-data", "--out", str(out), "--grid", "16x32", "--hours", "3", "--step-hours", "6",
+                 "--spinup-hours", "2", "--seed", "4", "--quiet"]) == 0
+    six = xr.open_dataset(out, engine="netcdf4")
+    hourly = generate((16, 32), hours=13, seed=4, spinup_hours=2, progress=False)
+    np.testing.assert_array_equal(six["z"].values, hourly["z"].values[::6])
+    assert (np.diff(six["time"].values) == np.timedelta64(6, "h")).all() and six.attrs["step_hours"] == 6
+    assert "step_hours" not in hourly.attrs  # hourly files are as before

@@ -529,29 +529,33 @@ class GeneratorOutput:
 
     ``members``: None for one run per trajectory; M for a perfect-model ensemble of M runs from
     each spun-up state with independent forcing (a leading ``member`` dim). ``start``: the
-    first time stamp. ``store_state``: keep the simulator state ``sim_state`` at every hour (for
+    first time stamp. ``step_hours``: hours between recorded states (the simulator's own steps
+    are unchanged; 6 gives 6-hourly data, one model step of 6 h). ``store_state``: keep the simulator state ``sim_state`` at every hour (for
     :func:`perfect_model_ensemble` restarts)."""
 
     members: int | None = None
     start: str = "2000-01-01T00:00"
     store_state: bool = True
+    step_hours: int = 1
 
     def __post_init__(self):
         if self.members is not None:
             check_int(self.members, "members")
+        check_int(self.step_hours, "step_hours")
 
 
-def _record_run(sim: Simulator, state: SimState, rng: np.random.Generator, hours: int, store_state: bool,
+def _record_run(sim: Simulator, state: SimState, rng: np.random.Generator, hours: int, output: GeneratorOutput,
                 bar) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
-    """``hours`` hourly states of one run from ``state`` (the first is ``state`` itself), its
-    forcing noise drawn from ``rng``: fields ``{v: (hours, H, W)}`` and, with ``store_state``,
-    the packed simulator states (hours, ...)."""
+    """``hours`` states ``output.step_hours`` hours apart of one run from ``state`` (the first is
+    ``state`` itself), its forcing noise drawn from ``rng``: fields ``{v: (hours, H, W)}`` and, with
+    ``output.store_state``, the packed simulator states (hours, ...)."""
+    store_state, step = output.store_state, output.step_hours
     s = SimState(state.spec.clone(), state.forcing.clone())
     out, pk = [], []
     for h in range(hours):
         if h > 0:
-            s = sim.run_hours(s, [rng], 1, sim.div_rate)
-            bar.update(1)
+            s = sim.run_hours(s, [rng], step, sim.div_rate)
+            bar.update(step)
         out.append(sim.to_grid(s.spec))
         if store_state:
             pk.append(sim.pack(s))
@@ -593,7 +597,8 @@ def generate(
         The solver runs at most at 64x128 (T42, :func:`simulator_config`): a finer output grid
         is its spectral state evaluated there (the attributes ``simulator_grid``, ``output_grid``).
     hours : int
-        Hourly states per trajectory (the first is the state at the end of spin-up).
+        States per trajectory, ``output.step_hours`` (default 1) hours apart (the first is the state at
+        the end of spin-up).
     trajectories : int
         Independent runs, laid end to end on the time axis (coordinate ``trajectory``).
     seed : int
@@ -620,7 +625,7 @@ def generate(
     output = GeneratorOutput() if output is None else output
     sim = Simulator(config)
     members = [None] if output.members is None else list(range(output.members))
-    bar = progress_bar(total=trajectories * (spinup_hours + hours * len(members)), desc="make-data", unit="h",
+    bar = progress_bar(total=trajectories * (spinup_hours + (1 + (hours - 1) * output.step_hours) * len(members)), desc="make-data", unit="h",
                        enabled=progress)
     runs = []  # per trajectory, per member: (fields, packed)
     with torch.no_grad(), _one_thread():
@@ -629,13 +634,14 @@ def generate(
             state = spun_up_state(sim, rng, spinup_hours)
             bar.update(spinup_hours)
             runs.append([_record_run(sim, state, _rng(seed, k, 1, 0) if m is None else _rng(seed, k, 2, m), hours,
-                                     output.store_state, bar) for m in members])
+                                     output, bar) for m in members])
     bar.close()
     fields, packed, dims, extra = _layout(runs, output)
-    times = pd.date_range(pd.Timestamp(output.start), periods=trajectories * hours, freq="h")
+    times = pd.date_range(pd.Timestamp(output.start), periods=trajectories * hours, freq=f"{output.step_hours}h")
     extra["trajectory"] = ("time", np.repeat(np.arange(trajectories), hours))
+    steps = {} if output.step_hours == 1 else {"step_hours": output.step_hours}
     attrs = _attrs(config, seed=seed, hours=hours, trajectories=trajectories, spinup_hours=spinup_hours,
-                   members=output.members if output.members is not None else -1)
+                   members=output.members if output.members is not None else -1, **steps)
     return _dataset(fields, times, *_output_coords(config), dims, extra, attrs, packed)
 
 

@@ -32,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
         trajectories=args.trajectories,
         seed=args.seed,
         spinup_hours=args.spinup_hours,
-        output=GeneratorOutput(members=args.members, start=args.start, store_state=not args.no_state),
+        output=GeneratorOutput(members=args.members, start=args.start, store_state=not args.no_state,
+                               step_hours=args.step_hours),
         progress=not args.quiet,
     )
     path = write_netcdf(ds, args.out, must_have_folder=True)
@@ -47,7 +48,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out", required=True, help="output netCDF file")
     p.add_argument("--grid", default="32x64", help="NLATxNLON: nlon = 2 nlat (cell centres) or, nlat odd, "
                                                       "2 (nlat - 1) (WB2 with poles, e.g. 121x240) (default 32x64)")
-    p.add_argument("--hours", type=int, required=True, help="hourly states per trajectory")
+    p.add_argument("--hours", type=int, required=True, help="states per trajectory (hourly unless --step-hours)")
+    p.add_argument("--step-hours", type=int, default=1,
+                   help="hours between the states written (default 1; 6: 6-hourly data, a 6 h model step)")
     p.add_argument("--trajectories", type=int, default=1, help="independent runs laid end to end in time")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--members", type=int, default=None, help="perfect-model ensemble members per trajectory")
