@@ -185,8 +185,8 @@ def add_parser(subparsers) -> None:
                    help="weather: the cost at this WeatherBench 2 grid (poles included, e.g. 121x240) with an untrained "
                         "model, instead of the shipped model against the simulator")
     p.add_argument("--refinements", type=int, help="--grid: mesh level (default: from the grid spacing, 6 at 0.25 deg)")
-    p.add_argument("--checkpointing", choices=("both", "on", "off"), default="both",
-                   help="--grid: training steps with activation checkpointing, without, or both (default)")
+    p.add_argument("--checkpointing", choices=("both", "on", "off", "none"), default="both",
+                   help="--grid: training steps with activation checkpointing, without, both (default) or none")
     p.add_argument("--grid-members", type=int, default=2,
                    help="--grid: members of the timed forecast step (default 2; 0: no forecast row)")
     p.add_argument("--out", help="write the measurements as JSON")

@@ -163,14 +163,14 @@ def weather_scale_speed(grid=(121, 240), *, refinements: int | None = None, chec
     ``refinements``, default :func:`scale_refinements`) whose weights are perturbed by N(0, 0.02^2)
     so that its zero-initialised read-out and FiLM layers do not hide a difference in the loss.
 
-    ``checkpointing``: ``both`` (with, then without), ``on`` or ``off``: one training step each
+    ``checkpointing``: ``both`` (with, then without), ``on``, ``off`` or ``none``: one training step each
     (batch 1, the EDM denoising loss and its backward pass). ``forecast``: first, one model step of
     ``members`` members with ``sampler`` (name, noise levels; the shipped model's euler over 2).
     Rows give seconds per step and per model hour (``step_hours``) per member, and peak memory
     (:func:`diffsci.benchmarks.measure.peak_memory`, reset before each row; ``base_rss_mb``: the
     resident set before the first row, model and graph built). Returns a JSON-able dict."""
     h, w = (check_int(n, "grid") for n in grid)
-    check_choice(checkpointing, "checkpointing", ("both", "on", "off"))
+    check_choice(checkpointing, "checkpointing", ("both", "on", "off", "none"))
     if threads:
         torch.set_num_threads(threads)
     k = scale_refinements(h) if refinements is None else check_int(refinements, "refinements")
@@ -192,7 +192,7 @@ def weather_scale_speed(grid=(121, 240), *, refinements: int | None = None, chec
            "base_rss_mb": peak_memory()["process_peak_rss_mb"]}
     if forecast:
         out["forecast"] = _forecast_step(task, model, check_int(members, "members"))
-    modes = {"both": (True, False), "on": (True,), "off": (False,)}[checkpointing]
+    modes = {"both": (True, False), "on": (True,), "off": (False,), "none": ()}[checkpointing]
     out["train"] = [_train_step(task, model, on) for on in modes]
     if len(modes) == 2:
         on, off = out["train"]

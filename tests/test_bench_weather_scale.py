@@ -44,3 +44,8 @@ def test_bench_speed_grid_command(tmp_path, capsys):
 def test_bench_speed_bad_grid(grid, capsys):
     assert main(["bench", "speed", "--weather", "--grid", grid]) == 2
     assert "--grid must be NLATxNLON" in capsys.readouterr().err
+
+
+def test_weather_scale_speed_forecast_only():
+    res = weather_scale_speed((9, 16), refinements=1, members=2, checkpointing="none", threads=1)
+    assert res["train"] == [] and res["forecast"]["members"] == 2 and "train_peak_ratio" not in res
