@@ -1,11 +1,24 @@
 """Ensemble forecasts: autoregressive rollouts of a loaded weather model on any torch device.
 
 Member ``m`` of the forecast from init time ``T`` draws all its noise from the generator of
-``(seed, T, m)`` (on the forecast's device), and members are evaluated in fixed-size chunks
-(padded with throw-away members), so member ``m`` is bit-for-bit the same whatever the ensemble
-size on one device. Under ``torchrun`` the (init time, chunk) units are spread over the ranks
+``(seed, T, m)`` (on the forecast's device). Members are rolled out ``chunk`` at a time
+(:attr:`ForecastSettings.chunk`; default: as many as free memory holds, :func:`default_chunk`),
+and within a chunk the network always sees groups of :data:`EVAL_BATCH` member slots, member
+``m`` in slot ``m % EVAL_BATCH`` (slots without a member of the chunk are throw-away padding,
+never written; :class:`~diffsci.weather.predictor.GroupedBatch`): batched kernels round
+differently at other batch sizes (measured: a batch of 1 or 2 differs from 4 by up to 0.012 in
+z after 3 steps on CPU), so member ``m`` is bit-for-bit the same whatever the ensemble size and
+chunk on one device. Under ``torchrun`` the (init time, chunk) units are spread over the ranks
 (:func:`diffsci.core.distributed.gather_shares`) and gathered to rank 0, so the forecast is
 bitwise that of one process.
+
+Streaming: :func:`forecast_to_file` writes every lead of a chunk to the netCDF file as soon as
+it is made (a temp file beside the target, renamed onto it at the end; an interrupted forecast
+leaves nothing under the target name), so host and device memory hold one chunk of members x a
+few states (plus one group of network activations), whatever the number of leads and members;
+:func:`forecast` runs the same per-lead machinery into an in-memory dataset. Under ``torchrun``
+rank 0 streams its own units and writes the other ranks' units when they are gathered (those
+are held in memory there).
 
 One model step is the checkpoint's time step (``WeatherModelConfig.time_step_hours``, read
 from the training data); the initial-condition file must have that step (and the state one
@@ -22,11 +35,14 @@ with ``open_weather(path, forecast=True)`` gives the same layout.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import netCDF4
 import numpy as np
 import pandas as pd
 import torch
@@ -36,7 +52,7 @@ from diffsci.core.checkpoint import load_bundle
 from diffsci.core.config import Provenance
 from diffsci.core.distributed import gather_shares, is_root, rank_device
 from diffsci.core.errors import DiffsciError
-from diffsci.core.io import check_int, progress as progress_bar, write_netcdf
+from diffsci.core.io import atomic_output, check_int, progress as progress_bar, write_netcdf
 from diffsci.core.samplers import get_sampler
 from diffsci.core.spaces import Euclidean
 from diffsci.core.utils import make_generator, resolve_device
@@ -45,13 +61,24 @@ from diffsci.weather.data import (CANONICAL_UNITS, NormStats, channel_names, che
 from diffsci.weather.diffusion import KIND, KIND_DETERMINISTIC, WeatherModelConfig, effective_churn
 from diffsci.weather.grid import boundary_mask
 from diffsci.weather.layouts import normalize_unit
-from diffsci.weather.predictor import DiffusionStep, DirectStep, NormalizedResidual, StepPredictor, rollout
+from diffsci.weather.predictor import (DiffusionStep, DirectStep, GroupedBatch, NormalizedResidual, StepPredictor,
+                                       rollout_steps)
 from diffsci.weather.static import static_values
 
 __all__ = ["effective_churn", "sampling_settings", "ForecastSettings", "Forecaster", "load_forecaster", "forecast",
-           "write_forecast", "CHUNK", "DEFAULT_STEPS"]
+           "forecast_to_file", "write_forecast", "default_chunk", "available_memory", "EVAL_BATCH", "CHUNK",
+           "DEFAULT_STEPS"]
 
-CHUNK = 4  # members evaluated together (fixed, so results do not depend on the ensemble size)
+#: member slots per network evaluation (fixed, so results do not depend on the ensemble size or chunk)
+EVAL_BATCH = 4
+#: the former name of :data:`EVAL_BATCH` (the batch one network evaluation sees; kept for its callers)
+CHUNK = EVAL_BATCH
+
+#: share of the free memory (host, or the GPU's) that the default chunk's states may take
+CHUNK_MEMORY_SHARE = 0.25
+#: float32 states held per member of a chunk: the two states a step reads, the one it makes, the
+#: concatenation of the groups' results, its host copy and the channel split written out
+STATES_PER_MEMBER = 6
 
 #: noise levels per forecast step when none are given: the first-order SDE sampler needs a finer
 #: grid (5 EDM levels make its steps overshoot: core.samplers.sde_step_gain 3.2 > 2)
@@ -77,7 +104,9 @@ class ForecastSettings:
     ``lead_hours``: a multiple of the checkpoint's time step; ``members``; ``seed``;
     ``init_times``: ISO 8601 times of the init file (None: its last time). ``sampler``,
     ``steps`` (noise levels per forecast step: the sampler's grid, run once per model step) and
-    ``churn``: None takes the checkpoint's own (:func:`sampling_settings`). Regional
+    ``churn``: None takes the checkpoint's own (:func:`sampling_settings`). ``chunk``: members
+    rolled out together (memory holds one chunk's states; results do not depend on it; None:
+    :func:`default_chunk`, from free memory, at most ``members``). Regional
     checkpoints: ``boundary`` values (path or Dataset) and ``boundary_width`` (cells; None: the
     checkpoint's band). Checked when made.
     """
@@ -91,9 +120,12 @@ class ForecastSettings:
     churn: float | None = None
     boundary: object = None
     boundary_width: int | None = None
+    chunk: int | None = None
 
     def __post_init__(self):
         check_int(self.members, "members")
+        if self.chunk is not None:
+            check_int(self.chunk, "chunk")
         check_int(self.lead_hours, "lead_hours")
         if isinstance(self.init_times, str):
             object.__setattr__(self, "init_times", (self.init_times,))
@@ -250,8 +282,10 @@ def _init_indices(ds: xr.Dataset, init_times, step: pd.Timedelta = pd.Timedelta(
 class _Rollout:
     """One forecast's units of work: the checked init file ``ds`` (the checkpoint's channels),
     its ``variables``, the init indices ``idx`` and times ``init_stamps``, ``n_steps`` model
-    steps of ``step``, ``members`` and ``seed``, and for a regional model the boundary band
-    ``band`` (H, W) bool and values ``boundary_values`` (I, L, C, H, W) (None: global)."""
+    steps of ``step``, ``members``, ``seed`` and ``chunk`` (members rolled out together), and
+    for a regional model the boundary band ``band`` (H, W) bool and values ``boundary_values``
+    (I, L, C, H, W) (None: global). A unit is (init ``k``, chunk ``c``): members
+    :meth:`members_of` ``(c)``."""
 
     ds: xr.Dataset
     variables: tuple[str, ...]
@@ -261,12 +295,16 @@ class _Rollout:
     n_steps: int
     members: int
     seed: int
+    chunk: int
     band: torch.Tensor | None = None
     boundary_values: torch.Tensor | None = None
 
     @property
     def n_chunks(self) -> int:
-        return -(-self.members // CHUNK)
+        return -(-self.members // self.chunk)
+
+    def members_of(self, c: int) -> range:
+        return range(c * self.chunk, min((c + 1) * self.chunk, self.members))
 
 
 def _boundary_forcing(forecaster: Forecaster, settings: ForecastSettings, init_stamps, n_steps: int,
@@ -322,16 +360,56 @@ def _model_steps(cfg: WeatherModelConfig, lead_hours: int) -> tuple[pd.Timedelta
     return step, int(round(n_steps))
 
 
+@dataclass(frozen=True)
+class _Job:
+    """A prepared forecast: its units of work (``plan``), the step predictor (the network in
+    groups of :data:`EVAL_BATCH` member slots), the device it runs on, the checkpoint's config
+    and the output's global attributes."""
+
+    plan: _Rollout
+    predictor: StepPredictor
+    device: torch.device
+    config: WeatherModelConfig
+    attrs: dict
+
+
+def _prepare(forecaster: Forecaster, init, settings: ForecastSettings | None, device) -> _Job:
+    """Everything checked and resolved before any step is taken (:func:`forecast`'s arguments)."""
+    settings = ForecastSettings() if settings is None else settings
+    cfg = forecaster.config
+    step, n_steps = _model_steps(cfg, settings.lead_hours)
+    sampling = sampling_settings(cfg, settings.sampler, settings.steps, settings.churn)
+    if device is not None:
+        forecaster.model.to(rank_device(resolve_device(device)))
+    sampler, steps, churn = sampling
+    predictor = GroupedBatch(forecaster.predictor(sampler=sampler, steps=steps, churn=churn), EVAL_BATCH)
+    ds = _initial_conditions(init, forecaster, step)
+    idx = _init_indices(ds, settings.init_times, step)
+    init_stamps = pd.DatetimeIndex(ds.time.values[idx])
+    band, bvals, width = _boundary_forcing(forecaster, settings, init_stamps, n_steps, step)
+    chunk = min(settings.chunk or default_chunk(forecaster, settings.members), settings.members)
+    plan = _Rollout(ds, tuple(cfg.variables), idx, init_stamps, step, n_steps, settings.members, settings.seed,
+                    chunk, band, bvals)
+    attrs = _global_attrs(forecaster, plan.seed, sampling)
+    if band is not None:
+        attrs.update(boundary_file=_source_name(settings.boundary), boundary_width=width)
+    if ds.attrs.get("diffsci_notes"):  # unit conversions of the init file, recorded with the forecast
+        attrs["input_notes"] = ds.attrs["diffsci_notes"]
+    return _Job(plan, predictor, forecaster.device, cfg, attrs)
+
+
 @torch.inference_mode()
 def forecast(forecaster: Forecaster, init, settings: ForecastSettings | None = None, *, device=None,
              progress: bool = True) -> xr.Dataset | None:
     """Ensemble rollouts from each init time of ``init`` (path or Dataset, ERA5/WB2 style).
 
     ``settings`` (:class:`ForecastSettings`; None: its defaults): lead, members, seed, init
-    times, sampling (None fields: the checkpoint's own, :func:`sampling_settings`) and, for a
-    regional checkpoint, the boundary values. Returns the WB2-layout forecast dataset (not yet
-    written; module docstring). Units are the checkpoint's: the init file is converted where
-    unambiguous (see ``open_weather``) and refused where its units differ.
+    times, sampling (None fields: the checkpoint's own, :func:`sampling_settings`), the chunk of
+    members rolled out together and, for a regional checkpoint, the boundary values. Returns the
+    WB2-layout forecast dataset, in memory (not yet written; module docstring; for forecasts
+    larger than memory, :func:`forecast_to_file` streams them to disk). Units are the
+    checkpoint's: the init file is converted where unambiguous (see ``open_weather``) and
+    refused where its units differ.
     ``device``: where the model runs (``"cpu"``, ``"cuda:1"``, ``"auto"``; None: where the
     forecaster's network is, placed by :func:`load_forecaster`); the network is moved there.
 
@@ -346,28 +424,31 @@ def forecast(forecaster: Forecaster, init, settings: ForecastSettings | None = N
     default the checkpoint's, not less) is replaced by the boundary file's values at that valid
     time, as limited-area models do (neural-lam, Oskarsson et al. 2023).
     """
-    settings = ForecastSettings() if settings is None else settings
-    cfg = forecaster.config
-    step, n_steps = _model_steps(cfg, settings.lead_hours)
-    sampler, steps, churn = sampling_settings(cfg, settings.sampler, settings.steps, settings.churn)
-    if device is not None:
-        forecaster.model.to(rank_device(resolve_device(device)))
-    predictor = forecaster.predictor(sampler=sampler, steps=steps, churn=churn)
-    ds = _initial_conditions(init, forecaster, step)
-    idx = _init_indices(ds, settings.init_times, step)
-    init_stamps = pd.DatetimeIndex(ds.time.values[idx])
-    band, bvals, width = _boundary_forcing(forecaster, settings, init_stamps, n_steps, step)
-    plan = _Rollout(ds, tuple(cfg.variables), idx, init_stamps, step, n_steps, settings.members, settings.seed,
-                    band, bvals)
-    chunks = _run_chunks(predictor, plan, forecaster.device, progress)
-    if chunks is None:
+    job = _prepare(forecaster, init, settings, device)
+    sink = _MemorySink(job.plan) if is_root() else None
+    _run_units(job, sink, progress)
+    return None if sink is None else _to_dataset(sink.out, job)
+
+
+@torch.inference_mode()
+def forecast_to_file(forecaster: Forecaster, init, path: str | os.PathLike, settings: ForecastSettings | None = None,
+                     *, device=None, progress: bool = True) -> Path | None:
+    """:func:`forecast` streamed to the netCDF file ``path`` (its folder must exist): every lead
+    of a chunk is written as soon as it is made, so memory holds one chunk of members x a few
+    states whatever the number of leads and members. The file is the one
+    ``write_forecast(forecast(...), path)`` writes (same layout, attributes and values), written
+    atomically: a temp file beside ``path``, renamed onto it at the end; on any error (or
+    interrupt) the temp file is removed and nothing is left under ``path``. Returns ``path``
+    (None on a ``torchrun`` rank other than 0, which writes nothing: rank 0 writes its own units
+    as it makes them and the other ranks' when they are gathered)."""
+    job = _prepare(forecaster, init, settings, device)
+    if not is_root():
+        _run_units(job, None, progress)
         return None
-    fds = _to_dataset(_assemble(chunks, plan), plan, forecaster, (sampler, steps, churn))
-    if band is not None:
-        fds.attrs.update(boundary_file=_source_name(settings.boundary), boundary_width=width)
-    if ds.attrs.get("diffsci_notes"):  # unit conversions of the init file, recorded with the forecast
-        fds.attrs["input_notes"] = ds.attrs["diffsci_notes"]
-    return fds
+    with atomic_output(path, must_have_folder=True) as tmp:
+        with _create_file(tmp, job) as nc:
+            _run_units(job, _FileSink(nc, job.plan), progress)
+    return Path(path)
 
 
 def _source_name(path_or_dataset) -> str:
@@ -376,43 +457,115 @@ def _source_name(path_or_dataset) -> str:
     return str(path_or_dataset)
 
 
-def _run_chunks(predictor, plan: _Rollout, device, progress: bool):
-    """Roll out every (init time k, member chunk) unit of the forecast, spread over the
-    ``torchrun`` ranks (:func:`diffsci.core.distributed.gather_shares`). Unit ``u`` is init
-    ``u // n_chunks``, chunk ``u % n_chunks``; its result is (L, n_kept, C, H, W) float32.
-    Returns every unit's result in order on rank 0, None on the other ranks."""
-    n_chunks, n_steps, stamps = plan.n_chunks, plan.n_steps, plan.init_stamps
+def default_chunk(forecaster: Forecaster, members: int, device=None) -> int:
+    """Members rolled out together when :attr:`ForecastSettings.chunk` is None: as many as
+    :data:`CHUNK_MEMORY_SHARE` of the free memory holds at :data:`STATES_PER_MEMBER` float32
+    states (C, H, W) per member, at most ``members``, and a multiple of :data:`EVAL_BATCH` when
+    fewer (no padded evaluation but the last). Free memory: the GPU's
+    (``torch.cuda.mem_get_info``) on CUDA, else the host's available memory
+    (:func:`available_memory`). ``device``: None, the forecaster's."""
+    cfg = forecaster.config
+    h, w = cfg.grid_shape
+    per_member = STATES_PER_MEMBER * 4 * len(cfg.channels) * h * w
+    device = torch.device(forecaster.device if device is None else device)
+    free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else available_memory()
+    fit = int(CHUNK_MEMORY_SHARE * free) // per_member
+    if fit >= members:
+        return members
+    return fit - fit % EVAL_BATCH if fit >= EVAL_BATCH else max(1, fit)
+
+
+def available_memory() -> int:
+    """Bytes of host memory available to this process: ``MemAvailable`` of /proc/meminfo (else
+    the free pages), less when a cgroup v2 memory limit (``memory.max - memory.current``) is lower."""
+    free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    with contextlib.suppress(OSError, ValueError):
+        text = Path("/proc/meminfo").read_text()
+        free = int(re.search(r"^MemAvailable:\s+(\d+) kB", text, re.M).group(1)) * 1024
+    with contextlib.suppress(OSError, ValueError):
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            free = min(free, int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text()))
+    return max(free, 0)
+
+
+def _unit_leads(job: _Job, k: int, c: int, pair: torch.Tensor):
+    """Roll out unit (init ``k``, chunk ``c``) from ``pair`` (2, C, H, W) on the device: yields
+    each lead's states of the chunk's members, (n, C, H, W) float32 numpy. The members sit in
+    slot ``m % EVAL_BATCH`` of their group of :data:`EVAL_BATCH` slots; the other slots are
+    padding with generators of their own (never returned)."""
+    plan, device = job.plan, job.device
+    members = plan.members_of(c)
+    first = members.start - members.start % EVAL_BATCH
+    stop = -(-members.stop // EVAL_BATCH) * EVAL_BATCH
+    stamp = plan.init_stamps[k]
+    gens = [make_generator(plan.seed, str(stamp), "member" if m in members else "pad", m, device=device)
+            for m in range(first, stop)]
+    x_prev, x_cur = (pair[j].expand(stop - first, -1, -1, -1).clone() for j in (0, 1))
+    valid_times = np.array([(stamp + (j + 1) * plan.step).to_datetime64() for j in range(plan.n_steps)])
+    forcing = None if plan.band is None else (plan.band, plan.boundary_values[k])
+    keep = slice(members.start - first, members.stop - first)
+    for x_next in rollout_steps(job.predictor, x_prev, x_cur, valid_times, gens, boundary=forcing):
+        yield x_next[keep].cpu().numpy()
+
+
+def _run_units(job: _Job, sink, progress: bool) -> None:
+    """Roll out every (init time k, member chunk c) unit, spread over the ``torchrun`` ranks
+    (:func:`diffsci.core.distributed.gather_shares`; unit ``u`` is ``divmod(u, n_chunks)``).
+    Each lead's states go to ``sink.put(k, lead, first member, states)`` as they are made; a
+    rank without a sink (not rank 0) returns its units' (L, n, C, H, W) states, which rank 0
+    puts into its sink when they are gathered."""
+    plan = job.plan
 
     def work(units):
-        bar = progress_bar(total=len(units) * n_steps, desc="forecast", enabled=progress and is_root())
+        bar = progress_bar(total=len(units) * plan.n_steps, desc="forecast", enabled=progress and is_root())
         results, pair, pair_k = [], None, None
         for u in units:
-            k, ch = divmod(u, n_chunks)
+            k, c = divmod(u, plan.n_chunks)
             if k != pair_k:
                 both, _ = stack_channels(plan.ds.isel(time=[plan.idx[k] - 1, plan.idx[k]]), plan.variables)
-                pair, pair_k = torch.from_numpy(both).to(device), k  # (2, C, H, W)
-            valid_times = np.array([(stamps[k] + (j + 1) * plan.step).to_datetime64() for j in range(n_steps)])
-            forcing = None if plan.band is None else (plan.band, plan.boundary_values[k])
-            first, n_kept = ch * CHUNK, min(CHUNK, plan.members - ch * CHUNK)
-            gens = [make_generator(plan.seed, str(stamps[k]), "member" if m < plan.members else "pad", m, device=device)
-                    for m in range(first, first + CHUNK)]
-            x_prev, x_cur = (pair[j].expand(CHUNK, -1, -1, -1).clone() for j in (0, 1))
-            states = rollout(predictor, x_prev, x_cur, valid_times, gens, boundary=forcing, on_step=lambda: bar.update(1))
-            results.append(states[:n_kept].transpose(0, 1).cpu().numpy())
+                pair, pair_k = torch.from_numpy(both).to(job.device), k  # (2, C, H, W)
+            kept = []
+            for lead, states in enumerate(_unit_leads(job, k, c, pair)):
+                if sink is None:
+                    kept.append(states)
+                else:
+                    sink.put(k, lead, plan.members_of(c).start, states)
+                bar.update(1)
+            results.append(np.stack(kept) if sink is None else None)
         bar.close()
         return results
 
-    return gather_shares(len(plan.idx) * n_chunks, work, device=device)
+    gathered = gather_shares(len(plan.idx) * plan.n_chunks, work, device=job.device)
+    for u, states in enumerate(gathered or ()):
+        if states is not None:  # another rank's unit, on rank 0
+            k, c = divmod(u, plan.n_chunks)
+            for lead, block in enumerate(states):
+                sink.put(k, lead, plan.members_of(c).start, block)
 
 
-def _assemble(chunks, plan: _Rollout) -> np.ndarray:
-    """Every unit's (L, n_kept, C, H, W) result in its place: Shape (I, L, M, C, H, W) float32."""
-    first = chunks[0]
-    out = np.zeros((len(plan.idx), plan.n_steps, plan.members) + first.shape[2:], dtype=np.float32)
-    for u, states in enumerate(chunks):
-        k, ch = divmod(u, plan.n_chunks)
-        out[k, :, ch * CHUNK:ch * CHUNK + states.shape[1]] = states
-    return out
+class _MemorySink:
+    """The whole forecast in memory: ``out`` (I, L, M, C, H, W) float32."""
+
+    def __init__(self, plan: _Rollout):
+        self.shape, self.out = (len(plan.idx), plan.n_steps, plan.members), None  # made at the first put
+
+    def put(self, k: int, lead: int, first: int, states: np.ndarray) -> None:
+        if self.out is None:
+            self.out = np.zeros(self.shape + states.shape[1:], dtype=np.float32)
+        self.out[k, lead, first:first + len(states)] = states
+
+
+class _FileSink:
+    """The forecast's netCDF file (open, its variables made by :func:`_create_file`): each
+    lead's states (n, C, H, W) are split into the variables and written in place."""
+
+    def __init__(self, nc: netCDF4.Dataset, plan: _Rollout):
+        self.nc, self.plan = nc, plan
+
+    def put(self, k: int, lead: int, first: int, states: np.ndarray) -> None:
+        for var, values in split_channels(states, self.plan.ds, self.plan.variables).items():
+            self.nc[var][k, lead, first:first + len(states)] = values
 
 
 def _coords(plan: _Rollout, cfg: WeatherModelConfig) -> dict:
@@ -450,24 +603,53 @@ def _variable_attrs(var: str, j: int, ds: xr.Dataset, cfg: WeatherModelConfig) -
     return {k: a for k, a in attrs.items() if a}
 
 
-def _to_dataset(out: np.ndarray, plan: _Rollout, forecaster: Forecaster, sampling: tuple[str, int, float]) -> xr.Dataset:
-    """``out`` (I, L, M, C, H, W) -> WB2 layout; ``plan.ds`` the normalised init file (its levels);
-    ``sampling`` the (sampler, noise levels, churn) used."""
-    cfg = forecaster.config
+def _variables(plan: _Rollout, cfg: WeatherModelConfig) -> dict[str, tuple[tuple[str, ...], dict]]:
+    """Each forecast variable's dims and CF attributes, in the checkpoint's order."""
     dims = ("time", "prediction_timedelta", "realization")
-    fields = split_channels(out, plan.ds, cfg.variables)  # (I, L, M, [level,] H, W) each
-    data_vars = {var: (dims + (("level",) if "level" in plan.ds[var].dims else ()) + ("latitude", "longitude"),
-                       fields[var], _variable_attrs(var, j, plan.ds, cfg)) for j, var in enumerate(cfg.variables)}
-    fds = xr.Dataset(data_vars, coords=_coords(plan, cfg))
+    return {var: (dims + (("level",) if "level" in plan.ds[var].dims else ()) + ("latitude", "longitude"),
+                  _variable_attrs(var, j, plan.ds, cfg)) for j, var in enumerate(cfg.variables)}
+
+
+def _global_attrs(forecaster: Forecaster, seed: int, sampling: tuple[str, int, float]) -> dict:
+    """The forecast's global attributes; ``sampling`` the (sampler, noise levels, churn) used."""
     model = "deterministic graph model" if forecaster.deterministic else "graph diffusion model"
     sampler, steps, churn = sampling
-    fds.attrs.update(
-        title="diffsci ensemble forecast",
-        source=f"diffsci weather forecast ({model})",
-        checkpoint=forecaster.source, seed=plan.seed, sampler=sampler, noise_levels=steps, churn=churn,
-        Conventions="CF-1.8", history=f"created {time.strftime('%Y-%m-%dT%H:%M:%S')}",
-    )
-    return fds
+    return dict(title="diffsci ensemble forecast", source=f"diffsci weather forecast ({model})",
+                checkpoint=forecaster.source, seed=seed, sampler=sampler, noise_levels=steps, churn=churn,
+                Conventions="CF-1.8", history=f"created {time.strftime('%Y-%m-%dT%H:%M:%S')}")
+
+
+def _to_dataset(out: np.ndarray, job: _Job) -> xr.Dataset:
+    """``out`` (I, L, M, C, H, W) -> WB2 layout (module docstring), with the job's attributes."""
+    plan = job.plan
+    fields = split_channels(out, plan.ds, job.config.variables)  # (I, L, M, [level,] H, W) each
+    data_vars = {var: (dims, fields[var], attrs) for var, (dims, attrs) in _variables(plan, job.config).items()}
+    return xr.Dataset(data_vars, coords=_coords(plan, job.config), attrs=dict(job.attrs))
+
+
+def _create_file(path: Path, job: _Job) -> netCDF4.Dataset:
+    """The forecast file at ``path`` with every variable, coordinate and attribute of
+    ``write_forecast(_to_dataset(...))`` and no values yet (the data variables are made with
+    netCDF4 as xarray makes them: float32, ``_FillValue`` NaN, contiguous, ``coordinates`` naming
+    the non-dimension coordinates; the coordinates and global attributes are then written by
+    xarray itself). Returns the file opened for writing the values."""
+    plan, cfg = job.plan, job.config
+    coords = _coords(plan, cfg)
+    sizes = {name: len(values) for name, (dims, values, _) in coords.items() if dims == name}
+    aux = [name for name, (dims, _, _) in coords.items() if dims != name]
+    with netCDF4.Dataset(path, "w", format="NETCDF4") as nc:
+        for var, (dims, attrs) in _variables(plan, cfg).items():
+            for dim in dims:
+                if dim not in nc.dimensions:
+                    nc.createDimension(dim, sizes[dim])
+            v = nc.createVariable(var, np.float32, dims, fill_value=np.float32(np.nan))
+            v.setncatts(attrs)
+            linked = [name for name in aux if set(np.atleast_1d(coords[name][0])) <= set(dims)]
+            if linked:
+                v.setncattr("coordinates", " ".join(linked))
+    # a non-dimension coordinate as a plain variable here: the data variables name it already
+    xr.Dataset(coords=coords, attrs=job.attrs).reset_coords(aux).to_netcdf(path, mode="a", engine="netcdf4")
+    return netCDF4.Dataset(path, "a")
 
 
 def sampling_settings(cfg: WeatherModelConfig, sampler: str | None = None, steps: int | None = None,

@@ -1,5 +1,7 @@
 """``diffsci weather forecast``: ensemble forecast with a weather checkpoint (WB2 netCDF).
 
+The forecast is streamed to ``--out`` lead by lead (:func:`diffsci.weather.forecast.forecast_to_file`):
+memory holds one ``--chunk`` of members x a few states, whatever ``--lead-hours`` and ``--members``.
 Under ``torchrun --no-python diffsci weather forecast ...`` the members and init times are
 spread over the ranks; rank 0 writes the one output file (bitwise that of one process).
 """
@@ -7,13 +9,14 @@ spread over the ranks; rank 0 writes the one output file (bitwise that of one pr
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import warnings
 
 from diffsci.core.errors import DiffsciError
 
-__all__ = ["add_parser", "CheckpointHelpFormatter", "STEPS_HELP"]
+__all__ = ["add_parser", "CheckpointHelpFormatter", "STEPS_HELP", "default_threads"]
 
 #: what ``--steps`` means in the weather commands (in ``protein sample`` it counts ODE steps)
 STEPS_HELP = ("noise levels per forecast step: the diffusion sampler's grid of noise levels, run once for every "
@@ -44,33 +47,55 @@ class CheckpointHelpFormatter(argparse.HelpFormatter):
         return text
 
 
+def default_threads() -> int:
+    """Torch CPU threads of a forecast when ``--threads`` is not given: ``OMP_NUM_THREADS`` when
+    set, else the cores this process may run on (``os.sched_getaffinity``; ``os.cpu_count``
+    where that is missing)."""
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def _positive_int(text: str, flag: str) -> int:
+    """An option's text as an integer >= 1, else a one-line :class:`DiffsciError`."""
+    from diffsci.core.io import check_int
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise DiffsciError(f"{flag} must be an integer >= 1, got {text!r}") from None
+    return check_int(value, flag)
+
+
 def _run(args) -> int:
     import torch
+    import xarray as xr
 
     from diffsci.core.io import check_int, check_output_path
-    from diffsci.weather.forecast import ForecastSettings, forecast, load_forecaster, write_forecast
+    from diffsci.weather.forecast import ForecastSettings, forecast_to_file, load_forecaster
 
-    check_int(args.threads, "--threads")
-    # The network is many small ops: with 2 threads on a 2-core machine that is also running
-    # anything else, OpenMP waits make each evaluation ~20x slower (1.2 s instead of 52 ms per
-    # 4-member chunk, measured), so forecasts default to one thread.
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(default_threads() if args.threads is None else check_int(args.threads, "--threads"))
+    chunk = None if args.chunk is None else _positive_int(args.chunk, "--chunk")
     settings = ForecastSettings(lead_hours=args.lead_hours, members=args.members, seed=args.seed,
                                 init_times=args.init_time, sampler=args.sampler, steps=args.steps, churn=args.churn,
-                                boundary=args.boundary, boundary_width=args.boundary_width)
+                                boundary=args.boundary, boundary_width=args.boundary_width, chunk=chunk)
     check_output_path(args.out, inputs=[args.init, args.checkpoint, args.boundary])  # before any work
     forecaster = load_forecaster(args.checkpoint, device=args.device)  # the one place the device is resolved
     t0 = time.time()
     with warnings.catch_warnings():  # unit conversions: printed once below as a note
         warnings.simplefilter("ignore", UserWarning)
-        fds = forecast(forecaster, args.init, settings, progress=not args.quiet)
-    if fds is None:  # a torchrun rank other than 0: its members went to rank 0, which writes the file
+        out = forecast_to_file(forecaster, args.init, args.out, settings, progress=not args.quiet)
+    if out is None:  # a torchrun rank other than 0: its members went to rank 0, which writes the file
         return 0
-    if fds.attrs.get("input_notes"):
-        print(f"note: {args.init}: {fds.attrs['input_notes']}", file=sys.stderr)
-    write_forecast(fds, args.out)
-    print(f"wrote {args.out}: {fds.sizes['time']} init time(s) x {args.lead_hours} h "
-          f"({fds.sizes['prediction_timedelta']} steps) x {args.members} members "
+    with xr.open_dataset(out) as fds:  # the layout and attributes only; no values are read
+        sizes, notes = dict(fds.sizes), fds.attrs.get("input_notes")
+    if notes:
+        print(f"note: {args.init}: {notes}", file=sys.stderr)
+    print(f"wrote {args.out}: {sizes['time']} init time(s) x {args.lead_hours} h "
+          f"({sizes['prediction_timedelta']} steps) x {args.members} members "
           f"in {time.time() - t0:.1f} s")
     return 0
 
@@ -105,7 +130,13 @@ def add_parser(subparsers) -> None:
     p.add_argument("--device", default="cpu",
                    help="cpu (default: the recorded, bit-reproducible results), cuda[:N], or auto (CUDA when "
                         "present); members are reproducible on one device, not across devices")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (default 1: robust when other jobs share the cores)")
+    p.add_argument("--chunk", default=None,
+                   help="members rolled out together: memory holds one chunk of members x a few states, written "
+                        "to --out lead by lead (default: as many as a quarter of the free memory holds, at most "
+                        "--members); members are the same bit for bit whatever the chunk (the network always "
+                        "sees groups of 4 member slots, padded: a multiple of 4 wastes no evaluation)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: OMP_NUM_THREADS when set, else every core this process may "
+                        "use, os.sched_getaffinity; give 1 when other jobs share the cores)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_run)

@@ -6,6 +6,8 @@ Dimension legend: B batch (ensemble members), C channels, H latitude, W longitud
 ::
 
     rollout(predictor, x_prev, x_cur, valid_times, generators)   -> (B, L, C, H, W)
+    rollout_steps(...)                     the same states one lead at a time, (B, C, H, W) each
+      GroupedBatch(predictor, size)        evaluates a batch in fixed groups of ``size`` rows
       NormalizedResidual(inner, stats)     physical states <-> normalised conditioning/residual
         DiffusionStep(denoiser, space, sampler, times)   residual sampled from the denoiser
         DirectStep(net)                    residual from one network call (the MSE baseline)
@@ -18,7 +20,7 @@ tensor a step or the rollout makes is made on the device of its inputs.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -26,7 +28,7 @@ import torch
 from diffsci.weather.data import NormStats
 
 __all__ = ["WeatherCond", "hour_features", "Normalizer", "StepPredictor", "ResidualPredictor", "NormalizedResidual",
-           "DiffusionStep", "DirectStep", "rollout"]
+           "DiffusionStep", "DirectStep", "GroupedBatch", "rollout", "rollout_steps"]
 
 Generators = Sequence[torch.Generator] | None
 
@@ -133,6 +135,48 @@ class DirectStep:
         return self.net(None, None, cond)
 
 
+class GroupedBatch:
+    """A :class:`StepPredictor` that evaluates ``inner`` on consecutive groups of ``size`` rows
+    of the batch (B a multiple of ``size``) and concatenates the results.
+
+    Batched kernels (matmuls, vectorised transcendental functions) may round differently at
+    different batch sizes and row positions, so a row's result is only reproducible when it is
+    always computed in a batch of the same size at the same position: ensemble forecasts lay
+    member ``m`` out at row ``m % size`` of a group (padded with throw-away rows) and wrap their
+    predictor in this, so member ``m`` is bit-for-bit the same whatever the number of members
+    rolled out together."""
+
+    def __init__(self, inner: StepPredictor, size: int):
+        self.inner, self.size = inner, int(size)
+
+    def __call__(self, x_prev, x_cur, hour, generators):
+        b, s = x_cur.shape[0], self.size
+        if b % s:
+            raise ValueError(f"GroupedBatch: a batch of {b} rows is not a multiple of {s}")
+        outs = [self.inner(x_prev[i:i + s], x_cur[i:i + s], hour[i:i + s],
+                           None if generators is None else generators[i:i + s]) for i in range(0, b, s)]
+        return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+
+def rollout_steps(predictor: StepPredictor, x_prev: torch.Tensor, x_cur: torch.Tensor, valid_times,
+                  generators: Generators, *, boundary: tuple[torch.Tensor, Sequence] | None = None
+                  ) -> Iterator[torch.Tensor]:
+    """The autoregressive rollout of :func:`rollout`, one lead at a time: yields each step's
+    state (B, C, H, W) as soon as it is made, so only the last two states (and the one being
+    made) are held. ``boundary``: ``(mask (H, W) bool, values)`` with ``values[lead]`` the
+    (C, H, W) band values of that step (a tensor (L, C, H, W) or any sequence of them), moved
+    to the inputs' device one lead at a time."""
+    device = x_cur.device
+    b = x_cur.shape[0]
+    mask = None if boundary is None else boundary[0].to(device)
+    for lead, valid in enumerate(np.asarray(valid_times, dtype="datetime64[ns]")):
+        x_next = predictor(x_prev, x_cur, hour_features(np.full(b, valid), device=device), generators)
+        if mask is not None:
+            x_next = torch.where(mask, torch.as_tensor(boundary[1][lead]).to(device), x_next)
+        yield x_next
+        x_prev, x_cur = x_cur, x_next
+
+
 def rollout(predictor: StepPredictor, x_prev: torch.Tensor, x_cur: torch.Tensor, valid_times, generators: Generators,
             *, boundary: tuple[torch.Tensor, torch.Tensor] | None = None,
             on_step: Callable[[], object] | None = None) -> torch.Tensor:
@@ -142,19 +186,11 @@ def rollout(predictor: StepPredictor, x_prev: torch.Tensor, x_cur: torch.Tensor,
     forcing). ``generators``: one ``torch.Generator`` per member on the inputs' device (or
     None). ``boundary``: ``(mask (H, W) bool, values (L, C, H, W))``: after every step the
     masked band takes that step's values (lateral boundary forcing of a regional model).
-    ``on_step`` is called after every step. Returns the states (B, L, C, H, W); every tensor is
-    made on the inputs' device."""
-    device = x_cur.device
-    b = x_cur.shape[0]
-    if boundary is not None:
-        boundary = (boundary[0].to(device), boundary[1].to(device))
+    ``on_step`` is called after every step. Returns the states (B, L, C, H, W) (every lead held:
+    :func:`rollout_steps` streams them instead); every tensor is made on the inputs' device."""
     states = []
-    for lead, valid in enumerate(np.asarray(valid_times, dtype="datetime64[ns]")):
-        x_next = predictor(x_prev, x_cur, hour_features(np.full(b, valid), device=device), generators)
-        if boundary is not None:
-            x_next = torch.where(boundary[0], boundary[1][lead], x_next)
+    for x_next in rollout_steps(predictor, x_prev, x_cur, valid_times, generators, boundary=boundary):
         states.append(x_next)
-        x_prev, x_cur = x_cur, x_next
         if on_step is not None:
             on_step()
     return torch.stack(states, 1)
