@@ -95,3 +95,20 @@ def test_make_data_six_hourly(tmp_path):
     np.testing.assert_array_equal(six["z"].values, hourly["z"].values[::6])
     assert (np.diff(six["time"].values) == np.timedelta64(6, "h")).all() and six.attrs["step_hours"] == 6
     assert "step_hours" not in hourly.attrs  # hourly files are as before
+
+
+def test_spinup_check_reports_both_spinups(monkeypatch):
+    from diffsci.benchmarks.spinup_check import spectral_ke_fraction, spinup_check
+
+    monkeypatch.setattr(gen, "FINE_SPINUP_HOURS", 2)
+    res = spinup_check((65, 128), spinup_hours=4, seeds=(0,), window=2, every=1)
+    row = res["seeds"]["0"]
+    assert res["solver"] == "64x128" and [h for h, _ in row["fine_trace"]] == [0, 1, 2]
+    assert row["fine_trace"][0][1] == 0.0 < row["fine_trace"][-1][1]  # the refined state has no energy above T21
+    assert set(row["two_stage"]) == set(row["full"]) == {"z_std", "u_rms", "v_rms", "vo_rms", "ke_above_T21"}
+    assert row["full"]["ke_above_T21"] > 0 and row["two_stage_seconds"] >= 0
+    # the fraction of one pure degree
+    sim = Simulator(simulator_config((65, 128)))
+    spec = torch.zeros(1, 3, sim.L, sim.L, dtype=torch.complex128)
+    spec[0, 1, 30, 2] = 1.0
+    assert spectral_ke_fraction(sim, spec, 21) == 1.0 and spectral_ke_fraction(sim, spec, 30) == 0.0
