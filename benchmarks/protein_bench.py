@@ -93,12 +93,14 @@ def random_walk_backbone(length: int, generator: torch.Generator, step: float = 
     return backbone_from_frames(rots, ca).numpy().astype(np.float32)
 
 
-def _designs(lm, lengths, num, steps, seed, **kw):
+def _designs(lm, lengths, num, steps, seed, potentials="none", **kw):
     from diffsci.protein.design.sampling import sample_backbones
     from diffsci.protein.design.request import DesignRequest
 
-    # the network alone: every sampling-time potential off (they would hide what the checkpoint makes)
-    request = DesignRequest(lengths=lengths, num=num, seed=seed, steps=steps, potentials="none", **kw)
+    # by default the network alone: every sampling-time potential off (they would hide what the
+    # checkpoint makes); "default": the request's own defaults, what a user gets
+    request = DesignRequest(lengths=lengths, num=num, seed=seed, steps=steps,
+                            potentials=None if potentials == "default" else potentials, **kw)
     return [(f"{d.name}", d.coords[0]) for d in sample_backbones(lm, request, progress=False)]
 
 
@@ -163,12 +165,104 @@ def _plots(out: Path, results: dict) -> list[Path]:
     return pngs
 
 
+def _systems(lm, untrained, lengths, num, seed, *, ss_row: bool, lean: bool, potentials: str) -> list:
+    """(row name, function making its designs) for every sampled row (module docstring); ``lean``:
+    only the shipped model at 100 steps and the random walk (with the real rows: what the bracket
+    and the checkpoint choice need)."""
+    walk = ("random walk", lambda: [(f"walk_L{L}_{i}", random_walk_backbone(L, make_generator(seed, "walk", L, i)))
+                                    for L in lengths for i in range(num)])
+    main = ("diffsci, 100 steps", lambda: _designs(lm, lengths, num, 100, seed, potentials))
+    if lean:
+        return [main, walk]
+    return [main, ("diffsci, 20 steps", lambda: _designs(lm, lengths, num, 20, seed, potentials)),
+            *([(SS_ROW, lambda: _ss_designs(num, seed)), (PRIOR_ROW, lambda: _prior_designs(num, seed))]
+              if ss_row else []),
+            ("untrained", lambda: _designs(untrained, lengths, num, 100, seed, potentials)), walk]
+
+
+BENCH_LENGTHS, QUICK_LENGTHS = (60, 80, 100, 128, 200, 300), (60, 80, 100, 128)
+
+#: rows of the by-length table (:func:`by_length`) and, with ``designability``, the rows given
+#: ProteinMPNN's NLL proxy
+LENGTH_ROWS = ("diffsci, 100 steps", "diffsci, 20 steps")
+MPNN_ROWS = ("real (held-out)", "diffsci, 100 steps")
+
+
+def _add_mpnn_nll(results: dict, log) -> None:
+    """ProteinMPNN's mean NLL (``mpnn_nll_proxy``) on every sample of :data:`MPNN_ROWS`, one run."""
+    from diffsci.protein.metrics.designability import designability
+
+    items = [(f"{n}#{i}", c) for n in MPNN_ROWS if n in results for i, c in enumerate(results[n]["_coords"])]
+    t0 = time.time()
+    nll = iter(r["mpnn_nll_proxy"] for r in designability(items, None, progress=False))
+    for n in MPNN_ROWS:
+        if n in results:
+            for row in results[n]["per_sample"]:
+                row["mpnn_nll_proxy"] = next(nll)
+    log(f"ProteinMPNN NLL of {len(items)} backbones in {time.time() - t0:.0f} s")
+
+
+def by_length(systems: dict) -> list[dict]:
+    """Per (row of :data:`LENGTH_ROWS`, length), and for ``real (held-out)`` over all its lengths:
+    samples, broken samples (a chain break or an inter-chain clash, as ``protein evaluate``
+    counts them), chain breaks per sample, CA-CA ok, DSSP H and E, Rg over 2.2 L^0.38, ProteinMPNN
+    NLL (where computed), novelty (max TM to the train split) and the mean pairwise TM among the
+    samples of that length."""
+    out = []
+    groups = [("real (held-out)", "all", list(range(len(systems["real (held-out)"]["per_sample"]))))] \
+        if "real (held-out)" in systems else []
+    for name in LENGTH_ROWS:
+        if name in systems:
+            rows = systems[name]["per_sample"]
+            for L in sorted({r["length"] for r in rows}):
+                groups.append((name, L, [i for i, r in enumerate(rows) if r["length"] == L]))
+    for name, L, idx in groups:
+        rows = [systems[name]["per_sample"][i] for i in idx]
+        tm = np.asarray(systems[name]["pairwise_tm"], dtype=float)[np.ix_(idx, idx)]
+        off = tm[~np.eye(len(idx), dtype=bool)]
+        mean = lambda key: _nanmean([r.get(key) for r in rows])  # noqa: E731
+        out.append({"system": name, "length": L, "n": len(rows),
+                    "broken": sum(1 for r in rows if (r.get("chain_breaks") or 0) > 0
+                                  or (r.get("interchain_clashes") or 0) > 0),
+                    "breaks_per_sample": mean("chain_breaks"), "ca_ca_ok": mean("ca_ca_ok"),
+                    "dssp_helix": mean("dssp_helix"), "dssp_strand": mean("dssp_strand"),
+                    "rg_ratio": _nanmean([r["radius_of_gyration"] / expected_radius_of_gyration(r["length"])
+                                          for r in rows]),
+                    "mpnn_nll": mean("mpnn_nll_proxy"), "novelty": mean("max_tm_reference"),
+                    "pairwise_tm": float(off.mean()) if off.size else None})
+    return out
+
+
+def _nanmean(values) -> float | None:
+    vals = [float(v) for v in values if v is not None and np.isfinite(v)]
+    return float(np.mean(vals)) if vals else None
+
+
+LENGTH_COLUMNS = (("system", "system", "s"), ("length", "length", ""), ("n", "n", "d"), ("broken", "broken", "d"),
+                  ("breaks_per_sample", "breaks per sample", ".2f"), ("ca_ca_ok", "CA-CA ok", ".3f"),
+                  ("dssp_helix", "DSSP H", ".2f"), ("dssp_strand", "DSSP E", ".2f"), ("rg_ratio", "Rg/2.2L^0.38", ".2f"),
+                  ("mpnn_nll", "MPNN NLL", ".3f"), ("novelty", "novelty", ".2f"), ("pairwise_tm", "pairwise TM", ".2f"))
+
+
+def by_length_table(rows: Sequence[dict]) -> list[str]:
+    """:func:`by_length` rows as markdown lines (:data:`LENGTH_COLUMNS`; ``-`` where not computed)."""
+    lines = ["| " + " | ".join(h for _, h, _ in LENGTH_COLUMNS) + " |", "|" + "---|" * len(LENGTH_COLUMNS)]
+    for row in rows:
+        lines.append("| " + " | ".join(_fmt(row.get(k), f) for k, _, f in LENGTH_COLUMNS) + " |")
+    return lines
+
+
 def run_benchmark(out, *, quick: bool = False, num: int | None = None, checkpoint=None, seed: int = 0,
-                  n_reference: int | None = None, ss_row: bool = True) -> dict:
+                  n_reference: int | None = None, ss_row: bool = True, lengths: Sequence[int] | None = None,
+                  lean: bool = False, potentials: str = "none", designability: bool = False) -> dict:
     """Run the benchmark into ``out``; returns the ``results.json`` payload.
 
     Novelty is measured against ``n_reference`` evenly spaced train chains (default: all; 40
-    with ``quick``)."""
+    with ``quick``). ``lengths``: design lengths (default 60 80 100 128 200 300; 60-128 with
+    ``quick``). ``lean``: the shipped model at 100 steps and the references only (:func:`_systems`).
+    ``potentials``: of the model's rows (``none``: the network alone, the default; ``default``:
+    what ``protein sample`` uses; or ``NAME:WEIGHT,...``). ``designability``: ProteinMPNN's NLL
+    proxy of :data:`MPNN_ROWS` (needs ProteinMPNN), reported by length (:func:`by_length`)."""
     from diffsci.protein.io.dataset import bundled_dataset_path, load_dataset
     from diffsci.protein.model.diffusion import filter_reason
     from diffsci.protein.metrics import evaluate_structures, subset_evaluation
@@ -178,8 +272,13 @@ def run_benchmark(out, *, quick: bool = False, num: int | None = None, checkpoin
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
     log = lambda s: print(f"[bench protein] {s}", file=sys.stderr, flush=True)  # noqa: E731
-    lengths = [60, 80, 100, 128] if quick else [60, 80, 100, 128, 200, 300]
+    default_lengths = QUICK_LENGTHS if quick else BENCH_LENGTHS
+    lengths = list(lengths or default_lengths)
     num = num or 4
+    if designability:
+        from diffsci.protein.metrics.designability import require_proteinmpnn
+
+        require_proteinmpnn()  # before any sampling
     ds = load_dataset(bundled_dataset_path())
     held = [(f"{ds.chain(int(i)).source.split('/')[-1]}:{ds.chain(int(i)).chain_id}", np.asarray(ds.chain(int(i)).coords))
             for i in ds.indices("heldout")]  # all 25 (the first 8 alone are less helical than the set)
@@ -192,13 +291,7 @@ def run_benchmark(out, *, quick: bool = False, num: int | None = None, checkpoin
     systems, timings = {}, {}
     systems["real (held-out)"] = held
     globular = [i for i, (_, c) in enumerate(held) if filter_reason(c[:, 1], lm.config) is None]
-    for name, fn in (("diffsci, 100 steps", lambda: _designs(lm, lengths, num, 100, seed)),
-                     ("diffsci, 20 steps", lambda: _designs(lm, lengths, num, 20, seed)),
-                     *([(SS_ROW, lambda: _ss_designs(num, seed)), (PRIOR_ROW, lambda: _prior_designs(num, seed))]
-                       if ss_row else []),
-                     ("untrained", lambda: _designs(untrained, lengths, num, 100, seed)),
-                     ("random walk", lambda: [(f"walk_L{L}_{i}", random_walk_backbone(L, make_generator(seed, "walk", L, i)))
-                                              for L in lengths for i in range(num)])):
+    for name, fn in _systems(lm, untrained, lengths, num, seed, ss_row=ss_row, lean=lean, potentials=potentials):
         t0 = time.time()
         systems[name] = fn()
         timings[name] = round(time.time() - t0, 1)
@@ -215,14 +308,21 @@ def run_benchmark(out, *, quick: bool = False, num: int | None = None, checkpoin
             sub["_coords"] = [res["_coords"][i] for i in globular]
             results["real (held-out, training filters)"] = sub
     results = {n: results[n] for n in SYSTEM_ORDER if n in results}
+    if designability:
+        _add_mpnn_nll(results, log)
     pngs = _plots(out, results)
     payload = {"systems": {n: jsonable({k: v for k, v in r.items() if k != "_coords"}) for n, r in results.items()},
                "lengths": lengths, "num_per_length": num, "checkpoint": lm.source, "timings_s": timings,
+               "potentials": potentials,
                "command": " ".join(["diffsci", "bench", "protein", "--out", str(out)] + (["--quick"] if quick else [])
                                    + ([f"--num {num}"] if num != 4 else []) + ([f"--seed {seed}"] if seed else [])
-                                   + ([f"--checkpoint {checkpoint}"] if checkpoint is not None else [])),
+                                   + ([f"--checkpoint {checkpoint}"] if checkpoint is not None else [])
+                                   + (["--lean"] if lean else []) + (["--designability"] if designability else [])
+                                   + ([f"--potentials {potentials}"] if potentials != "none" else [])
+                                   + (["--lengths", *map(str, lengths)] if lengths != list(default_lengths) else [])),
                "wall_s": round(time.time() - t_start, 1)}
     payload["bracket"] = _bracket(payload["systems"])
+    payload["by_length"] = by_length(payload["systems"])
     payload["sheet_table"] = {n: {k: _mean(r, k) for k, _, _ in SHEET_COLUMNS} for n, r in payload["systems"].items()}
     write_json(out / "results.json", payload)
     _report(out, payload, pngs)
@@ -343,6 +443,13 @@ def _report(out: Path, payload: dict, pngs) -> None:
                      f"{_mean(r, 'helix'):.2f} | {_mean(r, 'strand'):.2f} | {_mean(r, 'coil'):.2f} | "
                      f"{_mean(r, 'dssp_helix'):.2f} | {_mean(r, 'dssp_strand'):.2f} | {_mean(r, 'max_tm_reference'):.2f} | "
                      f"{_fmt(s.get('mean_pairwise_tm'))} | {s.get('clusters_tm0.5', '')} |")
+    lines += ["", "## By length", "",
+              "Per length, the model's designs (potentials: "
+              f"`{payload.get('potentials', 'none')}`); the real row over all held-out chains. Broken: a chain break "
+              "(CA-CA > 4.2 Å) or an inter-chain clash, as `protein evaluate` counts them. MPNN NLL: ProteinMPNN's "
+              "mean negative log-likelihood of its designed sequences (with `--designability`; lower: easier to "
+              "design; a proxy, not refolding). Pairwise TM: among the designs of that length.", ""]
+    lines += by_length_table(payload.get("by_length", []))
     lines += ["", "## Secondary structure and sheets", "",
               "P-SEA (CA only) beside pydssp's DSSP; sheets, strands and ladders (of two or more bridges) by DSSP's "
               "rules on pydssp's H-bonds; `DSSP E on a ladder`: fraction of DSSP E residues on a strand rather than in "
@@ -460,10 +567,14 @@ def _command(args, num: int, lengths, steps: int) -> str:
 
 def _run(args) -> int:
     if args.rates is None and not args.acceptance:
-        if args.lengths is not None or args.steps is not None:
-            raise DiffsciError("--lengths and --steps apply to --rates and --acceptance only")
-        run_benchmark(args.out, quick=args.quick, num=args.num, checkpoint=args.checkpoint, seed=args.seed)
+        if args.steps is not None:
+            raise DiffsciError("--steps applies to --rates and --acceptance only (the benchmark samples 100 and 20 steps)")
+        run_benchmark(args.out, quick=args.quick, num=args.num, checkpoint=args.checkpoint, seed=args.seed,
+                      lengths=args.lengths, lean=args.lean, potentials=args.potentials,
+                      designability=args.designability)
         return 0
+    if args.lean or args.designability or args.potentials != "none":
+        raise DiffsciError("--lean, --designability and --potentials apply to the benchmark, not to --rates/--acceptance")
     num = args.num or (8 if args.acceptance else 4)
     lengths = args.lengths or list(ACCEPTANCE_LENGTHS)
     steps = 100 if args.steps is None else args.steps
@@ -493,6 +604,14 @@ def add_parser(subparsers) -> None:
     p.add_argument("--checkpoint", help="protein checkpoint (default: the shipped one)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lengths", type=int, nargs="+", metavar="L",
-                   help="with --rates/--acceptance: design lengths (default 60 80 100 128)")
+                   help="design lengths (default: 60 80 100 128 200 300; 60 80 100 128 with --quick, --rates and "
+                        "--acceptance)")
+    p.add_argument("--lean", action="store_true",
+                   help="only the model at 100 steps beside the real chains and the random walk (to compare checkpoints)")
+    p.add_argument("--potentials", default="none", metavar="none|default|NAME:WEIGHT,...",
+                   help="sampling-time potentials of the model's rows (default none: the network alone; default: "
+                        "what 'protein sample' uses)")
+    p.add_argument("--designability", action="store_true",
+                   help="ProteinMPNN's NLL proxy of the real chains and the 100-step designs, by length (needs proteinmpnn)")
     p.add_argument("--steps", type=int, help="with --rates/--acceptance: sampling steps (default 100)")
     p.set_defaults(func=_run)

@@ -131,8 +131,9 @@ def test_run_benchmark_end_to_end_with_a_tiny_checkpoint(tmp_path):
     assert {"ca_contacts", "helix", "strand", "secondary_structure", "rg_ratio", "ca_ca_ok"} <= set(row)
     assert row["rg_ratio"]["asked"] is False
     report = (out / "report.md").read_text()
-    for name in SYSTEM_ORDER:
-        assert report.count(f"| {name} |") == 2  # the main table and the sheet table
+    by_length_rows = {"real (held-out)": 1, "diffsci, 100 steps": 4, "diffsci, 20 steps": 4}  # 4 quick lengths
+    for name in SYSTEM_ORDER:  # the main table, the sheet table and the by-length table
+        assert report.count(f"| {name} |") == 2 + by_length_rows.get(name, 0), name
     assert list(payload["sheet_table"]) == SYSTEM_ORDER
     for name in SYSTEM_ORDER:  # every row: P-SEA and DSSP, sheets, pairing, contact order
         means, rows = payload["sheet_table"][name], systems[name]["per_sample"]
@@ -200,9 +201,71 @@ def test_bench_protein_acceptance_at_the_checkpoint_rate(tmp_path, capsys):
 def test_bench_protein_acceptance_options_are_checked(tmp_path, capsys):
     from diffsci.core.cli import main
 
-    assert main(["bench", "protein", "--out", str(tmp_path), "--lengths", "40"]) == 2  # benchmark mode: no --lengths
-    assert "--lengths" in capsys.readouterr().err
+    assert main(["bench", "protein", "--out", str(tmp_path), "--steps", "40"]) == 2  # benchmark mode: no --steps
+    assert "--steps" in capsys.readouterr().err
+    assert main(["bench", "protein", "--out", str(tmp_path), "--acceptance", "--lean"]) == 2
+    assert "--lean" in capsys.readouterr().err
     assert main(["bench", "protein", "--out", str(tmp_path), "--rates", "0"]) == 2
     assert "rates" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # argparse: one mode at a time
         main(["bench", "protein", "--out", str(tmp_path), "--rates", "5", "--acceptance"])
+
+
+def _sample(length, breaks=0, inter=0, helix=0.5, strand=0.1, nll=None):
+    return {"length": length, "chain_breaks": breaks, "interchain_clashes": inter, "ca_ca_ok": 1.0 - 0.1 * breaks,
+            "dssp_helix": helix, "dssp_strand": strand, "radius_of_gyration": 2.2 * length ** 0.38,
+            "max_tm_reference": 0.5, "mpnn_nll_proxy": nll}
+
+
+def test_by_length_groups_the_model_rows_and_counts_broken_samples():
+    from diffsci.benchmarks.protein_bench import by_length, by_length_table
+
+    model = [_sample(60, nll=1.0), _sample(60, breaks=2, nll=2.0), _sample(100, inter=3), _sample(100, strand=0.3)]
+    tm = np.eye(4) + 0.3 * (1 - np.eye(4))
+    tm[0, 1] = tm[1, 0] = 0.7  # the two L = 60 designs
+    systems = {"real (held-out)": {"per_sample": [_sample(80, nll=1.05)], "pairwise_tm": [[1.0]]},
+               "diffsci, 100 steps": {"per_sample": model, "pairwise_tm": tm.tolist()}}
+    rows = by_length(systems)
+    assert [(r["system"], r["length"], r["n"]) for r in rows] == [
+        ("real (held-out)", "all", 1), ("diffsci, 100 steps", 60, 2), ("diffsci, 100 steps", 100, 2)]
+    real, l60, l100 = rows
+    assert real["mpnn_nll"] == 1.05 and real["pairwise_tm"] is None and real["rg_ratio"] == pytest.approx(1.0)
+    assert l60["broken"] == 1 and l60["breaks_per_sample"] == 1.0 and l60["mpnn_nll"] == 1.5
+    assert l60["pairwise_tm"] == pytest.approx(0.7)
+    assert l100["broken"] == 1 and l100["dssp_strand"] == pytest.approx(0.2) and l100["mpnn_nll"] is None
+    table = by_length_table(rows)
+    assert len(table) == 5 and table[3].startswith("| diffsci, 100 steps | 60 | 2 | 1 | 1.00 |") and "| - |" in table[4]
+
+
+def test_lean_benchmark_with_potentials_and_designability(tmp_path, monkeypatch):
+    """--lean: the model's 100-step row beside the references; --potentials reaches the designs;
+    --designability gives each real chain and design its own ProteinMPNN NLL (a stand-in returns
+    each backbone's length)."""
+    import json
+
+    import diffsci.protein.metrics.designability as des
+    from diffsci.benchmarks.protein_bench import run_benchmark
+    from diffsci.core.cli import main
+    from diffsci.protein.io.dataset import bundled_dataset_path
+
+    calls = []
+    monkeypatch.setattr(des, "designability", lambda items, backend, *a, progress=True: calls.append(len(items))
+                        or [{"mpnn_nll_proxy": float(len(c))} for _, c in items])
+    monkeypatch.setattr(des, "require_proteinmpnn", lambda: None)
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"model": {"net": {"scalars": 8, "vectors": 4, "layers": 1, "k_neighbors": 6},
+                                         "max_length": 32}, "train": {"batch_size": 2}}))
+    assert main(["protein", "train", "--data", str(bundled_dataset_path()), "--out", str(tmp_path / "run"),
+                 "--config", str(cfg), "--steps", "2", "--device", "cpu"]) == 0
+    payload = run_benchmark(tmp_path / "b", num=1, lengths=[40, 50], checkpoint=tmp_path / "run" / "latest.pt",
+                            n_reference=2, lean=True, potentials="sterics:1", designability=True)
+    assert set(payload["systems"]) == {"real (held-out)", "real (held-out, training filters)", "diffsci, 100 steps",
+                                       "random walk"}
+    assert calls == [25 + 2]
+    for name in ("real (held-out)", "diffsci, 100 steps"):
+        assert all(r["mpnn_nll_proxy"] == r["length"] for r in payload["systems"][name]["per_sample"])
+    assert [(r["system"], r["length"], r["mpnn_nll"]) for r in payload["by_length"]][1:] == [
+        ("diffsci, 100 steps", 40, 40.0), ("diffsci, 100 steps", 50, 50.0)]
+    assert "--lean --designability --potentials sterics:1 --lengths 40 50" in payload["command"]
+    report = (tmp_path / "b" / "report.md").read_text()
+    assert "## By length" in report and "potentials: `sterics:1`" in report
