@@ -208,3 +208,15 @@ def test_with_rederives_defaulted_potentials_for_the_new_mode():
     assert "olig_contacts" in dict(plain.with_(symmetry="C3").potentials)  # defaults follow the mode
     chosen = DesignRequest(lengths=[50], potentials="sterics:2")
     assert chosen.with_(symmetry="C3").potentials == (("sterics", 2.0),)  # a choice is kept
+
+
+def test_sterics_unfold_a_chain_folded_back_at_one_residue():
+    """CA(i+2) on top of CA(i) (seen in 512-residue designs) comes out to >= 4.2 Å, the chain kept."""
+    chain, res = _one_chain(30)
+    kinked = STRAND.clone()
+    kinked[11] = kinked[9] + 0.3 * (kinked[10] - kinked[9]) / 3.8  # CA-CA 10-11 ~3.5 Å, CA 9-11 0.3 Å
+    kinked[12:] += kinked[11] - STRAND[11]
+    assert np.linalg.norm((kinked[11] - kinked[9]).numpy()) < 0.5
+    terms = (("connectivity", 1.0), ("sterics", 1.0))
+    out = relax_ca(kinked[None], terms, chain, res, iters=300)[0].numpy()
+    assert np.linalg.norm(out[11] - out[9]) >= 4.2 and chain_breaks(out)[0] == 0
