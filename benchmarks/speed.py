@@ -3,7 +3,9 @@
 - protein: L = 100 backbones with the shipped checkpoint and its default sampler, at batch 1
   and batch 16 and at 10, 20 and 100 steps (seconds per backbone); target (issue 16) <= 2 s per
   backbone at 100 steps, batch 1, on 2 CPU cores. ``--reference PAIRS`` also times each row's
-  fast path and e3nn's own evaluation of the network back to back (:func:`protein_speed`).
+  fast path and e3nn's own evaluation of the network back to back, ``--potentials PAIRS`` the
+  network alone and with the default sampling-time potentials (``connectivity:1,sterics:1``,
+  what ``protein sample`` uses) back to back (:func:`protein_speed`).
 - weather: the emulator's 50-member, 24-step (hourly, 24 h) ensemble at 32x64 with the shipped
   checkpoint and its default sampler, and the simulator's perfect-model ensemble of the same
   size and length from the same initial state, with the same torch threads (the simulator runs
@@ -25,7 +27,6 @@ row through ``/proc/self/clear_refs``; elsewhere the process's peak so far,
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import statistics
@@ -41,7 +42,19 @@ from diffsci.core.io import check_int, write_json
 __all__ = ["protein_speed", "add_parser"]
 
 
-def protein_speed(length: int = 100, steps=(10, 20, 100), batches=(1, 16), device="cpu", reference: int = 0) -> dict:
+def _paired(first, second, pairs: int, batch: int) -> dict:
+    """``pairs`` runs of ``first`` then ``second`` back to back (a busy host slows both alike):
+    seconds per backbone of each and the median ratio first / second."""
+    a, b = [], []
+    for _ in range(check_int(pairs, "pairs")):
+        a.append(round(first() / batch, 4))
+        b.append(round(second() / batch, 4))
+    return {"pairs": pairs, "first": a, "second": b,
+            "median_ratio": round(float(statistics.median(x / y for x, y in zip(a, b))), 3)}
+
+
+def protein_speed(length: int = 100, steps=(10, 20, 100), batches=(1, 16), device="cpu", reference: int = 0,
+                  potentials: int = 0) -> dict:
     """Time ``sample_states`` of the shipped checkpoint on ``device`` for every (steps, batch) pair.
 
     Each row uses the sampler ``protein sample`` uses at its step count (``default_sampler``).
@@ -51,10 +64,14 @@ def protein_speed(length: int = 100, steps=(10, 20, 100), batches=(1, 16), devic
     the fast path then e3nn's own evaluation (:func:`diffsci.protein.model.network.e3nn_reference`) back
     to back, so that a busy host slows both alike; the row gets ``reference``: ``pairs``, the
     ``seconds_per_backbone`` and ``reference_seconds_per_backbone`` of each pair and
-    ``median_ratio`` (median of fast / reference over the pairs)."""
+    ``median_ratio`` (median of fast / reference over the pairs). ``potentials`` > 0: that many
+    pairs, the default potentials then the network alone; the row gets ``potentials``: ``pairs``,
+    ``terms``, ``seconds_per_backbone`` (with them), ``network_seconds_per_backbone`` and
+    ``median_ratio`` (with / without)."""
     from diffsci.core.utils import make_generator, resolve_device
     from diffsci.protein.model.network import e3nn_reference
     from diffsci.protein.design.builder import DesignInputs, SamplerSettings, sample_states
+    from diffsci.protein.design.potentials import default_potentials
     from diffsci.protein.design.request import default_sampler
     from diffsci.protein.design.sampling import load_model
 
@@ -62,6 +79,8 @@ def protein_speed(length: int = 100, steps=(10, 20, 100), batches=(1, 16), devic
     dev = resolve_device(device)
     lm = load_model(device=dev)
     inputs = DesignInputs(length)
+    terms = default_potentials(fixed_chain=False, symmetric=False, hotspots=False)
+    guided = DesignInputs(length, potentials=terms)
     sample_states(lm, inputs, SamplerSettings(default_sampler(lm.config), 2), make_generator(0, "warmup", device=dev))
     rows = []
     for n in steps:
@@ -69,10 +88,10 @@ def protein_speed(length: int = 100, steps=(10, 20, 100), batches=(1, 16), devic
         for b in batches:
             gens = [make_generator(0, "speed", i, device=dev) for i in range(check_int(b, "batches"))]
 
-            def timed():  # seconds of one sampling run of this row
+            def timed(design=inputs):  # seconds of one sampling run of this row
                 synchronize(dev)
                 t0 = time.perf_counter()
-                sample_states(lm, inputs, SamplerSettings(sampler, check_int(n, "steps")), gens, batch=b)
+                sample_states(lm, design, SamplerSettings(sampler, check_int(n, "steps")), gens, batch=b)
                 synchronize(dev)
                 return time.perf_counter() - t0
 
@@ -81,15 +100,18 @@ def protein_speed(length: int = 100, steps=(10, 20, 100), batches=(1, 16), devic
             rows.append({"steps": n, "batch": b, "sampler": sampler, "seconds_total": round(dt, 3),
                          "seconds_per_backbone": round(dt / b, 4), **peak_memory(dev)})
             if reference:
-                fast, ref = [], []
-                for _ in range(check_int(reference, "reference")):
-                    for times, ctx in ((fast, contextlib.nullcontext()), (ref, e3nn_reference())):
-                        with ctx:
-                            times.append(round(timed() / b, 4))
-                ratios = [f / r for f, r in zip(fast, ref)]
-                rows[-1]["reference"] = {"pairs": reference, "seconds_per_backbone": fast,
-                                         "reference_seconds_per_backbone": ref,
-                                         "median_ratio": round(float(statistics.median(ratios)), 3)}
+                def with_e3nn():
+                    with e3nn_reference():
+                        return timed()
+
+                r = _paired(timed, with_e3nn, reference, b)
+                rows[-1]["reference"] = {"pairs": reference, "seconds_per_backbone": r["first"],
+                                         "reference_seconds_per_backbone": r["second"], "median_ratio": r["median_ratio"]}
+            if potentials:
+                r = _paired(lambda: timed(guided), timed, potentials, b)
+                rows[-1]["potentials"] = {"pairs": potentials, "terms": ",".join(f"{k}:{w:g}" for k, w in terms),
+                                          "seconds_per_backbone": r["first"], "network_seconds_per_backbone": r["second"],
+                                          "median_ratio": r["median_ratio"]}
     return {"length": length, "threads": torch.get_num_threads(), "device": str(dev),
             "rows": rows}
 
@@ -127,7 +149,7 @@ def _run(args) -> int:
     res = {"load_average": {"start": list(os.getloadavg())}}
     if do_p:
         res["protein"] = protein_speed(args.length, args.steps, args.batches, device=args.device,
-                                       reference=args.reference)
+                                       reference=args.reference, potentials=args.potentials)
         for r in res["protein"]["rows"]:
             cuda = f", CUDA peak {r['cuda_peak_mb']} MB" if "cuda_peak_mb" in r else ""
             print(f"protein: L={args.length}, {r['steps']} steps ({r['sampler']}), batch {r['batch']}: {r['seconds_per_backbone']} s/backbone, "
@@ -136,6 +158,11 @@ def _run(args) -> int:
                 ref = r["reference"]
                 print(f"  against e3nn's evaluation, {ref['pairs']} pairs back to back: {ref['seconds_per_backbone']} vs "
                       f"{ref['reference_seconds_per_backbone']} s/backbone, median ratio {ref['median_ratio']}")
+            if "potentials" in r:
+                pot = r["potentials"]
+                print(f"  with the default potentials ({pot['terms']}), {pot['pairs']} pairs back to back: "
+                      f"{pot['seconds_per_backbone']} vs {pot['network_seconds_per_backbone']} s/backbone without, "
+                      f"median ratio {pot['median_ratio']}")
     if do_w and args.grid:
         res["weather_scale"] = weather_scale_speed(_parse_grid(args.grid), refinements=args.refinements,
                                                    checkpointing=args.checkpointing, members=args.grid_members,
@@ -152,6 +179,7 @@ def _run(args) -> int:
     if do_p:
         words += ["--length", str(args.length), "--steps", *map(str, args.steps), "--batches", *map(str, args.batches)]
         words += ["--reference", str(args.reference)] if args.reference else []
+        words += ["--potentials", str(args.potentials)] if args.potentials else []
     if do_w and args.grid:
         words += ["--grid", args.grid, "--checkpointing", args.checkpointing, "--grid-members", str(args.grid_members),
                   "--threads", str(args.threads)] + (["--refinements", str(args.refinements)] if args.refinements else [])
@@ -175,6 +203,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--reference", type=int, default=0, metavar="PAIRS",
                    help="protein: also time PAIRS pairs of runs per row, the fast path and e3nn's own evaluation "
                         "back to back (the speed-up on a busy host; default 0: off)")
+    p.add_argument("--potentials", type=int, default=0, metavar="PAIRS",
+                   help="protein: also time PAIRS pairs of runs per row, with the default sampling-time potentials "
+                        "and without (the network alone), back to back (default 0: off)")
     p.add_argument("--members", type=int, default=50, help="weather ensemble size (default 50)")
     p.add_argument("--lead-hours", type=int, default=24, help="weather forecast length (default 24)")
     p.add_argument("--threads", type=int, default=1,

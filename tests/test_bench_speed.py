@@ -47,6 +47,25 @@ def test_protein_reference_pairs_time_both_evaluations(tmp_path, monkeypatch):
     assert seen == [False] * 4 + [False, False, True, True] * 2
 
 
+def test_protein_potential_pairs_time_with_and_without(tmp_path, monkeypatch):
+    from diffsci.protein.design import potentials as pot
+
+    seen = []  # the relaxations each sampling run did (one per sampling step with potentials)
+    real = pot.Potentials.relax
+    monkeypatch.setattr(pot.Potentials, "relax", lambda self, *a, **k: (seen.append(1), real(self, *a, **k))[1])
+    out = tmp_path / "p.json"
+    assert main(["bench", "speed", "--protein", "--length", "12", "--steps", "2", "--batches", "1",
+                 "--potentials", "2", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    p = res["protein"]["rows"][0]["potentials"]
+    assert p["pairs"] == 2 and p["terms"] == "connectivity:1,sterics:1"
+    assert len(p["seconds_per_backbone"]) == len(p["network_seconds_per_backbone"]) == 2
+    ratios = [a / b for a, b in zip(p["seconds_per_backbone"], p["network_seconds_per_backbone"])]
+    assert p["median_ratio"] == pytest.approx(sum(ratios) / 2, abs=2e-3)
+    assert res["command"].endswith("--batches 1 --potentials 2 --device cpu")
+    assert len(seen) == 2 * 2  # two guided runs of 2 steps each; the network-alone runs relax nothing
+
+
 def test_weather_emulator_against_simulator(tmp_path):
     out = tmp_path / "w.json"
     assert main(["bench", "speed", "--weather", "--members", "2", "--lead-hours", "1", "--out", str(out)]) == 0
