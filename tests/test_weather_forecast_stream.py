@@ -166,3 +166,30 @@ def test_default_threads(monkeypatch):
     assert default_threads() == 3
     monkeypatch.delenv("OMP_NUM_THREADS")
     assert default_threads() == len(__import__("os").sched_getaffinity(0))
+
+
+def test_boundary_values_are_read_one_valid_time_at_a_time(init, monkeypatch):
+    """A regional forecast's boundary values: ``values[k][lead]`` is the file's state at init
+    k's lead-th valid time, each read on its own (one state in memory, not all (I, L))."""
+    import pandas as pd
+
+    from diffsci.weather.data import open_weather, stack_channels
+
+    bds = open_weather(init, variables=["z", "u", "v", "vo"])
+    times = pd.DatetimeIndex(bds.time.values)
+    valid = pd.DatetimeIndex([times[1], times[2], times[2], times[3]])  # 2 inits x 2 leads
+    reads = []
+
+    def counting(ds, variables):
+        reads.append(ds.sizes["time"])
+        return stack_channels(ds, variables)
+
+    monkeypatch.setattr(F, "stack_channels", counting)
+    values = F._BoundaryValues(bds, ("z", "u", "v", "vo"), valid, 2)
+    want, _ = stack_channels(bds, ("z", "u", "v", "vo"))
+    got = values[1][0]
+    assert got.shape == want.shape[1:] and np.array_equal(got.numpy(), want[2])
+    assert np.array_equal(values[0][1].numpy(), want[2]) and np.array_equal(values[1][1].numpy(), want[3])
+    assert len(values[0]) == 2 and reads == [1, 1, 1]
+    with pytest.raises(IndexError):
+        values[0][2]

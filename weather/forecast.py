@@ -284,7 +284,7 @@ class _Rollout:
     its ``variables``, the init indices ``idx`` and times ``init_stamps``, ``n_steps`` model
     steps of ``step``, ``members``, ``seed`` and ``chunk`` (members rolled out together), and
     for a regional model the boundary band ``band`` (H, W) bool and values ``boundary_values``
-    (I, L, C, H, W) (None: global). A unit is (init ``k``, chunk ``c``): members
+    (:class:`_BoundaryValues`: ``[k][lead]`` one (C, H, W) state) (None: global). A unit is (init ``k``, chunk ``c``): members
     :meth:`members_of` ``(c)``."""
 
     ds: xr.Dataset
@@ -297,7 +297,7 @@ class _Rollout:
     seed: int
     chunk: int
     band: torch.Tensor | None = None
-    boundary_values: torch.Tensor | None = None
+    boundary_values: "_BoundaryValues | None" = None
 
     @property
     def n_chunks(self) -> int:
@@ -309,8 +309,9 @@ class _Rollout:
 
 def _boundary_forcing(forecaster: Forecaster, settings: ForecastSettings, init_stamps, n_steps: int,
                       step: pd.Timedelta):
-    """Band mask (H, W) bool tensor, boundary values (I, L, C, H, W) float32 and the band width;
-    ``(None, None, 0)`` for a global checkpoint without boundary file. Refuses what cannot be used."""
+    """Band mask (H, W) bool tensor, boundary values (:class:`_BoundaryValues`: ``[k][lead]``
+    the (C, H, W) float32 state, read when used) and the band width; ``(None, None, 0)`` for a
+    global checkpoint without boundary file. Refuses what cannot be used."""
     boundary, width = settings.boundary, settings.boundary_width
     trained = int(forecaster.config.boundary_width or 0)
     if boundary is None:
@@ -343,12 +344,44 @@ def _boundary_forcing(forecaster: Forecaster, settings: ForecastSettings, init_s
     if len(missing):
         raise DiffsciError(f"{name}: boundary values missing for {len(missing)} valid time(s) of the forecast "
                            f"({missing[0]} .. {missing[-1]}); the file covers {have.min()} .. {have.max()}")
-    vals, _ = stack_channels(bds.sel(time=valid.values), forecaster.config.variables)  # (I * L, C, H, W)
-    if not np.isfinite(vals[:, :, mask]).all():
-        raise DiffsciError(f"{name}: boundary values in the band are NaN or infinite")
-    h, w = forecaster.config.grid_shape
-    bvals = torch.from_numpy(np.ascontiguousarray(vals, dtype=np.float32)).reshape(len(init_stamps), n_steps, -1, h, w)
-    return torch.from_numpy(mask), bvals, width
+    values = _BoundaryValues(bds, forecaster.config.variables, valid, n_steps)
+    for i in range(len(valid)):  # one valid time at a time: memory holds one state
+        if not torch.isfinite(values.state(i)[:, mask]).all():
+            raise DiffsciError(f"{name}: boundary values in the band are NaN or infinite")
+    return torch.from_numpy(mask), values, width
+
+
+class _BoundaryValues:
+    """A boundary file's states at a forecast's valid times (init-major, ``n_steps`` per init),
+    read one valid time at a time from the (lazily opened) dataset ``bds``: ``self[k][lead]`` is
+    the (C, H, W) float32 tensor of init ``k``'s step ``lead``, so a regional forecast holds one
+    boundary state, not all (I, L) of them."""
+
+    def __init__(self, bds: xr.Dataset, variables, valid: pd.DatetimeIndex, n_steps: int):
+        self.bds, self.variables, self.valid, self.n_steps = bds, tuple(variables), valid, n_steps
+
+    def state(self, i: int) -> torch.Tensor:
+        vals, _ = stack_channels(self.bds.sel(time=self.valid.values[i:i + 1]), self.variables)
+        return torch.from_numpy(np.ascontiguousarray(vals[0], dtype=np.float32))
+
+    def __getitem__(self, k: int) -> "_Lazy":
+        return _Lazy(lambda lead: self.state(k * self.n_steps + lead), self.n_steps)
+
+
+@dataclass(frozen=True)
+class _Lazy:
+    """A sequence of ``n`` items made by ``fn(i)`` when asked for."""
+
+    fn: object
+    n: int
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        return self.fn(i)
 
 
 def _model_steps(cfg: WeatherModelConfig, lead_hours: int) -> tuple[pd.Timedelta, int]:
