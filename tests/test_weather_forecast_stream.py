@@ -165,7 +165,11 @@ def test_default_threads(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert default_threads() == 3
     monkeypatch.delenv("OMP_NUM_THREADS")
-    assert default_threads() == len(__import__("os").sched_getaffinity(0))
+    cores = len(__import__("os").sched_getaffinity(0))
+    assert default_threads(load=0.0) == cores  # an idle machine: every core
+    assert default_threads(load=cores + 2.7) == 1  # a busy one: one thread, never zero
+    if cores > 1:
+        assert default_threads(load=1.2) == cores - 1
 
 
 def test_boundary_values_are_read_one_valid_time_at_a_time(init, monkeypatch):

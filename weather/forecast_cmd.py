@@ -47,16 +47,20 @@ class CheckpointHelpFormatter(argparse.HelpFormatter):
         return text
 
 
-def default_threads() -> int:
+def default_threads(load: float | None = None) -> int:
     """Torch CPU threads of a forecast when ``--threads`` is not given: ``OMP_NUM_THREADS`` when
-    set, else the cores this process may run on (``os.sched_getaffinity``; ``os.cpu_count``
-    where that is missing)."""
+    set, else the idle cores this process may run on: the cores (``os.sched_getaffinity``;
+    ``os.cpu_count`` where that is missing) less the 1-minute load average (``load``; None:
+    ``os.getloadavg``), at least 1. OpenMP threads that wait for a busy core make the network's
+    many small ops far slower (docs/weather.md: 15x on a loaded 2-core machine); the results do
+    not depend on the thread count."""
     env = os.environ.get("OMP_NUM_THREADS", "")
     if env.isdigit() and int(env) > 0:
         return int(env)
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if load is None:
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return max(1, cores - int(round(load)))
 
 
 def _positive_int(text: str, flag: str) -> int:
@@ -136,7 +140,7 @@ def add_parser(subparsers) -> None:
                         "--members); members are the same bit for bit whatever the chunk (the network always "
                         "sees groups of 4 member slots, padded: a multiple of 4 wastes no evaluation)")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: OMP_NUM_THREADS when set, else every core this process may "
-                        "use, os.sched_getaffinity; give 1 when other jobs share the cores)")
+                   help="torch CPU threads (default: OMP_NUM_THREADS when set, else the cores this process may "
+                        "use less the 1-minute load average, at least 1)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_run)
