@@ -19,7 +19,8 @@ from importlib.metadata import PackageNotFoundError, entry_points, version
 
 from diffsci.core.errors import DiffsciError
 
-__all__ = ["main", "build_parser", "add_train_arguments", "run_train_command", "add_command_group"]
+__all__ = ["main", "build_parser", "add_train_arguments", "run_train_command", "add_command_group",
+           "CommandGroupParser"]
 
 
 def _version() -> str:
@@ -29,16 +30,60 @@ def _version() -> str:
         return "0+unknown"
 
 
+class CommandGroupParser(argparse.ArgumentParser):
+    """The parser of a command group (``diffsci weather``, ...) in :func:`build_parser`: its
+    subcommand modules are imported the first time it parses arguments or formats its help or
+    usage, so ``diffsci weather forecast`` imports no protein or bench module, and
+    ``diffsci --help`` none of the groups' (start-up: the bench modules alone import torch,
+    scipy, biotite and xarray)."""
+
+    _pending: tuple = ()
+
+    def defer(self, load) -> None:
+        """Run ``load()`` (adds the subcommands) before this parser is first used."""
+        self._pending = (*self._pending, load)
+
+    def load(self) -> CommandGroupParser:
+        """Add the deferred subcommands now (once); returns the parser."""
+        pending, self._pending = self._pending, ()
+        for load in pending:
+            load()
+        return self
+
+    def parse_known_args(self, args=None, namespace=None):
+        self.load()
+        return super().parse_known_args(args, namespace)
+
+    def format_help(self) -> str:
+        self.load()
+        return super().format_help()
+
+    def format_usage(self) -> str:
+        self.load()
+        return super().format_usage()
+
+
+def _add_subcommands(parser: argparse.ArgumentParser, name: str, package: str, modules) -> None:
+    sub = parser.add_subparsers(dest=f"{name}_command", metavar="COMMAND", required=True,
+                                parser_class=argparse.ArgumentParser)
+    for module in modules:
+        importlib.import_module(f"{package}.{module}").add_parser(sub)
+
+
 def add_command_group(subparsers, name: str, help: str, package: str, modules) -> argparse.ArgumentParser:
     """Add ``diffsci NAME COMMAND ...``: a parser ``name`` whose required subcommands are added by
     ``add_parser(subparsers)`` of each module ``{package}.{module}`` in ``modules``, in order.
 
     The chosen subcommand is stored as ``{name}_command`` in the parsed namespace; each
-    module's ``add_parser`` sets ``func``. Returns the group's parser."""
+    module's ``add_parser`` sets ``func``. Returns the group's parser. Under :func:`build_parser`
+    (whose groups are :class:`CommandGroupParser`) the modules are imported only when the group
+    is used; under any other parser, now."""
     parser = subparsers.add_parser(name, help=help)
-    sub = parser.add_subparsers(dest=f"{name}_command", metavar="COMMAND", required=True)
-    for module in modules:
-        importlib.import_module(f"{package}.{module}").add_parser(sub)
+    modules = tuple(modules)
+    if isinstance(parser, CommandGroupParser):
+        parser.defer(lambda: _add_subcommands(parser, name, package, modules))
+    else:
+        _add_subcommands(parser, name, package, modules)
     return parser
 
 
@@ -78,22 +123,29 @@ def run_train_command(kind: str, args, data: dict) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``diffsci`` parser with every plug-in registered (usage errors: one line, exit 2)."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``diffsci`` parser with every plug-in registered (usage errors: one line, exit 2), or
+    only the plug-in named ``command`` where there is one (``main`` passes its first argument: a
+    ``diffsci weather ...`` call imports nothing of the protein or bench plug-ins). A group's
+    subcommands are added when it is used (:class:`CommandGroupParser`)."""
     parser = argparse.ArgumentParser(
         prog="diffsci",
         description="diffsci: scientific diffusion models for protein backbones and weather.",
     )
     parser.add_argument("--version", action="version", version=f"diffsci {_version()}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for ep in sorted(entry_points(group="diffsci.commands"), key=lambda e: e.name):
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CommandGroupParser)
+    plugins = sorted(entry_points(group="diffsci.commands"), key=lambda e: e.name)
+    if any(ep.name == command for ep in plugins):
+        plugins = [ep for ep in plugins if ep.name == command]
+    for ep in plugins:
         ep.load()(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``diffsci`` console command; returns the exit status."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
     if func is None:

@@ -25,7 +25,6 @@ import sys
 from typing import Any
 
 from diffsci.core.errors import DiffsciError
-from diffsci.core.io import check_output_path, jsonable, write_json, write_text
 
 __all__ = ["add_parser", "run"]
 
@@ -81,6 +80,8 @@ def _csv_text(rows: list[dict[str, Any]]) -> str:
 
 def _check_args(args: argparse.Namespace) -> list[str] | None:
     """Refuse bad options before any work; returns the --chains list (None for all chains)."""
+    from diffsci.core.io import check_output_path
+
     out = pathlib.Path(args.out)
     if out.suffix.lower() != ".json":
         raise DiffsciError(f"--out {out}: expected a .json file name")
@@ -158,6 +159,7 @@ def _summary_line(report: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from diffsci.core.io import jsonable, write_json, write_text
     from diffsci.protein.metrics import evaluate_folder
 
     chains = _check_args(args)

@@ -14,13 +14,12 @@ import argparse
 import collections
 import pathlib
 import sys
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from diffsci.core.errors import DiffsciError
-from diffsci.core.io import check_output_path
-from diffsci.protein.io.dataset import DatasetOptions, build_dataset, save_dataset
-from diffsci.protein.io.structure import ReportRow
+
+if TYPE_CHECKING:
+    from diffsci.protein.io.structure import ReportRow
 
 __all__ = ["add_parser", "run", "format_report"]
 
@@ -66,6 +65,11 @@ def format_report(report: list[ReportRow]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from diffsci.core.io import check_output_path
+    from diffsci.protein.io.dataset import DatasetOptions, build_dataset, save_dataset
+
     chains = [c.strip() for c in args.chains.split(",") if c.strip()] if args.chains else None
     # an input file, a folder, a missing parent: refused (a file inside a source folder is fine)
     out = check_output_path(args.out, inputs=[s for s in args.sources if pathlib.Path(s).is_file()])

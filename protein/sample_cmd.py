@@ -22,7 +22,6 @@ import sys
 import warnings
 
 from diffsci.core.errors import DiffsciError
-from diffsci.core.io import check_output_path
 
 __all__ = ["add_parser", "request_from_args"]
 
@@ -76,6 +75,7 @@ def _notes(request) -> list[str]:
 
 
 def _check_out(args) -> None:
+    from diffsci.core.io import check_output_path
     from diffsci.protein.design.output import existing_outputs
 
     check_output_path(args.out, inputs=[args.motif, args.checkpoint], folder=True)

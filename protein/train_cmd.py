@@ -8,12 +8,12 @@ which :func:`diffsci.core.train.fit` runs.
 from __future__ import annotations
 
 from diffsci.core.cli import add_train_arguments, run_train_command
-from diffsci.core.io import check_output_path
 
 __all__ = ["add_parser"]
 
 
 def _run_cli(args) -> int:
+    from diffsci.core.io import check_output_path
     from diffsci.protein.model.diffusion import KIND
 
     check_output_path(args.out, inputs=[args.data], folder=True)  # before any work

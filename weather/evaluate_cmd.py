@@ -6,13 +6,13 @@ from __future__ import annotations
 import sys
 import warnings
 
-from diffsci.core.io import check_output_path
-from diffsci.weather.metrics import evaluate_forecast, write_metrics
-
 __all__ = ["add_parser"]
 
 
 def _run(args) -> int:
+    from diffsci.core.io import check_output_path
+    from diffsci.weather.metrics import evaluate_forecast, write_metrics
+
     check_output_path(args.out, inputs=(args.forecast, args.truth, args.climatology))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

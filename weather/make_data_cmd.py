@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import argparse
 
-from diffsci.core.io import check_output_path, write_netcdf
-
 __all__ = ["add_parser", "run"]
 
 
 def run(args: argparse.Namespace) -> int:
     """Check ``--out``, generate (the generator validates the grid and counts) and write the file."""
+    from diffsci.core.io import check_output_path, write_netcdf
     from diffsci.weather.generator import GeneratorOutput, generate
 
     check_output_path(args.out)

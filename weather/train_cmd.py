@@ -9,13 +9,13 @@ training task (:func:`diffsci.weather.diffusion.make_task`).
 from __future__ import annotations
 
 from diffsci.core.cli import add_train_arguments, run_train_command
-from diffsci.core.io import check_output_path
 from diffsci.weather.cli import warning_lines
 
 __all__ = ["add_parser"]
 
 
 def _run(args) -> int:
+    from diffsci.core.io import check_output_path
     from diffsci.weather.diffusion import KIND, KIND_DETERMINISTIC
 
     check_output_path(args.out, inputs=[args.data], folder=True)  # before any work
