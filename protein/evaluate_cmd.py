@@ -64,17 +64,29 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+_JOINED_COLUMNS = ("hotspot_nearest_ca",)
+"""List-valued row fields written to the CSV as one cell, ``;``-joined (``4.006;7.541``)."""
+
+
+def _cell(key: str, v: Any) -> Any:
+    if v is None:
+        return ""
+    if key in _JOINED_COLUMNS and isinstance(v, list):
+        return ";".join("nan" if x is None else f"{x:.3f}" for x in v)
+    return v
+
+
 def _csv_text(rows: list[dict[str, Any]]) -> str:
     cols: list[str] = []
     for r in rows:
         for k, v in r.items():
-            if k not in cols and not isinstance(v, (list, dict)):
+            if k not in cols and (k in _JOINED_COLUMNS or not isinstance(v, (list, dict))):
                 cols.append(k)
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
     for r in rows:
-        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in cols})
+        w.writerow({k: _cell(k, r.get(k)) for k in cols})
     return buf.getvalue()
 
 
@@ -149,6 +161,9 @@ def _summary_line(report: dict[str, Any]) -> str:
         f"mean pairwise TM {s['mean_pairwise_tm']}, clusters@0.5 {s['clusters_tm0.5']}, "
         f"clusters@0.6 {s['clusters_tm0.6']}, mean novelty {s['mean_novelty']}"
     )
+    if "n_hotspot_designs" in s:
+        line += (f", hotspots all in contact (CA within 8 A) in {s['n_hotspots_all_in_contact']} of "
+                 f"{s['n_hotspot_designs']} designs with hotspots")
     d = report.get("designability")
     if d is not None:
         if d["designability_computed"]:

@@ -26,6 +26,7 @@ from diffsci.protein.metrics.geometry import (
     ca_clashes,
     ca_contacts,
     chain_breaks,
+    hotspot_contacts,
     radius_of_gyration,
     ramachandran_fractions,
 )
@@ -289,21 +290,30 @@ def _assemble_evaluation(rows, tm, n_ref, thresholds, link) -> dict[str, Any]:
 SS_AGREEMENT_FIELDS = ("ss_agreement", "ss_agreement_H", "ss_agreement_E", "ss_agreement_L")
 
 
+def _design_record(folder, file: str | None) -> dict[str, Any] | None:
+    """The record ``NAME.json`` beside the structure file ``NAME.pdb`` (as ``diffsci protein
+    sample`` writes it), or None: no such file, or not a JSON object (e.g. an evaluation report)."""
+    record = Path(folder) / Path(file).with_suffix(".json").name if file else None
+    if record is None or not record.is_file():
+        return None
+    try:
+        data = json.loads(record.read_text())
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def _score_ss_requests(folder, samples: Sequence[EvalSample], result: dict[str, Any]) -> list[str]:
     """Adds the SS-agreement fields to the rows of designs with a request (see
     :func:`evaluate_folder`) and their means to the summary; returns notes on requests that do
     not fit their chains."""
     notes, scored = [], []
     for smp, row in zip(samples, result["per_sample"]):
-        record = Path(folder) / Path(smp.file).with_suffix(".json").name if smp.file else None
-        if record is None or not record.is_file():
-            continue
-        try:
-            request = json.loads(record.read_text()).get("ss")
-        except (ValueError, AttributeError):
-            continue  # not a design record (e.g. an evaluation report)
+        data = _design_record(folder, smp.file)
+        request = None if data is None else data.get("ss")
         if not isinstance(request, str):
             continue
+        record = Path(smp.file).with_suffix(".json")
         if len(request) != len(smp.coords):
             notes.append(f"{row['file']}: its ss request ({record.name}) has {len(request)} letters for "
                          f"{len(smp.coords)} residues; not scored")
@@ -317,6 +327,78 @@ def _score_ss_requests(folder, samples: Sequence[EvalSample], result: dict[str, 
         for key in SS_AGREEMENT_FIELDS:
             summary[f"mean_{key}"] = _finite_mean([r[key] for r in scored])
     return notes
+
+
+HOTSPOT_FIELDS = ("hotspot_nearest_ca", "hotspots_in_contact")
+
+
+def _residue_labels(smp: EvalSample) -> list[str]:
+    """``B30`` or ``B30A`` (chain, author number, insertion code) of each residue of a sample, as a
+    design record's ``mapping`` names the residues of the written file."""
+    if smp.res_ids is None:
+        return []
+    ins = smp.ins_codes if smp.ins_codes is not None else [""] * len(smp.res_ids)
+    return [f"{smp.chain or ''}{int(r)}{str(i).strip().upper()}" for r, i in zip(smp.res_ids, ins)]
+
+
+def _hotspot_positions(data: dict[str, Any], members: list[int], labels: list[list[str]]) -> tuple[
+        dict[int, list[int]] | None, list[str]]:
+    """Where a design record's hotspots are: {sample index: residue indices, in the record's order}
+    (None: the record names no hotspots), and the hotspot labels that cannot be found (not in
+    ``mapping``, or the mapped residue not among the chains read)."""
+    hot = data.get("hotspots")
+    if isinstance(hot, str):
+        hot = [h.strip() for h in hot.split(",") if h.strip()]
+    if not isinstance(hot, (list, tuple)) or not hot:
+        return None, []
+    mapping = data.get("mapping") if isinstance(data.get("mapping"), dict) else {}
+    where = {lab: (k, i) for k in members for i, lab in enumerate(labels[k])}
+    found: dict[int, list[int]] = {}
+    bad = []
+    for h in map(str, hot):
+        k_i = where.get(str(mapping.get(h)))
+        if k_i is None:
+            bad.append(f"{h} (its residue {mapping[h]} is not among the chains read)" if h in mapping
+                       else f"{h} (not in the record's mapping)")
+            continue
+        found.setdefault(k_i[0], []).append(k_i[1])
+    return found, bad
+
+
+def _score_hotspots(folder, samples: Sequence[EvalSample], result: dict[str, Any],
+                    warn: Callable[[str], None]) -> None:
+    """Adds :data:`HOTSPOT_FIELDS` (see :func:`evaluate_folder`) to the rows and ``n_hotspot_designs``,
+    ``n_hotspots_all_in_contact`` to the summary, when some design's record names hotspots; warns
+    once per record with a hotspot that cannot be found (that design is not scored)."""
+    rows = result["per_sample"]
+    labels = [_residue_labels(smp) for smp in samples]
+    ca_list = [np.asarray(smp.coords, dtype=np.float64)[:, 1] for smp in samples]
+    by_file: dict[str, list[int]] = {}
+    for k, smp in enumerate(samples):
+        if smp.file is not None:
+            by_file.setdefault(smp.file, []).append(k)
+    scored: list[list[dict[str, Any]]] = []
+    for file, members in by_file.items():
+        data = _design_record(folder, file)
+        found, bad = _hotspot_positions(data, members, labels) if data is not None else (None, [])
+        if found is None:
+            continue
+        if bad or not found:
+            warn(f"{Path(folder) / Path(file).with_suffix('.json').name}: hotspot(s) {', '.join(bad)} not "
+                 f"found in {file}; its hotspots not scored")
+            continue
+        for k, idx in found.items():
+            others = [ca_list[j] for j in members if j != k]
+            rows[k].update(hotspot_contacts(ca_list[k], idx, others))
+        scored.append([rows[k] for k in found])
+    if not scored:
+        return
+    for row in rows:
+        for key in HOTSPOT_FIELDS:
+            row.setdefault(key, None)
+    result["summary"]["n_hotspot_designs"] = len(scored)
+    result["summary"]["n_hotspots_all_in_contact"] = sum(
+        all(r["hotspots_in_contact"] == len(r["hotspot_nearest_ca"]) for r in design) for design in scored)
 
 
 def evaluate_folder(
@@ -335,10 +417,27 @@ def evaluate_folder(
     ``ss`` (``diffsci protein sample --ss``; one letter per residue of each chain) is scored
     against it: its row gets ``ss_request`` and the DSSP agreement fields of
     :func:`~diffsci.protein.metrics.secondary.ss_agreement`, the summary ``n_ss_requests`` and
-    ``mean_ss_agreement``, ``mean_ss_agreement_H`` / ``_E`` / ``_L`` over those rows."""
+    ``mean_ss_agreement``, ``mean_ss_agreement_H`` / ``_E`` / ``_L`` over those rows.
+
+    A design whose record names ``hotspots`` (``diffsci protein sample --hotspots``: labels of the
+    motif file, turned into the written file's labels by the record's ``mapping``) is scored for
+    contact: the row of the chain holding them gets ``hotspot_nearest_ca`` (for each hotspot, in
+    order, the distance in Å from its CA to the nearest CA of the design's other chains) and
+    ``hotspots_in_contact`` (how many are within
+    :data:`~diffsci.protein.metrics.geometry.HOTSPOT_CONTACT` = 8 Å, RFdiffusion's hotspot
+    contact); the other rows get None for both, the summary ``n_hotspot_designs`` and
+    ``n_hotspots_all_in_contact``. A hotspot that cannot be found is one warning and that design
+    is not scored. Without any hotspot record the result has none of these keys."""
     samples, warns, notes = read_samples(folder, chains=chains, on_warning=on_warning, on_note=on_note)
     result = evaluate_structures(samples, reference, **kwargs)
     result["notes"] += _score_ss_requests(folder, samples, result)
+
+    def warn(msg: str) -> None:
+        warns.append(msg)
+        if on_warning is not None:
+            on_warning(msg)
+
+    _score_hotspots(folder, samples, result, warn)
     for msg in result["notes"]:
         if on_note is not None:
             on_note(msg)

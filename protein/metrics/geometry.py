@@ -8,6 +8,7 @@ Definitions of the per-sample fields: :mod:`diffsci.protein.metrics`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -18,6 +19,8 @@ __all__ = [
     "INTERCHAIN_CLASH",
     "INTERFACE_DISTANCE",
     "between_chains",
+    "HOTSPOT_CONTACT",
+    "hotspot_contacts",
     "IDEAL_BONDS",
     "IDEAL_ANGLES",
     "RAMA_REGIONS",
@@ -212,6 +215,41 @@ def between_chains(ca: np.ndarray, others: Sequence[np.ndarray], *, clash: float
     return {"interchain_clashes": int(sum(len(h) for h in tree.query_ball_point(ca, clash - 1e-9))),
             "interchain_min_ca": float(nearest.min()),
             "interface_residues": int((nearest <= interface).sum())}
+
+
+HOTSPOT_CONTACT = 8.0
+"""Å: RFdiffusion's hotspot contact (``ppi.hotspot_res``): a hotspot residue of the target is in
+contact when a CA of another chain (the binder) lies within this of its CA. The same distance as
+the sampler's hotspots potential (``CONTACT_RADIUS`` of :mod:`diffsci.protein.design.potentials`)."""
+
+
+def hotspot_contacts(ca: np.ndarray, hotspots: Sequence[int], others: Sequence[np.ndarray], *,
+                     contact: float = HOTSPOT_CONTACT) -> dict[str, Any]:
+    """How close the other chains of a design come to the hotspot residues of one chain.
+
+    Parameters
+    ----------
+    ca : np.ndarray
+        Shape (L, 3) this chain's CA (Å).
+    hotspots : sequence of int
+        Indices into ``ca`` of the hotspot residues, in the order they are reported.
+    others : sequence of np.ndarray
+        The other chains' CA, each Shape (L_k, 3).
+
+    Returns
+    -------
+    ``hotspot_nearest_ca``: for each hotspot, ``min_k |ca[h] - others_k|`` (Å; NaN when there is no
+    other chain), a list; ``hotspots_in_contact``: how many of them are <= ``contact`` Å.
+    """
+    ca = _ca(ca)
+    rest = [_ca(o, "others") for o in others if len(o)]
+    idx = np.asarray(list(hotspots), dtype=np.int64)
+    if not rest:
+        nearest = np.full(len(idx), np.nan)
+    else:
+        nearest, _ = cKDTree(np.concatenate(rest)).query(ca[idx].reshape(-1, 3))
+    return {"hotspot_nearest_ca": [float(d) for d in nearest],
+            "hotspots_in_contact": int((np.asarray(nearest) <= contact).sum())}
 
 
 def chain_breaks(ca: np.ndarray, threshold: float = CA_CA_BREAK) -> tuple[int, float]:
