@@ -220,3 +220,20 @@ def test_sterics_unfold_a_chain_folded_back_at_one_residue():
     terms = (("connectivity", 1.0), ("sterics", 1.0))
     out = relax_ca(kinked[None], terms, chain, res, iters=300)[0].numpy()
     assert np.linalg.norm(out[11] - out[9]) >= 4.2 and chain_breaks(out)[0] == 0
+
+
+def test_target_gap_keeps_designed_residues_off_a_fixed_chain_only():
+    """target_gap (early in sampling): a designed chain 4.9 Å from a fixed one is pushed to ~6 Å; the
+    fixed chain does not move; without it, or between two designed chains, 4.9 Å is left alone."""
+    a, b = STRAND, STRAND + torch.tensor([0.0, 5.0, 5.0], dtype=STRAND.dtype)  # nearest CA pair 4.88 Å
+    x = torch.cat([a, b])[None]
+    chain = torch.cat([torch.zeros(30), torch.ones(30)]).long()
+    res = torch.cat([torch.arange(30), torch.arange(30)])
+    fixed = chain == 0
+    pot = Potentials((("sterics", 1.0),), chain, res, fixed=fixed)
+    assert torch.equal(pot.relax(x), x)  # 5 Å > 4 Å: nothing to do
+    out = pot.relax(x, iters=300, target_gap=6.0)[0]
+    assert torch.equal(out[:30], a)
+    assert between_chains(out[30:].numpy(), [out[:30].numpy()])["interchain_min_ca"] > 5.9
+    free = Potentials((("sterics", 1.0),), chain, res)  # no fixed chain: the gap does not apply
+    assert torch.equal(free.relax(x, iters=300, target_gap=6.0), x)

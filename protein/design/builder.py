@@ -49,7 +49,7 @@ from diffsci.protein.frames import ANGSTROM_PER_NM
 from diffsci.protein.model.diffusion import ProteinCond, SelfConditioned, build_space
 from diffsci.protein.model.network import FrameDenoiserNet
 from diffsci.protein.design.motif import TAPER, condition_on_motif, kabsch
-from diffsci.protein.design.potentials import Potentials
+from diffsci.protein.design.potentials import TARGET_GAP_EARLY, Potentials
 from diffsci.protein.design.request import TIME_POWER, sampling_rotation_rate
 from diffsci.protein.design.strands import StrandRestraints, request_restraints, strand_restraints
 from diffsci.protein.design.symmetry import (SymmetryGroup, min_copy_spacing, symmetric_denoiser, symmetric_prior,
@@ -178,6 +178,8 @@ def _strand_restraints(stage: Stage, ctx: BuildContext) -> Stage:
 #: below this time the potentials relax each clean prediction up to FINAL_ITERS steps, until no
 #: residue moves more than 1e-3 Å (the last ~10 of 100 steps of the default time grid)
 FINAL_T, FINAL_ITERS = 0.01, 300
+#: above this time designed residues are kept TARGET_GAP_EARLY (6 Å) from a fixed chain's CAs
+EARLY_T = 0.3
 
 
 def _potentials(stage: Stage, ctx: BuildContext) -> Stage:
@@ -197,8 +199,9 @@ def _potentials(stage: Stage, ctx: BuildContext) -> Stage:
             trans0 = _place_motif(trans0, motif_ca, fixed)
         # near the clean end the prediction is (nearly) the design: relax it to convergence there
         last = float(t.max()) < FINAL_T
+        gap = TARGET_GAP_EARLY if float(t.max()) > EARLY_T else None  # binders: out of the target early
         moved = potentials.relax(trans0 * ANGSTROM_PER_NM, iters=FINAL_ITERS if last else 30,
-                                 tol=1e-3 if last else 0.0) / ANGSTROM_PER_NM
+                                 tol=1e-3 if last else 0.0, target_gap=gap) / ANGSTROM_PER_NM
         return remove_com(moved, mask.expand(trans0.shape[0], -1)), rots0
 
     return Stage(denoise, stage.constraint)
