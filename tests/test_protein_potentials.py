@@ -164,15 +164,30 @@ def test_rog_compacts_a_stretched_chain_and_leaves_a_compact_one():
 
 
 def test_contacts_pull_apart_copies_together_and_stop_at_their_target():
-    chain = torch.arange(3).repeat_interleave(30)
-    res = torch.arange(30).repeat(3)
-    apart = torch.cat([STRAND + torch.tensor([40.0 * k, 0.0, 0.0], dtype=STRAND.dtype) for k in range(3)])[None]
+    chain = torch.arange(2).repeat_interleave(30)  # two copies 40 Å apart (C2: one interface)
+    res = torch.arange(30).repeat(2)
+    apart = torch.cat([STRAND + torch.tensor([40.0 * k, 0.0, 0.0], dtype=STRAND.dtype) for k in range(2)])[None]
     pot = Potentials((("olig_contacts", 1.0), ("sterics", 1.0)), chain, res)
     assert float(pot.energy(apart)) > 0
     out = pot.relax(apart, iters=2000)
     assert float(pot.energy(out)) < 1e-3 * float(pot.energy(apart))
     d01 = torch.cdist(out[0, :30], out[0, 30:60])
     assert d01.min() > 3.0 and d01.min() < 8.0
+
+
+def test_olig_contacts_give_every_interface_its_own_target():
+    """Three copies side by side (a C3 bundle) with 9.6, 5.2 and 9.1 contacts: each of the three
+    interfaces is raised to 25, not the three together to 25."""
+    import math
+
+    chain, res = torch.arange(3).repeat_interleave(30), torch.arange(30).repeat(3)
+    bundle = torch.cat([STRAND + torch.tensor([0.0, 8 * math.cos(2 * math.pi * k / 3), 8 * math.sin(2 * math.pi * k / 3)],
+                                              dtype=STRAND.dtype) for k in range(3)])[None]
+    interfaces = [torch.tensor([[i, 30 * ((k + 1) % 3) + j] for i in range(30 * k, 30 * k + 30) for j in range(30)])
+                  for k in range(3)]
+    assert sum(float(contact_count(bundle, p)[0]) for p in interfaces) < 25
+    out = Potentials((("olig_contacts", 1.0), ("sterics", 1.0)), chain, res).relax(bundle, iters=1000)
+    assert all(float(contact_count(out, p)[0]) > 24.9 for p in interfaces)
 
 
 def test_default_potentials_follow_the_request():

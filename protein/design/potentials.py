@@ -36,7 +36,8 @@ Potentials (``--potentials NAME:WEIGHT,...``; ``none``: every potential off, the
   cyclically), and of designed residues with a fixed chain (a binder with its target), raised
   to a target: ``relu(target - C)^2 / target`` (RFdiffusion's raise C without bound; a target
   leaves a structure with enough contacts alone). Targets: 3 pairs per designed residue (real
-  chains have 4.2, median), 25 pairs per interface (1YCR's 13-residue p53 peptide has 66).
+  chains have 4.2, median), 25 pairs per interface (1YCR's 13-residue p53 peptide has 66; a C6
+  ring has 6 interfaces, so 150).
 - ``hotspots``: each hotspot residue of the target (``--hotspots B17,B20``; RFdiffusion's
   ``ppi.hotspot_res``, there a model input) pulled into contact (a designed CA within 8 Å): the
   nearest designed CA held within 7.5 Å, ``sum relu(min d - 7.5)^2``.
@@ -181,6 +182,15 @@ def _pair_gradient(x: torch.Tensor, pairs: torch.Tensor, lo: torch.Tensor | floa
     return energy, _scatter_pairs(x, pairs, (2 * (over - under) / d)[..., None] * v)
 
 
+def _interfaces(chain: torch.Tensor, pairs: torch.Tensor) -> list[torch.Tensor]:
+    """``pairs`` (P, 2) split by the pair of chains they join: one (P_k, 2) group per interface."""
+    if len(pairs) == 0:
+        return [pairs]
+    a, b = chain[pairs[:, 0]], chain[pairs[:, 1]]
+    keys, which = torch.unique(torch.stack([torch.minimum(a, b), torch.maximum(a, b)], -1), dim=0, return_inverse=True)
+    return [pairs[which == k] for k in range(len(keys))]
+
+
 def _contact_gradient(x: torch.Tensor, pairs: torch.Tensor, target: float):
     """Energy (B,) and gradient (B, N, 3) of ``relu(target - C)^2 / target``, C the smooth contact
     number :func:`contact_count` of ``pairs``: zero once there are ``target`` contacts."""
@@ -255,8 +265,10 @@ class Potentials:
         for name in ("monomer_contacts", "olig_contacts", "interface_contacts"):
             if name in w:
                 pairs = _contact_pairs(name, chain, res_idx, self.fixed)
-                target = CONTACTS_PER_RESIDUE * len(self.designed) if name == "monomer_contacts" else CONTACT_TARGET
-                self.contacts[name] = (pairs, float(target))
+                if name == "monomer_contacts":
+                    self.contacts[name] = [(pairs, CONTACTS_PER_RESIDUE * len(self.designed))]
+                else:  # each interface (pair of chains: the 6 of a C6 ring, a binder's 1) its own target
+                    self.contacts[name] = [(group, CONTACT_TARGET) for group in _interfaces(chain, pairs)]
         self.rog_groups = []
         if "monomer_ROG" in w or "binder_ROG" in w:
             for c in chain.unique():
@@ -276,8 +288,9 @@ class Potentials:
         if self.steric is not None:
             pairs, d0 = self.steric if steric is None else steric
             parts.append((w["sterics"], _pair_gradient(x, pairs, d0.to(x.device), float("inf"))))
-        for name, (pairs, scale) in self.contacts.items():
-            parts.append((w[name], _contact_gradient(x, pairs, scale)))
+        for name, groups in self.contacts.items():
+            for pairs, target in groups:
+                parts.append((w[name], _contact_gradient(x, pairs, float(target))))
         if self.rog_groups:
             parts.append((self.rog_weight, _rog_gradient(x, self.rog_groups)))
         if "hotspots" in w:
