@@ -252,3 +252,17 @@ def test_target_gap_keeps_designed_residues_off_a_fixed_chain_only():
     assert between_chains(out[30:].numpy(), [out[:30].numpy()])["interchain_min_ca"] > 5.9
     free = Potentials((("sterics", 1.0),), chain, res)  # no fixed chain: the gap does not apply
     assert torch.equal(free.relax(x, iters=300, target_gap=6.0), x)
+
+
+def test_olig_contacts_pull_neighbouring_copies_into_touch():
+    """Two copies with 25+ smooth contacts but no CA pair within 7 Å: the nearest pair is pulled
+    to 7 Å; copies already touching (nearest 6.5 Å) are left alone."""
+    chain, res = torch.arange(2).repeat_interleave(30), torch.arange(30).repeat(2)
+    pairs = torch.tensor([[i, 30 + j] for i in range(30) for j in range(30)])
+    pot = Potentials((("olig_contacts", 1.0),), chain, res)
+    near = torch.cat([STRAND, STRAND + torch.tensor([0.0, 5.0, 8.5], dtype=STRAND.dtype)])[None]
+    assert float(contact_count(near, pairs)[0]) > 25 and torch.cdist(near[0, :30], near[0, 30:]).min() > 7.5
+    out = pot.relax(near, iters=300)[0]
+    assert 6.9 < float(torch.cdist(out[:30], out[30:]).min()) <= 7.0 + 1e-3
+    touching = torch.cat([STRAND, STRAND + torch.tensor([0.0, 5.0, 7.0], dtype=STRAND.dtype)])[None]
+    assert torch.equal(pot.relax(touching), touching)

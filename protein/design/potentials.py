@@ -38,6 +38,8 @@ Potentials (``--potentials NAME:WEIGHT,...``; ``none``: every potential off, the
   leaves a structure with enough contacts alone). Targets: 3 pairs per designed residue (real
   chains have 4.2, median), 25 pairs per interface (1YCR's 13-residue p53 peptide has 66; a C6
   ring has 6 interfaces, so 150).
+  ``olig_contacts`` also pulls the nearest CA pair of each pair of neighbouring copies within
+  7 Å (``relu(min d - 7)^2``; 25 smooth contacts alone left copies of a C6 ring 8.4 Å apart).
 - ``hotspots``: each hotspot residue of the target (``--hotspots B17,B20``; RFdiffusion's
   ``ppi.hotspot_res``, there a model input) pulled into contact (a designed CA within 8 Å): the
   nearest designed CA held within 7.5 Å, ``sum relu(min d - 7.5)^2``.
@@ -72,6 +74,7 @@ HOTSPOT_PULL = 7.5  # Å, where the hotspots potential pulls the nearest designe
 # contacts) per designed residue; the p53 peptide of 1YCR (13 residues) makes 66 contact pairs with
 # MDM2, and an interface or a pair of neighbouring copies is asked for 25
 CONTACTS_PER_RESIDUE, CONTACT_TARGET = 3.0, 25.0
+OLIG_PULL = 7.0  # Å: olig_contacts also holds the nearest CA pair of neighbouring copies within this
 #: the potentials a request may name
 POTENTIALS = ("connectivity", "sterics", "monomer_ROG", "binder_ROG", "monomer_contacts", "olig_contacts",
               "interface_contacts", "hotspots")
@@ -205,6 +208,21 @@ def _contact_gradient(x: torch.Tensor, pairs: torch.Tensor, target: float):
     return short**2 / target, _scatter_pairs(x, pairs, coef)
 
 
+def _nearest_gradient(x: torch.Tensor, pairs: torch.Tensor, reach: float):
+    """Energy (B,) and gradient (B, N, 3) of ``relu(min_p d_p - reach)^2`` over ``pairs`` (P, 2):
+    the nearest pair (of an interface) pulled within ``reach`` Å (the gradient moves that pair only)."""
+    if len(pairs) == 0:
+        return x.new_zeros(x.shape[0]), torch.zeros_like(x)
+    v = x[:, pairs[:, 0]] - x[:, pairs[:, 1]]  # (B, P, 3)
+    d = v.norm(dim=-1)
+    dmin, arg = d.min(-1)  # (B,)
+    over = (dmin - reach).clamp_min(0)
+    vmin = torch.gather(v, 1, arg[:, None, None].expand(-1, 1, 3))[:, 0]  # (B, 3)
+    coef = torch.zeros_like(v)
+    coef.scatter_(1, arg[:, None, None].expand(-1, 1, 3), ((2 * over / dmin.clamp_min(1e-6))[:, None] * vmin)[:, None])
+    return over**2, _scatter_pairs(x, pairs, coef)
+
+
 def _rog_gradient(x: torch.Tensor, groups: list[torch.Tensor]):
     """Energy (B,) and gradient (B, N, 3) of ``sum n relu(Rg - 2.2 n^0.38)^2`` over residue groups
     of n residues (the factor n: each residue is pulled inwards at the same rate at any length)."""
@@ -291,6 +309,8 @@ class Potentials:
         for name, groups in self.contacts.items():
             for pairs, target in groups:
                 parts.append((w[name], _contact_gradient(x, pairs, float(target))))
+                if name == "olig_contacts":  # and neighbouring copies touch: their nearest CA pair within 7 Å
+                    parts.append((w[name], _nearest_gradient(x, pairs, OLIG_PULL)))
         if self.rog_groups:
             parts.append((self.rog_weight, _rog_gradient(x, self.rog_groups)))
         if "hotspots" in w:
