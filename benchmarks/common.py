@@ -24,6 +24,20 @@ def add_benchmark_parser(subparsers, name: str, run, *, help: str, doc: str, out
     return p
 
 
+def add_potentials_option(p: argparse.ArgumentParser, whose: str = "") -> None:
+    """``--potentials none|default|NAME:WEIGHT,...`` (default none: the network alone) on ``p``;
+    ``whose``: what the potentials apply to, for the help (e.g. " of the model's rows")."""
+    p.add_argument("--potentials", default="none", metavar="none|default|NAME:WEIGHT,...",
+                   help=f"sampling-time potentials{whose} (default none: the network alone; default: what "
+                        "'protein sample' uses; see 'protein sample --help')")
+
+
+def request_potentials(option: str) -> str | None:
+    """The request's ``potentials`` for a benchmark's ``--potentials`` option (``default``: None,
+    the request's own defaults)."""
+    return None if option == "default" else option
+
+
 def run_from_args(run, args: argparse.Namespace, **overrides) -> int:
     """Call ``run(args.out, **kwargs)`` with each keyword parameter of ``run`` that ``args`` holds
     under the same name, ``overrides`` added or replacing; returns the exit status 0."""

