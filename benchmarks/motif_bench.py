@@ -343,7 +343,7 @@ def _report(payload: dict, png: Path) -> str:
     fmt = lambda v, p=2: "n/a" if v is None else f"{v:.{p}f}"  # noqa: E731
     lines = ["# Motif-scaffolding benchmark", "", f"Command: `{payload['command']}`  ",
              f"Checkpoint: `{payload['checkpoint']}`; split `{payload['split']}`; "
-             f"{payload['num']} designs per problem, potentials `{payload['potentials']}` (each problem's terms in results.json), "
+             f"{payload['num']} designs per problem, potentials `{payload.get('potentials', 'none')}` (each problem's terms in results.json), "
              f"{payload['steps']} steps, seed {payload['seed']}; wall time {payload['wall_s']} s.", "",
              "Motif RMSD over N, CA, C after superposition; junction: CA-CA across each motif-scaffold boundary; "
              "CA-CA ok: fraction of consecutive CA-CA within 3.8 ± 0.3 Å; break: CA-CA > 4.2 Å within a chain; "
