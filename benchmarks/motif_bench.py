@@ -367,8 +367,8 @@ def _report(payload: dict, png: Path) -> str:
                      f"{fmt(s['motif_rmsd_mean'])} / {fmt(s['motif_rmsd_max'])} | {s['junctions']} | "
                      f"{fmt(s['junction_within_0.5'])} | {fmt(s['junction_within_0.3'])} | {fmt(s['ca_ca_ok_mean'])} | "
                      f"{fmt(s['clash_fraction_mean'], 4)} | {s['designs_with_breaks']} | "
-                     f"{s['designs_with_interchain_clashes']} | {fmt(s['interchain_min_ca_min'])} / "
-                     f"{'n/a' if s['interface_residues_min'] is None else s['interface_residues_min']} | {fmt(s['success_rate'])} | "
+                     f"{s.get('designs_with_interchain_clashes', 0)} | {fmt(s.get('interchain_min_ca_min'))} / "
+                     f"{'n/a' if s.get('interface_residues_min') is None else s['interface_residues_min']} | {fmt(s['success_rate'])} | "
                      f"{fmt(s['mpnn_nll_proxy_mean'])} |")
     lines += ["", f"![junctions]({png.name})", ""]
     return "\n".join(lines)
