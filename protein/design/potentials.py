@@ -276,9 +276,12 @@ class Potentials:
             raise DiffsciError("potentials: hotspots needs hotspot residues (--hotspots B17,B20)")
         self.hotspots = None if hotspots is None else torch.as_tensor(hotspots, dtype=torch.long, device=chain.device)
         self.designed = (~self.fixed).nonzero()[:, 0]
-        self.chain = chain
         self.bonds = connectivity_pairs(chain, res_idx) if "connectivity" in w else None
         self.steric = steric_pairs(chain, res_idx) if "sterics" in w else None
+        # the steric pairs of a designed residue with a fixed chain's (where target_gap applies), found once
+        self.to_target = None if self.steric is None else (
+            (chain[self.steric[0][:, 0]] != chain[self.steric[0][:, 1]])
+            & (self.fixed[self.steric[0][:, 0]] != self.fixed[self.steric[0][:, 1]]))
         self.contacts = {}
         for name in ("monomer_contacts", "olig_contacts", "interface_contacts"):
             if name in w:
@@ -335,11 +338,9 @@ class Potentials:
         if not self.weights:
             return ca
         x, near, steric = ca.to(torch.float64), None, self.steric
-        if steric is not None and target_gap is not None:
+        if steric is not None and target_gap is not None and self.to_target.any():
             pairs, d0 = steric
-            across = (self.chain[pairs[:, 0]] != self.chain[pairs[:, 1]]) & (
-                self.fixed[pairs[:, 0]] != self.fixed[pairs[:, 1]])
-            steric = (pairs, torch.where(across, torch.clamp(d0, min=target_gap), d0))
+            steric = (pairs, torch.where(self.to_target, torch.clamp(d0, min=target_gap), d0))
         for it in range(iters):
             if steric is not None and it % 10 == 0:  # the pairs near enough to matter, refreshed
                 near = _near(x, *steric, reach=3.0)
