@@ -47,8 +47,10 @@ def save_figure(fig, path, *, title: str | None = None, title_size: float | str 
 
 def training_curve(metrics_path, out_png, *, window: int = 50, title: str | None = None) -> dict:
     """Plot a run's ``metrics.jsonl`` (:mod:`diffsci.core.train`): the logged loss against the
-    step, with its running mean over ``window`` lines, to ``out_png``. Returns the numbers
-    plotted: ``steps``, ``loss``, ``smoothed`` (lists) and ``last_smoothed``."""
+    step, with its running mean over ``window`` lines, and the fixed-batch evaluations of the EMA
+    weights where the run logged them (``eval_every``: ``eval_train_loss``, ``eval_heldout_loss``),
+    to ``out_png``. Returns the numbers plotted: ``steps``, ``loss``, ``smoothed`` (lists),
+    ``last_smoothed`` and, per logged evaluation, its ``{name: [[step, value], ...]}`` in ``evals``."""
     rows = [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line.strip()]
     if not rows:
         raise DiffsciError(f"{metrics_path}: no logged steps")
@@ -63,9 +65,16 @@ def training_curve(metrics_path, out_png, *, window: int = 50, title: str | None
     ax.set_yticks(np.linspace(loss.min(), loss.max(), 5).round(2))
     ax.plot(steps, loss, lw=0.5, alpha=0.4, label="logged loss")
     ax.plot(steps[k - 1:], smoothed, lw=1.5, label=f"running mean ({k} lines)")
+    evals = {}
+    for name, label in (("eval_train_loss", "EMA, fixed training batches"),
+                        ("eval_heldout_loss", "EMA, fixed held-out batches")):
+        pts = [[r["step"], r[name]] for r in rows if name in r]
+        if pts:
+            evals[name] = pts
+            ax.plot(*np.array(pts, dtype=float).T, "o-", ms=3, lw=1.0, label=label)
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.legend(fontsize=8)
     save_figure(fig, out_png, title=title)
     return {"steps": steps.tolist(), "loss": loss.tolist(), "smoothed": smoothed.tolist(),
-            "last_smoothed": float(smoothed[-1])}
+            "last_smoothed": float(smoothed[-1]), "evals": evals}

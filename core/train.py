@@ -9,7 +9,8 @@ A model family plugs in through a small :class:`Task` (composition, not inherita
 - ``loss(model, batch) -> scalar``: deterministic given the batch (mean over its examples).
 - ``model_config() -> dict`` and optionally ``extra_state() -> dict``: JSON-able
   configuration and extra tensors (e.g. normalisation statistics) saved in every checkpoint;
-  optionally ``provenance() -> Provenance`` (the training data's files, period and seed).
+  optionally ``provenance() -> Provenance`` (the training data's files, period and seed);
+  optionally ``heldout() -> Task``: the same task over held-out data, for ``eval_every``.
 
 :func:`fit` runs a typed :class:`Recipe` (kind, model options, data, training options) through
 the kind registered in :mod:`diffsci.core.checkpoint`: the domain CLIs only parse into a recipe.
@@ -24,10 +25,18 @@ Checkpoints are written atomically (temp file, fsync, ``os.replace``) as
 ``RUN/ckpt_XXXXXXXX.pt``; ``RUN/latest.pt`` is then replaced by a hard link to it, so a kill at
 any moment leaves ``latest.pt`` either the previous or the new complete checkpoint. A metrics
 log ``RUN/metrics.jsonl`` gets one JSON line every ``log_every`` steps.
+
+Generalisation: with ``eval_every`` the line of every ``eval_every``-th step also holds
+``eval_train_loss`` and ``eval_heldout_loss``, the EMA weights' mean loss on ``eval_batches``
+fixed batches of the training data and of the task's held-out data (:func:`fixed_batch_loss`:
+the same batches at every evaluation, so the numbers are comparable along a run and between
+runs of one task). Held-out loss far above the training one is overfitting; the two equal and
+flat is a net that cannot fit more (capacity), not one that needs more data.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -70,6 +79,7 @@ __all__ = [
     "train",
     "EMA",
     "set_activation_checkpointing",
+    "fixed_batch_loss",
 ]
 
 
@@ -104,6 +114,12 @@ class TrainConfig:
     """autocast to bfloat16 on CUDA; ignored on CPU"""
     max_minutes: float | None = None
     """stop (with a checkpoint) after this wall time"""
+    eval_every: int = 0
+    """steps between evaluations of the EMA weights on fixed training and held-out batches
+    (``eval_train_loss``, ``eval_heldout_loss`` in RUN/metrics.jsonl); 0: none. The task must
+    offer ``heldout()``"""
+    eval_batches: int = 16
+    """batches (of ``batch_size``) in each of the two evaluations"""
     activation_checkpointing: bool = False
     """recompute activations in the backward pass instead of keeping them (less memory, about one
     more forward pass of time): sets ``activation_checkpointing`` on every submodule of the model
@@ -113,6 +129,8 @@ class TrainConfig:
         for name in ("steps", "batch_size", "log_every", "ckpt_every", "keep_checkpoints"):
             check_int(getattr(self, name), f"train.{name}")
         check_int(self.warmup_steps, "train.warmup_steps", minimum=0)
+        check_int(self.eval_every, "train.eval_every", minimum=0)
+        check_int(self.eval_batches, "train.eval_batches")
         check_range(self.lr, "train.lr", 0, lo_open=True)
         check_range(self.ema_decay, "train.ema_decay", 0, 1, hi_open=True)
         check_range(self.grad_clip, "train.grad_clip", 0)
@@ -203,15 +221,26 @@ def _unwrap(model: nn.Module) -> nn.Module:
 def _load_warm_start(model: nn.Module, weights: dict) -> list[str]:
     """Load ``weights`` into ``model``; keys the model has but ``weights`` lacks are allowed only
     where a submodule lists their name in ``warm_start_optional`` (parameters that start as
-    no-ops, such as a zero-initialised self-conditioning branch). Returns those keys."""
+    no-ops, such as a zero-initialised self-conditioning branch) or where a submodule's
+    ``warm_start_missing(keys) -> accepted keys`` (keys relative to it) makes them no-ops (a net
+    grown by extra layers that start as the identity). Returns those keys."""
     own = model.state_dict()
     missing = sorted(set(own) - set(weights))
-    optional = tuple(p for m in model.modules() for p in getattr(m, "warm_start_optional", ()))
-    bad = [k for k in missing if not any(p in k for p in optional)]
     unexpected = sorted(set(weights) - set(own))
-    if bad or unexpected:
-        raise RuntimeError("state dict mismatch:\n" + (f"missing keys {bad[:3]}" if bad else f"unexpected keys {unexpected[:3]}"))
+    if unexpected:
+        raise RuntimeError(f"state dict mismatch:\nunexpected keys {unexpected[:3]}")
+    optional = tuple(p for m in model.modules() for p in getattr(m, "warm_start_optional", ()))
+    left = [k for k in missing if not any(p in k for p in optional)]
     model.load_state_dict(weights, strict=False)
+    for name, module in model.named_modules():
+        hook = getattr(module, "warm_start_missing", None)
+        prefix = f"{name}." if name else ""
+        mine = [k[len(prefix):] for k in missing if k.startswith(prefix)]
+        if hook is not None and mine:
+            accepted = {prefix + k for k in hook(mine)}
+            left = [k for k in left if k not in accepted]
+    if left:
+        raise RuntimeError(f"state dict mismatch:\nmissing keys {left[:3]}")
     return missing
 
 
@@ -285,14 +314,16 @@ def _warm_start(init_from, task, model, ema, model_config: dict, device, rank: i
     weights = ck["ema"] if "ema" in ck else ck["model"]
     try:
         optional = _load_warm_start(model, weights)
-        ema.load_state_dict(weights)  # the EMA's copies of the optional keys keep the model's initial values
+        ema.load_state_dict(weights)
+        own = model.state_dict()  # the keys the checkpoint lacks: the EMA starts from the model's no-op values
+        ema.load_state_dict({k: own[k] for k in optional})
     except RuntimeError as e:
         first = str(e).strip().splitlines()[1:2] or [str(e)]
         raise CheckpointError(f"{init_from}: its weights do not fit this model (the model configuration "
                               f"differs: {first[0].strip()}); cannot warm-start from it") from None
     if optional:
-        _say(rank, f"warm start: {len(optional)} new parameter tensor(s) not in {init_from} keep their "
-                   "initial values (the model marks them optional: they start as no-ops)")
+        _say(rank, f"warm start: {len(optional)} new parameter tensor(s) not in {init_from} start as no-ops "
+                   "(zero-initialised branches, or layers that start as the identity)")
     _say(rank, f"warm start from {init_from} (its step {ck.get('step')})")
     old = ck.get("model_config") or {}
     changed = sorted(k for k in set(old) | set(model_config) if old.get(k) != model_config.get(k))
@@ -323,6 +354,39 @@ def _payload(task, cfg: TrainConfig, model_config: dict, step: int, model, ema, 
     if provenance is not None:
         payload["provenance"] = to_dict(provenance)
     return payload
+
+
+def fixed_batch_loss(task, model: nn.Module, batches: int, batch_size: int, *, seed: int = 0,
+                     device="cpu") -> float:
+    """Mean of ``task.loss`` over ``batches`` batches drawn from generators seeded by ``(seed,
+    "eval", i)``: the same batches for every model and every call (torch's global RNG is left
+    as it was), without gradients. ``model`` is evaluated as given (put it in eval mode)."""
+    total = 0.0
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        for i in range(batches):
+            torch.manual_seed(i)
+            batch = tree_map(lambda x: x.to(device), task.sample_batch(make_generator(seed, "eval", i), batch_size))
+            total += float(task.loss(model, batch))
+    return total / batches
+
+
+class _Evaluator:
+    """``eval_every``: the EMA weights' fixed-batch loss on the task's training and held-out data."""
+
+    def __init__(self, task, model: nn.Module, cfg: TrainConfig, device):
+        heldout = getattr(task, "heldout", None)
+        if heldout is None:
+            raise DiffsciError(f"train.eval_every: the {task.kind} task has no held-out data to evaluate on; "
+                               "set eval_every to 0")
+        self.tasks = {"eval_train_loss": task, "eval_heldout_loss": heldout()}
+        self.cfg, self.device = cfg, device
+        self.model = copy.deepcopy(_unwrap(model)).eval()
+
+    def __call__(self, ema: EMA) -> dict:
+        self.model.load_state_dict(ema.state_dict())
+        cfg = self.cfg
+        return {name: round(fixed_batch_loss(t, self.model, cfg.eval_batches, cfg.batch_size, seed=cfg.seed,
+                                             device=self.device), 5) for name, t in self.tasks.items()}
 
 
 def train(
@@ -390,6 +454,7 @@ def train(
         for old in sorted(out_dir.glob("ckpt_*.pt"))[: -cfg.keep_checkpoints]:
             old.unlink(missing_ok=True)
 
+    evaluate = _Evaluator(task, model, cfg, device) if cfg.eval_every and rank == 0 else None
     bar = progress_bar(total=cfg.steps, initial=step, desc=f"train {task.kind}", enabled=progress and rank == 0)
     log = open(out_dir / "metrics.jsonl", "a") if rank == 0 else None
     stopped_early = False
@@ -419,9 +484,10 @@ def train(
             last_loss = float(loss_val)
             bar.update(1)
             bar.set_postfix(loss=f"{last_loss:.4f}", refresh=False)
-            if log is not None and (step % cfg.log_every == 0 or step == cfg.steps):
+            evals = evaluate(ema) if evaluate is not None and step % cfg.eval_every == 0 else {}
+            if log is not None and (step % cfg.log_every == 0 or step == cfg.steps or evals):
                 log.write(json.dumps({"step": step, "loss": last_loss, "lr": lr, "grad_norm": float(gnorm),
-                                      "elapsed_s": round(time.time() - t_start, 3)}) + "\n")
+                                      "elapsed_s": round(time.time() - t_start, 3), **evals}) + "\n")
                 log.flush()
             timed_out = cfg.max_minutes is not None and (time.time() - t_start) > 60 * cfg.max_minutes
             if step % cfg.ckpt_every == 0 or step == cfg.steps or stop["flag"] or timed_out:

@@ -43,3 +43,19 @@ def test_training_curve_plots_the_logged_loss_and_its_running_mean(tmp_path):
     (tmp_path / "empty.jsonl").write_text("")
     with pytest.raises(DiffsciError, match="no logged steps"):
         training_curve(tmp_path / "empty.jsonl", tmp_path / "e.png")
+
+
+def test_training_curve_draws_the_logged_evaluations(tmp_path):
+    import json
+
+    from diffsci.core.figures import training_curve
+
+    path = tmp_path / "metrics.jsonl"
+    rows = [{"step": 10, "loss": 3.0}, {"step": 20, "loss": 2.0, "eval_train_loss": 2.5, "eval_heldout_loss": 2.9},
+            {"step": 30, "loss": 1.0}, {"step": 40, "loss": 1.5, "eval_train_loss": 1.2, "eval_heldout_loss": 2.0}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = training_curve(path, tmp_path / "curve.png", window=2)
+    assert out["evals"] == {"eval_train_loss": [[20, 2.5], [40, 1.2]], "eval_heldout_loss": [[20, 2.9], [40, 2.0]]}
+    assert out["loss"] == [3.0, 2.0, 1.0, 1.5]
+    path.write_text(json.dumps({"step": 10, "loss": 3.0}) + "\n")
+    assert training_curve(path, tmp_path / "plain.png")["evals"] == {}

@@ -224,3 +224,49 @@ def test_average_checkpoints_is_the_weighted_mean(tmp_path):
     train(wide.build_model(), wide, cfg, tmp_path / "c", progress=False)
     with pytest.raises(CheckpointError, match="do not match"):
         average_checkpoints([tmp_path / "a" / "latest.pt", tmp_path / "c" / "latest.pt"], tmp_path / "y.pt")
+
+
+class _HeldoutToy(ToyTask):
+    """The toy task with 'held-out data': the ring mixture shifted by (3, 0)."""
+
+    def heldout(self):
+        return _ShiftedToy(self.cfg)
+
+
+class _ShiftedToy(ToyTask):
+    def sample_batch(self, generator, batch_size):
+        batch = super().sample_batch(generator, batch_size)
+        return dataclasses.replace(batch, x0=batch.x0 + torch.tensor([3.0, 0.0]))
+
+
+def test_eval_every_logs_the_ema_weights_fixed_batch_losses(tmp_path):
+    from diffsci.core.train import fixed_batch_loss
+
+    task = _HeldoutToy()
+    cfg = TrainConfig(steps=40, batch_size=32, lr=3e-3, ckpt_every=20, keep_checkpoints=5, log_every=7, eval_every=20,
+                      eval_batches=3, device="cpu")
+    train(task.build_model(), task, cfg, tmp_path / "run", progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if "eval_heldout_loss" in r]
+    assert [r["step"] for r in evals] == [20, 40]  # eval steps are logged even off the log_every grid
+    assert [r["step"] for r in rows] == [7, 14, 20, 21, 28, 35, 40]
+    for r in evals:  # recomputed independently from the checkpoint's EMA weights at that step
+        model = task.build_model().eval()
+        model.load_state_dict(load_checkpoint(tmp_path / "run" / f"ckpt_{r['step']:08d}.pt")["ema"])
+        for name, t in (("eval_train_loss", task), ("eval_heldout_loss", task.heldout())):
+            assert r[name] == pytest.approx(fixed_batch_loss(t, model, 3, 32), abs=2e-5)
+    # the shifted data is what the net was not trained on: its loss is higher
+    assert all(r["eval_heldout_loss"] > 1.2 * r["eval_train_loss"] for r in evals), evals
+    # evaluating does not change the training (same weights as a run without it)
+    train(task.build_model(), task, dataclasses.replace(cfg, eval_every=0), tmp_path / "plain", progress=False)
+    a, b = load_checkpoint(tmp_path / "run" / "latest.pt"), load_checkpoint(tmp_path / "plain" / "latest.pt")
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+def test_eval_every_needs_a_task_with_heldout_data(tmp_path):
+    task = ToyTask()
+    with pytest.raises(DiffsciError, match="no held-out data"):
+        train(task.build_model(), task, TrainConfig(steps=2, batch_size=8, eval_every=1, device="cpu"),
+              tmp_path, progress=False)
+    with pytest.raises(DiffsciError, match="eval_every"):
+        TrainConfig(eval_every=-1)

@@ -120,6 +120,54 @@ def test_task_batches_are_centred_and_deterministic():
     assert torch.isfinite(loss) and loss > 0
 
 
+def test_a_net_grown_by_layers_warm_starts_as_the_identity_and_learns():
+    from diffsci.core.train import _load_warm_start
+
+    torch.manual_seed(0)
+    small_cfg = dataclasses.replace(TINY, self_condition=True)
+    small = build_model(ProteinModelConfig(net=small_cfg)).double()
+    with torch.no_grad():
+        for p in small.parameters():  # off the zero-initialised branches, so the check is not trivial
+            p.add_(0.05 * torch.randn_like(p))
+    grown = build_model(ProteinModelConfig(net=dataclasses.replace(small_cfg, layers=4))).double()
+    new = _load_warm_start(grown, small.state_dict())
+    assert new and all(k.startswith(("net.layers.2.", "net.layers.3.")) for k in new)
+    trans, rots, cond = _inputs()
+    cond = dataclasses.replace(cond, self_cond=trans + 0.1)
+    t = torch.tensor([0.3, 0.7], dtype=torch.float64)
+    a, b = small((trans, rots), t, cond), grown((trans, rots), t, cond)
+    assert torch.allclose(a[0], b[0], atol=1e-12) and torch.allclose(a[1], b[1], atol=1e-12)
+    b[0].square().sum().backward()  # the new layers get gradients: they can learn
+    assert grown.net.layers[3].self_int.weight.grad.abs().max() > 0
+    assert grown.net.layers[3].fc[2].weight.grad.abs().max() > 0
+    # a layer that is only partly missing is not explained away
+    partial = {k: v for k, v in grown.state_dict().items() if k != "net.layers.3.fc.0.weight"}
+    with pytest.raises(RuntimeError, match="missing keys"):
+        _load_warm_start(build_model(ProteinModelConfig(net=dataclasses.replace(small_cfg, layers=4))), partial)
+
+
+def test_heldout_task_draws_only_heldout_chains_with_the_same_filters():
+    ds = load_dataset(bundled_dataset_path())
+    cfg = ProteinModelConfig(net=TINY, max_length=40, max_rg_ratio=None)
+    task = BackboneTask(cfg, ds)
+    held = task.heldout()
+    assert held.split == "heldout" and held.config is task.config
+    # exactly the held-out chains the filters keep (the coil filter, as on the training split)
+    kept = [i for i in ds.indices("heldout") if held_ok(ds, i, cfg)]
+    assert len(held.chains) == len(kept) > 0
+    heldout_coords = {np.asarray(ds.chain(int(i)).coords).tobytes() for i in kept}
+    assert {np.asarray(c).tobytes() for c in held.chains} == heldout_coords
+    assert not heldout_coords & {np.asarray(c).tobytes() for c in task.chains}
+    with pytest.raises(DiffsciError, match="no held-out chains"):
+        BackboneTask(cfg, ds, "all").heldout()
+
+
+def held_ok(ds, i, cfg):
+    from diffsci.protein.model.diffusion import filter_reason
+
+    return filter_reason(np.asarray(ds.chain(int(i)).coords)[:, 1], cfg) is None
+
+
 def test_strand_power_draws_chains_by_strand_content():
     from diffsci.protein.metrics import psea_fractions
 

@@ -195,6 +195,7 @@ class BackboneTask:
             raise DiffsciError(f"dataset has no chains in split {split!r}")
         if cfg.net.ss_conditioning:
             dataset = with_ss_labels(dataset, note="dataset has no secondary-structure labels; computing pydssp DSSP")
+        self._dataset = dataset  # heldout() draws from the same (labelled) dataset
         self.chains, strand, self.ss_labels = [], [], []
         self.skipped = {"coil": 0, "rg": 0}
         for i in idx:
@@ -220,6 +221,14 @@ class BackboneTask:
 
     def model_config(self) -> dict:
         return to_dict(self.config)
+
+    def heldout(self) -> BackboneTask:
+        """The same task (configuration, filters, draw weights) over the dataset's held-out
+        split: the trainer's ``eval_every`` loss. Refused for a task not trained on ``train``."""
+        if self.split != "train":
+            raise DiffsciError(f"a task over split {self.split!r} has no held-out chains apart from its own; "
+                               "train on split 'train' to evaluate on 'heldout'")
+        return BackboneTask(self.config, self._dataset, "heldout", provenance=self._provenance)
 
     def provenance(self) -> Provenance | None:
         return self._provenance
