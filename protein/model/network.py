@@ -333,6 +333,25 @@ class FrameDenoiserNet(nn.Module):
             nn.init.zeros_(self.ss_embed.weight)
             nn.init.zeros_(self.pair_embed.weight)
 
+    def warm_start_missing(self, keys: list[str]) -> list[str]:
+        """Warm start from a net with fewer layers (the trainer's hook; ``keys``: this net's
+        parameters the loaded weights lack): a layer past the first whose every parameter is
+        missing starts as the identity. Its self-interaction and its edge MLPs' last layers are
+        zeroed, so its messages and its update are zero and the residual passes the features on;
+        the grown net computes what the loaded one did, and the new layers learn from there
+        (their gradients are not zero). Returns the keys so explained (others are refused)."""
+        missing, accepted = set(keys), []
+        for i, layer in enumerate(self.layers):
+            names = [f"layers.{i}.{k}" for k in layer.state_dict()]
+            if i == 0 or not layer.residual or not all(k in missing for k in names):
+                continue
+            with torch.no_grad():
+                for mod in (layer.self_int, layer.fc[2]) + ((layer.sc_fc[2],) if layer.sc_fc is not None else ()):
+                    for param in mod.parameters():
+                        param.zero_()
+            accepted += names
+        return accepted
+
     @contextlib.contextmanager
     def frozen_weights(self):
         """Within this context, without gradients, the weights are taken as constant: what the
