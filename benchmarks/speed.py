@@ -5,7 +5,9 @@
   backbone at 100 steps, batch 1, on 2 CPU cores. ``--reference PAIRS`` also times each row's
   fast path and e3nn's own evaluation of the network back to back, ``--potentials PAIRS`` the
   network alone and with the default sampling-time potentials (``connectivity:1,sterics:1``,
-  what ``protein sample`` uses) back to back (:func:`protein_speed`).
+  what ``protein sample`` uses) back to back (:func:`protein_speed`). ``--checkpoint CKPT`` times
+  another checkpoint (a candidate) instead, and ``--against-shipped PAIRS`` times it and the
+  shipped checkpoint back to back (the candidate's cost relative to the shipped one's).
 - weather: the emulator's 50-member, 24-step (hourly, 24 h) ensemble at 32x64 with the shipped
   checkpoint and its default sampler, and the simulator's perfect-model ensemble of the same
   size and length from the same initial state, with the same torch threads (the simulator runs
@@ -54,8 +56,8 @@ def _paired(first, second, pairs: int, batch: int) -> dict:
 
 
 def protein_speed(length: int = 100, steps=(10, 20, 100), batches=(1, 16), device="cpu", reference: int = 0,
-                  potentials: int = 0) -> dict:
-    """Time ``sample_states`` of the shipped checkpoint on ``device`` for every (steps, batch) pair.
+                  potentials: int = 0, checkpoint=None, against_shipped: int = 0) -> dict:
+    """Time ``sample_states`` of ``checkpoint`` (None: the shipped one) on ``device`` for every (steps, batch) pair.
 
     Each row uses the sampler ``protein sample`` uses at its step count (``default_sampler``).
     Returns ``length``, ``threads``, ``device`` and ``rows``: one dict per pair with ``steps``,
@@ -67,7 +69,10 @@ def protein_speed(length: int = 100, steps=(10, 20, 100), batches=(1, 16), devic
     ``median_ratio`` (median of fast / reference over the pairs). ``potentials`` > 0: that many
     pairs, the default potentials then the network alone; the row gets ``potentials``: ``pairs``,
     ``terms``, ``seconds_per_backbone`` (with them), ``network_seconds_per_backbone`` and
-    ``median_ratio`` (with / without)."""
+    ``median_ratio`` (with / without). ``against_shipped`` > 0: that many pairs, ``checkpoint``
+    then the shipped checkpoint (each at its own default sampler); the row gets
+    ``against_shipped``: ``pairs``, ``seconds_per_backbone``, ``shipped_seconds_per_backbone`` and
+    ``median_ratio`` (checkpoint / shipped). The result names the ``checkpoint`` timed."""
     from diffsci.core.utils import make_generator, resolve_device
     from diffsci.protein.model.network import e3nn_reference
     from diffsci.protein.design.builder import DesignInputs, SamplerSettings, sample_states
@@ -77,21 +82,24 @@ def protein_speed(length: int = 100, steps=(10, 20, 100), batches=(1, 16), devic
 
     check_int(length, "length")
     dev = resolve_device(device)
-    lm = load_model(device=dev)
+    lm = load_model(checkpoint, device=dev)
+    shipped = load_model(device=dev) if check_int(against_shipped, "against_shipped", minimum=0) else None
     inputs = DesignInputs(length)
     terms = default_potentials(fixed_chain=False, symmetric=False, hotspots=False)
     guided = DesignInputs(length, potentials=terms)
-    sample_states(lm, inputs, SamplerSettings(default_sampler(lm.config), 2), make_generator(0, "warmup", device=dev))
+    for model in (lm, shipped) if shipped is not None else (lm,):
+        sample_states(model, inputs, SamplerSettings(default_sampler(model.config), 2), make_generator(0, "warmup", device=dev))
     rows = []
     for n in steps:
         sampler = default_sampler(lm.config, check_int(n, "steps"))
         for b in batches:
             gens = [make_generator(0, "speed", i, device=dev) for i in range(check_int(b, "batches"))]
 
-            def timed(design=inputs):  # seconds of one sampling run of this row
+            def timed(design=inputs, model=lm):  # seconds of one sampling run of this row
                 synchronize(dev)
                 t0 = time.perf_counter()
-                sample_states(lm, design, SamplerSettings(sampler, check_int(n, "steps")), gens, batch=b)
+                settings = SamplerSettings(sampler if model is lm else default_sampler(model.config, n), n)
+                sample_states(model, design, settings, gens, batch=b)
                 synchronize(dev)
                 return time.perf_counter() - t0
 
@@ -112,8 +120,13 @@ def protein_speed(length: int = 100, steps=(10, 20, 100), batches=(1, 16), devic
                 rows[-1]["potentials"] = {"pairs": potentials, "terms": ",".join(f"{k}:{w:g}" for k, w in terms),
                                           "seconds_per_backbone": r["first"], "network_seconds_per_backbone": r["second"],
                                           "median_ratio": r["median_ratio"]}
+            if shipped is not None:
+                r = _paired(timed, lambda: timed(model=shipped), against_shipped, b)
+                rows[-1]["against_shipped"] = {"pairs": against_shipped, "seconds_per_backbone": r["first"],
+                                               "shipped_seconds_per_backbone": r["second"],
+                                               "median_ratio": r["median_ratio"]}
     return {"length": length, "threads": torch.get_num_threads(), "device": str(dev),
-            "rows": rows}
+            "checkpoint": str(lm.source), "rows": rows}
 
 
 def _parse_grid(text: str) -> tuple[int, int]:
@@ -149,7 +162,8 @@ def _run(args) -> int:
     res = {"load_average": {"start": list(os.getloadavg())}}
     if do_p:
         res["protein"] = protein_speed(args.length, args.steps, args.batches, device=args.device,
-                                       reference=args.reference, potentials=args.potentials)
+                                       reference=args.reference, potentials=args.potentials,
+                                       checkpoint=args.checkpoint, against_shipped=args.against_shipped)
         for r in res["protein"]["rows"]:
             cuda = f", CUDA peak {r['cuda_peak_mb']} MB" if "cuda_peak_mb" in r else ""
             print(f"protein: L={args.length}, {r['steps']} steps ({r['sampler']}), batch {r['batch']}: {r['seconds_per_backbone']} s/backbone, "
@@ -163,6 +177,10 @@ def _run(args) -> int:
                 print(f"  with the default potentials ({pot['terms']}), {pot['pairs']} pairs back to back: "
                       f"{pot['seconds_per_backbone']} vs {pot['network_seconds_per_backbone']} s/backbone without, "
                       f"median ratio {pot['median_ratio']}")
+            if "against_shipped" in r:
+                vs = r["against_shipped"]
+                print(f"  against the shipped checkpoint, {vs['pairs']} pairs back to back: {vs['seconds_per_backbone']} vs "
+                      f"{vs['shipped_seconds_per_backbone']} s/backbone, median ratio {vs['median_ratio']}")
     if do_w and args.grid:
         res["weather_scale"] = weather_scale_speed(_parse_grid(args.grid), refinements=args.refinements,
                                                    checkpointing=args.checkpointing, members=args.grid_members,
@@ -180,6 +198,8 @@ def _run(args) -> int:
         words += ["--length", str(args.length), "--steps", *map(str, args.steps), "--batches", *map(str, args.batches)]
         words += ["--reference", str(args.reference)] if args.reference else []
         words += ["--potentials", str(args.potentials)] if args.potentials else []
+        words += ["--checkpoint", args.checkpoint] if args.checkpoint else []
+        words += ["--against-shipped", str(args.against_shipped)] if args.against_shipped else []
     if do_w and args.grid:
         words += ["--grid", args.grid, "--checkpointing", args.checkpointing, "--grid-members", str(args.grid_members),
                   "--threads", str(args.threads)] + (["--refinements", str(args.refinements)] if args.refinements else [])
@@ -206,6 +226,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--potentials", type=int, default=0, metavar="PAIRS",
                    help="protein: also time PAIRS pairs of runs per row, with the default sampling-time potentials "
                         "and without (the network alone), back to back (default 0: off)")
+    p.add_argument("--checkpoint", help="protein: time this checkpoint instead of the shipped one")
+    p.add_argument("--against-shipped", type=int, default=0, metavar="PAIRS",
+                   help="protein: also time PAIRS pairs of runs per row, --checkpoint then the shipped checkpoint, "
+                        "back to back (default 0: off)")
     p.add_argument("--members", type=int, default=50, help="weather ensemble size (default 50)")
     p.add_argument("--lead-hours", type=int, default=24, help="weather forecast length (default 24)")
     p.add_argument("--threads", type=int, default=1,

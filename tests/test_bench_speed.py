@@ -112,3 +112,27 @@ def test_protein_rows_on_cuda_report_the_cuda_peak():
     res = protein_speed(12, steps=(2,), batches=(1, 2), device="cuda")
     assert res["device"].startswith("cuda") and [r["batch"] for r in res["rows"]] == [1, 2]
     assert all(r["seconds_total"] > 0 and r["cuda_peak_mb"] > 0 for r in res["rows"])
+
+
+def test_protein_checkpoint_against_the_shipped_one(tmp_path, tiny_checkpoint, monkeypatch):
+    from diffsci.protein.model import network as model
+
+    seen = []  # the layer count of the net each sampling step used
+    real = model.FrameDenoiserNet._forward
+    monkeypatch.setattr(model.FrameDenoiserNet, "_forward",
+                        lambda self, *a: (seen.append(self.cfg.layers), real(self, *a))[1])
+    out = tmp_path / "c.json"
+    assert main(["bench", "speed", "--protein", "--length", "12", "--steps", "2", "--batches", "1",
+                 "--checkpoint", str(tiny_checkpoint), "--against-shipped", "2", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    row = res["protein"]["rows"][0]
+    vs = row["against_shipped"]
+    assert vs["pairs"] == 2 and len(vs["seconds_per_backbone"]) == len(vs["shipped_seconds_per_backbone"]) == 2
+    ratios = [a / b for a, b in zip(vs["seconds_per_backbone"], vs["shipped_seconds_per_backbone"])]
+    assert vs["median_ratio"] == pytest.approx(sum(ratios) / 2, abs=2e-3)
+    assert res["protein"]["checkpoint"] == str(tiny_checkpoint)
+    assert res["command"].endswith(f"--checkpoint {tiny_checkpoint} --against-shipped 2 --device cpu")
+    tiny, shipped = seen[0], 4  # the tiny net, then the shipped one's 4 layers
+    assert tiny != shipped
+    # warm-ups (tiny, shipped), the timed row (tiny), then tiny / shipped / tiny / shipped, 2 steps each
+    assert seen == [tiny] * 2 + [shipped] * 2 + [tiny] * 2 + ([tiny] * 2 + [shipped] * 2) * 2
