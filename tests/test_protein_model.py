@@ -168,6 +168,47 @@ def held_ok(ds, i, cfg):
     return filter_reason(np.asarray(ds.chain(int(i)).coords)[:, 1], cfg) is None
 
 
+def _padded(batch: BackboneBatch, extra: int) -> BackboneBatch:
+    """``batch`` with ``extra`` padding positions appended (identity frames, masked, SS unknown)."""
+    from diffsci.protein.ss import PAIR_UNKNOWN, SS_UNKNOWN
+
+    def pad(x, value=0.0, dims=1):
+        for d in range(1, dims + 1):
+            shape = list(x.shape)
+            shape[d] = extra
+            x = torch.cat([x, torch.full(shape, value, dtype=x.dtype)], d)
+        return x
+
+    eye = torch.eye(3).expand(batch.rots.shape[0], extra, 3, 3)
+    return dataclasses.replace(
+        batch, trans=pad(batch.trans), atoms=pad(batch.atoms), mask=pad(batch.mask, False), xt_trans=pad(batch.xt_trans),
+        rots=torch.cat([batch.rots, eye], 1), xt_rots=torch.cat([batch.xt_rots, eye], 1),
+        res_idx=torch.cat([batch.res_idx, batch.res_idx.shape[1] + torch.arange(extra).expand(len(batch.t), extra)], 1),
+        ss=pad(batch.ss, SS_UNKNOWN), ss_pair=pad(batch.ss_pair, PAIR_UNKNOWN, dims=2))
+
+
+def test_batches_are_cut_to_their_longest_chain_and_padding_does_not_change_the_loss():
+    ds = load_dataset(bundled_dataset_path())
+    net = dataclasses.replace(TINY, self_condition=True, ss_conditioning=True, far_neighbors=2, position="termini")
+    task = BackboneTask(ProteinModelConfig(net=net, max_length=200), ds)
+    torch.manual_seed(0)
+    model = build_model(task.config)
+    with torch.no_grad():
+        for p in model.parameters():  # off the zero-initialised branches
+            p.add_(0.05 * torch.randn_like(p))
+    for seed in range(3):
+        batch = task.sample_batch(torch.Generator().manual_seed(seed), 3)
+        n = batch.mask.shape[1]
+        assert n == int(batch.mask.sum(1).max()) <= 200 and batch.ss_pair.shape[1:] == (n, n)
+        padded = _padded(batch, 200 - n if n < 200 else 13)
+        assert padded.without_padding().mask.shape[1] == n
+        torch.manual_seed(1)
+        a = task.loss(model, batch)
+        torch.manual_seed(1)
+        b = task.loss(model, padded)
+        assert float(a) == pytest.approx(float(b), rel=1e-4)
+
+
 def test_strand_power_draws_chains_by_strand_content():
     from diffsci.protein.metrics import psea_fractions
 
