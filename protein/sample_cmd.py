@@ -29,7 +29,9 @@ __all__ = ["add_parser", "request_from_args"]
 # "steps" read the same either way and are left alone)
 _OPTIONS = {"potentials": "--potentials", "total_length": "--total-length", "ss_pairs": "--ss-pairs", "ss": "--ss", "guidance_scale": "--guidance-scale",
             "strand_restraints": "--strand-restraints", "time_power": "--time-power", "rotation_rate": "--rotation-rate"}
-_FIELD = re.compile(r"(?<![\w-])(" + "|".join(sorted(_OPTIONS, key=len, reverse=True)) + r")(?![\w-])")
+# a field name as a word: not inside a longer name or option, nor quoted (``load_model('ss')``, `--checkpoint ss`)
+_FIELD = re.compile(r"(?<![\w\-'`])(?<!--checkpoint )(" + "|".join(sorted(_OPTIONS, key=len, reverse=True))
+                    + r")(?![\w\-'`])")
 
 
 def _as_options(message: str) -> str:

@@ -384,6 +384,7 @@ def test_ss_refused_for_a_checkpoint_without_ss_conditioning(tmp_path, capsys):
     assert main(["protein", "sample", "--ss", "L2E8L3E8L3H16L2", "--steps", "2", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "--ss: checkpoint" in err and "not trained with secondary-structure conditioning" in err
+    assert "(load_model('ss'), --checkpoint ss;" in err  # the remedy is not rewritten into option names
     assert not out.exists()
     with pytest.raises(DiffsciError, match="^ss: checkpoint .* not trained with secondary-structure conditioning"):
         sample_backbones(load_model(), DesignRequest(lengths=[42], num=1, steps=2, ss="L2E8L3E8L3H16L2"), progress=False)
