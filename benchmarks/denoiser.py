@@ -1,0 +1,145 @@
+"""``diffsci bench denoiser``: how much of the noise the protein network removes, per noise level.
+
+For fixed batches of real chains (the held-out split by default, with the checkpoint's own
+training filters and crops; the batches of :func:`diffsci.core.train.fixed_batch_loss`, seeds
+``(seed, "eval", i)``), the noised frames the network is given and its clean prediction are each
+compared with the true chain:
+
+- ``ca_rmsd``: root-mean-square distance of the CA atoms (the frames' origins), Å, without
+  superposition (input, prediction and truth share one frame of reference);
+- ``angle``: mean geodesic angle between each residue's frame and its true frame, degrees.
+
+The network is asked as the sampler asks it after its first step: unconditionally (no SS
+labels) and, for a self-conditioned net, with its own first prediction as the self-conditioning
+input. Rows are bins of t (0 clean, 1 noise). ``ratio`` = prediction / input: 1 is a net that
+copies its input, 0 one that recovers the chain. Where the rotations' ratio stays near 1 at low
+t, the frames' orientation (where N, C and O sit, hence backbone H-bonds and DSSP strands) is left
+as noisy as it came in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from diffsci.core.errors import DiffsciError
+from diffsci.core.io import check_int, write_json
+from diffsci.core.so3 import geodesic_distance
+from diffsci.core.utils import make_generator
+
+__all__ = ["T_BINS", "frame_errors", "denoising_errors", "add_parser"]
+
+#: edges of the t bins of the table
+T_BINS: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5, 1.0)
+_NM = 10.0  # Å per nm
+
+
+def frame_errors(trans: torch.Tensor, rots: torch.Tensor, true_trans: torch.Tensor, true_rots: torch.Tensor,
+                 mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per structure, over the residues of ``mask`` (B, N): the CA RMSD (Å; translations in nm,
+    (B, N, 3)) and the mean geodesic angle of the rotations (B, N, 3, 3) to the true ones (degrees).
+    Both (B,)."""
+    m = mask.to(torch.float64)
+    n = m.sum(1).clamp_min(1)
+    sq = ((trans - true_trans).to(torch.float64) ** 2).sum(-1)
+    rmsd = ((sq * m).sum(1) / n).sqrt() * _NM
+    angle = geodesic_distance(rots.to(torch.float64), true_rots.to(torch.float64))
+    return rmsd, torch.rad2deg((angle * m).sum(1) / n)
+
+
+def _predict(model, batch, self_condition: bool):
+    """The network's clean frames for a batch, unconditionally, self-conditioned on its first
+    prediction where the net is self-conditioned (as the sampler from its second step)."""
+    from diffsci.protein.model.network import ProteinCond
+
+    xt = (batch.xt_trans, batch.xt_rots)
+    cond = ProteinCond(batch.mask, batch.res_idx, torch.zeros_like(batch.res_idx))
+    out = model(xt, batch.t, cond)
+    if self_condition:
+        out = model(xt, batch.t, dataclasses.replace(cond, self_cond=out[0]))
+    return out
+
+
+def denoising_errors(model, task, *, batches: int = 24, batch_size: int = 4, seed: int = 0,
+                     bins: Sequence[float] = T_BINS) -> list[dict]:
+    """One row per bin of t ``[lo, hi)``: ``t_lo``, ``t_hi``, ``n`` (structures) and the means over
+    them of ``input_ca_rmsd``, ``ca_rmsd``, ``input_angle``, ``angle`` (:func:`frame_errors`) with
+    ``ca_ratio`` and ``angle_ratio`` (prediction / input). ``model`` maps ``((trans, rots), t, cond)``
+    to clean frames (a :class:`~diffsci.protein.model.diffusion.FrameDenoiser`); ``task`` a
+    :class:`~diffsci.protein.model.diffusion.BackboneTask` whose batches are drawn from the
+    generators of ``(seed, "eval", i)``."""
+    check_int(batches, "batches")
+    rows = []  # (t, input rmsd, rmsd, input angle, angle) per structure
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        for i in range(batches):
+            torch.manual_seed(i)
+            b = task.sample_batch(make_generator(seed, "eval", i), batch_size)
+            trans, rots = _predict(model, b, task.config.net.self_condition)
+            r_in, a_in = frame_errors(b.xt_trans, b.xt_rots, b.trans, b.rots, b.mask)
+            r_out, a_out = frame_errors(trans, rots, b.trans, b.rots, b.mask)
+            rows += list(zip(b.t.tolist(), r_in.tolist(), r_out.tolist(), a_in.tolist(), a_out.tolist()))
+    table = []
+    for lo, hi in zip(bins[:-1], bins[1:]):
+        sel = [r for r in rows if lo <= r[0] < hi or (hi == bins[-1] and r[0] == hi)]
+        if not sel:
+            continue
+        mean = [sum(col) / len(sel) for col in zip(*sel)]
+        table.append({"t_lo": lo, "t_hi": hi, "n": len(sel), "input_ca_rmsd": round(mean[1], 3), "ca_rmsd": round(mean[2], 3),
+                      "ca_ratio": round(mean[2] / mean[1], 3) if mean[1] else math.nan,
+                      "input_angle": round(mean[3], 2), "angle": round(mean[4], 2),
+                      "angle_ratio": round(mean[4] / mean[3], 3) if mean[3] else math.nan})
+    return table
+
+
+def _markdown(payload: dict) -> str:
+    lines = [f"# Denoising by noise level\n\nCommand: `{payload['command']}`  \nCheckpoint: `{payload['checkpoint']}`; "
+             f"split {payload['split']} ({payload['chains']} chains after the checkpoint's filters), {payload['batches']} "
+             f"batches of {payload['batch_size']}.\n",
+             "| t | structures | CA RMSD in, Å | CA RMSD predicted, Å | ratio | frame angle in, deg | predicted, deg | ratio |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in payload["rows"]:
+        lines.append(f"| [{r['t_lo']:g}, {r['t_hi']:g}) | {r['n']} | {r['input_ca_rmsd']:.2f} | {r['ca_rmsd']:.2f} | "
+                     f"{r['ca_ratio']:.2f} | {r['input_angle']:.1f} | {r['angle']:.1f} | {r['angle_ratio']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _run(args) -> int:
+    from diffsci.protein.design.sampling import load_model
+    from diffsci.protein.io.dataset import bundled_dataset_path, load_dataset
+    from diffsci.protein.model.diffusion import BackboneTask
+
+    lm = load_model(args.checkpoint)
+    data = args.data or bundled_dataset_path()
+    if not Path(data).is_file():
+        raise DiffsciError(f"--data {data}: dataset file not found")
+    task = BackboneTask(lm.config, load_dataset(data, ss_labels=lm.config.net.ss_conditioning), args.split)
+    rows = denoising_errors(lm.model, task, batches=args.batches, batch_size=args.batch_size, seed=args.seed)
+    words = ["diffsci", "bench", "denoiser", "--out", str(args.out), "--split", args.split, "--batches", str(args.batches),
+             "--batch-size", str(args.batch_size), "--seed", str(args.seed)]
+    words += (["--checkpoint", args.checkpoint] if args.checkpoint else []) + (["--data", args.data] if args.data else [])
+    payload = {"command": " ".join(words), "checkpoint": str(lm.source), "split": args.split, "chains": len(task.chains),
+               "batches": args.batches, "batch_size": args.batch_size, "rows": rows}
+    out = Path(args.out)
+    write_json(out / "denoiser.json", payload)
+    (out / "denoiser.md").write_text(_markdown(payload))
+    print(_markdown(payload), file=sys.stderr)
+    return 0
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("denoiser", help="how much noise the protein network removes, per noise level",
+                              description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True, help="folder for denoiser.json and denoiser.md")
+    p.add_argument("--checkpoint", help="protein checkpoint (default: the shipped one)")
+    p.add_argument("--data", help="dataset file (default: the bundled protein/data/chains.npz)")
+    p.add_argument("--split", choices=("heldout", "train", "all"), default="heldout",
+                   help="chains to noise (default heldout)")
+    p.add_argument("--batches", type=int, default=24, help="batches (default 24)")
+    p.add_argument("--batch-size", type=int, default=4, help="structures per batch (default 4)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the batches (default 0)")
+    p.set_defaults(func=_run)

@@ -1,0 +1,64 @@
+"""diffsci bench denoiser: frame errors against analytic answers, and the table's invariants."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from diffsci.benchmarks.denoiser import denoising_errors, frame_errors
+from diffsci.core import so3
+from diffsci.core.cli import main
+from diffsci.protein.io.dataset import bundled_dataset_path, load_dataset
+from diffsci.protein.model.diffusion import BackboneTask, ProteinModelConfig
+from diffsci.protein.model.network import FrameNetConfig
+
+
+def _rot_z(theta):
+    c, s = math.cos(theta), math.sin(theta)
+    return torch.tensor([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
+
+
+def test_frame_errors_are_the_shift_and_the_rotation_angle():
+    g = torch.Generator().manual_seed(0)
+    true_t = torch.randn(2, 5, 3, generator=g, dtype=torch.float64)
+    true_r = so3.random_rotations((2, 5), g, torch.float64)
+    mask = torch.ones(2, 5, dtype=torch.bool)
+    mask[1, 3:] = False
+    shift = torch.tensor([0.3, 0.0, 0.4], dtype=torch.float64)  # 0.5 nm = 5 Å
+    angles = torch.tensor([10.0, 20.0, 30.0, 40.0, 50.0])
+    turned = torch.stack([torch.stack([true_r[b, i] @ _rot_z(math.radians(angles[i])) for i in range(5)]) for b in range(2)])
+    rmsd, angle = frame_errors(true_t + shift, turned, true_t, true_r, mask)
+    assert rmsd.tolist() == pytest.approx([5.0, 5.0])
+    assert angle.tolist() == pytest.approx([30.0, 20.0])  # the mean over each structure's own residues
+
+
+class _Copy(torch.nn.Module):
+    """A 'network' that returns its input: it removes no noise."""
+
+    def forward(self, x, t, cond):
+        return x
+
+
+def test_a_net_that_copies_its_input_has_ratio_one_and_bins_partition_the_structures():
+    ds = load_dataset(bundled_dataset_path())
+    task = BackboneTask(ProteinModelConfig(net=FrameNetConfig(scalars=8, vectors=4, layers=1, k_neighbors=6),
+                                           max_length=48), ds, "heldout")
+    rows = denoising_errors(_Copy(), task, batches=6, batch_size=3)
+    assert sum(r["n"] for r in rows) == 18
+    for r in rows:
+        assert r["ca_rmsd"] == r["input_ca_rmsd"] > 0 and r["ca_ratio"] == 1.0
+        assert r["angle"] == r["input_angle"] > 0 and r["angle_ratio"] == 1.0
+    # more noise at higher t
+    assert [r["input_ca_rmsd"] for r in rows] == sorted(r["input_ca_rmsd"] for r in rows)
+
+
+def test_cli_writes_the_table_for_a_checkpoint(tmp_path, tiny_checkpoint):
+    out = tmp_path / "d"
+    assert main(["bench", "denoiser", "--checkpoint", str(tiny_checkpoint), "--batches", "3", "--batch-size", "2",
+                 "--out", str(out)]) == 0
+    res = json.loads((out / "denoiser.json").read_text())
+    assert res["split"] == "heldout" and res["chains"] > 0 and sum(r["n"] for r in res["rows"]) == 6
+    assert all(r["ca_ratio"] == pytest.approx(r["ca_rmsd"] / r["input_ca_rmsd"], abs=2e-3) for r in res["rows"])
+    assert res["command"].startswith(f"diffsci bench denoiser --out {out} --split heldout --batches 3")
+    assert "| t | structures |" in (out / "denoiser.md").read_text()
