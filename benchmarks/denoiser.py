@@ -1,7 +1,7 @@
 """``diffsci bench denoiser``: how much of the noise the protein network removes, per noise level.
 
 For fixed batches of real chains (the held-out split by default, with the checkpoint's own
-training filters and crops; the batches of :func:`diffsci.core.train.fixed_batch_loss`, seeds
+training filters and crop length, or ``--crop``; the batches of :func:`diffsci.core.train.fixed_batch_loss`, seeds
 ``(seed, "eval", i)``), the noised frames the network is given and its clean prediction are each
 compared with the true chain:
 
@@ -98,8 +98,8 @@ def denoising_errors(model, task, *, batches: int = 24, batch_size: int = 4, see
 
 def _markdown(payload: dict) -> str:
     lines = [f"# Denoising by noise level\n\nCommand: `{payload['command']}`  \nCheckpoint: `{payload['checkpoint']}`; "
-             f"split {payload['split']} ({payload['chains']} chains after the checkpoint's filters), {payload['batches']} "
-             f"batches of {payload['batch_size']}.\n",
+             f"split {payload['split']} ({payload['chains']} chains after the checkpoint's filters, cropped to "
+             f"{payload['crop']} residues), {payload['batches']} batches of {payload['batch_size']}.\n",
              "| t | structures | CA RMSD in, Å | CA RMSD predicted, Å | ratio | frame angle in, deg | predicted, deg | ratio |",
              "|---|---|---|---|---|---|---|---|"]
     for r in payload["rows"]:
@@ -117,12 +117,15 @@ def _run(args) -> int:
     data = args.data or bundled_dataset_path()
     if not Path(data).is_file():
         raise DiffsciError(f"--data {data}: dataset file not found")
-    task = BackboneTask(lm.config, load_dataset(data, ss_labels=lm.config.net.ss_conditioning), args.split)
+    config = lm.config if args.crop is None else dataclasses.replace(lm.config, max_length=check_int(args.crop, "--crop", minimum=8))
+    task = BackboneTask(config, load_dataset(data, ss_labels=config.net.ss_conditioning), args.split)
     rows = denoising_errors(lm.model, task, batches=args.batches, batch_size=args.batch_size, seed=args.seed)
     words = ["diffsci", "bench", "denoiser", "--out", str(args.out), "--split", args.split, "--batches", str(args.batches),
              "--batch-size", str(args.batch_size), "--seed", str(args.seed)]
     words += (["--checkpoint", args.checkpoint] if args.checkpoint else []) + (["--data", args.data] if args.data else [])
+    words += ["--crop", str(args.crop)] if args.crop is not None else []
     payload = {"command": " ".join(words), "checkpoint": str(lm.source), "split": args.split, "chains": len(task.chains),
+               "crop": config.max_length,
                "batches": args.batches, "batch_size": args.batch_size, "rows": rows}
     out = Path(args.out)
     write_json(out / "denoiser.json", payload)
@@ -139,6 +142,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--data", help="dataset file (default: the bundled protein/data/chains.npz)")
     p.add_argument("--split", choices=("heldout", "train", "all"), default="heldout",
                    help="chains to noise (default heldout)")
+    p.add_argument("--crop", type=int,
+                   help="crop chains to at most this many residues (default: the checkpoint's max_length); give "
+                        "checkpoints one crop to compare them")
     p.add_argument("--batches", type=int, default=24, help="batches (default 24)")
     p.add_argument("--batch-size", type=int, default=4, help="structures per batch (default 4)")
     p.add_argument("--seed", type=int, default=0, help="seed of the batches (default 0)")

@@ -61,4 +61,8 @@ def test_cli_writes_the_table_for_a_checkpoint(tmp_path, tiny_checkpoint):
     assert res["split"] == "heldout" and res["chains"] > 0 and sum(r["n"] for r in res["rows"]) == 6
     assert all(r["ca_ratio"] == pytest.approx(r["ca_rmsd"] / r["input_ca_rmsd"], abs=2e-3) for r in res["rows"])
     assert res["command"].startswith(f"diffsci bench denoiser --out {out} --split heldout --batches 3")
-    assert "| t | structures |" in (out / "denoiser.md").read_text()
+    assert "| t | structures |" in (out / "denoiser.md").read_text() and res["crop"] == 32  # the tiny run's max_length
+    assert main(["bench", "denoiser", "--checkpoint", str(tiny_checkpoint), "--batches", "2", "--batch-size", "2",
+                 "--crop", "20", "--out", str(out)]) == 0
+    res = json.loads((out / "denoiser.json").read_text())
+    assert res["crop"] == 20 and res["command"].endswith("--crop 20")
