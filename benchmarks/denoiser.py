@@ -7,14 +7,20 @@ compared with the true chain:
 
 - ``ca_rmsd``: root-mean-square distance of the CA atoms (the frames' origins), Å, without
   superposition (input, prediction and truth share one frame of reference);
-- ``angle``: mean geodesic angle between each residue's frame and its true frame, degrees.
+- ``angle``: mean geodesic angle between each residue's frame and its true frame, degrees;
+- ``hbonds_local``, ``hbonds_nonlocal``, ``strand`` (:func:`hbond_recovery`): of the true chain's
+  DSSP hydrogen bonds, the fraction the backbone built from the frames keeps, within 5 residues
+  (helix turns) and beyond (sheets, loop contacts), and of its DSSP strand residues the fraction
+  still strand. The true backbone is built from the true frames the same way (ideal geometry), so
+  only the frames' errors count.
 
 The network is asked as the sampler asks it after its first step: unconditionally (no SS
 labels) and, for a self-conditioned net, with its own first prediction as the self-conditioning
 input. Rows are bins of t (0 clean, 1 noise). ``ratio`` = prediction / input: 1 is a net that
 copies its input, 0 one that recovers the chain. Where the rotations' ratio stays near 1 at low
 t, the frames' orientation (where N, C and O sit, hence backbone H-bonds and DSSP strands) is left
-as noisy as it came in.
+as noisy as it came in; the H-bond columns say whether the prediction is precise enough to keep a
+sheet's hydrogen bonds at all.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from diffsci.core.errors import DiffsciError
@@ -32,7 +39,7 @@ from diffsci.core.io import check_int, write_json
 from diffsci.core.so3 import geodesic_distance
 from diffsci.core.utils import make_generator
 
-__all__ = ["T_BINS", "frame_errors", "denoising_errors", "add_parser"]
+__all__ = ["T_BINS", "frame_errors", "hbond_recovery", "denoising_errors", "add_parser"]
 
 #: edges of the t bins of the table
 T_BINS: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5, 1.0)
@@ -52,6 +59,42 @@ def frame_errors(trans: torch.Tensor, rots: torch.Tensor, true_trans: torch.Tens
     return rmsd, torch.rad2deg((angle * m).sum(1) / n)
 
 
+def hbond_recovery(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
+    """Of the true backbone's DSSP hydrogen bonds C=O(i) ... H-N(j)
+    (:func:`~diffsci.protein.metrics.secondary.chain_hbonds`), the fractions the predicted backbone
+    (both Shape (L, 4, 3) N, CA, C, O in Å, the same residues) also has: ``local`` (|j - i| <= 5:
+    helix turns) and ``nonlocal`` (|j - i| > 5: sheets and loop contacts); ``strand``: of the true
+    chain's DSSP strand residues, the fraction that are strand in the prediction. NaN where the true
+    chain has none."""
+    from diffsci.protein.metrics.secondary import chain_hbonds, dssp_labels
+
+    ti, tj = chain_hbonds(true)
+    pi, pj = chain_hbonds(pred)
+    kept = set(zip(pi.tolist(), pj.tolist()))
+    sep = np.abs(tj - ti)
+    out = {}
+    for name, sel in (("local", sep <= 5), ("nonlocal", sep > 5)):
+        pairs = list(zip(ti[sel].tolist(), tj[sel].tolist()))
+        out[name] = sum(p in kept for p in pairs) / len(pairs) if pairs else math.nan
+    te, pe = dssp_labels(true) == "E", dssp_labels(pred) == "E"
+    out["strand"] = float((te & pe).sum() / te.sum()) if te.any() else math.nan
+    return out
+
+
+def _hbond_rows(trans, rots, true_trans, true_rots, mask) -> list[tuple[float, float, float]]:
+    """:func:`hbond_recovery` (local, nonlocal, strand) of each structure of a batch of frames (nm)."""
+    from diffsci.protein.frames import backbone_from_frames
+
+    out = []
+    for b in range(mask.shape[0]):
+        m = mask[b]
+        pred = backbone_from_frames(rots[b, m].double(), trans[b, m].double() * _NM).numpy()
+        true = backbone_from_frames(true_rots[b, m].double(), true_trans[b, m].double() * _NM).numpy()
+        r = hbond_recovery(pred, true)
+        out.append((r["local"], r["nonlocal"], r["strand"]))
+    return out
+
+
 def _predict(model, batch, self_condition: bool):
     """The network's clean frames for a batch, unconditionally, self-conditioned on its first
     prediction where the net is self-conditioned (as the sampler from its second step)."""
@@ -69,12 +112,15 @@ def denoising_errors(model, task, *, batches: int = 24, batch_size: int = 4, see
                      bins: Sequence[float] = T_BINS) -> list[dict]:
     """One row per bin of t ``[lo, hi)``: ``t_lo``, ``t_hi``, ``n`` (structures) and the means over
     them of ``input_ca_rmsd``, ``ca_rmsd``, ``input_angle``, ``angle`` (:func:`frame_errors`) with
-    ``ca_ratio`` and ``angle_ratio`` (prediction / input). ``model`` maps ``((trans, rots), t, cond)``
+    ``ca_ratio`` and ``angle_ratio`` (prediction / input), and of ``input_hbonds_local``,
+    ``hbonds_local``, ``input_hbonds_nonlocal``, ``hbonds_nonlocal``, ``input_strand``, ``strand``
+    (:func:`hbond_recovery`; over the structures where the true chain has any, with their count
+    ``n_nonlocal``, ``n_strand``; None where none has). ``model`` maps ``((trans, rots), t, cond)``
     to clean frames (a :class:`~diffsci.protein.model.diffusion.FrameDenoiser`); ``task`` a
     :class:`~diffsci.protein.model.diffusion.BackboneTask` whose batches are drawn from the
     generators of ``(seed, "eval", i)``."""
     check_int(batches, "batches")
-    rows = []  # (t, input rmsd, rmsd, input angle, angle) per structure
+    rows = []  # (t, input rmsd, rmsd, input angle, angle, 6 x H-bond recovery) per structure
     with torch.no_grad(), torch.random.fork_rng(devices=[]):
         for i in range(batches):
             torch.manual_seed(i)
@@ -82,17 +128,28 @@ def denoising_errors(model, task, *, batches: int = 24, batch_size: int = 4, see
             trans, rots = _predict(model, b, task.config.net.self_condition)
             r_in, a_in = frame_errors(b.xt_trans, b.xt_rots, b.trans, b.rots, b.mask)
             r_out, a_out = frame_errors(trans, rots, b.trans, b.rots, b.mask)
-            rows += list(zip(b.t.tolist(), r_in.tolist(), r_out.tolist(), a_in.tolist(), a_out.tolist()))
+            h_in = _hbond_rows(b.xt_trans, b.xt_rots, b.trans, b.rots, b.mask)
+            h_out = _hbond_rows(trans, rots, b.trans, b.rots, b.mask)
+            hb = [(i[0], o[0], i[1], o[1], i[2], o[2]) for i, o in zip(h_in, h_out)]
+            rows += [r + h for r, h in zip(zip(b.t.tolist(), r_in.tolist(), r_out.tolist(), a_in.tolist(), a_out.tolist()), hb)]
     table = []
     for lo, hi in zip(bins[:-1], bins[1:]):
         sel = [r for r in rows if lo <= r[0] < hi or (hi == bins[-1] and r[0] == hi)]
         if not sel:
             continue
-        mean = [sum(col) / len(sel) for col in zip(*sel)]
+        cols = list(zip(*sel))
+        mean = [sum(col) / len(sel) for col in cols[:5]]
+        hb = {}
+        for k, name in enumerate(("input_hbonds_local", "hbonds_local", "input_hbonds_nonlocal", "hbonds_nonlocal",
+                                  "input_strand", "strand")):
+            vals = [v for v in cols[5 + k] if not math.isnan(v)]
+            hb[name] = round(sum(vals) / len(vals), 3) if vals else None
+        hb["n_nonlocal"] = sum(not math.isnan(v) for v in cols[7])
+        hb["n_strand"] = sum(not math.isnan(v) for v in cols[9])
         table.append({"t_lo": lo, "t_hi": hi, "n": len(sel), "input_ca_rmsd": round(mean[1], 3), "ca_rmsd": round(mean[2], 3),
                       "ca_ratio": round(mean[2] / mean[1], 3) if mean[1] else math.nan,
                       "input_angle": round(mean[3], 2), "angle": round(mean[4], 2),
-                      "angle_ratio": round(mean[4] / mean[3], 3) if mean[3] else math.nan})
+                      "angle_ratio": round(mean[4] / mean[3], 3) if mean[3] else math.nan, **hb})
     return table
 
 
@@ -105,6 +162,18 @@ def _markdown(payload: dict) -> str:
     for r in payload["rows"]:
         lines.append(f"| [{r['t_lo']:g}, {r['t_hi']:g}) | {r['n']} | {r['input_ca_rmsd']:.2f} | {r['ca_rmsd']:.2f} | "
                      f"{r['ca_ratio']:.2f} | {r['input_angle']:.1f} | {r['angle']:.1f} | {r['angle_ratio']:.2f} |")
+    lines += ["", "Of the true chain's DSSP H-bonds (local: |j - i| <= 5; non-local: beyond) and strand residues, the "
+              "fraction kept by the input and by the prediction (structures whose chain has any non-local H-bond / strand):",
+              "", "| t | H-bonds local, in | predicted | non-local, in | predicted | structures | strand, in | predicted | structures |",
+              "|---|---|---|---|---|---|---|---|---|"]
+
+    def f(v):
+        return "-" if v is None else f"{v:.2f}"
+
+    for r in payload["rows"]:
+        lines.append(f"| [{r['t_lo']:g}, {r['t_hi']:g}) | {f(r['input_hbonds_local'])} | {f(r['hbonds_local'])} | "
+                     f"{f(r['input_hbonds_nonlocal'])} | {f(r['hbonds_nonlocal'])} | {r['n_nonlocal']} | "
+                     f"{f(r['input_strand'])} | {f(r['strand'])} | {r['n_strand']} |")
     return "\n".join(lines) + "\n"
 
 

@@ -3,12 +3,15 @@
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from diffsci.benchmarks.denoiser import denoising_errors, frame_errors
+from diffsci.benchmarks.denoiser import denoising_errors, frame_errors, hbond_recovery
 from diffsci.core import so3
 from diffsci.core.cli import main
+from diffsci.protein.frames import backbone_from_frames, frames_from_backbone
+from diffsci.protein.metrics.secondary import dssp_labels
 from diffsci.protein.io.dataset import bundled_dataset_path, load_dataset
 from diffsci.protein.model.diffusion import BackboneTask, ProteinModelConfig
 from diffsci.protein.model.network import FrameNetConfig
@@ -33,6 +36,37 @@ def test_frame_errors_are_the_shift_and_the_rotation_angle():
     assert angle.tolist() == pytest.approx([30.0, 20.0])  # the mean over each structure's own residues
 
 
+def _ideal(coords):
+    """A real chain's backbone rebuilt from its own frames (Å, float64), and those frames."""
+    c = torch.tensor(np.array(coords), dtype=torch.float64)
+    r, t = frames_from_backbone(c[:, 0], c[:, 1], c[:, 2])
+    return backbone_from_frames(r, t).numpy(), r, t
+
+
+def _chain_with_a_sheet():
+    ds = load_dataset(bundled_dataset_path())
+    for i in range(len(ds)):
+        x, r, t = _ideal(ds.chain(i).coords)
+        if 60 <= len(x) <= 200 and (dssp_labels(x) == "E").mean() > 0.2:
+            return x, r, t
+    raise AssertionError("no chain with a sheet in the bundled dataset")
+
+
+def test_hbond_recovery_is_one_for_the_truth_and_drops_when_strand_frames_turn():
+    x, r, t = _chain_with_a_sheet()
+    assert hbond_recovery(x, x) == {"local": 1.0, "nonlocal": 1.0, "strand": 1.0}
+    strand = torch.from_numpy(dssp_labels(x) == "E")
+    turned = r.clone()
+    turned[strand] = r[strand] @ _rot_z(math.radians(60.0))  # each strand residue's frame turned about its own z
+    rec = hbond_recovery(backbone_from_frames(turned, t).numpy(), x)
+    assert rec["nonlocal"] < 0.5 and rec["strand"] < 0.5
+    # a stretch with no strand has no strand to keep: NaN, not 0 or 1
+    labels = dssp_labels(x)
+    start = next(i for i in range(len(x) - 15) if (labels[i : i + 15] != "E").all())
+    rec = hbond_recovery(x[start : start + 15], x[start : start + 15])
+    assert math.isnan(rec["strand"]) and (rec["local"] == 1.0 or math.isnan(rec["local"]))
+
+
 class _Copy(torch.nn.Module):
     """A 'network' that returns its input: it removes no noise."""
 
@@ -49,6 +83,11 @@ def test_a_net_that_copies_its_input_has_ratio_one_and_bins_partition_the_struct
     for r in rows:
         assert r["ca_rmsd"] == r["input_ca_rmsd"] > 0 and r["ca_ratio"] == 1.0
         assert r["angle"] == r["input_angle"] > 0 and r["angle_ratio"] == 1.0
+        for k in ("hbonds_local", "hbonds_nonlocal", "strand"):
+            assert r[k] == r["input_" + k]
+        assert 0 <= r["n_strand"] <= r["n"] and 0 <= r["n_nonlocal"] <= r["n"]
+    # the least noisy bin keeps more of the chains' H-bonds than the noisiest
+    assert rows[0]["input_hbonds_local"] > rows[-1]["input_hbonds_local"]
     # more noise at higher t
     assert [r["input_ca_rmsd"] for r in rows] == sorted(r["input_ca_rmsd"] for r in rows)
 

@@ -22,6 +22,7 @@ __all__ = [
     "psea_fractions",
     "psea_label_fractions",
     "dssp_hbonds",
+    "chain_hbonds",
     "dssp_labels",
     "dssp_fractions",
     "dssp_label_fractions",
@@ -179,9 +180,11 @@ def _shift(a: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
-def _chain_hbonds(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`dssp_hbonds` of a validated backbone (Shape (L, 4, 3)), with no donor right after a
-    chain break (consecutive CA-CA > 4.2 Å: its H would be placed from a carbonyl it is not bonded to)."""
+def chain_hbonds(coords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`dssp_hbonds` of a backbone (Shape (L, 4, 3) N, CA, C, O, Å) as :func:`dssp_labels`
+    counts them: no donor right after a chain break (consecutive CA-CA > 4.2 Å: its H would be
+    placed from a carbonyl it is not bonded to). Returns (acceptor i, donor j), each Shape (P,)."""
+    x = _backbone(coords)
     donor_mask = np.ones(x.shape[0], dtype=bool)
     donor_mask[1:] = np.linalg.norm(np.diff(x[:, 1], axis=0), axis=-1) <= CA_CA_BREAK
     return dssp_hbonds(x, donor_mask)
@@ -257,7 +260,7 @@ def dssp_labels(coords: np.ndarray) -> np.ndarray:
     n_res = x.shape[0]
     if n_res < DSSP_MIN_LENGTH:
         return np.full(n_res, "-")
-    acc, don = _chain_hbonds(x)
+    acc, don = chain_hbonds(x)
     helix_parts = {}
     for k in (3, 4, 5):
         turn = np.zeros(n_res, dtype=bool)

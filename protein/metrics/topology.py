@@ -33,7 +33,7 @@ import numpy as np
 
 from diffsci.core.errors import DiffsciError
 from diffsci.protein.metrics.geometry import _backbone, _ca, _close_pairs
-from diffsci.protein.metrics.secondary import DSSP_MIN_LENGTH, _bridges, _chain_hbonds, dssp_labels, psea_labels
+from diffsci.protein.metrics.secondary import DSSP_MIN_LENGTH, _bridges, chain_hbonds, dssp_labels, psea_labels
 
 __all__ = [
     "MIN_BRIDGE_SEPARATION",
@@ -117,7 +117,7 @@ def dssp_bridges(coords: np.ndarray) -> np.ndarray:
     n_res = x.shape[0]
     if n_res < DSSP_MIN_LENGTH:
         return np.zeros((0, 3), dtype=np.int64)
-    acc, don = _chain_hbonds(x)
+    acc, don = chain_hbonds(x)
     ri, rj, parallel = _bridges(acc, don, n_res)
     rows = np.stack([np.minimum(ri, rj), np.maximum(ri, rj), parallel.astype(np.int64)], axis=1)
     rows = rows[rows[:, 1] - rows[:, 0] >= MIN_BRIDGE_SEPARATION]
