@@ -8,6 +8,9 @@ compared with the true chain:
 - ``ca_rmsd``: root-mean-square distance of the CA atoms (the frames' origins), Å, without
   superposition (input, prediction and truth share one frame of reference);
 - ``angle``: mean geodesic angle between each residue's frame and its true frame, degrees;
+- ``breaks``: consecutive CA-CA distances over 4.2 Å per 100 residues (a sampler's states
+  should look like the noised chains the network sees here: where a design's trajectory of clean
+  predictions has many more breaks at a t than this, it has left the training distribution);
 - ``hbonds_local``, ``hbonds_nonlocal``, ``strand`` (:func:`hbond_recovery`): of the true chain's
   DSSP hydrogen bonds, the fraction the backbone built from the frames keeps, within 5 residues
   (helix turns) and beyond (sheets, loop contacts), and of its DSSP strand residues the fraction
@@ -39,7 +42,7 @@ from diffsci.core.io import check_int, write_json
 from diffsci.core.so3 import geodesic_distance
 from diffsci.core.utils import make_generator
 
-__all__ = ["T_BINS", "frame_errors", "hbond_recovery", "denoising_errors", "add_parser"]
+__all__ = ["T_BINS", "frame_errors", "hbond_recovery", "denoising_errors", "trajectory_rows", "add_parser"]
 
 #: edges of the t bins of the table
 T_BINS: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5, 1.0)
@@ -81,9 +84,11 @@ def hbond_recovery(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
     return out
 
 
-def _hbond_rows(trans, rots, true_trans, true_rots, mask) -> list[tuple[float, float, float]]:
-    """:func:`hbond_recovery` (local, nonlocal, strand) of each structure of a batch of frames (nm)."""
+def _hbond_rows(trans, rots, true_trans, true_rots, mask) -> list[tuple[float, float, float, float]]:
+    """:func:`hbond_recovery` (local, nonlocal, strand) of each structure of a batch of frames (nm),
+    and its chain breaks (consecutive CA-CA > 4.2 Å) per 100 residues."""
     from diffsci.protein.frames import backbone_from_frames
+    from diffsci.protein.metrics.geometry import CA_CA_BREAK
 
     out = []
     for b in range(mask.shape[0]):
@@ -91,7 +96,8 @@ def _hbond_rows(trans, rots, true_trans, true_rots, mask) -> list[tuple[float, f
         pred = backbone_from_frames(rots[b, m].double(), trans[b, m].double() * _NM).numpy()
         true = backbone_from_frames(true_rots[b, m].double(), true_trans[b, m].double() * _NM).numpy()
         r = hbond_recovery(pred, true)
-        out.append((r["local"], r["nonlocal"], r["strand"]))
+        breaks = float((np.linalg.norm(np.diff(pred[:, 1], axis=0), axis=-1) > CA_CA_BREAK).sum())
+        out.append((r["local"], r["nonlocal"], r["strand"], 100.0 * breaks / max(len(pred) - 1, 1)))
     return out
 
 
@@ -115,7 +121,8 @@ def denoising_errors(model, task, *, batches: int = 24, batch_size: int = 4, see
     ``ca_ratio`` and ``angle_ratio`` (prediction / input), and of ``input_hbonds_local``,
     ``hbonds_local``, ``input_hbonds_nonlocal``, ``hbonds_nonlocal``, ``input_strand``, ``strand``
     (:func:`hbond_recovery`; over the structures where the true chain has any, with their count
-    ``n_nonlocal``, ``n_strand``; None where none has). ``model`` maps ``((trans, rots), t, cond)``
+    ``n_nonlocal``, ``n_strand``; None where none has), and ``input_breaks``, ``breaks``: chain
+    breaks (consecutive CA-CA > 4.2 Å) per 100 residues of the backbone built from the frames. ``model`` maps ``((trans, rots), t, cond)``
     to clean frames (a :class:`~diffsci.protein.model.diffusion.FrameDenoiser`); ``task`` a
     :class:`~diffsci.protein.model.diffusion.BackboneTask` whose batches are drawn from the
     generators of ``(seed, "eval", i)``."""
@@ -130,7 +137,7 @@ def denoising_errors(model, task, *, batches: int = 24, batch_size: int = 4, see
             r_out, a_out = frame_errors(trans, rots, b.trans, b.rots, b.mask)
             h_in = _hbond_rows(b.xt_trans, b.xt_rots, b.trans, b.rots, b.mask)
             h_out = _hbond_rows(trans, rots, b.trans, b.rots, b.mask)
-            hb = [(i[0], o[0], i[1], o[1], i[2], o[2]) for i, o in zip(h_in, h_out)]
+            hb = [(i[0], o[0], i[1], o[1], i[2], o[2], i[3], o[3]) for i, o in zip(h_in, h_out)]
             rows += [r + h for r, h in zip(zip(b.t.tolist(), r_in.tolist(), r_out.tolist(), a_in.tolist(), a_out.tolist()), hb)]
     table = []
     for lo, hi in zip(bins[:-1], bins[1:]):
@@ -141,7 +148,7 @@ def denoising_errors(model, task, *, batches: int = 24, batch_size: int = 4, see
         mean = [sum(col) / len(sel) for col in cols[:5]]
         hb = {}
         for k, name in enumerate(("input_hbonds_local", "hbonds_local", "input_hbonds_nonlocal", "hbonds_nonlocal",
-                                  "input_strand", "strand")):
+                                  "input_strand", "strand", "input_breaks", "breaks")):
             vals = [v for v in cols[5 + k] if not math.isnan(v)]
             hb[name] = round(sum(vals) / len(vals), 3) if vals else None
         hb["n_nonlocal"] = sum(not math.isnan(v) for v in cols[7])
@@ -150,6 +157,61 @@ def denoising_errors(model, task, *, batches: int = 24, batch_size: int = 4, see
                       "ca_ratio": round(mean[2] / mean[1], 3) if mean[1] else math.nan,
                       "input_angle": round(mean[3], 2), "angle": round(mean[4], 2),
                       "angle_ratio": round(mean[4] / mean[3], 3) if mean[3] else math.nan, **hb})
+    return table
+
+
+def _read_trajectory(path: Path) -> tuple[list[float], np.ndarray, np.ndarray]:
+    """The step times (``REMARK 250 times``), models (S, L, 4, 3) Å and residues' chain IDs (L,) of
+    a ``protein sample --trajectory`` file."""
+    import biotite.structure.io.pdb as pdbio
+
+    from diffsci.protein.io.pdb import read_remarks
+
+    remarks = read_remarks(path)
+    if "times" not in remarks:
+        raise DiffsciError(f"{path}: no 'REMARK 250 times' line (not a `diffsci protein sample --trajectory` file)")
+    times = [float(v) for v in remarks["times"].split(",") if v.strip()]
+    stack = pdbio.PDBFile.read(str(path)).get_structure()
+    atoms = stack[:, np.isin(stack.atom_name, ("N", "CA", "C", "O"))]
+    if atoms.array_length() % 4 or len(times) != atoms.stack_depth():
+        raise DiffsciError(f"{path}: {atoms.stack_depth()} models and {len(times)} times, or residues without all of "
+                           f"N, CA, C, O")
+    chains = atoms.chain_id[::4]
+    return times, atoms.coord.reshape(atoms.stack_depth(), -1, 4, 3), chains
+
+
+def trajectory_rows(folder, *, bins: Sequence[float] = T_BINS) -> list[dict]:
+    """The clean predictions a sampler made along its way (every ``*.pdb`` of ``folder``, or of its
+    ``trajectories/`` subfolder: ``diffsci protein sample --trajectory``), one row per bin of t:
+    ``t_lo``, ``t_hi``, ``n`` (predictions), ``designs``, and the means of ``breaks`` (consecutive
+    CA-CA > 4.2 Å within a chain, per 100 residues), ``dssp_helix`` and ``dssp_strand`` (whole
+    design). Compare ``breaks`` with :func:`denoising_errors`' at the same t: far more here means
+    the sampler's states have left what the network was trained on."""
+    from diffsci.protein.metrics.geometry import CA_CA_BREAK
+    from diffsci.protein.metrics.secondary import dssp_labels
+
+    folder = Path(folder)
+    sub = folder / "trajectories"
+    files = sorted((sub if sub.is_dir() else folder).glob("*.pdb"))
+    if not files:
+        raise DiffsciError(f"--trajectories {folder}: no trajectory PDB files (write them with "
+                           f"`diffsci protein sample --trajectory --out {folder}`)")
+    per = []  # (t, breaks per 100, helix, strand, design)
+    for d, f in enumerate(files):
+        times, models, chains = _read_trajectory(f)
+        same = chains[1:] == chains[:-1]
+        for t, x in zip(times, models):
+            gaps = np.linalg.norm(np.diff(x[:, 1], axis=0), axis=-1) > CA_CA_BREAK
+            labels = dssp_labels(x)
+            per.append((t, 100.0 * float((gaps & same).sum()) / max(int(same.sum()), 1),
+                        float((labels == "H").mean()), float((labels == "E").mean()), d))
+    table = []
+    for lo, hi in zip(bins[:-1], bins[1:]):
+        sel = [r for r in per if lo <= r[0] < hi or (hi == bins[-1] and r[0] == hi)]
+        if sel:
+            table.append({"t_lo": lo, "t_hi": hi, "n": len(sel), "designs": len({r[4] for r in sel}),
+                          **{k: round(sum(r[i] for r in sel) / len(sel), 3)
+                             for i, k in ((1, "breaks"), (2, "dssp_helix"), (3, "dssp_strand"))}})
     return table
 
 
@@ -163,9 +225,11 @@ def _markdown(payload: dict) -> str:
         lines.append(f"| [{r['t_lo']:g}, {r['t_hi']:g}) | {r['n']} | {r['input_ca_rmsd']:.2f} | {r['ca_rmsd']:.2f} | "
                      f"{r['ca_ratio']:.2f} | {r['input_angle']:.1f} | {r['angle']:.1f} | {r['angle_ratio']:.2f} |")
     lines += ["", "Of the true chain's DSSP H-bonds (local: |j - i| <= 5; non-local: beyond) and strand residues, the "
-              "fraction kept by the input and by the prediction (structures whose chain has any non-local H-bond / strand):",
-              "", "| t | H-bonds local, in | predicted | non-local, in | predicted | structures | strand, in | predicted | structures |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "fraction kept by the input and by the prediction (structures whose chain has any non-local H-bond / strand), "
+              "and the chain breaks (CA-CA > 4.2 Å) per 100 residues:",
+              "", "| t | H-bonds local, in | predicted | non-local, in | predicted | structures | strand, in | predicted | "
+              "structures | breaks /100, in | predicted |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def f(v):
         return "-" if v is None else f"{v:.2f}"
@@ -173,7 +237,15 @@ def _markdown(payload: dict) -> str:
     for r in payload["rows"]:
         lines.append(f"| [{r['t_lo']:g}, {r['t_hi']:g}) | {f(r['input_hbonds_local'])} | {f(r['hbonds_local'])} | "
                      f"{f(r['input_hbonds_nonlocal'])} | {f(r['hbonds_nonlocal'])} | {r['n_nonlocal']} | "
-                     f"{f(r['input_strand'])} | {f(r['strand'])} | {r['n_strand']} |")
+                     f"{f(r['input_strand'])} | {f(r['strand'])} | {r['n_strand']} | {r['input_breaks']:.1f} | "
+                     f"{r['breaks']:.1f} |")
+    if payload.get("trajectory_rows"):
+        lines += ["", f"The sampler's own clean predictions along its trajectories (`{payload['trajectories']}`), to compare "
+                      "with the predictions on noised real chains above:", "",
+                  "| t | predictions | designs | breaks /100 | DSSP H | DSSP E |", "|---|---|---|---|---|---|"]
+        for r in payload["trajectory_rows"]:
+            lines.append(f"| [{r['t_lo']:g}, {r['t_hi']:g}) | {r['n']} | {r['designs']} | {r['breaks']:.1f} | "
+                         f"{r['dssp_helix']:.2f} | {r['dssp_strand']:.2f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -182,6 +254,7 @@ def _run(args) -> int:
     from diffsci.protein.io.dataset import bundled_dataset_path, load_dataset
     from diffsci.protein.model.diffusion import BackboneTask
 
+    traj = trajectory_rows(args.trajectories) if args.trajectories else None
     lm = load_model(args.checkpoint)
     data = args.data or bundled_dataset_path()
     if not Path(data).is_file():
@@ -193,9 +266,12 @@ def _run(args) -> int:
              "--batch-size", str(args.batch_size), "--seed", str(args.seed)]
     words += (["--checkpoint", args.checkpoint] if args.checkpoint else []) + (["--data", args.data] if args.data else [])
     words += ["--crop", str(args.crop)] if args.crop is not None else []
+    words += ["--trajectories", str(args.trajectories)] if args.trajectories else []
     payload = {"command": " ".join(words), "checkpoint": str(lm.source), "split": args.split, "chains": len(task.chains),
                "crop": config.max_length,
                "batches": args.batches, "batch_size": args.batch_size, "rows": rows}
+    if traj is not None:
+        payload.update(trajectories=str(args.trajectories), trajectory_rows=traj)
     out = Path(args.out)
     write_json(out / "denoiser.json", payload)
     (out / "denoiser.md").write_text(_markdown(payload))
@@ -217,4 +293,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--batches", type=int, default=24, help="batches (default 24)")
     p.add_argument("--batch-size", type=int, default=4, help="structures per batch (default 4)")
     p.add_argument("--seed", type=int, default=0, help="seed of the batches (default 0)")
+    p.add_argument("--trajectories", metavar="DIR",
+                   help="also tabulate the clean predictions of `diffsci protein sample --trajectory --out DIR` designs "
+                        "by t (breaks, DSSP H/E), beside the network's on noised real chains")
     p.set_defaults(func=_run)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffsci.benchmarks.denoiser import denoising_errors, frame_errors, hbond_recovery
+from diffsci.benchmarks.denoiser import denoising_errors, frame_errors, hbond_recovery, trajectory_rows
 from diffsci.core import so3
 from diffsci.core.cli import main
 from diffsci.protein.frames import backbone_from_frames, frames_from_backbone
@@ -83,11 +83,13 @@ def test_a_net_that_copies_its_input_has_ratio_one_and_bins_partition_the_struct
     for r in rows:
         assert r["ca_rmsd"] == r["input_ca_rmsd"] > 0 and r["ca_ratio"] == 1.0
         assert r["angle"] == r["input_angle"] > 0 and r["angle_ratio"] == 1.0
-        for k in ("hbonds_local", "hbonds_nonlocal", "strand"):
+        for k in ("hbonds_local", "hbonds_nonlocal", "strand", "breaks"):
             assert r[k] == r["input_" + k]
         assert 0 <= r["n_strand"] <= r["n"] and 0 <= r["n_nonlocal"] <= r["n"]
     # the least noisy bin keeps more of the chains' H-bonds than the noisiest
     assert rows[0]["input_hbonds_local"] > rows[-1]["input_hbonds_local"]
+    # and has fewer chain breaks (per 100 residues)
+    assert 0 <= rows[0]["input_breaks"] < rows[-1]["input_breaks"] <= 100
     # more noise at higher t
     assert [r["input_ca_rmsd"] for r in rows] == sorted(r["input_ca_rmsd"] for r in rows)
 
@@ -105,3 +107,60 @@ def test_cli_writes_the_table_for_a_checkpoint(tmp_path, tiny_checkpoint):
                  "--crop", "20", "--out", str(out)]) == 0
     res = json.loads((out / "denoiser.json").read_text())
     assert res["crop"] == 20 and res["command"].endswith("--crop 20")
+
+
+def _write_trajectory(path, models, times, chain_ids=None):
+    from diffsci.protein.io.pdb import write_backbone_models
+
+    write_backbone_models(path, models, chain_ids=chain_ids,
+                          remarks={"times": ",".join(f"{t:.4f}" for t in times)})
+
+
+def test_trajectory_rows_count_breaks_within_chains_and_dssp_of_each_prediction(tmp_path):
+    x, _, _ = _chain_with_a_sheet()
+    x = x.astype(np.float32)
+    n = len(x)
+    broken = x.copy()
+    broken[n // 2:] += np.array([12.0, 0.0, 0.0], dtype=np.float32)  # one CA-CA gap of >= 8.2 Å
+    (tmp_path / "trajectories").mkdir()
+    # one design: a noisy-time prediction with one break, then the clean chain
+    _write_trajectory(tmp_path / "trajectories" / "a.pdb", [[broken], [x]], [0.8, 0.05])
+    # a second design of two chains: their junction is no break, whatever the distance
+    half = n // 2
+    _write_trajectory(tmp_path / "trajectories" / "b.pdb", [[x[:half], x[half:] + 30.0]], [0.07], chain_ids=["A", "B"])
+    rows = {(r["t_lo"], r["t_hi"]): r for r in trajectory_rows(tmp_path)}
+    assert set(rows) == {(0.0, 0.1), (0.5, 1.0)}
+    lo, hi = rows[(0.0, 0.1)], rows[(0.5, 1.0)]
+    assert (lo["n"], lo["designs"], hi["n"], hi["designs"]) == (2, 2, 1, 1)
+    assert lo["breaks"] == 0.0
+    assert hi["breaks"] == pytest.approx(100.0 / (n - 1), abs=1e-3)
+    labels = dssp_labels(x)
+    assert lo["dssp_strand"] == pytest.approx(float((labels == "E").mean()), abs=0.02)
+    assert lo["dssp_strand"] > 0.2
+
+
+def test_trajectories_are_refused_without_files_or_times(tmp_path):
+    from diffsci.core.errors import DiffsciError
+
+    with pytest.raises(DiffsciError, match="no trajectory PDB files"):
+        trajectory_rows(tmp_path)
+    x, _, _ = _chain_with_a_sheet()
+    from diffsci.protein.io.pdb import write_backbone_models
+
+    write_backbone_models(tmp_path / "design.pdb", [[x.astype(np.float32)]])
+    with pytest.raises(DiffsciError, match="REMARK 250 times"):
+        trajectory_rows(tmp_path)
+
+
+def test_cli_tabulates_a_samplers_trajectories(tmp_path, tiny_checkpoint):
+    samples = tmp_path / "s"
+    assert main(["protein", "sample", "--checkpoint", str(tiny_checkpoint), "--length", "40", "--num", "2",
+                 "--steps", "5", "--out", str(samples), "--quiet", "--trajectory"]) == 0
+    out = tmp_path / "d"
+    assert main(["bench", "denoiser", "--checkpoint", str(tiny_checkpoint), "--batches", "2", "--batch-size", "2",
+                 "--trajectories", str(samples), "--out", str(out)]) == 0
+    res = json.loads((out / "denoiser.json").read_text())
+    assert sum(r["n"] for r in res["trajectory_rows"]) == 10  # 5 steps x 2 designs
+    assert max(r["designs"] for r in res["trajectory_rows"]) == 2
+    assert res["command"].endswith(f"--trajectories {samples}")
+    assert "sampler's own clean predictions" in (out / "denoiser.md").read_text()
