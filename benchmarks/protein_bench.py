@@ -166,19 +166,20 @@ def _plots(out: Path, results: dict) -> list[Path]:
     return pngs
 
 
-def _systems(lm, untrained, lengths, num, seed, *, ss_row: bool, lean: bool, potentials: str) -> list:
+def _systems(lm, untrained, lengths, num, seed, *, ss_row: bool, lean: bool, potentials: str,
+             churn: float | None = None) -> list:
     """(row name, function making its designs) for every sampled row (module docstring); ``lean``:
     only the shipped model at 100 steps and the random walk (with the real rows: what the bracket
-    and the checkpoint choice need)."""
+    and the checkpoint choice need). ``churn``: the model rows' EDM churn (None: the request's default)."""
     walk = ("random walk", lambda: [(f"walk_L{L}_{i}", random_walk_backbone(L, make_generator(seed, "walk", L, i)))
                                     for L in lengths for i in range(num)])
-    main = ("diffsci, 100 steps", lambda: _designs(lm, lengths, num, 100, seed, potentials))
+    main = ("diffsci, 100 steps", lambda: _designs(lm, lengths, num, 100, seed, potentials, churn=churn))
     if lean:
         return [main, walk]
-    return [main, ("diffsci, 20 steps", lambda: _designs(lm, lengths, num, 20, seed, potentials)),
+    return [main, ("diffsci, 20 steps", lambda: _designs(lm, lengths, num, 20, seed, potentials, churn=churn)),
             *([(SS_ROW, lambda: _ss_designs(num, seed)), (PRIOR_ROW, lambda: _prior_designs(num, seed))]
               if ss_row else []),
-            ("untrained", lambda: _designs(untrained, lengths, num, 100, seed, potentials)), walk]
+            ("untrained", lambda: _designs(untrained, lengths, num, 100, seed, potentials, churn=churn)), walk]
 
 
 BENCH_LENGTHS, QUICK_LENGTHS = (60, 80, 100, 128, 200, 300), (60, 80, 100, 128)
@@ -255,7 +256,8 @@ def by_length_table(rows: Sequence[dict]) -> list[str]:
 
 def run_benchmark(out, *, quick: bool = False, num: int | None = None, checkpoint=None, seed: int = 0,
                   n_reference: int | None = None, ss_row: bool = True, lengths: Sequence[int] | None = None,
-                  lean: bool = False, potentials: str = "none", designability: bool = False) -> dict:
+                  lean: bool = False, potentials: str = "none", designability: bool = False,
+                  churn: float | None = None) -> dict:
     """Run the benchmark into ``out``; returns the ``results.json`` payload.
 
     Novelty is measured against ``n_reference`` evenly spaced train chains (default: all; 40
@@ -263,7 +265,9 @@ def run_benchmark(out, *, quick: bool = False, num: int | None = None, checkpoin
     ``quick``). ``lean``: the shipped model at 100 steps and the references only (:func:`_systems`).
     ``potentials``: of the model's rows (``none``: the network alone, the default; ``default``:
     what ``protein sample`` uses; or ``NAME:WEIGHT,...``). ``designability``: ProteinMPNN's NLL
-    proxy of :data:`MPNN_ROWS` (needs ProteinMPNN), reported by length (:func:`by_length`)."""
+    proxy of :data:`MPNN_ROWS` (needs ProteinMPNN), reported by length (:func:`by_length`).
+    ``churn``: the model rows' EDM churn (None: what ``protein sample`` uses,
+    :func:`~diffsci.protein.design.request.default_churn`; 0: the plain ODE)."""
     from diffsci.protein.io.dataset import bundled_dataset_path, load_dataset
     from diffsci.protein.model.diffusion import filter_reason
     from diffsci.protein.metrics import evaluate_structures, subset_evaluation
@@ -292,7 +296,8 @@ def run_benchmark(out, *, quick: bool = False, num: int | None = None, checkpoin
     systems, timings = {}, {}
     systems["real (held-out)"] = held
     globular = [i for i, (_, c) in enumerate(held) if filter_reason(c[:, 1], lm.config) is None]
-    for name, fn in _systems(lm, untrained, lengths, num, seed, ss_row=ss_row, lean=lean, potentials=potentials):
+    for name, fn in _systems(lm, untrained, lengths, num, seed, ss_row=ss_row, lean=lean, potentials=potentials,
+                             churn=churn):
         t0 = time.time()
         systems[name] = fn()
         timings[name] = round(time.time() - t0, 1)
@@ -314,12 +319,13 @@ def run_benchmark(out, *, quick: bool = False, num: int | None = None, checkpoin
     pngs = _plots(out, results)
     payload = {"systems": {n: jsonable({k: v for k, v in r.items() if k != "_coords"}) for n, r in results.items()},
                "lengths": lengths, "num_per_length": num, "checkpoint": lm.source, "timings_s": timings,
-               "potentials": potentials,
+               "potentials": potentials, "churn": "default" if churn is None else churn,
                "command": " ".join(["diffsci", "bench", "protein", "--out", str(out)] + (["--quick"] if quick else [])
                                    + ([f"--num {num}"] if num != 4 else []) + ([f"--seed {seed}"] if seed else [])
                                    + ([f"--checkpoint {checkpoint}"] if checkpoint is not None else [])
                                    + (["--lean"] if lean else []) + (["--designability"] if designability else [])
                                    + ([f"--potentials {potentials}"] if potentials != "none" else [])
+                                   + ([f"--churn {churn:g}"] if churn is not None else [])
                                    + (["--lengths", *map(str, lengths)] if lengths != list(default_lengths) else [])),
                "wall_s": round(time.time() - t_start, 1)}
     payload["bracket"] = _bracket(payload["systems"])
@@ -446,7 +452,7 @@ def _report(out: Path, payload: dict, pngs) -> None:
                      f"{_fmt(s.get('mean_pairwise_tm'))} | {s.get('clusters_tm0.5', '')} |")
     lines += ["", "## By length", "",
               "Per length, the model's designs (potentials: "
-              f"`{payload.get('potentials', 'none')}`); the real row over all held-out chains. Broken: a chain break "
+              f"`{payload.get('potentials', 'none')}`, churn: `{payload.get('churn', 'default')}`); the real row over all held-out chains. Broken: a chain break "
               "(CA-CA > 4.2 Å) or an inter-chain clash, as `protein evaluate` counts them. MPNN NLL: ProteinMPNN's "
               "mean negative log-likelihood of its designed sequences (with `--designability`; lower: easier to "
               "design; a proxy, not refolding). Pairwise TM: among the designs of that length.", ""]
@@ -572,10 +578,11 @@ def _run(args) -> int:
             raise DiffsciError("--steps applies to --rates and --acceptance only (the benchmark samples 100 and 20 steps)")
         run_benchmark(args.out, quick=args.quick, num=args.num, checkpoint=args.checkpoint, seed=args.seed,
                       lengths=args.lengths, lean=args.lean, potentials=args.potentials,
-                      designability=args.designability)
+                      designability=args.designability, churn=args.churn)
         return 0
-    if args.lean or args.designability or args.potentials != "none":
-        raise DiffsciError("--lean, --designability and --potentials apply to the benchmark, not to --rates/--acceptance")
+    if args.lean or args.designability or args.potentials != "none" or args.churn is not None:
+        raise DiffsciError("--lean, --designability, --potentials and --churn apply to the benchmark, not to "
+                           "--rates/--acceptance")
     num = args.num or (8 if args.acceptance else 4)
     lengths = args.lengths or list(ACCEPTANCE_LENGTHS)
     steps = 100 if args.steps is None else args.steps
@@ -613,4 +620,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--designability", action="store_true",
                    help="ProteinMPNN's NLL proxy of the real chains and the 100-step designs, by length (needs proteinmpnn)")
     p.add_argument("--steps", type=int, help="with --rates/--acceptance: sampling steps (default 100)")
+    p.add_argument("--churn", type=float,
+                   help="EDM churn of the model's rows (default: what 'protein sample' uses; 0: the plain ODE; see "
+                        "'protein sample --help')")
     p.set_defaults(func=_run)

@@ -43,6 +43,8 @@ __all__ = [
     "sde_step_gain",
     "SAMPLERS",
     "get_sampler",
+    "CHURN_SAMPLERS",
+    "effective_churn",
     "fix_known",
     "classifier_free_guidance",
     "check_times",
@@ -146,7 +148,7 @@ def _heun_like(denoise, x, times, space, cond, generator, constraint, callback, 
         t, s = times[i], times[i + 1]
         if gamma0 > 0 and s_tmin <= float(t) <= s_tmax and float(t) < 1.0:
             t_hat = _churn_time(space, t, gamma0)
-            x = space.renoise(x, _t(t, x), _t(t_hat, x), generator)
+            x = _post(space.renoise(x, _t(t, x), _t(t_hat, x), generator), t_hat, constraint)
             t = t_hat
         x0_hat = denoise(x, _t(t, x), cond)
         d = space.ode_derivative(x, x0_hat, _t(t, x))
@@ -170,7 +172,8 @@ def sample_euler(
     On SO(3) and products the step follows the geodesic (exp map): this is also the
     "geodesic Euler" sampler of flow matching. ``churn`` > 0 adds EDM stochastic churn: before
     each step with ``s_tmin <= t <= s_tmax`` the state is renoised from t to the time whose
-    noise ratio is ``1 + min(churn / steps, sqrt 2 - 1)`` times larger.
+    noise ratio is ``1 + min(churn / steps, sqrt 2 - 1)`` times larger (then ``constraint`` is
+    applied at that time, so fixed parts stay as the constraint holds them).
     """
     return _heun_like(denoise, x, times, space, cond, generator, constraint, callback, churn, s_tmin, s_tmax, False)
 
@@ -358,6 +361,16 @@ SAMPLERS: dict[str, Callable] = {
     "euler_maruyama": sample_euler_maruyama,
     "renoise": sample_renoise,
 }
+
+
+#: the samplers that take EDM's stochastic churn (``churn=``)
+CHURN_SAMPLERS: tuple[str, ...] = ("euler", "heun")
+
+
+def effective_churn(sampler: str, churn: float) -> float:
+    """The EDM churn sampling with ``sampler`` uses: ``churn`` for the samplers of
+    :data:`CHURN_SAMPLERS`, which take it; 0 for the others (recorded so in results)."""
+    return float(churn) if sampler in CHURN_SAMPLERS else 0.0
 
 
 def get_sampler(name: str) -> Callable:

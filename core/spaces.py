@@ -389,7 +389,15 @@ class SO3Flow(Space):
                                "second-order samplers (heun) overshoot; use euler, ddim or dpmpp_2m, or rate 1")
 
     def renoise(self, x, t, t_hat, generator=None):
-        raise DiffsciError("SO3Flow: churn (renoising) is not defined for the geodesic flow")
+        """EDM churn (the sampler raises the time from t to t_hat > t): with ``inference_rate`` != 1
+        the rotations are left as they are, for the reason :meth:`renoise_step` gives (the
+        rate-scaled steps keep them far closer to x0_hat than the forward marginal, which a draw
+        would undo), so a :class:`Product` churns its other parts only (protein frames: the
+        translations). The exact flow (rate 1) has no renoising: refused."""
+        if self.inference_rate == 1.0:
+            raise DiffsciError("SO3Flow: churn (renoising) is not defined for the exact geodesic flow (rotation "
+                               "rate 1); with a rotation rate != 1 the rotations are left unchurned")
+        return x
 
     def extrapolate(self, a, b, w):
         return so3.geodesic(a, b, w)

@@ -162,3 +162,22 @@ def test_renoise_step_is_a_fresh_draw_around_the_prediction():
     trans, rots = prod.renoise_step((x0, r), (x0, r0), t, s, torch.Generator().manual_seed(2))
     torch.testing.assert_close(trans, 0.75 * x0 + 0.25 * (z - z.mean(1, keepdim=True)), rtol=0, atol=1e-12)
     assert torch.equal(rots, rated.step(r, r0, t, s))
+
+
+def test_so3_flow_churn_leaves_rotations_at_a_rate_and_is_refused_for_the_exact_flow():
+    """EDM churn on protein frames: a Product renoises its translations from t to t_hat (the
+    Euclidean renoise, ``a_h/a_t x + sqrt(s_h^2 - (a_h/a_t)^2 s_t^2) z``) and, at a rotation rate
+    != 1, leaves the rotations as they are; the exact flow refuses."""
+    b, n = 2, 6
+    t, t_hat = torch.full((b,), 0.2, dtype=torch.float64), torch.full((b,), 0.3, dtype=torch.float64)
+    x = torch.randn(b, n, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    r = so3.random_rotations((b, n), torch.Generator().manual_seed(3), torch.float64)
+    prod = Product((EuclideanCoM(FlowMatching()), SO3Flow(inference_rate=10.0)))
+    trans, rots = prod.renoise((x, r), t, t_hat, torch.Generator().manual_seed(2))
+    assert torch.equal(rots, r)
+    z = torch.randn(b, n, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    ratio = 0.7 / 0.8
+    add = math.sqrt(0.3**2 - ratio**2 * 0.2**2)
+    torch.testing.assert_close(trans, ratio * x + add * (z - z.mean(1, keepdim=True)), rtol=0, atol=1e-12)
+    with pytest.raises(DiffsciError, match="rotation rate 1"):
+        SO3Flow().renoise(r, t, t_hat)

@@ -50,7 +50,7 @@ from diffsci.core.errors import CheckpointError, DiffsciError
 from diffsci.core.io import check_choice, check_int, check_range
 from diffsci.core.losses import fair_crps
 from diffsci.core.precond import EDMPrecond, edm_loss_weight
-from diffsci.core.samplers import get_sampler
+from diffsci.core.samplers import effective_churn, get_sampler
 from diffsci.core.schedules import EDM
 from diffsci.core.spaces import Euclidean
 from diffsci.weather.data import (NormStats, StateReader, compute_norm_stats, open_weather, static_features,
@@ -230,12 +230,6 @@ class WeatherBatch:
     noise_seed: int | None = None
     later: torch.Tensor | None = None
     later_hour: torch.Tensor | None = None
-
-
-def effective_churn(sampler: str, churn: float) -> float:
-    """The EDM churn sampling with ``sampler`` uses: ``churn`` for heun and euler, which take it;
-    0 for the others (recorded so in forecasts and benchmark results)."""
-    return float(churn) if sampler in ("heun", "euler") else 0.0
 
 
 def loss_weights(cfg: WeatherModelConfig) -> torch.Tensor:

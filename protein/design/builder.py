@@ -98,12 +98,17 @@ class DesignInputs:
 class SamplerSettings:
     """How states are sampled: ``sampler`` (a name of :data:`~diffsci.core.samplers.SAMPLERS`),
     ``steps``, ``time_power`` (time grid ``0.999 u^time_power``, u uniform from 1 to 0) and
-    ``rotation_rate`` (flow checkpoints; None: the checkpoint's ``inference_rate``)."""
+    ``rotation_rate`` (flow checkpoints; None: the checkpoint's ``inference_rate``), ``churn``
+    (EDM's S_churn for euler and heun: before each step with ``t <= churn_tmax`` the state's
+    translations are renoised to a noise ratio ``1 + min(churn / steps, sqrt 2 - 1)`` times larger;
+    0: none)."""
 
     sampler: str
     steps: int
     time_power: float = TIME_POWER
     rotation_rate: float | None = None
+    churn: float = 0.0
+    churn_tmax: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -311,5 +316,6 @@ def sample_states(bundle: Bundle, inputs: DesignInputs, settings: SamplerSetting
         for net in bundle.model.modules():
             if isinstance(net, FrameDenoiserNet):
                 stack.enter_context(net.frozen_weights())
+        options = {"churn": settings.churn, "s_tmax": settings.churn_tmax} if settings.churn else {}
         return get_sampler(settings.sampler)(stage.denoise, x, times, space=space, cond=cond, generator=generator,
-                                             constraint=stage.constraint, callback=callback)
+                                             constraint=stage.constraint, callback=callback, **options)

@@ -29,7 +29,7 @@ import torch
 
 from diffsci.core.errors import DiffsciError
 from diffsci.core.io import check_choice, check_int, check_range
-from diffsci.core.samplers import get_sampler
+from diffsci.core.samplers import CHURN_SAMPLERS, get_sampler
 from diffsci.protein.design.contig import (MAX_LENGTH, MIN_LENGTH, Motif, contig_length_limits,
                                            parse_contig, parse_length_range, resolve_contig, residue_label)
 from diffsci.protein.model.diffusion import ProteinModelConfig, build_space
@@ -40,7 +40,7 @@ from diffsci.protein.design.symmetry import SymmetryGroup, parse_symmetry
 from diffsci.protein.ss import PAIR_UNKNOWN, SS_LETTERS, parse_ss, ss_condition
 
 __all__ = ["DesignRequest", "CheckedRequest", "SS_PRIOR", "TIME_POWER", "FEW_STEPS", "symmetry_order",
-           "default_sampler", "sampling_rotation_rate"]
+           "default_sampler", "sampling_rotation_rate", "default_churn", "CHURN", "CHURN_TMAX"]
 
 #: ``ss`` value that draws each design's topology from the training chains (:mod:`diffsci.protein.design.topology`)
 SS_PRIOR = "prior"
@@ -53,6 +53,15 @@ TIME_POWER = 2.0
 # 10 steps: CA-CA ok 0.87 -> 0.94..0.96 against euler; protein/data/CHECKPOINT.md, "Few-step sampling");
 # from it on with euler
 FEW_STEPS = 20
+
+# EDM stochastic churn (Karras et al. 2022, Alg. 2) of the translations when a flow checkpoint samples
+# with euler: renoising each state a little before its step puts the states the network sees back on
+# the forward marginal its training drew from, where the ODE's states drift off it (chain breaks).
+# Measured with every potential off, protein/data/CHECKPOINT.md "Churn at sampling"
+CHURN = 30.0
+# ... on the steps with t <= CHURN_TMAX only: churning the noisier steps too keeps the chains whole but
+# turns them into helix bundles (same section)
+CHURN_TMAX = 0.7
 
 
 def symmetry_order(symmetry) -> int:
@@ -70,6 +79,14 @@ def default_sampler(cfg: ProteinModelConfig, steps: int | None = None) -> str:
     if cfg.formulation != "flow":
         return "euler_maruyama"
     return "renoise" if steps is not None and steps < FEW_STEPS else "euler"
+
+
+def default_churn(cfg: ProteinModelConfig, sampler: str, rotation_rate: float | None = None) -> float:
+    """The EDM churn a checkpoint samples with by default: :data:`CHURN` for a flow model sampled
+    with a sampler that takes churn (euler, heun) at a rotation rate != 1 (the rate the sampler
+    uses: :func:`sampling_rotation_rate`), else 0."""
+    rate = sampling_rotation_rate(cfg, rotation_rate)
+    return CHURN if cfg.formulation == "flow" and sampler in CHURN_SAMPLERS and rate != 1.0 else 0.0
 
 
 def sampling_rotation_rate(cfg: ProteinModelConfig, rotation_rate: float | None = None) -> float | None:
@@ -102,7 +119,10 @@ class DesignRequest:
 
     Motif: ``motif_method`` and ``motif_taper`` (:func:`diffsci.protein.design.motif.condition_on_motif`).
     Sampler: ``sampler`` (None: :func:`default_sampler`), ``steps``, ``time_power`` (time grid
-    ``0.999 u^time_power``), ``rotation_rate`` (flow checkpoints; None: the checkpoint's). ``seed``
+    ``0.999 u^time_power``), ``rotation_rate`` (flow checkpoints; None: the checkpoint's), ``churn``
+    (EDM's S_churn, euler and heun: each step with ``t <= churn_tmax`` first renoises the
+    translations to a noise ratio ``1 + min(churn / steps, sqrt 2 - 1)`` times larger; None:
+    :func:`default_churn`). ``seed``
     (design i of a length draws from ``(seed, "protein-sample", "L100", i)``), ``device`` (None:
     where the model is; ``"auto"``, ``"cpu"``, ``"cuda:1"``), ``trajectory`` (keep every step's clean
     prediction). ``potentials``: sampling-time potentials on each step's clean prediction
@@ -129,6 +149,8 @@ class DesignRequest:
     steps: int = 100
     time_power: float = TIME_POWER
     rotation_rate: float | None = None
+    churn: float | None = None
+    churn_tmax: float = CHURN_TMAX
     seed: int = 0
     device: str | None = None
     trajectory: bool = False
@@ -200,6 +222,9 @@ class DesignRequest:
         check_range(self.time_power, "time_power", 0, 10, lo_open=True)
         if self.rotation_rate is not None:
             check_range(self.rotation_rate, "rotation_rate", 0, 100, lo_open=True)
+        if self.churn is not None:
+            check_range(self.churn, "churn", 0, 1000)
+        check_range(self.churn_tmax, "churn_tmax", 0, 1, lo_open=True)
         check_choice(self.motif_method, "motif_method", MOTIF_METHODS)
         check_int(self.motif_taper, "motif_taper", minimum=0)
         check_range(self.guidance_scale, "guidance_scale", 0, 100)
@@ -326,10 +351,17 @@ class DesignRequest:
         rate = sampling_rotation_rate(cfg, self.rotation_rate)
         if sampler == "heun" and rate is not None:
             build_space(cfg, rotation_rate=rate).check_second_order()  # refused before the first design
+        churn = default_churn(cfg, sampler, self.rotation_rate) if self.churn is None else float(self.churn)
+        if churn and sampler not in CHURN_SAMPLERS:
+            raise DiffsciError(f"churn {churn:g}: sampler {sampler} takes no churn (only {', '.join(CHURN_SAMPLERS)} do); "
+                               f"give churn 0 or one of those samplers")
+        if churn and rate == 1.0:
+            raise DiffsciError("churn: the exact rotation flow (rotation_rate 1) has no renoising; give a rotation_rate "
+                               "!= 1 or churn 0")
         strength = self.strand_restraints
         if strength is None:
             strength = 1.0 if (self.ss == SS_PRIOR or self.has_strand_request) and self.n_copies == 1 else 0.0
-        return CheckedRequest(self, sampler, rate, float(strength), self._length_warnings(cfg, source))
+        return CheckedRequest(self, sampler, rate, float(strength), self._length_warnings(cfg, source), churn)
 
     def longest_state(self) -> int:
         """The most residues a design of this request has (every chain and copy together)."""
@@ -360,3 +392,4 @@ class CheckedRequest:
     rotation_rate: float | None
     strand_restraints: float
     warnings: tuple[str, ...] = ()
+    churn: float = 0.0

@@ -95,6 +95,8 @@ class Design:
     x0_hat at every step as the sampler receives it (a motif design's holds the aligned motif; the
     symmetry constraint comes after), each (S, N, 4, 3) Å, with ``trajectory_times``.
     ``length`` is the chain length for ``--length`` designs and the total for contig designs.
+    ``churn``: the EDM churn the sampler used (0: the plain ODE), on the steps with
+    ``t <= churn_tmax`` (None without churn).
     ``ss``: the requested secondary structure of a chain, one letter per residue (H/E/L), with
     ``ss_pairs``, ``guidance_scale`` and ``strand_restraints`` as given (None: unconditional);
     with ``--ss prior`` the drawn ones, and ``topology`` the training chain and window they were
@@ -114,6 +116,8 @@ class Design:
     motif_coords: np.ndarray | None = None
     time_power: float = TIME_POWER
     rotation_rate: float | None = None
+    churn: float = 0.0
+    churn_tmax: float | None = None
     chain_lengths: tuple = ()
     residue_names: tuple | None = None
     motif_labels: tuple | None = None
@@ -244,7 +248,8 @@ class _Designer:
     def __init__(self, bundle: Bundle, checked: CheckedRequest, device: torch.device):
         self.bundle, self.checked, self.request, self.device = bundle, checked, checked.request, device
         self.settings = SamplerSettings(checked.sampler, self.request.steps, self.request.time_power,
-                                        self.request.rotation_rate)
+                                        self.request.rotation_rate, checked.churn,
+                                        self.request.churn_tmax)
         self.library = None
         if self.request.ss == SS_PRIOR:
             self.library = TopologyLibrary(config=bundle.config)  # the chains this checkpoint was trained on
@@ -313,7 +318,8 @@ class _Designer:
         common = dict(length=plan.length, index=i, seed=r.seed, seconds=seconds, sampler=c.sampler, steps=r.steps,
                       potentials=",".join(f"{k}:{w:g}" for k, w in r.potentials) or None,
                       hotspots=",".join(r.hotspots) if r.hotspots else None,
-                      time_power=r.time_power, rotation_rate=c.rotation_rate, trajectory=traj, trajectory_times=times,
+                      time_power=r.time_power, rotation_rate=c.rotation_rate, churn=c.churn,
+                      churn_tmax=r.churn_tmax if c.churn else None, trajectory=traj, trajectory_times=times,
                       **(plan.ss_record or {}))
         if lay is None:
             return Design(f"len{plan.length}_{i:03d}", coords, symmetry=r.symmetry,
