@@ -72,7 +72,10 @@ class Kind:
     ``data_cls``: the dataclass of the recipe's ``data`` table; ``options_cls``: the dataclass
     of the recipe's ``model`` table when it is not the whole config (the task completes it from
     the data, e.g. a weather model's grid and channels; None: ``config_cls``);
-    ``train_defaults``: the kind's default training options (``TrainConfig`` fields)."""
+    ``train_defaults``: the kind's default training options (``TrainConfig`` fields);
+    ``sampling_fields``: top-level ``model_config`` fields that only set how the model samples by
+    default (a rotation rate, a churn): a run may be resumed with other values of them (its own
+    win), since they change nothing that is trained."""
 
     name: str
     config_cls: type
@@ -84,6 +87,7 @@ class Kind:
     data_cls: type | None = None
     options_cls: type | None = None
     train_defaults: Mapping[str, Any] = field(default_factory=dict)
+    sampling_fields: tuple[str, ...] = ()
 
 
 _KINDS: dict[str, Kind] = {}

@@ -44,7 +44,7 @@ def request_from_args(args):
     """The :class:`~diffsci.protein.design.request.DesignRequest` of the parsed options (the motif file
     is read here); its refusals name the options."""
     from diffsci.protein.design.contig import load_motif
-    from diffsci.protein.design.request import CHURN_TMAX, TIME_POWER, DesignRequest
+    from diffsci.protein.design.request import TIME_POWER, DesignRequest
 
     try:
         return DesignRequest(
@@ -54,7 +54,7 @@ def request_from_args(args):
             guidance_scale=1.0 if args.guidance_scale is None else args.guidance_scale,
             strand_restraints=args.strand_restraints, sampler=args.sampler, steps=args.steps,
             time_power=TIME_POWER if args.time_power is None else args.time_power, rotation_rate=args.rotation_rate,
-            churn=args.churn, churn_tmax=CHURN_TMAX if args.churn_tmax is None else args.churn_tmax,
+            churn=args.churn, churn_tmax=args.churn_tmax,
             seed=args.seed, device=args.device, trajectory=args.trajectory, potentials=args.potentials,
             hotspots=args.hotspots)
     except DiffsciError as exc:
@@ -142,12 +142,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--churn", type=float, default=None,
                    help="EDM stochastic churn S_churn (euler, heun): before each step the translations are renoised "
                         "to a noise ratio 1 + min(S_churn / steps, 0.414) times larger, which keeps the states the "
-                        "network sees near those it was trained on (default: "
-                        "diffsci.protein.design.request.CHURN = 30 for flow checkpoints with euler; 0 = none, the "
-                        "plain ODE)")
+                        "network sees near those it was trained on (default: the checkpoint's 'churn', 0 for the "
+                        "shipped ones; the v2 recipe sets 30; 0 = none, the plain ODE)")
     p.add_argument("--churn-tmax", type=float, default=None,
-                   help="churn only the steps with t <= this (default: diffsci.protein.design.request.CHURN_TMAX = "
-                        "0.7; 1: all)")
+                   help="churn only the steps with t <= this (default: the checkpoint's 'churn_tmax', 0.7; 1: all)")
     p.add_argument("--sampler", help="sampler name (default: for flow models renoise below 20 steps, else euler; "
                    "euler_maruyama for score models)")
     p.add_argument("--seed", type=int, default=0)

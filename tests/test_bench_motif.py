@@ -164,15 +164,15 @@ def test_bench_motif_binder_problem_and_potentials(tmp_path):
 
 
 def test_bench_motif_churn_reaches_the_designs(tmp_path):
-    """--churn 0 (the plain ODE) against the default churn: recorded, in the command, and run (other
-    coordinates from the same problem, seed and draws)."""
+    """--churn 30 against the checkpoint's default (the shipped one: none, the plain ODE): recorded,
+    in the command, and run (other coordinates from the same problem, seed and draws)."""
     runs = {}
-    for name, extra in (("plain", ["--churn", "0"]), ("default", [])):
+    for name, extra in (("churn", ["--churn", "30"]), ("default", [])):
         out = tmp_path / name
         assert main(["bench", "motif", "--out", str(out), "--problems", "1", "--num", "1", "--steps", "20",
                      "--quiet", *extra]) == 0
         runs[name] = json.loads((out / "results.json").read_text())
-    assert runs["plain"]["churn"] == 0.0 and "--churn 0.0" in runs["plain"]["command"]
+    assert runs["churn"]["churn"] == 30.0 and "--churn 30.0" in runs["churn"]["command"]
     assert runs["default"]["churn"] == "default" and "--churn" not in runs["default"]["command"]
-    p, d = (runs[m]["problems"][0]["rows"][0] for m in ("plain", "default"))
-    assert p["junction_ca_ca"] != d["junction_ca_ca"]
+    c, d = (runs[m]["problems"][0]["rows"][0] for m in ("churn", "default"))
+    assert c["junction_ca_ca"] != d["junction_ca_ca"]

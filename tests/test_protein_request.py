@@ -83,14 +83,15 @@ def test_checked_request_fills_in_what_the_checkpoint_decides(tiny_checkpoint):
         DesignRequest(lengths=[40], ss="L40").against(lm.config, lm.source)
 
 
-def test_churn_is_the_flow_euler_default_and_refused_where_no_step_takes_it(tiny_checkpoint):
-    from diffsci.protein.design.request import CHURN
-
+def test_churn_is_the_checkpoints_default_for_flow_euler_and_refused_where_no_step_takes_it(tiny_checkpoint):
     lm = load_model(tiny_checkpoint)
-    assert lm.config.formulation == "flow" and lm.config.inference_rate != 1.0
-    check = lambda **kw: DesignRequest(lengths=[40], **kw).against(lm.config, lm.source)  # noqa: E731
-    assert check(steps=30).churn == CHURN > 0  # euler at the checkpoint's rate
-    assert check(steps=10).churn == 0.0  # renoise, the few-step default, takes none
+    assert lm.config.formulation == "flow" and lm.config.inference_rate != 1.0 and lm.config.churn == 0.0
+    assert DesignRequest(lengths=[40], steps=30).against(lm.config, lm.source).churn == 0.0  # its own: none
+    cfg = dataclasses.replace(lm.config, churn=30.0, churn_tmax=0.6)
+    check = lambda **kw: DesignRequest(lengths=[40], **kw).against(cfg, lm.source)  # noqa: E731
+    assert (check(steps=30).churn, check(steps=30).churn_tmax) == (30.0, 0.6)  # euler at the checkpoint's rate
+    assert check(steps=30, churn_tmax=0.2).churn_tmax == 0.2
+    assert check(steps=10).churn == 0.0 and check(steps=10).churn_tmax is None  # renoise, the few-step default
     assert check(steps=30, rotation_rate=1.0).churn == 0.0  # the exact rotation flow has no renoising
     assert check(steps=30, churn=0).churn == 0.0 and check(steps=30, churn=12.5).churn == 12.5
     with pytest.raises(DiffsciError, match="sampler renoise takes no churn"):
@@ -108,15 +109,16 @@ def test_churn_is_recorded_and_changes_the_design_only_where_it_acts(tiny_checkp
     import json
 
     runs = {}
-    for name, extra in (("plain", ["--churn", "0"]), ("churn", []), ("late", ["--churn-tmax", "0.001"])):
+    for name, extra in (("plain", []), ("churn", ["--churn", "30"]), ("late", ["--churn", "30", "--churn-tmax", "0.001"])):
         out = tmp_path / name
         assert main(["protein", "sample", "--checkpoint", str(tiny_checkpoint), "--length", "40", "--steps", "25",
                      "--seed", "2", "--potentials", "none", "--out", str(out), "--quiet", *extra]) == 0
         rec = json.loads((out / "len40_000.json").read_text())
         row = next(csv.DictReader((out / "samples.csv").open()))
         runs[name] = (rec, row, (out / "len40_000.pdb").read_text().split("\nATOM")[1:])
-    assert (runs["plain"][0]["churn"], runs["churn"][0]["churn"]) == (0.0, 30.0) and runs["churn"][1]["churn"] == "30.0"
-    assert runs["plain"][2] != runs["churn"][2]
+    assert (runs["plain"][0]["churn"], runs["plain"][0]["churn_tmax"]) == (0.0, None)
+    assert (runs["churn"][0]["churn"], runs["churn"][0]["churn_tmax"]) == (30.0, 0.7)  # the checkpoint's tmax
+    assert runs["churn"][1]["churn"] == "30.0" and runs["plain"][2] != runs["churn"][2]
     # no step of the grid (0.999 u^2) lies at t <= 0.001 but the last one, which goes to 0: the plain ODE
     assert runs["late"][0]["churn_tmax"] == 0.001 and runs["late"][2] == runs["plain"][2]
 

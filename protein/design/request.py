@@ -40,7 +40,7 @@ from diffsci.protein.design.symmetry import SymmetryGroup, parse_symmetry
 from diffsci.protein.ss import PAIR_UNKNOWN, SS_LETTERS, parse_ss, ss_condition
 
 __all__ = ["DesignRequest", "CheckedRequest", "SS_PRIOR", "TIME_POWER", "FEW_STEPS", "symmetry_order",
-           "default_sampler", "sampling_rotation_rate", "default_churn", "CHURN", "CHURN_TMAX"]
+           "default_sampler", "sampling_rotation_rate", "default_churn"]
 
 #: ``ss`` value that draws each design's topology from the training chains (:mod:`diffsci.protein.design.topology`)
 SS_PRIOR = "prior"
@@ -54,14 +54,6 @@ TIME_POWER = 2.0
 # from it on with euler
 FEW_STEPS = 20
 
-# EDM stochastic churn (Karras et al. 2022, Alg. 2) of the translations when a flow checkpoint samples
-# with euler: renoising each state a little before its step puts the states the network sees back on
-# the forward marginal its training drew from, where the ODE's states drift off it (chain breaks).
-# Measured with every potential off, protein/data/CHECKPOINT.md "Churn at sampling"
-CHURN = 30.0
-# ... on the steps with t <= CHURN_TMAX only: churning the noisier steps too keeps the chains whole but
-# turns them into helix bundles (same section)
-CHURN_TMAX = 0.7
 
 
 def symmetry_order(symmetry) -> int:
@@ -82,11 +74,14 @@ def default_sampler(cfg: ProteinModelConfig, steps: int | None = None) -> str:
 
 
 def default_churn(cfg: ProteinModelConfig, sampler: str, rotation_rate: float | None = None) -> float:
-    """The EDM churn a checkpoint samples with by default: :data:`CHURN` for a flow model sampled
-    with a sampler that takes churn (euler, heun) at a rotation rate != 1 (the rate the sampler
-    uses: :func:`sampling_rotation_rate`), else 0."""
+    """The EDM churn a checkpoint samples with by default: its own ``churn`` (EDM stochastic churn
+    of the translations, Karras et al. 2022, Alg. 2: renoising each state a little before its step
+    puts the states the network sees back on the forward marginal its training drew from, where the
+    plain ODE's states drift off it and break chains; protein/data/CHECKPOINT.md, "Churn at
+    sampling") for a flow model sampled with a sampler that takes churn (euler, heun) at a rotation
+    rate != 1 (the rate the sampler uses: :func:`sampling_rotation_rate`), else 0."""
     rate = sampling_rotation_rate(cfg, rotation_rate)
-    return CHURN if cfg.formulation == "flow" and sampler in CHURN_SAMPLERS and rate != 1.0 else 0.0
+    return float(cfg.churn) if cfg.formulation == "flow" and sampler in CHURN_SAMPLERS and rate != 1.0 else 0.0
 
 
 def sampling_rotation_rate(cfg: ProteinModelConfig, rotation_rate: float | None = None) -> float | None:
@@ -122,7 +117,7 @@ class DesignRequest:
     ``0.999 u^time_power``), ``rotation_rate`` (flow checkpoints; None: the checkpoint's), ``churn``
     (EDM's S_churn, euler and heun: each step with ``t <= churn_tmax`` first renoises the
     translations to a noise ratio ``1 + min(churn / steps, sqrt 2 - 1)`` times larger; None:
-    :func:`default_churn`). ``seed``
+    :func:`default_churn`, the checkpoint's; ``churn_tmax`` None: the checkpoint's). ``seed``
     (design i of a length draws from ``(seed, "protein-sample", "L100", i)``), ``device`` (None:
     where the model is; ``"auto"``, ``"cpu"``, ``"cuda:1"``), ``trajectory`` (keep every step's clean
     prediction). ``potentials``: sampling-time potentials on each step's clean prediction
@@ -150,7 +145,7 @@ class DesignRequest:
     time_power: float = TIME_POWER
     rotation_rate: float | None = None
     churn: float | None = None
-    churn_tmax: float = CHURN_TMAX
+    churn_tmax: float | None = None
     seed: int = 0
     device: str | None = None
     trajectory: bool = False
@@ -224,7 +219,8 @@ class DesignRequest:
             check_range(self.rotation_rate, "rotation_rate", 0, 100, lo_open=True)
         if self.churn is not None:
             check_range(self.churn, "churn", 0, 1000)
-        check_range(self.churn_tmax, "churn_tmax", 0, 1, lo_open=True)
+        if self.churn_tmax is not None:
+            check_range(self.churn_tmax, "churn_tmax", 0, 1, lo_open=True)
         check_choice(self.motif_method, "motif_method", MOTIF_METHODS)
         check_int(self.motif_taper, "motif_taper", minimum=0)
         check_range(self.guidance_scale, "guidance_scale", 0, 100)
@@ -361,7 +357,9 @@ class DesignRequest:
         strength = self.strand_restraints
         if strength is None:
             strength = 1.0 if (self.ss == SS_PRIOR or self.has_strand_request) and self.n_copies == 1 else 0.0
-        return CheckedRequest(self, sampler, rate, float(strength), self._length_warnings(cfg, source), churn)
+        tmax = cfg.churn_tmax if self.churn_tmax is None else float(self.churn_tmax)
+        return CheckedRequest(self, sampler, rate, float(strength), self._length_warnings(cfg, source), churn,
+                              tmax if churn else None)
 
     def longest_state(self) -> int:
         """The most residues a design of this request has (every chain and copy together)."""
@@ -393,3 +391,4 @@ class CheckedRequest:
     strand_restraints: float
     warnings: tuple[str, ...] = ()
     churn: float = 0.0
+    churn_tmax: float | None = None

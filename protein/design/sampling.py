@@ -249,7 +249,7 @@ class _Designer:
         self.bundle, self.checked, self.request, self.device = bundle, checked, checked.request, device
         self.settings = SamplerSettings(checked.sampler, self.request.steps, self.request.time_power,
                                         self.request.rotation_rate, checked.churn,
-                                        self.request.churn_tmax)
+                                        1.0 if checked.churn_tmax is None else checked.churn_tmax)
         self.library = None
         if self.request.ss == SS_PRIOR:
             self.library = TopologyLibrary(config=bundle.config)  # the chains this checkpoint was trained on
@@ -319,7 +319,7 @@ class _Designer:
                       potentials=",".join(f"{k}:{w:g}" for k, w in r.potentials) or None,
                       hotspots=",".join(r.hotspots) if r.hotspots else None,
                       time_power=r.time_power, rotation_rate=c.rotation_rate, churn=c.churn,
-                      churn_tmax=r.churn_tmax if c.churn else None, trajectory=traj, trajectory_times=times,
+                      churn_tmax=c.churn_tmax, trajectory=traj, trajectory_times=times,
                       **(plan.ss_record or {}))
         if lay is None:
             return Design(f"len{plan.length}_{i:03d}", coords, symmetry=r.symmetry,

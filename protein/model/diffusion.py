@@ -63,7 +63,7 @@ from diffsci.protein.ss import PAIR_UNKNOWN, SS_UNKNOWN, pair_classes, segment_p
 
 __all__ = ["ProteinModelConfig", "ProteinCond", "FrameDenoiser", "SelfConditioned", "build_space", "build_model",
            "BackboneBatch", "BackboneTask", "ProteinData", "make_task", "upgrade_v0", "shipped_checkpoint", "KIND",
-           "TRAIN_DEFAULTS", "filter_reason", "upgrade_v1", "ss_checkpoint"]
+           "TRAIN_DEFAULTS", "filter_reason", "upgrade_v1", "upgrade_v2", "ss_checkpoint", "SAMPLING_FIELDS"]
 
 KIND = "protein-frames"
 
@@ -81,6 +81,11 @@ class ProteinModelConfig:
     dist_cutoff_nm: float = 0.6
     rot_weight: float = 0.5
     inference_rate: float = 10.0  # FrameFlow's exponential rotation schedule at sampling
+    # EDM churn of the translations when the checkpoint is sampled with euler/heun (0: the plain ODE),
+    # on the steps with t <= churn_tmax (diffsci.protein.design.request.default_churn); like
+    # inference_rate a sampling default only (SAMPLING_FIELDS: a resumed run may change it)
+    churn: float = 0.0
+    churn_tmax: float = 0.7
     # training-set filters, as FrameDiff's data config (max loop percent, radius-of-gyration
     # outliers): chains with more P-SEA coil than max_coil, or Rg above max_rg_ratio * 2.2 L^0.38,
     # are not trained on (None: keep all)
@@ -103,6 +108,8 @@ class ProteinModelConfig:
             raise DiffsciError(f"strand_power must lie in [0, 4], got {self.strand_power}")
         for name in ("ss_drop", "ss_pair_drop", "ss_segment_mask"):
             check_range(getattr(self, name), name, 0.0, 1.0)
+        check_range(self.churn, "churn", 0.0, 1000.0)
+        check_range(self.churn_tmax, "churn_tmax", 0.0, 1.0, lo_open=True)
 
 
 def build_space(cfg: ProteinModelConfig, mask: torch.Tensor | None = None, *, rotation_rate: float = 1.0) -> Product:
@@ -445,6 +452,21 @@ def upgrade_v1(ck: dict) -> dict:
     return {**ck, "model_config": config}
 
 
+def upgrade_v2(ck: dict) -> dict:
+    """Version 2 to version 3: sampling churn in the checkpoint. A model table without it gets
+    ``churn: 0`` (the plain ODE every earlier checkpoint was measured with) and ``churn_tmax: 0.7``."""
+    config = dict(ck["model_config"])
+    if not config:
+        return dict(ck)
+    config.setdefault("churn", 0.0)
+    config.setdefault("churn_tmax", 0.7)
+    return {**ck, "model_config": config}
+
+
+#: model-config fields that only set how a checkpoint samples by default (core Kind.sampling_fields)
+SAMPLING_FIELDS = ("inference_rate", "churn", "churn_tmax")
+
+
 def ss_checkpoint() -> Path:
     """The experimental SS-conditioned checkpoint shipped beside the default one
     (``protein/data/ss_checkpoint.pt``; ``--checkpoint ss``; see its notes in CHECKPOINT.md)."""
@@ -456,6 +478,7 @@ def shipped_checkpoint() -> Path:
     return Path(str(resources.files("diffsci.protein") / "data" / "default_checkpoint.pt"))
 
 
-register_kind(KIND, ProteinModelConfig, build_model, version=2, migrations={0: upgrade_v0, 1: upgrade_v1},
+register_kind(KIND, ProteinModelConfig, build_model, version=3,
+              migrations={0: upgrade_v0, 1: upgrade_v1, 2: upgrade_v2},
               default_path=shipped_checkpoint, make_task=make_task, data_cls=ProteinData,
-              train_defaults=TRAIN_DEFAULTS)
+              train_defaults=TRAIN_DEFAULTS, sampling_fields=SAMPLING_FIELDS)
