@@ -76,9 +76,9 @@ def default_sampler(cfg: ProteinModelConfig, steps: int | None = None) -> str:
 def default_churn(cfg: ProteinModelConfig, sampler: str, rotation_rate: float | None = None) -> float:
     """The EDM churn a checkpoint samples with by default: its own ``churn`` (EDM stochastic churn
     of the translations, Karras et al. 2022, Alg. 2: renoising each state a little before its step
-    puts the states the network sees back on the forward marginal its training drew from, where the
-    plain ODE's states drift off it and break chains; protein/data/CHECKPOINT.md, "Churn at
-    sampling") for a flow model sampled with a sampler that takes churn (euler, heun) at a rotation
+    lets each renoise-and-denoise at small t mend a local gap that the plain ODE, whose states drift
+    off the noised chains the network was trained on, would carry to t = 0; protein/data/CHECKPOINT.md,
+    "Churn at sampling") for a flow model sampled with a sampler that takes churn (euler, heun) at a rotation
     rate != 1 (the rate the sampler uses: :func:`sampling_rotation_rate`), else 0."""
     rate = sampling_rotation_rate(cfg, rotation_rate)
     return float(cfg.churn) if cfg.formulation == "flow" and sampler in CHURN_SAMPLERS and rate != 1.0 else 0.0
