@@ -88,7 +88,7 @@ def _hbond_rows(trans, rots, true_trans, true_rots, mask) -> list[tuple[float, f
     """:func:`hbond_recovery` (local, nonlocal, strand) of each structure of a batch of frames (nm),
     and its chain breaks (consecutive CA-CA > 4.2 Å) per 100 residues."""
     from diffsci.protein.frames import backbone_from_frames
-    from diffsci.protein.metrics.geometry import CA_CA_BREAK
+    from diffsci.protein.metrics.geometry import chain_breaks
 
     out = []
     for b in range(mask.shape[0]):
@@ -96,8 +96,7 @@ def _hbond_rows(trans, rots, true_trans, true_rots, mask) -> list[tuple[float, f
         pred = backbone_from_frames(rots[b, m].double(), trans[b, m].double() * _NM).numpy()
         true = backbone_from_frames(true_rots[b, m].double(), true_trans[b, m].double() * _NM).numpy()
         r = hbond_recovery(pred, true)
-        breaks = float((np.linalg.norm(np.diff(pred[:, 1], axis=0), axis=-1) > CA_CA_BREAK).sum())
-        out.append((r["local"], r["nonlocal"], r["strand"], 100.0 * breaks / max(len(pred) - 1, 1)))
+        out.append((r["local"], r["nonlocal"], r["strand"], 100.0 * chain_breaks(pred)[0] / max(len(pred) - 1, 1)))
     return out
 
 
@@ -122,8 +121,8 @@ def denoising_errors(model, task, *, batches: int = 24, batch_size: int = 4, see
     ``hbonds_local``, ``input_hbonds_nonlocal``, ``hbonds_nonlocal``, ``input_strand``, ``strand``
     (:func:`hbond_recovery`; over the structures where the true chain has any, with their count
     ``n_nonlocal``, ``n_strand``; None where none has), and ``input_breaks``, ``breaks``: chain
-    breaks (consecutive CA-CA > 4.2 Å) per 100 residues of the backbone built from the frames. ``model`` maps ``((trans, rots), t, cond)``
-    to clean frames (a :class:`~diffsci.protein.model.diffusion.FrameDenoiser`); ``task`` a
+    breaks (consecutive CA-CA > 4.2 Å) per 100 residues of the backbone built from the frames.
+    ``model`` maps ``((trans, rots), t, cond)`` to clean frames (a :class:`~diffsci.protein.model.diffusion.FrameDenoiser`); ``task`` a
     :class:`~diffsci.protein.model.diffusion.BackboneTask` whose batches are drawn from the
     generators of ``(seed, "eval", i)``."""
     check_int(batches, "batches")
@@ -187,7 +186,7 @@ def trajectory_rows(folder, *, bins: Sequence[float] = T_BINS) -> list[dict]:
     CA-CA > 4.2 Å within a chain, per 100 residues), ``dssp_helix`` and ``dssp_strand`` (whole
     design). Compare ``breaks`` with :func:`denoising_errors`' at the same t: far more here means
     the sampler's states have left what the network was trained on."""
-    from diffsci.protein.metrics.geometry import CA_CA_BREAK
+    from diffsci.protein.metrics.geometry import CA_CA_BREAK, ca_ca_distances
     from diffsci.protein.metrics.secondary import dssp_labels
 
     folder = Path(folder)
@@ -201,7 +200,7 @@ def trajectory_rows(folder, *, bins: Sequence[float] = T_BINS) -> list[dict]:
         times, models, chains = _read_trajectory(f)
         same = chains[1:] == chains[:-1]
         for t, x in zip(times, models):
-            gaps = np.linalg.norm(np.diff(x[:, 1], axis=0), axis=-1) > CA_CA_BREAK
+            gaps = ca_ca_distances(x) > CA_CA_BREAK
             labels = dssp_labels(x)
             per.append((t, 100.0 * float((gaps & same).sum()) / max(int(same.sum()), 1),
                         float((labels == "H").mean()), float((labels == "E").mean()), d))

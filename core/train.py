@@ -298,15 +298,15 @@ def _resume(out_dir: Path, task, model, ema, opt, model_config: dict, device, ra
         _say(rank, f"--resume: no checkpoint in {out_dir}, starting from scratch")
         return 0, None, None
     ck = _load_migrated(ck_path, task.kind, device)
-    old = ck["model_config"] or {}
-    changed = sorted(k for k in set(old) | set(model_config or {}) if old.get(k) != (model_config or {}).get(k))
+    old, new = ck["model_config"] or {}, model_config or {}
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     sampling = get_kind(task.kind).sampling_fields if task.kind in registered_kinds() else ()
     trained = [k for k in changed if k not in sampling]
     if trained:
         raise CheckpointError(f"{ck_path}: model configuration differs from this run's in {', '.join(trained)}; "
                               "refusing to resume")
     if changed:
-        _say(rank, f"resume: sampling default(s) {', '.join(f'{k} {old.get(k)} -> {model_config.get(k)}' for k in changed)} "
+        _say(rank, f"resume: sampling default(s) {', '.join(f'{k} {old.get(k)} -> {new.get(k)}' for k in changed)} "
                    "(nothing trained changes)")
     model.load_state_dict(ck["model"])
     ema.load_state_dict(ck["ema"])

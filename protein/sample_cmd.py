@@ -141,9 +141,9 @@ def add_parser(subparsers) -> None:
                         "inference_rate; 1 = plain geodesic steps; higher settles rotations earlier and gives more helix)")
     p.add_argument("--churn", type=float, default=None,
                    help="EDM stochastic churn S_churn (euler, heun): before each step the translations are renoised "
-                        "to a noise ratio 1 + min(S_churn / steps, 0.414) times larger; a renoise-and-denoise at small t "
-                        "mends gaps the plain ODE carries to t = 0 (fewer chain breaks) (default: the checkpoint's 'churn', 0 for the "
-                        "shipped ones; the v2 recipe sets 30; 0 = none, the plain ODE)")
+                        "to a noise ratio 1 + min(S_churn / steps, 0.414) times larger; a renoise-and-denoise at "
+                        "small t mends gaps the plain ODE carries to t = 0 (fewer chain breaks) (default: the "
+                        "checkpoint's 'churn', 0 for the shipped ones; the v2 recipe sets 30; 0 = none, the plain ODE)")
     p.add_argument("--churn-tmax", type=float, default=None,
                    help="churn only the steps with t <= this (default: the checkpoint's 'churn_tmax', 0.7; 1: all)")
     p.add_argument("--sampler", help="sampler name (default: for flow models renoise below 20 steps, else euler; "

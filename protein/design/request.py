@@ -55,7 +55,6 @@ TIME_POWER = 2.0
 FEW_STEPS = 20
 
 
-
 def symmetry_order(symmetry) -> int:
     """The number of copies of a symmetry (``"C3"``: 3, ``"D2"``: 4;
     :func:`~diffsci.protein.design.symmetry.parse_symmetry`); 1 for none."""

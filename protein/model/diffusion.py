@@ -459,7 +459,7 @@ def upgrade_v2(ck: dict) -> dict:
     if not config:
         return dict(ck)
     config.setdefault("churn", 0.0)
-    config.setdefault("churn_tmax", 0.7)
+    config.setdefault("churn_tmax", ProteinModelConfig().churn_tmax)
     return {**ck, "model_config": config}
 
 
