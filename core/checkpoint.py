@@ -75,7 +75,9 @@ class Kind:
     ``train_defaults``: the kind's default training options (``TrainConfig`` fields);
     ``sampling_fields``: top-level ``model_config`` fields that only set how the model samples by
     default (a rotation rate, a churn): a run may be resumed with other values of them (its own
-    win), since they change nothing that is trained."""
+    win), since they change nothing that is trained; ``task_fields``: top-level fields that only
+    shape the training task (how inputs are drawn), not the network: a resumed run may change
+    them too (a curriculum, or one arm of an A/B from a shared checkpoint)."""
 
     name: str
     config_cls: type
@@ -88,6 +90,7 @@ class Kind:
     options_cls: type | None = None
     train_defaults: Mapping[str, Any] = field(default_factory=dict)
     sampling_fields: tuple[str, ...] = ()
+    task_fields: tuple[str, ...] = ()
 
 
 _KINDS: dict[str, Kind] = {}

@@ -300,14 +300,22 @@ def _resume(out_dir: Path, task, model, ema, opt, model_config: dict, device, ra
     ck = _load_migrated(ck_path, task.kind, device)
     old, new = ck["model_config"] or {}, model_config or {}
     changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-    sampling = get_kind(task.kind).sampling_fields if task.kind in registered_kinds() else ()
-    trained = [k for k in changed if k not in sampling]
+    kind = get_kind(task.kind) if task.kind in registered_kinds() else None
+    sampling = [k for k in changed if kind and k in kind.sampling_fields]
+    recipe = [k for k in changed if kind and k in kind.task_fields]
+    trained = [k for k in changed if k not in sampling and k not in recipe]
     if trained:
         raise CheckpointError(f"{ck_path}: model configuration differs from this run's in {', '.join(trained)}; "
                               "refusing to resume")
-    if changed:
-        _say(rank, f"resume: sampling default(s) {', '.join(f'{k} {old.get(k)} -> {new.get(k)}' for k in changed)} "
-                   "(nothing trained changes)")
+
+    def diff(keys):
+        return ", ".join(f"{k} {old.get(k)} -> {new.get(k)}" for k in keys)
+
+    if sampling:
+        _say(rank, f"resume: sampling default(s) {diff(sampling)} (nothing trained changes)")
+    if recipe:
+        _say(rank, f"resume: training-task option(s) {diff(recipe)} (the network is the same; "
+                   "training goes on with this run's options)")
     model.load_state_dict(ck["model"])
     ema.load_state_dict(ck["ema"])
     opt.load_state_dict(ck["optimizer"])

@@ -151,7 +151,7 @@ def test_heldout_task_draws_only_heldout_chains_with_the_same_filters():
     cfg = ProteinModelConfig(net=TINY, max_length=40, max_rg_ratio=None)
     task = BackboneTask(cfg, ds)
     held = task.heldout()
-    assert held.split == "heldout" and held.config is task.config
+    assert held.split == "heldout" and held.config == task.config
     # exactly the held-out chains the filters keep (the coil filter, as on the training split)
     kept = [i for i in ds.indices("heldout") if held_ok(ds, i, cfg)]
     assert len(held.chains) == len(kept) > 0
@@ -324,6 +324,59 @@ def test_self_conditioning_in_training_and_sampling():
     out1 = wrapped((trans, rots), torch.tensor([0.9]), cond)
     wrapped((trans * 2, rots), torch.tensor([0.5]), cond)
     assert seen[0] is None and torch.equal(seen[1], out1[0])
+
+
+def test_scheduled_sampling_rolls_the_networks_own_sampler_out_to_t():
+    """With rollout_prob a batch's input is noised to t' = t + span and moved to t by the model's
+    own Euler steps. With an oracle that predicts the real chain the translations land exactly on
+    the forward-noised state at t with the same noise (the linear interpolant's Euler step is exact
+    for a perfect prediction); the sampler's rotation rate moves rotations further than that;
+    the held-out task never rolls out; the rollout runs without gradients."""
+    ds = load_dataset(bundled_dataset_path())
+    cfg = ProteinModelConfig(net=SC, max_length=40, rollout_prob=0.5, rollout_span=0.3, rollout_steps=3)
+    task = BackboneTask(cfg, ds)
+    batches = [task.sample_batch(torch.Generator().manual_seed(s), 3) for s in range(40)]
+    rolled = [b for b in batches if b.rollout_from is not None]
+    assert 8 < len(rolled) < 32
+    assert all(task.heldout().sample_batch(torch.Generator().manual_seed(s), 3).rollout_from is None for s in range(10))
+    assert task.heldout().config.rollout_prob == 0 and task.config.rollout_prob == 0.5
+    # the crops and times are those a task without rollout draws from the same seed
+    plain = BackboneTask(dataclasses.replace(cfg, rollout_prob=0.0), ds).sample_batch(torch.Generator().manual_seed(0), 3)
+    assert torch.equal(batches[0].t, plain.t) and torch.equal(batches[0].trans, plain.trans)
+    batch = rolled[0]
+    assert torch.allclose(batch.rollout_from, (batch.t + 0.3).clamp(max=1.0))
+
+    calls = []
+
+    class Oracle(torch.nn.Module):
+        def forward(self, x, t, cond):
+            calls.append((t.clone(), cond.self_cond, torch.is_grad_enabled()))
+            return batch.trans, batch.rots
+
+    cond = ProteinCond(batch.mask, batch.res_idx, torch.zeros_like(batch.res_idx))
+    (trans, rots), previous = task.roll_out(Oracle(), (batch.xt_trans, batch.xt_rots), batch.rollout_from, batch.t, cond)
+    t0, t1 = batch.rollout_from[:, None, None], batch.t[:, None, None]
+    eps = (batch.xt_trans - (1 - t0) * batch.trans) / t0
+    want = ((1 - t1) * batch.trans + t1 * eps) * batch.mask[..., None]
+    assert torch.allclose(trans * batch.mask[..., None], want, atol=1e-5)
+    assert torch.equal(previous, batch.trans)
+    assert len(calls) == 3 and not any(g for _, _, g in calls)
+    assert calls[0][1] is None and torch.equal(calls[1][1], batch.trans)  # self-conditioned as the sampler is
+    assert torch.allclose(calls[-1][0], batch.t + (batch.rollout_from - batch.t) / 3, atol=1e-6)
+    # the rotations move towards the prediction faster than the forward path's (rate 10: all the way here)
+    def angle(a, b):
+        return so3.log_map(a.transpose(-1, -2) @ b).norm(dim=-1)[batch.mask]
+    assert float(angle(rots, batch.rots).max()) < 0.01 < 0.1 < float(angle(batch.xt_rots, batch.rots).mean())
+
+    # the loss trains on the rolled-out state; gradients reach the net
+    model = build_model(cfg)
+    loss = task.loss(model, batch)
+    loss.backward()
+    assert torch.isfinite(loss) and any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    with pytest.raises(DiffsciError, match="rollout_steps"):
+        ProteinModelConfig(rollout_steps=0)
+    with pytest.raises(DiffsciError, match="rollout_span"):
+        ProteinModelConfig(rollout_span=0.0)
 
 
 def test_warm_start_accepts_only_optional_new_parameters(tmp_path):

@@ -63,7 +63,8 @@ from diffsci.protein.ss import PAIR_UNKNOWN, SS_UNKNOWN, pair_classes, segment_p
 
 __all__ = ["ProteinModelConfig", "ProteinCond", "FrameDenoiser", "SelfConditioned", "build_space", "build_model",
            "BackboneBatch", "BackboneTask", "ProteinData", "make_task", "upgrade_v0", "shipped_checkpoint", "KIND",
-           "TRAIN_DEFAULTS", "filter_reason", "upgrade_v1", "upgrade_v2", "ss_checkpoint", "SAMPLING_FIELDS"]
+           "TRAIN_DEFAULTS", "filter_reason", "upgrade_v1", "upgrade_v2", "ss_checkpoint", "SAMPLING_FIELDS",
+           "upgrade_v3", "TASK_FIELDS"]
 
 KIND = "protein-frames"
 
@@ -98,6 +99,15 @@ class ProteinModelConfig:
     ss_drop: float = 0.25
     ss_pair_drop: float = 0.5
     ss_segment_mask: float = 0.1
+    # scheduled sampling against exposure bias (Bengio et al. 2015; exposure bias in diffusion:
+    # Ning et al. 2023): with probability rollout_prob a batch's input at t is not the forward-noised
+    # chain but a state of this network's own sampler: the chain noised to t' = min(1, t + rollout_span),
+    # then moved to t by rollout_steps no-grad Euler steps of the network being trained (self-conditioned, and with
+    # the rotation rate inference_rate, as sampling moves them); the target stays the real chain.
+    # Training-task options (TASK_FIELDS): a resumed run may switch them on or off.
+    rollout_prob: float = 0.0
+    rollout_span: float = 0.25
+    rollout_steps: int = 2
 
     def __post_init__(self):
         if self.formulation not in ("flow", "score"):
@@ -110,6 +120,10 @@ class ProteinModelConfig:
             check_range(getattr(self, name), name, 0.0, 1.0)
         check_range(self.churn, "churn", 0.0, 1000.0)
         check_range(self.churn_tmax, "churn_tmax", 0.0, 1.0, lo_open=True)
+        check_range(self.rollout_prob, "rollout_prob", 0.0, 1.0)
+        check_range(self.rollout_span, "rollout_span", 0.0, 1.0, lo_open=True)
+        if not 1 <= self.rollout_steps <= 20:
+            raise DiffsciError(f"rollout_steps must lie in [1, 20], got {self.rollout_steps}")
 
 
 def build_space(cfg: ProteinModelConfig, mask: torch.Tensor | None = None, *, rotation_rate: float = 1.0) -> Product:
@@ -167,7 +181,9 @@ class BackboneBatch:
     atoms (B, N, 4, 3) nm (N, CA, C, O, centred as trans), mask (B, N) bool, t (B,), xt_trans and
     xt_rots the state noised to t, res_idx (B, N); ``self_condition``: the batch trains with a
     self-conditioning input (a self-conditioned net only); ``ss`` (B, N) and ``ss_pair`` (B, N, N):
-    SS and pair classes after the conditioning dropout (an SS-conditioned net only)."""
+    SS and pair classes after the conditioning dropout (an SS-conditioned net only);
+    ``rollout_from`` (B,): for a scheduled-sampling batch, the (higher) times xt_trans and xt_rots
+    were noised to, which the loss rolls out to t with the network's own sampler (None: they are at t)."""
 
     trans: torch.Tensor
     rots: torch.Tensor
@@ -180,6 +196,7 @@ class BackboneBatch:
     self_condition: bool = False
     ss: torch.Tensor | None = None
     ss_pair: torch.Tensor | None = None
+    rollout_from: torch.Tensor | None = None
 
     def without_padding(self) -> BackboneBatch:
         """The batch cut to its longest chain (N = the most residues any structure has): padding
@@ -190,7 +207,7 @@ class BackboneBatch:
         if n == self.mask.shape[1]:
             return self
         cut = {f.name: getattr(self, f.name)[:, :n] for f in dataclasses.fields(self)
-               if f.name not in ("t", "self_condition", "ss", "ss_pair")}
+               if f.name not in ("t", "self_condition", "ss", "ss_pair", "rollout_from")}
         if self.ss is not None:
             cut["ss"] = self.ss[:, :n]
         if self.ss_pair is not None:
@@ -247,11 +264,14 @@ class BackboneTask:
 
     def heldout(self) -> BackboneTask:
         """The same task (configuration, filters, draw weights) over the dataset's held-out
-        split: the trainer's ``eval_every`` loss. Refused for a task not trained on ``train``."""
+        split: the trainer's ``eval_every`` loss. Refused for a task not trained on ``train``. Its
+        inputs are always forward-noised (no scheduled sampling: ``rollout_prob`` 0), so held-out
+        losses of runs with and without it compare."""
         if self.split != "train":
             raise DiffsciError(f"a task over split {self.split!r} has no held-out chains apart from its own; "
                                "train on split 'train' to evaluate on 'heldout'")
-        return BackboneTask(self.config, self._dataset, "heldout", provenance=self._provenance)
+        config = dataclasses.replace(self.config, rollout_prob=0.0)
+        return BackboneTask(config, self._dataset, "heldout", provenance=self._provenance)
 
     def provenance(self) -> Provenance | None:
         return self._provenance
@@ -295,7 +315,10 @@ class BackboneTask:
         # t in [0.01, 1): avoid the degenerate t = 0 (clean) end
         t = 0.01 + 0.99 * torch.rand(batch_size, generator=generator)
         space = self.space.with_mask(mask)
-        xt = space.noise((trans, rots), t, generator)
+        rollout = None  # scheduled sampling: noise to a higher time, which the loss rolls out to t
+        if self.config.rollout_prob > 0 and bool(torch.rand((), generator=generator) < self.config.rollout_prob):
+            rollout = (t + self.config.rollout_span).clamp(max=1.0)
+        xt = space.noise((trans, rots), t if rollout is None else rollout, generator)
         res_idx = torch.arange(n).expand(batch_size, n).clone()
         # half of the batches of a self-conditioned net train with a self-conditioning input
         self_condition = bool(torch.rand((), generator=generator) < 0.5) if self.config.net.self_condition else False
@@ -303,7 +326,8 @@ class BackboneTask:
         if self.config.net.ss_conditioning:
             ss, ss_pair = self._ss_inputs(crops, generator)
         # every draw above is made at max_length (the same random numbers whatever the crops), then the padding is cut
-        return BackboneBatch(trans, rots, atoms, mask, t, xt[0], xt[1], res_idx, self_condition, ss, ss_pair).without_padding()
+        return BackboneBatch(trans, rots, atoms, mask, t, xt[0], xt[1], res_idx, self_condition, ss, ss_pair,
+                             rollout).without_padding()
 
     def _ss_inputs(self, crops, generator) -> tuple[torch.Tensor, torch.Tensor]:
         """SS classes (B, N) and pair classes (B, N, N) of the crops ``(chain, start, length)``,
@@ -335,9 +359,14 @@ class BackboneTask:
         cfg, mask, t = self.config, batch.mask, batch.t
         xt = (batch.xt_trans, batch.xt_rots)
         cond = ProteinCond(mask, batch.res_idx, torch.zeros_like(batch.res_idx), ss=batch.ss, ss_pair=batch.ss_pair)
+        previous = None
+        if batch.rollout_from is not None:
+            xt, previous = self.roll_out(model, xt, batch.rollout_from, t, cond)
         if batch.self_condition:
-            with torch.no_grad():  # the first pass's prediction is an input, not trained through
-                cond = dataclasses.replace(cond, self_cond=model(xt, t, cond)[0].detach())
+            if previous is None:
+                with torch.no_grad():  # the first pass's prediction is an input, not trained through
+                    previous = model(xt, t, cond)[0]
+            cond = dataclasses.replace(cond, self_cond=previous.detach())
         trans0, rots0 = model(xt, t, cond)
         m = mask.to(trans0.dtype)
         denom = m.sum(1).clamp_min(1)
@@ -354,6 +383,26 @@ class BackboneTask:
             dl = local_distance_loss(bb, batch.atoms, mask, cfg.dist_cutoff_nm)
             loss = loss + cfg.dist_weight * (t < cfg.aux_loss_t).to(dl.dtype) * dl * 100.0
         return loss.mean()
+
+    def roll_out(self, model, x, t_from: torch.Tensor, t_to: torch.Tensor, cond: ProteinCond):
+        """The sampler's state at ``t_to`` (B,) from the state ``x`` at ``t_from`` (B,):
+        ``rollout_steps`` equal Euler steps of ``model`` without gradients, each self-conditioned on
+        the previous prediction (a self-conditioned net), with the rotation rate ``inference_rate``
+        (flow formulation) as sampling uses. Returns (state, the last clean translation prediction,
+        which is what a sampler's next step is self-conditioned on)."""
+        cfg = self.config
+        rate = cfg.inference_rate if cfg.formulation == "flow" else 1.0
+        space = build_space(cfg, cond.mask, rotation_rate=rate)
+        previous, k = None, cfg.rollout_steps
+        with torch.no_grad():
+            for i in range(k):
+                a = t_from + (t_to - t_from) * (i / k)
+                b = t_from + (t_to - t_from) * ((i + 1) / k)
+                c = dataclasses.replace(cond, self_cond=previous) if cfg.net.self_condition else cond
+                x0 = model(x, a, c)
+                previous = x0[0]
+                x = space.step(x, x0, a, b)
+        return x, previous
 
 
 def local_distance_loss(pred: torch.Tensor, true: torch.Tensor, mask: torch.Tensor, cutoff: float) -> torch.Tensor:
@@ -465,6 +514,20 @@ def upgrade_v2(ck: dict) -> dict:
 
 #: model-config fields that only set how a checkpoint samples by default (core Kind.sampling_fields)
 SAMPLING_FIELDS = ("inference_rate", "churn", "churn_tmax")
+#: model-config fields that only shape the training task, not the network (core Kind.task_fields)
+TASK_FIELDS = ("rollout_prob", "rollout_span", "rollout_steps")
+
+
+def upgrade_v3(ck: dict) -> dict:
+    """Version 3 to version 4: scheduled sampling. A model table without it gets ``rollout_prob: 0``
+    (every earlier checkpoint trained on forward-noised inputs only) and the span/steps defaults."""
+    config = dict(ck["model_config"])
+    if not config:
+        return dict(ck)
+    defaults = ProteinModelConfig()
+    for name in TASK_FIELDS:
+        config.setdefault(name, getattr(defaults, name))
+    return {**ck, "model_config": config}
 
 
 def ss_checkpoint() -> Path:
@@ -478,7 +541,7 @@ def shipped_checkpoint() -> Path:
     return Path(str(resources.files("diffsci.protein") / "data" / "default_checkpoint.pt"))
 
 
-register_kind(KIND, ProteinModelConfig, build_model, version=3,
-              migrations={0: upgrade_v0, 1: upgrade_v1, 2: upgrade_v2},
+register_kind(KIND, ProteinModelConfig, build_model, version=4,
+              migrations={0: upgrade_v0, 1: upgrade_v1, 2: upgrade_v2, 3: upgrade_v3},
               default_path=shipped_checkpoint, make_task=make_task, data_cls=ProteinData,
-              train_defaults=TRAIN_DEFAULTS, sampling_fields=SAMPLING_FIELDS)
+              train_defaults=TRAIN_DEFAULTS, sampling_fields=SAMPLING_FIELDS, task_fields=TASK_FIELDS)
