@@ -100,17 +100,24 @@ def _hbond_rows(trans, rots, true_trans, true_rots, mask) -> list[tuple[float, f
     return out
 
 
-def _predict(model, batch, self_condition: bool):
-    """The network's clean frames for a batch, unconditionally, self-conditioned on its first
-    prediction where the net is self-conditioned (as the sampler from its second step)."""
+def _predict(model, batch, task):
+    """The network's input and clean frames for a batch, unconditionally, self-conditioned on its
+    first prediction where the net is self-conditioned (as the sampler from its second step). A
+    batch with ``rollout_from`` (the task's scheduled sampling) is first rolled out to its t by the
+    network's own steps (:meth:`~diffsci.protein.model.diffusion.BackboneTask.roll_out`), which then
+    also give the self-conditioning input."""
     from diffsci.protein.model.network import ProteinCond
 
     xt = (batch.xt_trans, batch.xt_rots)
     cond = ProteinCond(batch.mask, batch.res_idx, torch.zeros_like(batch.res_idx))
-    out = model(xt, batch.t, cond)
-    if self_condition:
-        out = model(xt, batch.t, dataclasses.replace(cond, self_cond=out[0]))
-    return out
+    previous = None
+    if batch.rollout_from is not None:
+        xt, previous = task.roll_out(model, xt, batch.rollout_from, batch.t, cond)
+    if not task.config.net.self_condition:
+        return xt, model(xt, batch.t, cond)
+    if previous is None:
+        previous = model(xt, batch.t, cond)[0]
+    return xt, model(xt, batch.t, dataclasses.replace(cond, self_cond=previous))
 
 
 def denoising_errors(model, task, *, batches: int = 24, batch_size: int = 4, seed: int = 0,
@@ -124,17 +131,18 @@ def denoising_errors(model, task, *, batches: int = 24, batch_size: int = 4, see
     breaks (consecutive CA-CA > 4.2 Å) per 100 residues of the backbone built from the frames.
     ``model`` maps ``((trans, rots), t, cond)`` to clean frames (a :class:`~diffsci.protein.model.diffusion.FrameDenoiser`); ``task`` a
     :class:`~diffsci.protein.model.diffusion.BackboneTask` whose batches are drawn from the
-    generators of ``(seed, "eval", i)``."""
+    generators of ``(seed, "eval", i)``. A task with ``rollout_prob`` 1 gives the network the
+    states of its own sampler instead of noised real chains (``input_*`` are then those states)."""
     check_int(batches, "batches")
     rows = []  # (t, input rmsd, rmsd, input angle, angle, 6 x H-bond recovery) per structure
     with torch.no_grad(), torch.random.fork_rng(devices=[]):
         for i in range(batches):
             torch.manual_seed(i)
             b = task.sample_batch(make_generator(seed, "eval", i), batch_size)
-            trans, rots = _predict(model, b, task.config.net.self_condition)
-            r_in, a_in = frame_errors(b.xt_trans, b.xt_rots, b.trans, b.rots, b.mask)
+            (x_trans, x_rots), (trans, rots) = _predict(model, b, task)
+            r_in, a_in = frame_errors(x_trans, x_rots, b.trans, b.rots, b.mask)
             r_out, a_out = frame_errors(trans, rots, b.trans, b.rots, b.mask)
-            h_in = _hbond_rows(b.xt_trans, b.xt_rots, b.trans, b.rots, b.mask)
+            h_in = _hbond_rows(x_trans, x_rots, b.trans, b.rots, b.mask)
             h_out = _hbond_rows(trans, rots, b.trans, b.rots, b.mask)
             hb = [(i[0], o[0], i[1], o[1], i[2], o[2], i[3], o[3]) for i, o in zip(h_in, h_out)]
             rows += [r + h for r, h in zip(zip(b.t.tolist(), r_in.tolist(), r_out.tolist(), a_in.tolist(), a_out.tolist()), hb)]
@@ -215,9 +223,12 @@ def trajectory_rows(folder, *, bins: Sequence[float] = T_BINS) -> list[dict]:
 
 
 def _markdown(payload: dict) -> str:
+    roll = payload.get("rollout")
+    inputs = ("" if not roll else f" Inputs: each chain noised to t + {roll['span']:g} (at most 1), then moved to t by "
+              f"{roll['steps']} Euler steps of the network itself (its own sampler's states, not noised real chains).")
     lines = [f"# Denoising by noise level\n\nCommand: `{payload['command']}`  \nCheckpoint: `{payload['checkpoint']}`; "
              f"split {payload['split']} ({payload['chains']} chains after the checkpoint's filters, cropped to "
-             f"{payload['crop']} residues), {payload['batches']} batches of {payload['batch_size']}.\n",
+             f"{payload['crop']} residues), {payload['batches']} batches of {payload['batch_size']}.{inputs}\n",
              "| t | structures | CA RMSD in, Å | CA RMSD predicted, Å | ratio | frame angle in, deg | predicted, deg | ratio |",
              "|---|---|---|---|---|---|---|---|"]
     for r in payload["rows"]:
@@ -259,6 +270,14 @@ def _run(args) -> int:
     if not Path(data).is_file():
         raise DiffsciError(f"--data {data}: dataset file not found")
     config = lm.config if args.crop is None else dataclasses.replace(lm.config, max_length=check_int(args.crop, "--crop", minimum=8))
+    if args.rollout:
+        span, steps = args.rollout
+        if not float(steps).is_integer():
+            raise DiffsciError(f"--rollout SPAN STEPS: STEPS must be a whole number, got {steps:g}")
+        try:
+            config = dataclasses.replace(config, rollout_prob=1.0, rollout_span=span, rollout_steps=int(steps))
+        except DiffsciError as e:
+            raise DiffsciError(f"--rollout {span:g} {steps:g}: {e}") from None
     task = BackboneTask(config, load_dataset(data, ss_labels=config.net.ss_conditioning), args.split)
     rows = denoising_errors(lm.model, task, batches=args.batches, batch_size=args.batch_size, seed=args.seed)
     words = ["diffsci", "bench", "denoiser", "--out", str(args.out), "--split", args.split, "--batches", str(args.batches),
@@ -266,11 +285,14 @@ def _run(args) -> int:
     words += (["--checkpoint", args.checkpoint] if args.checkpoint else []) + (["--data", args.data] if args.data else [])
     words += ["--crop", str(args.crop)] if args.crop is not None else []
     words += ["--trajectories", str(args.trajectories)] if args.trajectories else []
+    words += ["--rollout", f"{args.rollout[0]:g}", f"{args.rollout[1]:g}"] if args.rollout else []
     payload = {"command": " ".join(words), "checkpoint": str(lm.source), "split": args.split, "chains": len(task.chains),
                "crop": config.max_length,
                "batches": args.batches, "batch_size": args.batch_size, "rows": rows}
     if traj is not None:
         payload.update(trajectories=str(args.trajectories), trajectory_rows=traj)
+    if args.rollout:
+        payload["rollout"] = {"span": config.rollout_span, "steps": config.rollout_steps}
     out = Path(args.out)
     write_json(out / "denoiser.json", payload)
     (out / "denoiser.md").write_text(_markdown(payload))
@@ -295,4 +317,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--trajectories", metavar="DIR",
                    help="also tabulate the clean predictions of `diffsci protein sample --trajectory --out DIR` designs "
                         "by t (breaks, DSSP H/E), beside the network's on noised real chains")
+    p.add_argument("--rollout", nargs=2, type=float, metavar=("SPAN", "STEPS"),
+                   help="give the network its own sampler's states instead of noised real chains: each chain noised "
+                        "to t + SPAN (at most 1), then moved to t by STEPS Euler steps of the network (the states "
+                        "that training's scheduled sampling, rollout_prob, trains on)")
     p.set_defaults(func=_run)

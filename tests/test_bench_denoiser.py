@@ -94,6 +94,21 @@ def test_a_net_that_copies_its_input_has_ratio_one_and_bins_partition_the_struct
     assert [r["input_ca_rmsd"] for r in rows] == sorted(r["input_ca_rmsd"] for r in rows)
 
 
+def test_rollout_inputs_are_the_networks_own_states():
+    """With rollout_prob 1 the inputs are rolled out by the network: a net that copies its input
+    leaves each chain where it was noised, at t + span, so every bin's input is noisier than the
+    same bin's forward-noised input (same crops and times)."""
+    import dataclasses
+
+    ds = load_dataset(bundled_dataset_path())
+    cfg = ProteinModelConfig(net=FrameNetConfig(scalars=8, vectors=4, layers=1, k_neighbors=6), max_length=48)
+    plain = denoising_errors(_Copy(), BackboneTask(cfg, ds, "heldout"), batches=6, batch_size=3)
+    rolled_task = BackboneTask(dataclasses.replace(cfg, rollout_prob=1.0, rollout_span=0.3), ds, "heldout")
+    rolled = denoising_errors(_Copy(), rolled_task, batches=6, batch_size=3)
+    assert [(r["t_lo"], r["n"]) for r in rolled] == [(r["t_lo"], r["n"]) for r in plain]
+    assert all(a["input_ca_rmsd"] > 1.2 * b["input_ca_rmsd"] for a, b in zip(rolled, plain))
+
+
 def test_cli_writes_the_table_for_a_checkpoint(tmp_path, tiny_checkpoint):
     out = tmp_path / "d"
     assert main(["bench", "denoiser", "--checkpoint", str(tiny_checkpoint), "--batches", "3", "--batch-size", "2",
@@ -107,6 +122,13 @@ def test_cli_writes_the_table_for_a_checkpoint(tmp_path, tiny_checkpoint):
                  "--crop", "20", "--out", str(out)]) == 0
     res = json.loads((out / "denoiser.json").read_text())
     assert res["crop"] == 20 and res["command"].endswith("--crop 20")
+    assert main(["bench", "denoiser", "--checkpoint", str(tiny_checkpoint), "--batches", "2", "--batch-size", "2",
+                 "--rollout", "0.25", "2", "--out", str(out)]) == 0
+    res = json.loads((out / "denoiser.json").read_text())
+    assert res["rollout"] == {"span": 0.25, "steps": 2} and res["command"].endswith("--rollout 0.25 2")
+    assert "moved to t by 2 Euler steps of the network itself" in (out / "denoiser.md").read_text()
+    for bad, why in ((["0.25", "1.5"], "whole number"), (["0", "2"], "rollout_span")):
+        assert main(["bench", "denoiser", "--checkpoint", str(tiny_checkpoint), "--rollout", *bad, "--out", str(out)]) == 2
 
 
 def _write_trajectory(path, models, times, chain_ids=None):
