@@ -104,6 +104,14 @@ def test_upgrade_v1_fills_ss_conditioning_off_and_the_shipped_weights_fit(tmp_pa
     assert not unexpected and sorted(missing) == ["net.pair_embed.weight", "net.ss_embed.weight"]
 
 
+def _train_resumed(tmp_path, run, model: dict, steps: int) -> int:
+    """``protein train --resume`` into ``run`` with the model table ``model``, to ``steps`` (batch 2)."""
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"model": model, "train": {"batch_size": 2}}))
+    return main(["protein", "train", "--data", str(bundled_dataset_path()), "--out", str(run), "--config", str(cfg),
+                 "--steps", str(steps), "--device", "cpu", "--resume"])
+
+
 def test_upgrade_v2_gives_old_checkpoints_no_churn_and_a_resumed_run_may_change_sampling_defaults(tmp_path, capsys):
     from diffsci.protein.model.diffusion import upgrade_v2
 
@@ -116,10 +124,7 @@ def test_upgrade_v2_gives_old_checkpoints_no_churn_and_a_resumed_run_may_change_
     run = tmp_path / "run"
 
     def train(model, steps):
-        cfg = tmp_path / "cfg.json"
-        cfg.write_text(json.dumps({"model": model, "train": {"batch_size": 2}}))
-        return main(["protein", "train", "--data", str(bundled_dataset_path()), "--out", str(run), "--config", str(cfg),
-                     "--steps", str(steps), "--device", "cpu", "--resume"])
+        return _train_resumed(tmp_path, run, model, steps)
 
     assert train(base, 2) == 0
     capsys.readouterr()
@@ -142,10 +147,7 @@ def test_upgrade_v3_gives_old_checkpoints_no_rollout_and_a_resumed_run_may_switc
     run = tmp_path / "run"
 
     def train(model, steps):
-        cfg = tmp_path / "cfg.json"
-        cfg.write_text(json.dumps({"model": model, "train": {"batch_size": 2}}))
-        return main(["protein", "train", "--data", str(bundled_dataset_path()), "--out", str(run), "--config", str(cfg),
-                     "--steps", str(steps), "--device", "cpu", "--resume"])
+        return _train_resumed(tmp_path, run, model, steps)
 
     assert train(base, 2) == 0
     capsys.readouterr()
