@@ -10,7 +10,9 @@ A model family plugs in through a small :class:`Task` (composition, not inherita
 - ``model_config() -> dict`` and optionally ``extra_state() -> dict``: JSON-able
   configuration and extra tensors (e.g. normalisation statistics) saved in every checkpoint;
   optionally ``provenance() -> Provenance`` (the training data's files, period and seed);
-  optionally ``heldout() -> Task``: the same task over held-out data, for ``eval_every``.
+  optionally ``heldout() -> Task``: the same task over held-out data, for ``eval_every``;
+  optionally ``evaluation() -> Task``: the task ``eval_every`` measures on the training data,
+  where its training draws inputs that evaluations should not (default: the task itself).
 
 :func:`fit` runs a typed :class:`Recipe` (kind, model options, data, training options) through
 the kind registered in :mod:`diffsci.core.checkpoint`: the domain CLIs only parse into a recipe.
@@ -394,7 +396,8 @@ class _Evaluator:
         if heldout is None:
             raise DiffsciError(f"train.eval_every: the {task.kind} task has no held-out data to evaluate on; "
                                "set eval_every to 0")
-        self.tasks = {"eval_train_loss": task, "eval_heldout_loss": heldout()}
+        evaluation = getattr(task, "evaluation", None)
+        self.tasks = {"eval_train_loss": evaluation() if evaluation else task, "eval_heldout_loss": heldout()}
         self.cfg, self.device = cfg, device
         self.model = copy.deepcopy(_unwrap(model)).eval()
 

@@ -263,6 +263,31 @@ def test_eval_every_logs_the_ema_weights_fixed_batch_losses(tmp_path):
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
 
 
+class _PerturbedToy(_HeldoutToy):
+    """A toy whose training batches are perturbed (as scheduled sampling perturbs inputs) and whose
+    ``evaluation()`` is the unperturbed task."""
+
+    def sample_batch(self, generator, batch_size):
+        batch = super().sample_batch(generator, batch_size)
+        return dataclasses.replace(batch, x0=batch.x0 * 5.0)
+
+    def evaluation(self):
+        return _HeldoutToy(self.cfg)
+
+
+def test_eval_every_measures_the_training_data_through_the_tasks_evaluation_view(tmp_path):
+    from diffsci.core.train import fixed_batch_loss
+
+    task = _PerturbedToy()
+    cfg = TrainConfig(steps=4, batch_size=16, ckpt_every=4, log_every=4, eval_every=4, eval_batches=2, device="cpu")
+    train(task.build_model(), task, cfg, tmp_path / "run", progress=False)
+    row = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()][-1]
+    model = task.build_model().eval()
+    model.load_state_dict(load_checkpoint(tmp_path / "run" / "latest.pt")["ema"])
+    assert row["eval_train_loss"] == pytest.approx(fixed_batch_loss(task.evaluation(), model, 2, 16), abs=2e-5)
+    assert row["eval_train_loss"] != pytest.approx(fixed_batch_loss(task, model, 2, 16), abs=1e-3)
+
+
 def test_eval_every_needs_a_task_with_heldout_data(tmp_path):
     task = ToyTask()
     with pytest.raises(DiffsciError, match="no held-out data"):

@@ -340,6 +340,11 @@ def test_scheduled_sampling_rolls_the_networks_own_sampler_out_to_t():
     assert 8 < len(rolled) < 32
     assert all(task.heldout().sample_batch(torch.Generator().manual_seed(s), 3).rollout_from is None for s in range(10))
     assert task.heldout().config.rollout_prob == 0 and task.config.rollout_prob == 0.5
+    # the trainer's eval_every measures the training chains forward-noised too
+    view = task.evaluation()
+    assert view.config.rollout_prob == 0 and view.chains is task.chains and task.config.rollout_prob == 0.5
+    assert all(view.sample_batch(torch.Generator().manual_seed(s), 3).rollout_from is None for s in range(10))
+    assert BackboneTask(dataclasses.replace(cfg, rollout_prob=0.0), ds).evaluation().config.rollout_prob == 0
     # the crops and times are those a task without rollout draws from the same seed
     plain = BackboneTask(dataclasses.replace(cfg, rollout_prob=0.0), ds).sample_batch(torch.Generator().manual_seed(0), 3)
     assert torch.equal(batches[0].t, plain.t) and torch.equal(batches[0].trans, plain.trans)

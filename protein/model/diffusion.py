@@ -38,6 +38,7 @@ module is imported (config, builder, migrations, shipped checkpoint, training ta
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import sys
 from dataclasses import dataclass
@@ -272,6 +273,16 @@ class BackboneTask:
                                "train on split 'train' to evaluate on 'heldout'")
         config = dataclasses.replace(self.config, rollout_prob=0.0)
         return BackboneTask(config, self._dataset, "heldout", provenance=self._provenance)
+
+    def evaluation(self) -> BackboneTask:
+        """The task the trainer's ``eval_every`` measures on the training chains: this one with
+        forward-noised inputs only (``rollout_prob`` 0), as :meth:`heldout`, so that runs with
+        and without scheduled sampling compare."""
+        if self.config.rollout_prob == 0:
+            return self
+        view = copy.copy(self)
+        view.config = dataclasses.replace(self.config, rollout_prob=0.0)
+        return view
 
     def provenance(self) -> Provenance | None:
         return self._provenance
