@@ -108,16 +108,9 @@ def _predict(model, batch, task):
     also give the self-conditioning input."""
     from diffsci.protein.model.network import ProteinCond
 
-    xt = (batch.xt_trans, batch.xt_rots)
     cond = ProteinCond(batch.mask, batch.res_idx, torch.zeros_like(batch.res_idx))
-    previous = None
-    if batch.rollout_from is not None:
-        xt, previous = task.roll_out(model, xt, batch.rollout_from, batch.t, cond)
-    if not task.config.net.self_condition:
-        return xt, model(xt, batch.t, cond)
-    if previous is None:
-        previous = model(xt, batch.t, cond)[0]
-    return xt, model(xt, batch.t, dataclasses.replace(cond, self_cond=previous))
+    xt, cond = task.network_input(model, batch, (batch.xt_trans, batch.xt_rots), cond, task.config.net.self_condition)
+    return xt, model(xt, batch.t, cond)
 
 
 def denoising_errors(model, task, *, batches: int = 24, batch_size: int = 4, seed: int = 0,

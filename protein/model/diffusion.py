@@ -102,9 +102,10 @@ class ProteinModelConfig:
     ss_segment_mask: float = 0.1
     # scheduled sampling against exposure bias (Bengio et al. 2015; exposure bias in diffusion:
     # Ning et al. 2023): with probability rollout_prob a batch's input at t is not the forward-noised
-    # chain but a state of this network's own sampler: the chain noised to t' = min(1, t + rollout_span),
-    # then moved to t by rollout_steps no-grad Euler steps of the network being trained (self-conditioned, and with
-    # the rotation rate inference_rate, as sampling moves them); the target stays the real chain.
+    # chain but a state of this network's own sampler: the chain noised to
+    # t' = min(1, t + rollout_span), then moved to t by rollout_steps no-grad Euler steps of the
+    # network being trained (self-conditioned, and with the rotation rate inference_rate, as
+    # sampling moves them); the target stays the real chain.
     # Training-task options (TASK_FIELDS): a resumed run may switch them on or off.
     rollout_prob: float = 0.0
     rollout_span: float = 0.25
@@ -370,14 +371,7 @@ class BackboneTask:
         cfg, mask, t = self.config, batch.mask, batch.t
         xt = (batch.xt_trans, batch.xt_rots)
         cond = ProteinCond(mask, batch.res_idx, torch.zeros_like(batch.res_idx), ss=batch.ss, ss_pair=batch.ss_pair)
-        previous = None
-        if batch.rollout_from is not None:
-            xt, previous = self.roll_out(model, xt, batch.rollout_from, t, cond)
-        if batch.self_condition:
-            if previous is None:
-                with torch.no_grad():  # the first pass's prediction is an input, not trained through
-                    previous = model(xt, t, cond)[0]
-            cond = dataclasses.replace(cond, self_cond=previous.detach())
+        xt, cond = self.network_input(model, batch, xt, cond, batch.self_condition)
         trans0, rots0 = model(xt, t, cond)
         m = mask.to(trans0.dtype)
         denom = m.sum(1).clamp_min(1)
@@ -394,6 +388,20 @@ class BackboneTask:
             dl = local_distance_loss(bb, batch.atoms, mask, cfg.dist_cutoff_nm)
             loss = loss + cfg.dist_weight * (t < cfg.aux_loss_t).to(dl.dtype) * dl * 100.0
         return loss.mean()
+
+    def network_input(self, model, batch: BackboneBatch, xt, cond: ProteinCond, self_condition: bool):
+        """The state and conditioning the trained pass sees: ``xt`` rolled out to t first where the
+        batch has ``rollout_from`` (:meth:`roll_out`), and with ``self_condition`` the
+        self-conditioning input: the rollout's last prediction, else a gradient-free first pass's."""
+        previous = None
+        if batch.rollout_from is not None:
+            xt, previous = self.roll_out(model, xt, batch.rollout_from, batch.t, cond)
+        if not self_condition:
+            return xt, cond
+        if previous is None:
+            with torch.no_grad():  # the first pass's prediction is an input, not trained through
+                previous = model(xt, batch.t, cond)[0]
+        return xt, dataclasses.replace(cond, self_cond=previous.detach())
 
     def roll_out(self, model, x, t_from: torch.Tensor, t_to: torch.Tensor, cond: ProteinCond):
         """The sampler's state at ``t_to`` (B,) from the state ``x`` at ``t_from`` (B,):
