@@ -8,7 +8,8 @@ from e3nn import o3
 
 from diffsci.core.errors import DiffsciError
 from diffsci.protein.model.fused_tp import FusedTensorProduct
-from diffsci.protein.model.network import FrameDenoiserNet, FrameNetConfig, ProteinCond, _ConvLayer, e3nn_reference
+from diffsci.protein.model.network import (FrameDenoiserNet, FrameNetConfig, ProteinCond, _ConvLayer, _receiver_slots,
+                                          e3nn_reference)
 
 SH = o3.Irreps.spherical_harmonics(2)
 
@@ -61,6 +62,36 @@ def test_weight_layout_maps_a_linear_layer_exactly():
     assert sorted(fused.perm.tolist()) == list(range(tp.weight_numel))
 
 
+@pytest.mark.parametrize("irreps_in, irreps_out", [
+    ("32x0e + 3x1o", "16x0e + 8x0e + 8x1o"),
+    ("16x0e + 8x1o + 4x2e", "16x0e + 12x0e + 8x1o + 4x2e"),
+    ("4x1o + 3x0e + 2x2e + 1x1e", "5x2e + 3x1o + 2x0e + 4x1o + 2x1e"),
+])
+def test_messages_summed_per_receiver_equal_e3nn_messages_summed(irreps_in, irreps_out):
+    """FusedTensorProduct.aggregate against e3nn's per-edge messages summed with index_add_, on a
+    graph with unequal in-degrees and a receiver without edges (its slots are all unused)."""
+    tp = o3.FullyConnectedTensorProduct(irreps_in, SH, irreps_out, shared_weights=False).double()
+    fused = FusedTensorProduct(tp).double()
+    lin = torch.nn.Linear(7, tp.weight_numel).double()
+    g = torch.Generator().manual_seed(3)
+    dst = torch.tensor([0, 0, 0, 2, 3, 3, 0, 2, 4, 4, 4, 4, 4])  # node 1 receives nothing; not sorted
+    x, sh, _ = _inputs(tp, e=dst.numel())
+    hidden = torch.randn(dst.numel(), 7, generator=g, dtype=torch.float64)
+    ref = torch.zeros(5, tp.irreps_out.dim, dtype=torch.float64).index_add_(0, dst, tp(x, sh, lin(hidden)))
+    slots = _receiver_slots(dst, 5)
+    assert slots.shape == (5, 5) and (slots[1] == dst.numel()).all()
+    assert sorted(slots[slots < dst.numel()].tolist()) == list(range(dst.numel()))
+    assert all((dst[slots[r][slots[r] < dst.numel()]] == r).all() for r in range(5))
+
+    def per_slot(v, fill=0.0):  # unused slots: x and hidden anything (here 7), sh zero
+        return torch.cat([v, torch.full((1, v.shape[1]), fill, dtype=v.dtype)])[slots]
+
+    weights = fused.receiver_weights(*fused.weight_layout(lin.weight, lin.bias))
+    got = fused.aggregate(per_slot(x, 7.0), per_slot(sh), per_slot(hidden, 7.0), weights)
+    assert torch.allclose(got, ref, atol=1e-6, rtol=1e-6)  # e3nn's 3j constants are float32
+    assert torch.equal(got[1], torch.zeros_like(got[1]))
+
+
 def test_unsupported_products_are_refused():
     shared = o3.FullyConnectedTensorProduct("4x0e", SH, "4x0e", shared_weights=True)
     with pytest.raises(DiffsciError, match="per-edge"):
@@ -105,16 +136,21 @@ def test_net_fused_and_frozen_paths_equal_e3nn(tensors):
     for layer in net.layers:  # which evaluation ran: e3nn's modules or the fused ones
         for name in calls:
             getattr(layer, name).register_forward_hook(lambda *a, name=name: calls.__setitem__(name, calls[name] + 1))
+    summed = []  # the frozen path sums each receiver's messages (FusedTensorProduct.aggregate)
+    for layer in net.layers:
+        agg = layer.fused.aggregate
+        layer.fused.aggregate = lambda *a, agg=agg, **k: summed.append(1) or agg(*a, **k)
     with torch.no_grad():
         fused = net(*args)
-        assert calls == {"tp": 0, "fused": 3, "gate": 0}
+        assert calls == {"tp": 0, "fused": 3, "gate": 0} and not summed
         with net.frozen_weights():
             frozen, again = net(*args), net(*args)
             assert net._frozen["hidden"] is not None  # the edge MLPs' first layers ran as one matmul
+            assert len(summed) == 6 and all("recv" in m._frozen for m in net.layers)
         with e3nn_reference(), net.frozen_weights():  # e3nn's product, Gate and Linear; no caches
             plain = net(*args)
             assert all(m._frozen == {} for m in [net, *net.layers])  # nothing was cached
-        assert calls == {"tp": 3, "fused": 9, "gate": 3}
+        assert calls == {"tp": 3, "fused": 3, "gate": 3} and len(summed) == 6
     for a, b, c, d in zip(fused, frozen, again, plain):
         assert torch.allclose(a, d, atol=1e-5)
         assert torch.allclose(b, d, atol=1e-5)

@@ -206,7 +206,11 @@ class ProteinCond:
 class _Edges:
     """What every layer of one forward shares: the edges (src, dst) over the flattened batch of
     ``n_nodes`` residues, their spherical harmonics ``sh`` and scalars ``edge_s`` (and ``sc_s``,
-    self-conditioning), the receivers' in-degrees ``deg`` and the tensor products' sh couplings."""
+    self-conditioning), the receivers' in-degrees ``deg`` and the tensor products' sh couplings.
+
+    With ``slots`` = (n_nodes, D), the edges are laid out per receiver instead (the frozen-weight
+    path, :func:`_receiver_slots`): row r D + j of ``src``, ``sh``, ``edge_s`` and ``sc_s`` is
+    receiver r's j-th edge, ``sh`` is zero in a receiver's unused slots and ``dst`` is None."""
 
     src: torch.Tensor
     dst: torch.Tensor
@@ -216,6 +220,20 @@ class _Edges:
     sc_s: torch.Tensor | None = None
     deg: torch.Tensor | None = None
     coupling: dict | None = None
+    slots: tuple[int, int] | None = None
+
+
+def _receiver_slots(dst: torch.Tensor, n_nodes: int) -> torch.Tensor:
+    """(n_nodes, D) long: the indices of each node's incoming edges (``dst`` (E,) the receivers),
+    D the largest in-degree; a node's unused slots hold E (one past the last edge)."""
+    e = dst.shape[0]
+    deg = torch.zeros(n_nodes, dtype=torch.long, device=dst.device).index_add_(0, dst, torch.ones_like(dst))
+    order = torch.argsort(dst, stable=True)
+    by_dst = dst[order]
+    pos = torch.arange(e, device=dst.device) - (torch.cumsum(deg, 0) - deg)[by_dst]  # rank among its receiver's edges
+    slots = torch.full((n_nodes, int(deg.max()) if e else 0), e, dtype=torch.long, device=dst.device)
+    slots[by_dst, pos] = order
+    return slots
 
 
 class _ConvLayer(nn.Module):
@@ -277,14 +295,25 @@ class _ConvLayer(nn.Module):
             frozen["tp"] = (weight, bias)
         return weight, bias
 
+    def _receiver_weights(self) -> list[torch.Tensor]:
+        """:meth:`_weights` as :meth:`FusedTensorProduct.receiver_weights` (frozen weights only)."""
+        if "recv" not in self._frozen:
+            self._frozen["recv"] = self.fused.receiver_weights(*self._weights())
+        return self._frozen["recv"]
+
     def forward(self, h, e: _Edges, hidden=None):
         if hidden is None:  # the edge MLPs' hidden features (the net passes them when it computed them at once)
             hidden = self.fc[1](self.fc[0](e.edge_s))
             if self.sc_fc is not None:
                 hidden = torch.cat([hidden, self.sc_fc[1](self.sc_fc[0](e.sc_s))], -1)
-        w = nn.functional.linear(hidden, *self._weights())
-        msg = self.tp(h[e.src], e.sh, w) if _REFERENCE else self.fused(h[e.src], e.sh, w, e.coupling)
-        agg = torch.zeros(e.n_nodes, msg.shape[-1], dtype=msg.dtype, device=msg.device).index_add_(0, e.dst, msg)
+        if e.slots is not None:  # summed per receiver (FusedTensorProduct.aggregate): no per-edge weights
+            n_r, d = e.slots
+            agg = self.fused.aggregate(h[e.src].reshape(n_r, d, -1), e.sh.reshape(n_r, d, -1),
+                                       hidden.reshape(n_r, d, -1), self._receiver_weights(), e.coupling)
+        else:
+            w = nn.functional.linear(hidden, *self._weights())
+            msg = self.tp(h[e.src], e.sh, w) if _REFERENCE else self.fused(h[e.src], e.sh, w, e.coupling)
+            agg = torch.zeros(e.n_nodes, msg.shape[-1], dtype=msg.dtype, device=msg.device).index_add_(0, e.dst, msg)
         deg = e.deg
         if deg is None:  # messages per receiver, at least 1 (the same for every layer: the net passes it)
             deg = _in_degree(e.dst, e.n_nodes, msg.dtype)
@@ -515,7 +544,18 @@ class FrameDenoiserNet(nn.Module):
                 sc_s = _radial_basis((sf[src] - sf[dst]).norm(dim=-1), self.cfg.radial, self.cfg.max_radius_nm).to(dtype)
         # the in-degrees and the tensor products' sh couplings (FusedTensorProduct.coupling): shared by the layers
         edges = _Edges(src, dst, sh, edge_s, b * n, sc_s, _in_degree(dst, b * n, dtype), {})
-        hidden = self._edge_hidden(edge_s, sc_s) or [None] * len(self.layers)
+        if self._frozen is not None and not (_REFERENCE or torch.is_grad_enabled()) and src.numel():
+            slots = _receiver_slots(dst, b * n)
+            if slots.numel() <= 2 * src.numel():  # not when one receiver has far more edges than the rest
+                flat = slots.reshape(-1)
+
+                def per_slot(v):  # the edges' rows in slot order, zero in the unused slots
+                    return None if v is None else torch.cat([v, v.new_zeros((1,) + v.shape[1:])])[flat]
+
+                edges = _Edges(per_slot(src), None, per_slot(sh), per_slot(edge_s), b * n, per_slot(sc_s), edges.deg,
+                               {}, tuple(slots.shape))
+        edge_s, sc_s = edges.edge_s, edges.sc_s
+        hidden = self._edge_hidden(edge_s, sc_s) or [None] * len(self.layers)  # per edge, or per slot
         for layer, hid in zip(self.layers, hidden):
             h = layer(h, edges, hid)
         out = _linear(self.readout, h, self._frozen).reshape(b, n, 3, 3)  # three 1o vectors
