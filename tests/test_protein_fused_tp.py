@@ -136,26 +136,51 @@ def test_net_fused_and_frozen_paths_equal_e3nn(tensors):
     for layer in net.layers:  # which evaluation ran: e3nn's modules or the fused ones
         for name in calls:
             getattr(layer, name).register_forward_hook(lambda *a, name=name: calls.__setitem__(name, calls[name] + 1))
-    summed = []  # the frozen path sums each receiver's messages (FusedTensorProduct.aggregate)
+    summed = []  # outside e3nn_reference each receiver's messages are summed (FusedTensorProduct.aggregate)
     for layer in net.layers:
         agg = layer.fused.aggregate
         layer.fused.aggregate = lambda *a, agg=agg, **k: summed.append(1) or agg(*a, **k)
     with torch.no_grad():
         fused = net(*args)
-        assert calls == {"tp": 0, "fused": 3, "gate": 0} and not summed
+        assert calls == {"tp": 0, "fused": 0, "gate": 0} and len(summed) == 3
         with net.frozen_weights():
             frozen, again = net(*args), net(*args)
             assert net._frozen["hidden"] is not None  # the edge MLPs' first layers ran as one matmul
-            assert len(summed) == 6 and all("recv" in m._frozen for m in net.layers)
+            assert len(summed) == 9 and all("recv" in m._frozen for m in net.layers)
         with e3nn_reference(), net.frozen_weights():  # e3nn's product, Gate and Linear; no caches
             plain = net(*args)
             assert all(m._frozen == {} for m in [net, *net.layers])  # nothing was cached
-        assert calls == {"tp": 3, "fused": 3, "gate": 3} and len(summed) == 6
+        assert calls == {"tp": 3, "fused": 0, "gate": 3} and len(summed) == 9
     for a, b, c, d in zip(fused, frozen, again, plain):
         assert torch.allclose(a, d, atol=1e-5)
         assert torch.allclose(b, d, atol=1e-5)
         assert torch.equal(b, c)
     assert all(m._frozen is None for m in [net, *net.layers])  # the context cleans up
+
+
+def test_net_gradients_with_messages_summed_per_receiver_equal_e3nn():
+    """Training takes the per-receiver sums too: the loss and every parameter's gradient equal those
+    of e3nn's per-edge evaluation (a batch with padding, unequal in-degrees)."""
+    torch.manual_seed(0)
+    net = FrameDenoiserNet(FrameNetConfig(scalars=8, vectors=4, layers=3, self_condition=True, far_neighbors=2))
+    for p in net.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    args = _net_inputs(net)
+    summed = []
+    agg = net.layers[1].fused.aggregate
+    net.layers[1].fused.aggregate = lambda *a, **k: summed.append(1) or agg(*a, **k)
+    grads = []
+    for reference in (False, True):
+        net.zero_grad()
+        with e3nn_reference() if reference else torch.enable_grad():
+            trans0, rots0 = net(*args)
+        loss = (trans0 ** 2).sum() + (rots0[..., 0] * torch.arange(3.0)).sum()
+        loss.backward()
+        grads.append([loss.detach()] + [p.grad.clone() for p in net.parameters()])
+    assert summed == [1]  # the first pass summed per receiver, the e3nn pass did not
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
+    assert any(g.abs().sum() > 0 for g in grads[0][1:])
 
 
 def test_frozen_weights_are_rebuilt_per_context_and_skipped_with_gradients():

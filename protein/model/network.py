@@ -208,8 +208,8 @@ class _Edges:
     ``n_nodes`` residues, their spherical harmonics ``sh`` and scalars ``edge_s`` (and ``sc_s``,
     self-conditioning), the receivers' in-degrees ``deg`` and the tensor products' sh couplings.
 
-    With ``slots`` = (n_nodes, D), the edges are laid out per receiver instead (the frozen-weight
-    path, :func:`_receiver_slots`): row r D + j of ``src``, ``sh``, ``edge_s`` and ``sc_s`` is
+    With ``slots`` = (n_nodes, D), the edges are laid out per receiver instead (the default
+    outside :func:`e3nn_reference`, :func:`_receiver_slots`): row r D + j of ``src``, ``sh``, ``edge_s`` and ``sc_s`` is
     receiver r's j-th edge, ``sh`` is zero in a receiver's unused slots and ``dst`` is None."""
 
     src: torch.Tensor
@@ -296,10 +296,15 @@ class _ConvLayer(nn.Module):
         return weight, bias
 
     def _receiver_weights(self) -> list[torch.Tensor]:
-        """:meth:`_weights` as :meth:`FusedTensorProduct.receiver_weights` (frozen weights only)."""
-        if "recv" not in self._frozen:
-            self._frozen["recv"] = self.fused.receiver_weights(*self._weights())
-        return self._frozen["recv"]
+        """:meth:`_weights` as :meth:`FusedTensorProduct.receiver_weights` (built once while the
+        weights are frozen)."""
+        frozen = self._frozen if not torch.is_grad_enabled() else None
+        if frozen is not None and "recv" in frozen:
+            return frozen["recv"]
+        weights = self.fused.receiver_weights(*self._weights())
+        if frozen is not None:
+            frozen["recv"] = weights
+        return weights
 
     def forward(self, h, e: _Edges, hidden=None):
         if hidden is None:  # the edge MLPs' hidden features (the net passes them when it computed them at once)
@@ -544,7 +549,7 @@ class FrameDenoiserNet(nn.Module):
                 sc_s = _radial_basis((sf[src] - sf[dst]).norm(dim=-1), self.cfg.radial, self.cfg.max_radius_nm).to(dtype)
         # the in-degrees and the tensor products' sh couplings (FusedTensorProduct.coupling): shared by the layers
         edges = _Edges(src, dst, sh, edge_s, b * n, sc_s, _in_degree(dst, b * n, dtype), {})
-        if self._frozen is not None and not (_REFERENCE or torch.is_grad_enabled()) and src.numel():
+        if not _REFERENCE and src.numel():
             slots = _receiver_slots(dst, b * n)
             if slots.numel() <= 2 * src.numel():  # not when one receiver has far more edges than the rest
                 flat = slots.reshape(-1)
