@@ -69,7 +69,7 @@ def test_weight_layout_maps_a_linear_layer_exactly():
 ])
 def test_messages_summed_per_receiver_equal_e3nn_messages_summed(irreps_in, irreps_out):
     """FusedTensorProduct.aggregate against e3nn's per-edge messages summed with index_add_, on a
-    graph with unequal in-degrees and a receiver without edges (its slots are all unused)."""
+    graph with unequal in-degrees (unused slots) and a node without edges (no row: _receiver_slots)."""
     tp = o3.FullyConnectedTensorProduct(irreps_in, SH, irreps_out, shared_weights=False).double()
     fused = FusedTensorProduct(tp).double()
     lin = torch.nn.Linear(7, tp.weight_numel).double()
@@ -78,18 +78,20 @@ def test_messages_summed_per_receiver_equal_e3nn_messages_summed(irreps_in, irre
     x, sh, _ = _inputs(tp, e=dst.numel())
     hidden = torch.randn(dst.numel(), 7, generator=g, dtype=torch.float64)
     ref = torch.zeros(5, tp.irreps_out.dim, dtype=torch.float64).index_add_(0, dst, tp(x, sh, lin(hidden)))
-    slots = _receiver_slots(dst, 5)
-    assert slots.shape == (5, 5) and (slots[1] == dst.numel()).all()
+    slots, receivers = _receiver_slots(dst, 5)
+    assert receivers.tolist() == [0, 2, 3, 4] and slots.shape == (4, 5)  # no row for node 1
     assert sorted(slots[slots < dst.numel()].tolist()) == list(range(dst.numel()))
-    assert all((dst[slots[r][slots[r] < dst.numel()]] == r).all() for r in range(5))
+    assert all((dst[slots[i][slots[i] < dst.numel()]] == r).all() for i, r in enumerate(receivers.tolist()))
+    assert (slots[2, 2:] == dst.numel()).all()  # node 3 has two edges, its other slots are unused
+    all_slots, everyone = _receiver_slots(torch.tensor([1, 0, 1, 2, 0]), 3)
+    assert everyone is None and all_slots.tolist() == [[1, 4], [0, 2], [3, 5]]
 
     def per_slot(v, fill=0.0):  # unused slots: x and hidden anything (here 7), sh zero
         return torch.cat([v, torch.full((1, v.shape[1]), fill, dtype=v.dtype)])[slots]
 
     weights = fused.receiver_weights(*fused.weight_layout(lin.weight, lin.bias))
     got = fused.aggregate(per_slot(x, 7.0), per_slot(sh), per_slot(hidden, 7.0), weights)
-    assert torch.allclose(got, ref, atol=1e-6, rtol=1e-6)  # e3nn's 3j constants are float32
-    assert torch.equal(got[1], torch.zeros_like(got[1]))
+    assert torch.allclose(got, ref[receivers], atol=1e-6, rtol=1e-6)  # e3nn's 3j constants are float32
 
 
 def test_unsupported_products_are_refused():

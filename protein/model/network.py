@@ -208,9 +208,10 @@ class _Edges:
     ``n_nodes`` residues, their spherical harmonics ``sh`` and scalars ``edge_s`` (and ``sc_s``,
     self-conditioning), the receivers' in-degrees ``deg`` and the tensor products' sh couplings.
 
-    With ``slots`` = (n_nodes, D), the edges are laid out per receiver instead (the default
-    outside :func:`e3nn_reference`, :func:`_receiver_slots`): row r D + j of ``src``, ``sh``, ``edge_s`` and ``sc_s`` is
-    receiver r's j-th edge, ``sh`` is zero in a receiver's unused slots and ``dst`` is None."""
+    With ``slots`` = (R, D), the edges are laid out per receiver instead (the default outside
+    :func:`e3nn_reference`, :func:`_receiver_slots`): row r D + j of ``src``, ``sh``, ``edge_s`` and
+    ``sc_s`` is the j-th edge of receiver ``receivers[r]`` (the nodes with edges; None: all
+    ``n_nodes``), ``sh`` is zero in a receiver's unused slots and ``dst`` is None."""
 
     src: torch.Tensor
     dst: torch.Tensor
@@ -221,19 +222,28 @@ class _Edges:
     deg: torch.Tensor | None = None
     coupling: dict | None = None
     slots: tuple[int, int] | None = None
+    receivers: torch.Tensor | None = None
 
 
-def _receiver_slots(dst: torch.Tensor, n_nodes: int) -> torch.Tensor:
-    """(n_nodes, D) long: the indices of each node's incoming edges (``dst`` (E,) the receivers),
-    D the largest in-degree; a node's unused slots hold E (one past the last edge)."""
+def _receiver_slots(dst: torch.Tensor, n_nodes: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The edges (``dst`` (E,) their receivers) laid out per receiver: ``slots`` (R, D) long, the
+    indices of the incoming edges of each of the R nodes that have any (D the largest in-degree;
+    a receiver's unused slots hold E, one past the last edge), and those nodes' indices (R,), or
+    None when every node has edges (then R = n_nodes, in order)."""
     e = dst.shape[0]
     deg = torch.zeros(n_nodes, dtype=torch.long, device=dst.device).index_add_(0, dst, torch.ones_like(dst))
     order = torch.argsort(dst, stable=True)
     by_dst = dst[order]
     pos = torch.arange(e, device=dst.device) - (torch.cumsum(deg, 0) - deg)[by_dst]  # rank among its receiver's edges
-    slots = torch.full((n_nodes, int(deg.max()) if e else 0), e, dtype=torch.long, device=dst.device)
-    slots[by_dst, pos] = order
-    return slots
+    receivers = None
+    row = torch.arange(n_nodes, device=dst.device)
+    if bool((deg == 0).any()):  # padding or lone residues: no rows for them
+        receivers = torch.nonzero(deg > 0).reshape(-1)
+        row = torch.full_like(row, -1).index_copy_(0, receivers, torch.arange(receivers.numel(), device=dst.device))
+    slots = torch.full((n_nodes if receivers is None else receivers.numel(), int(deg.max()) if e else 0), e,
+                       dtype=torch.long, device=dst.device)
+    slots[row[by_dst], pos] = order
+    return slots, receivers
 
 
 class _ConvLayer(nn.Module):
@@ -315,6 +325,8 @@ class _ConvLayer(nn.Module):
             n_r, d = e.slots
             agg = self.fused.aggregate(h[e.src].reshape(n_r, d, -1), e.sh.reshape(n_r, d, -1),
                                        hidden.reshape(n_r, d, -1), self._receiver_weights(), e.coupling)
+            if e.receivers is not None:  # nodes without edges get nothing
+                agg = agg.new_zeros(e.n_nodes, agg.shape[1]).index_copy(0, e.receivers, agg)
         else:
             w = nn.functional.linear(hidden, *self._weights())
             msg = self.tp(h[e.src], e.sh, w) if _REFERENCE else self.fused(h[e.src], e.sh, w, e.coupling)
@@ -550,7 +562,7 @@ class FrameDenoiserNet(nn.Module):
         # the in-degrees and the tensor products' sh couplings (FusedTensorProduct.coupling): shared by the layers
         edges = _Edges(src, dst, sh, edge_s, b * n, sc_s, _in_degree(dst, b * n, dtype), {})
         if not _REFERENCE and src.numel():
-            slots = _receiver_slots(dst, b * n)
+            slots, receivers = _receiver_slots(dst, b * n)
             if slots.numel() <= 2 * src.numel():  # not when one receiver has far more edges than the rest
                 flat = slots.reshape(-1)
 
@@ -558,7 +570,7 @@ class FrameDenoiserNet(nn.Module):
                     return None if v is None else torch.cat([v, v.new_zeros((1,) + v.shape[1:])])[flat]
 
                 edges = _Edges(per_slot(src), None, per_slot(sh), per_slot(edge_s), b * n, per_slot(sc_s), edges.deg,
-                               {}, tuple(slots.shape))
+                               {}, tuple(slots.shape), receivers)
         edge_s, sc_s = edges.edge_s, edges.sc_s
         hidden = self._edge_hidden(edge_s, sc_s) or [None] * len(self.layers)  # per edge, or per slot
         for layer, hid in zip(self.layers, hidden):
