@@ -154,8 +154,8 @@ _REFERENCE = False
 @contextlib.contextmanager
 def e3nn_reference():
     """Within this context every frame network is evaluated with e3nn's own modules, as before the
-    fused evaluation: the tensor product one path at a time, e3nn's ``Gate`` and ``Linear``, and no
-    frozen-weight caches. The same numbers to float rounding (``tests/test_protein_fused_tp.py``);
+    fused evaluation: a message per edge, the tensor product one path at a time, e3nn's ``Gate`` and
+    ``Linear``, and no frozen-weight caches. The same numbers to float rounding (``tests/test_protein_fused_tp.py``);
     the baseline that ``diffsci bench speed --protein --reference`` times the fast path against."""
     global _REFERENCE
     prev, _REFERENCE = _REFERENCE, True
