@@ -7,6 +7,7 @@ import torch
 from e3nn import o3
 
 from diffsci.core.errors import DiffsciError
+from diffsci.protein.ss import PAIR_ANTIPARALLEL, PAIR_NONE
 from diffsci.protein.model.fused_tp import FusedTensorProduct
 from diffsci.protein.model.network import (FrameDenoiserNet, FrameNetConfig, ProteinCond, _ConvLayer, _receiver_slots,
                                           e3nn_reference)
@@ -183,6 +184,34 @@ def test_net_gradients_with_messages_summed_per_receiver_equal_e3nn():
     for a, b in zip(*grads):
         assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
     assert any(g.abs().sum() > 0 for g in grads[0][1:])
+
+
+def test_a_receiver_with_far_more_edges_takes_the_per_edge_messages():
+    """One residue requested as paired with every other (``pair_edges``) receives from all of them:
+    the per-receiver layout would be mostly padding, so the net sums per-edge messages instead, with
+    the same result as e3nn's evaluation."""
+    torch.manual_seed(0)
+    net = FrameDenoiserNet(FrameNetConfig(scalars=8, vectors=4, layers=2, ss_conditioning=True, pair_edges=True)).eval()
+    for p in net.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    trans, rots, t, cond = _net_inputs(net, b=2, n=60)
+    pair = torch.full((2, 60, 60), PAIR_NONE, dtype=torch.long)
+    pair[:, 0, :] = pair[:, :, 0] = PAIR_ANTIPARALLEL
+    cond = dataclasses.replace(cond, ss_pair=pair)
+    fused_calls, summed = [], []
+    net.layers[0].fused.register_forward_hook(lambda *a: fused_calls.append(1))
+    agg = net.layers[0].fused.aggregate
+    net.layers[0].fused.aggregate = lambda *a, **k: summed.append(1) or agg(*a, **k)
+    with torch.no_grad():
+        got = net(trans, rots, t, cond)
+        with e3nn_reference():
+            ref = net(trans, rots, t, cond)
+        assert fused_calls == [1] and not summed  # the per-edge fused product ran
+        got_plain = net(trans, rots, t, dataclasses.replace(cond, ss_pair=None))
+    assert summed == [1]  # without the pairs the receivers' degrees are alike: summed per receiver
+    for a, b in zip(got, ref):
+        assert torch.allclose(a, b, atol=1e-5)
+    assert not torch.allclose(got[0], got_plain[0])
 
 
 def test_frozen_weights_are_rebuilt_per_context_and_skipped_with_gradients():
