@@ -211,7 +211,7 @@ class _Edges:
     With ``slots`` = (R, D), the edges are laid out per receiver instead (the default outside
     :func:`e3nn_reference`, :func:`_receiver_slots`): row r D + j of ``src``, ``sh``, ``edge_s`` and
     ``sc_s`` is the j-th edge of receiver ``receivers[r]`` (the nodes with edges; None: all
-    ``n_nodes``), ``sh`` is zero in a receiver's unused slots and ``dst`` is None."""
+    ``n_nodes``), ``sh`` is zero in a receiver's unused slots, ``dst`` is None and ``deg`` must be given."""
 
     src: torch.Tensor
     dst: torch.Tensor
@@ -333,7 +333,7 @@ class _ConvLayer(nn.Module):
             agg = torch.zeros(e.n_nodes, msg.shape[-1], dtype=msg.dtype, device=msg.device).index_add_(0, e.dst, msg)
         deg = e.deg
         if deg is None:  # messages per receiver, at least 1 (the same for every layer: the net passes it)
-            deg = _in_degree(e.dst, e.n_nodes, msg.dtype)
+            deg = _in_degree(e.dst, e.n_nodes, agg.dtype)
         out = self._gate(_linear(self.self_int, h, self._frozen) + agg / deg)
         return h + out if self.residual else out
 
