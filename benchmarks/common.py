@@ -40,6 +40,14 @@ def add_churn_option(p: argparse.ArgumentParser, whose: str = "") -> None:
                         "'protein sample --help')")
 
 
+def add_t_stop_option(p: argparse.ArgumentParser, whose: str = "") -> None:
+    """``--t-stop T`` (default None: the checkpoint's ``t_stop``, what ``protein sample`` uses) on
+    ``p``; ``whose`` as for :func:`add_potentials_option`."""
+    p.add_argument("--t-stop", type=float,
+                   help=f"where the time grid{whose} ends, its clean prediction there the design (default: the "
+                        "checkpoint's, what 'protein sample' uses; 0: down to t = 0; see 'protein sample --help')")
+
+
 def request_potentials(option: str) -> str | None:
     """The request's ``potentials`` for a benchmark's ``--potentials`` option (``default``: None,
     the request's own defaults)."""

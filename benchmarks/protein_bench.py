@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diffsci.benchmarks.common import add_churn_option, add_potentials_option, request_potentials
+from diffsci.benchmarks.common import add_churn_option, add_potentials_option, add_t_stop_option, request_potentials
 from diffsci.core.errors import DiffsciError
 from diffsci.core.figures import save_figure
 from diffsci.core.io import jsonable, write_json, write_text
@@ -167,19 +167,20 @@ def _plots(out: Path, results: dict) -> list[Path]:
 
 
 def _systems(lm, untrained, lengths, num, seed, *, ss_row: bool, lean: bool, potentials: str,
-             churn: float | None = None) -> list:
+             churn: float | None = None, t_stop: float | None = None) -> list:
     """(row name, function making its designs) for every sampled row (module docstring); ``lean``:
     only the shipped model at 100 steps and the random walk (with the real rows: what the bracket
-    and the checkpoint choice need). ``churn``: the model rows' EDM churn (None: the request's default)."""
+    and the checkpoint choice need). ``churn``: the model rows' EDM churn, ``t_stop`` where their time
+    grid ends (None: the request's defaults)."""
     walk = ("random walk", lambda: [(f"walk_L{L}_{i}", random_walk_backbone(L, make_generator(seed, "walk", L, i)))
                                     for L in lengths for i in range(num)])
-    main = ("diffsci, 100 steps", lambda: _designs(lm, lengths, num, 100, seed, potentials, churn=churn))
+    main = ("diffsci, 100 steps", lambda: _designs(lm, lengths, num, 100, seed, potentials, churn=churn, t_stop=t_stop))
     if lean:
         return [main, walk]
-    return [main, ("diffsci, 20 steps", lambda: _designs(lm, lengths, num, 20, seed, potentials, churn=churn)),
+    return [main, ("diffsci, 20 steps", lambda: _designs(lm, lengths, num, 20, seed, potentials, churn=churn, t_stop=t_stop)),
             *([(SS_ROW, lambda: _ss_designs(num, seed)), (PRIOR_ROW, lambda: _prior_designs(num, seed))]
               if ss_row else []),
-            ("untrained", lambda: _designs(untrained, lengths, num, 100, seed, potentials, churn=churn)), walk]
+            ("untrained", lambda: _designs(untrained, lengths, num, 100, seed, potentials, churn=churn, t_stop=t_stop)), walk]
 
 
 BENCH_LENGTHS, QUICK_LENGTHS = (60, 80, 100, 128, 200, 300), (60, 80, 100, 128)
@@ -257,7 +258,7 @@ def by_length_table(rows: Sequence[dict]) -> list[str]:
 def run_benchmark(out, *, quick: bool = False, num: int | None = None, checkpoint=None, seed: int = 0,
                   n_reference: int | None = None, ss_row: bool = True, lengths: Sequence[int] | None = None,
                   lean: bool = False, potentials: str = "none", designability: bool = False,
-                  churn: float | None = None) -> dict:
+                  churn: float | None = None, t_stop: float | None = None) -> dict:
     """Run the benchmark into ``out``; returns the ``results.json`` payload.
 
     Novelty is measured against ``n_reference`` evenly spaced train chains (default: all; 40
@@ -267,7 +268,8 @@ def run_benchmark(out, *, quick: bool = False, num: int | None = None, checkpoin
     what ``protein sample`` uses; or ``NAME:WEIGHT,...``). ``designability``: ProteinMPNN's NLL
     proxy of :data:`MPNN_ROWS` (needs ProteinMPNN), reported by length (:func:`by_length`).
     ``churn``: the model rows' EDM churn (None: what ``protein sample`` uses,
-    :func:`~diffsci.protein.design.request.default_churn`; 0: the plain ODE)."""
+    :func:`~diffsci.protein.design.request.default_churn`; 0: the plain ODE); ``t_stop``: where their
+    time grid ends (None: the checkpoint's; ``protein sample --t-stop``)."""
     from diffsci.protein.io.dataset import bundled_dataset_path, load_dataset
     from diffsci.protein.model.diffusion import filter_reason
     from diffsci.protein.metrics import evaluate_structures, subset_evaluation
@@ -297,7 +299,7 @@ def run_benchmark(out, *, quick: bool = False, num: int | None = None, checkpoin
     systems["real (held-out)"] = held
     globular = [i for i, (_, c) in enumerate(held) if filter_reason(c[:, 1], lm.config) is None]
     for name, fn in _systems(lm, untrained, lengths, num, seed, ss_row=ss_row, lean=lean, potentials=potentials,
-                             churn=churn):
+                             churn=churn, t_stop=t_stop):
         t0 = time.time()
         systems[name] = fn()
         timings[name] = round(time.time() - t0, 1)
@@ -320,12 +322,14 @@ def run_benchmark(out, *, quick: bool = False, num: int | None = None, checkpoin
     payload = {"systems": {n: jsonable({k: v for k, v in r.items() if k != "_coords"}) for n, r in results.items()},
                "lengths": lengths, "num_per_length": num, "checkpoint": lm.source, "timings_s": timings,
                "potentials": potentials, "churn": "default" if churn is None else churn,
+               "t_stop": "default" if t_stop is None else t_stop,
                "command": " ".join(["diffsci", "bench", "protein", "--out", str(out)] + (["--quick"] if quick else [])
                                    + ([f"--num {num}"] if num != 4 else []) + ([f"--seed {seed}"] if seed else [])
                                    + ([f"--checkpoint {checkpoint}"] if checkpoint is not None else [])
                                    + (["--lean"] if lean else []) + (["--designability"] if designability else [])
                                    + ([f"--potentials {potentials}"] if potentials != "none" else [])
                                    + ([f"--churn {churn:g}"] if churn is not None else [])
+                                   + ([f"--t-stop {t_stop:g}"] if t_stop is not None else [])
                                    + (["--lengths", *map(str, lengths)] if lengths != list(default_lengths) else [])),
                "wall_s": round(time.time() - t_start, 1)}
     payload["bracket"] = _bracket(payload["systems"])
@@ -452,7 +456,7 @@ def _report(out: Path, payload: dict, pngs) -> None:
                      f"{_fmt(s.get('mean_pairwise_tm'))} | {s.get('clusters_tm0.5', '')} |")
     lines += ["", "## By length", "",
               "Per length, the model's designs (potentials: "
-              f"`{payload.get('potentials', 'none')}`, churn: `{payload.get('churn', 'default')}`); the real row over all held-out chains. Broken: a chain break "
+              f"`{payload.get('potentials', 'none')}`, churn: `{payload.get('churn', 'default')}`, t_stop: `{payload.get('t_stop', 'default')}`); the real row over all held-out chains. Broken: a chain break "
               "(CA-CA > 4.2 Å) or an inter-chain clash, as `protein evaluate` counts them. MPNN NLL: ProteinMPNN's "
               "mean negative log-likelihood of its designed sequences (with `--designability`; lower: easier to "
               "design; a proxy, not refolding). Pairwise TM: among the designs of that length.", ""]
@@ -578,10 +582,11 @@ def _run(args) -> int:
             raise DiffsciError("--steps applies to --rates and --acceptance only (the benchmark samples 100 and 20 steps)")
         run_benchmark(args.out, quick=args.quick, num=args.num, checkpoint=args.checkpoint, seed=args.seed,
                       lengths=args.lengths, lean=args.lean, potentials=args.potentials,
-                      designability=args.designability, churn=args.churn)
+                      designability=args.designability, churn=args.churn, t_stop=args.t_stop)
         return 0
-    if args.lean or args.designability or args.potentials != "none" or args.churn is not None:
-        raise DiffsciError("--lean, --designability, --potentials and --churn apply to the benchmark, not to "
+    if (args.lean or args.designability or args.potentials != "none" or args.churn is not None
+            or args.t_stop is not None):
+        raise DiffsciError("--lean, --designability, --potentials, --churn and --t-stop apply to the benchmark, not to "
                            "--rates/--acceptance")
     num = args.num or (8 if args.acceptance else 4)
     lengths = args.lengths or list(ACCEPTANCE_LENGTHS)
@@ -621,4 +626,5 @@ def add_parser(subparsers) -> None:
                    help="ProteinMPNN's NLL proxy of the real chains and the 100-step designs, by length (needs proteinmpnn)")
     p.add_argument("--steps", type=int, help="with --rates/--acceptance: sampling steps (default 100)")
     add_churn_option(p, " of the model's rows")
+    add_t_stop_option(p, " of the model's rows")
     p.set_defaults(func=_run)

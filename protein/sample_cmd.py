@@ -29,7 +29,7 @@ __all__ = ["add_parser", "request_from_args"]
 # "steps" read the same either way and are left alone)
 _OPTIONS = {"potentials": "--potentials", "total_length": "--total-length", "ss_pairs": "--ss-pairs", "ss": "--ss", "guidance_scale": "--guidance-scale",
             "strand_restraints": "--strand-restraints", "time_power": "--time-power", "rotation_rate": "--rotation-rate",
-            "churn_tmax": "--churn-tmax", "churn": "--churn"}
+            "churn_tmax": "--churn-tmax", "churn": "--churn", "t_stop": "--t-stop"}
 # a field name as a word: not inside a longer name or option, nor quoted (``load_model('ss')``, `--checkpoint ss`)
 _FIELD = re.compile(r"(?<![\w\-'`])(?<!--checkpoint )(" + "|".join(sorted(_OPTIONS, key=len, reverse=True))
                     + r")(?![\w\-'`])")
@@ -54,7 +54,7 @@ def request_from_args(args):
             guidance_scale=1.0 if args.guidance_scale is None else args.guidance_scale,
             strand_restraints=args.strand_restraints, sampler=args.sampler, steps=args.steps,
             time_power=TIME_POWER if args.time_power is None else args.time_power, rotation_rate=args.rotation_rate,
-            churn=args.churn, churn_tmax=args.churn_tmax,
+            churn=args.churn, churn_tmax=args.churn_tmax, t_stop=args.t_stop,
             seed=args.seed, device=args.device, trajectory=args.trajectory, potentials=args.potentials,
             hotspots=args.hotspots)
     except DiffsciError as exc:
@@ -146,6 +146,11 @@ def add_parser(subparsers) -> None:
                         "checkpoint's 'churn', 0 for the shipped ones; the v2 recipe sets 30; 0 = none, the plain ODE)")
     p.add_argument("--churn-tmax", type=float, default=None,
                    help="churn only the steps with t <= this (default: the checkpoint's 'churn_tmax', 0.7; 1: all)")
+    p.add_argument("--t-stop", type=float, default=None,
+                   help="end the time grid at this t and take the network's clean prediction there as the design, "
+                        "as FrameFlow stops at min_t 0.01 (default: the checkpoint's 't_stop': 0.01, the lowest time "
+                        "training draws, for the v2 campaign; 0 for the shipped checkpoints, whose numbers were "
+                        "measured to t = 0)")
     p.add_argument("--sampler", help="sampler name (default: for flow models renoise below 20 steps, else euler; "
                    "euler_maruyama for score models)")
     p.add_argument("--seed", type=int, default=0)

@@ -207,6 +207,8 @@ def test_bench_protein_acceptance_options_are_checked(tmp_path, capsys):
     assert "--lean" in capsys.readouterr().err
     assert main(["bench", "protein", "--out", str(tmp_path), "--acceptance", "--churn", "0"]) == 2
     assert "--churn" in capsys.readouterr().err
+    assert main(["bench", "protein", "--out", str(tmp_path), "--acceptance", "--t-stop", "0"]) == 2
+    assert "--t-stop" in capsys.readouterr().err
     assert main(["bench", "protein", "--out", str(tmp_path), "--rates", "0"]) == 2
     assert "rates" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # argparse: one mode at a time
@@ -260,7 +262,8 @@ def test_lean_benchmark_with_potentials_and_designability(tmp_path, monkeypatch)
     assert main(["protein", "train", "--data", str(bundled_dataset_path()), "--out", str(tmp_path / "run"),
                  "--config", str(cfg), "--steps", "2", "--device", "cpu"]) == 0
     payload = run_benchmark(tmp_path / "b", num=1, lengths=[40, 50], checkpoint=tmp_path / "run" / "latest.pt",
-                            n_reference=2, lean=True, potentials="sterics:1", designability=True, churn=0.0)
+                            n_reference=2, lean=True, potentials="sterics:1", designability=True, churn=0.0,
+                            t_stop=0.0)
     assert set(payload["systems"]) == {"real (held-out)", "real (held-out, training filters)", "diffsci, 100 steps",
                                        "random walk"}
     assert calls == [25 + 2]
@@ -268,9 +271,9 @@ def test_lean_benchmark_with_potentials_and_designability(tmp_path, monkeypatch)
         assert all(r["mpnn_nll_proxy"] == r["length"] for r in payload["systems"][name]["per_sample"])
     assert [(r["system"], r["length"], r["mpnn_nll"]) for r in payload["by_length"]][1:] == [
         ("diffsci, 100 steps", 40, 40.0), ("diffsci, 100 steps", 50, 50.0)]
-    assert "--lean --designability --potentials sterics:1 --churn 0 --lengths 40 50" in payload["command"]
+    assert "--lean --designability --potentials sterics:1 --churn 0 --t-stop 0 --lengths 40 50" in payload["command"]
     report = (tmp_path / "b" / "report.md").read_text()
-    assert "## By length" in report and "potentials: `sterics:1`, churn: `0.0`" in report
+    assert "## By length" in report and "potentials: `sterics:1`, churn: `0.0`, t_stop: `0.0`" in report
     # the churn reaches the designs
     from diffsci.benchmarks.protein_bench import _designs
     from diffsci.protein.design.sampling import load_model
@@ -279,3 +282,7 @@ def test_lean_benchmark_with_potentials_and_designability(tmp_path, monkeypatch)
     plain, dflt, churned = (_designs(lm, [40], 1, 30, 0, churn=c) for c in (0.0, None, 30.0))
     assert np.array_equal(plain[0][1], dflt[0][1])  # the checkpoint's own churn: none
     assert not np.array_equal(plain[0][1], churned[0][1])
+    # and so does t_stop (the checkpoint's own: 0.01)
+    full, stop = (_designs(lm, [40], 1, 30, 0, t_stop=t) for t in (0.0, None))
+    assert np.array_equal(stop[0][1], _designs(lm, [40], 1, 30, 0, t_stop=0.01)[0][1])
+    assert not np.array_equal(full[0][1], stop[0][1])

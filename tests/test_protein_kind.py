@@ -36,7 +36,7 @@ def test_shipped_checkpoint_loads_through_the_migration():
     want = {**ck["model_config"], "net": {**ck["model_config"]["net"], "ss_conditioning": False, "pair_edges": False,
                                           "position": "index", "far_neighbors": 0},
             "ss_drop": 0.25, "ss_pair_drop": 0.5, "ss_segment_mask": 0.1, "churn": 0.0, "churn_tmax": 0.7,
-            "rollout_prob": 0.0, "rollout_span": 0.25, "rollout_steps": 2}
+            "rollout_prob": 0.0, "rollout_span": 0.25, "rollout_steps": 2, "bond_weight": 0.0, "t_stop": 0.0}
     assert to_dict(bundle.config) == want and not bundle.config.net.ss_conditioning
     sd = bundle.model.state_dict()
     assert sd.keys() == ck["ema"].keys() and all(torch.equal(sd[k], ck["ema"][k]) for k in sd)
@@ -47,7 +47,7 @@ def test_shipped_checkpoint_loads_through_the_migration():
 def test_upgrade_checkpoint_round_trips_the_shipped_file(tmp_path):
     up = upgrade_checkpoint(shipped_checkpoint(), tmp_path / "up.pt")
     ck = load_checkpoint(up)
-    assert ck["config_version"] == 4 and ck["migrated"] == {"from": 0, "to": 4}
+    assert ck["config_version"] == 5 and ck["migrated"] == {"from": 0, "to": 5}
     old, new = load_bundle(shipped_checkpoint(), KIND), load_bundle(up, KIND)
     assert new.migrated_from is None and new.config == old.config
     a, b = old.model.state_dict(), new.model.state_dict()
@@ -158,6 +158,25 @@ def test_upgrade_v3_gives_old_checkpoints_no_rollout_and_a_resumed_run_may_switc
     assert ck["step"] == 4 and ck["model_config"]["rollout_prob"] == 1.0
 
 
+def test_upgrade_v4_gives_old_checkpoints_no_link_loss_and_a_resumed_run_may_switch_it_on(tmp_path, capsys):
+    from diffsci.protein.model.diffusion import upgrade_v4
+
+    assert upgrade_v4({"model_config": {"max_length": 32}})["model_config"] == {"max_length": 32, "bond_weight": 0.0,
+                                                                                "t_stop": 0.0}
+    assert upgrade_v4({"model_config": {}}) == {"model_config": {}}
+    base = {"net": TINY, "max_length": 32}
+    run = tmp_path / "run"
+    assert _train_resumed(tmp_path, run, base, 2) == 0
+    capsys.readouterr()
+    assert _train_resumed(tmp_path, run, {**base, "bond_weight": 2.0, "t_stop": 0.05}, 4) == 0
+    err = capsys.readouterr().err
+    assert "training-task option(s) bond_weight 0.0 -> 2.0" in err and "sampling default(s) t_stop 0.01 -> 0.05" in err
+    ck = load_checkpoint(run / "latest.pt")
+    assert ck["step"] == 4 and ck["model_config"]["bond_weight"] == 2.0 and ck["model_config"]["t_stop"] == 0.05
+    with pytest.raises(DiffsciError, match="bond_weight"):
+        ProteinModelConfig(bond_weight=-1.0)
+
+
 def test_untrained_baseline_is_reproducible_and_leaves_the_global_rng_alone():
     state = torch.get_rng_state()
     a, b = load_model(untrained=True), load_model(untrained=True)
@@ -194,7 +213,7 @@ def test_fit_records_provenance_and_config_version(tmp_path, capsys):
     res = fit(recipe, tmp_path / "run", progress=False)
     assert "training on" in capsys.readouterr().err  # the filter summary
     ck = load_checkpoint(res.checkpoint)
-    assert ck["config_version"] == 4 and ck["train_config"]["seed"] == 5
+    assert ck["config_version"] == 5 and ck["train_config"]["seed"] == 5
     prov = ck["provenance"]
     assert prov["files"] == [to_dict(file_record(path))] and prov["seed"] == 5 and prov["note"] == "split all"
     assert load_bundle(res.checkpoint, KIND).provenance.files[0].sha256 == file_record(path).sha256
@@ -209,7 +228,7 @@ def test_train_cli_checkpoint_carries_version_and_provenance(tmp_path):
     assert main(["protein", "train", "--data", str(bundled_dataset_path()), "--out", str(run), "--config", str(cfg),
                  "--steps", "1", "--device", "cpu"]) == 0
     ck = load_checkpoint(run)
-    assert ck["config_version"] == 4 and ck["provenance"]["note"] == "split train" and ck["provenance"]["seed"] == 0
+    assert ck["config_version"] == 5 and ck["provenance"]["note"] == "split train" and ck["provenance"]["seed"] == 0
 
 
 def test_space_takes_the_rotation_rate_explicitly():

@@ -190,7 +190,7 @@ def _padded(batch: BackboneBatch, extra: int) -> BackboneBatch:
 def test_batches_are_cut_to_their_longest_chain_and_padding_does_not_change_the_loss():
     ds = load_dataset(bundled_dataset_path())
     net = dataclasses.replace(TINY, self_condition=True, ss_conditioning=True, far_neighbors=2, position="termini")
-    task = BackboneTask(ProteinModelConfig(net=net, max_length=200), ds)
+    task = BackboneTask(ProteinModelConfig(net=net, max_length=200, bond_weight=2.0), ds)
     torch.manual_seed(0)
     model = build_model(task.config)
     with torch.no_grad():
@@ -207,6 +207,68 @@ def test_batches_are_cut_to_their_longest_chain_and_padding_does_not_change_the_
         torch.manual_seed(1)
         b = task.loss(model, padded)
         assert float(a) == pytest.approx(float(b), rel=1e-4)
+
+
+def _link_loss_by_hand(pred, true, mask):
+    """backbone_link_loss written out residue by residue in numpy (N, CA, C, O = 0..3)."""
+    out = []
+    for p, q, m in zip(pred.numpy(), true.numpy(), mask.numpy()):
+        errs = [(np.linalg.norm(p[i, a] - p[i + 1, b]) - np.linalg.norm(q[i, a] - q[i + 1, b])) ** 2
+                for i in range(len(m) - 1) if m[i] and m[i + 1] for a, b in ((1, 1), (2, 0), (1, 0), (2, 1))]
+        out.append(np.mean(errs) if errs else 0.0)
+    return np.array(out)
+
+
+def test_backbone_link_loss_sees_only_the_links_between_consecutive_residues():
+    from diffsci.protein.model.diffusion import backbone_link_loss
+
+    ds = load_dataset(bundled_dataset_path())
+    true = torch.tensor(np.asarray(ds.coords[ds.offsets[0] : ds.offsets[0] + 30]) / 10.0, dtype=torch.float64)[None].repeat(3, 1, 1, 1)
+    mask = torch.ones(3, 30, dtype=torch.bool)
+    mask[1, 25:] = False
+    mask[2, 1:] = False  # one residue: no link
+    g = torch.Generator().manual_seed(0)
+    pred = true + 0.02 * torch.randn(true.shape, generator=g, dtype=torch.float64)
+    got = backbone_link_loss(pred, true, mask)
+    np.testing.assert_allclose(got.numpy(), _link_loss_by_hand(pred, true, mask), rtol=1e-10)
+    assert got[0] > 0 and got[2] == 0
+    # a rigid motion of the whole chain, or moving a masked residue, changes nothing
+    r = so3.random_rotations((), g, torch.float64)
+    moved = pred.clone()
+    moved[0] = pred[0] @ r.T + torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    moved[1, 27] += 5.0
+    np.testing.assert_allclose(backbone_link_loss(moved, true, mask).numpy(), got.numpy(), rtol=1e-9)
+    # moving one residue's atoms away touches only its two links, and the loss grows
+    far = pred.clone()
+    far[0, 10] += torch.tensor([0.1, 0.0, 0.0], dtype=torch.float64)
+    assert backbone_link_loss(far, true, mask)[0] > got[0]
+    assert float(backbone_link_loss(true, true, mask).abs().max()) == 0.0
+
+
+def test_bond_weight_adds_the_link_loss_of_the_low_noise_predictions():
+    from diffsci.protein.frames import ANGSTROM_PER_NM, backbone_from_frames
+    from diffsci.protein.model.diffusion import backbone_link_loss
+
+    ds = load_dataset(bundled_dataset_path())
+    base = BackboneTask(ProteinModelConfig(net=TINY, max_length=40), ds)
+    linked = BackboneTask(ProteinModelConfig(net=TINY, max_length=40, bond_weight=3.0), ds)
+    torch.manual_seed(0)
+    model = build_model(base.config)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    seen_low = False
+    for seed in range(6):
+        batch = linked.sample_batch(torch.Generator().manual_seed(seed), 4)
+        trans0, rots0 = model((batch.xt_trans, batch.xt_rots), batch.t,
+                              ProteinCond(batch.mask, batch.res_idx, torch.zeros_like(batch.res_idx)))
+        bb = backbone_from_frames(rots0, trans0 * ANGSTROM_PER_NM) / ANGSTROM_PER_NM
+        low = (batch.t < base.config.aux_loss_t).to(bb.dtype)
+        want = 3.0 * 100.0 * float((low * backbone_link_loss(bb, batch.atoms, batch.mask)).mean())
+        diff = float(linked.loss(model, batch) - base.loss(model, batch))
+        assert diff == pytest.approx(want, rel=1e-4, abs=1e-7)
+        seen_low |= bool(low.any() and want > 0)
+    assert seen_low
 
 
 def test_strand_power_draws_chains_by_strand_content():

@@ -59,6 +59,40 @@ def test_time_grid_power_is_used_and_recorded(tiny_checkpoint, tmp_path):
     assert "time_power: 1.5" in (out / "len40_000.pdb").read_text()
 
 
+def test_sampling_stops_at_t_stop_and_its_clean_prediction_is_the_design(tiny_checkpoint, tmp_path):
+    from diffsci.protein.design.builder import sampling_times
+    from diffsci.protein.model.diffusion import T_TRAIN_MIN, build_space
+
+    lm = load_model(tiny_checkpoint)
+    assert lm.config.t_stop == T_TRAIN_MIN == 0.01  # a new checkpoint's default: the lowest time it trained on
+    sched = build_space(lm.config).spaces[0].schedule
+    times = sampling_times(sched, 5, 2.0, 0.01)
+    assert len(times) == 6 and float(times[-2]) == pytest.approx(0.01) and float(times[-1]) == 0.0
+    assert bool((times[1:] < times[:-1]).all())
+    torch.testing.assert_close(times[:-1], sched.time_grid(4, t_min=0.01, power=2.0))
+    torch.testing.assert_close(sampling_times(sched, 5, 2.0, 0.0), sched.time_grid(5, power=2.0))
+    torch.testing.assert_close(sampling_times(sched, 1, 2.0, 0.01), sched.time_grid(1, power=2.0))
+    kw = dict(lengths=[40], num=1, steps=12, trajectory=True, potentials="none")
+    (stop,) = sample_backbones(lm, DesignRequest(**kw), progress=False)
+    (full,) = sample_backbones(lm, DesignRequest(**kw, t_stop=0.0), progress=False)
+    # the network is asked about no time below t_stop; without it, about times down to ~0
+    assert min(stop.trajectory_times) == pytest.approx(0.01) and len(stop.trajectory_times) == 12
+    assert min(full.trajectory_times) < 0.008 and (stop.t_stop, full.t_stop) == (0.01, 0.0)
+    # the design is the clean prediction made at t_stop (N, CA, C; O is placed from the next residue)
+    np.testing.assert_allclose(stop.trajectory[-1][0, :, :3], stop.coords[0, :, :3], atol=1e-4)
+    assert not np.allclose(stop.coords, full.coords)
+    out = tmp_path / "o"
+    assert main(["protein", "sample", "--checkpoint", str(tiny_checkpoint), "--length", "40", "--steps", "3",
+                 "--out", str(out), "--quiet", "--t-stop", "0.05"]) == 0
+    assert "t_stop: 0.05" in (out / "len40_000.pdb").read_text()
+    with open(out / "samples.csv") as f:
+        assert next(csv.DictReader(f))["t_stop"] == "0.05"
+    with pytest.raises(DiffsciError, match="t_stop 0.05 needs at least 2 steps"):
+        DesignRequest(lengths=[40], steps=1, t_stop=0.05)
+    with pytest.raises(DiffsciError, match="t_stop"):
+        DesignRequest(lengths=[40], t_stop=0.7)
+
+
 def test_rotation_rate_overrides_the_checkpoint_and_is_recorded(tiny_checkpoint, tmp_path):
     lm = load_model(tiny_checkpoint)
     kw = dict(steps=4)

@@ -19,7 +19,7 @@ __all__ = ["write_designs", "design_record", "existing_outputs", "remove_outputs
 
 CSV_FIELDS = ["file", "length", "seed", "index", "seconds", "total_length", "chains", "contig", "drawn_contig",
               "motif_file", "mapping", "symmetry", "sampler", "steps", "time_power", "rotation_rate", "churn", "churn_tmax",
-              "checkpoint", "record", "trajectory"]
+              "t_stop", "checkpoint", "record", "trajectory"]
 B_FACTOR_NOTE = "B-factor 1.00 = motif residue (held from the motif file, its residue name kept); 0.00 = designed (GLY)"
 TRAJECTORY_DIR = "trajectories"
 # the files this tool writes (and --overwrite may remove)
@@ -34,7 +34,7 @@ def design_record(d, *, checkpoint: str, trajectory: str | None = None) -> dict:
         "file": f"{d.name}.pdb", "name": d.name, "length": d.length, "total_length": d.total_length,
         "chains": dict(zip(ids, lengths)), "seed": d.seed, "index": d.index, "steps": d.steps, "sampler": d.sampler,
         "time_power": d.time_power, "rotation_rate": d.rotation_rate, "churn": d.churn, "churn_tmax": d.churn_tmax,
-        "symmetry": d.symmetry,
+        "t_stop": d.t_stop, "symmetry": d.symmetry,
         "contig": d.contig, "drawn_contig": d.drawn_contig,
         "total_length_limits": list(d.total_length_limits) if d.total_length_limits else None,
         "motif_file": str(Path(d.motif_file).resolve()) if d.motif_file else None, "mapping": d.residue_mapping(),
@@ -74,7 +74,7 @@ def remove_outputs(out) -> list[Path]:
 
 def _remarks(rec: dict) -> dict:
     keys = ["generator", "seed", "index", "length", "total_length", "chains", "checkpoint", "sampler", "steps",
-            "time_power", "rotation_rate", "churn", "churn_tmax", "symmetry", "contig", "drawn_contig", "motif_file", "motif_positions",
+            "time_power", "rotation_rate", "churn", "churn_tmax", "t_stop", "symmetry", "contig", "drawn_contig", "motif_file", "motif_positions",
             "mapping", "b_factor", "ss", "ss_pairs", "guidance_scale", "strand_restraints", "topology",
             "potentials", "hotspots"]
     out = {}

@@ -116,7 +116,9 @@ class DesignRequest:
     ``0.999 u^time_power``), ``rotation_rate`` (flow checkpoints; None: the checkpoint's), ``churn``
     (EDM's S_churn, euler and heun: each step with ``t <= churn_tmax`` first renoises the
     translations to a noise ratio ``1 + min(churn / steps, sqrt 2 - 1)`` times larger; None:
-    :func:`default_churn`, the checkpoint's; ``churn_tmax`` None: the checkpoint's). ``seed``
+    :func:`default_churn`, the checkpoint's; ``churn_tmax`` None: the checkpoint's), ``t_stop``
+    (the time grid ends at ``t_stop`` and the last step jumps to the clean prediction made there;
+    None: the checkpoint's, ``ProteinModelConfig.t_stop``). ``seed``
     (design i of a length draws from ``(seed, "protein-sample", "L100", i)``), ``device`` (None:
     where the model is; ``"auto"``, ``"cpu"``, ``"cuda:1"``), ``trajectory`` (keep every step's clean
     prediction). ``potentials``: sampling-time potentials on each step's clean prediction
@@ -145,6 +147,7 @@ class DesignRequest:
     rotation_rate: float | None = None
     churn: float | None = None
     churn_tmax: float | None = None
+    t_stop: float | None = None
     seed: int = 0
     device: str | None = None
     trajectory: bool = False
@@ -220,6 +223,11 @@ class DesignRequest:
             check_range(self.churn, "churn", 0, 1000)
         if self.churn_tmax is not None:
             check_range(self.churn_tmax, "churn_tmax", 0, 1, lo_open=True)
+        if self.t_stop is not None:
+            check_range(self.t_stop, "t_stop", 0, 0.5)
+            if self.t_stop > 0 and self.steps < 2:
+                raise DiffsciError(f"t_stop {self.t_stop:g} needs at least 2 steps (one down to t_stop, the last to "
+                                   f"its clean prediction); give steps >= 2 or t_stop 0")
         check_choice(self.motif_method, "motif_method", MOTIF_METHODS)
         check_int(self.motif_taper, "motif_taper", minimum=0)
         check_range(self.guidance_scale, "guidance_scale", 0, 100)
@@ -357,8 +365,11 @@ class DesignRequest:
         if strength is None:
             strength = 1.0 if (self.ss == SS_PRIOR or self.has_strand_request) and self.n_copies == 1 else 0.0
         tmax = cfg.churn_tmax if self.churn_tmax is None else float(self.churn_tmax)
+        t_stop = float(cfg.t_stop if self.t_stop is None else self.t_stop)
+        if self.steps < 2:
+            t_stop = 0.0  # one step: from t_max straight to the clean prediction
         return CheckedRequest(self, sampler, rate, float(strength), self._length_warnings(cfg, source), churn,
-                              tmax if churn else None)
+                              tmax if churn else None, t_stop)
 
     def longest_state(self) -> int:
         """The most residues a design of this request has (every chain and copy together)."""
@@ -382,7 +393,8 @@ class CheckedRequest:
     """A :class:`DesignRequest` checked against one checkpoint, with what it decides filled in:
     ``sampler`` (a name of :data:`~diffsci.core.samplers.SAMPLERS`), ``rotation_rate`` (None for a
     score model), ``strand_restraints`` (the strength used where a design has strands) and
-    ``warnings``, lines the user should read (designs longer than the checkpoint's training crops)."""
+    ``warnings``, lines the user should read (designs longer than the checkpoint's training crops),
+    ``churn`` and ``churn_tmax`` (None without churn), and ``t_stop``, where the time grid ends."""
 
     request: DesignRequest
     sampler: str
@@ -391,3 +403,4 @@ class CheckedRequest:
     warnings: tuple[str, ...] = ()
     churn: float = 0.0
     churn_tmax: float | None = None
+    t_stop: float = 0.0

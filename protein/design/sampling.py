@@ -96,7 +96,7 @@ class Design:
     symmetry constraint comes after), each (S, N, 4, 3) Å, with ``trajectory_times``.
     ``length`` is the chain length for ``--length`` designs and the total for contig designs.
     ``churn``: the EDM churn the sampler used (0: the plain ODE), on the steps with
-    ``t <= churn_tmax`` (None without churn).
+    ``t <= churn_tmax`` (None without churn); ``t_stop``: where the time grid ended (0: at t = 0).
     ``ss``: the requested secondary structure of a chain, one letter per residue (H/E/L), with
     ``ss_pairs``, ``guidance_scale`` and ``strand_restraints`` as given (None: unconditional);
     with ``--ss prior`` the drawn ones, and ``topology`` the training chain and window they were
@@ -118,6 +118,7 @@ class Design:
     rotation_rate: float | None = None
     churn: float = 0.0
     churn_tmax: float | None = None
+    t_stop: float = 0.0
     chain_lengths: tuple = ()
     residue_names: tuple | None = None
     motif_labels: tuple | None = None
@@ -249,7 +250,7 @@ class _Designer:
         self.bundle, self.checked, self.request, self.device = bundle, checked, checked.request, device
         self.settings = SamplerSettings(checked.sampler, self.request.steps, self.request.time_power,
                                         self.request.rotation_rate, checked.churn,
-                                        1.0 if checked.churn_tmax is None else checked.churn_tmax)
+                                        1.0 if checked.churn_tmax is None else checked.churn_tmax, checked.t_stop)
         self.library = None
         if self.request.ss == SS_PRIOR:
             self.library = TopologyLibrary(config=bundle.config)  # the chains this checkpoint was trained on
@@ -319,7 +320,7 @@ class _Designer:
                       potentials=",".join(f"{k}:{w:g}" for k, w in r.potentials) or None,
                       hotspots=",".join(r.hotspots) if r.hotspots else None,
                       time_power=r.time_power, rotation_rate=c.rotation_rate, churn=c.churn,
-                      churn_tmax=c.churn_tmax, trajectory=traj, trajectory_times=times,
+                      churn_tmax=c.churn_tmax, t_stop=c.t_stop, trajectory=traj, trajectory_times=times,
                       **(plan.ss_record or {}))
         if lay is None:
             return Design(f"len{plan.length}_{i:03d}", coords, symmetry=r.symmetry,

@@ -65,9 +65,12 @@ from diffsci.protein.ss import PAIR_UNKNOWN, SS_UNKNOWN, pair_classes, segment_p
 __all__ = ["ProteinModelConfig", "ProteinCond", "FrameDenoiser", "SelfConditioned", "build_space", "build_model",
            "BackboneBatch", "BackboneTask", "ProteinData", "make_task", "upgrade_v0", "shipped_checkpoint", "KIND",
            "TRAIN_DEFAULTS", "filter_reason", "upgrade_v1", "upgrade_v2", "ss_checkpoint", "SAMPLING_FIELDS",
-           "upgrade_v3", "TASK_FIELDS"]
+           "upgrade_v3", "TASK_FIELDS", "upgrade_v4", "backbone_link_loss", "LINK_PAIRS",
+           "T_TRAIN_MIN"]
 
 KIND = "protein-frames"
+#: the lowest time a training batch draws (t ~ U[T_TRAIN_MIN, 1)); the default ``t_stop`` of sampling
+T_TRAIN_MIN = 0.01
 
 
 @dataclass(frozen=True)
@@ -82,12 +85,22 @@ class ProteinModelConfig:
     dist_weight: float = 0.25  # local pairwise-distance loss (FrameDiff's L_2D), same t window as aux
     dist_cutoff_nm: float = 0.6
     rot_weight: float = 0.5
+    # chain-geometry loss (same t window as aux): squared error of the four distances that fix a
+    # peptide link between consecutive residues (CA-CA, C-N', CA-N', C-CA'; backbone_link_loss).
+    # Among the local distances of dist_weight they are ~1 pair in 30, yet they alone decide whether
+    # a design's chain is connected (consecutive CA-CA <= 4.2 Å). A training-task option (TASK_FIELDS).
+    bond_weight: float = 0.0
     inference_rate: float = 10.0  # FrameFlow's exponential rotation schedule at sampling
     # EDM churn of the translations when the checkpoint is sampled with euler/heun (0: the plain ODE),
     # on the steps with t <= churn_tmax (diffsci.protein.design.request.default_churn); like
     # inference_rate a sampling default only (SAMPLING_FIELDS: a resumed run may change it)
     churn: float = 0.0
     churn_tmax: float = 0.7
+    # where sampling stops (a sampling default, SAMPLING_FIELDS): the time grid runs down to t_stop
+    # and the last step jumps to the network's clean prediction there, as FrameFlow samples down to
+    # min_t = 0.01. Training never draws t below T_TRAIN_MIN, so below it the network extrapolates
+    # (docs/benchmarks.md, "Sampling stops where training stops"). 0: the grid runs to t = 0.
+    t_stop: float = T_TRAIN_MIN
     # training-set filters, as FrameDiff's data config (max loop percent, radius-of-gyration
     # outliers): chains with more P-SEA coil than max_coil, or Rg above max_rg_ratio * 2.2 L^0.38,
     # are not trained on (None: keep all)
@@ -116,12 +129,14 @@ class ProteinModelConfig:
             raise DiffsciError(f"formulation must be 'flow' or 'score', got {self.formulation!r}")
         if self.max_length < 8:
             raise DiffsciError("max_length must be >= 8")
+        check_range(self.bond_weight, "bond_weight", 0.0, 100.0)
         if not 0 <= self.strand_power <= 4:
             raise DiffsciError(f"strand_power must lie in [0, 4], got {self.strand_power}")
         for name in ("ss_drop", "ss_pair_drop", "ss_segment_mask"):
             check_range(getattr(self, name), name, 0.0, 1.0)
         check_range(self.churn, "churn", 0.0, 1000.0)
         check_range(self.churn_tmax, "churn_tmax", 0.0, 1.0, lo_open=True)
+        check_range(self.t_stop, "t_stop", 0.0, 0.5)
         check_range(self.rollout_prob, "rollout_prob", 0.0, 1.0)
         check_range(self.rollout_span, "rollout_span", 0.0, 1.0, lo_open=True)
         if not 1 <= self.rollout_steps <= 20:
@@ -324,8 +339,8 @@ class BackboneTask:
         com = (trans * mask[..., None]).sum(1, keepdim=True) / mask.sum(1)[:, None, None]
         trans = remove_com(trans, mask)
         atoms = (atoms - com[:, :, None]) * mask[..., None, None]
-        # t in [0.01, 1): avoid the degenerate t = 0 (clean) end
-        t = 0.01 + 0.99 * torch.rand(batch_size, generator=generator)
+        # t in [T_TRAIN_MIN, 1): avoid the degenerate t = 0 (clean) end
+        t = T_TRAIN_MIN + (1.0 - T_TRAIN_MIN) * torch.rand(batch_size, generator=generator)
         space = self.space.with_mask(mask)
         rollout = None  # scheduled sampling: noise to a higher time, which the loss rolls out to t
         if self.config.rollout_prob > 0 and bool(torch.rand((), generator=generator) < self.config.rollout_prob):
@@ -387,6 +402,10 @@ class BackboneTask:
             bb = backbone_from_frames(rots0, trans0 * ANGSTROM_PER_NM) / ANGSTROM_PER_NM
             dl = local_distance_loss(bb, batch.atoms, mask, cfg.dist_cutoff_nm)
             loss = loss + cfg.dist_weight * (t < cfg.aux_loss_t).to(dl.dtype) * dl * 100.0
+        if cfg.bond_weight > 0:
+            bb = backbone_from_frames(rots0, trans0 * ANGSTROM_PER_NM) / ANGSTROM_PER_NM
+            bl = backbone_link_loss(bb, batch.atoms, mask)
+            loss = loss + cfg.bond_weight * (t < cfg.aux_loss_t).to(bl.dtype) * bl * 100.0
         return loss.mean()
 
     def network_input(self, model, batch: BackboneBatch, xt, cond: ProteinCond, self_condition: bool):
@@ -437,6 +456,26 @@ def local_distance_loss(pred: torch.Tensor, true: torch.Tensor, mask: torch.Tens
     pair = pair & ~torch.eye(n * 4, dtype=torch.bool, device=mask.device)[None]
     pm = pair.to(pred.dtype)
     return (((dp - dq) ** 2) * pm).sum((1, 2)) / pm.sum((1, 2)).clamp_min(1)
+
+
+#: (atom of residue i, atom of residue i + 1) pairs whose distances fix the peptide link, with N, CA,
+#: C, O = 0..3: CA-CA', C-N' (the peptide bond), CA-N' (with C-N' and the frame: the CA-C-N'
+#: angle) and C-CA' (the C-N'-CA' angle)
+LINK_PAIRS = ((1, 1), (2, 0), (1, 0), (2, 1))
+
+
+def backbone_link_loss(pred: torch.Tensor, true: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of the :data:`LINK_PAIRS` distances between consecutive residues (both
+    in ``mask``). pred/true (B, N, 4, 3), mask (B, N). Shape (B,); 0 for a structure without a
+    consecutive pair. The targets are the true structure's distances (a gap in it is kept, not
+    closed)."""
+    pm = (mask[:, :-1] & mask[:, 1:]).to(pred.dtype)  # (B, N - 1)
+    err = pred.new_zeros(pm.shape)
+    for a, b in LINK_PAIRS:
+        dp = (pred[:, :-1, a] - pred[:, 1:, b]).norm(dim=-1)
+        dq = (true[:, :-1, a] - true[:, 1:, b]).norm(dim=-1)
+        err = err + (dp - dq) ** 2
+    return (err * pm).sum(1) / (len(LINK_PAIRS) * pm.sum(1).clamp_min(1))
 
 
 def filter_reason(ca: np.ndarray, cfg: ProteinModelConfig) -> str | None:
@@ -532,9 +571,9 @@ def upgrade_v2(ck: dict) -> dict:
 
 
 #: model-config fields that only set how a checkpoint samples by default (core Kind.sampling_fields)
-SAMPLING_FIELDS = ("inference_rate", "churn", "churn_tmax")
+SAMPLING_FIELDS = ("inference_rate", "churn", "churn_tmax", "t_stop")
 #: model-config fields that only shape the training task, not the network (core Kind.task_fields)
-TASK_FIELDS = ("rollout_prob", "rollout_span", "rollout_steps")
+TASK_FIELDS = ("rollout_prob", "rollout_span", "rollout_steps", "bond_weight")
 
 
 def upgrade_v3(ck: dict) -> dict:
@@ -544,8 +583,20 @@ def upgrade_v3(ck: dict) -> dict:
     if not config:
         return dict(ck)
     defaults = ProteinModelConfig()
-    for name in TASK_FIELDS:
+    for name in ("rollout_prob", "rollout_span", "rollout_steps"):  # the task fields of version 4
         config.setdefault(name, getattr(defaults, name))
+    return {**ck, "model_config": config}
+
+
+def upgrade_v4(ck: dict) -> dict:
+    """Version 4 to version 5: the chain-geometry loss and the sampler's stopping time. A model
+    table without them gets ``bond_weight: 0`` (every earlier checkpoint trained without it) and
+    ``t_stop: 0`` (every earlier checkpoint was sampled, and measured, down to t = 0)."""
+    config = dict(ck["model_config"])
+    if not config:
+        return dict(ck)
+    config.setdefault("bond_weight", 0.0)
+    config.setdefault("t_stop", 0.0)
     return {**ck, "model_config": config}
 
 
@@ -560,7 +611,7 @@ def shipped_checkpoint() -> Path:
     return Path(str(resources.files("diffsci.protein") / "data" / "default_checkpoint.pt"))
 
 
-register_kind(KIND, ProteinModelConfig, build_model, version=4,
-              migrations={0: upgrade_v0, 1: upgrade_v1, 2: upgrade_v2, 3: upgrade_v3},
+register_kind(KIND, ProteinModelConfig, build_model, version=5,
+              migrations={0: upgrade_v0, 1: upgrade_v1, 2: upgrade_v2, 3: upgrade_v3, 4: upgrade_v4},
               default_path=shipped_checkpoint, make_task=make_task, data_cls=ProteinData,
               train_defaults=TRAIN_DEFAULTS, sampling_fields=SAMPLING_FIELDS, task_fields=TASK_FIELDS)
