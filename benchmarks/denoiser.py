@@ -185,7 +185,8 @@ def trajectory_rows(folder, *, bins: Sequence[float] = T_BINS) -> list[dict]:
     ``trajectories/`` subfolder: ``diffsci protein sample --trajectory``), one row per bin of t:
     ``t_lo``, ``t_hi``, ``n`` (predictions), ``designs``, and the means of ``breaks`` (consecutive
     CA-CA > 4.2 Å within a chain, per 100 residues), ``dssp_helix`` and ``dssp_strand`` (whole
-    design). Compare ``breaks`` with :func:`denoising_errors`' at the same t: far more here means
+    design), with ``ca_ca_mean`` and ``ca_ca_sd``, the mean and standard deviation of every
+    consecutive CA-CA distance within a chain in the bin (Å; real chains: 3.80 and ~0.02). Compare ``breaks`` with :func:`denoising_errors`' at the same t: far more here means
     the sampler's states have left what the network was trained on."""
     from diffsci.protein.metrics.geometry import CA_CA_BREAK, ca_ca_distances
     from diffsci.protein.metrics.secondary import dssp_labels
@@ -196,22 +197,26 @@ def trajectory_rows(folder, *, bins: Sequence[float] = T_BINS) -> list[dict]:
     if not files:
         raise DiffsciError(f"--trajectories {folder}: no trajectory PDB files (write them with "
                            f"`diffsci protein sample --trajectory --out {folder}`)")
-    per = []  # (t, breaks per 100, helix, strand, design)
+    per = []  # (t, breaks per 100, helix, strand, design, CA-CA distances within chains)
     for d, f in enumerate(files):
         times, models, chains = _read_trajectory(f)
         same = chains[1:] == chains[:-1]
         for t, x in zip(times, models):
-            gaps = ca_ca_distances(x) > CA_CA_BREAK
+            dist = ca_ca_distances(x)
+            gaps = dist > CA_CA_BREAK
             labels = dssp_labels(x)
             per.append((t, 100.0 * float((gaps & same).sum()) / max(int(same.sum()), 1),
-                        float((labels == "H").mean()), float((labels == "E").mean()), d))
+                        float((labels == "H").mean()), float((labels == "E").mean()), d, dist[same]))
     table = []
     for lo, hi in zip(bins[:-1], bins[1:]):
         sel = [r for r in per if lo <= r[0] < hi or (hi == bins[-1] and r[0] == hi)]
         if sel:
+            dist = np.concatenate([r[5] for r in sel])
             table.append({"t_lo": lo, "t_hi": hi, "n": len(sel), "designs": len({r[4] for r in sel}),
                           **{k: round(sum(r[i] for r in sel) / len(sel), 3)
-                             for i, k in ((1, "breaks"), (2, "dssp_helix"), (3, "dssp_strand"))}})
+                             for i, k in ((1, "breaks"), (2, "dssp_helix"), (3, "dssp_strand"))},
+                          "ca_ca_mean": round(float(dist.mean()), 3) if len(dist) else None,
+                          "ca_ca_sd": round(float(dist.std()), 3) if len(dist) else None})
     return table
 
 
@@ -234,8 +239,8 @@ def _markdown(payload: dict) -> str:
               "structures | breaks /100, in | predicted |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
 
-    def f(v):
-        return "-" if v is None else f"{v:.2f}"
+    def f(v, digits=2):
+        return "-" if v is None else f"{v:.{digits}f}"
 
     for r in payload["rows"]:
         lines.append(f"| [{r['t_lo']:g}, {r['t_hi']:g}) | {f(r['input_hbonds_local'])} | {f(r['hbonds_local'])} | "
@@ -245,9 +250,11 @@ def _markdown(payload: dict) -> str:
     if payload.get("trajectory_rows"):
         lines += ["", f"The sampler's own clean predictions along its trajectories (`{payload['trajectories']}`), to compare "
                       "with the predictions on noised real chains above:", "",
-                  "| t | predictions | designs | breaks /100 | DSSP H | DSSP E |", "|---|---|---|---|---|---|"]
+                  "| t | predictions | designs | breaks /100 | CA-CA mean, Å | CA-CA sd, Å | DSSP H | DSSP E |",
+                  "|---|---|---|---|---|---|---|---|"]
         for r in payload["trajectory_rows"]:
             lines.append(f"| [{r['t_lo']:g}, {r['t_hi']:g}) | {r['n']} | {r['designs']} | {r['breaks']:.1f} | "
+                         f"{f(r.get('ca_ca_mean'), 3)} | {f(r.get('ca_ca_sd'), 3)} | "
                          f"{r['dssp_helix']:.2f} | {r['dssp_strand']:.2f} |")
     return "\n".join(lines) + "\n"
 
@@ -257,7 +264,12 @@ def _run(args) -> int:
     from diffsci.protein.io.dataset import bundled_dataset_path, load_dataset
     from diffsci.protein.model.diffusion import BackboneTask
 
-    traj = trajectory_rows(args.trajectories) if args.trajectories else None
+    if args.trajectory_bins and not args.trajectories:
+        raise DiffsciError("--trajectory-bins needs --trajectories")
+    bins = tuple(args.trajectory_bins or T_BINS)
+    if len(bins) < 2 or any(b <= a for a, b in zip(bins, bins[1:])) or bins[0] < 0 or bins[-1] > 1:
+        raise DiffsciError(f"--trajectory-bins: at least two increasing times in [0, 1], got {' '.join(map(str, bins))}")
+    traj = trajectory_rows(args.trajectories, bins=bins) if args.trajectories else None
     lm = load_model(args.checkpoint)
     data = args.data or bundled_dataset_path()
     if not Path(data).is_file():
@@ -278,6 +290,7 @@ def _run(args) -> int:
     words += (["--checkpoint", args.checkpoint] if args.checkpoint else []) + (["--data", args.data] if args.data else [])
     words += ["--crop", str(args.crop)] if args.crop is not None else []
     words += ["--trajectories", str(args.trajectories)] if args.trajectories else []
+    words += ["--trajectory-bins", *(f"{b:g}" for b in bins)] if args.trajectory_bins else []
     words += ["--rollout", f"{args.rollout[0]:g}", f"{args.rollout[1]:g}"] if args.rollout else []
     payload = {"command": " ".join(words), "checkpoint": str(lm.source), "split": args.split, "chains": len(task.chains),
                "crop": config.max_length,
@@ -310,6 +323,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--trajectories", metavar="DIR",
                    help="also tabulate the clean predictions of `diffsci protein sample --trajectory --out DIR` designs "
                         "by t (breaks, DSSP H/E), beside the network's on noised real chains")
+    p.add_argument("--trajectory-bins", nargs="+", type=float, metavar="T",
+                   help="bin edges in t of the --trajectories table (default: " + " ".join(f"{b:g}" for b in T_BINS)
+                        + "); finer near 0 to see the last steps, e.g. 0 0.001 0.01 0.1 1")
     p.add_argument("--rollout", nargs=2, type=float, metavar=("SPAN", "STEPS"),
                    help="give the network its own sampler's states instead of noised real chains: each chain noised "
                         "to t + SPAN (at most 1), then moved to t by STEPS Euler steps of the network (the states "

@@ -159,6 +159,15 @@ def test_trajectory_rows_count_breaks_within_chains_and_dssp_of_each_prediction(
     labels = dssp_labels(x)
     assert lo["dssp_strand"] == pytest.approx(float((labels == "E").mean()), abs=0.02)
     assert lo["dssp_strand"] > 0.2
+    # the CA-CA statistics pool the distances within chains (the B chain's junction left out)
+    d = np.linalg.norm(np.diff(x[:, 1].astype(np.float64), axis=0), axis=1)
+    pooled = np.concatenate([d, d[: half - 1], d[half:]])
+    assert lo["ca_ca_mean"] == pytest.approx(pooled.mean(), abs=1e-3)
+    assert lo["ca_ca_sd"] == pytest.approx(pooled.std(), abs=1e-3)
+    assert hi["ca_ca_mean"] > lo["ca_ca_mean"]  # the 12 Å gap
+    # bins of the caller's choosing
+    fine = trajectory_rows(tmp_path, bins=(0.0, 0.06, 1.0))
+    assert [(r["t_lo"], r["n"]) for r in fine] == [(0.0, 1), (0.06, 2)]
 
 
 def test_trajectories_are_refused_without_files_or_times(tmp_path):
@@ -186,3 +195,14 @@ def test_cli_tabulates_a_samplers_trajectories(tmp_path, tiny_checkpoint):
     assert max(r["designs"] for r in res["trajectory_rows"]) == 2
     assert res["command"].endswith(f"--trajectories {samples}")
     assert "sampler's own clean predictions" in (out / "denoiser.md").read_text()
+    assert "CA-CA sd" in (out / "denoiser.md").read_text()
+    fine = tmp_path / "f"
+    assert main(["bench", "denoiser", "--checkpoint", str(tiny_checkpoint), "--batches", "1", "--batch-size", "2",
+                 "--trajectories", str(samples), "--trajectory-bins", "0", "0.5", "1", "--out", str(fine)]) == 0
+    res = json.loads((fine / "denoiser.json").read_text())
+    assert [r["t_lo"] for r in res["trajectory_rows"]] == [0.0, 0.5]
+    assert res["command"].endswith("--trajectory-bins 0 0.5 1")
+    assert main(["bench", "denoiser", "--checkpoint", str(tiny_checkpoint), "--trajectory-bins", "0", "1",
+                 "--out", str(fine)]) == 2
+    assert main(["bench", "denoiser", "--checkpoint", str(tiny_checkpoint), "--trajectories", str(samples),
+                 "--trajectory-bins", "0.5", "0.1", "--out", str(fine)]) == 2
