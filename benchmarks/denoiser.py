@@ -186,8 +186,9 @@ def trajectory_rows(folder, *, bins: Sequence[float] = T_BINS) -> list[dict]:
     ``t_lo``, ``t_hi``, ``n`` (predictions), ``designs``, and the means of ``breaks`` (consecutive
     CA-CA > 4.2 Å within a chain, per 100 residues), ``dssp_helix`` and ``dssp_strand`` (whole
     design), with ``ca_ca_mean`` and ``ca_ca_sd``, the mean and standard deviation of every
-    consecutive CA-CA distance within a chain in the bin (Å; real chains: 3.80 and ~0.02). Compare ``breaks`` with :func:`denoising_errors`' at the same t: far more here means
-    the sampler's states have left what the network was trained on."""
+    consecutive CA-CA distance within a chain in the bin (Å; real chains: 3.80 and ~0.02). Compare
+    ``breaks`` with :func:`denoising_errors`' at the same t: far more here means the sampler's
+    states have left what the network was trained on."""
     from diffsci.protein.metrics.geometry import CA_CA_BREAK, ca_ca_distances
     from diffsci.protein.metrics.secondary import dssp_labels
 

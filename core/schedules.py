@@ -90,9 +90,10 @@ class Schedule:
     def t_from_ratio(self, r: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def time_grid(self, steps: int, t_max: float | None = None, t_min: float = 0.0, power: float = 1.0) -> torch.Tensor:
+    def time_grid(self, steps: int, t_max: float | None = None, t_min: float = 0.0, power: float = 1.0,
+                  t_stop: float = 0.0) -> torch.Tensor:
         """Decreasing sampling times ``t_max -> t_min``, ``steps + 1`` points, float64 (see :func:`time_grid`)."""
-        return time_grid(steps, self.t_max if t_max is None else t_max, t_min, power)
+        return time_grid(steps, self.t_max if t_max is None else t_max, t_min, power, t_stop)
 
     def sample_t(self, n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
         """Training times ``t ~ U(0, t_max]`` (the same family the sampler uses)."""
@@ -100,11 +101,22 @@ class Schedule:
         return (1.0 - u) * self.t_max
 
 
-def time_grid(steps: int, t_max: float = 1.0, t_min: float = 0.0, power: float = 1.0) -> torch.Tensor:
+def time_grid(steps: int, t_max: float = 1.0, t_min: float = 0.0, power: float = 1.0,
+              t_stop: float = 0.0) -> torch.Tensor:
     """``steps + 1`` decreasing times from ``t_max`` to ``t_min`` (float64):
     ``t_i = t_min + (t_max - t_min) u_i^power`` with ``u`` uniform from 1 to 0. ``power = 1`` is
-    uniform; ``power > 1`` puts more steps near the clean end (as Karras' rho does for sigma)."""
+    uniform; ``power > 1`` puts more steps near the clean end (as Karras' rho does for sigma).
+
+    ``t_stop`` > t_min (and ``steps`` >= 2): the first ``steps - 1`` steps end at ``t_stop`` and
+    the last goes from there to ``t_min``; a sampler's last step then lands on the denoiser's clean
+    prediction at ``t_stop``, which is never asked about a lower time (FrameFlow samples to
+    min_t = 0.01, the lowest time it trains on, in the same way)."""
     check_int(steps, "steps")
+    if t_stop > t_min and steps >= 2:
+        if t_stop >= t_max:
+            raise DiffsciError(f"time grid needs t_stop < t_max, got t_stop={t_stop}, t_max={t_max}")
+        grid = time_grid(steps - 1, t_max, t_stop, power)
+        return torch.cat([grid, grid.new_full((1,), float(t_min))])
     if not 0.0 <= t_min < t_max <= 1.0:
         raise DiffsciError(f"time grid needs 0 <= t_min < t_max <= 1, got t_min={t_min}, t_max={t_max}")
     if not (isinstance(power, (int, float)) and 0 < power <= 10 and math.isfinite(power)):

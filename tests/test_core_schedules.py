@@ -9,6 +9,7 @@ import contextlib
 import pytest
 import torch
 
+from diffsci.core.errors import DiffsciError
 from diffsci.core.schedules import EDM, SCHEDULES, FlowMatching, LogLinear, VPCosine, VPLinear
 
 SCHEDS = [VPLinear(), VPCosine(), EDM(sigma_max=80.0), EDM(sigma_min=0.01, sigma_max=5.0, rho=3.0), FlowMatching(),
@@ -66,3 +67,16 @@ def test_closed_form_derivatives_recover_x0_from_velocity_under_every_grad_mode(
         ca, cs, cda, cds = (f(tt)[:, None] for f in (sched.alpha, sched.sigma, sched.alpha_dot, sched.sigma_dot))
         x0_hat = (cds * (a * x0 + s * eps) - cs * u) / (cds * ca - cs * cda)
     assert torch.allclose(x0_hat, x0, rtol=1e-5, atol=1e-6)
+
+
+def test_time_grid_stops_at_t_stop_then_jumps_to_t_min():
+    from diffsci.core.schedules import time_grid
+
+    g = time_grid(6, 0.999, 0.0, 2.0, t_stop=0.01)
+    assert len(g) == 7 and float(g[-1]) == 0.0 and float(g[-2]) == pytest.approx(0.01)
+    assert bool((g[1:] < g[:-1]).all()) and float(g[1:-1].min()) >= 0.01 - 1e-12
+    torch.testing.assert_close(g[:-1], time_grid(5, 0.999, 0.01, 2.0))
+    torch.testing.assert_close(time_grid(6, 0.999, 0.0, 2.0, t_stop=0.0), time_grid(6, 0.999, 0.0, 2.0))
+    torch.testing.assert_close(time_grid(1, 0.999, 0.0, 2.0, t_stop=0.01), time_grid(1, 0.999, 0.0, 2.0))
+    with pytest.raises(DiffsciError, match="t_stop < t_max"):
+        time_grid(6, 0.5, 0.0, 1.0, t_stop=0.5)

@@ -60,18 +60,17 @@ def test_time_grid_power_is_used_and_recorded(tiny_checkpoint, tmp_path):
 
 
 def test_sampling_stops_at_t_stop_and_its_clean_prediction_is_the_design(tiny_checkpoint, tmp_path):
-    from diffsci.protein.design.builder import sampling_times
     from diffsci.protein.model.diffusion import T_TRAIN_MIN, build_space
 
     lm = load_model(tiny_checkpoint)
     assert lm.config.t_stop == T_TRAIN_MIN == 0.01  # a new checkpoint's default: the lowest time it trained on
     sched = build_space(lm.config).spaces[0].schedule
-    times = sampling_times(sched, 5, 2.0, 0.01)
+    times = sched.time_grid(5, power=2.0, t_stop=0.01)
     assert len(times) == 6 and float(times[-2]) == pytest.approx(0.01) and float(times[-1]) == 0.0
     assert bool((times[1:] < times[:-1]).all())
     torch.testing.assert_close(times[:-1], sched.time_grid(4, t_min=0.01, power=2.0))
-    torch.testing.assert_close(sampling_times(sched, 5, 2.0, 0.0), sched.time_grid(5, power=2.0))
-    torch.testing.assert_close(sampling_times(sched, 1, 2.0, 0.01), sched.time_grid(1, power=2.0))
+    torch.testing.assert_close(sched.time_grid(5, power=2.0, t_stop=0.0), sched.time_grid(5, power=2.0))
+    torch.testing.assert_close(sched.time_grid(1, power=2.0, t_stop=0.01), sched.time_grid(1, power=2.0))
     kw = dict(lengths=[40], num=1, steps=12, trajectory=True, potentials="none")
     (stop,) = sample_backbones(lm, DesignRequest(**kw), progress=False)
     (full,) = sample_backbones(lm, DesignRequest(**kw, t_stop=0.0), progress=False)

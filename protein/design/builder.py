@@ -55,7 +55,7 @@ from diffsci.protein.design.strands import StrandRestraints, request_restraints,
 from diffsci.protein.design.symmetry import (SymmetryGroup, min_copy_spacing, symmetric_denoiser, symmetric_prior,
                                              symmetry_constraint)
 
-__all__ = ["DesignInputs", "SamplerSettings", "sampling_times", "Stage", "BuildContext", "CONDITIONERS", "build_stage", "sample_states",
+__all__ = ["DesignInputs", "SamplerSettings", "Stage", "BuildContext", "CONDITIONERS", "build_stage", "sample_states",
            "ss_denoiser", "cyclic_constraint"]
 
 
@@ -101,7 +101,8 @@ class SamplerSettings:
     ``rotation_rate`` (flow checkpoints; None: the checkpoint's ``inference_rate``), ``churn``
     (EDM's S_churn for euler and heun: before each step with ``t <= churn_tmax`` the state's
     translations are renoised to a noise ratio ``1 + min(churn / steps, sqrt 2 - 1)`` times larger;
-    0: none), ``t_stop`` (:func:`sampling_times`)."""
+    0: none), ``t_stop`` (the grid's last step goes from ``t_stop`` to 0:
+    :func:`~diffsci.core.schedules.time_grid`)."""
 
     sampler: str
     steps: int
@@ -110,18 +111,6 @@ class SamplerSettings:
     churn: float = 0.0
     churn_tmax: float = 1.0
     t_stop: float = 0.0
-
-
-def sampling_times(schedule, steps: int, power: float, t_stop: float = 0.0) -> torch.Tensor:
-    """The sampler's ``steps + 1`` decreasing times: ``schedule``'s grid (``time_grid``, power
-    ``power``) down to 0, or with ``t_stop`` > 0 its ``steps - 1`` steps down to ``t_stop`` and a last
-    step from there to 0, which lands on the network's clean prediction at ``t_stop`` (FrameFlow
-    samples to min_t = 0.01 and returns that prediction). The network is then never asked about a
-    time below ``t_stop``."""
-    if t_stop <= 0 or steps < 2:
-        return schedule.time_grid(steps, power=power)
-    grid = schedule.time_grid(steps - 1, t_min=t_stop, power=power)
-    return torch.cat([grid, grid.new_zeros(1)])
 
 
 @dataclass(frozen=True)
@@ -323,7 +312,7 @@ def sample_states(bundle: Bundle, inputs: DesignInputs, settings: SamplerSetting
     like = (torch.zeros(batch, n_res, 3, device=device), torch.eye(3, device=device).expand(batch, n_res, 3, 3).clone())
     ctx = BuildContext(bundle, space, cond, inputs, generator, symmetry)
     x = space.prior(like, generator) if ctx.symmetry is None else symmetric_prior(ctx.symmetry, space, like, generator)
-    times = sampling_times(space.spaces[0].schedule, settings.steps, settings.time_power, settings.t_stop)
+    times = space.spaces[0].schedule.time_grid(settings.steps, power=settings.time_power, t_stop=settings.t_stop)
     stage = build_stage(ctx)
     with contextlib.ExitStack() as stack:  # the weights are constant while sampling (FrameDenoiserNet.frozen_weights)
         for net in bundle.model.modules():

@@ -394,18 +394,16 @@ class BackboneTask:
         tl = (((trans0 - batch.trans) ** 2).sum(-1) * m).sum(1) / denom
         rl = (((rots0 - batch.rots) ** 2).sum((-1, -2)) * m).sum(1) / denom
         loss = scale * (tl + cfg.rot_weight * rl)
-        if cfg.aux_weight > 0:
+        if cfg.aux_weight > 0 or cfg.dist_weight > 0 or cfg.bond_weight > 0:  # the backbone losses, on t < aux_loss_t
             bb = backbone_from_frames(rots0, trans0 * ANGSTROM_PER_NM) / ANGSTROM_PER_NM  # (B, N, 4, 3)
-            al = (((bb - batch.atoms) ** 2).sum(-1).mean(-1) * m).sum(1) / denom
-            loss = loss + cfg.aux_weight * (t < cfg.aux_loss_t).to(al.dtype) * al * 100.0
-        if cfg.dist_weight > 0:
-            bb = backbone_from_frames(rots0, trans0 * ANGSTROM_PER_NM) / ANGSTROM_PER_NM
-            dl = local_distance_loss(bb, batch.atoms, mask, cfg.dist_cutoff_nm)
-            loss = loss + cfg.dist_weight * (t < cfg.aux_loss_t).to(dl.dtype) * dl * 100.0
-        if cfg.bond_weight > 0:
-            bb = backbone_from_frames(rots0, trans0 * ANGSTROM_PER_NM) / ANGSTROM_PER_NM
-            bl = backbone_link_loss(bb, batch.atoms, mask)
-            loss = loss + cfg.bond_weight * (t < cfg.aux_loss_t).to(bl.dtype) * bl * 100.0
+            low = (t < cfg.aux_loss_t).to(bb.dtype) * 100.0
+            if cfg.aux_weight > 0:
+                al = (((bb - batch.atoms) ** 2).sum(-1).mean(-1) * m).sum(1) / denom
+                loss = loss + cfg.aux_weight * low * al
+            if cfg.dist_weight > 0:
+                loss = loss + cfg.dist_weight * low * local_distance_loss(bb, batch.atoms, mask, cfg.dist_cutoff_nm)
+            if cfg.bond_weight > 0:
+                loss = loss + cfg.bond_weight * low * backbone_link_loss(bb, batch.atoms, mask)
         return loss.mean()
 
     def network_input(self, model, batch: BackboneBatch, xt, cond: ProteinCond, self_condition: bool):
