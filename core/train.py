@@ -76,6 +76,7 @@ __all__ = [
     "Recipe",
     "fit",
     "TrainConfig",
+    "learning_rate",
     "Task",
     "TrainResult",
     "train",
@@ -98,6 +99,13 @@ class TrainConfig:
     weight_decay: float = 0.0
     warmup_steps: int = 0
     """linear learning-rate warm-up from lr / warmup_steps"""
+    decay_start: int = 0
+    """0: the learning rate stays at lr after warm-up. Otherwise it stays at lr up to this step and
+    then falls linearly to lr_final at ``steps`` (a warm-up-stable-decay schedule: a long run at a
+    constant rate can be cooled down from any of its checkpoints, Hägele et al. 2024,
+    arXiv:2405.18392)"""
+    lr_final: float = 0.0
+    """the learning rate at ``steps`` when decay_start is set"""
     ema_decay: float = 0.999
     """EMA decay (with warm-up min(decay, (1 + k) / (10 + k)))"""
     grad_clip: float = 1.0
@@ -132,6 +140,12 @@ class TrainConfig:
             check_int(getattr(self, name), f"train.{name}")
         check_int(self.warmup_steps, "train.warmup_steps", minimum=0)
         check_int(self.eval_every, "train.eval_every", minimum=0)
+        check_int(self.decay_start, "train.decay_start", minimum=0)
+        check_range(self.lr_final, "train.lr_final", 0)
+        if self.decay_start and self.decay_start >= self.steps:
+            raise DiffsciError(f"train.decay_start ({self.decay_start}) must come before train.steps ({self.steps})")
+        if self.decay_start and self.lr_final > self.lr:
+            raise DiffsciError(f"train.lr_final ({self.lr_final}) must not exceed train.lr ({self.lr})")
         check_int(self.eval_batches, "train.eval_batches")
         check_range(self.lr, "train.lr", 0, lo_open=True)
         check_range(self.ema_decay, "train.ema_decay", 0, 1, hi_open=True)
@@ -145,6 +159,16 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         return from_dict(cls, d, where="train")
+
+
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    """The learning rate of optimizer step ``step`` (0-based): linear warm-up over ``warmup_steps``,
+    constant ``lr``, and from ``decay_start`` (when set) a linear fall to ``lr_final`` at ``steps``."""
+    lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
+    if cfg.decay_start and step >= cfg.decay_start:
+        frac = min(1.0, (step + 1 - cfg.decay_start) / (cfg.steps - cfg.decay_start))
+        lr = min(lr, cfg.lr + (cfg.lr_final - cfg.lr) * frac)
+    return lr
 
 
 class Task(Protocol):
@@ -483,7 +507,7 @@ def train(
             gen = make_generator(cfg.seed, "batch", step)
             batch = task.sample_batch(gen, cfg.batch_size)
             batch = tree_map(lambda x: x.to(device), _slice_for_rank(batch, rank, world, cfg.batch_size))
-            lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
+            lr = learning_rate(cfg, step)
             for group in opt.param_groups:
                 group["lr"] = lr
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):

@@ -295,3 +295,34 @@ def test_eval_every_needs_a_task_with_heldout_data(tmp_path):
               tmp_path, progress=False)
     with pytest.raises(DiffsciError, match="eval_every"):
         TrainConfig(eval_every=-1)
+
+
+def test_learning_rate_warms_up_holds_and_cools_down_linearly():
+    from diffsci.core.train import learning_rate
+
+    cfg = TrainConfig(steps=100, lr=1e-3, warmup_steps=10, decay_start=60, lr_final=1e-4)
+    lrs = [learning_rate(cfg, k) for k in range(100)]
+    assert lrs[:10] == pytest.approx([1e-3 * (k + 1) / 10 for k in range(10)])
+    assert lrs[10:60] == pytest.approx([1e-3] * 50)
+    assert lrs[60:] == pytest.approx([1e-3 - 9e-4 * (k - 59) / 40 for k in range(60, 100)])
+    assert lrs[-1] == pytest.approx(1e-4) and all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+    assert [learning_rate(TrainConfig(steps=100, lr=1e-3), k) for k in (0, 99)] == [1e-3, 1e-3]
+    with pytest.raises(DiffsciError, match="decay_start"):
+        TrainConfig(steps=100, decay_start=100)
+    with pytest.raises(DiffsciError, match="lr_final"):
+        TrainConfig(steps=100, lr=1e-3, decay_start=50, lr_final=2e-3)
+
+
+def test_a_constant_rate_run_resumed_with_a_cooldown_logs_and_uses_the_falling_rate(tmp_path):
+    task = ToyTask()
+    cfg = TrainConfig(steps=20, batch_size=32, lr=3e-3, ckpt_every=10, log_every=1, device="cpu")
+    train(task.build_model(), task, cfg, tmp_path / "run", progress=False)
+    cool = dataclasses.replace(cfg, steps=40, decay_start=20, lr_final=3e-4)
+    train(task.build_model(), task, cool, tmp_path / "run", resume=True, progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    lr = {r["step"]: r["lr"] for r in rows}
+    assert [lr[s] for s in range(1, 21)] == pytest.approx([3e-3] * 20)
+    # the row of step s logs the rate of optimizer step s - 1
+    assert [lr[s] for s in range(21, 41)] == pytest.approx([3e-3 - 2.7e-3 * (s - 20) / 20 for s in range(21, 41)])
+    opt = load_checkpoint(tmp_path / "run" / "latest.pt")["optimizer"]
+    assert opt["param_groups"][0]["lr"] == pytest.approx(3e-4)

@@ -133,8 +133,8 @@ def test_upgrade_v2_gives_old_checkpoints_no_churn_and_a_resumed_run_may_change_
     ck = load_checkpoint(run / "latest.pt")
     assert ck["step"] == 3 and ck["model_config"]["churn"] == 30.0
     assert load_bundle(run / "latest.pt", KIND).config.churn == 30.0
-    assert train({**base, "churn": 30.0, "aux_weight": 0.5}, 4) == 2
-    assert "differs from this run's in aux_weight; refusing to resume" in capsys.readouterr().err
+    assert train({**base, "churn": 30.0, "net": {**TINY, "layers": TINY["layers"] + 1}}, 4) == 2
+    assert "differs from this run's in net; refusing to resume" in capsys.readouterr().err
 
 
 def test_upgrade_v3_gives_old_checkpoints_no_rollout_and_a_resumed_run_may_switch_it_on(tmp_path, capsys):
@@ -173,6 +173,11 @@ def test_upgrade_v4_gives_old_checkpoints_no_link_loss_and_a_resumed_run_may_swi
     assert "training-task option(s) bond_weight 0.0 -> 2.0" in err and "sampling default(s) t_stop 0.01 -> 0.05" in err
     ck = load_checkpoint(run / "latest.pt")
     assert ck["step"] == 4 and ck["model_config"]["bond_weight"] == 2.0 and ck["model_config"]["t_stop"] == 0.05
+    # the data draw and the other loss weights are training-task options too
+    assert _train_resumed(tmp_path, run, {**base, "bond_weight": 2.0, "t_stop": 0.05, "strand_power": 2.0,
+                                          "aux_weight": 0.5}, 5) == 0
+    assert "training-task option(s) aux_weight 0.25 -> 0.5, strand_power 0.0 -> 2.0" in capsys.readouterr().err
+    assert load_checkpoint(run / "latest.pt")["model_config"]["strand_power"] == 2.0
     with pytest.raises(DiffsciError, match="bond_weight"):
         ProteinModelConfig(bond_weight=-1.0)
 

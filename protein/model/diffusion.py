@@ -570,8 +570,10 @@ def upgrade_v2(ck: dict) -> dict:
 
 #: model-config fields that only set how a checkpoint samples by default (core Kind.sampling_fields)
 SAMPLING_FIELDS = ("inference_rate", "churn", "churn_tmax", "t_stop")
-#: model-config fields that only shape the training task, not the network (core Kind.task_fields)
-TASK_FIELDS = ("rollout_prob", "rollout_span", "rollout_steps", "bond_weight")
+#: model-config fields that only shape the training task (which chains, how they are drawn, the loss
+#: weights, the conditioning dropout), not the network (core Kind.task_fields): a resumed run may change them
+TASK_FIELDS = ("rollout_prob", "rollout_span", "rollout_steps", "bond_weight", "aux_weight", "dist_weight",
+               "max_coil", "max_rg_ratio", "strand_power", "ss_drop", "ss_pair_drop", "ss_segment_mask")
 
 
 def upgrade_v3(ck: dict) -> dict:
