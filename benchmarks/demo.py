@@ -6,7 +6,7 @@ Parts (each writes into ``--out``):
    sample it with Heun and DPM-Solver++, and plot samples against data
    (``core_toy.png``).
 2. protein: sample backbones with the shipped protein checkpoint, write PDB files and a PNG of
-   CA traces coloured by secondary structure (``protein/``); with the SS checkpoint, two designs
+   CA traces coloured by secondary structure (``protein/``); with the same checkpoint, four designs
    of a beta-rich request (``protein/ss/``) and three unconditional ``--ss prior`` designs
    (``protein/prior/``), each a PNG of asked against DSSP secondary structure.
 3. weather: generate a small ERA5-style data set, run an 8-member forecast with the shipped

@@ -8,11 +8,11 @@ the same run:
   filters (P-SEA coil, radius of gyration): the globular kind of chain the model learned from
   (context; the bracket below uses all held-out chains);
 - ``diffsci, 100 steps`` and ``diffsci, 20 steps``: the shipped checkpoint;
-- ``diffsci --ss (SS checkpoint, restraints)``: ``num`` designs of the β-rich request
-  :data:`diffsci.protein.ss.BETA_REQUEST` (L = 64) with the shipped SS-conditioned checkpoint and
+- ``diffsci --ss (restraints)``: ``num`` designs of the β-rich request
+  :data:`diffsci.protein.ss.BETA_REQUEST` (L = 64) with the shipped checkpoint and
   its strand restraints (the default of ``protein sample --ss``): what a strand request gives,
   beside the unconditional rows (left out with ``ss_row=False``);
-- ``diffsci --ss prior (SS checkpoint, restraints)``: ``2 num`` designs at L = 100 whose secondary
+- ``diffsci --ss prior (restraints)``: ``2 num`` designs at L = 100 whose secondary
   structure and strand pairs are drawn from the training chains (:mod:`diffsci.protein.design.topology`,
   ``protein sample --ss prior``): unconditional designs with real chains' strand content (left
   out with ``ss_row=False``);
@@ -55,8 +55,8 @@ from diffsci.protein.metrics import ACCEPTANCE_CA_CA_WINDOW, ACCEPTANCE_LENGTHS,
 __all__ = ["random_walk_backbone", "run_benchmark", "run_rate_sweep", "run_acceptance", "figures_table", "add_parser",
            "SYSTEM_ORDER"]
 
-SS_ROW = "diffsci --ss (SS checkpoint, restraints)"
-PRIOR_ROW = "diffsci --ss prior (SS checkpoint, restraints)"
+SS_ROW = "diffsci --ss (restraints)"
+PRIOR_ROW = "diffsci --ss prior (restraints)"
 #: length of the designs of the PRIOR_ROW (issue 16's acceptance length for unconditional designs)
 PRIOR_LENGTH = 100
 SYSTEM_ORDER = ["real (held-out)", "real (held-out, training filters)", "diffsci, 100 steps", "diffsci, 20 steps", SS_ROW,
@@ -109,13 +109,13 @@ def _ss_designs(num, seed):
     from diffsci.protein.design.sampling import load_model
     from diffsci.protein.ss import BETA_REQUEST, parse_ss
 
-    return _designs(load_model("ss"), [len(parse_ss(BETA_REQUEST))], num, 100, seed, ss=BETA_REQUEST)
+    return _designs(load_model(), [len(parse_ss(BETA_REQUEST))], num, 100, seed, ss=BETA_REQUEST)
 
 
 def _prior_designs(num, seed):
     from diffsci.protein.design.sampling import load_model
 
-    return _designs(load_model("ss"), [PRIOR_LENGTH], 2 * num, 100, seed, ss="prior")
+    return _designs(load_model(), [PRIOR_LENGTH], 2 * num, 100, seed, ss="prior")
 
 
 def _plots(out: Path, results: dict) -> list[Path]:

@@ -1,6 +1,6 @@
 """The protein part of ``make demo``: design 8 backbones with the shipped checkpoint, write PDB
 files and a PNG of their CA traces coloured by secondary structure (P-SEA); then two β-rich
-designs from a secondary-structure request (the SS checkpoint, with its strand restraints) and a
+designs from a secondary-structure request (the same checkpoint, with its strand restraints) and a
 PNG of them coloured by DSSP beside the request."""
 
 from __future__ import annotations
@@ -102,10 +102,10 @@ def demo(out: Path) -> Path:
 
 def ss_demo(out: Path) -> Path:
     """Four designs (issue 16's acceptance request: seed 0, 100 steps) of
-    :data:`diffsci.protein.ss.BETA_REQUEST` with the shipped SS checkpoint (strand restraints on,
+    :data:`diffsci.protein.ss.BETA_REQUEST` with the shipped checkpoint (strand restraints on,
     the default), their files in ``out`` and a PNG coloured by DSSP; prints the mean DSSP
-    agreement. Two were too few to show what the request gives (seed 0, session 6: 0.70, 0.69, 0.80, 0.77;
-    session 5: 0.69, 0.48, 0.92, 0.83)."""
+    agreement. Two were too few to show what the request gives (seed 0 with the v1 SS file, session 6:
+    0.70, 0.69, 0.80, 0.77; session 5: 0.69, 0.48, 0.92, 0.83)."""
     from diffsci.protein.metrics import dssp_labels
     from diffsci.protein.metrics.secondary import ss_agreement
     from diffsci.protein.design.output import write_designs
@@ -113,11 +113,11 @@ def ss_demo(out: Path) -> Path:
     from diffsci.protein.design.request import DesignRequest
     from diffsci.protein.ss import BETA_REQUEST, parse_ss
 
-    lm = load_model("ss")
+    lm = load_model()
     designs = sample_backbones(lm, DesignRequest(lengths=[len(parse_ss(BETA_REQUEST))], num=4, seed=0, steps=100, ss=BETA_REQUEST))
     write_designs(designs, out, checkpoint=lm.source)
     png = plot_ss_designs(designs, out / "ss_designs.png",
-                          f"diffsci protein sample --checkpoint ss --ss {BETA_REQUEST} (strand restraints on)")
+                          f"diffsci protein sample --ss {BETA_REQUEST} (strand restraints on)")
     agree = [ss_agreement(dssp_labels(d.coords[0]), d.ss) for d in designs]
     mean = {k: np.mean([a[k] for a in agree]) for k in ("ss_agreement", "ss_agreement_E", "ss_agreement_H")}
     print(f"[demo] protein: SS request {BETA_REQUEST} -> {out}/, {png}; DSSP agreement {mean['ss_agreement']:.2f} "
@@ -134,11 +134,11 @@ def prior_demo(out: Path, num: int = 3, steps: int = 100) -> Path:
     from diffsci.protein.design.sampling import load_model, sample_backbones
     from diffsci.protein.design.request import DesignRequest
 
-    lm = load_model("ss")
+    lm = load_model()
     designs = sample_backbones(lm, DesignRequest(lengths=[100], num=num, seed=0, steps=steps, ss="prior"))
     write_designs(designs, out, checkpoint=lm.source)
     png = plot_ss_designs(designs, out / "prior_designs.png",
-                          "diffsci protein sample --checkpoint ss --ss prior --length 100 (topology drawn from a "
+                          "diffsci protein sample --ss prior --length 100 (topology drawn from a "
                           "training chain; 'asked' = the drawn one)")
     strand = np.mean([np.mean(dssp_labels(d.coords[0]) == "E") for d in designs])
     print(f"[demo] protein: {num} designs with --ss prior -> {out}/, {png}; DSSP strand fraction {strand:.2f}")

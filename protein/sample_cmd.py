@@ -124,8 +124,8 @@ def add_parser(subparsers) -> None:
         "sample", help="design protein backbones (PDB files + JSON records + samples.csv)",
         description="Sample backbones with the shipped (or given) checkpoint. Lengths 40..512. Writes NAME.pdb, "
                     "NAME.json (provenance) and samples.csv; motif residues keep their names and have B-factor 1.00.")
-    p.add_argument("--checkpoint", help="model checkpoint (default: the shipped one; 'ss': the shipped "
-                                        "SS-conditioned one, for --ss)")
+    p.add_argument("--checkpoint", help="model checkpoint (default: the shipped one, which also serves --ss; "
+                                        "'ss': the same, kept for old scripts; 'v1', 'v1-ss': the v1 files)")
     p.add_argument("--length", type=int, action="append", help="chain length (repeatable; not with --contig)")
     p.add_argument("--num", type=int, default=1, help="backbones per length or contig (default 1)")
     p.add_argument("--out", required=True, help="output folder (refused if it already holds designs, see --overwrite)")

@@ -38,6 +38,9 @@ MLPs' first layers became one matmul while sampling: the same designs to 1e-3 Å
 re-recorded; on 2026-12-05, when the evaluation began to read the recorded designs instead of
 the freshly sampled ones, whose last digit differs between processors: the code of e468e53 and
 the restructured code give the same 104 numbers bit for bit on them).
+``protein_sample``, ``protein_motif`` and ``protein_evaluate`` were re-recorded (``--update``, one
+case each) when the v2 network became the shipped protein checkpoint (2026-12-07, session 9):
+other weights, so other designs; the v1 file's designs are no longer a case.
 ``tests/test_golden.py`` recomputes every case and compares within float rounding.
 """
 

@@ -164,15 +164,19 @@ def test_bench_motif_binder_problem_and_potentials(tmp_path):
 
 
 def test_bench_motif_churn_reaches_the_designs(tmp_path):
-    """--churn 30 against the checkpoint's default (the shipped one: none, the plain ODE): recorded,
+    """--churn 0 (the plain ODE) against the checkpoint's default (the shipped one: 30): recorded,
     in the command, and run (other coordinates from the same problem, seed and draws)."""
+    from diffsci.core.checkpoint import load_bundle
+    from diffsci.protein.model.diffusion import KIND
+
+    assert load_bundle(None, KIND).config.churn == 30.0
     runs = {}
-    for name, extra in (("churn", ["--churn", "30"]), ("default", [])):
+    for name, extra in (("churn", ["--churn", "0"]), ("default", [])):
         out = tmp_path / name
         assert main(["bench", "motif", "--out", str(out), "--problems", "1", "--num", "1", "--steps", "20",
                      "--quiet", *extra]) == 0
         runs[name] = json.loads((out / "results.json").read_text())
-    assert runs["churn"]["churn"] == 30.0 and "--churn 30.0" in runs["churn"]["command"]
+    assert runs["churn"]["churn"] == 0.0 and "--churn 0.0" in runs["churn"]["command"]
     assert runs["default"]["churn"] == "default" and "--churn" not in runs["default"]["command"]
     c, d = (runs[m]["problems"][0]["rows"][0] for m in ("churn", "default"))
     assert c["junction_ca_ca"] != d["junction_ca_ca"]

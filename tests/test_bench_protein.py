@@ -112,7 +112,7 @@ def test_run_benchmark_end_to_end_with_a_tiny_checkpoint(tmp_path):
     assert list(systems) == SYSTEM_ORDER
     assert len(systems["real (held-out)"]["per_sample"]) == 25
     assert [len(systems[n]["per_sample"]) for n in SYSTEM_ORDER[2:] if n not in (SS_ROW, PRIOR_ROW)] == [4] * 4
-    # the SS row: num designs of the beta-rich request with the shipped SS checkpoint and its restraints
+    # the SS row: num designs of the beta-rich request with the shipped checkpoint and its restraints
     assert [r["length"] for r in systems[SS_ROW]["per_sample"]] == [64]
     assert payload["sheet_table"][SS_ROW]["dssp_strand"] > 0.1
     # the prior row: 2 num designs at L = 100, topologies drawn from the training chains
@@ -177,7 +177,8 @@ def test_bench_protein_rates_through_the_cli(tmp_path, capsys):
     lines = printed.splitlines()
     assert lines[0].startswith("| rate | n | CA-CA ok |") and len(lines) == 4
     assert "| helix + strand | DSSP H | DSSP E |" in lines[0]
-    designs = sample_backbones(load_model(ck), DesignRequest(lengths=[40], num=1, seed=3, steps=2, rotation_rate=2), progress=False)
+    designs = sample_backbones(load_model(ck), DesignRequest(lengths=[40], num=1, seed=3, steps=2, rotation_rate=2,
+                                                               potentials="none"), progress=False)
     assert want[0]["dssp_helix"] == dssp_fractions(designs[0].coords[0])["dssp_helix"]
     assert lines[2].startswith(f"| 2 | 1 | {want[0]['ca_ca_ok']:.3f} |")
 

@@ -16,7 +16,7 @@ from diffsci.core.spaces import SO3Diffusion, SO3Flow
 from diffsci.core.train import Recipe, fit
 from diffsci.protein.io.dataset import bundled_dataset_path
 from diffsci.protein.model.diffusion import (KIND, TRAIN_DEFAULTS, ProteinModelConfig, build_model, build_space,
-                                       shipped_checkpoint, upgrade_v0, upgrade_v1)
+                                       shipped_checkpoint, ss_checkpoint, upgrade_v0, upgrade_v1, v1_checkpoint)
 from diffsci.protein.model.network import FrameNetConfig
 from diffsci.protein.design.request import sampling_rotation_rate
 from diffsci.protein.design.sampling import load_model
@@ -24,11 +24,10 @@ from diffsci.protein.design.sampling import load_model
 TINY = {"scalars": 8, "vectors": 4, "tensors": 0, "layers": 1, "k_neighbors": 6}
 
 
-def test_shipped_checkpoint_loads_through_the_migration():
-    ck = load_checkpoint(shipped_checkpoint())
+def test_the_v1_checkpoint_loads_through_the_migration():
+    ck = load_checkpoint(v1_checkpoint("v1"))
     assert "config_version" not in ck  # written before config versions: version 0
-    bundle = load_bundle(None, KIND)
-    assert default_checkpoint_path(KIND) == shipped_checkpoint() and bundle.source == str(shipped_checkpoint())
+    bundle = load_bundle(v1_checkpoint("v1"), KIND)
     assert bundle.migrated_from == 0 and bundle.kind == KIND
     # its net table has frame_edges (nothing for version 1 to fill); version 2 adds SS conditioning, off;
     # pair_edges (an SS-conditioned net's option) takes its default, off, and the v2 options theirs
@@ -40,15 +39,30 @@ def test_shipped_checkpoint_loads_through_the_migration():
     assert to_dict(bundle.config) == want and not bundle.config.net.ss_conditioning
     sd = bundle.model.state_dict()
     assert sd.keys() == ck["ema"].keys() and all(torch.equal(sd[k], ck["ema"][k]) for k in sd)
-    lm = load_model()
+    lm = load_model("v1")
     assert lm.config == bundle.config and lm.source == bundle.source
+    assert load_model("v1-ss").config.net.ss_conditioning and load_model("v1-ss").source.endswith("v1/ss_checkpoint.pt")
+    with pytest.raises(DiffsciError, match="unknown v1 checkpoint"):
+        v1_checkpoint("v0")
 
 
-def test_upgrade_checkpoint_round_trips_the_shipped_file(tmp_path):
-    up = upgrade_checkpoint(shipped_checkpoint(), tmp_path / "up.pt")
+def test_the_shipped_checkpoint_is_one_current_v2_file_that_serves_ss_requests_and_ss_is_its_alias():
+    bundle = load_bundle(None, KIND)
+    assert default_checkpoint_path(KIND) == shipped_checkpoint() and bundle.source == str(shipped_checkpoint())
+    assert bundle.migrated_from is None  # written at the current config version
+    cfg = bundle.config
+    assert cfg.net.ss_conditioning and cfg.net.self_condition and cfg.net.position == "termini"
+    assert cfg.net.far_neighbors > 0 and cfg.max_length >= 384 and cfg.t_stop > 0
+    assert ss_checkpoint() == shipped_checkpoint()
+    lm, alias = load_model(), load_model("ss")
+    assert lm.source == alias.source == str(shipped_checkpoint()) and lm.config == alias.config
+
+
+def test_upgrade_checkpoint_round_trips_the_v1_file(tmp_path):
+    up = upgrade_checkpoint(v1_checkpoint("v1"), tmp_path / "up.pt")
     ck = load_checkpoint(up)
     assert ck["config_version"] == 5 and ck["migrated"] == {"from": 0, "to": 5}
-    old, new = load_bundle(shipped_checkpoint(), KIND), load_bundle(up, KIND)
+    old, new = load_bundle(v1_checkpoint("v1"), KIND), load_bundle(up, KIND)
     assert new.migrated_from is None and new.config == old.config
     a, b = old.model.state_dict(), new.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -95,11 +109,11 @@ def test_upgrade_v1_fills_ss_conditioning_off_and_the_shipped_weights_fit(tmp_pa
                                                 "model_config": mc, "ema": model.state_dict()})
     bundle = load_bundle(path, KIND)
     assert bundle.migrated_from == 1 and bundle.config == cfg
-    # the shipped weights warm-start an SS-conditioned net: only the zero-initialised embeddings are new
-    ss_cfg = dataclasses.replace(load_bundle(None, KIND).config,
-                                 net=dataclasses.replace(load_bundle(None, KIND).config.net, ss_conditioning=True))
+    # the v1 weights warm-start an SS-conditioned net: only the zero-initialised embeddings are new
+    v1 = load_bundle(v1_checkpoint("v1"), KIND).config
+    ss_cfg = dataclasses.replace(v1, net=dataclasses.replace(v1.net, ss_conditioning=True))
     net = build_model(ss_cfg)
-    shipped = load_checkpoint(shipped_checkpoint())["ema"]
+    shipped = load_checkpoint(v1_checkpoint("v1"))["ema"]
     missing, unexpected = net.load_state_dict(shipped, strict=False)
     assert not unexpected and sorted(missing) == ["net.pair_embed.weight", "net.ss_embed.weight"]
 

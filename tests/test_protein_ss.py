@@ -381,38 +381,43 @@ def test_motif_ss_mismatches_compare_the_request_with_the_motif_files_dssp(ss_ch
 
 def test_ss_refused_for_a_checkpoint_without_ss_conditioning(tmp_path, capsys):
     out = tmp_path / "o"
-    assert main(["protein", "sample", "--ss", "L2E8L3E8L3H16L2", "--steps", "2", "--out", str(out)]) == 2
+    assert main(["protein", "sample", "--checkpoint", "v1", "--ss", "L2E8L3E8L3H16L2", "--steps", "2",
+                 "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "--ss: checkpoint" in err and "not trained with secondary-structure conditioning" in err
-    assert "(load_model('ss'), --checkpoint ss;" in err  # the remedy is not rewritten into option names
+    assert "(load_model(), no --checkpoint;" in err  # the remedy is not rewritten into option names
     assert not out.exists()
     with pytest.raises(DiffsciError, match="^ss: checkpoint .* not trained with secondary-structure conditioning"):
-        sample_backbones(load_model(), DesignRequest(lengths=[42], num=1, steps=2, ss="L2E8L3E8L3H16L2"), progress=False)
+        sample_backbones(load_model("v1"), DesignRequest(lengths=[42], num=1, steps=2, ss="L2E8L3E8L3H16L2"),
+                         progress=False)
+    # the shipped checkpoint itself serves the request
+    assert main(["protein", "sample", "--ss", "L2E8L3E8L3H16L2", "--steps", "2", "--quiet", "--out", str(out)]) == 0
 
 
-def test_ss_recipe_warm_starts_the_shipped_net_with_only_the_ss_options_changed():
+def test_ss_recipe_warm_starts_the_v1_net_with_only_the_ss_options_changed():
     from diffsci.core.checkpoint import load_bundle
     from diffsci.core.utils import load_config_file
-    from diffsci.protein.model.diffusion import shipped_checkpoint
+    from diffsci.protein.model.diffusion import v1_checkpoint
 
     recipe_file = Path(__file__).parents[1] / "protein" / "data" / "ss_train.json"
     recipe = Recipe.from_tables(KIND, load_config_file(recipe_file), data={"path": str(bundled_dataset_path())},
-                                init=str(shipped_checkpoint()))
-    shipped = load_bundle(None, KIND).config
+                                init=str(v1_checkpoint("v1")))
+    shipped = load_bundle(v1_checkpoint("v1"), KIND).config
     assert recipe.model.net == dataclasses.replace(shipped.net, ss_conditioning=True)
     changed = {k for k, v in to_dict(recipe.model).items() if v != to_dict(shipped)[k]}
     assert changed == {"net", "strand_power"}  # the dropout rates: the defaults the shipped config migrates to
-    assert 0.2 <= recipe.model.ss_drop <= 0.5 and recipe.init == str(shipped_checkpoint())
+    assert 0.2 <= recipe.model.ss_drop <= 0.5 and recipe.init == str(v1_checkpoint("v1"))
 
 
 def test_shipped_ss_checkpoint_is_named_ss_and_honours_a_helix_request(tmp_path):
-    """``--checkpoint ss`` is the shipped SS-conditioned file; a 20-step all-helix request at
-    L = 40 gives mostly DSSP helix (the file's notes: 0.83-0.97 on requested helix at 100 steps)."""
+    """``--checkpoint ss`` (an alias of the shipped file, which is SS-conditioned); a 20-step
+    all-helix request at L = 40 gives mostly DSSP helix."""
     from diffsci.protein.metrics import dssp_labels
     from diffsci.protein.design.sampling import load_model
+    from diffsci.protein.model.diffusion import shipped_checkpoint
 
     lm = load_model("ss")
-    assert lm.config.net.ss_conditioning and lm.source.endswith("ss_checkpoint.pt")
+    assert lm.config.net.ss_conditioning and lm.source == str(shipped_checkpoint())
     out = tmp_path / "h"
     assert main(["protein", "sample", "--checkpoint", "ss", "--ss", "L2H36L2", "--num", "1", "--steps", "20",
                  "--out", str(out), "--quiet"]) == 0

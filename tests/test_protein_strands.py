@@ -1,6 +1,6 @@
 """Strand restraints (diffsci.protein.design.strands): the restraint lists, the CA-trace strand frames and
 H-bond energy against real chains and an independent DSSP, the relaxation's bounds and
-equivariance, the denoiser wrapper, and sampling with the shipped SS checkpoint."""
+equivariance, the denoiser wrapper, and sampling with the shipped (SS-conditioned) checkpoint."""
 
 from __future__ import annotations
 

@@ -54,7 +54,7 @@ from diffsci.core.io import progress as progress_bar
 from diffsci.core.utils import make_generator, resolve_device
 from diffsci.protein.design.builder import DesignInputs, SamplerSettings, sample_states
 from diffsci.protein.design.contig import Motif, draw_layout
-from diffsci.protein.model.diffusion import KIND, ss_checkpoint
+from diffsci.protein.model.diffusion import KIND, V1_CHECKPOINTS, ss_checkpoint, v1_checkpoint
 from diffsci.protein.frames import ANGSTROM_PER_NM, backbone_from_frames
 from diffsci.protein.metrics.secondary import dssp_labels
 from diffsci.protein.design.request import SS_PRIOR, TIME_POWER, CheckedRequest, DesignRequest
@@ -65,8 +65,9 @@ __all__ = ["load_model", "Design", "sample_backbones", "motif_ss_mismatches"]
 
 
 def load_model(checkpoint=None, *, untrained: bool = False, device="cpu") -> Bundle:
-    """Load a protein checkpoint (file or run folder; None: the shipped one; ``"ss"``: the
-    shipped SS-conditioned one, :func:`~diffsci.protein.model.diffusion.ss_checkpoint`) as a
+    """Load a protein checkpoint (file or run folder; None or ``"ss"``: the shipped one, which is
+    SS-conditioned, ``"ss"`` kept for old scripts; ``"v1"`` / ``"v1-ss"``: the v1 files,
+    :func:`~diffsci.protein.model.diffusion.v1_checkpoint`) as a
     :class:`~diffsci.core.checkpoint.Bundle` (``.model`` with its EMA weights, ``.config``,
     ``.source``), migrated to the current config version.
 
@@ -74,6 +75,8 @@ def load_model(checkpoint=None, *, untrained: bool = False, device="cpu") -> Bun
     baseline, the same in every run; torch's global RNG is left as it was)."""
     if checkpoint == "ss":
         checkpoint = ss_checkpoint()
+    elif checkpoint in V1_CHECKPOINTS:
+        checkpoint = v1_checkpoint(checkpoint)
     return load_bundle(checkpoint, KIND, device=device, weights="init" if untrained else "ema")
 
 

@@ -64,7 +64,7 @@ from diffsci.protein.ss import PAIR_UNKNOWN, SS_UNKNOWN, pair_classes, segment_p
 
 __all__ = ["ProteinModelConfig", "ProteinCond", "FrameDenoiser", "SelfConditioned", "build_space", "build_model",
            "BackboneBatch", "BackboneTask", "ProteinData", "make_task", "upgrade_v0", "shipped_checkpoint", "KIND",
-           "TRAIN_DEFAULTS", "filter_reason", "upgrade_v1", "upgrade_v2", "ss_checkpoint", "SAMPLING_FIELDS",
+           "TRAIN_DEFAULTS", "filter_reason", "upgrade_v1", "upgrade_v2", "ss_checkpoint", "v1_checkpoint", "SAMPLING_FIELDS",
            "upgrade_v3", "TASK_FIELDS", "upgrade_v4", "backbone_link_loss", "LINK_PAIRS",
            "T_TRAIN_MIN"]
 
@@ -600,15 +600,30 @@ def upgrade_v4(ck: dict) -> dict:
     return {**ck, "model_config": config}
 
 
-def ss_checkpoint() -> Path:
-    """The experimental SS-conditioned checkpoint shipped beside the default one
-    (``protein/data/ss_checkpoint.pt``; ``--checkpoint ss``; see its notes in CHECKPOINT.md)."""
-    return Path(str(resources.files("diffsci.protein") / "data" / "ss_checkpoint.pt"))
-
-
 def shipped_checkpoint() -> Path:
-    """The checkpoint shipped with the package (``protein/data/default_checkpoint.pt``)."""
+    """The checkpoint shipped with the package (``protein/data/default_checkpoint.pt``): the v2
+    network, which serves unconditional, SS-conditioned (``--ss``) and motif designs
+    (``protein/data/CHECKPOINT.md``)."""
     return Path(str(resources.files("diffsci.protein") / "data" / "default_checkpoint.pt"))
+
+
+def ss_checkpoint() -> Path:
+    """``--checkpoint ss``: once a second, SS-conditioned file; since the v2 checkpoint conditions on
+    SS itself, an alias of :func:`shipped_checkpoint` kept for old scripts (the old file is
+    ``v1_checkpoint("ss")``)."""
+    return shipped_checkpoint()
+
+
+#: the v1 files, kept to reproduce the figures measured with them and to test the migrations
+V1_CHECKPOINTS = {"v1": "default_checkpoint.pt", "v1-ss": "ss_checkpoint.pt"}
+
+
+def v1_checkpoint(name: str = "v1") -> Path:
+    """A v1 checkpoint: ``"v1"`` (the default before v2) or ``"v1-ss"`` (the SS-conditioned one),
+    ``protein/data/v1/``; ``--checkpoint v1`` / ``v1-ss``."""
+    if name not in V1_CHECKPOINTS:
+        raise DiffsciError(f"unknown v1 checkpoint {name!r}; choose from {', '.join(V1_CHECKPOINTS)}")
+    return Path(str(resources.files("diffsci.protein") / "data" / "v1" / V1_CHECKPOINTS[name]))
 
 
 register_kind(KIND, ProteinModelConfig, build_model, version=5,
