@@ -347,7 +347,7 @@ class DesignRequest:
         if self.ss is not None and not cfg.net.ss_conditioning:
             raise DiffsciError(f"ss: checkpoint {source} was not trained with secondary-structure conditioning "
                                f"(net.ss_conditioning is false); use the shipped checkpoint (load_model(), no --checkpoint; "
-                               f"protein/data/CHECKPOINT.md, 'SS conditioning')")
+                               f"protein/data/CHECKPOINT.md, at its top)")
         if self.rotation_rate is not None and cfg.formulation != "flow":
             raise DiffsciError("rotation_rate applies to flow checkpoints only (this one is a score model)")
         sampler = self.sampler or default_sampler(cfg, self.steps)

@@ -610,7 +610,7 @@ def shipped_checkpoint() -> Path:
 def ss_checkpoint() -> Path:
     """``--checkpoint ss``: once a second, SS-conditioned file; since the v2 checkpoint conditions on
     SS itself, an alias of :func:`shipped_checkpoint` kept for old scripts (the old file is
-    ``v1_checkpoint("ss")``)."""
+    ``v1_checkpoint("v1-ss")``)."""
     return shipped_checkpoint()
 
 
