@@ -172,7 +172,10 @@ def add_parser(subparsers) -> None:
                                 "strand pairs from a training chain the checkpoint learned from (unconditional "
                                 "designs with sheets; the draw is recorded as 'topology')")
     p.add_argument("--ss-pairs", help="with --ss: strand pairs, E segments numbered from 1 in order, A antiparallel, "
-                                      "P parallel (e.g. 1-2:A,2-3:A,3-4:P); other segment pairs are 'not paired'")
+                                      "P parallel (e.g. 1-2:A,2-3:A,3-4:P); other segment pairs are 'not paired'. Default: the "
+                                      "request's beta-hairpins (strands joined by a loop of <= 5 residues, "
+                                      "antiparallel), as the strand restraints pair them; 'unknown': every pair "
+                                      "left to the network")
     p.add_argument("--guidance-scale", type=float, default=None,
                    help="with --ss: classifier-free guidance scale w, D_u + w (D_c - D_u) with D_u the prediction "
                         "without SS (default 1: the conditional model; 0: unconditional)")

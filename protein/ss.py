@@ -33,7 +33,8 @@ from diffsci.core.errors import DiffsciError
 
 __all__ = ["BETA_REQUEST", "SS_LETTERS", "SS_CLASSES", "SS_UNKNOWN", "PAIR_CLASSES", "PAIR_NONE", "PAIR_PARALLEL",
            "PAIR_ANTIPARALLEL", "PAIR_UNKNOWN", "ss_codes", "parse_ss", "parse_ss_pairs", "ss_segments",
-           "strand_segments", "segment_pairs_from_bridges", "pair_classes", "ss_condition"]
+           "strand_segments", "segment_pairs_from_bridges", "pair_classes", "ss_condition", "HAIRPIN_LOOP",
+           "hairpin_pairs", "format_ss_pairs"]
 
 SS_LETTERS = "LHE"
 #: number of per-residue classes the model embeds (L, H, E, unknown)
@@ -123,6 +124,25 @@ def parse_ss_pairs(text: str, n_segments: int, *, name: str = "ss_pairs") -> lis
             raise DiffsciError(f"{name} {text!r}: pair {a}-{b} given twice")
         out[(a - 1, b - 1)] = m.group(3).upper() == "P"
     return [(a, b, par) for (a, b), par in out.items()]
+
+
+#: the longest loop (residues) between two strands that pair as a hairpin by default
+HAIRPIN_LOOP = 5
+
+
+def hairpin_pairs(codes) -> list[tuple[int, int, bool]]:
+    """Strand-segment pairs ``(a, b, parallel=False)`` of consecutive strands joined by a loop
+    of at most :data:`HAIRPIN_LOOP` residues (SS classes ``codes`` (N,)): a β-hairpin, the only
+    way two strands so close in sequence can pair (antiparallel, or not at all)."""
+    segs = strand_segments(codes)
+    return [(k, k + 1, False) for k in range(len(segs) - 1) if segs[k + 1][0] - segs[k][1] - 1 <= HAIRPIN_LOOP]
+
+
+def format_ss_pairs(segment_pairs) -> str | None:
+    """Segment pairs ``(a, b, parallel)`` (0-based) as :func:`parse_ss_pairs` reads them
+    (``"1-2:A,2-3:P"``); None for no pair."""
+    items = [f"{a + 1}-{b + 1}:{'P' if par else 'A'}" for a, b, par in segment_pairs]
+    return ",".join(items) or None
 
 
 def segment_pairs_from_bridges(codes, bridges) -> list[tuple[int, int, bool]]:

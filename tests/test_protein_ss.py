@@ -314,6 +314,27 @@ def test_sample_ss_guidance_changes_designs_and_symmetry_tiles_the_request(ss_ch
     assert sym.coords.shape == (2, 40, 4, 3) and sym.ss_pairs == "1-2:A"
 
 
+def test_hairpins_are_the_default_pairs_and_unknown_leaves_them_to_the_network(ss_checkpoint):
+    spec = "L3E6L3E6L12E6L4"  # strands 1-2 joined by 3 loop residues (a hairpin), 2-3 by 12 (not one)
+    r = DesignRequest(ss=spec)
+    assert r.effective_ss_pairs == "1-2:A"
+    codes, pair = r.ss_inputs()
+    assert torch.equal(pair, torch.from_numpy(pair_classes(codes.numpy(), [(0, 1, False)])))  # as --ss-pairs 1-2:A
+    assert pair[4, 13] == PAIR_ANTIPARALLEL and pair[13, 31] == PAIR_NONE
+    assert torch.equal(DesignRequest(ss=spec, ss_pairs="1-2:A").ss_inputs()[1], pair)
+    assert (DesignRequest(ss=spec, ss_pairs="unknown").ss_inputs()[1] == PAIR_UNKNOWN).all()
+    assert DesignRequest(ss=spec, ss_pairs="2-3:P").effective_ss_pairs == "2-3:P"  # a list replaces the default
+    assert DesignRequest(ss="L3E6L12E6L13").effective_ss_pairs is None  # no hairpin: every pair unknown
+    assert (DesignRequest(ss="L3E6L12E6L13").ss_inputs()[1] == PAIR_UNKNOWN).all()
+    bundle = load_model(ss_checkpoint)
+    default = sample_backbones(bundle, DesignRequest(lengths=[40], num=1, steps=2, ss=spec, strand_restraints=0.0), progress=False)[0]
+    given = sample_backbones(bundle, DesignRequest(lengths=[40], num=1, steps=2, ss=spec, ss_pairs="1-2:A", strand_restraints=0.0), progress=False)[0]
+    unknown = sample_backbones(bundle, DesignRequest(lengths=[40], num=1, steps=2, ss=spec, ss_pairs="unknown", strand_restraints=0.0), progress=False)[0]
+    np.testing.assert_array_equal(default.coords, given.coords)
+    assert not np.allclose(default.coords, unknown.coords)  # the pair classes reach the network
+    assert default.ss_pairs == "1-2:A" and unknown.ss_pairs == "unknown"  # the record reruns the same request
+
+
 @pytest.mark.parametrize("extra, needle", [
     (["--ss", "L10", "--length", "40"], "--ss 'L10': describes 10 residues but the design length is 40"),
     (["--ss", "L20E10Q10"], "--ss 'L20E10Q10': unknown letter"),

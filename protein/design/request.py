@@ -37,13 +37,15 @@ from diffsci.protein.design.motif import METHODS as MOTIF_METHODS
 from diffsci.protein.design.motif import TAPER
 from diffsci.protein.design.potentials import default_potentials, parse_potentials
 from diffsci.protein.design.symmetry import SymmetryGroup, parse_symmetry
-from diffsci.protein.ss import PAIR_UNKNOWN, SS_LETTERS, parse_ss, ss_condition
+from diffsci.protein.ss import PAIR_UNKNOWN, SS_LETTERS, format_ss_pairs, hairpin_pairs, parse_ss, ss_condition
 
-__all__ = ["DesignRequest", "CheckedRequest", "SS_PRIOR", "TIME_POWER", "FEW_STEPS", "symmetry_order",
+__all__ = ["DesignRequest", "CheckedRequest", "SS_PRIOR", "SS_PAIRS_UNKNOWN", "TIME_POWER", "FEW_STEPS", "symmetry_order",
            "default_sampler", "sampling_rotation_rate", "default_churn"]
 
 #: ``ss`` value that draws each design's topology from the training chains (:mod:`diffsci.protein.design.topology`)
 SS_PRIOR = "prior"
+#: ``ss_pairs`` value that leaves every strand pair to the network (pair classes unknown)
+SS_PAIRS_UNKNOWN = "unknown"
 
 # sampling time grid t_i = 0.999 u_i^TIME_POWER (u uniform 1 -> 0): more of the steps near the clean
 # end, where local geometry (CA spacing, helices) is settled; measured in protein/data/CHECKPOINT.md
@@ -107,7 +109,8 @@ class DesignRequest:
     with a contig: one chain, every scaffold segment of one length, the letters covering the
     whole design, motif included; without lengths and contig it sets the length) or ``"prior"``
     (each design draws its SS and strand pairs from the checkpoint's training chains,
-    :mod:`diffsci.protein.design.topology`); ``ss_pairs`` the strand pairs; ``guidance_scale`` the
+    :mod:`diffsci.protein.design.topology`); ``ss_pairs`` the strand pairs (None: the request's
+    β-hairpins, :attr:`effective_ss_pairs`; ``"unknown"``: every pair left to the network); ``guidance_scale`` the
     classifier-free guidance scale; ``strand_restraints`` the strength in [0, 1] of the strand
     restraints (:mod:`diffsci.protein.design.strands`; None: 1 for a single-chain request with a strand).
 
@@ -276,13 +279,13 @@ class DesignRequest:
             return
         codes = parse_ss(self.ss, name="ss")
         if self.contig is not None:
-            ss_condition(self.ss, None, self.ss_pairs)
+            ss_condition(self.ss, None, self.effective_ss_pairs)
             self._check_contig_request(len(codes))
             return
         if not self.lengths:  # the request sets the length
             object.__setattr__(self, "lengths", (len(codes),))
         for length in self.lengths:
-            ss_condition(self.ss, length, self.ss_pairs)
+            ss_condition(self.ss, length, self.effective_ss_pairs)
 
     def _check_contig_request(self, n: int) -> None:
         """Refuse an SS request of ``n`` residues with the contig unless letter i can be residue i
@@ -320,13 +323,27 @@ class DesignRequest:
                        "chains only, so these strands come from the network alone")
         return out
 
+    @property
+    def effective_ss_pairs(self) -> str | None:
+        """The strand pairs the network is told (``--ss-pairs`` text; None: every pair unknown):
+        ``ss_pairs`` as given; without it, the request's β-hairpins, consecutive strands joined by
+        a loop of at most :data:`~diffsci.protein.ss.HAIRPIN_LOOP` residues, antiparallel (with so
+        short a loop two strands pair that way or not at all; the strand restraints pair the same
+        ones), every other pair "not paired"; None for a request without a hairpin, for
+        ``"unknown"`` and without a fixed SS request."""
+        if self.ss in (None, SS_PRIOR) or self.ss_pairs == SS_PAIRS_UNKNOWN:
+            return None
+        if self.ss_pairs is not None:
+            return self.ss_pairs
+        return format_ss_pairs(hairpin_pairs(parse_ss(self.ss, name="ss")))
+
     def ss_inputs(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The SS classes (n_copies L,) and pair classes (n_copies L, n_copies L) of a fixed SS
         request (every chain the same; pairs between copies unknown); None without one or for
-        the prior (drawn per design)."""
+        the prior (drawn per design); the pairs are :attr:`effective_ss_pairs`."""
         if self.ss in (None, SS_PRIOR):
             return None
-        codes, pair = ss_condition(self.ss, None, self.ss_pairs)
+        codes, pair = ss_condition(self.ss, None, self.effective_ss_pairs)
         n, k = len(codes), self.n_copies
         tiled = np.full((n * k, n * k), PAIR_UNKNOWN, dtype=np.int64)
         for c in range(k):

@@ -57,7 +57,7 @@ from diffsci.protein.design.contig import Motif, draw_layout
 from diffsci.protein.model.diffusion import KIND, V1_CHECKPOINTS, ss_checkpoint, v1_checkpoint
 from diffsci.protein.frames import ANGSTROM_PER_NM, backbone_from_frames
 from diffsci.protein.metrics.secondary import dssp_labels
-from diffsci.protein.design.request import SS_PRIOR, TIME_POWER, CheckedRequest, DesignRequest
+from diffsci.protein.design.request import SS_PAIRS_UNKNOWN, SS_PRIOR, TIME_POWER, CheckedRequest, DesignRequest
 from diffsci.protein.ss import SS_LETTERS, pair_classes, parse_ss
 from diffsci.protein.design.topology import TopologyLibrary
 
@@ -268,7 +268,8 @@ class _Designer:
     def _ss(self, length: int, gen) -> tuple[dict, dict, object]:
         """(DesignInputs fields, record fields, topology) of this design's SS request."""
         r, topo, inputs = self.request, None, self.fixed_ss
-        strength, pairs_text, strand_pairs = self.checked.strand_restraints, r.ss_pairs, None
+        strength, strand_pairs = self.checked.strand_restraints, None
+        pairs_text = SS_PAIRS_UNKNOWN if r.ss_pairs == SS_PAIRS_UNKNOWN else r.effective_ss_pairs  # as --ss-pairs reruns it
         if self.library is not None:  # this design's topology, drawn before its noise
             topo = self.library.draw(length, gen)
             inputs = (torch.from_numpy(topo.codes),

@@ -61,14 +61,12 @@ from diffsci.core.errors import DiffsciError
 from diffsci.core.so3 import geodesic
 from diffsci.core.spaces import remove_com
 from diffsci.protein.frames import _O_ALONG, _O_PERP, ANGSTROM_PER_NM, IDEAL_LOCAL
-from diffsci.protein.ss import PAIR_ANTIPARALLEL, PAIR_PARALLEL, PAIR_UNKNOWN, strand_segments
+from diffsci.protein.ss import HAIRPIN_LOOP, PAIR_ANTIPARALLEL, PAIR_PARALLEL, PAIR_UNKNOWN, hairpin_pairs, strand_segments
 
 __all__ = ["HAIRPIN_LOOP", "Restraints", "hairpin_pairs", "strand_restraints", "request_restraints", "relax",
            "ca_trace_frames", "strand_frames", "pseudo_dihedral_sin", "strand_hbond_energy",
            "restraint_energy", "StrandRestraints"]
 
-#: the longest loop (residues) between two strands that are paired as a hairpin by default
-HAIRPIN_LOOP = 5
 CA_CA = 3.8  # Å, consecutive CA atoms (trans peptide)
 # Å, bounds of CA(i)-CA(i+k), k = 2, 3, 4, inside a strand: the 10-90% range over the training
 # split's DSSP strands (1,844 EEEEE windows of protein/data/chains.npz: medians 6.7, 10.1, 13.2 Å;
@@ -94,13 +92,6 @@ HBOND_TARGET, HBOND_WEIGHT = -1.5, 0.25
 #: of ``F^T R`` over the DSSP-E residues of the training split of protein/data/chains.npz, projected
 #: onto SO(3) (tests/test_protein_strands.py re-fits it on the held-out chains)
 STRAND_Q = ((0.7664, -0.6424, 0.0058), (-0.5708, -0.6851, -0.4526), (0.2947, 0.3435, -0.8917))
-
-
-def hairpin_pairs(codes) -> list[tuple[int, int, bool]]:
-    """Strand-segment pairs ``(a, b, parallel=False)`` of consecutive strands joined by a loop
-    of at most :data:`HAIRPIN_LOOP` residues (SS classes ``codes`` (N,))."""
-    segs = strand_segments(codes)
-    return [(k, k + 1, False) for k in range(len(segs) - 1) if segs[k + 1][0] - segs[k][1] - 1 <= HAIRPIN_LOOP]
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ import torch
 from diffsci.core.errors import DiffsciError
 from diffsci.protein.io.dataset import bundled_dataset_path, load_dataset, with_ss_labels
 from diffsci.protein.model.diffusion import filter_reason
-from diffsci.protein.ss import SS_LETTERS, segment_pairs_from_bridges, strand_segments
+from diffsci.protein.ss import SS_LETTERS, format_ss_pairs, segment_pairs_from_bridges, strand_segments
 
 __all__ = ["Topology", "TopologyLibrary", "window_topology"]
 
@@ -74,7 +74,7 @@ class Topology:
     @property
     def pairs_text(self) -> str | None:
         """The pairs as ``--ss-pairs`` writes them (``"1-2:A,2-3:P"``; None: no pair)."""
-        return ",".join(f"{a + 1}-{b + 1}:{'P' if par else 'A'}" for a, b, par, _ in self.pairs) or None
+        return format_ss_pairs(q[:3] for q in self.pairs)
 
 
 def window_topology(codes, bridges, start: int, length: int, source: str = "", chain: int = -1) -> Topology:
