@@ -19,7 +19,7 @@ positions), and the motif residues are kept exact up to a rigid motion during sa
 
 Secondary-structure conditioning (an SS-conditioned checkpoint, :mod:`diffsci.protein.ss`): ``ss``
 requests each residue's class (``--ss L2E8L3H16``; every chain of a symmetric design gets it),
-``ss_pairs`` which strand segments pair; ``guidance_scale`` w mixes the conditional prediction
+``ss_pairs`` which strand segments pair (default: the request's β-hairpins); ``guidance_scale`` w mixes the conditional prediction
 with the unconditional one (all classes unknown) by the core's classifier-free guidance,
 ``D_u + w (D_c - D_u)`` (1: the conditional model alone, 0: the unconditional one). A request
 with a strand is sampled with the strand restraints by default (``strand_restraints``;

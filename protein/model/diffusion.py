@@ -21,7 +21,7 @@ dataset's labels (:func:`diffsci.protein.io.dataset.load_dataset` ``ss_labels``)
 classifier-free guidance (Ho & Salimans 2022) the same network must also predict without them:
 with probability ``ss_drop`` an example's classes are all "unknown" (the unconditional model, as
 Proteina drops its fold-class labels, Geffner et al. 2025); otherwise with probability
-``ss_pair_drop`` only its pairs are unknown (so ``--ss`` without ``--ss-pairs`` is in
+``ss_pair_drop`` only its pairs are unknown (so ``--ss --ss-pairs unknown`` is in
 distribution), and each SS segment is independently unknown with probability
 ``ss_segment_mask`` (partial requests, as RFdiffusion's fold-conditioning training masks part of
 the SS and block-adjacency input, Watson et al. 2023).
