@@ -40,7 +40,8 @@ the freshly sampled ones, whose last digit differs between processors: the code 
 the restructured code give the same 104 numbers bit for bit on them).
 ``protein_sample``, ``protein_motif`` and ``protein_evaluate`` were re-recorded (``--update``, one
 case each) when the v2 network became the shipped protein checkpoint (2026-12-07, session 9):
-other weights, so other designs; the v1 file's designs are no longer a case.
+other weights, so other designs; the v1 file's designs are no longer a case. The same three again
+when the v2 campaign's state 63,840 replaced that file (session 11).
 ``tests/test_golden.py`` recomputes every case and compares within float rounding.
 """
 

@@ -337,15 +337,16 @@ def test_wrong_checkpoint_kind(tmp_path, capsys):
     assert "expected 'protein-frames'" in capsys.readouterr().err
 
 
-def test_shipped_protein_checkpoint_is_the_recorded_self_conditioned_soup():
-    """The shipped checkpoint is a self-conditioned net at rotation rate 10, the equal-weight
-    average of two fine-tunes (recorded in the file), and loads with its EMA weights."""
+def test_shipped_protein_checkpoint_is_the_recorded_self_conditioned_campaign_state():
+    """The shipped checkpoint is a self-conditioned net at rotation rate 10, the EMA weights of
+    campaign state 63,840 exported from its training state (recorded in the file)."""
     from diffsci.core.checkpoint import load_checkpoint
 
     default = load_model()
     assert default.config.inference_rate == 10.0 and default.config.net.self_condition
     ck = load_checkpoint(default.source)
-    assert [s["weight"] for s in ck["averaged_from"]] == [0.5, 0.5]
+    assert ck["step"] == 63840 and ck["exported_from"].endswith("protein/data/v2/latest.pt")
+    assert "optimizer" not in ck and "averaged_from" not in ck
     sd = default.model.state_dict()
     assert any("sc_fc" in k and v.abs().sum() > 0 for k, v in sd.items())  # the branch was trained
 

@@ -276,7 +276,7 @@ def test_restraints_make_the_shipped_ss_model_draw_strands():
     restraints and few without (checkpoint notes: 0.57 vs 0.00 E agreement at L = 64, 100 steps)."""
     from diffsci.protein.design.sampling import load_model, sample_backbones
 
-    lm = load_model("ss")
+    lm = load_model("v1-ss")  # a network that draws few strands alone (the shipped one draws them itself)
     codes = parse_ss(REQUEST)
     e = {}
     for strength in (0.0, None):
