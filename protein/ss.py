@@ -112,8 +112,10 @@ def parse_ss_pairs(text: str, n_segments: int, *, name: str = "ss_pairs") -> lis
     for item in str(text).split(","):
         m = _PAIR.fullmatch(item)
         if not m:
+            hint = ("; 'unknown' (lower case, alone) leaves every pair to the network"
+                    if item.strip().lower() == "unknown" else "")
             raise DiffsciError(f"{name} {text!r}: {item.strip()!r} is not a pair such as 1-2:A (A antiparallel, "
-                               f"P parallel)")
+                               f"P parallel){hint}")
         a, b = sorted((int(m.group(1)), int(m.group(2))))
         if a == b:
             raise DiffsciError(f"{name} {text!r}: strand {a} cannot pair with itself")

@@ -323,6 +323,10 @@ def test_hairpins_are_the_default_pairs_and_unknown_leaves_them_to_the_network(s
     assert pair[4, 13] == PAIR_ANTIPARALLEL and pair[13, 31] == PAIR_NONE
     assert torch.equal(DesignRequest(ss=spec, ss_pairs="1-2:A").ss_inputs()[1], pair)
     assert (DesignRequest(ss=spec, ss_pairs="unknown").ss_inputs()[1] == PAIR_UNKNOWN).all()
+    with pytest.raises(DiffsciError, match="'unknown' \\(lower case, alone\\) leaves every pair"):
+        DesignRequest(ss=spec, ss_pairs="Unknown")  # the keyword misspelt is named, not just refused
+    with pytest.raises(DiffsciError, match="is not a pair such as 1-2:A \\(A antiparallel, P parallel\\)$"):
+        DesignRequest(ss=spec, ss_pairs="1-2")
     assert DesignRequest(ss=spec, ss_pairs="2-3:P").effective_ss_pairs == "2-3:P"  # a list replaces the default
     assert DesignRequest(ss="L3E6L12E6L13").effective_ss_pairs is None  # no hairpin: every pair unknown
     assert (DesignRequest(ss="L3E6L12E6L13").ss_inputs()[1] == PAIR_UNKNOWN).all()
