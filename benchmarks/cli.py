@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from diffsci.core.cli import add_command_group
 
-COMMANDS: tuple[str, ...] = ("protein_bench", "motif_bench", "weather_bench", "merge", "compare", "speed", "denoiser")
+COMMANDS: tuple[str, ...] = ("protein_bench", "motif_bench", "modes_bench", "weather_bench", "merge", "compare", "speed", "denoiser")
 
 
 def register(subparsers) -> None:
