@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from importlib.metadata import PackageNotFoundError, entry_points, version
 
 from diffsci.core.errors import DiffsciError
 
 __all__ = ["main", "build_parser", "add_train_arguments", "run_train_command", "add_command_group",
-           "CommandGroupParser"]
+           "CommandGroupParser", "default_threads", "THREADS_HELP"]
 
 
 def _version() -> str:
@@ -85,6 +86,27 @@ def add_command_group(subparsers, name: str, help: str, package: str, modules) -
     else:
         _add_subcommands(parser, name, package, modules)
     return parser
+
+
+#: the help of a command's ``--threads`` option (:func:`default_threads`)
+THREADS_HELP = ("torch CPU threads (default: OMP_NUM_THREADS when set, else the cores this process may use less "
+                "the 1-minute load average, at least 1)")
+
+
+def default_threads(load: float | None = None) -> int:
+    """Torch CPU threads of a command when ``--threads`` is not given: ``OMP_NUM_THREADS`` when
+    set, else the idle cores this process may run on: the cores (``os.sched_getaffinity``;
+    ``os.cpu_count`` where that is missing) less the 1-minute load average (``load``; None:
+    ``os.getloadavg``), at least 1. OpenMP threads that wait for a busy core make the networks'
+    many small ops far slower (docs/weather.md: 15x for a forecast on a loaded 2-core machine;
+    docs/protein.md: up to 40x for a design); the results do not depend on the thread count."""
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if load is None:
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return max(1, cores - int(round(load)))
 
 
 def add_train_arguments(parser: argparse.ArgumentParser, *, default_steps: int) -> None:

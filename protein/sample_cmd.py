@@ -21,6 +21,7 @@ import re
 import sys
 import warnings
 
+from diffsci.core.cli import THREADS_HELP, default_threads
 from diffsci.core.errors import DiffsciError
 
 __all__ = ["add_parser", "request_from_args"]
@@ -99,6 +100,11 @@ def _run(args) -> int:
     _check_out(args)
     for note in _notes(request):
         print(f"note: {note}", file=sys.stderr)
+    import torch
+
+    from diffsci.core.io import check_int
+
+    torch.set_num_threads(default_threads() if args.threads is None else check_int(args.threads, "--threads"))
     lm = load_model(args.checkpoint)
     with warnings.catch_warnings():  # the library's warnings as one line each, when they happen
         warnings.simplefilter("always", UserWarning)
@@ -201,5 +207,6 @@ def add_parser(subparsers) -> None:
     p.add_argument("--device", default="cpu",
                    help="where the model samples: cpu (default), cuda, cuda:N or auto (CUDA when present); designs "
                         "are reproducible on one device type, not across CPU and CUDA")
+    p.add_argument("--threads", type=int, default=None, help=THREADS_HELP + "; designs do not depend on it")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_run)

@@ -48,6 +48,30 @@ def test_same_seed_same_files(tiny_checkpoint, tmp_path):
     assert (out3 / "len45_001.pdb").read_text() == (outs[0] / "len45_001.pdb").read_text()
 
 
+def test_threads_option_sets_torch_threads_and_leaves_the_designs_alone(tiny_checkpoint, tmp_path, monkeypatch, capsys):
+    before = torch.get_num_threads()
+    seen = []
+    real = torch.set_num_threads
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: (seen.append(n), real(n)))
+    try:
+        texts = []
+        for threads in ("1", "2"):
+            out = tmp_path / f"t{threads}"
+            assert main(["protein", "sample", "--checkpoint", str(tiny_checkpoint), "--length", "40", "--steps", "4",
+                         "--out", str(out), "--seed", "5", "--quiet", "--threads", threads]) == 0
+            texts.append((out / "len40_000.pdb").read_text())
+        assert seen == [1, 2] and texts[0] == texts[1]
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the default: OMP_NUM_THREADS, else the idle cores
+        assert main(["protein", "sample", "--checkpoint", str(tiny_checkpoint), "--length", "40", "--steps", "2",
+                     "--out", str(tmp_path / "d"), "--quiet"]) == 0
+        assert seen[-1] == 1
+        assert main(["protein", "sample", "--checkpoint", str(tiny_checkpoint), "--length", "40", "--out",
+                     str(tmp_path / "bad"), "--threads", "0"]) == 2
+        assert "--threads" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    finally:
+        real(before)
+
+
 def test_time_grid_power_is_used_and_recorded(tiny_checkpoint, tmp_path):
     lm = load_model(tiny_checkpoint)
     (a,) = sample_backbones(lm, DesignRequest(lengths=[40], num=1, steps=4, time_power=1.0), progress=False)

@@ -9,11 +9,11 @@ spread over the ranks; rank 0 writes the one output file (bitwise that of one pr
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 import warnings
 
+from diffsci.core.cli import THREADS_HELP, default_threads
 from diffsci.core.errors import DiffsciError
 
 __all__ = ["add_parser", "CheckpointHelpFormatter", "STEPS_HELP", "default_threads"]
@@ -45,22 +45,6 @@ class CheckpointHelpFormatter(argparse.HelpFormatter):
         if text and "{shipped_sampling}" in text:
             text = text.replace("{shipped_sampling}", shipped_sampling())
         return text
-
-
-def default_threads(load: float | None = None) -> int:
-    """Torch CPU threads of a forecast when ``--threads`` is not given: ``OMP_NUM_THREADS`` when
-    set, else the idle cores this process may run on: the cores (``os.sched_getaffinity``;
-    ``os.cpu_count`` where that is missing) less the 1-minute load average (``load``; None:
-    ``os.getloadavg``), at least 1. OpenMP threads that wait for a busy core make the network's
-    many small ops far slower (docs/weather.md: 15x on a loaded 2-core machine); the results do
-    not depend on the thread count."""
-    env = os.environ.get("OMP_NUM_THREADS", "")
-    if env.isdigit() and int(env) > 0:
-        return int(env)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if load is None:
-        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    return max(1, cores - int(round(load)))
 
 
 def _positive_int(text: str, flag: str) -> int:
@@ -139,8 +123,6 @@ def add_parser(subparsers) -> None:
                         "to --out lead by lead (default: as many as a quarter of the free memory holds, at most "
                         "--members); members are the same bit for bit whatever the chunk (the network always "
                         "sees groups of 4 member slots, padded: a multiple of 4 wastes no evaluation)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: OMP_NUM_THREADS when set, else the cores this process may "
-                        "use less the 1-minute load average, at least 1)")
+    p.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_run)
