@@ -160,7 +160,10 @@ def test_default_chunk_from_free_memory(forecaster, monkeypatch):
 
 
 def test_default_threads(monkeypatch):
-    from diffsci.weather.forecast_cmd import default_threads
+    from diffsci.core.cli import default_threads
+    from diffsci.weather.forecast_cmd import default_threads as forecast_threads
+
+    assert forecast_threads is default_threads  # weather forecast and protein sample share the rule
 
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert default_threads() == 3
