@@ -9,7 +9,7 @@ and scored by ``protein evaluate``'s own code
 (:func:`diffsci.protein.metrics.evaluate.evaluate_folder`).
 
 Per run, over the designed chains (a binder's fixed target is not counted): chains with a break
-(consecutive CA-CA > 4.2 Å), the fraction of consecutive CA-CA within 3.8 +- 0.3 Å, CA clashes
+(consecutive CA-CA > 4.2 Å) and the longest consecutive CA-CA of any of them, the fraction of consecutive CA-CA within 3.8 +- 0.3 Å, CA clashes
 within chains; between the chains of one design (binder and target, the copies of a ring) the
 smallest CA-CA, the CA pairs under 3 Å and the designed residues at the interface; with hotspots,
 the designs whose every hotspot is in contact; DSSP helix / strand and, for an SS request, the
@@ -122,6 +122,7 @@ def summarise_run(evaluation: dict, fixed: set[tuple[str, str]]) -> dict:
     mean = lambda key: float(np.mean([r[key] for r in rows]))  # noqa: E731
     out = {"chains": len(rows), "designs": len({r["file"].split(":")[0] for r in rows}),
            "broken": sum(r["chain_breaks"] > 0 for r in rows), "breaks": [int(r["chain_breaks"]) for r in rows],
+           "ca_ca_max": max(float(r["ca_ca_max"]) for r in rows),
            "ca_ca_ok": mean("ca_ca_ok"), "clashes": int(sum(r["clashes"] for r in rows)),
            "dssp_helix": mean("dssp_helix"), "dssp_strand": mean("dssp_strand")}
     inter = [v for v in (_value(r.get("interchain_min_ca")) for r in rows) if v is not None]
@@ -175,17 +176,17 @@ def _report(payload: dict, png: Path) -> str:
              f"(load average {payload['load_average']['start'][0]:.1f} at the start).", "",
              "Potentials `default`: the request's defaults (their terms in the column); `none`: every sampling-time "
              "potential and the strand restraints off, the network alone. Broken: designed chains with a "
-             "consecutive CA-CA > 4.2 Å; CA-CA ok: consecutive CA-CA within 3.8 ± 0.3 Å; clashes: non-adjacent CA "
+             "consecutive CA-CA > 4.2 Å (largest CA-CA: the longest such link of any designed chain; 3.8 Å ideal); CA-CA ok: consecutive CA-CA within 3.8 ± 0.3 Å; clashes: non-adjacent CA "
              "pairs < 3 Å within chains; between chains: the smallest inter-chain CA-CA per design (range), CA "
              "pairs < 3 Å between chains, designed residues within 10 Å of another chain.", "",
-             "| mode | request (`protein sample ...`) | potentials | broken | CA-CA ok | clashes | between chains "
-             "| DSSP H / E | SS agreement | seconds |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| mode | request (`protein sample ...`) | potentials | broken | largest CA-CA (Å) | CA-CA ok | clashes "
+             "| between chains | DSSP H / E | SS agreement | seconds |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in payload["runs"]:
         agree = "-" if r.get("ss_agreement") is None else f"{r['ss_agreement']:.2f}"
         unit = " chains" if r["chains"] != r["designs"] else ""
         lines.append(f"| {r['mode']} | `{r['command'].removeprefix('diffsci protein sample ')}` | {r['terms']} | "
-                     f"{r['broken']}/{r['chains']}{unit} | {r['ca_ca_ok']:.3f} | {r['clashes']} | {_between(r)} | "
+                     f"{r['broken']}/{r['chains']}{unit} | {r['ca_ca_max']:.2f} | {r['ca_ca_ok']:.3f} | {r['clashes']} | {_between(r)} | "
                      f"{r['dssp_helix']:.2f} / {r['dssp_strand']:.2f} | {agree} | {r['sample_seconds']} |")
     lines += ["", f"![broken chains by mode]({png.name})", ""]
     return "\n".join(lines)

@@ -56,6 +56,8 @@ def test_counts_are_the_written_designed_chains(bench):
             assert run["chains"] == 1 and "interchain_min_ca" in run
         assert run["chains"] == len(chains) == {"C3": 3}.get(mode, 1)
         assert run["broken"] == sum(_broken(ca) for ca in chains)
+        longest = max(np.linalg.norm(np.diff(ca.coord, axis=0), axis=1).max() for ca in chains)
+        assert run["ca_ca_max"] == pytest.approx(longest, abs=2e-3)
         assert ("none" == run["terms"]) == (pot == "none")
     assert "interface_contacts:1" in runs["binder", "default"]["terms"]
     assert "olig_contacts:1" in runs["C3", "default"]["terms"]
