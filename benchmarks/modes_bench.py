@@ -141,13 +141,17 @@ def summarise_run(evaluation: dict, fixed: set[tuple[str, str]]) -> dict:
 def run_mode(lm, mode: Mode, potentials: str, folder: Path, *, steps: int = 100, num: int | None = None) -> dict:
     """Sample ``mode`` (:func:`mode_request`), write it to ``folder`` as ``protein sample`` does,
     score it with ``protein evaluate``'s code; returns the run's record."""
-    from diffsci.protein.design.output import write_designs
+    from diffsci.protein.design.output import remove_outputs, write_designs
     from diffsci.protein.design.sampling import sample_backbones
     from diffsci.protein.metrics.evaluate import evaluate_folder
 
     t0 = time.time()
     designs = sample_backbones(lm, mode_request(mode, potentials, steps=steps, num=num), progress=False)
     seconds = time.time() - t0
+    left = remove_outputs(folder)  # an earlier run's designs here would be scored with these
+    if left:
+        raise DiffsciError(f"{folder} holds {len(left)} structure file(s) bench modes did not write "
+                           f"({left[0].name}); give another --out")
     write_designs(designs, folder, checkpoint=lm.source)
     evaluation = evaluate_folder(folder, progress=False)
     terms = designs[0].potentials or "none"

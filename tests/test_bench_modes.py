@@ -79,6 +79,16 @@ def test_network_alone_turns_the_strand_restraints_off_too():
     assert "--strand-restraints" not in mode_command(next(m for m in MODES if m.name == "C6"), "none")
 
 
+def test_a_rerun_scores_only_its_own_designs(tmp_path):
+    first = run_benchmark(tmp_path, modes=["L60"], potentials="none", num=2, steps=2, progress=False)
+    again = run_benchmark(tmp_path, modes=["L60"], potentials="none", num=1, steps=2, progress=False)
+    assert first["runs"][0]["chains"] == 2 and again["runs"][0]["chains"] == 1
+    assert sorted(p.name for p in (tmp_path / "designs" / "L60-none").glob("*.pdb")) == ["len60_000.pdb"]
+    (tmp_path / "designs" / "L60-none" / "mine.pdb").write_text("END\n")  # not written by bench modes
+    with pytest.raises(DiffsciError, match="1 structure file.*did not write.*mine.pdb"):
+        run_benchmark(tmp_path, modes=["L60"], potentials="none", num=1, steps=2, progress=False)
+
+
 def test_unknown_mode_is_refused(tmp_path):
     with pytest.raises(DiffsciError, match="unknown mode L7; choose from L60"):
         run_benchmark(tmp_path, modes=["L7"], progress=False)
